@@ -1,0 +1,105 @@
+/* opencon — decoder engine: Hugging Face checkpoints in, transformers-exact hidden states out. */
+#ifndef OPENCON_MODEL_H
+#define OPENCON_MODEL_H
+#include "opencon/base.h"
+#include "opencon/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum oc_family { OC_FAM_LLAMA, OC_FAM_QWEN3, OC_FAM_GEMMA3, OC_FAM_GEMMA4 } oc_family;
+typedef enum oc_layer_type { OC_LAYER_FULL = 0, OC_LAYER_SLIDING = 1 } oc_layer_type;
+typedef enum oc_rope_kind { OC_ROPE_DEFAULT, OC_ROPE_LINEAR, OC_ROPE_LLAMA3, OC_ROPE_PROPORTIONAL } oc_rope_kind;
+
+typedef struct oc_rope_params {
+  oc_rope_kind kind;
+  double theta, factor, partial_rotary_factor;
+  double low_freq_factor, high_freq_factor, original_max_position_embeddings;
+} oc_rope_params;
+
+#define OC_MAX_EOS 8
+/* Normalised view of config.json (text decoder part). */
+typedef struct oc_model_config {
+  oc_family family;
+  char architecture[96];
+  int hidden, n_layers, n_heads, n_kv_heads, head_dim, global_head_dim, intermediate, vocab;
+  double eps;
+  int act_gelu_tanh;           /* 1: gelu_pytorch_tanh, 0: silu */
+  int norm_one_offset;         /* Gemma 3: (1 + w) */
+  double embed_scale;          /* sqrt(hidden) for Gemma, 1 otherwise */
+  double attn_scale;           /* multiplier of q.k */
+  double final_softcap;        /* 0 = none */
+  int tie_embeddings;
+  int sliding_window;          /* 0 = none */
+  oc_layer_type *layer_types;  /* [n_layers] */
+  oc_rope_params rope[2];      /* indexed by oc_layer_type */
+  int qk_norm, v_norm, sandwich_norms;
+  int ple_dim, ple_vocab;      /* Gemma 4 per-layer embeddings */
+  int n_kv_shared, double_wide_mlp;
+  int bos_token_id, pad_token_id;
+  int n_eos; int eos_token_ids[OC_MAX_EOS];
+  int max_position_embeddings;
+} oc_model_config;
+
+/* Parse config.json text. `path` names the file in errors. Unknown architectures are an
+ * error listing the supported ones. */
+int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc_error *err);
+void oc_config_free(oc_model_config *cfg);
+/* Per-layer geometry */
+int oc_config_layer_head_dim(const oc_model_config *c, int layer);
+int oc_config_layer_intermediate(const oc_model_config *c, int layer);
+int oc_config_kv_source(const oc_model_config *c, int layer); /* -1: own K/V */
+/* inv_freq [head_dim/2] for a layer type, computed in f32 as transformers does. */
+void oc_rope_inv_freq(const oc_rope_params *p, int head_dim, float *inv_freq);
+
+typedef struct oc_model oc_model;
+/* Load a local model directory (config.json + safetensors, possibly sharded). */
+int oc_model_load(const char *dir, oc_model **out, oc_error *err);
+void oc_model_free(oc_model *m);
+const oc_model_config *oc_model_cfg(const oc_model *m);
+const oc_weights *oc_model_weights(const oc_model *m);
+/* Bytes of weights read per decoded token (everything but row-gathered embedding tables). */
+size_t oc_model_decode_bytes(const oc_model *m);
+
+/* A generation session: KV cache + scratch, grown on demand up to max_ctx. */
+typedef struct oc_session oc_session;
+oc_session *oc_session_new(const oc_model *m, int max_ctx, oc_error *err);
+void oc_session_free(oc_session *s);
+void oc_session_reset(oc_session *s);
+int oc_session_len(const oc_session *s);
+/* Drop the cache back to `len` positions (e.g. to re-run a suffix). */
+int oc_session_truncate(oc_session *s, int len, oc_error *err);
+
+/* Which hidden states to capture. Layer indices follow transformers' output_hidden_states
+ * tuple (0 = embeddings, L = final-normed output), negative indices count from the end.
+ * Positions are relative to the chunk; -1 = its last token; pos == NULL means every position.
+ * out is [n_layers][n_pos][hidden] (n_pos = chunk length when pos == NULL). Only the asked
+ * rows are copied. */
+typedef struct oc_taps {
+  int n_layers;
+  const int *layers;
+  int n_pos;
+  const int *pos;
+  float *out;
+} oc_taps;
+
+/* Run a chunk of ids at positions len .. len+n-1, appending to the cache.
+ * logits: NULL for none, else [logit_rows][vocab] where logit_rows is n (all_logits=1)
+ * or 1 (last position only). With logits == NULL and taps that do not need the last
+ * layers, the remaining layers are skipped and the session can only be reset afterwards. */
+int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps,
+               float *logits, int all_logits, oc_error *err);
+
+/* Normalise a hidden-state index (-k allowed) against n_layers; -1 on out-of-range. */
+int oc_hidden_index(const oc_model_config *c, int idx, oc_error *err);
+int oc_argmax(const float *x, int n);
+int oc_is_eos(const oc_model_config *c, int id);
+
+/* random-model: random BF16 weights with the real names and shapes of a config. */
+int oc_random_model(const char *config_path, const char *out_dir, uint64_t seed, oc_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,26 @@
+#include "opencon/base.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int oc_fail(oc_error *err, const char *fmt, ...) {
+  if (!err) return -1;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+int oc_wrap(oc_error *err, const char *fmt, ...) {
+  if (!err) return -1;
+  char prefix[512], old[sizeof err->msg];
+  memcpy(old, err->msg, sizeof old);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(prefix, sizeof prefix, fmt, ap);
+  va_end(ap);
+  snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+  return -1;
+}

@@ -1,0 +1,163 @@
+#include "opencon/base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int oc_read_file(const char *path, char **data, size_t *len, oc_error *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return oc_fail(err, "%s: cannot open: %s", path, strerror(errno));
+  if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return oc_fail(err, "%s: cannot seek", path); }
+  long sz = ftell(f);
+  if (sz < 0) { fclose(f); return oc_fail(err, "%s: cannot tell size", path); }
+  rewind(f);
+  char *buf = malloc((size_t)sz + 1);
+  if (!buf) { fclose(f); return oc_fail(err, "%s: out of memory (%ld bytes)", path, sz); }
+  size_t got = fread(buf, 1, (size_t)sz, f);
+  fclose(f);
+  if (got != (size_t)sz) { free(buf); return oc_fail(err, "%s: short read", path); }
+  buf[sz] = 0;
+  *data = buf;
+  if (len) *len = (size_t)sz;
+  return 0;
+}
+
+int oc_atomic_open(oc_atomic_file *f, const char *path, oc_error *err) {
+  memset(f, 0, sizeof *f);
+  size_t n = strlen(path) + 32;
+  f->path = strdup(path);
+  f->tmp_path = malloc(n);
+  if (!f->path || !f->tmp_path) { free(f->path); free(f->tmp_path); return oc_fail(err, "out of memory"); }
+  snprintf(f->tmp_path, n, "%s.tmp.XXXXXX", path);
+  int fd = mkstemp(f->tmp_path);
+  if (fd < 0) {
+    int e = errno;
+    free(f->path); free(f->tmp_path); f->path = f->tmp_path = NULL;
+    return oc_fail(err, "%s: cannot create temporary file: %s", path, strerror(e));
+  }
+  fchmod(fd, 0644);
+  f->fp = fdopen(fd, "wb");
+  if (!f->fp) { close(fd); unlink(f->tmp_path); free(f->path); free(f->tmp_path); return oc_fail(err, "%s: fdopen failed", path); }
+  return 0;
+}
+
+int oc_atomic_write(oc_atomic_file *f, const void *data, size_t len, oc_error *err) {
+  if (len && fwrite(data, 1, len, (FILE *)f->fp) != len)
+    return oc_fail(err, "%s: write failed: %s", f->path, strerror(errno));
+  return 0;
+}
+
+void oc_atomic_abort(oc_atomic_file *f) {
+  if (f->fp) fclose((FILE *)f->fp);
+  if (f->tmp_path) unlink(f->tmp_path);
+  free(f->path); free(f->tmp_path);
+  memset(f, 0, sizeof *f);
+}
+
+int oc_atomic_commit(oc_atomic_file *f, oc_error *err) {
+  FILE *fp = (FILE *)f->fp;
+  int rc = 0;
+  if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) rc = oc_fail(err, "%s: flush failed: %s", f->path, strerror(errno));
+  if (fclose(fp) != 0 && rc == 0) rc = oc_fail(err, "%s: close failed: %s", f->path, strerror(errno));
+  f->fp = NULL;
+  if (rc == 0 && rename(f->tmp_path, f->path) != 0) rc = oc_fail(err, "%s: rename failed: %s", f->path, strerror(errno));
+  if (rc != 0) unlink(f->tmp_path);
+  free(f->path); free(f->tmp_path);
+  memset(f, 0, sizeof *f);
+  return rc;
+}
+
+int oc_write_file_atomic(const char *path, const void *data, size_t len, oc_error *err) {
+  oc_atomic_file f;
+  if (oc_atomic_open(&f, path, err)) return -1;
+  if (oc_atomic_write(&f, data, len, err)) { oc_atomic_abort(&f); return -1; }
+  return oc_atomic_commit(&f, err);
+}
+
+int oc_file_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int oc_is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int oc_mkdirs(const char *path, oc_error *err) {
+  char buf[PATH_MAX];
+  if (strlen(path) >= sizeof buf) return oc_fail(err, "path too long: %s", path);
+  strcpy(buf, path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return oc_fail(err, "%s: mkdir failed: %s", buf, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(buf, 0755) != 0 && errno != EEXIST) return oc_fail(err, "%s: mkdir failed: %s", buf, strerror(errno));
+  return 0;
+}
+
+char *oc_path_join(const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b);
+  char *s = malloc(na + nb + 2);
+  if (!s) return NULL;
+  memcpy(s, a, na);
+  size_t k = na;
+  if (na && a[na - 1] != '/') s[k++] = '/';
+  memcpy(s + k, b, nb + 1);
+  return s;
+}
+
+int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err) {
+  *out = NULL;
+  *n = 0;
+  int cap = 16, cnt = 0;
+  int64_t *v = malloc(sizeof *v * (size_t)cap);
+  if (!v) return oc_fail(err, "out of memory");
+  const char *p = s;
+  while (*p) {
+    while (*p == ' ' || *p == '\t' || *p == '[') p++;
+    if (!*p || *p == ']') break;
+    char *end;
+    errno = 0;
+    long long x = strtoll(p, &end, 10);
+    if (end == p || errno) { free(v); return oc_fail(err, "not an integer list at character %d of \"%s\"", (int)(p - s) + 1, s); }
+    if (cnt == cap) {
+      cap *= 2;
+      int64_t *nv = realloc(v, sizeof *v * (size_t)cap);
+      if (!nv) { free(v); return oc_fail(err, "out of memory"); }
+      v = nv;
+    }
+    v[cnt++] = x;
+    p = end;
+    while (*p == ' ' || *p == '\t' || *p == ']') p++;
+    if (*p == ',') p++;
+    else if (*p) { free(v); return oc_fail(err, "unexpected '%c' at character %d of \"%s\"", *p, (int)(p - s) + 1, s); }
+  }
+  *out = v;
+  *n = cnt;
+  return 0;
+}
+
+static int g_threads = 0;
+void openblas_set_num_threads(int);
+
+void oc_set_threads(int n) {
+  if (n <= 0) n = omp_get_num_procs();
+  g_threads = n;
+  omp_set_num_threads(n);
+  /* sgemm is called from inside our own parallel regions, one block per call */
+  openblas_set_num_threads(1);
+}
+
+int oc_get_threads(void) {
+  if (g_threads <= 0) oc_set_threads(0);
+  return g_threads;
+}

@@ -1,0 +1,244 @@
+/* opencon CLI: parses flags and calls libopencon. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "opencon/hub.h"
+#include "opencon/model.h"
+
+#define MAXOPT 32
+typedef struct {
+  int n;
+  const char *key[MAXOPT];
+  const char *val[MAXOPT];
+} opts;
+
+/* --key value and --key=value; flags without value get "1". */
+static int parse_opts(int argc, char **argv, opts *o, const char *const *flags) {
+  o->n = 0;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (strncmp(a, "--", 2) != 0) { fprintf(stderr, "error: unexpected argument \"%s\"\n", a); return -1; }
+    if (o->n == MAXOPT) { fprintf(stderr, "error: too many options\n"); return -1; }
+    const char *eq = strchr(a, '=');
+    int is_flag = 0;
+    for (const char *const *f = flags; f && *f; f++) if (strcmp(a + 2, *f) == 0) is_flag = 1;
+    if (eq) {
+      o->key[o->n] = strndup(a + 2, (size_t)(eq - a - 2));
+      o->val[o->n++] = eq + 1;
+    } else if (is_flag) {
+      o->key[o->n] = strdup(a + 2);
+      o->val[o->n++] = "1";
+    } else {
+      if (i + 1 >= argc) { fprintf(stderr, "error: %s needs a value\n", a); return -1; }
+      o->key[o->n] = strdup(a + 2);
+      o->val[o->n++] = argv[++i];
+    }
+  }
+  return 0;
+}
+
+static void free_opts(opts *o) { for (int i = 0; i < o->n; i++) free((char *)o->key[i]); }
+
+static const char *opt(const opts *o, const char *k) {
+  for (int i = o->n - 1; i >= 0; i--) if (strcmp(o->key[i], k) == 0) return o->val[i];
+  return NULL;
+}
+
+static int check_known(const opts *o, const char *const *known) {
+  for (int i = 0; i < o->n; i++) {
+    int ok = 0;
+    for (const char *const *k = known; *k; k++) if (strcmp(o->key[i], *k) == 0) ok = 1;
+    if (!ok) { fprintf(stderr, "error: unknown option --%s\n", o->key[i]); return -1; }
+  }
+  return 0;
+}
+
+static int die(const oc_error *e) {
+  fprintf(stderr, "error: %s\n", e->msg);
+  return 1;
+}
+
+static int load_model(const char *model_id, oc_model **m, oc_error *err) {
+  char *dir = NULL;
+  if (oc_resolve_model(model_id, NULL, &dir, err)) return -1;
+  int rc = oc_model_load(dir, m, err);
+  free(dir);
+  return rc;
+}
+
+static int get_ids(const opts *o, int32_t **ids, int *n, oc_error *err) {
+  const char *s = opt(o, "input_ids");
+  if (opt(o, "text") && !s)
+    return oc_fail(err, "--text needs the tokenizer, which this build does not have yet; pass --input_ids");
+  if (!s) return oc_fail(err, "--input_ids is required");
+  int64_t *v;
+  if (oc_parse_int_list(s, &v, n, err)) return oc_wrap(err, "--input_ids");
+  if (*n == 0) { free(v); return oc_fail(err, "--input_ids is empty"); }
+  *ids = malloc(sizeof **ids * (size_t)*n);
+  for (int i = 0; i < *n; i++) {
+    if (v[i] < 0 || v[i] > 0x7fffffff) { free(v); free(*ids); return oc_fail(err, "--input_ids: %lld is not a token id", (long long)v[i]); }
+    (*ids)[i] = (int32_t)v[i];
+  }
+  free(v);
+  return 0;
+}
+
+static void apply_threads(const opts *o) {
+  const char *t = opt(o, "threads");
+  oc_set_threads(t ? atoi(t) : 0);
+}
+
+static int cmd_forward(int argc, char **argv) {
+  static const char *const known[] = {"model_id", "input_ids", "text", "layers", "out", "threads", "max_ctx", NULL};
+  opts o;
+  oc_error err;
+  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) return 2;
+  apply_threads(&o);
+  const char *model_id = opt(&o, "model_id"), *out = opt(&o, "out");
+  if (!model_id || !out) { fprintf(stderr, "usage: opencon forward --model_id M --input_ids 2,106,... [--layers -4,-2] --out F.safetensors\n"); free_opts(&o); return 2; }
+  int32_t *ids = NULL;
+  int n = 0, rc = 1;
+  oc_model *m = NULL;
+  oc_session *s = NULL;
+  int *layers = NULL;
+  float *hs = NULL, *logits = NULL;
+  if (get_ids(&o, &ids, &n, &err) || load_model(model_id, &m, &err)) { rc = die(&err); goto done; }
+  const oc_model_config *c = oc_model_cfg(m);
+  int nl = 0;
+  if (opt(&o, "layers")) {
+    int64_t *v;
+    if (oc_parse_int_list(opt(&o, "layers"), &v, &nl, &err)) { oc_wrap(&err, "--layers"); rc = die(&err); goto done; }
+    layers = malloc(sizeof *layers * (size_t)(nl ? nl : 1));
+    for (int i = 0; i < nl; i++) layers[i] = (int)v[i];
+    free(v);
+    for (int i = 0; i < nl; i++) if (oc_hidden_index(c, layers[i], &err) < 0) { oc_wrap(&err, "--layers"); rc = die(&err); goto done; }
+  } else {
+    nl = c->n_layers + 1;
+    layers = malloc(sizeof *layers * (size_t)nl);
+    for (int i = 0; i < nl; i++) layers[i] = i;
+  }
+  hs = malloc(sizeof(float) * (size_t)nl * (size_t)n * (size_t)c->hidden);
+  logits = malloc(sizeof(float) * (size_t)n * (size_t)c->vocab);
+  if (!hs || !logits) { oc_fail(&err, "out of memory"); rc = die(&err); goto done; }
+  s = oc_session_new(m, opt(&o, "max_ctx") ? atoi(opt(&o, "max_ctx")) : n, &err);
+  oc_taps taps = {nl, layers, 0, NULL, hs};
+  if (!s || oc_forward(s, ids, n, &taps, logits, 1, &err)) { rc = die(&err); goto done; }
+  oc_st_writer *w = oc_st_writer_new();
+  int64_t hshape[3] = {nl, n, c->hidden}, lshape[2] = {n, c->vocab}, ishape[1] = {n};
+  if (oc_st_writer_add(w, "hidden_states", OC_DT_F32, 3, hshape, hs, &err) ||
+      oc_st_writer_add(w, "logits", OC_DT_F32, 2, lshape, logits, &err) ||
+      oc_st_writer_add(w, "input_ids", OC_DT_I32, 1, ishape, ids, &err) ||
+      oc_st_writer_set_metadata(w, "model_id", model_id, &err) || oc_st_writer_write(w, out, &err)) {
+    oc_st_writer_free(w);
+    rc = die(&err);
+    goto done;
+  }
+  oc_st_writer_free(w);
+  fprintf(stderr, "wrote %s: hidden_states [%d, %d, %d], logits [%d, %d]; next token (greedy) %d\n", out, nl, n,
+          c->hidden, n, c->vocab, oc_argmax(logits + (size_t)(n - 1) * c->vocab, c->vocab));
+  rc = 0;
+done:
+  oc_session_free(s);
+  oc_model_free(m);
+  free(ids); free(layers); free(hs); free(logits);
+  free_opts(&o);
+  return rc;
+}
+
+static int cmd_generate(int argc, char **argv) {
+  static const char *const known[] = {"model_id", "input_ids", "text", "max_new_tokens", "threads", "no_eos_stop", NULL};
+  static const char *const flags[] = {"no_eos_stop", NULL};
+  opts o;
+  oc_error err;
+  if (parse_opts(argc, argv, &o, flags) || check_known(&o, known)) return 2;
+  apply_threads(&o);
+  const char *model_id = opt(&o, "model_id");
+  if (!model_id) { fprintf(stderr, "usage: opencon generate --model_id M --input_ids 2,106,... [--max_new_tokens N]\n"); free_opts(&o); return 2; }
+  int max_new = opt(&o, "max_new_tokens") ? atoi(opt(&o, "max_new_tokens")) : 32;
+  int32_t *ids = NULL;
+  int n = 0, rc = 1;
+  oc_model *m = NULL;
+  oc_session *s = NULL;
+  float *logits = NULL;
+  if (get_ids(&o, &ids, &n, &err) || load_model(model_id, &m, &err)) { rc = die(&err); goto done; }
+  const oc_model_config *c = oc_model_cfg(m);
+  logits = malloc(sizeof(float) * (size_t)c->vocab);
+  s = oc_session_new(m, n + max_new, &err);
+  if (!s || !logits) { rc = die(&err); goto done; }
+  double t0 = oc_now();
+  if (oc_forward(s, ids, n, NULL, logits, 0, &err)) { rc = die(&err); goto done; }
+  double t1 = oc_now();
+  printf("[");
+  int k = 0;
+  for (; k < max_new; k++) {
+    int32_t next = oc_argmax(logits, c->vocab);
+    printf("%s%d", k ? ", " : "", next);
+    fflush(stdout);
+    if (!opt(&o, "no_eos_stop") && oc_is_eos(c, next)) { k++; break; }
+    if (k + 1 < max_new && oc_forward(s, &next, 1, NULL, logits, 0, &err)) { rc = die(&err); goto done; }
+  }
+  printf("]\n");
+  double t2 = oc_now();
+  fprintf(stderr, "prefill %d tokens %.1f ms; %d new tokens %.1f ms (%.2f tok/s)\n", n, 1e3 * (t1 - t0), k,
+          1e3 * (t2 - t1), k > 1 ? (k - 1) / (t2 - t1) : 0.0);
+  rc = 0;
+done:
+  oc_session_free(s);
+  oc_model_free(m);
+  free(ids); free(logits);
+  free_opts(&o);
+  return rc;
+}
+
+static int cmd_random_model(int argc, char **argv) {
+  static const char *const known[] = {"config", "out", "seed", "threads", NULL};
+  opts o;
+  oc_error err;
+  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) return 2;
+  apply_threads(&o);
+  if (!opt(&o, "config") || !opt(&o, "out")) { fprintf(stderr, "usage: opencon random-model --config CONFIG.json --out DIR [--seed N]\n"); free_opts(&o); return 2; }
+  uint64_t seed = opt(&o, "seed") ? strtoull(opt(&o, "seed"), NULL, 10) : 0;
+  int rc = oc_random_model(opt(&o, "config"), opt(&o, "out"), seed, &err) ? die(&err) : 0;
+  if (!rc) fprintf(stderr, "wrote %s/model.safetensors\n", opt(&o, "out"));
+  free_opts(&o);
+  return rc;
+}
+
+static int cmd_download(int argc, char **argv) {
+  static const char *const known[] = {"model_id", "revision", "cache_dir", NULL};
+  opts o;
+  oc_error err;
+  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) return 2;
+  if (!opt(&o, "model_id")) { fprintf(stderr, "usage: opencon download --model_id org/name [--revision R]\n"); free_opts(&o); return 2; }
+  oc_hub_options ho = {.revision = opt(&o, "revision"), .cache_dir = opt(&o, "cache_dir")};
+  char *dir = NULL;
+  int rc = oc_resolve_model(opt(&o, "model_id"), &ho, &dir, &err) ? die(&err) : 0;
+  if (!rc) printf("%s\n", dir);
+  free(dir);
+  free_opts(&o);
+  return rc;
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "opencon — activation-probe guard for open-weight LLMs\n\n"
+          "commands:\n"
+          "  forward        hidden states + logits of a token sequence -> safetensors\n"
+          "  generate       greedy continuation (KV cache) of a token sequence\n"
+          "  random-model   random BF16 checkpoint with the real names/shapes of a config\n"
+          "  download       resolve --model_id into the Hugging Face cache\n\n"
+          "--model_id takes a local directory or a Hub id org/name (HF cache, then download).\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) { usage(); return argc < 2 ? 2 : 0; }
+  const char *c = argv[1];
+  if (strcmp(c, "forward") == 0) return cmd_forward(argc - 2, argv + 2);
+  if (strcmp(c, "generate") == 0) return cmd_generate(argc - 2, argv + 2);
+  if (strcmp(c, "random-model") == 0) return cmd_random_model(argc - 2, argv + 2);
+  if (strcmp(c, "download") == 0) return cmd_download(argc - 2, argv + 2);
+  fprintf(stderr, "error: unknown command \"%s\"\n", c);
+  usage();
+  return 2;
+}

@@ -1,0 +1,327 @@
+/* config.json -> oc_model_config for the supported decoder families. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "opencon/model.h"
+
+static const char *SUPPORTED =
+    "Gemma4ForConditionalGeneration, Gemma4ForCausalLM (gemma4, gemma4_text), Gemma3ForCausalLM, "
+    "Gemma3ForConditionalGeneration (gemma3, gemma3_text), LlamaForCausalLM (llama), Qwen3ForCausalLM (qwen3)";
+
+typedef struct {
+  const cJSON *text;  /* text_config or root */
+  const cJSON *root;
+  const char *path;
+  oc_error *err;
+} ctx;
+
+static const cJSON *get(const ctx *c, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->text, key);
+  if ((!v || cJSON_IsNull(v)) && c->text != c->root) v = cJSON_GetObjectItemCaseSensitive(c->root, key);
+  return (v && !cJSON_IsNull(v)) ? v : NULL;
+}
+
+static int get_int(const ctx *c, const char *key, int def, int required, int *out) {
+  const cJSON *v = get(c, key);
+  if (!v) {
+    if (required) return oc_fail(c->err, "%s: required key \"%s\" is missing", c->path, key);
+    *out = def;
+    return 0;
+  }
+  if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < -1 || v->valuedouble > 1e9)
+    return oc_fail(c->err, "%s: \"%s\" must be an integer", c->path, key);
+  *out = (int)v->valuedouble;
+  return 0;
+}
+
+static int get_double(const ctx *c, const char *key, double def, double *out) {
+  const cJSON *v = get(c, key);
+  if (!v) { *out = def; return 0; }
+  if (!cJSON_IsNumber(v)) return oc_fail(c->err, "%s: \"%s\" must be a number", c->path, key);
+  *out = v->valuedouble;
+  return 0;
+}
+
+static int get_bool(const ctx *c, const char *key, int def) {
+  const cJSON *v = get(c, key);
+  if (!v) return def;
+  return cJSON_IsTrue(v) ? 1 : 0;
+}
+
+static const char *get_str(const ctx *c, const char *key) {
+  const cJSON *v = get(c, key);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int parse_rope(const ctx *c, const cJSON *o, double def_theta, oc_rope_params *r, const char *where) {
+  memset(r, 0, sizeof *r);
+  r->theta = def_theta;
+  r->factor = 1.0;
+  r->partial_rotary_factor = 1.0;
+  r->kind = OC_ROPE_DEFAULT;
+  if (!o || cJSON_IsNull(o)) return 0;
+  if (!cJSON_IsObject(o)) return oc_fail(c->err, "%s: %s must be an object", c->path, where);
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
+  if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(o, "type");
+  const char *kind = cJSON_IsString(t) ? t->valuestring : "default";
+  if (strcmp(kind, "default") == 0) r->kind = OC_ROPE_DEFAULT;
+  else if (strcmp(kind, "linear") == 0) r->kind = OC_ROPE_LINEAR;
+  else if (strcmp(kind, "llama3") == 0) r->kind = OC_ROPE_LLAMA3;
+  else if (strcmp(kind, "proportional") == 0) r->kind = OC_ROPE_PROPORTIONAL;
+  else return oc_fail(c->err, "%s: %s: unsupported rope_type \"%s\" (default, linear, llama3, proportional)", c->path, where, kind);
+  const cJSON *v;
+#define NUM(key, field)                                                                                  \
+  if ((v = cJSON_GetObjectItemCaseSensitive(o, key)) && !cJSON_IsNull(v)) {                              \
+    if (!cJSON_IsNumber(v)) return oc_fail(c->err, "%s: %s.%s must be a number", c->path, where, key);   \
+    r->field = v->valuedouble;                                                                           \
+  }
+  NUM("rope_theta", theta)
+  NUM("factor", factor)
+  NUM("partial_rotary_factor", partial_rotary_factor)
+  NUM("low_freq_factor", low_freq_factor)
+  NUM("high_freq_factor", high_freq_factor)
+  NUM("original_max_position_embeddings", original_max_position_embeddings)
+#undef NUM
+  if (!(r->theta > 0)) return oc_fail(c->err, "%s: %s.rope_theta must be positive", c->path, where);
+  if (!(r->factor > 0)) return oc_fail(c->err, "%s: %s.factor must be positive", c->path, where);
+  if (r->kind == OC_ROPE_LLAMA3 &&
+      !(r->low_freq_factor > 0 && r->high_freq_factor > r->low_freq_factor && r->original_max_position_embeddings > 0))
+    return oc_fail(c->err, "%s: %s: llama3 rope needs low_freq_factor < high_freq_factor and original_max_position_embeddings", c->path, where);
+  if (r->partial_rotary_factor <= 0 || r->partial_rotary_factor > 1)
+    return oc_fail(c->err, "%s: %s.partial_rotary_factor must be in (0, 1]", c->path, where);
+  return 0;
+}
+
+static int add_eos(oc_model_config *cfg, const cJSON *v) {
+  if (!v) return 0;
+  if (cJSON_IsNumber(v)) {
+    for (int i = 0; i < cfg->n_eos; i++) if (cfg->eos_token_ids[i] == v->valueint) return 0;
+    if (cfg->n_eos < OC_MAX_EOS) cfg->eos_token_ids[cfg->n_eos++] = v->valueint;
+  } else if (cJSON_IsArray(v)) {
+    for (const cJSON *e = v->child; e; e = e->next) add_eos(cfg, e);
+  }
+  return 0;
+}
+
+void oc_config_free(oc_model_config *cfg) {
+  free(cfg->layer_types);
+  cfg->layer_types = NULL;
+}
+
+int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc_error *err) {
+  memset(cfg, 0, sizeof *cfg);
+  cJSON *root = cJSON_Parse(json);
+  if (!root || !cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return oc_fail(err, "%s: not a JSON object (malformed config.json)", path);
+  }
+  ctx c = {root, root, path, err};
+  const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+  const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+  const char *arch = (cJSON_IsArray(archs) && cJSON_IsString(archs->child)) ? archs->child->valuestring : "";
+  const cJSON *mtj = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+  const char *mt = cJSON_IsString(mtj) ? mtj->valuestring : "";
+  int rc = 0;
+  snprintf(cfg->architecture, sizeof cfg->architecture, "%s", *arch ? arch : mt);
+  if (strncmp(arch, "Gemma4", 6) == 0 || strcmp(mt, "gemma4") == 0 || strcmp(mt, "gemma4_text") == 0) cfg->family = OC_FAM_GEMMA4;
+  else if (strncmp(arch, "Gemma3", 6) == 0 || strcmp(mt, "gemma3") == 0 || strcmp(mt, "gemma3_text") == 0) cfg->family = OC_FAM_GEMMA3;
+  else if (strcmp(arch, "LlamaForCausalLM") == 0 || (!*arch && strcmp(mt, "llama") == 0)) cfg->family = OC_FAM_LLAMA;
+  else if (strcmp(arch, "Qwen3ForCausalLM") == 0 || (!*arch && strcmp(mt, "qwen3") == 0)) cfg->family = OC_FAM_QWEN3;
+  else {
+    rc = oc_fail(err, "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: %s", path,
+                 *arch ? arch : "?", mt, SUPPORTED);
+    goto done;
+  }
+  if ((cfg->family == OC_FAM_GEMMA4 || cfg->family == OC_FAM_GEMMA3) && cJSON_IsObject(tc)) c.text = tc;
+  int gemma = cfg->family == OC_FAM_GEMMA3 || cfg->family == OC_FAM_GEMMA4;
+
+  if ((rc = get_int(&c, "hidden_size", 0, 1, &cfg->hidden)) || (rc = get_int(&c, "num_hidden_layers", 0, 1, &cfg->n_layers)) ||
+      (rc = get_int(&c, "num_attention_heads", 0, 1, &cfg->n_heads)) || (rc = get_int(&c, "intermediate_size", 0, 1, &cfg->intermediate)) ||
+      (rc = get_int(&c, "vocab_size", 0, 1, &cfg->vocab)) || (rc = get_int(&c, "num_key_value_heads", cfg->n_heads, 0, &cfg->n_kv_heads)))
+    goto done;
+  if (cfg->hidden <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->intermediate <= 0 || cfg->vocab <= 0 || cfg->n_kv_heads <= 0) {
+    rc = oc_fail(err, "%s: hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size and vocab_size must be positive", path);
+    goto done;
+  }
+  if (cfg->n_heads % cfg->n_kv_heads) { rc = oc_fail(err, "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)", path, cfg->n_heads, cfg->n_kv_heads); goto done; }
+  int def_hd = cfg->family == OC_FAM_QWEN3 ? 128 : cfg->hidden / cfg->n_heads;
+  if ((rc = get_int(&c, "head_dim", def_hd, 0, &cfg->head_dim))) goto done;
+  if (cfg->head_dim <= 0 || cfg->head_dim % 2) { rc = oc_fail(err, "%s: head_dim must be positive and even", path); goto done; }
+  cfg->global_head_dim = cfg->head_dim;
+  if ((rc = get_double(&c, "rms_norm_eps", 1e-6, &cfg->eps))) goto done;
+  if ((rc = get_int(&c, "max_position_embeddings", 8192, 0, &cfg->max_position_embeddings))) goto done;
+  if ((rc = get_int(&c, "bos_token_id", -1, 0, &cfg->bos_token_id)) || (rc = get_int(&c, "pad_token_id", -1, 0, &cfg->pad_token_id))) goto done;
+  add_eos(cfg, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"));
+  if (c.text != root) add_eos(cfg, cJSON_GetObjectItemCaseSensitive(c.text, "eos_token_id"));
+  if (get_bool(&c, "attention_bias", 0) || get_bool(&c, "mlp_bias", 0)) { rc = oc_fail(err, "%s: attention_bias/mlp_bias checkpoints are not supported", path); goto done; }
+
+  const char *act = get_str(&c, gemma ? "hidden_activation" : "hidden_act");
+  if (!act) act = gemma ? "gelu_pytorch_tanh" : "silu";
+  if (strcmp(act, "gelu_pytorch_tanh") == 0 || strcmp(act, "gelu_tanh") == 0) cfg->act_gelu_tanh = 1;
+  else if (strcmp(act, "silu") == 0) cfg->act_gelu_tanh = 0;
+  else { rc = oc_fail(err, "%s: unsupported activation \"%s\"", path, act); goto done; }
+
+  cfg->tie_embeddings = get_bool(&c, "tie_word_embeddings", gemma ? 1 : 0);
+  if (c.text != root && cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings"))
+    cfg->tie_embeddings = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings"));
+  if ((rc = get_double(&c, "final_logit_softcapping", 0, &cfg->final_softcap))) goto done;
+  if ((rc = get_int(&c, "sliding_window", 0, 0, &cfg->sliding_window))) goto done;
+
+  cfg->layer_types = calloc((size_t)cfg->n_layers, sizeof *cfg->layer_types);
+  if (!cfg->layer_types) { rc = oc_fail(err, "out of memory"); goto done; }
+  const cJSON *lt = get(&c, "layer_types");
+  if (lt) {
+    if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != cfg->n_layers) { rc = oc_fail(err, "%s: layer_types must list num_hidden_layers (%d) entries", path, cfg->n_layers); goto done; }
+    int i = 0;
+    for (const cJSON *e = lt->child; e; e = e->next, i++) {
+      if (cJSON_IsString(e) && strcmp(e->valuestring, "full_attention") == 0) cfg->layer_types[i] = OC_LAYER_FULL;
+      else if (cJSON_IsString(e) && strcmp(e->valuestring, "sliding_attention") == 0) cfg->layer_types[i] = OC_LAYER_SLIDING;
+      else { rc = oc_fail(err, "%s: layer_types[%d]: unsupported layer type", path, i); goto done; }
+    }
+  } else if (cfg->family == OC_FAM_GEMMA3) {
+    int pat;
+    if ((rc = get_int(&c, "sliding_window_pattern", 6, 0, &pat))) goto done;
+    if (pat <= 0) pat = 6;
+    for (int i = 0; i < cfg->n_layers; i++) cfg->layer_types[i] = ((i + 1) % pat) ? OC_LAYER_SLIDING : OC_LAYER_FULL;
+  }
+  int any_sliding = 0;
+  for (int i = 0; i < cfg->n_layers; i++) any_sliding |= cfg->layer_types[i] == OC_LAYER_SLIDING;
+  if (!gemma) {
+    if (any_sliding || (cfg->family == OC_FAM_QWEN3 && get_bool(&c, "use_sliding_window", 0))) {
+      rc = oc_fail(err, "%s: sliding-window layers are not supported for %s", path, cfg->architecture);
+      goto done;
+    }
+    cfg->sliding_window = 0;
+  } else if (any_sliding && cfg->sliding_window <= 0) {
+    rc = oc_fail(err, "%s: sliding layers need a positive sliding_window", path);
+    goto done;
+  }
+
+  const cJSON *rp = get(&c, "rope_parameters");
+  const cJSON *rs = get(&c, "rope_scaling");
+  double theta;
+  switch (cfg->family) {
+  case OC_FAM_LLAMA:
+  case OC_FAM_QWEN3:
+    if ((rc = get_double(&c, "rope_theta", 10000.0, &theta))) goto done;
+    if ((rc = parse_rope(&c, rs ? rs : rp, theta, &cfg->rope[OC_LAYER_FULL], rs ? "rope_scaling" : "rope_parameters"))) goto done;
+    if (cfg->rope[0].kind == OC_ROPE_LLAMA3 && cfg->rope[0].original_max_position_embeddings <= 0)
+      cfg->rope[0].original_max_position_embeddings = cfg->max_position_embeddings;
+    if (cfg->rope[0].kind == OC_ROPE_PROPORTIONAL || cfg->rope[0].partial_rotary_factor != 1.0) { rc = oc_fail(err, "%s: partial rotary embeddings are not supported for %s", path, cfg->architecture); goto done; }
+    cfg->rope[OC_LAYER_SLIDING] = cfg->rope[OC_LAYER_FULL];
+    cfg->embed_scale = 1.0;
+    cfg->attn_scale = 1.0 / sqrt((double)cfg->head_dim);
+    cfg->qk_norm = cfg->family == OC_FAM_QWEN3;
+    break;
+  case OC_FAM_GEMMA3: {
+    const cJSON *rf = rp ? cJSON_GetObjectItemCaseSensitive(rp, "full_attention") : NULL;
+    const cJSON *rsl = rp ? cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention") : NULL;
+    if (rf || rsl) {
+      if ((rc = parse_rope(&c, rf, 1e6, &cfg->rope[OC_LAYER_FULL], "rope_parameters.full_attention")) ||
+          (rc = parse_rope(&c, rsl, 1e4, &cfg->rope[OC_LAYER_SLIDING], "rope_parameters.sliding_attention")))
+        goto done;
+    } else {
+      double local;
+      if ((rc = get_double(&c, "rope_theta", 1e6, &theta)) || (rc = get_double(&c, "rope_local_base_freq", 1e4, &local))) goto done;
+      if ((rc = parse_rope(&c, rs, theta, &cfg->rope[OC_LAYER_FULL], "rope_scaling"))) goto done;
+      if ((rc = parse_rope(&c, NULL, local, &cfg->rope[OC_LAYER_SLIDING], "rope_local_base_freq"))) goto done;
+    }
+    double qpas;
+    if ((rc = get_double(&c, "query_pre_attn_scalar", cfg->head_dim, &qpas))) goto done;
+    if (!(qpas > 0)) { rc = oc_fail(err, "%s: query_pre_attn_scalar must be positive", path); goto done; }
+    cfg->attn_scale = 1.0 / sqrt(qpas);
+    cfg->embed_scale = sqrt((double)cfg->hidden);
+    cfg->norm_one_offset = 1;
+    cfg->qk_norm = 1;
+    cfg->sandwich_norms = 1;
+    break;
+  }
+  case OC_FAM_GEMMA4: {
+    if (get_bool(&c, "enable_moe_block", 0)) { rc = oc_fail(err, "%s: Gemma 4 MoE (enable_moe_block) is not supported", path); goto done; }
+    if (get_bool(&c, "attention_k_eq_v", 0)) { rc = oc_fail(err, "%s: attention_k_eq_v (Gemma 4 31B/26B) is not supported", path); goto done; }
+    const char *bidi = get_str(&c, "use_bidirectional_attention");
+    if (bidi && strcmp(bidi, "all") == 0) { rc = oc_fail(err, "%s: bidirectional text attention is not supported", path); goto done; }
+    cfg->layer_types[cfg->n_layers - 1] = OC_LAYER_FULL;
+    if ((rc = get_int(&c, "global_head_dim", cfg->head_dim, 0, &cfg->global_head_dim))) goto done;
+    if (cfg->global_head_dim <= 0 || cfg->global_head_dim % 2) { rc = oc_fail(err, "%s: global_head_dim must be positive and even", path); goto done; }
+    if ((rc = get_int(&c, "hidden_size_per_layer_input", 0, 0, &cfg->ple_dim)) ||
+        (rc = get_int(&c, "vocab_size_per_layer_input", cfg->vocab, 0, &cfg->ple_vocab)) ||
+        (rc = get_int(&c, "num_kv_shared_layers", 0, 0, &cfg->n_kv_shared)))
+      goto done;
+    if (cfg->ple_dim < 0 || cfg->ple_vocab <= 0 || cfg->n_kv_shared < 0 || cfg->n_kv_shared >= cfg->n_layers) {
+      rc = oc_fail(err, "%s: hidden_size_per_layer_input, vocab_size_per_layer_input or num_kv_shared_layers out of range", path);
+      goto done;
+    }
+    cfg->double_wide_mlp = get_bool(&c, "use_double_wide_mlp", 0);
+    const cJSON *rf = rp ? cJSON_GetObjectItemCaseSensitive(rp, "full_attention") : NULL;
+    const cJSON *rsl = rp ? cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention") : NULL;
+    if ((rc = parse_rope(&c, rsl, 1e4, &cfg->rope[OC_LAYER_SLIDING], "rope_parameters.sliding_attention"))) goto done;
+    if (rf) {
+      if ((rc = parse_rope(&c, rf, 1e6, &cfg->rope[OC_LAYER_FULL], "rope_parameters.full_attention"))) goto done;
+    } else {
+      cfg->rope[OC_LAYER_FULL] = (oc_rope_params){.kind = OC_ROPE_PROPORTIONAL, .theta = 1e6, .factor = 1, .partial_rotary_factor = 0.25};
+    }
+    cfg->attn_scale = 1.0;
+    cfg->embed_scale = sqrt((double)cfg->hidden);
+    cfg->qk_norm = 1;
+    cfg->v_norm = 1;
+    cfg->sandwich_norms = 1;
+    /* KV sharing: every shared layer needs an earlier non-shared layer of its type */
+    for (int i = cfg->n_layers - cfg->n_kv_shared; i < cfg->n_layers; i++)
+      if (oc_config_kv_source(cfg, i) < 0) { rc = oc_fail(err, "%s: KV-shared layer %d has no earlier non-shared layer of its type", path, i); goto done; }
+    break;
+  }
+  }
+done:
+  cJSON_Delete(root);
+  if (rc) oc_config_free(cfg);
+  return rc;
+}
+
+int oc_config_layer_head_dim(const oc_model_config *c, int layer) {
+  return c->layer_types[layer] == OC_LAYER_FULL ? c->global_head_dim : c->head_dim;
+}
+
+int oc_config_layer_intermediate(const oc_model_config *c, int layer) {
+  int wide = c->double_wide_mlp && c->n_kv_shared && layer >= c->n_layers - c->n_kv_shared;
+  return c->intermediate * (wide ? 2 : 1);
+}
+
+int oc_config_kv_source(const oc_model_config *c, int layer) {
+  int first = c->n_layers - c->n_kv_shared;
+  if (c->n_kv_shared <= 0 || layer < first) return -1;
+  for (int j = first - 1; j >= 0; j--)
+    if (c->layer_types[j] == c->layer_types[layer]) return j;
+  return -1;
+}
+
+void oc_rope_inv_freq(const oc_rope_params *p, int d, float *inv) {
+  const float theta = (float)p->theta;
+  int half = d / 2, n_rot = half;
+  if (p->kind == OC_ROPE_PROPORTIONAL) n_rot = (int)(p->partial_rotary_factor * d / 2.0);
+  for (int j = 0; j < half; j++) {
+    if (j >= n_rot) { inv[j] = 0.0f; continue; }
+    float e = (float)(2 * j) / (float)d;
+    inv[j] = 1.0f / powf(theta, e);
+  }
+  if (p->kind == OC_ROPE_LINEAR || p->kind == OC_ROPE_PROPORTIONAL) {
+    for (int j = 0; j < half; j++) inv[j] = inv[j] / (float)p->factor;
+  } else if (p->kind == OC_ROPE_LLAMA3) {
+    const float factor = (float)p->factor, low = (float)p->low_freq_factor, high = (float)p->high_freq_factor;
+    const float orig = (float)p->original_max_position_embeddings;
+    const float low_wl = orig / low, high_wl = orig / high;
+    for (int j = 0; j < half; j++) {
+      float wl = 2.0f * (float)M_PI / inv[j];
+      float scaled = wl > low_wl ? inv[j] / factor : inv[j];
+      if (wl >= high_wl && wl <= low_wl) {
+        float s = (orig / wl - low) / (high - low);
+        inv[j] = (1.0f - s) * scaled / factor + s * scaled;
+      } else {
+        inv[j] = scaled;
+      }
+    }
+  }
+}

@@ -1,0 +1,517 @@
+/* One decoder loop for Llama 3, Qwen3, Gemma 3 and Gemma 4 text models; what differs per
+ * family is chosen at load time from config.json (norm convention, sandwich norms, q/k/v
+ * norms, per-layer embeddings, KV sharing, rope, softcapping). */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/kernels.h"
+#include "opencon/model.h"
+
+typedef struct {
+  const oc_tensor *q, *k, *v, *o, *gate, *up, *down, *ple_gate, *ple_proj;
+  float *in_norm, *attn_out_norm, *mlp_in_norm, *mlp_out_norm, *q_norm, *k_norm, *ple_post_norm;
+  float layer_scalar;
+  int has_scalar;
+  int type, hd, inter;
+  int kv_slot;    /* cache slot this layer reads */
+  int owns_kv;    /* computes and appends K/V */
+} layer_w;
+
+struct oc_model {
+  oc_model_config cfg;
+  oc_weights *w;
+  const oc_tensor *embed, *lm_head, *ple_table, *ple_model_proj;
+  float *ple_proj_norm, *final_norm;
+  layer_w *L;
+  float *inv_freq[2];
+  int n_slots;
+  int *slot_dim;                /* per slot: head_dim */
+  size_t decode_bytes;
+};
+
+/* ------------------------------------------------------------------ loading */
+typedef struct {
+  oc_model *m;
+  const char *prefix;
+  oc_error *err;
+} binder;
+
+static const oc_tensor *find_t(binder *b, const char *name) {
+  char full[512];
+  snprintf(full, sizeof full, "%s%s", b->prefix, name);
+  return oc_weights_get(b->m->w, full);
+}
+
+static int need(binder *b, const oc_tensor **out, const char *name, int ndim, int64_t d0, int64_t d1) {
+  const oc_tensor *t = find_t(b, name);
+  if (!t) return oc_fail(b->err, "missing tensor \"%s%s\" required by %s", b->prefix, name, b->m->cfg.architecture);
+  if (t->dtype != OC_DT_F32 && t->dtype != OC_DT_F16 && t->dtype != OC_DT_BF16)
+    return oc_fail(b->err, "%s: tensor \"%s\": dtype %s is not supported (F32, F16, BF16)", t->file, t->name, oc_dtype_name(t->dtype));
+  int ok = t->ndim == ndim && t->shape[0] == d0 && (ndim < 2 || t->shape[1] == d1);
+  if (!ok) {
+    char got[128] = "";
+    for (int i = 0; i < t->ndim; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (ndim == 1) return oc_fail(b->err, "%s: tensor \"%s\" has shape [%s], config.json implies [%lld]", t->file, t->name, got, (long long)d0);
+    return oc_fail(b->err, "%s: tensor \"%s\" has shape [%s], config.json implies [%lld, %lld]", t->file, t->name, got, (long long)d0, (long long)d1);
+  }
+  *out = t;
+  return 0;
+}
+
+static int need_vec(binder *b, float **out, const char *name, int64_t dim, int one_offset) {
+  const oc_tensor *t;
+  if (need(b, &t, name, 1, dim, 0)) return -1;
+  float *v = malloc(sizeof(float) * (size_t)dim);
+  if (!v) return oc_fail(b->err, "out of memory");
+  oc_to_f32(t->dtype, t->data, v, (size_t)dim);
+  if (one_offset) for (int64_t i = 0; i < dim; i++) v[i] = 1.0f + v[i];
+  *out = v;
+  return 0;
+}
+
+void oc_model_free(oc_model *m) {
+  if (!m) return;
+  if (m->L) {
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+      layer_w *l = &m->L[i];
+      free(l->in_norm); free(l->attn_out_norm); free(l->mlp_in_norm); free(l->mlp_out_norm);
+      free(l->q_norm); free(l->k_norm); free(l->ple_post_norm);
+    }
+  }
+  free(m->L);
+  free(m->ple_proj_norm);
+  free(m->final_norm);
+  free(m->inv_freq[0]);
+  free(m->inv_freq[1]);
+  free(m->slot_dim);
+  oc_weights_close(m->w);
+  oc_config_free(&m->cfg);
+  free(m);
+}
+
+static int bind_layer(binder *b, int i) {
+  oc_model *m = b->m;
+  const oc_model_config *c = &m->cfg;
+  layer_w *l = &m->L[i];
+  char n[128];
+  const int H = c->hidden, one = c->norm_one_offset;
+  l->type = c->layer_types[i];
+  l->hd = oc_config_layer_head_dim(c, i);
+  l->inter = oc_config_layer_intermediate(c, i);
+  int src = oc_config_kv_source(c, i);
+  l->owns_kv = src < 0;
+#define P(s) (snprintf(n, sizeof n, "layers.%d.%s", i, s), n)
+  if (need(b, &l->q, P("self_attn.q_proj.weight"), 2, (int64_t)c->n_heads * l->hd, H)) return -1;
+  if (need(b, &l->o, P("self_attn.o_proj.weight"), 2, H, (int64_t)c->n_heads * l->hd)) return -1;
+  if (l->owns_kv) {
+    if (need(b, &l->k, P("self_attn.k_proj.weight"), 2, (int64_t)c->n_kv_heads * l->hd, H)) return -1;
+    if (need(b, &l->v, P("self_attn.v_proj.weight"), 2, (int64_t)c->n_kv_heads * l->hd, H)) return -1;
+    if (c->qk_norm && need_vec(b, &l->k_norm, P("self_attn.k_norm.weight"), l->hd, one)) return -1;
+  }
+  if (c->qk_norm && need_vec(b, &l->q_norm, P("self_attn.q_norm.weight"), l->hd, one)) return -1;
+  if (need(b, &l->gate, P("mlp.gate_proj.weight"), 2, l->inter, H)) return -1;
+  if (need(b, &l->up, P("mlp.up_proj.weight"), 2, l->inter, H)) return -1;
+  if (need(b, &l->down, P("mlp.down_proj.weight"), 2, H, l->inter)) return -1;
+  if (need_vec(b, &l->in_norm, P("input_layernorm.weight"), H, one)) return -1;
+  if (c->sandwich_norms) {
+    if (need_vec(b, &l->attn_out_norm, P("post_attention_layernorm.weight"), H, one)) return -1;
+    if (need_vec(b, &l->mlp_in_norm, P("pre_feedforward_layernorm.weight"), H, one)) return -1;
+    if (need_vec(b, &l->mlp_out_norm, P("post_feedforward_layernorm.weight"), H, one)) return -1;
+  } else {
+    if (need_vec(b, &l->mlp_in_norm, P("post_attention_layernorm.weight"), H, one)) return -1;
+  }
+  if (c->family == OC_FAM_GEMMA4) {
+    if (c->ple_dim) {
+      if (need(b, &l->ple_gate, P("per_layer_input_gate.weight"), 2, c->ple_dim, H)) return -1;
+      if (need(b, &l->ple_proj, P("per_layer_projection.weight"), 2, H, c->ple_dim)) return -1;
+      if (need_vec(b, &l->ple_post_norm, P("post_per_layer_input_norm.weight"), H, 0)) return -1;
+    }
+    const oc_tensor *s = find_t(b, P("layer_scalar"));
+    if (s) {
+      if (s->numel != 1 || (s->dtype != OC_DT_F32 && s->dtype != OC_DT_BF16 && s->dtype != OC_DT_F16))
+        return oc_fail(b->err, "%s: tensor \"%s\" must hold one float", s->file, s->name);
+      oc_to_f32(s->dtype, s->data, &l->layer_scalar, 1);
+      l->has_scalar = 1;
+    }
+  }
+#undef P
+  const oc_tensor *mats[] = {l->q, l->k, l->v, l->o, l->gate, l->up, l->down, l->ple_gate, l->ple_proj};
+  for (size_t k = 0; k < sizeof mats / sizeof *mats; k++) if (mats[k]) m->decode_bytes += mats[k]->nbytes;
+  return 0;
+}
+
+int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
+  *out = NULL;
+  char *cpath = oc_path_join(dir, "config.json");
+  char *json = NULL;
+  if (oc_read_file(cpath, &json, NULL, err)) { free(cpath); return -1; }
+  oc_model *m = calloc(1, sizeof *m);
+  if (!m) { free(cpath); free(json); return oc_fail(err, "out of memory"); }
+  int rc = oc_config_parse(json, cpath, &m->cfg, err);
+  free(json);
+  free(cpath);
+  if (rc) { free(m); return -1; }
+  if (oc_weights_open(dir, &m->w, err)) { oc_config_free(&m->cfg); free(m); return -1; }
+  const oc_model_config *c = &m->cfg;
+  static const char *prefixes[] = {"model.language_model.", "language_model.model.", "model.", ""};
+  binder b = {m, NULL, err};
+  for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes && !b.prefix; i++) {
+    char name[128];
+    snprintf(name, sizeof name, "%sembed_tokens.weight", prefixes[i]);
+    if (oc_weights_get(m->w, name)) b.prefix = prefixes[i];
+  }
+  if (!b.prefix) { oc_fail(err, "%s: no embed_tokens.weight under any known prefix (model.language_model., language_model.model., model.)", dir); goto fail; }
+  const int H = c->hidden;
+  if (need(&b, &m->embed, "embed_tokens.weight", 2, c->vocab, H)) goto fail;
+  if (c->tie_embeddings) {
+    m->lm_head = m->embed;
+  } else {
+    m->lm_head = oc_weights_get(m->w, "lm_head.weight");
+    if (!m->lm_head) m->lm_head = oc_weights_get(m->w, "language_model.lm_head.weight");
+    if (!m->lm_head) { oc_fail(err, "%s: tie_word_embeddings is false but there is no lm_head.weight", dir); goto fail; }
+    binder hb = {m, "", err};
+    if (need(&hb, &m->lm_head, m->lm_head->name, 2, c->vocab, H)) goto fail;
+  }
+  if (need_vec(&b, &m->final_norm, "norm.weight", H, c->norm_one_offset)) goto fail;
+  if (c->family == OC_FAM_GEMMA4 && c->ple_dim) {
+    int64_t LP = (int64_t)c->n_layers * c->ple_dim;
+    if (need(&b, &m->ple_table, "embed_tokens_per_layer.weight", 2, c->ple_vocab, LP)) goto fail;
+    if (need(&b, &m->ple_model_proj, "per_layer_model_projection.weight", 2, LP, H)) goto fail;
+    if (need_vec(&b, &m->ple_proj_norm, "per_layer_projection_norm.weight", c->ple_dim, 0)) goto fail;
+    m->decode_bytes += m->ple_model_proj->nbytes;
+  }
+  m->L = calloc((size_t)c->n_layers, sizeof *m->L);
+  m->slot_dim = calloc((size_t)c->n_layers, sizeof *m->slot_dim);
+  if (!m->L || !m->slot_dim) { oc_fail(err, "out of memory"); goto fail; }
+  for (int i = 0; i < c->n_layers; i++) {
+    if (bind_layer(&b, i)) goto fail;
+    layer_w *l = &m->L[i];
+    if (l->owns_kv) { l->kv_slot = m->n_slots; m->slot_dim[m->n_slots++] = l->hd; }
+    else l->kv_slot = m->L[oc_config_kv_source(c, i)].kv_slot;
+  }
+  m->decode_bytes += m->lm_head->nbytes;
+  for (int t = 0; t < 2; t++) {
+    int hd = t == OC_LAYER_FULL ? c->global_head_dim : c->head_dim;
+    m->inv_freq[t] = malloc(sizeof(float) * (size_t)(hd / 2));
+    if (!m->inv_freq[t]) { oc_fail(err, "out of memory"); goto fail; }
+    oc_rope_inv_freq(&c->rope[t], hd, m->inv_freq[t]);
+  }
+  *out = m;
+  return 0;
+fail:
+  oc_wrap(err, "loading %s", dir);
+  oc_model_free(m);
+  return -1;
+}
+
+const oc_model_config *oc_model_cfg(const oc_model *m) { return &m->cfg; }
+const oc_weights *oc_model_weights(const oc_model *m) { return m->w; }
+size_t oc_model_decode_bytes(const oc_model *m) { return m->decode_bytes; }
+
+/* ------------------------------------------------------------------ session */
+struct oc_session {
+  const oc_model *m;
+  int len, cap, max_ctx;
+  int broken; /* layers were skipped: the cache is incomplete */
+  float **K, **V; /* per slot: [cap][n_kv][hd] */
+  int chunk_cap;
+  float *x, *xn, *q, *k, *v, *att, *o, *g, *u, *ple, *pg, *cs;
+  int nthr;
+  float *scores; /* [nthr][cap] */
+};
+
+void oc_session_free(oc_session *s) {
+  if (!s) return;
+  for (int i = 0; i < s->m->n_slots; i++) { free(s->K[i]); free(s->V[i]); }
+  free(s->K); free(s->V);
+  free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->o);
+  free(s->g); free(s->u); free(s->ple); free(s->pg); free(s->cs); free(s->scores);
+  free(s);
+}
+
+oc_session *oc_session_new(const oc_model *m, int max_ctx, oc_error *err) {
+  oc_session *s = calloc(1, sizeof *s);
+  if (!s) { oc_fail(err, "out of memory"); return NULL; }
+  s->m = m;
+  s->max_ctx = max_ctx > 0 ? max_ctx : m->cfg.max_position_embeddings;
+  s->K = calloc((size_t)(m->n_slots ? m->n_slots : 1), sizeof *s->K);
+  s->V = calloc((size_t)(m->n_slots ? m->n_slots : 1), sizeof *s->V);
+  if (!s->K || !s->V) { oc_session_free(s); oc_fail(err, "out of memory"); return NULL; }
+  return s;
+}
+
+void oc_session_reset(oc_session *s) { s->len = 0; s->broken = 0; }
+int oc_session_len(const oc_session *s) { return s->len; }
+
+int oc_session_truncate(oc_session *s, int len, oc_error *err) {
+  if (s->broken) return oc_fail(err, "session cache is incomplete (layers were skipped); reset it");
+  if (len < 0 || len > s->len) return oc_fail(err, "cannot truncate a %d-position cache to %d", s->len, len);
+  s->len = len;
+  return 0;
+}
+
+static int grow(float **p, size_t n, oc_error *err) {
+  float *np = realloc(*p, sizeof(float) * (n ? n : 1));
+  if (!np) return oc_fail(err, "out of memory (%zu floats)", n);
+  *p = np;
+  return 0;
+}
+
+static int ensure_cache(oc_session *s, int need, oc_error *err) {
+  if (need > s->max_ctx) return oc_fail(err, "context of %d tokens exceeds the session limit of %d", need, s->max_ctx);
+  const oc_model_config *c = &s->m->cfg;
+  int nthr = omp_get_max_threads();
+  if (need > s->cap) {
+    int cap = s->cap ? s->cap : 256;
+    while (cap < need) cap *= 2;
+    if (cap > s->max_ctx) cap = s->max_ctx;
+    for (int i = 0; i < s->m->n_slots; i++) {
+      size_t n = (size_t)cap * (size_t)c->n_kv_heads * (size_t)s->m->slot_dim[i];
+      if (grow(&s->K[i], n, err) || grow(&s->V[i], n, err)) return -1;
+    }
+    s->cap = cap;
+    s->nthr = 0;
+  }
+  if (nthr > s->nthr) {
+    if (grow(&s->scores, (size_t)nthr * (size_t)s->cap, err)) return -1;
+    s->nthr = nthr;
+  }
+  return 0;
+}
+
+static int ensure_scratch(oc_session *s, int n, oc_error *err) {
+  if (n <= s->chunk_cap) return 0;
+  const oc_model_config *c = &s->m->cfg;
+  size_t H = (size_t)c->hidden, hd = (size_t)(c->global_head_dim > c->head_dim ? c->global_head_dim : c->head_dim);
+  size_t I = (size_t)c->intermediate * (c->double_wide_mlp ? 2 : 1);
+  size_t N = (size_t)n, LP = (size_t)c->n_layers * (size_t)(c->ple_dim ? c->ple_dim : 1);
+  if (grow(&s->x, N * H, err) || grow(&s->xn, N * H, err) || grow(&s->q, N * c->n_heads * hd, err) ||
+      grow(&s->k, N * c->n_kv_heads * hd, err) || grow(&s->v, N * c->n_kv_heads * hd, err) ||
+      grow(&s->att, N * c->n_heads * hd, err) || grow(&s->o, N * H, err) || grow(&s->g, N * I, err) ||
+      grow(&s->u, N * I, err) || grow(&s->ple, N * LP, err) || grow(&s->pg, N * (size_t)(c->ple_dim ? c->ple_dim : 1), err) ||
+      grow(&s->cs, N * hd * 2, err))
+    return -1;
+  s->chunk_cap = n;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ forward pieces */
+static void rope_table(const float *inv, int half, int pos0, int n, float *cs) {
+  /* cs[t][0..half) = cos, cs[t][half..2half) = sin */
+  for (int t = 0; t < n; t++)
+    for (int j = 0; j < half; j++) {
+      float a = (float)(pos0 + t) * inv[j];
+      cs[(size_t)t * 2 * half + j] = cosf(a);
+      cs[(size_t)t * 2 * half + half + j] = sinf(a);
+    }
+}
+
+static void apply_rope(float *x, int n, int heads, int hd, const float *cs) {
+  int half = hd / 2;
+  for (int t = 0; t < n; t++) {
+    const float *cr = cs + (size_t)t * hd, *sr = cr + half;
+    for (int h = 0; h < heads; h++) {
+      float *v = x + ((size_t)t * heads + h) * hd;
+      for (int j = 0; j < half; j++) {
+        float x1 = v[j], x2 = v[j + half];
+        v[j] = x1 * cr[j] - x2 * sr[j];
+        v[j + half] = x2 * cr[j] + x1 * sr[j];
+      }
+    }
+  }
+}
+
+static void attention(oc_session *s, const layer_w *l, int pos0, int n) {
+  const oc_model_config *c = &s->m->cfg;
+  const int nh = c->n_heads, nkv = c->n_kv_heads, hd = l->hd, rep = nh / nkv;
+  const float scale = (float)c->attn_scale;
+  const int window = l->type == OC_LAYER_SLIDING ? c->sliding_window : 0;
+  const float *K = s->K[l->kv_slot], *V = s->V[l->kv_slot];
+  const int cap = s->cap;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int t = 0; t < n; t++)
+    for (int h = 0; h < nh; h++) {
+      float *sc = s->scores + (size_t)omp_get_thread_num() * cap;
+      const int qp = pos0 + t, kvh = h / rep;
+      int lo = 0;
+      if (window > 0 && qp - window + 1 > 0) lo = qp - window + 1;
+      const float *q = s->q + ((size_t)t * nh + h) * hd;
+      float mx = -INFINITY;
+      for (int p = lo; p <= qp; p++) {
+        float v = oc_dot_f32(q, K + ((size_t)p * nkv + kvh) * hd, hd) * scale;
+        sc[p - lo] = v;
+        if (v > mx) mx = v;
+      }
+      float sum = 0;
+      for (int p = lo; p <= qp; p++) { float e = expf(sc[p - lo] - mx); sc[p - lo] = e; sum += e; }
+      float inv = 1.0f / sum;
+      float *out = s->att + ((size_t)t * nh + h) * hd;
+      memset(out, 0, sizeof(float) * (size_t)hd);
+      for (int p = lo; p <= qp; p++) oc_axpy_f32(sc[p - lo] * inv, V + ((size_t)p * nkv + kvh) * hd, out, hd);
+    }
+}
+
+static void per_head_norm(float *x, int n, int heads, int hd, const float *w, float eps) {
+  oc_rmsnorm(x, w, n * heads, hd, eps, x);
+}
+
+static void run_layer(oc_session *s, int i, int pos0, int n) {
+  const oc_model *m = s->m;
+  const oc_model_config *c = &m->cfg;
+  const layer_w *l = &m->L[i];
+  const int H = c->hidden, nh = c->n_heads, nkv = c->n_kv_heads, hd = l->hd;
+  const float eps = (float)c->eps;
+  float *x = s->x, *xn = s->xn;
+
+  oc_rmsnorm(x, l->in_norm, n, H, eps, xn);
+  rope_table(m->inv_freq[l->type], hd / 2, pos0, n, s->cs);
+  oc_matmul(xn, n, H, l->q, 0, nh * hd, s->q);
+  if (l->q_norm) per_head_norm(s->q, n, nh, hd, l->q_norm, eps);
+  apply_rope(s->q, n, nh, hd, s->cs);
+  if (l->owns_kv) {
+    oc_matmul(xn, n, H, l->k, 0, nkv * hd, s->k);
+    oc_matmul(xn, n, H, l->v, 0, nkv * hd, s->v);
+    if (l->k_norm) per_head_norm(s->k, n, nkv, hd, l->k_norm, eps);
+    if (c->v_norm) per_head_norm(s->v, n, nkv, hd, NULL, eps);
+    apply_rope(s->k, n, nkv, hd, s->cs);
+    size_t row = (size_t)nkv * hd;
+    memcpy(s->K[l->kv_slot] + (size_t)pos0 * row, s->k, sizeof(float) * row * (size_t)n);
+    memcpy(s->V[l->kv_slot] + (size_t)pos0 * row, s->v, sizeof(float) * row * (size_t)n);
+  }
+  attention(s, l, pos0, n);
+  oc_matmul(s->att, n, nh * hd, l->o, 0, H, s->o);
+  if (l->attn_out_norm) oc_rmsnorm(s->o, l->attn_out_norm, n, H, eps, s->o);
+  for (size_t j = 0; j < (size_t)n * H; j++) x[j] += s->o[j];
+
+  oc_rmsnorm(x, l->mlp_in_norm, n, H, eps, xn);
+  const int I = l->inter;
+  oc_matmul(xn, n, H, l->gate, 0, I, s->g);
+  oc_matmul(xn, n, H, l->up, 0, I, s->u);
+  if (c->act_gelu_tanh) for (size_t j = 0; j < (size_t)n * I; j++) s->g[j] = oc_gelu_tanh(s->g[j]) * s->u[j];
+  else for (size_t j = 0; j < (size_t)n * I; j++) s->g[j] = oc_silu(s->g[j]) * s->u[j];
+  oc_matmul(s->g, n, I, l->down, 0, H, s->o);
+  if (l->mlp_out_norm) oc_rmsnorm(s->o, l->mlp_out_norm, n, H, eps, s->o);
+  for (size_t j = 0; j < (size_t)n * H; j++) x[j] += s->o[j];
+
+  if (l->ple_gate) {
+    const int P = c->ple_dim, L = c->n_layers;
+    oc_matmul(x, n, H, l->ple_gate, 0, P, s->pg);
+    for (int t = 0; t < n; t++)
+      for (int j = 0; j < P; j++) {
+        float *g = &s->pg[(size_t)t * P + j];
+        *g = oc_gelu_tanh(*g) * s->ple[((size_t)t * L + i) * P + j];
+      }
+    oc_matmul(s->pg, n, P, l->ple_proj, 0, H, s->o);
+    oc_rmsnorm(s->o, l->ple_post_norm, n, H, eps, s->o);
+    for (size_t j = 0; j < (size_t)n * H; j++) x[j] += s->o[j];
+  }
+  if (l->has_scalar) for (size_t j = 0; j < (size_t)n * H; j++) x[j] *= l->layer_scalar;
+}
+
+static void per_layer_inputs(oc_session *s, const int32_t *ids, int n) {
+  const oc_model *m = s->m;
+  const oc_model_config *c = &m->cfg;
+  const int P = c->ple_dim, L = c->n_layers, H = c->hidden;
+  const size_t LP = (size_t)L * P;
+  oc_matmul(s->x, n, H, m->ple_model_proj, 0, (int)LP, s->ple);
+  const float ps = (float)(1.0 / sqrt((double)H)), ts = (float)sqrt((double)P), cs = (float)(1.0 / sqrt(2.0));
+  for (size_t j = 0; j < (size_t)n * LP; j++) s->ple[j] *= ps;
+  oc_rmsnorm(s->ple, m->ple_proj_norm, n * L, P, (float)c->eps, s->ple);
+  /* s->pg holds one table row slice at a time */
+  for (int t = 0; t < n; t++)
+    for (int li = 0; li < L; li++) {
+      float *dst = s->ple + (size_t)t * LP + (size_t)li * P;
+      oc_tensor_row(m->ple_table, ids[t], (int64_t)li * P, P, s->pg);
+      for (int j = 0; j < P; j++) dst[j] = (dst[j] + s->pg[j] * ts) * cs;
+    }
+}
+
+int oc_hidden_index(const oc_model_config *c, int idx, oc_error *err) {
+  int L = c->n_layers;
+  int k = idx < 0 ? L + 1 + idx : idx;
+  if (k < 0 || k > L) return oc_fail(err, "hidden-state index %d is out of range for %d layers (valid: %d..%d)", idx, L, -(L + 1), L);
+  return k;
+}
+
+int oc_argmax(const float *x, int n) {
+  int b = 0;
+  for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
+  return b;
+}
+
+int oc_is_eos(const oc_model_config *c, int id) {
+  for (int i = 0; i < c->n_eos; i++) if (c->eos_token_ids[i] == id) return 1;
+  return 0;
+}
+
+static void capture(const oc_session *s, const oc_taps *taps, const int *norm_layers, int hidx, const float *src, int n) {
+  const int H = s->m->cfg.hidden;
+  int npos = taps->pos ? taps->n_pos : n;
+  for (int li = 0; li < taps->n_layers; li++) {
+    if (norm_layers[li] != hidx) continue;
+    for (int p = 0; p < npos; p++) {
+      int t = taps->pos ? taps->pos[p] : p;
+      if (t < 0) t += n;
+      memcpy(taps->out + ((size_t)li * npos + p) * H, src + (size_t)t * H, sizeof(float) * (size_t)H);
+    }
+  }
+}
+
+int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, float *logits, int all_logits, oc_error *err) {
+  const oc_model *m = s->m;
+  const oc_model_config *c = &m->cfg;
+  const int H = c->hidden, L = c->n_layers;
+  if (s->broken) return oc_fail(err, "session cache is incomplete (an earlier call skipped layers); reset it first");
+  if (n <= 0) return oc_fail(err, "empty token sequence");
+  for (int t = 0; t < n; t++)
+    if (ids[t] < 0 || ids[t] >= c->vocab) return oc_fail(err, "token id %d at position %d is outside the vocabulary (0..%d)", ids[t], t, c->vocab - 1);
+  int norm_layers[256];
+  int depth = L; /* layers to run */
+  if (taps && taps->n_layers) {
+    if (taps->n_layers > 256) return oc_fail(err, "at most 256 tapped layers");
+    int maxk = 0;
+    for (int i = 0; i < taps->n_layers; i++) {
+      if ((norm_layers[i] = oc_hidden_index(c, taps->layers[i], err)) < 0) return -1;
+      if (norm_layers[i] > maxk) maxk = norm_layers[i];
+    }
+    if (taps->pos)
+      for (int p = 0; p < taps->n_pos; p++)
+        if (taps->pos[p] < -n || taps->pos[p] >= n) return oc_fail(err, "tap position %d is outside the chunk of %d tokens", taps->pos[p], n);
+    if (!logits) depth = maxk;
+  }
+  if (ensure_cache(s, s->len + n, err) || ensure_scratch(s, n, err)) return -1;
+  const int pos0 = s->len;
+  const float es = (float)c->embed_scale;
+  for (int t = 0; t < n; t++) {
+    float *x = s->x + (size_t)t * H;
+    oc_tensor_row(m->embed, ids[t], 0, H, x);
+    if (es != 1.0f) for (int j = 0; j < H; j++) x[j] *= es;
+  }
+  if (m->ple_table && depth > 0) per_layer_inputs(s, ids, n);
+  if (taps) capture(s, taps, norm_layers, 0, s->x, n);
+  for (int i = 0; i < depth && i < L; i++) {
+    run_layer(s, i, pos0, n);
+    if (taps && i + 1 < L) capture(s, taps, norm_layers, i + 1, s->x, n);
+  }
+  if (depth < L) {
+    s->broken = 1;
+    s->len += n;
+    return 0;
+  }
+  oc_rmsnorm(s->x, m->final_norm, n, H, (float)c->eps, s->xn);
+  if (taps) capture(s, taps, norm_layers, L, s->xn, n);
+  s->len += n;
+  if (logits) {
+    int rows = all_logits ? n : 1;
+    const float *src = s->xn + (size_t)(all_logits ? 0 : n - 1) * H;
+    oc_matmul(src, rows, H, m->lm_head, 0, c->vocab, logits);
+    if (c->final_softcap > 0) {
+      const float cap = (float)c->final_softcap;
+      for (size_t j = 0; j < (size_t)rows * c->vocab; j++) logits[j] = tanhf(logits[j] / cap) * cap;
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,235 @@
+#include "nn/kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define OC_X86 1
+#endif
+
+int oc_have_avx2(void) {
+#ifdef OC_X86
+  static int cached = -1;
+  if (cached < 0) {
+    __builtin_cpu_init();
+    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  }
+  return cached;
+#else
+  return 0;
+#endif
+}
+
+/* ---------------------------------------------------------------- scalar paths */
+static float dot_f32_scalar(const float *a, const float *b, int n) {
+  float acc[8] = {0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+static float dot_bf16_scalar(const uint16_t *w, const float *x, int n) {
+  float acc[8] = {0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) acc[k] += oc_bf16_to_f32(w[i + k]) * x[i + k];
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; i++) s += oc_bf16_to_f32(w[i]) * x[i];
+  return s;
+}
+
+static float dot_f16_scalar(const uint16_t *w, const float *x, int n) {
+  float acc[8] = {0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) acc[k] += oc_f16_to_f32(w[i + k]) * x[i + k];
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; i++) s += oc_f16_to_f32(w[i]) * x[i];
+  return s;
+}
+
+/* ---------------------------------------------------------------- AVX2 paths */
+#ifdef OC_X86
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum8(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehl_ps(lo, lo);
+  lo = _mm_add_ps(lo, sh);
+  sh = _mm_shuffle_ps(lo, lo, 1);
+  return _mm_cvtss_f32(_mm_add_ss(lo, sh));
+}
+
+AVX2 static inline __m256 load_bf16x8(const uint16_t *p) {
+  __m128i h = _mm_loadu_si128((const __m128i *)p);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2 static inline __m256 load_f16x8(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+AVX2 static float dot_f32_avx2(const float *a, const float *b, int n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+#define DEF_DOT16(NAME, LOAD)                                                              \
+  AVX2 static float NAME(const uint16_t *w, const float *x, int n) {                      \
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                           \
+    int i = 0;                                                                            \
+    for (; i + 32 <= n; i += 32) {                                                        \
+      s0 = _mm256_fmadd_ps(LOAD(w + i), _mm256_loadu_ps(x + i), s0);                      \
+      s1 = _mm256_fmadd_ps(LOAD(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);              \
+      s2 = _mm256_fmadd_ps(LOAD(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);            \
+      s3 = _mm256_fmadd_ps(LOAD(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);            \
+    }                                                                                     \
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(LOAD(w + i), _mm256_loadu_ps(x + i), s0); \
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));          \
+    for (; i < n; i++) {                                                                  \
+      float wv = LOAD##_1(w[i]);                                                          \
+      s += wv * x[i];                                                                     \
+    }                                                                                     \
+    return s;                                                                             \
+  }
+#define load_bf16x8_1 oc_bf16_to_f32
+#define load_f16x8_1 oc_f16_to_f32
+DEF_DOT16(dot_bf16_avx2, load_bf16x8)
+DEF_DOT16(dot_f16_avx2, load_f16x8)
+
+/* Two rows of weights against up to 4 input rows at once: W streamed once. */
+AVX2 static void convert_bf16_avx2(const uint16_t *src, float *dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_bf16x8(src + i));
+  for (; i < n; i++) dst[i] = oc_bf16_to_f32(src[i]);
+}
+AVX2 static void convert_f16_avx2(const uint16_t *src, float *dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_f16x8(src + i));
+  for (; i < n; i++) dst[i] = oc_f16_to_f32(src[i]);
+}
+#endif
+
+float oc_dot_f32(const float *a, const float *b, int n) {
+#ifdef OC_X86
+  if (oc_have_avx2()) return dot_f32_avx2(a, b, n);
+#endif
+  return dot_f32_scalar(a, b, n);
+}
+
+void oc_axpy_f32(float a, const float *x, float *y, int n) {
+  for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+typedef float (*dot16_fn)(const uint16_t *, const float *, int);
+
+static void convert_row(oc_dtype dt, const void *src, float *dst, size_t n) {
+#ifdef OC_X86
+  if (oc_have_avx2()) {
+    if (dt == OC_DT_BF16) { convert_bf16_avx2(src, dst, n); return; }
+    if (dt == OC_DT_F16) { convert_f16_avx2(src, dst, n); return; }
+  }
+#endif
+  oc_to_f32(dt, src, dst, n);
+}
+
+void oc_tensor_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, float *dst) {
+  int64_t cols = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->numel;
+  size_t es = oc_dtype_size(t->dtype);
+  convert_row(t->dtype, (const char *)t->data + (size_t)(row * cols + col0) * es, dst, (size_t)n);
+}
+
+#define GEMM_MIN_ROWS 8
+
+/* Rows of W per sgemm block. Depends only on the shapes, never on the thread count, so
+ * every output element is produced by the same call whichever thread runs it. */
+static int gemm_block_rows(int in, int out) {
+  int block = (int)((1u << 20) / (unsigned)in); /* ~4 MiB of f32 weights */
+  block = block < 16 ? 16 : block > 256 ? 256 : block;
+  return block > out ? out : block;
+}
+
+void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int out, float *Y) {
+  const size_t es = oc_dtype_size(W->dtype);
+  const char *wbase = (const char *)W->data + (size_t)row0 * (size_t)in * es;
+  if (n < GEMM_MIN_ROWS) {
+    /* Decode: stream each weight row once, dot it with the few input rows. */
+    dot16_fn d16 = W->dtype == OC_DT_BF16 ? dot_bf16_scalar : dot_f16_scalar;
+#ifdef OC_X86
+    if (oc_have_avx2()) d16 = W->dtype == OC_DT_BF16 ? dot_bf16_avx2 : dot_f16_avx2;
+#endif
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < out; r++) {
+      const void *wr = wbase + (size_t)r * (size_t)in * es;
+      for (int t = 0; t < n; t++) {
+        const float *x = X + (size_t)t * in;
+        Y[(size_t)t * out + r] = W->dtype == OC_DT_F32 ? oc_dot_f32(wr, x, in) : d16(wr, x, in);
+      }
+    }
+    return;
+  }
+  /* Prefill: fixed blocks of weight rows; each block converted to f32 (if needed) and
+   * multiplied by one single-threaded sgemm inside our OpenMP region. */
+  const int block = gemm_block_rows(in, out);
+  const int nblocks = (out + block - 1) / block;
+  const int convert = W->dtype != OC_DT_F32;
+#pragma omp parallel
+  {
+    float *buf = convert ? malloc(sizeof(float) * (size_t)block * (size_t)in) : NULL;
+#pragma omp for schedule(dynamic, 1)
+    for (int b = 0; b < nblocks; b++) {
+      const int r0 = b * block, nb = out - r0 < block ? out - r0 : block;
+      const float *wf = (const float *)(wbase + (size_t)r0 * (size_t)in * es);
+      if (convert) {
+        if (buf) {
+          for (int r = 0; r < nb; r++) convert_row(W->dtype, wbase + (size_t)(r0 + r) * (size_t)in * es, buf + (size_t)r * in, (size_t)in);
+          wf = buf;
+        } else { /* out of memory: slow but correct per-element path */
+          dot16_fn d16 = W->dtype == OC_DT_BF16 ? dot_bf16_scalar : dot_f16_scalar;
+          for (int r = 0; r < nb; r++)
+            for (int t = 0; t < n; t++)
+              Y[(size_t)t * out + r0 + r] = d16((const uint16_t *)(wbase + (size_t)(r0 + r) * (size_t)in * es), X + (size_t)t * in, in);
+          continue;
+        }
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nb, in, 1.0f, X, in, wf, in, 0.0f, Y + r0, out);
+    }
+    free(buf);
+  }
+}
+
+void oc_rmsnorm(const float *x, const float *w, int n, int dim, float eps, float *y) {
+  for (int t = 0; t < n; t++) {
+    const float *xr = x + (size_t)t * dim;
+    float *yr = y + (size_t)t * dim;
+    float ss = oc_dot_f32(xr, xr, dim);
+    float r = 1.0f / sqrtf(ss / (float)dim + eps);
+    if (w) for (int i = 0; i < dim; i++) yr[i] = xr[i] * r * w[i];
+    else for (int i = 0; i < dim; i++) yr[i] = xr[i] * r;
+  }
+}
+
+float oc_gelu_tanh(float x) {
+  const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+float oc_silu(float x) { return x / (1.0f + expf(-x)); }

@@ -1,0 +1,21 @@
+/* Internal compute kernels: f32 accumulation, results independent of thread count. */
+#ifndef OC_KERNELS_H
+#define OC_KERNELS_H
+#include "opencon/safetensors.h"
+
+/* Y[n][out] = X[n][in] . W^T where W is a [out][in] F32/F16/BF16 tensor (rows row0..row0+out). */
+void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int out, float *Y);
+/* Row `row` of a 2-D F32/F16/BF16 tensor into f32, elements [col0, col0+n). */
+void oc_tensor_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, float *dst);
+/* dst[i] = dot(a, b) over n floats, fixed summation order */
+float oc_dot_f32(const float *a, const float *b, int n);
+/* y += a * x */
+void oc_axpy_f32(float a, const float *x, float *y, int n);
+/* RMSNorm of n rows of `dim`: y = x * (mean(x^2)+eps)^-1/2 * w (w NULL: no scale). In place allowed. */
+void oc_rmsnorm(const float *x, const float *w, int n, int dim, float eps, float *y);
+float oc_gelu_tanh(float x);
+float oc_silu(float x);
+/* Sum of squares in double of a row (for tests / diagnostics) */
+int oc_have_avx2(void);
+
+#endif

@@ -1,0 +1,31 @@
+/* Minimal test helpers: every CHECK counts; main returns non-zero on any failure. */
+#ifndef OC_TEST_CHECK_H
+#define OC_TEST_CHECK_H
+#include <stdio.h>
+#include <stdlib.h>
+
+static int g_pass, g_fail;
+#define CHECK(cond, ...)                                              \
+  do {                                                                \
+    if (cond) g_pass++;                                               \
+    else {                                                            \
+      g_fail++;                                                       \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);            \
+      fprintf(stderr, __VA_ARGS__);                                   \
+      fprintf(stderr, "\n");                                          \
+    }                                                                 \
+  } while (0)
+#define REQUIRE(cond, ...)                                            \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      fprintf(stderr, "FATAL %s:%d: ", __FILE__, __LINE__);           \
+      fprintf(stderr, __VA_ARGS__);                                   \
+      fprintf(stderr, "\n");                                          \
+      exit(1);                                                        \
+    }                                                                 \
+  } while (0)
+static inline int check_summary(const char *name) {
+  printf("%s: %d passed, %d failed\n", name, g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
+#endif
