@@ -82,6 +82,8 @@ struct oc_st_file {
   int n;
   char **meta;       /* key, value pairs */
   int n_meta;
+  void **copies;     /* aligned copies of unaligned tensors */
+  int n_copies;
 };
 
 static int cmp_tensor_name(const void *a, const void *b) {
@@ -108,6 +110,8 @@ void oc_st_close(oc_st_file *f) {
   free(f->t);
   for (int i = 0; i < 2 * f->n_meta; i++) free(f->meta[i]);
   free(f->meta);
+  for (int i = 0; i < f->n_copies; i++) free(f->copies[i]);
+  free(f->copies);
   if (f->map) munmap(f->map, f->map_len);
   free(f->path);
   free(f);
@@ -204,15 +208,21 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
                    DT[t->dtype].name, (unsigned long long)(numel * esz), (unsigned long long)(oe - ob));
       break;
     }
-    if (((uintptr_t)(data + ob)) % esz != 0) {
-      rc = oc_fail(err, "%s: tensor \"%s\": data is not aligned to its %llu-byte element size", path, name, (unsigned long long)esz);
-      break;
-    }
     t->name = strdup(name);
     if (!t->name) { rc = oc_fail(err, "out of memory"); break; }
     t->numel = (int64_t)numel;
     t->nbytes = (size_t)(oe - ob);
     t->data = data + ob;
+    if (((uintptr_t)t->data) % esz != 0) {
+      /* valid but unaligned (another writer's layout): keep an aligned private copy */
+      void *copy = malloc(t->nbytes ? t->nbytes : 1);
+      void **nc = realloc(f->copies, sizeof *nc * (size_t)(f->n_copies + 1));
+      if (!copy || !nc) { free(copy); if (nc) f->copies = nc; rc = oc_fail(err, "out of memory"); free((char *)t->name); t->name = NULL; break; }
+      f->copies = nc;
+      memcpy(copy, t->data, t->nbytes);
+      f->copies[f->n_copies++] = copy;
+      t->data = copy;
+    }
     spans[f->n] = (span){ob, oe, f->n};
     f->n++;
   }
@@ -397,6 +407,7 @@ typedef struct {
   const void *data;
   oc_st_fill_fn fill;
   void *ctx;
+  int order;
 } wentry;
 
 struct oc_st_writer {
@@ -464,7 +475,17 @@ int oc_st_writer_set_metadata(oc_st_writer *w, const char *key, const char *valu
   return 0;
 }
 
+static int cmp_entry_align(const void *a, const void *b) {
+  const wentry *x = a, *y = b;
+  size_t ex = oc_dtype_size(x->dt), ey = oc_dtype_size(y->dt);
+  if (ex != ey) return ex > ey ? -1 : 1;
+  return x->order - y->order;
+}
+
 int oc_st_writer_write(oc_st_writer *w, const char *path, oc_error *err) {
+  /* Largest elements first: with the header padded to 8 bytes every tensor is aligned. */
+  for (int i = 0; i < w->n; i++) w->e[i].order = i;
+  qsort(w->e, (size_t)w->n, sizeof *w->e, cmp_entry_align);
   cJSON *root = cJSON_CreateObject();
   if (!root) return oc_fail(err, "out of memory");
   if (w->meta) cJSON_AddItemToObject(root, "__metadata__", cJSON_Duplicate(w->meta, 1));
