@@ -152,9 +152,11 @@ void openblas_set_num_threads(int);
 void oc_set_threads(int n) {
   if (n <= 0) n = omp_get_num_procs();
   g_threads = n;
-  omp_set_num_threads(n);
-  /* sgemm is called from inside our own parallel regions, one block per call */
+  /* sgemm is called from inside our own parallel regions, one block per call. In the
+   * OpenMP build of OpenBLAS this call also sets the OpenMP thread count, so it must
+   * come before ours. */
   openblas_set_num_threads(1);
+  omp_set_num_threads(n);
 }
 
 int oc_get_threads(void) {

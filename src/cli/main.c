@@ -93,7 +93,7 @@ static int cmd_forward(int argc, char **argv) {
   static const char *const known[] = {"model_id", "input_ids", "text", "layers", "out", "threads", "max_ctx", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) return 2;
+  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) { free_opts(&o); return 2; }
   apply_threads(&o);
   const char *model_id = opt(&o, "model_id"), *out = opt(&o, "out");
   if (!model_id || !out) { fprintf(stderr, "usage: opencon forward --model_id M --input_ids 2,106,... [--layers -4,-2] --out F.safetensors\n"); free_opts(&o); return 2; }
@@ -151,7 +151,7 @@ static int cmd_generate(int argc, char **argv) {
   static const char *const flags[] = {"no_eos_stop", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, flags) || check_known(&o, known)) return 2;
+  if (parse_opts(argc, argv, &o, flags) || check_known(&o, known)) { free_opts(&o); return 2; }
   apply_threads(&o);
   const char *model_id = opt(&o, "model_id");
   if (!model_id) { fprintf(stderr, "usage: opencon generate --model_id M --input_ids 2,106,... [--max_new_tokens N]\n"); free_opts(&o); return 2; }
@@ -195,7 +195,7 @@ static int cmd_random_model(int argc, char **argv) {
   static const char *const known[] = {"config", "out", "seed", "threads", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) return 2;
+  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) { free_opts(&o); return 2; }
   apply_threads(&o);
   if (!opt(&o, "config") || !opt(&o, "out")) { fprintf(stderr, "usage: opencon random-model --config CONFIG.json --out DIR [--seed N]\n"); free_opts(&o); return 2; }
   uint64_t seed = opt(&o, "seed") ? strtoull(opt(&o, "seed"), NULL, 10) : 0;
@@ -209,7 +209,7 @@ static int cmd_download(int argc, char **argv) {
   static const char *const known[] = {"model_id", "revision", "cache_dir", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) return 2;
+  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) { free_opts(&o); return 2; }
   if (!opt(&o, "model_id")) { fprintf(stderr, "usage: opencon download --model_id org/name [--revision R]\n"); free_opts(&o); return 2; }
   oc_hub_options ho = {.revision = opt(&o, "revision"), .cache_dir = opt(&o, "cache_dir")};
   char *dir = NULL;

@@ -1,0 +1,163 @@
+/* Decoder speed and memory on a (random-weight) checkpoint, beside the machine's ceilings:
+ *   decode tokens/s (128-token prompt, 64 new tokens) vs memory bandwidth / bytes per token
+ *   prefill tokens/s (512 tokens) vs measured sgemm GFLOP/s
+ *   peak RSS vs 1.15 x (weights without the per-layer-embedding table) + KV cache
+ * usage: bench_decoder MODEL_DIR [threads] [--json OUT] */
+#include <cblas.h>
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "opencon/model.h"
+
+void openblas_set_num_threads(int);
+
+/* Read bandwidth with AVX2 loads (4 independent accumulators), best of 5 passes over 1 GiB:
+ * the most a streaming kernel can pull on this machine. */
+__attribute__((target("avx2"))) static double measure_bandwidth(int threads) {
+  const size_t n = (size_t)1 << 28; /* 1 GiB of floats */
+  float *a = aligned_alloc(64, n * sizeof(float));
+  if (!a) return 0;
+#pragma omp parallel for num_threads(threads)
+  for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023);
+  double best = 0;
+  for (int rep = 0; rep < 5; rep++) {
+    double t0 = oc_now();
+    float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+#pragma omp for schedule(static)
+      for (size_t i = 0; i < n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_load_ps(a + i));
+        s1 = _mm256_add_ps(s1, _mm256_load_ps(a + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_load_ps(a + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_load_ps(a + i + 24));
+      }
+      float o[8];
+      _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+      for (int k = 0; k < 8; k++) total += o[k];
+    }
+    double dt = oc_now() - t0;
+    if (total < 0) printf("?");
+    double gbs = (double)(n * sizeof(float)) / dt / 1e9;
+    if (gbs > best) best = gbs;
+  }
+  free(a);
+  return best;
+}
+
+static double measure_sgemm(int threads) {
+  const int M = 512, N = 6144, K = 1536;
+  float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * (size_t)N * K), *C = malloc(sizeof(float) * (size_t)M * N);
+  for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)((i * 7) % 13) * 0.01f;
+  for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)((i * 5) % 11) * 0.01f;
+  openblas_set_num_threads(threads);
+  double best = 0;
+  for (int rep = 0; rep < 5; rep++) {
+    double t0 = oc_now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+    double g = 2.0 * M * N * K / (oc_now() - t0) / 1e9;
+    if (g > best) best = g;
+  }
+  openblas_set_num_threads(1);
+  free(A); free(B); free(C);
+  return best;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) { fprintf(stderr, "usage: bench_decoder MODEL_DIR [threads] [--json OUT]\n"); return 2; }
+  int threads = argc > 2 && argv[2][0] != '-' ? atoi(argv[2]) : 2;
+  const char *json = NULL;
+  for (int i = 2; i + 1 < argc; i++) if (strcmp(argv[i], "--json") == 0) json = argv[i + 1];
+  oc_set_threads(threads);
+  oc_error e;
+  double bw = measure_bandwidth(threads), gf = measure_sgemm(threads);
+  oc_set_threads(threads); /* OpenBLAS's OpenMP build resets the OpenMP thread count */
+  fprintf(stderr, "memory read bandwidth %.2f GB/s, sgemm %.1f GFLOP/s (%d threads)\n", bw, gf, threads);
+
+  double t0 = oc_now();
+  oc_model *m;
+  if (oc_model_load(argv[1], &m, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 1; }
+  double t_load = oc_now() - t0;
+  const oc_model_config *c = oc_model_cfg(m);
+  const int V = c->vocab;
+  float *logits = malloc(sizeof(float) * (size_t)V);
+  int32_t *ids = malloc(sizeof(int32_t) * 512);
+  for (int i = 0; i < 512; i++) ids[i] = (int32_t)((i * 7919 + 13) % (V - 10)) + 5;
+
+  /* FLOPs per token of the linear layers (weights multiplied per token) */
+  double lin_params = 0;
+  const oc_weights *w = oc_model_weights(m);
+  size_t ple_bytes = 0;
+  for (int i = 0; i < oc_weights_count(w); i++) {
+    const oc_tensor *t = oc_weights_at(w, i);
+    if (strstr(t->name, "embed_tokens_per_layer")) ple_bytes += t->nbytes;
+  }
+  lin_params = (double)oc_model_decode_bytes(m) / 2.0; /* BF16 */
+
+  /* decode: 128-token prompt, 64 new tokens (greedy) */
+  oc_session *s = oc_session_new(m, 1024, &e);
+  if (!s) { fprintf(stderr, "%s\n", e.msg); return 1; }
+  if (oc_forward(s, ids, 128, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+  int32_t next = oc_argmax(logits, V);
+  if (oc_forward(s, &next, 1, NULL, logits, 0, &e)) return 1; /* warm-up step */
+  double td = oc_now();
+  const int NEW = 64;
+  for (int k = 0; k < NEW; k++) {
+    next = oc_argmax(logits, V);
+    if (oc_forward(s, &next, 1, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+  }
+  double decode_tps = NEW / (oc_now() - td);
+  double bytes_per_tok = (double)oc_model_decode_bytes(m);
+  double decode_ceiling = bw * 1e9 / bytes_per_tok;
+
+  /* prefill: 512 tokens in one chunk */
+  oc_session_reset(s);
+  double best_prefill = 1e30;
+  for (int rep = 0; rep < 2; rep++) {
+    oc_session_reset(s);
+    double tp = oc_now();
+    if (oc_forward(s, ids, 512, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+    double dt = oc_now() - tp;
+    if (dt < best_prefill) best_prefill = dt;
+  }
+  double prefill_tps = 512 / best_prefill;
+  double prefill_gflops = 2.0 * lin_params * 512 / best_prefill / 1e9;
+
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double rss_gb = (double)ru.ru_maxrss * 1024 / 1e9;
+  double kv_bytes = 0;
+  for (int i = 0; i < c->n_layers; i++)
+    if (oc_config_kv_source(c, i) < 0) kv_bytes += 2.0 * 1024 * c->n_kv_heads * oc_config_layer_head_dim(c, i) * 4;
+  double weights_no_ple = (double)(oc_weights_bytes(w) - ple_bytes);
+  double rss_target = (1.15 * weights_no_ple + kv_bytes) / 1e9;
+
+  printf("model: %s (%s), %d layers, hidden %d, vocab %d, threads %d\n", argv[1], c->architecture, c->n_layers, c->hidden, V, threads);
+  printf("load: %.2f s (mmap)\n", t_load);
+  printf("decode: %.2f tok/s; ceiling %.2f tok/s (%.2f GB/s / %.2f GB per token) = %.0f%% of ceiling\n", decode_tps,
+         decode_ceiling, bw, bytes_per_tok / 1e9, 100 * decode_tps / decode_ceiling);
+  printf("prefill (512): %.1f tok/s, %.1f GFLOP/s of linear layers = %.0f%% of sgemm %.1f GFLOP/s\n", prefill_tps, prefill_gflops,
+         100 * prefill_gflops / gf, gf);
+  printf("peak RSS: %.2f GB; target <= %.2f GB (1.15 x %.2f GB weights w/o PLE table + %.3f GB KV)\n", rss_gb, rss_target,
+         weights_no_ple / 1e9, kv_bytes / 1e9);
+  if (json) {
+    FILE *f = fopen(json, "w");
+    if (f) {
+      fprintf(f, "{\"threads\": %d, \"bandwidth_gbs\": %.3f, \"sgemm_gflops\": %.2f, \"decode_tps\": %.3f, \"decode_ceiling_tps\": %.3f, "
+                 "\"prefill_tps\": %.2f, \"prefill_gflops\": %.2f, \"peak_rss_gb\": %.3f, \"rss_target_gb\": %.3f}\n",
+              threads, bw, gf, decode_tps, decode_ceiling, prefill_tps, prefill_gflops, rss_gb, rss_target);
+      fclose(f);
+    }
+  }
+  oc_session_free(s);
+  oc_model_free(m);
+  free(logits);
+  free(ids);
+  return 0;
+}
