@@ -390,8 +390,15 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
   const int I = l->inter;
   oc_matmul(xn, n, H, l->gate, 0, I, s->g);
   oc_matmul(xn, n, H, l->up, 0, I, s->u);
-  if (c->act_gelu_tanh) for (size_t j = 0; j < (size_t)n * I; j++) s->g[j] = oc_gelu_tanh(s->g[j]) * s->u[j];
-  else for (size_t j = 0; j < (size_t)n * I; j++) s->g[j] = oc_silu(s->g[j]) * s->u[j];
+  const long nI = (long)n * I;
+  float *g = s->g, *u = s->u;
+  if (c->act_gelu_tanh) {
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < nI; j++) g[j] = oc_gelu_tanh(g[j]) * u[j];
+  } else {
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < nI; j++) g[j] = oc_silu(g[j]) * u[j];
+  }
   oc_matmul(s->g, n, I, l->down, 0, H, s->o);
   if (l->mlp_out_norm) oc_rmsnorm(s->o, l->mlp_out_norm, n, H, eps, s->o);
   for (size_t j = 0; j < (size_t)n * H; j++) x[j] += s->o[j];
@@ -510,7 +517,9 @@ int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, fl
     oc_matmul(src, rows, H, m->lm_head, 0, c->vocab, logits);
     if (c->final_softcap > 0) {
       const float cap = (float)c->final_softcap;
-      for (size_t j = 0; j < (size_t)rows * c->vocab; j++) logits[j] = tanhf(logits[j] / cap) * cap;
+      const long nl = (long)rows * c->vocab;
+#pragma omp parallel for schedule(static)
+      for (long j = 0; j < nl; j++) logits[j] = tanhf(logits[j] / cap) * cap;
     }
   }
   return 0;
