@@ -53,6 +53,94 @@ static const oc_tensor *ref_t(oc_st_file *f, const char *fmt, int n) {
   return t;
 }
 
+/* Write `src`'s tensors into dir/model.safetensors as dtype dt (values passed through
+ * round_f16 first when asked) with src's config.json. */
+static void write_copy(const char *src, const char *dir, oc_dtype dt, int round_f16) {
+  oc_error e;
+  oc_weights *w;
+  REQUIRE(oc_weights_open(src, &w, &e) == 0, "%s", e.msg);
+  oc_st_writer *wr = oc_st_writer_new();
+  int n = oc_weights_count(w);
+  void **bufs = calloc((size_t)n, sizeof *bufs);
+  for (int i = 0; i < n; i++) {
+    const oc_tensor *t = oc_weights_at(w, i);
+    float *f = malloc(sizeof(float) * (size_t)t->numel);
+    oc_to_f32(t->dtype, t->data, f, (size_t)t->numel);
+    if (round_f16) for (int64_t k = 0; k < t->numel; k++) f[k] = (float)(_Float16)f[k];
+    if (dt == OC_DT_F16) {
+      _Float16 *h = malloc(sizeof *h * (size_t)t->numel);
+      for (int64_t k = 0; k < t->numel; k++) h[k] = (_Float16)f[k];
+      free(f);
+      bufs[i] = h;
+    } else {
+      bufs[i] = f;
+    }
+    REQUIRE(oc_st_writer_add(wr, t->name, dt, t->ndim, t->shape, bufs[i], &e) == 0, "%s", e.msg);
+  }
+  char path[256];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  REQUIRE(oc_mkdirs(dir, &e) == 0 && oc_st_writer_write(wr, path, &e) == 0, "%s", e.msg);
+  oc_st_writer_free(wr);
+  for (int i = 0; i < n; i++) free(bufs[i]);
+  free(bufs);
+  oc_weights_close(w);
+  char *cs = oc_path_join(src, "config.json"), *cd = oc_path_join(dir, "config.json"), *txt;
+  size_t len;
+  REQUIRE(oc_read_file(cs, &txt, &len, &e) == 0 && oc_write_file_atomic(cd, txt, len, &e) == 0, "%s", e.msg);
+  free(txt);
+  free(cs);
+  free(cd);
+}
+
+/* prefill logits (all rows) + one decode step of reference sequence 0 */
+static float *run_seq0(const char *dir, oc_st_file *ref, int *rows_out) {
+  oc_error e;
+  oc_model *m;
+  REQUIRE(oc_model_load(dir, &m, &e) == 0, "%s", e.msg);
+  const oc_tensor *ti = ref_t(ref, "input_ids.%d", 0), *tg = ref_t(ref, "generated_ids.%d", 0);
+  const int T = (int)ti->numel, V = oc_model_cfg(m)->vocab;
+  float *lg = malloc(sizeof(float) * (size_t)(T + 1) * V);
+  oc_session *s = oc_session_new(m, T + 2, &e);
+  REQUIRE(oc_forward(s, ti->data, T, NULL, lg, 1, &e) == 0, "%s", e.msg);
+  REQUIRE(oc_forward(s, (const int32_t *)tg->data, 1, NULL, lg + (size_t)T * V, 0, &e) == 0, "%s", e.msg);
+  oc_session_free(s);
+  oc_model_free(m);
+  *rows_out = T + 1;
+  return lg;
+}
+
+/* The F32 and F16 weight paths: the checkpoint stored as F32 must reproduce the reference
+ * (BF16 -> F32 is exact); stored as F16 it must agree with an F32 copy of the same
+ * F16-rounded values. */
+static void other_dtypes(const char *dir, oc_st_file *ref, int V) {
+  char tmp[] = "/tmp/oc_dtype_XXXXXX";
+  REQUIRE(mkdtemp(tmp), "mkdtemp");
+  char d32[64], d16[64], d16as32[64];
+  snprintf(d32, sizeof d32, "%s/f32", tmp);
+  snprintf(d16, sizeof d16, "%s/f16", tmp);
+  snprintf(d16as32, sizeof d16as32, "%s/f16as32", tmp);
+  write_copy(dir, d32, OC_DT_F32, 0);
+  write_copy(dir, d16, OC_DT_F16, 1);
+  write_copy(dir, d16as32, OC_DT_F32, 1);
+  int rows;
+  float *a = run_seq0(d32, ref, &rows);
+  const oc_tensor *tl = ref_t(ref, "logits.%d", 0), *td = ref_t(ref, "decode_logits.%d", 0);
+  double r = ratio(a, tl->data, (size_t)(rows - 1) * V, atol_lg, rtol_lg);
+  CHECK(r <= 1, "F32 weights: logits error ratio %.3g", r);
+  r = ratio(a + (size_t)(rows - 1) * V, (const float *)td->data + V, (size_t)V, atol_dl, rtol_dl);
+  CHECK(r <= 1, "F32 weights: decode row 1 error ratio %.3g", r);
+  free(a);
+  a = run_seq0(d16, ref, &rows);
+  float *b = run_seq0(d16as32, ref, &rows);
+  r = ratio(a, b, (size_t)rows * V, atol_lg, rtol_lg);
+  CHECK(r <= 1, "F16 weights vs the same values as F32: error ratio %.3g", r);
+  free(a);
+  free(b);
+  char cmd[64];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+  if (system(cmd)) {}
+}
+
 int main(int argc, char **argv) {
   REQUIRE(argc == 2, "usage: test_golden FIXTURE_DIR");
   const char *dir = argv[1];
@@ -164,6 +252,8 @@ int main(int argc, char **argv) {
     }
     for (int th = 0; th < 2; th++) { free(hs[th]); free(lg[th]); }
   }
+
+  other_dtypes(dir, ref, V);
 
   /* bad input: out-of-vocabulary id, context overflow */
   {
