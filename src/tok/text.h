@@ -1,0 +1,32 @@
+/* UTF-8, Unicode classes and Oniguruma regexes for the tokenizer and templates. */
+#ifndef OC_TEXT_H
+#define OC_TEXT_H
+#include <stddef.h>
+#include <stdint.h>
+
+int oc_utf8_len(unsigned char lead);                            /* 1..4 (1 for invalid leads) */
+int oc_utf8_decode(const char *s, size_t n, uint32_t *cp);      /* bytes consumed (>= 1) */
+int oc_utf8_encode(uint32_t cp, char *out);                     /* bytes written */
+int oc_utf8_valid(const char *s, size_t n);
+/* Rust String::from_utf8_lossy: each maximal invalid subsequence becomes U+FFFD. */
+char *oc_utf8_lossy(const char *s, size_t n, size_t *out_len);
+char *oc_utf8_lower(const char *s, size_t n, size_t *out_len);
+char *oc_utf8_upper(const char *s, size_t n, size_t *out_len);
+
+int oc_is_whitespace(uint32_t cp);  /* Rust char::is_whitespace (Unicode White_Space) */
+int oc_is_numeric(uint32_t cp);     /* Nd, Nl, No */
+int oc_is_alnum(uint32_t cp);       /* letters and numbers */
+int oc_is_punctuation(uint32_t cp); /* ASCII punctuation or Unicode P* */
+
+/* literal replace of every occurrence of `from` (non-empty) */
+int oc_str_replace(const char *s, size_t n, const char *from, const char *to, char **out, size_t *out_len);
+
+typedef struct oc_regex oc_regex;
+oc_regex *oc_regex_new(const char *pattern, char *msg, size_t msg_size); /* Oniguruma, Ruby syntax, UTF-8 */
+oc_regex *oc_regex_literal(const char *text);
+void oc_regex_free(oc_regex *re);
+/* 1: match at [*ms, *me) searching from `from`; 0: none; -1: error */
+int oc_regex_search(const oc_regex *re, const char *s, size_t n, size_t from, size_t *ms, size_t *me);
+int oc_regex_replace_all(const oc_regex *re, const char *s, size_t n, const char *repl, char **out, size_t *out_len);
+
+#endif

@@ -1,0 +1,1410 @@
+/* Hugging Face tokenizer.json engine: normalizers, pre-tokenizers, BPE / WordPiece models,
+ * added tokens, post-processors and decoders, following the semantics of the Rust
+ * `tokenizers` library. Text is handled as UTF-8 strings split into pieces. */
+#include "opencon/tokenizer.h"
+
+#include <cjson/cJSON.h>
+#include <oniguruma.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "tok/text.h"
+
+/* ------------------------------------------------------------------ hash maps */
+typedef struct {
+  char **keys;
+  int *vals;
+  uint32_t cap, n;
+} smap;
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+  return h;
+}
+
+static int smap_init(smap *m, uint32_t n) {
+  uint32_t cap = 16;
+  while (cap < n * 2 + 16) cap <<= 1;
+  m->keys = calloc(cap, sizeof *m->keys);
+  m->vals = calloc(cap, sizeof *m->vals);
+  m->cap = cap;
+  m->n = 0;
+  return m->keys && m->vals ? 0 : -1;
+}
+
+static void smap_free(smap *m) {
+  if (m->keys) for (uint32_t i = 0; i < m->cap; i++) free(m->keys[i]);
+  free(m->keys);
+  free(m->vals);
+  memset(m, 0, sizeof *m);
+}
+
+static int smap_find(const smap *m, const char *s, size_t n) {
+  if (!m->cap) return -1;
+  uint32_t i = (uint32_t)hash_bytes(s, n) & (m->cap - 1);
+  while (m->keys[i]) {
+    if (strlen(m->keys[i]) == n && memcmp(m->keys[i], s, n) == 0) return m->vals[i];
+    i = (i + 1) & (m->cap - 1);
+  }
+  return -1;
+}
+
+static int smap_put(smap *m, const char *s, size_t n, int v) {
+  if ((m->n + 1) * 2 > m->cap) {
+    smap old = *m;
+    if (smap_init(m, old.cap)) { *m = old; return -1; }
+    for (uint32_t i = 0; i < old.cap; i++)
+      if (old.keys[i]) {
+        uint32_t j = (uint32_t)hash_bytes(old.keys[i], strlen(old.keys[i])) & (m->cap - 1);
+        while (m->keys[j]) j = (j + 1) & (m->cap - 1);
+        m->keys[j] = old.keys[i];
+        m->vals[j] = old.vals[i];
+        m->n++;
+      }
+    free(old.keys);
+    free(old.vals);
+  }
+  uint32_t i = (uint32_t)hash_bytes(s, n) & (m->cap - 1);
+  while (m->keys[i]) {
+    if (strlen(m->keys[i]) == n && memcmp(m->keys[i], s, n) == 0) { m->vals[i] = v; return 0; }
+    i = (i + 1) & (m->cap - 1);
+  }
+  m->keys[i] = strndup(s, n);
+  if (!m->keys[i]) return -1;
+  m->vals[i] = v;
+  m->n++;
+  return 0;
+}
+
+typedef struct {
+  uint64_t *keys; /* (a << 32 | b) + 1, 0 = empty */
+  int32_t *rank, *id;
+  uint32_t cap;
+} pmap;
+
+static uint32_t mix32(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  return (uint32_t)k;
+}
+
+static int pmap_init(pmap *m, uint32_t n) {
+  uint32_t cap = 16;
+  while (cap < n * 2 + 16) cap <<= 1;
+  m->keys = calloc(cap, sizeof *m->keys);
+  m->rank = calloc(cap, sizeof *m->rank);
+  m->id = calloc(cap, sizeof *m->id);
+  m->cap = cap;
+  return m->keys && m->rank && m->id ? 0 : -1;
+}
+
+static void pmap_free(pmap *m) { free(m->keys); free(m->rank); free(m->id); memset(m, 0, sizeof *m); }
+
+static void pmap_put(pmap *m, int32_t a, int32_t b, int32_t rank, int32_t id) {
+  uint64_t k = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+  uint32_t i = mix32(k) & (m->cap - 1);
+  while (m->keys[i] && m->keys[i] != k) i = (i + 1) & (m->cap - 1);
+  if (m->keys[i] == k) return; /* first (lowest rank) merge wins */
+  m->keys[i] = k;
+  m->rank[i] = rank;
+  m->id[i] = id;
+}
+
+static int pmap_get(const pmap *m, int32_t a, int32_t b, int32_t *rank, int32_t *id) {
+  if (!m->cap) return 0;
+  uint64_t k = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+  uint32_t i = mix32(k) & (m->cap - 1);
+  while (m->keys[i]) {
+    if (m->keys[i] == k) { *rank = m->rank[i]; *id = m->id[i]; return 1; }
+    i = (i + 1) & (m->cap - 1);
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ pipeline steps */
+enum { N_NFC, N_NFD, N_NFKC, N_NFKD, N_REPLACE, N_PREPEND, N_STRIP, N_LOWERCASE };
+enum { P_BYTELEVEL, P_SPLIT, P_METASPACE, P_WHITESPACE, P_WHITESPACESPLIT, P_DIGITS, P_PUNCTUATION };
+enum { D_BYTELEVEL, D_METASPACE, D_REPLACE, D_BYTEFALLBACK, D_FUSE, D_STRIP, D_WORDPIECE };
+enum { PP_TEMPLATE, PP_BERT, PP_ROBERTA, PP_BYTELEVEL };
+
+typedef struct {
+  int kind;
+  oc_regex *re;     /* REPLACE (regex or escaped literal), SPLIT */
+  char *s1, *s2;    /* REPLACE content / PREPEND / METASPACE replacement / STRIP content / WORDPIECE prefix */
+  int a, b, c;      /* flags: STRIP left,right; BYTELEVEL add_prefix_space,use_regex; SPLIT behavior,invert; ... */
+} step;
+
+typedef struct {
+  int is_special; /* 1: a special token (ids), 0: a sequence */
+  int seq;        /* 0 = A, 1 = B */
+  int type_id;
+  int32_t *ids;
+  int n_ids;
+  char **toks;
+} tmpl_item;
+
+typedef struct {
+  int kind;
+  tmpl_item *single, *pair;
+  int n_single, n_pair;
+  int32_t cls_id, sep_id;
+  char *cls, *sep;
+} post_step;
+
+typedef struct {
+  char *content;
+  int id, special, lstrip, rstrip, single_word, normalized;
+} added_tok;
+
+struct oc_tokenizer {
+  int model_wordpiece;
+  smap vocab;
+  char **id_to_tok;
+  int n_ids, cap_ids;
+  pmap merges;
+  int byte_fallback, ignore_merges, fuse_unk;
+  int32_t unk_id;
+  char *cont_prefix, *end_suffix;
+  int wp_max_chars;
+  step *norm, *pre, *dec;
+  int n_norm, n_pre, n_dec;
+  post_step *post;
+  int n_post;
+  added_tok *added;
+  int n_added;
+  int *added_by_byte[256]; /* indices into added, longest first */
+  int n_by_byte[256];
+  unsigned char *is_special_id; /* [n_ids] */
+  oc_regex *bytelevel_re;
+};
+
+/* ------------------------------------------------------------------ pieces */
+typedef struct {
+  char *s;
+  size_t len;
+  int32_t added;  /* >= 0: an added token id, pre-assigned */
+  int at_origin;  /* starts at offset 0 of the original text */
+} piece;
+
+typedef struct {
+  piece *p;
+  int n, cap;
+} pieces;
+
+static int pieces_push(pieces *v, const char *s, size_t len, int32_t added, int at_origin) {
+  if (v->n == v->cap) {
+    int nc = v->cap ? v->cap * 2 : 16;
+    piece *np = realloc(v->p, sizeof *np * (size_t)nc);
+    if (!np) return -1;
+    v->p = np;
+    v->cap = nc;
+  }
+  char *c = malloc(len + 1);
+  if (!c) return -1;
+  memcpy(c, s, len);
+  c[len] = 0;
+  v->p[v->n++] = (piece){c, len, added, at_origin};
+  return 0;
+}
+
+static void pieces_free(pieces *v) {
+  for (int i = 0; i < v->n; i++) free(v->p[i].s);
+  free(v->p);
+  memset(v, 0, sizeof *v);
+}
+
+/* ------------------------------------------------------------------ split with behaviors */
+enum { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
+
+typedef struct { size_t s, e; int m; } span;
+
+/* Split `p` into out by match spans (covering the string), applying the behavior. */
+static int split_spans(const piece *p, span *sp, int ns, int behavior, pieces *out) {
+  span *r = malloc(sizeof *r * (size_t)(ns ? ns : 1));
+  if (!r) return -1;
+  int nr = 0;
+  if (behavior == B_REMOVED) {
+    for (int i = 0; i < ns; i++) if (!sp[i].m) r[nr++] = sp[i];
+  } else if (behavior == B_ISOLATED) {
+    for (int i = 0; i < ns; i++) r[nr++] = sp[i];
+  } else if (behavior == B_MERGED_PREV) {
+    int prev = 0;
+    for (int i = 0; i < ns; i++) {
+      if (sp[i].m && !prev) {
+        if (nr) r[nr - 1].e = sp[i].e;
+        else r[nr++] = sp[i];
+      } else r[nr++] = sp[i];
+      prev = sp[i].m;
+    }
+  } else if (behavior == B_MERGED_NEXT) {
+    int prev = 0;
+    for (int i = ns - 1; i >= 0; i--) {
+      if (sp[i].m && !prev) {
+        if (nr) r[nr - 1].s = sp[i].s;
+        else r[nr++] = sp[i];
+      } else r[nr++] = sp[i];
+      prev = sp[i].m;
+    }
+    for (int i = 0; i < nr / 2; i++) { span t = r[i]; r[i] = r[nr - 1 - i]; r[nr - 1 - i] = t; }
+  } else { /* contiguous */
+    for (int i = 0; i < ns; i++) {
+      if (nr && r[nr - 1].m == sp[i].m) r[nr - 1].e = sp[i].e;
+      else r[nr++] = sp[i];
+    }
+  }
+  int rc = 0;
+  for (int i = 0; i < nr && !rc; i++)
+    if (r[i].e > r[i].s) rc = pieces_push(out, p->s + r[i].s, r[i].e - r[i].s, -1, p->at_origin && r[i].s == 0);
+  free(r);
+  return rc;
+}
+
+/* spans from regex matches (or a predicate on characters when re == NULL) */
+typedef int (*char_pred)(uint32_t cp);
+
+static int make_spans(const char *s, size_t len, oc_regex *re, char_pred pred, int invert, span **out, int *n) {
+  int cap = 16, k = 0;
+  span *sp = malloc(sizeof *sp * (size_t)cap);
+  if (!sp) return -1;
+  size_t prev = 0;
+#define PUSH(a, b, mm)                                                            \
+  do {                                                                            \
+    if (k + 1 >= cap) {                                                           \
+      cap *= 2;                                                                   \
+      span *ns_ = realloc(sp, sizeof *sp * (size_t)cap);                          \
+      if (!ns_) { free(sp); return -1; }                                          \
+      sp = ns_;                                                                   \
+    }                                                                             \
+    sp[k++] = (span){(a), (b), (mm) ^ invert};                                    \
+  } while (0)
+  if (re) {
+    size_t pos = 0;
+    size_t ms, me;
+    while (pos <= len && oc_regex_search(re, s, len, pos, &ms, &me) == 1) {
+      if (ms > prev) PUSH(prev, ms, 0);
+      PUSH(ms, me, 1);
+      prev = me;
+      if (me == ms) { /* empty match: step one character */
+        if (me >= len) break;
+        pos = me + (size_t)oc_utf8_len((unsigned char)s[me]);
+      } else pos = me;
+    }
+  } else {
+    size_t i = 0;
+    while (i < len) {
+      uint32_t cp;
+      int l = oc_utf8_decode(s + i, len - i, &cp);
+      if (pred(cp)) {
+        if (i > prev) PUSH(prev, i, 0);
+        PUSH(i, i + (size_t)l, 1);
+        prev = i + (size_t)l;
+      }
+      i += (size_t)l;
+    }
+  }
+  if (prev < len) PUSH(prev, len, 0);
+#undef PUSH
+  *out = sp;
+  *n = k;
+  return 0;
+}
+
+static int split_piece(const piece *p, oc_regex *re, char_pred pred, int behavior, int invert, pieces *out) {
+  span *sp;
+  int ns;
+  if (make_spans(p->s, p->len, re, pred, invert, &sp, &ns)) return -1;
+  int rc = split_spans(p, sp, ns, behavior, out);
+  free(sp);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ byte level */
+static uint32_t byte_to_cp[256];
+static int cp_to_byte[324];
+static void init_byte_tables(void) {
+  static int done;
+  if (done) return;
+  int n = 0;
+  for (int b = 0; b < 256; b++) {
+    int keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    byte_to_cp[b] = keep ? (uint32_t)b : (uint32_t)(256 + n++);
+  }
+  for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
+  for (int b = 0; b < 256; b++) cp_to_byte[byte_to_cp[b]] = b;
+  done = 1;
+}
+
+static char *bytes_to_bytelevel(const char *s, size_t len, size_t *olen) {
+  char *o = malloc(len * 2 + 1);
+  if (!o) return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < len; i++) k += (size_t)oc_utf8_encode(byte_to_cp[(unsigned char)s[i]], o + k);
+  o[k] = 0;
+  *olen = k;
+  return o;
+}
+
+/* ------------------------------------------------------------------ normalizers */
+static int apply_normalizer(const step *st, char **s, size_t *len) {
+  char *out = NULL;
+  size_t ol = 0;
+  switch (st->kind) {
+  case N_NFC: case N_NFD: case N_NFKC: case N_NFKD: {
+    utf8proc_option_t opt = UTF8PROC_STABLE | (st->kind == N_NFC || st->kind == N_NFKC ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE);
+    if (st->kind == N_NFKC || st->kind == N_NFKD) opt |= UTF8PROC_COMPAT;
+    utf8proc_uint8_t *r = NULL;
+    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)*s, (utf8proc_ssize_t)*len, &r, opt);
+    if (n < 0) return -1;
+    out = (char *)r;
+    ol = (size_t)n;
+    break;
+  }
+  case N_REPLACE:
+    if (oc_regex_replace_all(st->re, *s, *len, st->s1, &out, &ol)) return -1;
+    break;
+  case N_PREPEND:
+    if (*len == 0) return 0;
+    ol = strlen(st->s1) + *len;
+    out = malloc(ol + 1);
+    if (!out) return -1;
+    memcpy(out, st->s1, strlen(st->s1));
+    memcpy(out + strlen(st->s1), *s, *len + 1);
+    break;
+  case N_STRIP: {
+    size_t a = 0, b = *len;
+    if (st->a) while (a < b) { uint32_t cp; int l = oc_utf8_decode(*s + a, b - a, &cp); if (!oc_is_whitespace(cp)) break; a += (size_t)l; }
+    if (st->b) while (b > a) { size_t q = b - 1; while (q > a && ((unsigned char)(*s)[q] & 0xC0) == 0x80) q--; uint32_t cp; oc_utf8_decode(*s + q, b - q, &cp); if (!oc_is_whitespace(cp)) break; b = q; }
+    ol = b - a;
+    out = malloc(ol + 1);
+    if (!out) return -1;
+    memcpy(out, *s + a, ol);
+    out[ol] = 0;
+    break;
+  }
+  case N_LOWERCASE:
+    out = oc_utf8_lower(*s, *len, &ol);
+    if (!out) return -1;
+    break;
+  }
+  free(*s);
+  *s = out;
+  *len = ol;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ pre-tokenizers */
+static int pred_digit(uint32_t cp) { return oc_is_numeric(cp); }
+static int pred_punct(uint32_t cp) { return oc_is_punctuation(cp); }
+static int pred_space(uint32_t cp) { return oc_is_whitespace(cp); }
+
+static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, pieces *out) {
+  for (int i = 0; i < in->n; i++) {
+    piece *p = &in->p[i];
+    if (p->added >= 0) { if (pieces_push(out, p->s, p->len, p->added, p->at_origin)) return -1; continue; }
+    int rc = 0;
+    switch (st->kind) {
+    case P_BYTELEVEL: {
+      piece q = *p;
+      char *tmp = NULL;
+      if (st->a && (p->len == 0 || p->s[0] != ' ')) {
+        tmp = malloc(p->len + 2);
+        if (!tmp) return -1;
+        tmp[0] = ' ';
+        memcpy(tmp + 1, p->s, p->len + 1);
+        q.s = tmp;
+        q.len = p->len + 1;
+      }
+      pieces parts = {0};
+      if (st->b) rc = split_piece(&q, t->bytelevel_re, NULL, B_ISOLATED, 0, &parts);
+      else rc = pieces_push(&parts, q.s, q.len, -1, q.at_origin);
+      for (int k = 0; k < parts.n && !rc; k++) {
+        size_t bl;
+        char *b = bytes_to_bytelevel(parts.p[k].s, parts.p[k].len, &bl);
+        if (!b) rc = -1;
+        else { rc = pieces_push(out, b, bl, -1, parts.p[k].at_origin); free(b); }
+      }
+      pieces_free(&parts);
+      free(tmp);
+      break;
+    }
+    case P_SPLIT: rc = split_piece(p, st->re, NULL, st->a, st->b, out); break;
+    case P_METASPACE: {
+      size_t rl = strlen(st->s1), nl;
+      char *r;
+      if (oc_str_replace(p->s, p->len, " ", st->s1, &r, &nl)) return -1;
+      int prepend = (st->a == 0 || (st->a == 1 && p->at_origin)) && !(nl >= rl && memcmp(r, st->s1, rl) == 0);
+      if (prepend) {
+        char *r2 = malloc(nl + rl + 1);
+        if (!r2) { free(r); return -1; }
+        memcpy(r2, st->s1, rl);
+        memcpy(r2 + rl, r, nl + 1);
+        free(r);
+        r = r2;
+        nl += rl;
+      }
+      piece q = {r, nl, -1, p->at_origin};
+      if (st->b) {
+        oc_regex *lit = oc_regex_literal(st->s1);
+        rc = lit ? split_piece(&q, lit, NULL, B_MERGED_NEXT, 0, out) : -1;
+        oc_regex_free(lit);
+      } else rc = pieces_push(out, r, nl, -1, p->at_origin);
+      free(r);
+      break;
+    }
+    case P_WHITESPACE: rc = split_piece(p, st->re, NULL, B_REMOVED, 1, out); break;
+    case P_WHITESPACESPLIT: rc = split_piece(p, NULL, pred_space, B_REMOVED, 0, out); break;
+    case P_DIGITS: rc = split_piece(p, NULL, pred_digit, st->a ? B_ISOLATED : B_CONTIGUOUS, 0, out); break;
+    case P_PUNCTUATION: rc = split_piece(p, NULL, pred_punct, st->a, 0, out); break;
+    }
+    if (rc) return -1;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ models */
+typedef struct {
+  int32_t *v;
+  int n, cap;
+} ivec;
+
+static int ivec_push(ivec *v, int32_t x) {
+  if (v->n == v->cap) {
+    int nc = v->cap ? v->cap * 2 : 32;
+    int32_t *nv = realloc(v->v, sizeof *nv * (size_t)nc);
+    if (!nv) return -1;
+    v->v = nv;
+    v->cap = nc;
+  }
+  v->v[v->n++] = x;
+  return 0;
+}
+
+static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out) {
+  if (t->ignore_merges) {
+    int id = smap_find(&t->vocab, w, len);
+    if (id >= 0) return ivec_push(out, id);
+  }
+  ivec sym = {0};
+  int prev_unk = 0;
+  size_t pl = t->cont_prefix ? strlen(t->cont_prefix) : 0;
+  char buf[64];
+  for (size_t i = 0; i < len;) {
+    int l = oc_utf8_len((unsigned char)w[i]);
+    if (i + (size_t)l > len) l = (int)(len - i);
+    int id;
+    if (i > 0 && pl && pl + (size_t)l < sizeof buf) {
+      memcpy(buf, t->cont_prefix, pl);
+      memcpy(buf + pl, w + i, (size_t)l);
+      id = smap_find(&t->vocab, buf, pl + (size_t)l);
+    } else id = smap_find(&t->vocab, w + i, (size_t)l);
+    if (id >= 0) { if (ivec_push(&sym, id)) goto oom; prev_unk = 0; }
+    else {
+      int done = 0;
+      if (t->byte_fallback) {
+        int ids[4], ok = 1;
+        for (int k = 0; k < l && ok; k++) {
+          snprintf(buf, sizeof buf, "<0x%02X>", (unsigned char)w[i + (size_t)k]);
+          ids[k] = smap_find(&t->vocab, buf, strlen(buf));
+          ok = ids[k] >= 0;
+        }
+        if (ok) { for (int k = 0; k < l; k++) if (ivec_push(&sym, ids[k])) goto oom; done = 1; prev_unk = 0; }
+      }
+      if (!done && t->unk_id >= 0) {
+        if (!(t->fuse_unk && prev_unk)) if (ivec_push(&sym, t->unk_id)) goto oom;
+        prev_unk = 1;
+      }
+    }
+    i += (size_t)l;
+  }
+  /* merge: repeatedly the lowest-ranked adjacent pair, leftmost first */
+  while (sym.n > 1) {
+    int best = -1;
+    int32_t br = 0, bid = 0;
+    for (int k = 0; k + 1 < sym.n; k++) {
+      int32_t r, id;
+      if (pmap_get(&t->merges, sym.v[k], sym.v[k + 1], &r, &id) && (best < 0 || r < br)) { best = k; br = r; bid = id; }
+    }
+    if (best < 0) break;
+    sym.v[best] = bid;
+    memmove(sym.v + best + 1, sym.v + best + 2, sizeof(int32_t) * (size_t)(sym.n - best - 2));
+    sym.n--;
+  }
+  for (int k = 0; k < sym.n; k++) if (ivec_push(out, sym.v[k])) goto oom;
+  free(sym.v);
+  return 0;
+oom:
+  free(sym.v);
+  return -1;
+}
+
+static int wordpiece_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out) {
+  size_t nchars = 0;
+  for (size_t i = 0; i < len; i += (size_t)oc_utf8_len((unsigned char)w[i])) nchars++;
+  if ((int)nchars > t->wp_max_chars) return t->unk_id >= 0 ? ivec_push(out, t->unk_id) : 0;
+  ivec tmp = {0};
+  size_t start = 0, pl = t->cont_prefix ? strlen(t->cont_prefix) : 0;
+  char *buf = malloc(len + pl + 1);
+  if (!buf) return -1;
+  while (start < len) {
+    size_t end = len;
+    int found = -1;
+    while (start < end) {
+      size_t bl = 0;
+      if (start > 0) { memcpy(buf, t->cont_prefix, pl); bl = pl; }
+      memcpy(buf + bl, w + start, end - start);
+      bl += end - start;
+      found = smap_find(&t->vocab, buf, bl);
+      if (found >= 0) break;
+      do end--; while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80);
+    }
+    if (found < 0) { free(tmp.v); free(buf); return t->unk_id >= 0 ? ivec_push(out, t->unk_id) : 0; }
+    ivec_push(&tmp, found);
+    start = end;
+  }
+  for (int k = 0; k < tmp.n; k++) ivec_push(out, tmp.v[k]);
+  free(tmp.v);
+  free(buf);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ added tokens */
+static int is_word_char(uint32_t cp) { return cp == '_' || oc_is_alnum(cp); }
+
+/* Leftmost-longest match of an added token in s[from..len) among tokens with the given
+ * normalized flag. Returns the token index or -1, with the (stripped) match span. */
+static int find_added(const oc_tokenizer *t, const char *s, size_t len, size_t from, int normalized, size_t *ms, size_t *me) {
+  for (size_t i = from; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c & 0xC0) == 0x80) continue;
+    for (int k = 0; k < t->n_by_byte[c]; k++) {
+      const added_tok *a = &t->added[t->added_by_byte[c][k]];
+      if (a->normalized != normalized) continue;
+      size_t al = strlen(a->content);
+      if (al > len - i || memcmp(s + i, a->content, al) != 0) continue;
+      size_t s0 = i, e0 = i + al;
+      if (a->single_word) {
+        uint32_t cp;
+        if (s0 > 0) {
+          size_t q = s0 - 1;
+          while (q > 0 && ((unsigned char)s[q] & 0xC0) == 0x80) q--;
+          oc_utf8_decode(s + q, s0 - q, &cp);
+          if (is_word_char(cp)) continue;
+        }
+        if (e0 < len) { oc_utf8_decode(s + e0, len - e0, &cp); if (is_word_char(cp)) continue; }
+      }
+      if (a->lstrip)
+        while (s0 > from) {
+          size_t q = s0 - 1;
+          while (q > from && ((unsigned char)s[q] & 0xC0) == 0x80) q--;
+          uint32_t cp;
+          oc_utf8_decode(s + q, s0 - q, &cp);
+          if (!oc_is_whitespace(cp)) break;
+          s0 = q;
+        }
+      if (a->rstrip)
+        while (e0 < len) {
+          uint32_t cp;
+          int l = oc_utf8_decode(s + e0, len - e0, &cp);
+          if (!oc_is_whitespace(cp)) break;
+          e0 += (size_t)l;
+        }
+      *ms = s0;
+      *me = e0;
+      return t->added_by_byte[c][k];
+    }
+  }
+  return -1;
+}
+
+static int split_added(const oc_tokenizer *t, const piece *p, int normalized, pieces *out) {
+  size_t pos = 0, ms, me;
+  int k;
+  while (pos < p->len && (k = find_added(t, p->s, p->len, pos, normalized, &ms, &me)) >= 0) {
+    if (ms > pos && pieces_push(out, p->s + pos, ms - pos, -1, p->at_origin && pos == 0)) return -1;
+    /* the token's text is the matched span, stripped whitespace included */
+    if (pieces_push(out, p->s + ms, me - ms, t->added[k].id, 0)) return -1;
+    pos = me;
+  }
+  if (pos < p->len && pieces_push(out, p->s + pos, p->len - pos, -1, p->at_origin && pos == 0)) return -1;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ encode */
+/* strings with explicit lengths (decoded text may hold NUL characters) */
+typedef struct {
+  char **s;
+  size_t *l;
+  int n, cap;
+} svec;
+
+static int svec_push_n(svec *v, const char *s, size_t n) {
+  if (v->n == v->cap) {
+    int nc = v->cap ? v->cap * 2 : 32;
+    char **ns = realloc(v->s, sizeof *ns * (size_t)nc);
+    if (!ns) return -1;
+    v->s = ns;
+    size_t *nl = realloc(v->l, sizeof *nl * (size_t)nc);
+    if (!nl) return -1;
+    v->l = nl;
+    v->cap = nc;
+  }
+  char *c = malloc(n + 1);
+  if (!c) return -1;
+  memcpy(c, s, n);
+  c[n] = 0;
+  v->s[v->n] = c;
+  v->l[v->n++] = n;
+  return 0;
+}
+static void svec_free(svec *v) { for (int i = 0; i < v->n; i++) free(v->s[i]); free(v->s); free(v->l); memset(v, 0, sizeof *v); }
+
+
+static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec *ids, svec *toks, oc_error *err) {
+  if (!oc_utf8_valid(text, len)) return oc_fail(err, "text is not valid UTF-8");
+  pieces raw = {0}, segs = {0}, cur = {0}, nxt = {0};
+  piece whole = {(char *)text, len, -1, 1};
+  int rc = split_added(t, &whole, 0, &raw);
+  for (int i = 0; i < raw.n && !rc; i++) {
+    if (raw.p[i].added >= 0) { rc = pieces_push(&segs, raw.p[i].s, raw.p[i].len, raw.p[i].added, 0); continue; }
+    size_t sl = raw.p[i].len;
+    char *s = malloc(sl + 1);
+    if (!s) { rc = -1; break; }
+    memcpy(s, raw.p[i].s, sl);
+    s[sl] = 0;
+    for (int k = 0; k < t->n_norm && !rc; k++) rc = apply_normalizer(&t->norm[k], &s, &sl);
+    if (!rc) {
+      piece np = {s, sl, -1, raw.p[i].at_origin};
+      rc = split_added(t, &np, 1, &segs);
+    }
+    free(s);
+  }
+  pieces_free(&raw);
+  if (rc) { pieces_free(&segs); return oc_fail(err, "out of memory or normalizer failure"); }
+  cur = segs;
+  for (int k = 0; k < t->n_pre && !rc; k++) {
+    memset(&nxt, 0, sizeof nxt);
+    rc = apply_pretok(t, &t->pre[k], &cur, &nxt);
+    pieces_free(&cur);
+    cur = nxt;
+  }
+  for (int i = 0; i < cur.n && !rc; i++) {
+    int before = ids->n;
+    if (cur.p[i].added >= 0) {
+      rc = ivec_push(ids, cur.p[i].added) || svec_push_n(toks, cur.p[i].s, cur.p[i].len);
+      continue;
+    }
+    if (t->model_wordpiece) rc = wordpiece_word(t, cur.p[i].s, cur.p[i].len, ids);
+    else rc = bpe_word(t, cur.p[i].s, cur.p[i].len, ids);
+    for (int k = before; k < ids->n && !rc; k++) {
+      const char *ts = oc_tokenizer_id_to_token(t, ids->v[k]);
+      rc = svec_push_n(toks, ts ? ts : "", ts ? strlen(ts) : 0);
+    }
+  }
+  pieces_free(&cur);
+  if (rc) return oc_fail(err, "out of memory while encoding");
+  return 0;
+}
+
+static int n_added_specials(const oc_tokenizer *t, int pair) {
+  int n = 0;
+  for (int i = 0; i < t->n_post; i++) {
+    const post_step *p = &t->post[i];
+    if (p->kind == PP_TEMPLATE) {
+      const tmpl_item *it = pair ? p->pair : p->single;
+      int ni = pair ? p->n_pair : p->n_single;
+      for (int k = 0; k < ni; k++) if (it[k].is_special) n += it[k].n_ids;
+    } else if (p->kind == PP_BERT) n += pair ? 3 : 2;
+    else if (p->kind == PP_ROBERTA) n += pair ? 4 : 2;
+  }
+  return n;
+}
+
+int oc_tokenizer_encode(const oc_tokenizer *t, const char *text, const char *text_pair, int add_special, int max_length,
+                        oc_encoding *out, oc_error *err) {
+  return oc_tokenizer_encode_n(t, text, strlen(text), text_pair, text_pair ? strlen(text_pair) : 0, add_special, max_length, out, err);
+}
+
+int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
+                          int add_special, int max_length, oc_encoding *out, oc_error *err) {
+  memset(out, 0, sizeof *out);
+  ivec a = {0}, b = {0}, ids = {0}, types = {0};
+  svec ta = {0}, tb = {0}, toks = {0};
+  int rc = 0;
+  err->msg[0] = 0;
+  if (encode_one(t, text, len, &a, &ta, err) || (text_pair && encode_one(t, text_pair, pair_len, &b, &tb, err))) { rc = -1; goto done; }
+  if (max_length > 0) {
+    int budget = max_length - (add_special ? n_added_specials(t, text_pair != NULL) : 0);
+    if (budget < 0) budget = 0;
+    while (a.n + b.n > budget) {
+      if (b.n > a.n) { b.n--; free(tb.s[--tb.n]); }
+      else if (a.n > 0) { a.n--; free(ta.s[--ta.n]); }
+      else { b.n--; free(tb.s[--tb.n]); }
+    }
+  }
+  /* post-processing: the last non-ByteLevel processor decides the layout (ByteLevel only trims offsets) */
+  const post_step *tp = NULL;
+  for (int i = 0; i < t->n_post; i++) if (t->post[i].kind != PP_BYTELEVEL) tp = &t->post[i];
+#define ADD(id, ty, tok) do { if (ivec_push(&ids, (id)) || ivec_push(&types, (ty)) || svec_push_n(&toks, (tok), strlen(tok))) rc = -1; } while (0)
+#define ADD_SEQ(iv_, tv_, ty_) for (int j_ = 0; j_ < (iv_).n; j_++) ADD((iv_).v[j_], (ty_), (tv_).s[j_])
+  if (tp && tp->kind == PP_TEMPLATE) {
+    /* the template sets type ids even without special tokens */
+    const tmpl_item *it = text_pair ? tp->pair : tp->single;
+    int ni = text_pair ? tp->n_pair : tp->n_single;
+    for (int k = 0; k < ni; k++) {
+      if (it[k].is_special) {
+        if (add_special)
+          for (int j = 0; j < it[k].n_ids; j++) { const char *ts = oc_tokenizer_id_to_token(t, it[k].ids[j]); ADD(it[k].ids[j], it[k].type_id, ts ? ts : ""); }
+      } else if (it[k].seq) ADD_SEQ(b, tb, it[k].type_id);
+      else ADD_SEQ(a, ta, it[k].type_id);
+    }
+  } else if (tp && add_special) { /* BERT / RoBERTa */
+    const char *cls = oc_tokenizer_id_to_token(t, tp->cls_id), *sep = oc_tokenizer_id_to_token(t, tp->sep_id);
+    cls = cls ? cls : "";
+    sep = sep ? sep : "";
+    ADD(tp->cls_id, 0, cls);
+    ADD_SEQ(a, ta, 0);
+    ADD(tp->sep_id, 0, sep);
+    if (text_pair) {
+      int ty = tp->kind == PP_BERT ? 1 : 0;
+      if (tp->kind == PP_ROBERTA) ADD(tp->sep_id, 0, sep);
+      ADD_SEQ(b, tb, ty);
+      ADD(tp->sep_id, ty, sep);
+    }
+  } else {
+    ADD_SEQ(a, ta, 0);
+    if (text_pair) ADD_SEQ(b, tb, 1);
+  }
+#undef ADD
+#undef ADD_SEQ
+done:
+  free(a.v);
+  free(b.v);
+  svec_free(&ta);
+  svec_free(&tb);
+  if (rc) {
+    free(ids.v);
+    free(types.v);
+    svec_free(&toks);
+    return err->msg[0] ? -1 : oc_fail(err, "out of memory");
+  }
+  out->ids = ids.v;
+  out->type_ids = types.v;
+  out->n = ids.n;
+  out->tokens = toks.s;
+  free(toks.l);
+  if (!out->tokens) out->tokens = calloc(1, sizeof *out->tokens);
+  return 0;
+}
+
+void oc_encoding_free(oc_encoding *e) {
+  if (e->tokens) for (int i = 0; i < e->n; i++) free(e->tokens[i]);
+  free(e->tokens);
+  free(e->ids);
+  free(e->type_ids);
+  memset(e, 0, sizeof *e);
+}
+
+/* ------------------------------------------------------------------ decode */
+static int byte_token(const char *s, unsigned *b) {
+  if (strlen(s) != 6 || strncmp(s, "<0x", 3) != 0 || s[5] != '>') return 0;
+  char h[3] = {s[3], s[4], 0};
+  char *e;
+  unsigned long v = strtoul(h, &e, 16);
+  if (*e) return 0;
+  *b = (unsigned)v;
+  return 1;
+}
+
+static int apply_decoder(const step *st, svec *in, svec *out) {
+  int rc = 0;
+  switch (st->kind) {
+  case D_BYTELEVEL: {
+    size_t cap = 64, n = 0;
+    char *bytes = malloc(cap);
+    if (!bytes) return -1;
+    for (int i = 0; i < in->n; i++) {
+      const char *s = in->s[i];
+      size_t sl = in->l[i], start = n;
+      int ok = 1;
+      for (size_t k = 0; k < sl;) {
+        uint32_t cp;
+        int l = oc_utf8_decode(s + k, sl - k, &cp);
+        if (n + 8 > cap) { cap *= 2; char *nb = realloc(bytes, cap); if (!nb) { free(bytes); return -1; } bytes = nb; }
+        if (cp < 324 && cp_to_byte[cp] >= 0) bytes[n++] = (char)cp_to_byte[cp];
+        else { ok = 0; break; }
+        k += (size_t)l;
+      }
+      if (!ok) { /* a token outside the byte alphabet keeps its own bytes */
+        n = start;
+        if (n + sl + 8 > cap) { cap = n + sl + 64; char *nb = realloc(bytes, cap); if (!nb) { free(bytes); return -1; } bytes = nb; }
+        memcpy(bytes + n, s, sl);
+        n += sl;
+      }
+    }
+    size_t ol;
+    char *lossy = oc_utf8_lossy(bytes, n, &ol);
+    free(bytes);
+    if (!lossy) return -1;
+    rc = svec_push_n(out, lossy, ol);
+    free(lossy);
+    break;
+  }
+  case D_REPLACE:
+    for (int i = 0; i < in->n && !rc; i++) {
+      char *r;
+      size_t rl;
+      if (oc_str_replace(in->s[i], in->l[i], st->s1, st->s2, &r, &rl)) return -1;
+      rc = svec_push_n(out, r, rl);
+      free(r);
+    }
+    break;
+  case D_BYTEFALLBACK: {
+    char run[4096];
+    size_t rn = 0;
+    for (int i = 0; i <= in->n && !rc; i++) {
+      unsigned b;
+      if (i < in->n && in->l[i] == 6 && byte_token(in->s[i], &b) && rn < sizeof run) { run[rn++] = (char)b; continue; }
+      if (rn) {
+        if (oc_utf8_valid(run, rn)) rc = svec_push_n(out, run, rn);
+        else {
+          char *rep = malloc(rn * 3 + 1);
+          if (!rep) return -1;
+          for (size_t k = 0; k < rn; k++) memcpy(rep + 3 * k, "\xEF\xBF\xBD", 3);
+          rc = svec_push_n(out, rep, rn * 3);
+          free(rep);
+        }
+        rn = 0;
+      }
+      if (i < in->n && !rc) {
+        if (byte_token(in->s[i], &b)) { run[rn++] = (char)b; continue; }
+        rc = svec_push_n(out, in->s[i], in->l[i]);
+      }
+    }
+    break;
+  }
+  case D_FUSE: {
+    size_t tot = 0;
+    for (int i = 0; i < in->n; i++) tot += in->l[i];
+    char *j = malloc(tot + 1);
+    if (!j) return -1;
+    size_t k = 0;
+    for (int i = 0; i < in->n; i++) { memcpy(j + k, in->s[i], in->l[i]); k += in->l[i]; }
+    rc = svec_push_n(out, j, k);
+    free(j);
+    break;
+  }
+  case D_STRIP:
+    for (int i = 0; i < in->n && !rc; i++) {
+      const char *s = in->s[i];
+      size_t sl = in->l[i], cl = strlen(st->s1), a = 0, e = sl;
+      for (int k = 0; k < st->a && cl && a + cl <= e && memcmp(s + a, st->s1, cl) == 0; k++) a += cl;
+      for (int k = 0; k < st->b && cl && e >= a + cl && memcmp(s + e - cl, st->s1, cl) == 0; k++) e -= cl;
+      rc = svec_push_n(out, s + a, e - a);
+    }
+    break;
+  case D_METASPACE:
+    for (int i = 0; i < in->n && !rc; i++) {
+      char *r;
+      size_t rl;
+      if (oc_str_replace(in->s[i], in->l[i], st->s1, " ", &r, &rl)) return -1;
+      size_t off = (i == 0 && st->a != 2 && rl && r[0] == ' ') ? 1 : 0;
+      rc = svec_push_n(out, r + off, rl - off);
+      free(r);
+    }
+    break;
+  case D_WORDPIECE:
+    for (int i = 0; i < in->n && !rc; i++) {
+      const char *s = in->s[i];
+      size_t pl = strlen(st->s1);
+      size_t sl = in->l[i];
+      if (i > 0 && sl >= pl && memcmp(s, st->s1, pl) == 0) rc = svec_push_n(out, s + pl, sl - pl);
+      else if (i > 0) {
+        char *sp = malloc(sl + 2);
+        if (!sp) return -1;
+        sp[0] = ' ';
+        memcpy(sp + 1, s, sl);
+        rc = svec_push_n(out, sp, sl + 1);
+        free(sp);
+      } else rc = svec_push_n(out, s, sl);
+    }
+    break;
+  }
+  return rc;
+}
+
+int oc_tokenizer_decode(const oc_tokenizer *t, const int32_t *ids, int n, int skip_special, char **text, size_t *len,
+                        oc_error *err) {
+  *text = NULL;
+  svec cur = {0};
+  for (int i = 0; i < n; i++) {
+    const char *s = oc_tokenizer_id_to_token(t, ids[i]);
+    if (!s) continue; /* unknown ids are skipped, as the Rust library does */
+    if (skip_special && oc_tokenizer_is_special(t, ids[i])) continue;
+    if (svec_push_n(&cur, s, strlen(s))) { svec_free(&cur); return oc_fail(err, "out of memory"); }
+  }
+  for (int k = 0; k < t->n_dec; k++) {
+    svec nxt = {0};
+    if (apply_decoder(&t->dec[k], &cur, &nxt)) { svec_free(&cur); svec_free(&nxt); return oc_fail(err, "out of memory"); }
+    svec_free(&cur);
+    cur = nxt;
+  }
+  size_t tot = 0;
+  for (int i = 0; i < cur.n; i++) tot += cur.l[i] + 1;
+  char *o = malloc(tot + 1);
+  if (!o) { svec_free(&cur); return oc_fail(err, "out of memory"); }
+  size_t k = 0;
+  for (int i = 0; i < cur.n; i++) {
+    if (!t->n_dec && i) o[k++] = ' ';
+    memcpy(o + k, cur.s[i], cur.l[i]);
+    k += cur.l[i];
+  }
+  o[k] = 0;
+  svec_free(&cur);
+  *text = o;
+  if (len) *len = k;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ queries */
+const char *oc_tokenizer_id_to_token(const oc_tokenizer *t, int32_t id) {
+  return (id >= 0 && id < t->n_ids) ? t->id_to_tok[id] : NULL;
+}
+int32_t oc_tokenizer_token_to_id(const oc_tokenizer *t, const char *s) {
+  for (int i = 0; i < t->n_added; i++) if (strcmp(t->added[i].content, s) == 0) return t->added[i].id;
+  return smap_find(&t->vocab, s, strlen(s));
+}
+int oc_tokenizer_vocab_size(const oc_tokenizer *t) { return t->n_ids; }
+int oc_tokenizer_is_special(const oc_tokenizer *t, int32_t id) {
+  return id >= 0 && id < t->n_ids && t->is_special_id[id];
+}
+
+/* ------------------------------------------------------------------ loading */
+typedef struct {
+  const char *path;
+  oc_error *err;
+} lctx;
+
+static const char *jstr(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+static int jbool(const cJSON *o, const char *k, int def) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+}
+
+/* {"String": s} or {"Regex": r} -> compiled regex (literal escaped) */
+static oc_regex *load_pattern(const lctx *c, const cJSON *pat, const char *where) {
+  const char *s = jstr(pat, "String"), *r = jstr(pat, "Regex");
+  oc_regex *re = NULL;
+  char msg[256] = "";
+  if (s) re = oc_regex_literal(s);
+  else if (r) re = oc_regex_new(r, msg, sizeof msg);
+  if (!re) oc_fail(c->err, "%s: %s.pattern: %s", c->path, where, s || r ? (*msg ? msg : "cannot compile") : "needs \"String\" or \"Regex\"");
+  return re;
+}
+
+static int behavior_of(const char *b) {
+  if (!b) return B_ISOLATED;
+  if (!strcmp(b, "Removed")) return B_REMOVED;
+  if (!strcmp(b, "Isolated")) return B_ISOLATED;
+  if (!strcmp(b, "MergedWithPrevious")) return B_MERGED_PREV;
+  if (!strcmp(b, "MergedWithNext")) return B_MERGED_NEXT;
+  if (!strcmp(b, "Contiguous")) return B_CONTIGUOUS;
+  return -1;
+}
+
+static int push_step(step **arr, int *n, step s) {
+  step *na = realloc(*arr, sizeof *na * (size_t)(*n + 1));
+  if (!na) return -1;
+  *arr = na;
+  na[(*n)++] = s;
+  return 0;
+}
+
+static int load_normalizer(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
+  if (!o || cJSON_IsNull(o)) return 0;
+  const char *ty = jstr(o, "type");
+  if (!ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
+  char sub[256];
+  step s = {0};
+  if (!strcmp(ty, "Sequence")) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "normalizers");
+    if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.normalizers: not an array", c->path, where);
+    int i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+      snprintf(sub, sizeof sub, "%s.normalizers[%d]", where, i);
+      if (load_normalizer(c, e, t, sub)) return -1;
+    }
+    return 0;
+  }
+  if (!strcmp(ty, "NFC")) s.kind = N_NFC;
+  else if (!strcmp(ty, "NFD")) s.kind = N_NFD;
+  else if (!strcmp(ty, "NFKC")) s.kind = N_NFKC;
+  else if (!strcmp(ty, "NFKD")) s.kind = N_NFKD;
+  else if (!strcmp(ty, "Lowercase")) s.kind = N_LOWERCASE;
+  else if (!strcmp(ty, "Strip")) { s.kind = N_STRIP; s.a = jbool(o, "strip_left", 1); s.b = jbool(o, "strip_right", 1); }
+  else if (!strcmp(ty, "Prepend")) {
+    s.kind = N_PREPEND;
+    const char *p = jstr(o, "prepend");
+    if (!p) return oc_fail(c->err, "%s: %s.prepend: missing", c->path, where);
+    s.s1 = strdup(p);
+  } else if (!strcmp(ty, "Replace")) {
+    s.kind = N_REPLACE;
+    snprintf(sub, sizeof sub, "%s", where);
+    if (!(s.re = load_pattern(c, cJSON_GetObjectItemCaseSensitive(o, "pattern"), sub))) return -1;
+    const char *ct = jstr(o, "content");
+    s.s1 = strdup(ct ? ct : "");
+  } else return oc_fail(c->err, "%s: %s: unsupported normalizer type \"%s\"", c->path, where, ty);
+  return push_step(&t->norm, &t->n_norm, s) ? oc_fail(c->err, "out of memory") : 0;
+}
+
+static int prepend_scheme(const cJSON *o) {
+  const char *p = jstr(o, "prepend_scheme");
+  if (p) return !strcmp(p, "always") ? 0 : !strcmp(p, "first") ? 1 : 2;
+  return jbool(o, "add_prefix_space", 1) ? 0 : 2;
+}
+
+static int load_pretok(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
+  if (!o || cJSON_IsNull(o)) return 0;
+  const char *ty = jstr(o, "type");
+  if (!ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
+  char sub[256];
+  step s = {0};
+  if (!strcmp(ty, "Sequence")) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "pretokenizers");
+    if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.pretokenizers: not an array", c->path, where);
+    int i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+      snprintf(sub, sizeof sub, "%s.pretokenizers[%d]", where, i);
+      if (load_pretok(c, e, t, sub)) return -1;
+    }
+    return 0;
+  }
+  if (!strcmp(ty, "ByteLevel")) { s.kind = P_BYTELEVEL; s.a = jbool(o, "add_prefix_space", 1); s.b = jbool(o, "use_regex", 1); }
+  else if (!strcmp(ty, "Split")) {
+    s.kind = P_SPLIT;
+    if (!(s.re = load_pattern(c, cJSON_GetObjectItemCaseSensitive(o, "pattern"), where))) return -1;
+    s.a = behavior_of(jstr(o, "behavior"));
+    if (s.a < 0) { oc_regex_free(s.re); return oc_fail(c->err, "%s: %s.behavior: unknown \"%s\"", c->path, where, jstr(o, "behavior")); }
+    s.b = jbool(o, "invert", 0);
+  } else if (!strcmp(ty, "Metaspace")) {
+    s.kind = P_METASPACE;
+    const char *r = jstr(o, "replacement");
+    s.s1 = strdup(r ? r : "\xE2\x96\x81");
+    s.a = prepend_scheme(o);
+    s.b = jbool(o, "split", 1);
+  } else if (!strcmp(ty, "Whitespace")) {
+    s.kind = P_WHITESPACE;
+    char msg[128];
+    s.re = oc_regex_new("\\w+|[^\\w\\s]+", msg, sizeof msg);
+  } else if (!strcmp(ty, "WhitespaceSplit")) s.kind = P_WHITESPACESPLIT;
+  else if (!strcmp(ty, "Digits")) { s.kind = P_DIGITS; s.a = jbool(o, "individual_digits", 0); }
+  else if (!strcmp(ty, "Punctuation")) {
+    s.kind = P_PUNCTUATION;
+    s.a = behavior_of(jstr(o, "behavior"));
+    if (s.a < 0) return oc_fail(c->err, "%s: %s.behavior: unknown", c->path, where);
+  } else return oc_fail(c->err, "%s: %s: unsupported pre-tokenizer type \"%s\"", c->path, where, ty);
+  return push_step(&t->pre, &t->n_pre, s) ? oc_fail(c->err, "out of memory") : 0;
+}
+
+static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
+  if (!o || cJSON_IsNull(o)) return 0;
+  const char *ty = jstr(o, "type");
+  if (!ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
+  char sub[256];
+  step s = {0};
+  if (!strcmp(ty, "Sequence")) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "decoders");
+    if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.decoders: not an array", c->path, where);
+    int i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+      snprintf(sub, sizeof sub, "%s.decoders[%d]", where, i);
+      if (load_decoder(c, e, t, sub)) return -1;
+    }
+    return 0;
+  }
+  if (!strcmp(ty, "ByteLevel")) s.kind = D_BYTELEVEL;
+  else if (!strcmp(ty, "ByteFallback")) s.kind = D_BYTEFALLBACK;
+  else if (!strcmp(ty, "Fuse")) s.kind = D_FUSE;
+  else if (!strcmp(ty, "Replace")) {
+    s.kind = D_REPLACE;
+    const cJSON *pat = cJSON_GetObjectItemCaseSensitive(o, "pattern");
+    const char *ps = jstr(pat, "String"), *ct = jstr(o, "content");
+    if (!ps) return oc_fail(c->err, "%s: %s.pattern: only {\"String\": ...} is supported in decoders", c->path, where);
+    s.s1 = strdup(ps);
+    s.s2 = strdup(ct ? ct : "");
+  } else if (!strcmp(ty, "Strip")) {
+    s.kind = D_STRIP;
+    const char *ct = jstr(o, "content");
+    s.s1 = strdup(ct ? ct : " ");
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "start"), *b = cJSON_GetObjectItemCaseSensitive(o, "stop");
+    s.a = cJSON_IsNumber(a) ? a->valueint : 0;
+    s.b = cJSON_IsNumber(b) ? b->valueint : 0;
+  } else if (!strcmp(ty, "Metaspace")) {
+    s.kind = D_METASPACE;
+    const char *r = jstr(o, "replacement");
+    s.s1 = strdup(r ? r : "\xE2\x96\x81");
+    s.a = prepend_scheme(o);
+  } else if (!strcmp(ty, "WordPiece")) {
+    s.kind = D_WORDPIECE;
+    const char *p = jstr(o, "prefix");
+    s.s1 = strdup(p ? p : "##");
+    s.a = jbool(o, "cleanup", 1);
+  } else return oc_fail(c->err, "%s: %s: unsupported decoder type \"%s\"", c->path, where, ty);
+  return push_step(&t->dec, &t->n_dec, s) ? oc_fail(c->err, "out of memory") : 0;
+}
+
+static int load_template(const lctx *c, const cJSON *arr, const cJSON *specials, tmpl_item **out, int *n, const char *where) {
+  if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s: not an array", c->path, where);
+  int cnt = cJSON_GetArraySize(arr), i = 0;
+  *out = calloc((size_t)(cnt ? cnt : 1), sizeof **out);
+  if (!*out) return oc_fail(c->err, "out of memory");
+  *n = cnt;
+  for (const cJSON *e = arr->child; e; e = e->next, i++) {
+    tmpl_item *it = &(*out)[i];
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "SpecialToken"), *sq = cJSON_GetObjectItemCaseSensitive(e, "Sequence");
+    const cJSON *o = sp ? sp : sq;
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(o, "type_id");
+    const char *id = jstr(o, "id");
+    if (!o || !id) return oc_fail(c->err, "%s: %s[%d]: needs SpecialToken or Sequence with an id", c->path, where, i);
+    it->type_id = cJSON_IsNumber(ty) ? ty->valueint : 0;
+    if (sq) { it->seq = strcmp(id, "B") == 0; continue; }
+    it->is_special = 1;
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(specials, id);
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(st, "ids");
+    if (!cJSON_IsArray(ids)) return oc_fail(c->err, "%s: %s[%d]: special token \"%s\" is not in special_tokens", c->path, where, i, id);
+    it->n_ids = cJSON_GetArraySize(ids);
+    it->ids = calloc((size_t)(it->n_ids ? it->n_ids : 1), sizeof *it->ids);
+    if (!it->ids) return oc_fail(c->err, "out of memory");
+    int k = 0;
+    for (const cJSON *x = ids->child; x; x = x->next) it->ids[k++] = x->valueint;
+  }
+  return 0;
+}
+
+static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
+  if (!o || cJSON_IsNull(o)) return 0;
+  const char *ty = jstr(o, "type");
+  if (!ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
+  char sub[256];
+  if (!strcmp(ty, "Sequence")) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "processors");
+    if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.processors: not an array", c->path, where);
+    int i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+      snprintf(sub, sizeof sub, "%s.processors[%d]", where, i);
+      if (load_post(c, e, t, sub)) return -1;
+    }
+    return 0;
+  }
+  post_step p = {0};
+  if (!strcmp(ty, "ByteLevel")) p.kind = PP_BYTELEVEL;
+  else if (!strcmp(ty, "TemplateProcessing")) {
+    p.kind = PP_TEMPLATE;
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "special_tokens");
+    snprintf(sub, sizeof sub, "%s.single", where);
+    if (load_template(c, cJSON_GetObjectItemCaseSensitive(o, "single"), sp, &p.single, &p.n_single, sub)) return -1;
+    snprintf(sub, sizeof sub, "%s.pair", where);
+    if (load_template(c, cJSON_GetObjectItemCaseSensitive(o, "pair"), sp, &p.pair, &p.n_pair, sub)) return -1;
+  } else if (!strcmp(ty, "BertProcessing") || !strcmp(ty, "RobertaProcessing")) {
+    p.kind = ty[0] == 'B' ? PP_BERT : PP_ROBERTA;
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(o, "cls"), *sep = cJSON_GetObjectItemCaseSensitive(o, "sep");
+    if (cJSON_GetArraySize(cls) != 2 || cJSON_GetArraySize(sep) != 2)
+      return oc_fail(c->err, "%s: %s: cls and sep must be [token, id]", c->path, where);
+    p.cls_id = cJSON_GetArrayItem(cls, 1)->valueint;
+    p.sep_id = cJSON_GetArrayItem(sep, 1)->valueint;
+  } else return oc_fail(c->err, "%s: %s: unsupported post-processor type \"%s\"", c->path, where, ty);
+  post_step *np = realloc(t->post, sizeof *np * (size_t)(t->n_post + 1));
+  if (!np) return oc_fail(c->err, "out of memory");
+  t->post = np;
+  t->post[t->n_post++] = p;
+  return 0;
+}
+
+static int cmp_added_len(const void *a, const void *b, void *ctx) {
+  const added_tok *A = ctx;
+  size_t la = strlen(A[*(const int *)a].content), lb = strlen(A[*(const int *)b].content);
+  return la < lb ? 1 : la > lb ? -1 : (*(const int *)a - *(const int *)b);
+}
+
+static int set_id(oc_tokenizer *t, int id, const char *s, lctx *c) {
+  if (id < 0 || id > 50000000) return oc_fail(c->err, "%s: token id %d out of range", c->path, id);
+  if (id >= t->cap_ids) { /* grow geometrically: ids usually arrive in increasing order */
+    int nc = t->cap_ids ? t->cap_ids : 1024;
+    while (nc <= id) nc *= 2;
+    char **na = realloc(t->id_to_tok, sizeof *na * (size_t)nc);
+    if (!na) return oc_fail(c->err, "out of memory");
+    t->id_to_tok = na;
+    unsigned char *ns = realloc(t->is_special_id, (size_t)nc);
+    if (!ns) return oc_fail(c->err, "out of memory");
+    t->is_special_id = ns;
+    for (int i = t->cap_ids; i < nc; i++) { na[i] = NULL; ns[i] = 0; }
+    t->cap_ids = nc;
+  }
+  if (id >= t->n_ids) t->n_ids = id + 1;
+  free(t->id_to_tok[id]);
+  t->id_to_tok[id] = strdup(s);
+  return t->id_to_tok[id] ? 0 : oc_fail(c->err, "out of memory");
+}
+
+void oc_tokenizer_free(oc_tokenizer *t) {
+  if (!t) return;
+  smap_free(&t->vocab);
+  pmap_free(&t->merges);
+  for (int i = 0; i < t->n_ids; i++) free(t->id_to_tok[i]);
+  free(t->id_to_tok);
+  free(t->is_special_id);
+  step *lists[3] = {t->norm, t->pre, t->dec};
+  int ns[3] = {t->n_norm, t->n_pre, t->n_dec};
+  for (int l = 0; l < 3; l++) {
+    for (int i = 0; i < ns[l]; i++) { oc_regex_free(lists[l][i].re); free(lists[l][i].s1); free(lists[l][i].s2); }
+    free(lists[l]);
+  }
+  for (int i = 0; i < t->n_post; i++) {
+    for (int k = 0; k < t->post[i].n_single; k++) free(t->post[i].single[k].ids);
+    for (int k = 0; k < t->post[i].n_pair; k++) free(t->post[i].pair[k].ids);
+    free(t->post[i].single);
+    free(t->post[i].pair);
+  }
+  free(t->post);
+  for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
+  free(t->added);
+  for (int b = 0; b < 256; b++) free(t->added_by_byte[b]);
+  oc_regex_free(t->bytelevel_re);
+  free(t->cont_prefix);
+  free(t->end_suffix);
+  free(t);
+}
+
+int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_tokenizer **out, oc_error *err) {
+  *out = NULL;
+  init_byte_tables();
+  lctx c = {path, err};
+  const char *endp = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &endp, 0);
+  if (!root || !cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return oc_fail(err, "%s: malformed JSON near byte %ld", path, endp ? (long)(endp - json) : 0L);
+  }
+  oc_tokenizer *t = calloc(1, sizeof *t);
+  if (!t) { cJSON_Delete(root); return oc_fail(err, "out of memory"); }
+  t->unk_id = -1;
+  t->wp_max_chars = 100;
+  char msg[256];
+  int rc = 0;
+  t->bytelevel_re = oc_regex_new("'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+", msg, sizeof msg);
+  if (!t->bytelevel_re) { rc = oc_fail(err, "internal: byte-level regex: %s", msg); goto done; }
+  const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+  const char *mt = jstr(model, "type");
+  if (!cJSON_IsObject(model)) { rc = oc_fail(err, "%s: $.model: missing", path); goto done; }
+  if (!mt) mt = cJSON_GetObjectItemCaseSensitive(model, "merges") ? "BPE" : "?";
+  if (strcmp(mt, "BPE") && strcmp(mt, "WordPiece")) { rc = oc_fail(err, "%s: $.model.type: unsupported model \"%s\" (BPE, WordPiece)", path, mt); goto done; }
+  t->model_wordpiece = !strcmp(mt, "WordPiece");
+  const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+  if (!cJSON_IsObject(vocab)) { rc = oc_fail(err, "%s: $.model.vocab: not an object", path); goto done; }
+  if (smap_init(&t->vocab, (uint32_t)cJSON_GetArraySize(vocab))) { rc = oc_fail(err, "out of memory"); goto done; }
+  for (const cJSON *e = vocab->child; e && !rc; e = e->next) {
+    if (!cJSON_IsNumber(e)) { rc = oc_fail(err, "%s: $.model.vocab[\"%s\"]: id is not a number", path, e->string); break; }
+    if (smap_put(&t->vocab, e->string, strlen(e->string), e->valueint)) rc = oc_fail(err, "out of memory");
+    else rc = set_id(t, e->valueint, e->string, &c);
+  }
+  if (rc) goto done;
+  const char *unk = jstr(model, "unk_token");
+  if (unk) t->unk_id = smap_find(&t->vocab, unk, strlen(unk));
+  const char *cp = jstr(model, "continuing_subword_prefix");
+  if (cp && *cp) t->cont_prefix = strdup(cp);
+  if (t->model_wordpiece) {
+    if (!t->cont_prefix) t->cont_prefix = strdup("##");
+    const cJSON *mx = cJSON_GetObjectItemCaseSensitive(model, "max_input_chars_per_word");
+    if (cJSON_IsNumber(mx)) t->wp_max_chars = mx->valueint;
+  } else {
+    const char *es = jstr(model, "end_of_word_suffix");
+    if (es && *es) { rc = oc_fail(err, "%s: $.model.end_of_word_suffix: not supported", path); goto done; }
+    t->byte_fallback = jbool(model, "byte_fallback", 0);
+    t->ignore_merges = jbool(model, "ignore_merges", 0);
+    t->fuse_unk = jbool(model, "fuse_unk", 0);
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (!cJSON_IsArray(merges)) { rc = oc_fail(err, "%s: $.model.merges: not an array", path); goto done; }
+    if (pmap_init(&t->merges, (uint32_t)cJSON_GetArraySize(merges))) { rc = oc_fail(err, "out of memory"); goto done; }
+    size_t pl = t->cont_prefix ? strlen(t->cont_prefix) : 0;
+    int rank = 0;
+    char *buf = NULL;
+    size_t bcap = 0;
+    for (const cJSON *e = merges->child; e; e = e->next, rank++) {
+      const char *a, *b;
+      size_t al, bl;
+      if (cJSON_IsString(e)) {
+        const char *sp = strchr(e->valuestring, ' ');
+        if (!sp) { rc = oc_fail(err, "%s: $.model.merges[%d]: \"%s\" is not \"left right\"", path, rank, e->valuestring); break; }
+        a = e->valuestring; al = (size_t)(sp - a); b = sp + 1; bl = strlen(b);
+      } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) && cJSON_IsString(e->child->next)) {
+        a = e->child->valuestring; al = strlen(a); b = e->child->next->valuestring; bl = strlen(b);
+      } else { rc = oc_fail(err, "%s: $.model.merges[%d]: expected \"left right\" or [left, right]", path, rank); break; }
+      int ia = smap_find(&t->vocab, a, al), ib = smap_find(&t->vocab, b, bl);
+      if (ia < 0 || ib < 0) { rc = oc_fail(err, "%s: $.model.merges[%d]: a part is not in the vocabulary", path, rank); break; }
+      size_t skip = (pl && bl >= pl && memcmp(b, t->cont_prefix, pl) == 0) ? pl : 0;
+      if (al + bl + 1 > bcap) { bcap = (al + bl + 1) * 2; char *nb = realloc(buf, bcap); if (!nb) { rc = oc_fail(err, "out of memory"); break; } buf = nb; }
+      memcpy(buf, a, al);
+      memcpy(buf + al, b + skip, bl - skip);
+      int im = smap_find(&t->vocab, buf, al + bl - skip);
+      if (im < 0) { rc = oc_fail(err, "%s: $.model.merges[%d]: merged token is not in the vocabulary", path, rank); break; }
+      pmap_put(&t->merges, ia, ib, rank, im);
+    }
+    free(buf);
+    if (rc) goto done;
+  }
+  /* added tokens */
+  const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+  if (added && !cJSON_IsArray(added)) { rc = oc_fail(err, "%s: $.added_tokens: not an array", path); goto done; }
+  int na = cJSON_GetArraySize(added), i = 0;
+  t->added = calloc((size_t)(na ? na : 1), sizeof *t->added);
+  if (!t->added) { rc = oc_fail(err, "out of memory"); goto done; }
+  for (const cJSON *e = added ? added->child : NULL; e && !rc; e = e->next, i++) {
+    const char *ct = jstr(e, "content");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+    if (!ct || !*ct || !cJSON_IsNumber(id)) { rc = oc_fail(err, "%s: $.added_tokens[%d]: needs a non-empty \"content\" and an \"id\"", path, i); break; }
+    added_tok *a = &t->added[t->n_added++];
+    a->content = strdup(ct);
+    a->id = id->valueint;
+    a->special = jbool(e, "special", 0);
+    a->lstrip = jbool(e, "lstrip", 0);
+    a->rstrip = jbool(e, "rstrip", 0);
+    a->single_word = jbool(e, "single_word", 0);
+    a->normalized = jbool(e, "normalized", !a->special);
+    if ((rc = set_id(t, a->id, ct, &c))) break;
+    t->is_special_id[a->id] = (unsigned char)a->special;
+  }
+  if (rc) goto done;
+  for (int k = 0; k < t->n_added; k++) {
+    unsigned char b0 = (unsigned char)t->added[k].content[0];
+    int *nb = realloc(t->added_by_byte[b0], sizeof *nb * (size_t)(t->n_by_byte[b0] + 1));
+    if (!nb) { rc = oc_fail(err, "out of memory"); goto done; }
+    t->added_by_byte[b0] = nb;
+    nb[t->n_by_byte[b0]++] = k;
+  }
+  for (int b = 0; b < 256; b++)
+    if (t->n_by_byte[b] > 1) qsort_r(t->added_by_byte[b], (size_t)t->n_by_byte[b], sizeof(int), cmp_added_len, t->added);
+  if ((rc = load_normalizer(&c, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), t, "$.normalizer"))) goto done;
+  if ((rc = load_pretok(&c, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), t, "$.pre_tokenizer"))) goto done;
+  if ((rc = load_post(&c, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), t, "$.post_processor"))) goto done;
+  if ((rc = load_decoder(&c, cJSON_GetObjectItemCaseSensitive(root, "decoder"), t, "$.decoder"))) goto done;
+done:
+  cJSON_Delete(root);
+  if (rc) { oc_tokenizer_free(t); return -1; }
+  *out = t;
+  return 0;
+}
+
+int oc_tokenizer_load_file(const char *path, oc_tokenizer **out, oc_error *err) {
+  char *txt;
+  size_t len;
+  if (oc_read_file(path, &txt, &len, err)) return -1;
+  int rc = oc_tokenizer_load_json(txt, len, path, out, err);
+  free(txt);
+  return rc;
+}
