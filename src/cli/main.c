@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "opencon/chat.h"
 #include "opencon/hub.h"
 #include "opencon/model.h"
 
@@ -67,10 +68,25 @@ static int load_model(const char *model_id, oc_model **m, oc_error *err) {
   return rc;
 }
 
+static int load_chat(const char *model_id, oc_chat **c, oc_error *err);
+
+/* --input_ids, or --text encoded with the model directory's tokenizer (special tokens added) */
 static int get_ids(const opts *o, int32_t **ids, int *n, oc_error *err) {
   const char *s = opt(o, "input_ids");
-  if (opt(o, "text") && !s)
-    return oc_fail(err, "--text needs the tokenizer, which this build does not have yet; pass --input_ids");
+  if (opt(o, "text") && !s) {
+    oc_chat *c;
+    if (load_chat(opt(o, "model_id"), &c, err)) return -1;
+    oc_encoding e;
+    int rc = oc_chat_encode(c, opt(o, "text"), 1, 0, &e, err);
+    oc_chat_free(c);
+    if (rc) return -1;
+    if (e.n == 0) { oc_encoding_free(&e); return oc_fail(err, "--text encodes to no tokens"); }
+    *ids = e.ids;
+    *n = e.n;
+    e.ids = NULL;
+    oc_encoding_free(&e);
+    return 0;
+  }
   if (!s) return oc_fail(err, "--input_ids is required");
   int64_t *v;
   if (oc_parse_int_list(s, &v, n, err)) return oc_wrap(err, "--input_ids");
@@ -191,6 +207,130 @@ done:
   return rc;
 }
 
+
+static int load_chat(const char *model_id, oc_chat **c, oc_error *err) {
+  char *dir = NULL;
+  if (oc_resolve_model(model_id, NULL, &dir, err)) return -1;
+  int rc = oc_chat_load(dir, c, err);
+  free(dir);
+  return rc;
+}
+
+static void print_encoding(const oc_encoding *e, int pieces) {
+  cJSON *o = cJSON_CreateObject(), *ids = cJSON_AddArrayToObject(o, "ids");
+  for (int i = 0; i < e->n; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(e->ids[i]));
+  if (pieces) {
+    cJSON *t = cJSON_AddArrayToObject(o, "tokens");
+    for (int i = 0; i < e->n; i++) cJSON_AddItemToArray(t, cJSON_CreateString(e->tokens[i]));
+  }
+  char *s = cJSON_PrintUnformatted(o);
+  printf("%s\n", s);
+  free(s);
+  cJSON_Delete(o);
+}
+
+static int cmd_tokenize(int argc, char **argv) {
+  static const char *const known[] = {"model_id", "text", "file", "chat", "prompt", "response", "no_special", "pieces", "jsonl",
+                                      "no_chat_template", "max_length", NULL};
+  static const char *const flags[] = {"chat", "no_special", "pieces", "no_chat_template", NULL};
+  opts o;
+  oc_error err;
+  if (parse_opts(argc, argv, &o, flags) || check_known(&o, known)) { free_opts(&o); return 2; }
+  const char *model_id = opt(&o, "model_id");
+  if (!model_id || (!opt(&o, "text") && !opt(&o, "file") && !opt(&o, "chat") && !opt(&o, "jsonl"))) {
+    fprintf(stderr, "usage: opencon tokenize --model_id M (--text T | --file F | --chat --prompt P [--response R] | --jsonl IN.jsonl)\n"
+                    "                        [--no_special] [--pieces] [--no_chat_template] [--max_length N]\n");
+    free_opts(&o);
+    return 2;
+  }
+  oc_chat *c = NULL;
+  int rc = 1;
+  char *text = NULL;
+  int add_special = !opt(&o, "no_special");
+  int max_len = opt(&o, "max_length") ? atoi(opt(&o, "max_length")) : 0;
+  if (load_chat(model_id, &c, &err)) { rc = die(&err); goto done; }
+  if (opt(&o, "jsonl")) {
+    FILE *f = strcmp(opt(&o, "jsonl"), "-") ? fopen(opt(&o, "jsonl"), "r") : stdin;
+    if (!f) { oc_fail(&err, "%s: cannot open", opt(&o, "jsonl")); rc = die(&err); goto done; }
+    char *line = NULL;
+    size_t cap = 0;
+    int ln = 0;
+    rc = 0;
+    while (getline(&line, &cap, f) > 0) {
+      ln++;
+      cJSON *row = cJSON_Parse(line);
+      const cJSON *t = row ? cJSON_GetObjectItemCaseSensitive(row, "text") : NULL;
+      if (!cJSON_IsString(t)) {
+        fprintf(stderr, "error: %s:%d: expected a JSON object with a \"text\" string\n", opt(&o, "jsonl"), ln);
+        cJSON_Delete(row);
+        rc = 1;
+        break;
+      }
+      const cJSON *as = cJSON_GetObjectItemCaseSensitive(row, "add_special_tokens");
+      oc_encoding e;
+      if (oc_chat_encode(c, t->valuestring, as ? cJSON_IsTrue(as) : add_special, max_len, &e, &err)) {
+        fprintf(stderr, "error: %s:%d: %s\n", opt(&o, "jsonl"), ln, err.msg);
+        cJSON_Delete(row);
+        rc = 1;
+        break;
+      }
+      print_encoding(&e, opt(&o, "pieces") != NULL);
+      oc_encoding_free(&e);
+      cJSON_Delete(row);
+    }
+    free(line);
+    if (f != stdin) fclose(f);
+    goto done;
+  }
+  if (opt(&o, "chat")) {
+    if (!opt(&o, "prompt")) { fprintf(stderr, "error: --chat needs --prompt\n"); rc = 2; goto done; }
+    if (oc_chat_format_exchange(c, opt(&o, "prompt"), opt(&o, "response"), !opt(&o, "no_chat_template"), &text, &err)) { rc = die(&err); goto done; }
+    add_special = opt(&o, "no_chat_template") ? add_special : 0; /* the template writes its own special tokens */
+  } else if (opt(&o, "file")) {
+    if (oc_read_file(opt(&o, "file"), &text, NULL, &err)) { rc = die(&err); goto done; }
+  } else text = strdup(opt(&o, "text"));
+  oc_encoding e;
+  if (oc_chat_encode(c, text, add_special, max_len, &e, &err)) { rc = die(&err); goto done; }
+  print_encoding(&e, opt(&o, "pieces") != NULL);
+  oc_encoding_free(&e);
+  rc = 0;
+done:
+  free(text);
+  oc_chat_free(c);
+  free_opts(&o);
+  return rc;
+}
+
+static int cmd_detokenize(int argc, char **argv) {
+  static const char *const known[] = {"model_id", "ids", "skip_special_tokens", NULL};
+  static const char *const flags[] = {"skip_special_tokens", NULL};
+  opts o;
+  oc_error err;
+  if (parse_opts(argc, argv, &o, flags) || check_known(&o, known)) { free_opts(&o); return 2; }
+  if (!opt(&o, "model_id") || !opt(&o, "ids")) { fprintf(stderr, "usage: opencon detokenize --model_id M --ids 1,2,3 [--skip_special_tokens]\n"); free_opts(&o); return 2; }
+  oc_chat *c = NULL;
+  int64_t *v = NULL;
+  int n = 0, rc = 1;
+  int32_t *ids = NULL;
+  char *text = NULL;
+  size_t len = 0;
+  if (oc_parse_int_list(opt(&o, "ids"), &v, &n, &err)) { oc_wrap(&err, "--ids"); rc = die(&err); goto done; }
+  if (load_chat(opt(&o, "model_id"), &c, &err)) { rc = die(&err); goto done; }
+  ids = malloc(sizeof *ids * (size_t)(n ? n : 1));
+  for (int i = 0; i < n; i++) ids[i] = (int32_t)v[i];
+  if (oc_tokenizer_decode(c->tok, ids, n, opt(&o, "skip_special_tokens") != NULL, &text, &len, &err)) { rc = die(&err); goto done; }
+  fwrite(text, 1, len, stdout);
+  printf("\n");
+  rc = 0;
+done:
+  free(v);
+  free(ids);
+  free(text);
+  oc_chat_free(c);
+  free_opts(&o);
+  return rc;
+}
+
 static int cmd_random_model(int argc, char **argv) {
   static const char *const known[] = {"config", "out", "seed", "threads", NULL};
   opts o;
@@ -227,7 +367,9 @@ static void usage(void) {
           "  forward        hidden states + logits of a token sequence -> safetensors\n"
           "  generate       greedy continuation (KV cache) of a token sequence\n"
           "  random-model   random BF16 checkpoint with the real names/shapes of a config\n"
-          "  download       resolve --model_id into the Hugging Face cache\n\n"
+          "  download       resolve --model_id into the Hugging Face cache\n"
+          "  tokenize       token ids of text, a file, a chat exchange or a JSONL batch\n"
+          "  detokenize     text of token ids\n\n"
           "--model_id takes a local directory or a Hub id org/name (HF cache, then download).\n");
 }
 
@@ -238,6 +380,8 @@ int main(int argc, char **argv) {
   if (strcmp(c, "generate") == 0) return cmd_generate(argc - 2, argv + 2);
   if (strcmp(c, "random-model") == 0) return cmd_random_model(argc - 2, argv + 2);
   if (strcmp(c, "download") == 0) return cmd_download(argc - 2, argv + 2);
+  if (strcmp(c, "tokenize") == 0) return cmd_tokenize(argc - 2, argv + 2);
+  if (strcmp(c, "detokenize") == 0) return cmd_detokenize(argc - 2, argv + 2);
   fprintf(stderr, "error: unknown command \"%s\"\n", c);
   usage();
   return 2;

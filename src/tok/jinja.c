@@ -57,7 +57,8 @@ enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_MACRO, 
 typedef struct val val;
 struct val {
   int t;
-  int is_ns;
+  int is_ns;    /* namespace() object */
+  int is_tuple; /* list printed as a Python tuple */
   long long i; /* bool / int */
   double f;
   const char *s;
@@ -351,8 +352,9 @@ static expr *parse_primary(pctx *p, tokstream *ts) {
     if (is_op(t, "(")) {
       if (accept_op(ts, ")")) { e = mk(p, E_LIST, t); return e; }
       expr *first = parse_expr(p, ts);
-      if (accept_op(ts, ",")) { /* tuple -> list */
+      if (accept_op(ts, ",")) { /* tuple */
         e = mk(p, E_LIST, t);
+        e->op = 1;
         e->args = ar_alloc(p->ar, sizeof(expr *) * 64);
         e->args[e->nargs++] = first;
         while (!accept_op(ts, ")")) {
@@ -1085,9 +1087,9 @@ static void to_str(rctx *r, sbuf *b, const val *v, int repr) {
   case V_FLOAT: fmt_float(v->f, num, sizeof num); sb_str(r, b, num); break;
   case V_STR: if (repr) repr_str(r, b, v->s, v->n); else sb_add(r, b, v->s, v->n); break;
   case V_LIST:
-    sb_str(r, b, "[");
+    sb_str(r, b, v->is_tuple ? "(" : "[");
     for (int i = 0; i < v->len; i++) { if (i) sb_str(r, b, ", "); to_str(r, b, v->items[i], 1); }
-    sb_str(r, b, "]");
+    sb_str(r, b, v->is_tuple ? (v->len == 1 ? ",)" : ")") : "]");
     break;
   case V_DICT:
     if (v->is_ns) { sb_str(r, b, "<Namespace>"); break; }
@@ -1382,7 +1384,7 @@ static val *call_method(rctx *r, const expr *e, val *m, callargs *a) {
         val *k = vstr(r, s->keys[i], s->klen[i]);
         if (n[0] == 'k') list_push(r, l, k);
         else if (n[0] == 'v') list_push(r, l, s->items[i]);
-        else { val *t = V(r, V_LIST); list_push(r, t, k); list_push(r, t, s->items[i]); list_push(r, l, t); }
+        else { val *t = V(r, V_LIST); t->is_tuple = 1; list_push(r, t, k); list_push(r, t, s->items[i]); list_push(r, l, t); }
       }
       return l;
     }
@@ -1582,7 +1584,7 @@ static val *apply_filter(rctx *r, const expr *e, const char *name, val *v, calla
         int t = ord[k]; ord[k] = ord[k - 1]; ord[k - 1] = t;
       }
     val *l = V(r, V_LIST);
-    for (int i = 0; i < n; i++) { val *t = V(r, V_LIST); list_push(r, t, vstr(r, v->keys[ord[i]], v->klen[ord[i]])); list_push(r, t, v->items[ord[i]]); list_push(r, l, t); }
+    for (int i = 0; i < n; i++) { val *t = V(r, V_LIST); t->is_tuple = 1; list_push(r, t, vstr(r, v->keys[ord[i]], v->klen[ord[i]])); list_push(r, t, v->items[ord[i]]); list_push(r, l, t); }
     return l;
   }
   if (!strcmp(name, "list")) return to_list(r, e, v);
@@ -1801,7 +1803,12 @@ static val *eval(rctx *r, const expr *e, frame *f) {
   }
   case E_IN: { val *a = eval(r, e->a, f), *b = eval(r, e->b, f); return vbool(r, contains(r, e, b, a) != e->negate); }
   case E_COND: return truthy(eval(r, e->b, f)) ? eval(r, e->a, f) : (e->c ? eval(r, e->c, f) : V(r, V_UNDEF));
-  case E_LIST: { val *l = V(r, V_LIST); for (int i = 0; i < e->nargs; i++) list_push(r, l, eval(r, e->args[i], f)); return l; }
+  case E_LIST: {
+    val *l = V(r, V_LIST);
+    l->is_tuple = e->op == 1;
+    for (int i = 0; i < e->nargs; i++) list_push(r, l, eval(r, e->args[i], f));
+    return l;
+  }
   case E_DICT: {
     val *d = V(r, V_DICT);
     for (int i = 0; i < e->nargs; i++) {
