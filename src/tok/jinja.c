@@ -137,6 +137,7 @@ typedef struct {
   oc_error *err;
   const char *tname;
   jmp_buf jb;
+  int depth; /* expression / block nesting, bounded against hostile templates */
 } pctx;
 
 enum { T_EOF, T_NAME, T_INT, T_FLOAT, T_STR, T_OP };
@@ -471,8 +472,15 @@ static expr *parse_filters(pctx *p, tokstream *ts, expr *e) {
 
 static expr *parse_unary(pctx *p, tokstream *ts) {
   tok *t = peek(ts);
-  if (accept_op(ts, "-")) { expr *e = mk(p, E_NEG, t); e->a = parse_unary(p, ts); return e; }
-  if (accept_op(ts, "+")) { expr *e = mk(p, E_POS, t); e->a = parse_unary(p, ts); return e; }
+  if (p->depth > 200) perr(p, t->line, t->col, "expression nested too deeply");
+  if (is_op(t, "-") || is_op(t, "+")) {
+    ts->pos++;
+    p->depth++;
+    expr *e = mk(p, t->s[0] == '-' ? E_NEG : E_POS, t);
+    e->a = parse_unary(p, ts);
+    p->depth--;
+    return e;
+  }
   return parse_filters(p, ts, parse_postfix(p, ts, parse_primary(p, ts)));
 }
 
@@ -543,7 +551,13 @@ static expr *parse_cmp(pctx *p, tokstream *ts) {
 }
 static expr *parse_not(pctx *p, tokstream *ts) {
   tok *t = peek(ts);
-  if (accept_name(ts, "not")) { expr *e = mk(p, E_NOT, t); e->a = parse_not(p, ts); return e; }
+  if (accept_name(ts, "not")) {
+    if (++p->depth > 200) perr(p, t->line, t->col, "expression nested too deeply");
+    expr *e = mk(p, E_NOT, t);
+    e->a = parse_not(p, ts);
+    p->depth--;
+    return e;
+  }
   return parse_cmp(p, ts);
 }
 static expr *parse_and(pctx *p, tokstream *ts) {
@@ -559,7 +573,9 @@ static expr *parse_or(pctx *p, tokstream *ts) {
   return e;
 }
 static expr *parse_expr(pctx *p, tokstream *ts) {
+  if (++p->depth > 200) { tok *t = peek(ts); perr(p, t->line, t->col, "expression nested too deeply"); }
   expr *e = parse_or(p, ts);
+  p->depth--;
   tok *t = peek(ts);
   if (accept_name(ts, "if")) {
     expr *c = mk(p, E_COND, t);
@@ -708,6 +724,7 @@ static void body_push(pctx *p, body *b, stmt *s) {
 
 /* parse statements until a block tag whose first word is one of `ends`; returns that word */
 static const char *parse_body(pctx *p, chunks *cs, body *b, const char *const *ends, tokstream *end_ts);
+static const char *parse_body_inner(pctx *p, chunks *cs, body *b, const char *const *ends, tokstream *end_ts);
 
 static stmt *mkstmt(pctx *p, int k, int line, int col) {
   stmt *s = ar_alloc(p->ar, sizeof *s);
@@ -723,6 +740,14 @@ static void expect_end(pctx *p, tokstream *ts) {
 }
 
 static const char *parse_body(pctx *p, chunks *cs, body *b, const char *const *ends, tokstream *end_ts) {
+  if (++p->depth > 200) perr(p, cs->pos < cs->n ? cs->v[cs->pos].line : 0, cs->pos < cs->n ? cs->v[cs->pos].col : 0, "blocks nested too deeply");
+  const char *res = NULL;
+  res = parse_body_inner(p, cs, b, ends, end_ts);
+  p->depth--;
+  return res;
+}
+
+static const char *parse_body_inner(pctx *p, chunks *cs, body *b, const char *const *ends, tokstream *end_ts) {
   while (cs->pos < cs->n) {
     chunk *c = &cs->v[cs->pos++];
     if (c->kind == 0) {
@@ -905,9 +930,24 @@ typedef struct {
   frame *globals;
   int depth;
   int brk; /* 1 break, 2 continue */
+  /* output buffers of enclosing macro calls / set blocks, freed if an error unwinds them */
+  struct { char *out; size_t len, cap; } saved[512];
+  int nsaved;
 } rctx;
 
 static void rerr(rctx *r, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5), noreturn));
+
+/* render into a fresh buffer (macro body, set block); pop_capture returns its text */
+static void push_capture(rctx *r) {
+  if (r->nsaved == (int)(sizeof r->saved / sizeof *r->saved)) rerr(r, 0, 0, "macro calls nested too deeply");
+  r->saved[r->nsaved].out = r->out;
+  r->saved[r->nsaved].len = r->len;
+  r->saved[r->nsaved].cap = r->cap;
+  r->nsaved++;
+  r->out = NULL;
+  r->len = r->cap = 0;
+}
+
 static void rerr(rctx *r, int line, int col, const char *fmt, ...) {
   char msg[700];
   va_list ap;
@@ -920,6 +960,7 @@ static void rerr(rctx *r, int line, int col, const char *fmt, ...) {
 }
 
 static void emit(rctx *r, const char *s, size_t n) {
+  if (r->len + n > ((size_t)64 << 20)) rerr(r, 0, 0, "rendered text exceeds 64 MiB");
   if (r->len + n + 1 > r->cap) {
     size_t nc = (r->len + n + 1) * 2;
     char *no = realloc(r->out, nc);
@@ -939,6 +980,16 @@ static val *V(rctx *r, int t) {
 }
 static val *vstr(rctx *r, const char *s, size_t n) { val *v = V(r, V_STR); v->s = ar_strndup(r->ar, s, n); v->n = n; return v; }
 static val *vint(rctx *r, long long i) { val *v = V(r, V_INT); v->i = i; return v; }
+
+static val *pop_capture(rctx *r) {
+  val *v = vstr(r, r->out ? r->out : "", r->len);
+  free(r->out);
+  r->nsaved--;
+  r->out = r->saved[r->nsaved].out;
+  r->len = r->saved[r->nsaved].len;
+  r->cap = r->saved[r->nsaved].cap;
+  return v;
+}
 static val *vbool(rctx *r, int b) { val *v = V(r, V_BOOL); v->i = b != 0; return v; }
 
 static void list_push(rctx *r, val *l, val *x) {
@@ -1413,16 +1464,9 @@ static val *call_macro(rctx *r, const expr *e, val *m, callargs *a) {
     frame_set(r, mf, s->params[i], v);
   }
   /* macros render into their own buffer */
-  char *saved = r->out;
-  size_t sl = r->len, sc = r->cap;
-  r->out = NULL;
-  r->len = r->cap = 0;
+  push_capture(r);
   exec_body(r, &s->b, mf);
-  val *res = vstr(r, r->out ? r->out : "", r->len);
-  free(r->out);
-  r->out = saved;
-  r->len = sl;
-  r->cap = sc;
+  val *res = pop_capture(r);
   r->depth--;
   return res;
 }
@@ -1887,17 +1931,9 @@ static void exec_body(rctx *r, const body *b, frame *f) {
       break;
     }
     case S_SETBLOCK: {
-      char *saved = r->out;
-      size_t sl = r->len, sc = r->cap;
-      r->out = NULL;
-      r->len = r->cap = 0;
+      push_capture(r);
       exec_body(r, &s->b, f);
-      val *v = vstr(r, r->out ? r->out : "", r->len);
-      free(r->out);
-      r->out = saved;
-      r->len = sl;
-      r->cap = sc;
-      frame_set(r, f, s->targets[0], v);
+      frame_set(r, f, s->targets[0], pop_capture(r));
       break;
     }
     case S_MACRO: { val *m = V(r, V_MACRO); m->node = s; frame_set(r, f, s->attr, m); break; }
@@ -1931,7 +1967,11 @@ int oc_template_render(const oc_template *t, const cJSON *vars, char **out, size
   r.tname = t->name;
   int rc = render_guarded(&r, t, vars);
   ar_free(&ar);
-  if (rc) { free(r.out); return -1; }
+  if (rc) {
+    free(r.out);
+    while (r.nsaved > 0) free(r.saved[--r.nsaved].out);
+    return -1;
+  }
   *out = r.out ? r.out : strdup("");
   if (out_len) *out_len = r.out ? r.len : 0;
   return *out ? 0 : oc_fail(err, "out of memory");

@@ -1187,6 +1187,13 @@ static int load_template(const lctx *c, const cJSON *arr, const cJSON *specials,
   return 0;
 }
 
+static void free_post_step(post_step *p) {
+  for (int k = 0; k < p->n_single; k++) free(p->single[k].ids);
+  for (int k = 0; k < p->n_pair; k++) free(p->pair[k].ids);
+  free(p->single);
+  free(p->pair);
+}
+
 static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
   if (!o || cJSON_IsNull(o)) return 0;
   const char *ty = jstr(o, "type");
@@ -1208,9 +1215,9 @@ static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char 
     p.kind = PP_TEMPLATE;
     const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "special_tokens");
     snprintf(sub, sizeof sub, "%s.single", where);
-    if (load_template(c, cJSON_GetObjectItemCaseSensitive(o, "single"), sp, &p.single, &p.n_single, sub)) return -1;
+    if (load_template(c, cJSON_GetObjectItemCaseSensitive(o, "single"), sp, &p.single, &p.n_single, sub)) { free_post_step(&p); return -1; }
     snprintf(sub, sizeof sub, "%s.pair", where);
-    if (load_template(c, cJSON_GetObjectItemCaseSensitive(o, "pair"), sp, &p.pair, &p.n_pair, sub)) return -1;
+    if (load_template(c, cJSON_GetObjectItemCaseSensitive(o, "pair"), sp, &p.pair, &p.n_pair, sub)) { free_post_step(&p); return -1; }
   } else if (!strcmp(ty, "BertProcessing") || !strcmp(ty, "RobertaProcessing")) {
     p.kind = ty[0] == 'B' ? PP_BERT : PP_ROBERTA;
     const cJSON *cls = cJSON_GetObjectItemCaseSensitive(o, "cls"), *sep = cJSON_GetObjectItemCaseSensitive(o, "sep");
@@ -1220,7 +1227,7 @@ static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char 
     p.sep_id = cJSON_GetArrayItem(sep, 1)->valueint;
   } else return oc_fail(c->err, "%s: %s: unsupported post-processor type \"%s\"", c->path, where, ty);
   post_step *np = realloc(t->post, sizeof *np * (size_t)(t->n_post + 1));
-  if (!np) return oc_fail(c->err, "out of memory");
+  if (!np) { free_post_step(&p); return oc_fail(c->err, "out of memory"); }
   t->post = np;
   t->post[t->n_post++] = p;
   return 0;
@@ -1265,12 +1272,7 @@ void oc_tokenizer_free(oc_tokenizer *t) {
     for (int i = 0; i < ns[l]; i++) { oc_regex_free(lists[l][i].re); free(lists[l][i].s1); free(lists[l][i].s2); }
     free(lists[l]);
   }
-  for (int i = 0; i < t->n_post; i++) {
-    for (int k = 0; k < t->post[i].n_single; k++) free(t->post[i].single[k].ids);
-    for (int k = 0; k < t->post[i].n_pair; k++) free(t->post[i].pair[k].ids);
-    free(t->post[i].single);
-    free(t->post[i].pair);
-  }
+  for (int i = 0; i < t->n_post; i++) free_post_step(&t->post[i]);
   free(t->post);
   for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
   free(t->added);
