@@ -12,7 +12,8 @@ typedef struct oc_tokenizer oc_tokenizer;
 typedef struct oc_encoding {
   int32_t *ids;
   int32_t *type_ids;
-  char **tokens; /* vocabulary strings */
+  char **tokens;   /* token strings (vocabulary entries, or the matched text of added tokens) */
+  char *tok_blob;  /* owns the strings tokens point to */
   int n;
 } oc_encoding;
 

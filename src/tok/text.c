@@ -206,14 +206,14 @@ void oc_regex_free(oc_regex *r) {
 }
 
 int oc_regex_search(const oc_regex *r, const char *s, size_t n, size_t from, size_t *ms, size_t *me) {
-  OnigRegion *reg = onig_region_new();
-  if (!reg) return -1;
+  /* one region per thread, reused (onig_search clears it) */
+  static _Thread_local OnigRegion *reg;
+  if (!reg && !(reg = onig_region_new())) return -1;
   const OnigUChar *st = (const OnigUChar *)s, *end = st + n;
   int rc = onig_search(r->re, st, end, st + from, end, reg, ONIG_OPTION_NONE);
   int out = 0;
   if (rc >= 0) { *ms = (size_t)reg->beg[0]; *me = (size_t)reg->end[0]; out = 1; }
   else if (rc != ONIG_MISMATCH) out = -1;
-  onig_region_free(reg, 1);
   return out;
 }
 

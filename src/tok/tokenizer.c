@@ -5,6 +5,8 @@
 
 #include <cjson/cJSON.h>
 #include <oniguruma.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 /* ------------------------------------------------------------------ hash maps */
 typedef struct {
   char **keys;
+  uint32_t *klen;
   int *vals;
   uint32_t cap, n;
 } smap;
@@ -29,15 +32,17 @@ static int smap_init(smap *m, uint32_t n) {
   uint32_t cap = 16;
   while (cap < n * 2 + 16) cap <<= 1;
   m->keys = calloc(cap, sizeof *m->keys);
+  m->klen = calloc(cap, sizeof *m->klen);
   m->vals = calloc(cap, sizeof *m->vals);
   m->cap = cap;
   m->n = 0;
-  return m->keys && m->vals ? 0 : -1;
+  return m->keys && m->vals && m->klen ? 0 : -1;
 }
 
 static void smap_free(smap *m) {
   if (m->keys) for (uint32_t i = 0; i < m->cap; i++) free(m->keys[i]);
   free(m->keys);
+  free(m->klen);
   free(m->vals);
   memset(m, 0, sizeof *m);
 }
@@ -46,7 +51,7 @@ static int smap_find(const smap *m, const char *s, size_t n) {
   if (!m->cap) return -1;
   uint32_t i = (uint32_t)hash_bytes(s, n) & (m->cap - 1);
   while (m->keys[i]) {
-    if (strlen(m->keys[i]) == n && memcmp(m->keys[i], s, n) == 0) return m->vals[i];
+    if (m->klen[i] == n && memcmp(m->keys[i], s, n) == 0) return m->vals[i];
     i = (i + 1) & (m->cap - 1);
   }
   return -1;
@@ -58,22 +63,25 @@ static int smap_put(smap *m, const char *s, size_t n, int v) {
     if (smap_init(m, old.cap)) { *m = old; return -1; }
     for (uint32_t i = 0; i < old.cap; i++)
       if (old.keys[i]) {
-        uint32_t j = (uint32_t)hash_bytes(old.keys[i], strlen(old.keys[i])) & (m->cap - 1);
+        uint32_t j = (uint32_t)hash_bytes(old.keys[i], old.klen[i]) & (m->cap - 1);
         while (m->keys[j]) j = (j + 1) & (m->cap - 1);
         m->keys[j] = old.keys[i];
+        m->klen[j] = old.klen[i];
         m->vals[j] = old.vals[i];
         m->n++;
       }
     free(old.keys);
+    free(old.klen);
     free(old.vals);
   }
   uint32_t i = (uint32_t)hash_bytes(s, n) & (m->cap - 1);
   while (m->keys[i]) {
-    if (strlen(m->keys[i]) == n && memcmp(m->keys[i], s, n) == 0) { m->vals[i] = v; return 0; }
+    if (m->klen[i] == n && memcmp(m->keys[i], s, n) == 0) { m->vals[i] = v; return 0; }
     i = (i + 1) & (m->cap - 1);
   }
   m->keys[i] = strndup(s, n);
   if (!m->keys[i]) return -1;
+  m->klen[i] = (uint32_t)n;
   m->vals[i] = v;
   m->n++;
   return 0;
@@ -160,10 +168,23 @@ typedef struct {
   int id, special, lstrip, rstrip, single_word, normalized;
 } added_tok;
 
+/* Word cache (as the Rust library keeps): pre-token bytes -> model ids. Bounded; shared by
+ * all callers of a tokenizer under a mutex. */
+#define CACHE_SLOTS 65536
+typedef struct {
+  char *key;
+  uint32_t klen, n;
+  int32_t *ids;
+} cache_ent;
+
 struct oc_tokenizer {
+  pthread_mutex_t cache_mu;
+  cache_ent *cache;
+  uint32_t cache_n;
   int model_wordpiece;
   smap vocab;
   char **id_to_tok;
+  uint32_t *id_len;
   int n_ids, cap_ids;
   pmap merges;
   int byte_fallback, ignore_merges, fuse_unk;
@@ -183,9 +204,10 @@ struct oc_tokenizer {
 };
 
 /* ------------------------------------------------------------------ pieces */
+/* A list of text pieces whose bytes live in one growing buffer (no allocation per piece).
+ * P_S(v, i) is only valid until the next push to the same list. */
 typedef struct {
-  char *s;
-  size_t len;
+  size_t off, len;
   int32_t added;  /* >= 0: an added token id, pre-assigned */
   int at_origin;  /* starts at offset 0 of the original text */
 } piece;
@@ -193,7 +215,11 @@ typedef struct {
 typedef struct {
   piece *p;
   int n, cap;
+  char *buf;
+  size_t used, bcap;
 } pieces;
+
+#define P_S(v, i) ((v)->buf + (v)->p[i].off)
 
 static int pieces_push(pieces *v, const char *s, size_t len, int32_t added, int at_origin) {
   if (v->n == v->cap) {
@@ -203,17 +229,23 @@ static int pieces_push(pieces *v, const char *s, size_t len, int32_t added, int 
     v->p = np;
     v->cap = nc;
   }
-  char *c = malloc(len + 1);
-  if (!c) return -1;
-  memcpy(c, s, len);
-  c[len] = 0;
-  v->p[v->n++] = (piece){c, len, added, at_origin};
+  if (v->used + len + 1 > v->bcap) {
+    size_t nc = (v->used + len + 1) * 2 + 256;
+    char *nb = realloc(v->buf, nc);
+    if (!nb) return -1;
+    v->buf = nb;
+    v->bcap = nc;
+  }
+  memcpy(v->buf + v->used, s, len);
+  v->buf[v->used + len] = 0;
+  v->p[v->n++] = (piece){v->used, len, added, at_origin};
+  v->used += len + 1;
   return 0;
 }
 
 static void pieces_free(pieces *v) {
-  for (int i = 0; i < v->n; i++) free(v->p[i].s);
   free(v->p);
+  free(v->buf);
   memset(v, 0, sizeof *v);
 }
 
@@ -222,8 +254,8 @@ enum { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
 
 typedef struct { size_t s, e; int m; } span;
 
-/* Split `p` into out by match spans (covering the string), applying the behavior. */
-static int split_spans(const piece *p, span *sp, int ns, int behavior, pieces *out) {
+/* Split s[0..len) into out by match spans (covering the string), applying the behavior. */
+static int split_spans(const char *ps, int at_origin, span *sp, int ns, int behavior, pieces *out) {
   span *r = malloc(sizeof *r * (size_t)(ns ? ns : 1));
   if (!r) return -1;
   int nr = 0;
@@ -258,7 +290,7 @@ static int split_spans(const piece *p, span *sp, int ns, int behavior, pieces *o
   }
   int rc = 0;
   for (int i = 0; i < nr && !rc; i++)
-    if (r[i].e > r[i].s) rc = pieces_push(out, p->s + r[i].s, r[i].e - r[i].s, -1, p->at_origin && r[i].s == 0);
+    if (r[i].e > r[i].s) rc = pieces_push(out, ps + r[i].s, r[i].e - r[i].s, -1, at_origin && r[i].s == 0);
   free(r);
   return rc;
 }
@@ -313,11 +345,11 @@ static int make_spans(const char *s, size_t len, oc_regex *re, char_pred pred, i
   return 0;
 }
 
-static int split_piece(const piece *p, oc_regex *re, char_pred pred, int behavior, int invert, pieces *out) {
+static int split_piece(const char *ps, size_t plen, int at_origin, oc_regex *re, char_pred pred, int behavior, int invert, pieces *out) {
   span *sp;
   int ns;
-  if (make_spans(p->s, p->len, re, pred, invert, &sp, &ns)) return -1;
-  int rc = split_spans(p, sp, ns, behavior, out);
+  if (make_spans(ps, plen, re, pred, invert, &sp, &ns)) return -1;
+  int rc = split_spans(ps, at_origin, sp, ns, behavior, out);
   free(sp);
   return rc;
 }
@@ -338,22 +370,15 @@ static void init_byte_tables(void) {
   done = 1;
 }
 
-static char *bytes_to_bytelevel(const char *s, size_t len, size_t *olen) {
-  char *o = malloc(len * 2 + 1);
-  if (!o) return NULL;
-  size_t k = 0;
-  for (size_t i = 0; i < len; i++) k += (size_t)oc_utf8_encode(byte_to_cp[(unsigned char)s[i]], o + k);
-  o[k] = 0;
-  *olen = k;
-  return o;
-}
-
 /* ------------------------------------------------------------------ normalizers */
 static int apply_normalizer(const step *st, char **s, size_t *len) {
   char *out = NULL;
   size_t ol = 0;
   switch (st->kind) {
   case N_NFC: case N_NFD: case N_NFKC: case N_NFKD: {
+    size_t k = 0;
+    while (k < *len && (unsigned char)(*s)[k] < 0x80) k++;
+    if (k == *len) return 0; /* ASCII is invariant under every normalization form */
     utf8proc_option_t opt = UTF8PROC_STABLE | (st->kind == N_NFC || st->kind == N_NFKC ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE);
     if (st->kind == N_NFKC || st->kind == N_NFKD) opt |= UTF8PROC_COMPAT;
     utf8proc_uint8_t *r = NULL;
@@ -403,39 +428,45 @@ static int pred_space(uint32_t cp) { return oc_is_whitespace(cp); }
 
 static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, pieces *out) {
   for (int i = 0; i < in->n; i++) {
-    piece *p = &in->p[i];
-    if (p->added >= 0) { if (pieces_push(out, p->s, p->len, p->added, p->at_origin)) return -1; continue; }
+    const piece *p = &in->p[i];
+    const char *ps = P_S(in, i);
+    if (p->added >= 0) { if (pieces_push(out, ps, p->len, p->added, p->at_origin)) return -1; continue; }
     int rc = 0;
     switch (st->kind) {
     case P_BYTELEVEL: {
-      piece q = *p;
+      const char *qs = ps;
+      size_t ql = p->len;
       char *tmp = NULL;
-      if (st->a && (p->len == 0 || p->s[0] != ' ')) {
+      if (st->a && (p->len == 0 || ps[0] != ' ')) {
         tmp = malloc(p->len + 2);
         if (!tmp) return -1;
         tmp[0] = ' ';
-        memcpy(tmp + 1, p->s, p->len + 1);
-        q.s = tmp;
-        q.len = p->len + 1;
+        memcpy(tmp + 1, ps, p->len + 1);
+        qs = tmp;
+        ql = p->len + 1;
       }
       pieces parts = {0};
-      if (st->b) rc = split_piece(&q, t->bytelevel_re, NULL, B_ISOLATED, 0, &parts);
-      else rc = pieces_push(&parts, q.s, q.len, -1, q.at_origin);
+      if (st->b) rc = split_piece(qs, ql, p->at_origin, t->bytelevel_re, NULL, B_ISOLATED, 0, &parts);
+      else rc = pieces_push(&parts, qs, ql, -1, p->at_origin);
+      char small[1024];
       for (int k = 0; k < parts.n && !rc; k++) {
-        size_t bl;
-        char *b = bytes_to_bytelevel(parts.p[k].s, parts.p[k].len, &bl);
-        if (!b) rc = -1;
-        else { rc = pieces_push(out, b, bl, -1, parts.p[k].at_origin); free(b); }
+        size_t pl = parts.p[k].len, bl = 0;
+        char *b = pl * 2 < sizeof small ? small : malloc(pl * 2 + 1);
+        if (!b) { rc = -1; break; }
+        const unsigned char *src = (const unsigned char *)P_S(&parts, k);
+        for (size_t j = 0; j < pl; j++) bl += (size_t)oc_utf8_encode(byte_to_cp[src[j]], b + bl);
+        rc = pieces_push(out, b, bl, -1, parts.p[k].at_origin);
+        if (b != small) free(b);
       }
       pieces_free(&parts);
       free(tmp);
       break;
     }
-    case P_SPLIT: rc = split_piece(p, st->re, NULL, st->a, st->b, out); break;
+    case P_SPLIT: rc = split_piece(ps, p->len, p->at_origin, st->re, NULL, st->a, st->b, out); break;
     case P_METASPACE: {
       size_t rl = strlen(st->s1), nl;
       char *r;
-      if (oc_str_replace(p->s, p->len, " ", st->s1, &r, &nl)) return -1;
+      if (oc_str_replace(ps, p->len, " ", st->s1, &r, &nl)) return -1;
       int prepend = (st->a == 0 || (st->a == 1 && p->at_origin)) && !(nl >= rl && memcmp(r, st->s1, rl) == 0);
       if (prepend) {
         char *r2 = malloc(nl + rl + 1);
@@ -446,19 +477,15 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
         r = r2;
         nl += rl;
       }
-      piece q = {r, nl, -1, p->at_origin};
-      if (st->b) {
-        oc_regex *lit = oc_regex_literal(st->s1);
-        rc = lit ? split_piece(&q, lit, NULL, B_MERGED_NEXT, 0, out) : -1;
-        oc_regex_free(lit);
-      } else rc = pieces_push(out, r, nl, -1, p->at_origin);
+      if (st->b) rc = split_piece(r, nl, p->at_origin, st->re, NULL, B_MERGED_NEXT, 0, out);
+      else rc = pieces_push(out, r, nl, -1, p->at_origin);
       free(r);
       break;
     }
-    case P_WHITESPACE: rc = split_piece(p, st->re, NULL, B_REMOVED, 1, out); break;
-    case P_WHITESPACESPLIT: rc = split_piece(p, NULL, pred_space, B_REMOVED, 0, out); break;
-    case P_DIGITS: rc = split_piece(p, NULL, pred_digit, st->a ? B_ISOLATED : B_CONTIGUOUS, 0, out); break;
-    case P_PUNCTUATION: rc = split_piece(p, NULL, pred_punct, st->a, 0, out); break;
+    case P_WHITESPACE: rc = split_piece(ps, p->len, p->at_origin, st->re, NULL, B_REMOVED, 1, out); break;
+    case P_WHITESPACESPLIT: rc = split_piece(ps, p->len, p->at_origin, NULL, pred_space, B_REMOVED, 0, out); break;
+    case P_DIGITS: rc = split_piece(ps, p->len, p->at_origin, NULL, pred_digit, st->a ? B_ISOLATED : B_CONTIGUOUS, 0, out); break;
+    case P_PUNCTUATION: rc = split_piece(ps, p->len, p->at_origin, NULL, pred_punct, st->a, 0, out); break;
     }
     if (rc) return -1;
   }
@@ -520,18 +547,32 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
     }
     i += (size_t)l;
   }
-  /* merge: repeatedly the lowest-ranked adjacent pair, leftmost first */
-  while (sym.n > 1) {
-    int best = -1;
-    int32_t br = 0, bid = 0;
-    for (int k = 0; k + 1 < sym.n; k++) {
-      int32_t r, id;
-      if (pmap_get(&t->merges, sym.v[k], sym.v[k + 1], &r, &id) && (best < 0 || r < br)) { best = k; br = r; bid = id; }
+  /* merge: repeatedly the lowest-ranked adjacent pair, leftmost first. rank[k] / mid[k]
+   * describe the pair (k, k+1) and are recomputed only next to a merge. */
+  if (sym.n > 1) {
+    int32_t *rank = malloc(sizeof(int32_t) * 2 * (size_t)sym.n);
+    if (!rank) goto oom;
+    int32_t *mid = rank + sym.n;
+    for (int k = 0; k + 1 < sym.n; k++)
+      if (!pmap_get(&t->merges, sym.v[k], sym.v[k + 1], &rank[k], &mid[k])) rank[k] = INT32_MAX;
+    while (sym.n > 1) {
+      int best = -1;
+      int32_t br = INT32_MAX;
+      for (int k = 0; k + 1 < sym.n; k++) if (rank[k] < br) { br = rank[k]; best = k; }
+      if (best < 0) break;
+      sym.v[best] = mid[best];
+      int tail = sym.n - best - 2;
+      memmove(sym.v + best + 1, sym.v + best + 2, sizeof(int32_t) * (size_t)tail);
+      if (tail > 1) {
+        memmove(rank + best + 1, rank + best + 2, sizeof(int32_t) * (size_t)(tail - 1));
+        memmove(mid + best + 1, mid + best + 2, sizeof(int32_t) * (size_t)(tail - 1));
+      }
+      sym.n--;
+      if (best + 1 < sym.n && !pmap_get(&t->merges, sym.v[best], sym.v[best + 1], &rank[best], &mid[best])) rank[best] = INT32_MAX;
+      if (best + 1 >= sym.n) rank[best] = INT32_MAX;
+      if (best > 0 && !pmap_get(&t->merges, sym.v[best - 1], sym.v[best], &rank[best - 1], &mid[best - 1])) rank[best - 1] = INT32_MAX;
     }
-    if (best < 0) break;
-    sym.v[best] = bid;
-    memmove(sym.v + best + 1, sym.v + best + 2, sizeof(int32_t) * (size_t)(sym.n - best - 2));
-    sym.n--;
+    free(rank);
   }
   for (int k = 0; k < sym.n; k++) if (ivec_push(out, sym.v[k])) goto oom;
   free(sym.v);
@@ -539,6 +580,47 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
 oom:
   free(sym.v);
   return -1;
+}
+
+static uint32_t cache_slot(const char *w, size_t len) { return (uint32_t)hash_bytes(w, len) & (CACHE_SLOTS - 1); }
+
+/* ids of a cached word appended to out: 1 hit, 0 miss */
+static int cache_get(oc_tokenizer *t, const char *w, size_t len, ivec *out) {
+  if (!t->cache || len > 256) return 0;
+  int hit = 0;
+  pthread_mutex_lock(&t->cache_mu);
+  for (uint32_t i = cache_slot(w, len), k = 0; k < 8; k++, i = (i + 1) & (CACHE_SLOTS - 1)) {
+    cache_ent *c = &t->cache[i];
+    if (!c->key) break;
+    if (c->klen == len && memcmp(c->key, w, len) == 0) {
+      hit = 1;
+      for (uint32_t j = 0; j < c->n; j++) if (ivec_push(out, c->ids[j])) { hit = -1; break; }
+      break;
+    }
+  }
+  pthread_mutex_unlock(&t->cache_mu);
+  return hit;
+}
+
+static void cache_put(oc_tokenizer *t, const char *w, size_t len, const int32_t *ids, int n) {
+  if (!t->cache || len > 256 || t->cache_n >= CACHE_SLOTS / 2) return;
+  pthread_mutex_lock(&t->cache_mu);
+  for (uint32_t i = cache_slot(w, len), k = 0; k < 8; k++, i = (i + 1) & (CACHE_SLOTS - 1)) {
+    cache_ent *c = &t->cache[i];
+    if (c->key) { if (c->klen == len && memcmp(c->key, w, len) == 0) break; continue; }
+    char *key = malloc(len + 1);
+    int32_t *v = malloc(sizeof *v * (size_t)(n ? n : 1));
+    if (!key || !v) { free(key); free(v); break; }
+    memcpy(key, w, len);
+    memcpy(v, ids, sizeof *v * (size_t)n);
+    c->key = key;
+    c->klen = (uint32_t)len;
+    c->ids = v;
+    c->n = (uint32_t)n;
+    t->cache_n++;
+    break;
+  }
+  pthread_mutex_unlock(&t->cache_mu);
 }
 
 static int wordpiece_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out) {
@@ -620,66 +702,73 @@ static int find_added(const oc_tokenizer *t, const char *s, size_t len, size_t f
   return -1;
 }
 
-static int split_added(const oc_tokenizer *t, const piece *p, int normalized, pieces *out) {
+static int split_added(const oc_tokenizer *t, const char *ps, size_t plen, int at_origin, int normalized, pieces *out) {
   size_t pos = 0, ms, me;
   int k;
-  while (pos < p->len && (k = find_added(t, p->s, p->len, pos, normalized, &ms, &me)) >= 0) {
-    if (ms > pos && pieces_push(out, p->s + pos, ms - pos, -1, p->at_origin && pos == 0)) return -1;
+  while (pos < plen && (k = find_added(t, ps, plen, pos, normalized, &ms, &me)) >= 0) {
+    if (ms > pos && pieces_push(out, ps + pos, ms - pos, -1, at_origin && pos == 0)) return -1;
     /* the token's text is the matched span, stripped whitespace included */
-    if (pieces_push(out, p->s + ms, me - ms, t->added[k].id, 0)) return -1;
+    if (pieces_push(out, ps + ms, me - ms, t->added[k].id, 0)) return -1;
     pos = me;
   }
-  if (pos < p->len && pieces_push(out, p->s + pos, p->len - pos, -1, p->at_origin && pos == 0)) return -1;
+  if (pos < plen && pieces_push(out, ps + pos, plen - pos, -1, at_origin && pos == 0)) return -1;
   return 0;
 }
 
 /* ------------------------------------------------------------------ encode */
-/* strings with explicit lengths (decoded text may hold NUL characters) */
+/* strings with explicit lengths (decoded text may hold NUL characters), stored back to back
+ * in one buffer; SV(v, i) is valid until the next push */
 typedef struct {
-  char **s;
-  size_t *l;
+  size_t *off, *l;
   int n, cap;
+  char *buf;
+  size_t used, bcap;
 } svec;
+
+#define SV(v, i) ((v)->buf + (v)->off[i])
 
 static int svec_push_n(svec *v, const char *s, size_t n) {
   if (v->n == v->cap) {
     int nc = v->cap ? v->cap * 2 : 32;
-    char **ns = realloc(v->s, sizeof *ns * (size_t)nc);
-    if (!ns) return -1;
-    v->s = ns;
+    size_t *no = realloc(v->off, sizeof *no * (size_t)nc);
+    if (!no) return -1;
+    v->off = no;
     size_t *nl = realloc(v->l, sizeof *nl * (size_t)nc);
     if (!nl) return -1;
     v->l = nl;
     v->cap = nc;
   }
-  char *c = malloc(n + 1);
-  if (!c) return -1;
-  memcpy(c, s, n);
-  c[n] = 0;
-  v->s[v->n] = c;
+  if (v->used + n + 1 > v->bcap) {
+    size_t nc = (v->used + n + 1) * 2 + 256;
+    char *nb = realloc(v->buf, nc);
+    if (!nb) return -1;
+    v->buf = nb;
+    v->bcap = nc;
+  }
+  memcpy(v->buf + v->used, s, n);
+  v->buf[v->used + n] = 0;
+  v->off[v->n] = v->used;
   v->l[v->n++] = n;
+  v->used += n + 1;
   return 0;
 }
-static void svec_free(svec *v) { for (int i = 0; i < v->n; i++) free(v->s[i]); free(v->s); free(v->l); memset(v, 0, sizeof *v); }
+static void svec_free(svec *v) { free(v->off); free(v->l); free(v->buf); memset(v, 0, sizeof *v); }
 
 
 static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec *ids, svec *toks, oc_error *err) {
   if (!oc_utf8_valid(text, len)) return oc_fail(err, "text is not valid UTF-8");
   pieces raw = {0}, segs = {0}, cur = {0}, nxt = {0};
-  piece whole = {(char *)text, len, -1, 1};
-  int rc = split_added(t, &whole, 0, &raw);
+  int rc = split_added(t, text, len, 1, 0, &raw);
   for (int i = 0; i < raw.n && !rc; i++) {
-    if (raw.p[i].added >= 0) { rc = pieces_push(&segs, raw.p[i].s, raw.p[i].len, raw.p[i].added, 0); continue; }
+    const char *rs = P_S(&raw, i);
+    if (raw.p[i].added >= 0) { rc = pieces_push(&segs, rs, raw.p[i].len, raw.p[i].added, 0); continue; }
     size_t sl = raw.p[i].len;
     char *s = malloc(sl + 1);
     if (!s) { rc = -1; break; }
-    memcpy(s, raw.p[i].s, sl);
+    memcpy(s, rs, sl);
     s[sl] = 0;
     for (int k = 0; k < t->n_norm && !rc; k++) rc = apply_normalizer(&t->norm[k], &s, &sl);
-    if (!rc) {
-      piece np = {s, sl, -1, raw.p[i].at_origin};
-      rc = split_added(t, &np, 1, &segs);
-    }
+    if (!rc) rc = split_added(t, s, sl, raw.p[i].at_origin, 1, &segs);
     free(s);
   }
   pieces_free(&raw);
@@ -693,15 +782,23 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
   }
   for (int i = 0; i < cur.n && !rc; i++) {
     int before = ids->n;
+    const char *cs = P_S(&cur, i);
     if (cur.p[i].added >= 0) {
-      rc = ivec_push(ids, cur.p[i].added) || svec_push_n(toks, cur.p[i].s, cur.p[i].len);
+      rc = ivec_push(ids, cur.p[i].added) || svec_push_n(toks, cs, cur.p[i].len);
       continue;
     }
-    if (t->model_wordpiece) rc = wordpiece_word(t, cur.p[i].s, cur.p[i].len, ids);
-    else rc = bpe_word(t, cur.p[i].s, cur.p[i].len, ids);
+    oc_tokenizer *mt = (oc_tokenizer *)t; /* the word cache is the only mutable state */
+    int hit = cache_get(mt, cs, cur.p[i].len, ids);
+    if (hit < 0) rc = -1;
+    else if (!hit) {
+      if (t->model_wordpiece) rc = wordpiece_word(t, cs, cur.p[i].len, ids);
+      else rc = bpe_word(t, cs, cur.p[i].len, ids);
+      if (!rc) cache_put(mt, cs, cur.p[i].len, ids->v + before, ids->n - before);
+    }
     for (int k = before; k < ids->n && !rc; k++) {
-      const char *ts = oc_tokenizer_id_to_token(t, ids->v[k]);
-      rc = svec_push_n(toks, ts ? ts : "", ts ? strlen(ts) : 0);
+      int32_t id = ids->v[k];
+      const char *ts = oc_tokenizer_id_to_token(t, id);
+      rc = svec_push_n(toks, ts ? ts : "", ts ? t->id_len[id] : 0);
     }
   }
   pieces_free(&cur);
@@ -740,16 +837,16 @@ int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, c
     int budget = max_length - (add_special ? n_added_specials(t, text_pair != NULL) : 0);
     if (budget < 0) budget = 0;
     while (a.n + b.n > budget) {
-      if (b.n > a.n) { b.n--; free(tb.s[--tb.n]); }
-      else if (a.n > 0) { a.n--; free(ta.s[--ta.n]); }
-      else { b.n--; free(tb.s[--tb.n]); }
+      if (b.n > a.n) { b.n--; tb.n--; }
+      else if (a.n > 0) { a.n--; ta.n--; }
+      else { b.n--; tb.n--; }
     }
   }
   /* post-processing: the last non-ByteLevel processor decides the layout (ByteLevel only trims offsets) */
   const post_step *tp = NULL;
   for (int i = 0; i < t->n_post; i++) if (t->post[i].kind != PP_BYTELEVEL) tp = &t->post[i];
 #define ADD(id, ty, tok) do { if (ivec_push(&ids, (id)) || ivec_push(&types, (ty)) || svec_push_n(&toks, (tok), strlen(tok))) rc = -1; } while (0)
-#define ADD_SEQ(iv_, tv_, ty_) for (int j_ = 0; j_ < (iv_).n; j_++) ADD((iv_).v[j_], (ty_), (tv_).s[j_])
+#define ADD_SEQ(iv_, tv_, ty_) for (int j_ = 0; j_ < (iv_).n; j_++) ADD((iv_).v[j_], (ty_), SV(&(tv_), j_))
   if (tp && tp->kind == PP_TEMPLATE) {
     /* the template sets type ids even without special tokens */
     const tmpl_item *it = text_pair ? tp->pair : tp->single;
@@ -794,14 +891,18 @@ done:
   out->ids = ids.v;
   out->type_ids = types.v;
   out->n = ids.n;
-  out->tokens = toks.s;
-  free(toks.l);
-  if (!out->tokens) out->tokens = calloc(1, sizeof *out->tokens);
+  /* tokens point into one blob owned by the encoding */
+  out->tokens = calloc((size_t)(toks.n ? toks.n : 1), sizeof *out->tokens);
+  if (!out->tokens) { svec_free(&toks); oc_encoding_free(out); return oc_fail(err, "out of memory"); }
+  out->tok_blob = toks.buf ? toks.buf : NULL;
+  for (int i = 0; i < toks.n; i++) out->tokens[i] = toks.buf + toks.off[i];
+  toks.buf = NULL;
+  svec_free(&toks);
   return 0;
 }
 
 void oc_encoding_free(oc_encoding *e) {
-  if (e->tokens) for (int i = 0; i < e->n; i++) free(e->tokens[i]);
+  free(e->tok_blob);
   free(e->tokens);
   free(e->ids);
   free(e->type_ids);
@@ -827,7 +928,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     char *bytes = malloc(cap);
     if (!bytes) return -1;
     for (int i = 0; i < in->n; i++) {
-      const char *s = in->s[i];
+      const char *s = SV(in, i);
       size_t sl = in->l[i], start = n;
       int ok = 1;
       for (size_t k = 0; k < sl;) {
@@ -857,7 +958,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     for (int i = 0; i < in->n && !rc; i++) {
       char *r;
       size_t rl;
-      if (oc_str_replace(in->s[i], in->l[i], st->s1, st->s2, &r, &rl)) return -1;
+      if (oc_str_replace(SV(in, i), in->l[i], st->s1, st->s2, &r, &rl)) return -1;
       rc = svec_push_n(out, r, rl);
       free(r);
     }
@@ -867,7 +968,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     size_t rn = 0;
     for (int i = 0; i <= in->n && !rc; i++) {
       unsigned b;
-      if (i < in->n && in->l[i] == 6 && byte_token(in->s[i], &b) && rn < sizeof run) { run[rn++] = (char)b; continue; }
+      if (i < in->n && in->l[i] == 6 && byte_token(SV(in, i), &b) && rn < sizeof run) { run[rn++] = (char)b; continue; }
       if (rn) {
         if (oc_utf8_valid(run, rn)) rc = svec_push_n(out, run, rn);
         else {
@@ -880,8 +981,8 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
         rn = 0;
       }
       if (i < in->n && !rc) {
-        if (byte_token(in->s[i], &b)) { run[rn++] = (char)b; continue; }
-        rc = svec_push_n(out, in->s[i], in->l[i]);
+        if (byte_token(SV(in, i), &b)) { run[rn++] = (char)b; continue; }
+        rc = svec_push_n(out, SV(in, i), in->l[i]);
       }
     }
     break;
@@ -892,14 +993,14 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     char *j = malloc(tot + 1);
     if (!j) return -1;
     size_t k = 0;
-    for (int i = 0; i < in->n; i++) { memcpy(j + k, in->s[i], in->l[i]); k += in->l[i]; }
+    for (int i = 0; i < in->n; i++) { memcpy(j + k, SV(in, i), in->l[i]); k += in->l[i]; }
     rc = svec_push_n(out, j, k);
     free(j);
     break;
   }
   case D_STRIP:
     for (int i = 0; i < in->n && !rc; i++) {
-      const char *s = in->s[i];
+      const char *s = SV(in, i);
       size_t sl = in->l[i], cl = strlen(st->s1), a = 0, e = sl;
       for (int k = 0; k < st->a && cl && a + cl <= e && memcmp(s + a, st->s1, cl) == 0; k++) a += cl;
       for (int k = 0; k < st->b && cl && e >= a + cl && memcmp(s + e - cl, st->s1, cl) == 0; k++) e -= cl;
@@ -910,7 +1011,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     for (int i = 0; i < in->n && !rc; i++) {
       char *r;
       size_t rl;
-      if (oc_str_replace(in->s[i], in->l[i], st->s1, " ", &r, &rl)) return -1;
+      if (oc_str_replace(SV(in, i), in->l[i], st->s1, " ", &r, &rl)) return -1;
       size_t off = (i == 0 && st->a != 2 && rl && r[0] == ' ') ? 1 : 0;
       rc = svec_push_n(out, r + off, rl - off);
       free(r);
@@ -918,7 +1019,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     break;
   case D_WORDPIECE:
     for (int i = 0; i < in->n && !rc; i++) {
-      const char *s = in->s[i];
+      const char *s = SV(in, i);
       size_t pl = strlen(st->s1);
       size_t sl = in->l[i];
       if (i > 0 && sl >= pl && memcmp(s, st->s1, pl) == 0) rc = svec_push_n(out, s + pl, sl - pl);
@@ -959,7 +1060,7 @@ int oc_tokenizer_decode(const oc_tokenizer *t, const int32_t *ids, int n, int sk
   size_t k = 0;
   for (int i = 0; i < cur.n; i++) {
     if (!t->n_dec && i) o[k++] = ' ';
-    memcpy(o + k, cur.s[i], cur.l[i]);
+    memcpy(o + k, SV(&cur, i), cur.l[i]);
     k += cur.l[i];
   }
   o[k] = 0;
@@ -1098,6 +1199,7 @@ static int load_pretok(const lctx *c, const cJSON *o, oc_tokenizer *t, const cha
     s.s1 = strdup(r ? r : "\xE2\x96\x81");
     s.a = prepend_scheme(o);
     s.b = jbool(o, "split", 1);
+    if (!s.s1 || !(s.re = oc_regex_literal(s.s1))) { free(s.s1); return oc_fail(c->err, "%s: %s.replacement: cannot be used", c->path, where); }
   } else if (!strcmp(ty, "Whitespace")) {
     s.kind = P_WHITESPACE;
     char msg[128];
@@ -1250,21 +1352,31 @@ static int set_id(oc_tokenizer *t, int id, const char *s, lctx *c) {
     unsigned char *ns = realloc(t->is_special_id, (size_t)nc);
     if (!ns) return oc_fail(c->err, "out of memory");
     t->is_special_id = ns;
-    for (int i = t->cap_ids; i < nc; i++) { na[i] = NULL; ns[i] = 0; }
+    uint32_t *nl = realloc(t->id_len, sizeof *nl * (size_t)nc);
+    if (!nl) return oc_fail(c->err, "out of memory");
+    t->id_len = nl;
+    for (int i = t->cap_ids; i < nc; i++) { na[i] = NULL; ns[i] = 0; nl[i] = 0; }
     t->cap_ids = nc;
   }
   if (id >= t->n_ids) t->n_ids = id + 1;
   free(t->id_to_tok[id]);
   t->id_to_tok[id] = strdup(s);
+  t->id_len[id] = (uint32_t)strlen(s);
   return t->id_to_tok[id] ? 0 : oc_fail(c->err, "out of memory");
 }
 
 void oc_tokenizer_free(oc_tokenizer *t) {
   if (!t) return;
+  if (t->cache) {
+    for (uint32_t i = 0; i < CACHE_SLOTS; i++) { free(t->cache[i].key); free(t->cache[i].ids); }
+    free(t->cache);
+  }
+  pthread_mutex_destroy(&t->cache_mu);
   smap_free(&t->vocab);
   pmap_free(&t->merges);
   for (int i = 0; i < t->n_ids; i++) free(t->id_to_tok[i]);
   free(t->id_to_tok);
+  free(t->id_len);
   free(t->is_special_id);
   step *lists[3] = {t->norm, t->pre, t->dec};
   int ns[3] = {t->n_norm, t->n_pre, t->n_dec};
@@ -1297,6 +1409,8 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   if (!t) { cJSON_Delete(root); return oc_fail(err, "out of memory"); }
   t->unk_id = -1;
   t->wp_max_chars = 100;
+  pthread_mutex_init(&t->cache_mu, NULL);
+  t->cache = calloc(CACHE_SLOTS, sizeof *t->cache); /* NULL: run without a cache */
   char msg[256];
   int rc = 0;
   t->bytelevel_re = oc_regex_new("'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+", msg, sizeof msg);
