@@ -145,6 +145,23 @@ int main(int argc, char **argv) {
   CHECK(run_file(t, p, encode_row) > 0, "no pair goldens");
   snprintf(p, sizeof p, "%s/decode.jsonl", argv[2]);
   CHECK(run_file(t, p, decode_row) > 0, "no decode goldens");
+  /* malformed or unsupported tokenizer.json: errors name the JSON path */
+  static const struct { const char *json, *needle; } bad[] = {
+    {"{\"model\": {\"type\": \"Unigram\"}}", "$.model.type: unsupported model \"Unigram\""},
+    {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"ByteLevel\"}, {\"type\": \"Bogus\"}]}}",
+     "$.pre_tokenizer.pretokenizers[1]: unsupported pre-tokenizer type \"Bogus\""},
+    {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\", \"b\"]]}}", "$.model.merges[0]"},
+    {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}", "$.model.vocab[\"a\"]"},
+    {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"(\"}, \"content\": \"\"}}", "$.normalizer.pattern"},
+    {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, \"added_tokens\": [{\"id\": 3}]}", "$.added_tokens[0]"},
+    {"{\"model\": ", "malformed JSON"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    oc_tokenizer *bt = NULL;
+    int rc = oc_tokenizer_load_json(bad[i].json, strlen(bad[i].json), "x/tokenizer.json", &bt, &err);
+    CHECK(rc != 0 && strstr(err.msg, bad[i].needle) && strstr(err.msg, "x/tokenizer.json"), "bad tokenizer %zu: %s", i, rc ? err.msg : "accepted");
+    oc_tokenizer_free(bt);
+  }
   /* invalid UTF-8 is an error, not a crash */
   oc_encoding e;
   CHECK(oc_tokenizer_encode(t, "ab\xff", NULL, 0, 0, &e, &err) != 0 && strstr(err.msg, "UTF-8"), "invalid UTF-8 accepted");

@@ -368,12 +368,15 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
 
   oc_rmsnorm(x, l->in_norm, n, H, eps, xn);
   rope_table(m->inv_freq[l->type], hd / 2, pos0, n, s->cs);
-  oc_matmul(xn, n, H, l->q, 0, nh * hd, s->q);
+  {
+    const oc_tensor *ws[3] = {l->q, l->k, l->v};
+    const int outs[3] = {nh * hd, nkv * hd, nkv * hd};
+    float *ys[3] = {s->q, s->k, s->v};
+    oc_matmul_multi(xn, n, H, ws, outs, ys, l->owns_kv ? 3 : 1);
+  }
   if (l->q_norm) per_head_norm(s->q, n, nh, hd, l->q_norm, eps);
   apply_rope(s->q, n, nh, hd, s->cs);
   if (l->owns_kv) {
-    oc_matmul(xn, n, H, l->k, 0, nkv * hd, s->k);
-    oc_matmul(xn, n, H, l->v, 0, nkv * hd, s->v);
     if (l->k_norm) per_head_norm(s->k, n, nkv, hd, l->k_norm, eps);
     if (c->v_norm) per_head_norm(s->v, n, nkv, hd, NULL, eps);
     apply_rope(s->k, n, nkv, hd, s->cs);
@@ -388,8 +391,12 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
 
   oc_rmsnorm(x, l->mlp_in_norm, n, H, eps, xn);
   const int I = l->inter;
-  oc_matmul(xn, n, H, l->gate, 0, I, s->g);
-  oc_matmul(xn, n, H, l->up, 0, I, s->u);
+  {
+    const oc_tensor *ws[2] = {l->gate, l->up};
+    const int outs[2] = {I, I};
+    float *ys[2] = {s->g, s->u};
+    oc_matmul_multi(xn, n, H, ws, outs, ys, 2);
+  }
   const long nI = (long)n * I;
   float *g = s->g, *u = s->u;
   if (c->act_gelu_tanh) {

@@ -214,45 +214,67 @@ static int gemm_block_rows(int in, int out) {
   return block > out ? out : block;
 }
 
+/* Decode (few rows of X): every weight row streamed once, dotted with each input row. Several
+ * matrices sharing X run in one parallel loop (one fork/join instead of one per matrix). */
+static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
+  int total = 0;
+  for (int m = 0; m < count; m++) total += outs[m];
+  const float *xp = NULL;
+#ifdef OC_X86
+  int avx = oc_have_avx2();
+  static _Thread_local float *xp_buf;
+  static _Thread_local size_t xp_cap;
+  int any_bf16 = 0;
+  for (int m = 0; m < count; m++) any_bf16 |= W[m]->dtype == OC_DT_BF16;
+  if (avx && any_bf16) {
+    size_t need = (size_t)n * (size_t)in;
+    if (need > xp_cap) {
+      float *nb = realloc(xp_buf, sizeof(float) * need);
+      if (nb) { xp_buf = nb; xp_cap = need; }
+    }
+    if (need <= xp_cap) {
+      for (int t = 0; t < n; t++) deinterleave16(X + (size_t)t * in, in, xp_buf + (size_t)t * in);
+      xp = xp_buf;
+    }
+  }
+#endif
+#pragma omp parallel for schedule(static)
+  for (int g = 0; g < total; g++) {
+    int m = 0, r = g;
+    while (r >= outs[m]) r -= outs[m++];
+    const oc_tensor *w = W[m];
+    const size_t es = oc_dtype_size(w->dtype);
+    const void *wr = (const char *)w->data + (size_t)r * (size_t)in * es;
+    const int out = outs[m];
+    for (int t = 0; t < n; t++) {
+      const float *x = X + (size_t)t * in;
+      float v;
+      if (w->dtype == OC_DT_F32) v = oc_dot_f32(wr, x, in);
+#ifdef OC_X86
+      else if (w->dtype == OC_DT_BF16 && xp) v = dot1_bf16_avx2(wr, xp + (size_t)t * in, x, in);
+      else if (avx) v = w->dtype == OC_DT_BF16 ? dot_bf16_avx2(wr, x, in) : dot_f16_avx2(wr, x, in);
+#endif
+      else v = w->dtype == OC_DT_BF16 ? dot_bf16_scalar(wr, x, in) : dot_f16_scalar(wr, x, in);
+      Y[m][(size_t)t * out + r] = v;
+    }
+  }
+}
+
+void oc_matmul_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
+  if (n < GEMM_MIN_ROWS) { matvec_multi(X, n, in, W, outs, Y, count); return; }
+  for (int m = 0; m < count; m++) oc_matmul(X, n, in, W[m], 0, outs[m], Y[m]);
+}
+
 void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int out, float *Y) {
   const size_t es = oc_dtype_size(W->dtype);
   const char *wbase = (const char *)W->data + (size_t)row0 * (size_t)in * es;
   if (n < GEMM_MIN_ROWS) {
-    /* Decode: stream each weight row once, dot it with the few input rows. */
-    dot16_fn d16 = W->dtype == OC_DT_BF16 ? dot_bf16_scalar : dot_f16_scalar;
-#ifdef OC_X86
-    if (oc_have_avx2()) d16 = W->dtype == OC_DT_BF16 ? dot_bf16_avx2 : dot_f16_avx2;
-#endif
-#ifdef OC_X86
-    if (W->dtype == OC_DT_BF16 && oc_have_avx2()) {
-      static _Thread_local float *xp_buf;
-      static _Thread_local size_t xp_cap;
-      size_t need = (size_t)n * (size_t)in;
-      if (need > xp_cap) {
-        float *nb = realloc(xp_buf, sizeof(float) * need);
-        if (nb) { xp_buf = nb; xp_cap = need; }
-      }
-      if (need <= xp_cap) {
-        float *xp = xp_buf;
-        for (int t = 0; t < n; t++) deinterleave16(X + (size_t)t * in, in, xp + (size_t)t * in);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < out; r++) {
-          const uint16_t *wr = (const uint16_t *)(wbase + (size_t)r * (size_t)in * es);
-          for (int t = 0; t < n; t++)
-            Y[(size_t)t * out + r] = dot1_bf16_avx2(wr, xp + (size_t)t * in, X + (size_t)t * in, in);
-        }
-        return;
-      }
-    }
-#endif
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < out; r++) {
-      const void *wr = wbase + (size_t)r * (size_t)in * es;
-      for (int t = 0; t < n; t++) {
-        const float *x = X + (size_t)t * in;
-        Y[(size_t)t * out + r] = W->dtype == OC_DT_F32 ? oc_dot_f32(wr, x, in) : d16(wr, x, in);
-      }
-    }
+    oc_tensor sub = *W;
+    sub.data = wbase;
+    const oc_tensor *ws[1] = {&sub};
+    int outs[1] = {out};
+    float *ys[1] = {Y};
+    matvec_multi(X, n, in, ws, outs, ys, 1);
     return;
   }
   /* Prefill: fixed blocks of weight rows; each block converted to f32 (if needed) and

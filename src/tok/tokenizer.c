@@ -197,8 +197,9 @@ struct oc_tokenizer {
   int n_post;
   added_tok *added;
   int n_added;
-  int *added_by_byte[256]; /* indices into added, longest first */
-  int n_by_byte[256];
+  /* trie over the added tokens' bytes: node 0 is the root */
+  struct trie_node { int32_t first_child, next_sibling, term; unsigned char byte; } *trie;
+  int n_trie, cap_trie;
   unsigned char *is_special_id; /* [n_ids] */
   oc_regex *bytelevel_re;
 };
@@ -547,32 +548,53 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
     }
     i += (size_t)l;
   }
-  /* merge: repeatedly the lowest-ranked adjacent pair, leftmost first. rank[k] / mid[k]
-   * describe the pair (k, k+1) and are recomputed only next to a merge. */
+  /* merge: repeatedly the lowest-ranked adjacent pair, leftmost first (as the Rust library's
+   * priority queue). Symbols form a linked list; heap entries are checked for staleness. */
   if (sym.n > 1) {
-    int32_t *rank = malloc(sizeof(int32_t) * 2 * (size_t)sym.n);
-    if (!rank) goto oom;
-    int32_t *mid = rank + sym.n;
-    for (int k = 0; k + 1 < sym.n; k++)
-      if (!pmap_get(&t->merges, sym.v[k], sym.v[k + 1], &rank[k], &mid[k])) rank[k] = INT32_MAX;
-    while (sym.n > 1) {
-      int best = -1;
-      int32_t br = INT32_MAX;
-      for (int k = 0; k + 1 < sym.n; k++) if (rank[k] < br) { br = rank[k]; best = k; }
-      if (best < 0) break;
-      sym.v[best] = mid[best];
-      int tail = sym.n - best - 2;
-      memmove(sym.v + best + 1, sym.v + best + 2, sizeof(int32_t) * (size_t)tail);
-      if (tail > 1) {
-        memmove(rank + best + 1, rank + best + 2, sizeof(int32_t) * (size_t)(tail - 1));
-        memmove(mid + best + 1, mid + best + 2, sizeof(int32_t) * (size_t)(tail - 1));
-      }
-      sym.n--;
-      if (best + 1 < sym.n && !pmap_get(&t->merges, sym.v[best], sym.v[best + 1], &rank[best], &mid[best])) rank[best] = INT32_MAX;
-      if (best + 1 >= sym.n) rank[best] = INT32_MAX;
-      if (best > 0 && !pmap_get(&t->merges, sym.v[best - 1], sym.v[best], &rank[best - 1], &mid[best - 1])) rank[best - 1] = INT32_MAX;
+    int n = sym.n;
+    int32_t *prev = malloc(sizeof(int32_t) * 2 * (size_t)n);
+    typedef struct { int32_t rank, pos, left, right, mid; } hent;
+    hent *heap = malloc(sizeof(hent) * (size_t)(2 * n + 4));
+    if (!prev || !heap) { free(prev); free(heap); goto oom; }
+    int32_t *next = prev + n;
+    int hn = 0;
+#define HLESS(x, y) ((x).rank < (y).rank || ((x).rank == (y).rank && (x).pos < (y).pos))
+#define HPUSH(e_) do { hent e__ = (e_); int i__ = hn++; while (i__ > 0) { int p__ = (i__ - 1) / 2; if (!HLESS(e__, heap[p__])) break; heap[i__] = heap[p__]; i__ = p__; } heap[i__] = e__; } while (0)
+    for (int k = 0; k < n; k++) { prev[k] = k - 1; next[k] = k + 1 < n ? k + 1 : -1; }
+    for (int k = 0; k + 1 < n; k++) {
+      int32_t r, id;
+      if (pmap_get(&t->merges, sym.v[k], sym.v[k + 1], &r, &id)) HPUSH(((hent){r, k, sym.v[k], sym.v[k + 1], id}));
     }
-    free(rank);
+    while (hn > 0) {
+      hent top = heap[0];
+      hent last = heap[--hn];
+      int i = 0;
+      while (1) { /* sift down */
+        int c = 2 * i + 1;
+        if (c >= hn) break;
+        if (c + 1 < hn && HLESS(heap[c + 1], heap[c])) c++;
+        if (!HLESS(heap[c], last)) break;
+        heap[i] = heap[c];
+        i = c;
+      }
+      if (hn > 0) heap[i] = last;
+      int l = top.pos, r = next[l];
+      if (sym.v[l] == -1 || r < 0 || sym.v[l] != top.left || sym.v[r] != top.right) continue; /* stale */
+      sym.v[l] = top.mid;
+      sym.v[r] = -1;
+      next[l] = next[r];
+      if (next[r] >= 0) prev[next[r]] = l;
+      int32_t rr, id;
+      if (prev[l] >= 0 && pmap_get(&t->merges, sym.v[prev[l]], sym.v[l], &rr, &id)) HPUSH(((hent){rr, prev[l], sym.v[prev[l]], sym.v[l], id}));
+      if (next[l] >= 0 && pmap_get(&t->merges, sym.v[l], sym.v[next[l]], &rr, &id)) HPUSH(((hent){rr, l, sym.v[l], sym.v[next[l]], id}));
+    }
+#undef HPUSH
+#undef HLESS
+    int k = 0;
+    for (int j = 0; j >= 0; j = next[j]) sym.v[k++] = sym.v[j];
+    sym.n = k;
+    free(prev);
+    free(heap);
   }
   for (int k = 0; k < sym.n; k++) if (ivec_push(out, sym.v[k])) goto oom;
   free(sym.v);
@@ -656,48 +678,79 @@ static int wordpiece_word(const oc_tokenizer *t, const char *w, size_t len, ivec
 /* ------------------------------------------------------------------ added tokens */
 static int is_word_char(uint32_t cp) { return cp == '_' || oc_is_alnum(cp); }
 
+static int trie_add(oc_tokenizer *t, const char *s, int term) {
+  int node = 0;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    int c = t->trie[node].first_child;
+    while (c >= 0 && t->trie[c].byte != *p) c = t->trie[c].next_sibling;
+    if (c < 0) {
+      if (t->n_trie == t->cap_trie) {
+        int nc = t->cap_trie ? t->cap_trie * 2 : 256;
+        struct trie_node *nt = realloc(t->trie, sizeof *nt * (size_t)nc);
+        if (!nt) return -1;
+        t->trie = nt;
+        t->cap_trie = nc;
+      }
+      c = t->n_trie++;
+      t->trie[c] = (struct trie_node){-1, t->trie[node].first_child, -1, *p};
+      t->trie[node].first_child = c;
+    }
+    node = c;
+  }
+  if (t->trie[node].term < 0) t->trie[node].term = term; /* the first of duplicate contents wins */
+  return 0;
+}
+
 /* Leftmost-longest match of an added token in s[from..len) among tokens with the given
  * normalized flag. Returns the token index or -1, with the (stripped) match span. */
 static int find_added(const oc_tokenizer *t, const char *s, size_t len, size_t from, int normalized, size_t *ms, size_t *me) {
+  if (!t->n_trie) return -1;
   for (size_t i = from; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if ((c & 0xC0) == 0x80) continue;
-    for (int k = 0; k < t->n_by_byte[c]; k++) {
-      const added_tok *a = &t->added[t->added_by_byte[c][k]];
-      if (a->normalized != normalized) continue;
-      size_t al = strlen(a->content);
-      if (al > len - i || memcmp(s + i, a->content, al) != 0) continue;
-      size_t s0 = i, e0 = i + al;
-      if (a->single_word) {
-        uint32_t cp;
-        if (s0 > 0) {
-          size_t q = s0 - 1;
-          while (q > 0 && ((unsigned char)s[q] & 0xC0) == 0x80) q--;
-          oc_utf8_decode(s + q, s0 - q, &cp);
-          if (is_word_char(cp)) continue;
-        }
-        if (e0 < len) { oc_utf8_decode(s + e0, len - e0, &cp); if (is_word_char(cp)) continue; }
-      }
-      if (a->lstrip)
-        while (s0 > from) {
-          size_t q = s0 - 1;
-          while (q > from && ((unsigned char)s[q] & 0xC0) == 0x80) q--;
-          uint32_t cp;
-          oc_utf8_decode(s + q, s0 - q, &cp);
-          if (!oc_is_whitespace(cp)) break;
-          s0 = q;
-        }
-      if (a->rstrip)
-        while (e0 < len) {
-          uint32_t cp;
-          int l = oc_utf8_decode(s + e0, len - e0, &cp);
-          if (!oc_is_whitespace(cp)) break;
-          e0 += (size_t)l;
-        }
-      *ms = s0;
-      *me = e0;
-      return t->added_by_byte[c][k];
+    if (((unsigned char)s[i] & 0xC0) == 0x80) continue;
+    int node = 0, best = -1;
+    size_t best_end = 0;
+    for (size_t j = i; j < len; j++) {
+      int c = t->trie[node].first_child;
+      while (c >= 0 && t->trie[c].byte != (unsigned char)s[j]) c = t->trie[c].next_sibling;
+      if (c < 0) break;
+      node = c;
+      int term = t->trie[node].term;
+      if (term >= 0 && t->added[term].normalized == normalized) { best = term; best_end = j + 1; }
     }
+    if (best < 0) continue;
+    const added_tok *a = &t->added[best];
+    size_t s0 = i, e0 = best_end;
+    if (a->single_word) {
+      uint32_t cp;
+      int ok = 1;
+      if (s0 > 0) {
+        size_t q = s0 - 1;
+        while (q > 0 && ((unsigned char)s[q] & 0xC0) == 0x80) q--;
+        oc_utf8_decode(s + q, s0 - q, &cp);
+        if (is_word_char(cp)) ok = 0;
+      }
+      if (ok && e0 < len) { oc_utf8_decode(s + e0, len - e0, &cp); if (is_word_char(cp)) ok = 0; }
+      if (!ok) continue;
+    }
+    if (a->lstrip)
+      while (s0 > from) {
+        size_t q = s0 - 1;
+        while (q > from && ((unsigned char)s[q] & 0xC0) == 0x80) q--;
+        uint32_t cp;
+        oc_utf8_decode(s + q, s0 - q, &cp);
+        if (!oc_is_whitespace(cp)) break;
+        s0 = q;
+      }
+    if (a->rstrip)
+      while (e0 < len) {
+        uint32_t cp;
+        int l = oc_utf8_decode(s + e0, len - e0, &cp);
+        if (!oc_is_whitespace(cp)) break;
+        e0 += (size_t)l;
+      }
+    *ms = s0;
+    *me = e0;
+    return best;
   }
   return -1;
 }
@@ -1335,12 +1388,6 @@ static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char 
   return 0;
 }
 
-static int cmp_added_len(const void *a, const void *b, void *ctx) {
-  const added_tok *A = ctx;
-  size_t la = strlen(A[*(const int *)a].content), lb = strlen(A[*(const int *)b].content);
-  return la < lb ? 1 : la > lb ? -1 : (*(const int *)a - *(const int *)b);
-}
-
 static int set_id(oc_tokenizer *t, int id, const char *s, lctx *c) {
   if (id < 0 || id > 50000000) return oc_fail(c->err, "%s: token id %d out of range", c->path, id);
   if (id >= t->cap_ids) { /* grow geometrically: ids usually arrive in increasing order */
@@ -1388,7 +1435,7 @@ void oc_tokenizer_free(oc_tokenizer *t) {
   free(t->post);
   for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
   free(t->added);
-  for (int b = 0; b < 256; b++) free(t->added_by_byte[b]);
+  free(t->trie);
   oc_regex_free(t->bytelevel_re);
   free(t->cont_prefix);
   free(t->end_suffix);
@@ -1496,15 +1543,13 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
     t->is_special_id[a->id] = (unsigned char)a->special;
   }
   if (rc) goto done;
-  for (int k = 0; k < t->n_added; k++) {
-    unsigned char b0 = (unsigned char)t->added[k].content[0];
-    int *nb = realloc(t->added_by_byte[b0], sizeof *nb * (size_t)(t->n_by_byte[b0] + 1));
-    if (!nb) { rc = oc_fail(err, "out of memory"); goto done; }
-    t->added_by_byte[b0] = nb;
-    nb[t->n_by_byte[b0]++] = k;
-  }
-  for (int b = 0; b < 256; b++)
-    if (t->n_by_byte[b] > 1) qsort_r(t->added_by_byte[b], (size_t)t->n_by_byte[b], sizeof(int), cmp_added_len, t->added);
+  t->trie = malloc(sizeof *t->trie * 256);
+  if (!t->trie) { rc = oc_fail(err, "out of memory"); goto done; }
+  t->cap_trie = 256;
+  t->n_trie = 1;
+  t->trie[0] = (struct trie_node){-1, -1, -1, 0};
+  for (int k = 0; k < t->n_added; k++)
+    if (trie_add(t, t->added[k].content, k)) { rc = oc_fail(err, "out of memory"); goto done; }
   if ((rc = load_normalizer(&c, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), t, "$.normalizer"))) goto done;
   if ((rc = load_pretok(&c, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), t, "$.pre_tokenizer"))) goto done;
   if ((rc = load_post(&c, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), t, "$.post_processor"))) goto done;
