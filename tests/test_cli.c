@@ -10,14 +10,7 @@
 
 static char out[8192];
 
-static int run(const char *cmd) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *cmd) { return run_capture(cmd, out, sizeof out); }
 
 int main(int argc, char **argv) {
   REQUIRE(argc == 3, "usage: test_cli OPENCON_BIN FIXTURE_DIR");

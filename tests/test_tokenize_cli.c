@@ -7,14 +7,7 @@
 #include "opencon/base.h"
 
 static char out[1 << 16];
-static int run(const char *cmd) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *cmd) { return run_capture(cmd, out, sizeof out); }
 
 int main(int argc, char **argv) {
   REQUIRE(argc == 4, "usage: test_tokenize_cli OPENCON MODERNBERT_DIR QWEN3_TOKENIZER_JSON");

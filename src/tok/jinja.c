@@ -492,37 +492,33 @@ static expr *bin(pctx *p, tok *t, int op, expr *a, expr *b) {
   return e;
 }
 
+/* one left-associative level of binary operators: ops[i] becomes operator code codes[i] */
+static expr *parse_level(pctx *p, tokstream *ts, expr *(*next)(pctx *, tokstream *), const char *const *ops, const char *codes) {
+  expr *e = next(p, ts);
+  while (1) {
+    tok *t = peek(ts);
+    int hit = -1;
+    for (int k = 0; ops[k] && hit < 0; k++) if (is_op(t, ops[k])) hit = k;
+    if (hit < 0) return e;
+    ts->pos++;
+    e = bin(p, t, codes[hit], e, next(p, ts));
+  }
+}
 static expr *parse_pow(pctx *p, tokstream *ts) {
-  expr *e = parse_unary(p, ts);
-  tok *t;
-  while ((t = peek(ts)) && accept_op(ts, "**")) e = bin(p, t, 'P', e, parse_unary(p, ts));
-  return e;
+  static const char *const ops[] = {"**", NULL};
+  return parse_level(p, ts, parse_unary, ops, "P");
 }
 static expr *parse_mul(pctx *p, tokstream *ts) {
-  expr *e = parse_pow(p, ts);
-  while (1) {
-    tok *t = peek(ts);
-    if (accept_op(ts, "*")) e = bin(p, t, '*', e, parse_pow(p, ts));
-    else if (accept_op(ts, "//")) e = bin(p, t, 'F', e, parse_pow(p, ts));
-    else if (accept_op(ts, "/")) e = bin(p, t, '/', e, parse_pow(p, ts));
-    else if (accept_op(ts, "%")) e = bin(p, t, '%', e, parse_pow(p, ts));
-    else return e;
-  }
+  static const char *const ops[] = {"*", "//", "/", "%", NULL};
+  return parse_level(p, ts, parse_pow, ops, "*F/%");
 }
 static expr *parse_concat(pctx *p, tokstream *ts) {
-  expr *e = parse_mul(p, ts);
-  tok *t;
-  while ((t = peek(ts)) && accept_op(ts, "~")) e = bin(p, t, '~', e, parse_mul(p, ts));
-  return e;
+  static const char *const ops[] = {"~", NULL};
+  return parse_level(p, ts, parse_mul, ops, "~");
 }
 static expr *parse_add(pctx *p, tokstream *ts) {
-  expr *e = parse_concat(p, ts);
-  while (1) {
-    tok *t = peek(ts);
-    if (accept_op(ts, "+")) e = bin(p, t, '+', e, parse_concat(p, ts));
-    else if (accept_op(ts, "-")) e = bin(p, t, '-', e, parse_concat(p, ts));
-    else return e;
-  }
+  static const char *const ops[] = {"+", "-", NULL};
+  return parse_level(p, ts, parse_concat, ops, "+-");
 }
 static expr *parse_cmp(pctx *p, tokstream *ts) {
   expr *e = parse_add(p, ts);

@@ -1180,22 +1180,32 @@ static int push_step(step **arr, int *n, step s) {
   return 0;
 }
 
-static int load_normalizer(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
+typedef int (*step_loader)(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where);
+
+/* The shared head of every component loader: absent/null is "none" (0), a component needs a
+ * "type" (1, *ty set), and a Sequence loads each entry of its array `seq_key` in order (0). */
+static int component_head(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where, const char *seq_key,
+                          step_loader self, const char **ty) {
   if (!o || cJSON_IsNull(o)) return 0;
-  const char *ty = jstr(o, "type");
-  if (!ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
+  *ty = jstr(o, "type");
+  if (!*ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
+  if (strcmp(*ty, "Sequence")) return 1;
+  const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, seq_key);
+  if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.%s: not an array", c->path, where, seq_key);
   char sub[256];
-  step s = {0};
-  if (!strcmp(ty, "Sequence")) {
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "normalizers");
-    if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.normalizers: not an array", c->path, where);
-    int i = 0;
-    for (const cJSON *e = arr->child; e; e = e->next, i++) {
-      snprintf(sub, sizeof sub, "%s.normalizers[%d]", where, i);
-      if (load_normalizer(c, e, t, sub)) return -1;
-    }
-    return 0;
+  int i = 0;
+  for (const cJSON *e = arr->child; e; e = e->next, i++) {
+    snprintf(sub, sizeof sub, "%s.%s[%d]", where, seq_key, i);
+    if (self(c, e, t, sub)) return -1;
   }
+  return 0;
+}
+
+static int load_normalizer(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
+  const char *ty = NULL;
+  int head = component_head(c, o, t, where, "normalizers", load_normalizer, &ty);
+  if (head <= 0) return head;
+  step s = {0};
   if (!strcmp(ty, "NFC")) s.kind = N_NFC;
   else if (!strcmp(ty, "NFD")) s.kind = N_NFD;
   else if (!strcmp(ty, "NFKC")) s.kind = N_NFKC;
@@ -1209,8 +1219,7 @@ static int load_normalizer(const lctx *c, const cJSON *o, oc_tokenizer *t, const
     s.s1 = strdup(p);
   } else if (!strcmp(ty, "Replace")) {
     s.kind = N_REPLACE;
-    snprintf(sub, sizeof sub, "%s", where);
-    if (!(s.re = load_pattern(c, cJSON_GetObjectItemCaseSensitive(o, "pattern"), sub))) return -1;
+    if (!(s.re = load_pattern(c, cJSON_GetObjectItemCaseSensitive(o, "pattern"), where))) return -1;
     const char *ct = jstr(o, "content");
     s.s1 = strdup(ct ? ct : "");
   } else return oc_fail(c->err, "%s: %s: unsupported normalizer type \"%s\"", c->path, where, ty);
@@ -1224,21 +1233,10 @@ static int prepend_scheme(const cJSON *o) {
 }
 
 static int load_pretok(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
-  if (!o || cJSON_IsNull(o)) return 0;
-  const char *ty = jstr(o, "type");
-  if (!ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
-  char sub[256];
+  const char *ty = NULL;
+  int head = component_head(c, o, t, where, "pretokenizers", load_pretok, &ty);
+  if (head <= 0) return head;
   step s = {0};
-  if (!strcmp(ty, "Sequence")) {
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "pretokenizers");
-    if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.pretokenizers: not an array", c->path, where);
-    int i = 0;
-    for (const cJSON *e = arr->child; e; e = e->next, i++) {
-      snprintf(sub, sizeof sub, "%s.pretokenizers[%d]", where, i);
-      if (load_pretok(c, e, t, sub)) return -1;
-    }
-    return 0;
-  }
   if (!strcmp(ty, "ByteLevel")) { s.kind = P_BYTELEVEL; s.a = jbool(o, "add_prefix_space", 1); s.b = jbool(o, "use_regex", 1); }
   else if (!strcmp(ty, "Split")) {
     s.kind = P_SPLIT;
@@ -1268,21 +1266,10 @@ static int load_pretok(const lctx *c, const cJSON *o, oc_tokenizer *t, const cha
 }
 
 static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
-  if (!o || cJSON_IsNull(o)) return 0;
-  const char *ty = jstr(o, "type");
-  if (!ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
-  char sub[256];
+  const char *ty = NULL;
+  int head = component_head(c, o, t, where, "decoders", load_decoder, &ty);
+  if (head <= 0) return head;
   step s = {0};
-  if (!strcmp(ty, "Sequence")) {
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "decoders");
-    if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.decoders: not an array", c->path, where);
-    int i = 0;
-    for (const cJSON *e = arr->child; e; e = e->next, i++) {
-      snprintf(sub, sizeof sub, "%s.decoders[%d]", where, i);
-      if (load_decoder(c, e, t, sub)) return -1;
-    }
-    return 0;
-  }
   if (!strcmp(ty, "ByteLevel")) s.kind = D_BYTELEVEL;
   else if (!strcmp(ty, "ByteFallback")) s.kind = D_BYTEFALLBACK;
   else if (!strcmp(ty, "Fuse")) s.kind = D_FUSE;
@@ -1350,21 +1337,11 @@ static void free_post_step(post_step *p) {
 }
 
 static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
-  if (!o || cJSON_IsNull(o)) return 0;
-  const char *ty = jstr(o, "type");
-  if (!ty) return oc_fail(c->err, "%s: %s: missing \"type\"", c->path, where);
-  char sub[256];
-  if (!strcmp(ty, "Sequence")) {
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "processors");
-    if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s.processors: not an array", c->path, where);
-    int i = 0;
-    for (const cJSON *e = arr->child; e; e = e->next, i++) {
-      snprintf(sub, sizeof sub, "%s.processors[%d]", where, i);
-      if (load_post(c, e, t, sub)) return -1;
-    }
-    return 0;
-  }
+  const char *ty = NULL;
+  int head = component_head(c, o, t, where, "processors", load_post, &ty);
+  if (head <= 0) return head;
   post_step p = {0};
+  char sub[256];
   if (!strcmp(ty, "ByteLevel")) p.kind = PP_BYTELEVEL;
   else if (!strcmp(ty, "TemplateProcessing")) {
     p.kind = PP_TEMPLATE;
