@@ -155,8 +155,8 @@ static int http_get(const char *url, const char *token, sink *s, curl_off_t resu
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 120L);
-  /* Do not forward the token to another host on redirect (CDN). */
-  curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
+  /* Redirects to the CDN: curl (>= 7.58) drops a custom Authorization header when the host
+   * changes, so the token is not forwarded. */
   if (resume_from > 0) curl_easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, resume_from);
   if (pg) {
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
