@@ -372,7 +372,9 @@ static void init_byte_tables(void) {
 }
 
 /* ------------------------------------------------------------------ normalizers */
-static int apply_normalizer(const step *st, char **s, size_t *len) {
+/* *origin is cleared when the normalizer removes the text's first characters, so that the
+ * first remaining character no longer sits at offset 0 of the original (Metaspace "first"). */
+static int apply_normalizer(const step *st, char **s, size_t *len, int *origin) {
   char *out = NULL;
   size_t ol = 0;
   switch (st->kind) {
@@ -389,9 +391,12 @@ static int apply_normalizer(const step *st, char **s, size_t *len) {
     ol = (size_t)n;
     break;
   }
-  case N_REPLACE:
+  case N_REPLACE: {
+    size_t ms, me;
+    if (!*st->s1 && oc_regex_search(st->re, *s, *len, 0, &ms, &me) == 1 && ms == 0 && me > 0) *origin = 0;
     if (oc_regex_replace_all(st->re, *s, *len, st->s1, &out, &ol)) return -1;
     break;
+  }
   case N_PREPEND:
     if (*len == 0) return 0;
     ol = strlen(st->s1) + *len;
@@ -404,6 +409,7 @@ static int apply_normalizer(const step *st, char **s, size_t *len) {
     size_t a = 0, b = *len;
     if (st->a) while (a < b) { uint32_t cp; int l = oc_utf8_decode(*s + a, b - a, &cp); if (!oc_is_whitespace(cp)) break; a += (size_t)l; }
     if (st->b) while (b > a) { size_t q = b - 1; while (q > a && ((unsigned char)(*s)[q] & 0xC0) == 0x80) q--; uint32_t cp; oc_utf8_decode(*s + q, b - q, &cp); if (!oc_is_whitespace(cp)) break; b = q; }
+    if (a > 0) *origin = 0;
     ol = b - a;
     out = malloc(ol + 1);
     if (!out) return -1;
@@ -517,7 +523,10 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
     if (id >= 0) return ivec_push(out, id);
   }
   ivec sym = {0};
-  int prev_unk = 0;
+  /* An unknown character becomes a pending <unk> (fused with following ones when fuse_unk); as in
+   * the Rust library it is emitted before the next vocabulary symbol or at the end, so byte
+   * fallback tokens of a later character can come out before it. */
+  int pending_unk = 0;
   size_t pl = t->cont_prefix ? strlen(t->cont_prefix) : 0;
   char buf[64];
   for (size_t i = 0; i < len;) {
@@ -529,8 +538,11 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
       memcpy(buf + pl, w + i, (size_t)l);
       id = smap_find(&t->vocab, buf, pl + (size_t)l);
     } else id = smap_find(&t->vocab, w + i, (size_t)l);
-    if (id >= 0) { if (ivec_push(&sym, id)) goto oom; prev_unk = 0; }
-    else {
+    if (id >= 0) {
+      if (pending_unk && ivec_push(&sym, t->unk_id)) goto oom;
+      pending_unk = 0;
+      if (ivec_push(&sym, id)) goto oom;
+    } else {
       int done = 0;
       if (t->byte_fallback) {
         int ids[4], ok = 1;
@@ -539,15 +551,16 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
           ids[k] = smap_find(&t->vocab, buf, strlen(buf));
           ok = ids[k] >= 0;
         }
-        if (ok) { for (int k = 0; k < l; k++) if (ivec_push(&sym, ids[k])) goto oom; done = 1; prev_unk = 0; }
+        if (ok) { for (int k = 0; k < l; k++) if (ivec_push(&sym, ids[k])) goto oom; done = 1; }
       }
       if (!done && t->unk_id >= 0) {
-        if (!(t->fuse_unk && prev_unk)) if (ivec_push(&sym, t->unk_id)) goto oom;
-        prev_unk = 1;
+        if (pending_unk && !t->fuse_unk && ivec_push(&sym, t->unk_id)) goto oom;
+        pending_unk = 1;
       }
     }
     i += (size_t)l;
   }
+  if (pending_unk && ivec_push(&sym, t->unk_id)) goto oom;
   /* merge: repeatedly the lowest-ranked adjacent pair, leftmost first (as the Rust library's
    * priority queue). Symbols form a linked list; heap entries are checked for staleness. */
   if (sym.n > 1) {
@@ -820,8 +833,9 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
     if (!s) { rc = -1; break; }
     memcpy(s, rs, sl);
     s[sl] = 0;
-    for (int k = 0; k < t->n_norm && !rc; k++) rc = apply_normalizer(&t->norm[k], &s, &sl);
-    if (!rc) rc = split_added(t, s, sl, raw.p[i].at_origin, 1, &segs);
+    int origin = raw.p[i].at_origin;
+    for (int k = 0; k < t->n_norm && !rc; k++) rc = apply_normalizer(&t->norm[k], &s, &sl, &origin);
+    if (!rc) rc = split_added(t, s, sl, origin, 1, &segs);
     free(s);
   }
   pieces_free(&raw);
@@ -889,11 +903,23 @@ int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, c
   if (max_length > 0) {
     int budget = max_length - (add_special ? n_added_specials(t, text_pair != NULL) : 0);
     if (budget < 0) budget = 0;
-    while (a.n + b.n > budget) {
-      if (b.n > a.n) { b.n--; tb.n--; }
-      else if (a.n > 0) { a.n--; ta.n--; }
-      else { b.n--; tb.n--; }
+    int n1 = a.n, n2 = b.n;
+    if (!text_pair) n1 = budget;
+    else if (n1 + n2 > budget) {
+      /* the Rust library's longest_first: the shorter keeps what it can, else both get half,
+       * the longer one the odd token */
+      int swap = n1 > n2;
+      if (swap) { int x = n1; n1 = n2; n2 = x; }
+      const int shorter = n1;
+      n2 = n1 > budget ? n1 : (n1 > budget - n1 ? n1 : budget - n1);
+      if (n1 + n2 > budget) { n1 = budget / 2; n2 = n1 + budget % 2; }
+      /* Measured on the Rust library (tokenizers 0.23.2, every a, b <= 9, budget <= 9): when
+       * even the shorter sequence alone reaches max_length, the odd token stays with the
+       * second sequence instead of going back to the longer one. */
+      if (swap && shorter < max_length) { int x = n1; n1 = n2; n2 = x; }
     }
+    if (a.n > n1) a.n = ta.n = n1;
+    if (b.n > n2) b.n = tb.n = n2;
   }
   /* post-processing: the last non-ByteLevel processor decides the layout (ByteLevel only trims offsets) */
   const post_step *tp = NULL;
@@ -926,7 +952,7 @@ int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, c
     }
   } else {
     ADD_SEQ(a, ta, 0);
-    if (text_pair) ADD_SEQ(b, tb, 1);
+    if (text_pair) ADD_SEQ(b, tb, tp && tp->kind == PP_ROBERTA ? 0 : 1);
   }
 #undef ADD
 #undef ADD_SEQ
@@ -971,6 +997,27 @@ static int byte_token(const char *s, unsigned *b) {
   if (*e) return 0;
   *b = (unsigned)v;
   return 1;
+}
+
+/* transformers' clean_up_tokenization, as the WordPiece decoder applies it per token */
+static char *cleanup_tokenization(const char *s, size_t n, size_t *out_len) {
+  static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " do not", " 's", " 've", " 're"};
+  static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", " don't", "'s", "'ve", "'re"};
+  char *cur = malloc(n + 1);
+  if (!cur) return NULL;
+  memcpy(cur, s, n);
+  cur[n] = 0;
+  size_t cl = n;
+  for (size_t k = 0; k < sizeof from / sizeof *from; k++) {
+    char *nx;
+    size_t nl;
+    if (oc_str_replace(cur, cl, from[k], to[k], &nx, &nl)) { free(cur); return NULL; }
+    free(cur);
+    cur = nx;
+    cl = nl;
+  }
+  *out_len = cl;
+  return cur;
 }
 
 static int apply_decoder(const step *st, svec *in, svec *out) {
@@ -1075,15 +1122,22 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
       const char *s = SV(in, i);
       size_t pl = strlen(st->s1);
       size_t sl = in->l[i];
-      if (i > 0 && sl >= pl && memcmp(s, st->s1, pl) == 0) rc = svec_push_n(out, s + pl, sl - pl);
-      else if (i > 0) {
-        char *sp = malloc(sl + 2);
-        if (!sp) return -1;
-        sp[0] = ' ';
-        memcpy(sp + 1, s, sl);
-        rc = svec_push_n(out, sp, sl + 1);
-        free(sp);
-      } else rc = svec_push_n(out, s, sl);
+      char *tok = malloc(sl + 2);
+      if (!tok) return -1;
+      size_t tl;
+      if (i > 0 && sl >= pl && memcmp(s, st->s1, pl) == 0) { tl = sl - pl; memcpy(tok, s + pl, tl); }
+      else if (i > 0) { tok[0] = ' '; memcpy(tok + 1, s, sl); tl = sl + 1; }
+      else { memcpy(tok, s, sl); tl = sl; }
+      if (st->a) {
+        size_t cl;
+        char *c = cleanup_tokenization(tok, tl, &cl);
+        free(tok);
+        if (!c) return -1;
+        tok = c;
+        tl = cl;
+      }
+      rc = svec_push_n(out, tok, tl);
+      free(tok);
     }
     break;
   }
