@@ -647,7 +647,7 @@ static void cache_put(oc_tokenizer *t, const char *w, size_t len, const int32_t 
     int32_t *v = malloc(sizeof *v * (size_t)(n ? n : 1));
     if (!key || !v) { free(key); free(v); break; }
     memcpy(key, w, len);
-    memcpy(v, ids, sizeof *v * (size_t)n);
+    if (n) memcpy(v, ids, sizeof *v * (size_t)n);
     c->key = key;
     c->klen = (uint32_t)len;
     c->ids = v;
