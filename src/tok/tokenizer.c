@@ -303,6 +303,7 @@ static int make_spans(const char *s, size_t len, oc_regex *re, char_pred pred, i
   int cap = 16, k = 0;
   span *sp = malloc(sizeof *sp * (size_t)cap);
   if (!sp) return -1;
+  /* (callers free *out) */
   size_t prev = 0;
 #define PUSH(a, b, mm)                                                            \
   do {                                                                            \
@@ -434,10 +435,12 @@ static int pred_punct(uint32_t cp) { return oc_is_punctuation(cp); }
 static int pred_space(uint32_t cp) { return oc_is_whitespace(cp); }
 
 static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, pieces *out) {
-  for (int i = 0; i < in->n; i++) {
+  pieces parts = {0}; /* ByteLevel scratch, reused across pieces */
+  int result = 0;
+  for (int i = 0; i < in->n && !result; i++) {
     const piece *p = &in->p[i];
     const char *ps = P_S(in, i);
-    if (p->added >= 0) { if (pieces_push(out, ps, p->len, p->added, p->at_origin)) return -1; continue; }
+    if (p->added >= 0) { if (pieces_push(out, ps, p->len, p->added, p->at_origin)) result = -1; continue; }
     int rc = 0;
     switch (st->kind) {
     case P_BYTELEVEL: {
@@ -446,13 +449,14 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
       char *tmp = NULL;
       if (st->a && (p->len == 0 || ps[0] != ' ')) {
         tmp = malloc(p->len + 2);
-        if (!tmp) return -1;
+        if (!tmp) { result = -1; break; }
         tmp[0] = ' ';
         memcpy(tmp + 1, ps, p->len + 1);
         qs = tmp;
         ql = p->len + 1;
       }
-      pieces parts = {0};
+      parts.n = 0;
+      parts.used = 0;
       if (st->b) rc = split_piece(qs, ql, p->at_origin, t->bytelevel_re, NULL, B_ISOLATED, 0, &parts);
       else rc = pieces_push(&parts, qs, ql, -1, p->at_origin);
       char small[1024];
@@ -465,7 +469,6 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
         rc = pieces_push(out, b, bl, -1, parts.p[k].at_origin);
         if (b != small) free(b);
       }
-      pieces_free(&parts);
       free(tmp);
       break;
     }
@@ -473,11 +476,11 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
     case P_METASPACE: {
       size_t rl = strlen(st->s1), nl;
       char *r;
-      if (oc_str_replace(ps, p->len, " ", st->s1, &r, &nl)) return -1;
+      if (oc_str_replace(ps, p->len, " ", st->s1, &r, &nl)) { result = -1; break; }
       int prepend = (st->a == 0 || (st->a == 1 && p->at_origin)) && !(nl >= rl && memcmp(r, st->s1, rl) == 0);
       if (prepend) {
         char *r2 = malloc(nl + rl + 1);
-        if (!r2) { free(r); return -1; }
+        if (!r2) { free(r); result = -1; break; }
         memcpy(r2, st->s1, rl);
         memcpy(r2 + rl, r, nl + 1);
         free(r);
@@ -494,9 +497,10 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
     case P_DIGITS: rc = split_piece(ps, p->len, p->at_origin, NULL, pred_digit, st->a ? B_ISOLATED : B_CONTIGUOUS, 0, out); break;
     case P_PUNCTUATION: rc = split_piece(ps, p->len, p->at_origin, NULL, pred_punct, st->a, 0, out); break;
     }
-    if (rc) return -1;
+    if (rc) result = -1;
   }
-  return 0;
+  pieces_free(&parts);
+  return result;
 }
 
 /* ------------------------------------------------------------------ models */
