@@ -51,6 +51,13 @@ static char *ar_strndup(arena *a, const char *s, size_t n) {
   return p;
 }
 
+/* Arena arrays: a copy with room for `newcap` elements of `elem` bytes, keeping the first n. */
+static void *ar_resize(arena *a, const void *arr, int n, int newcap, size_t elem) {
+  void *nv = ar_alloc(a, elem * (size_t)newcap);
+  if (nv && n) memcpy(nv, arr, elem * (size_t)n);
+  return nv;
+}
+
 /* ------------------------------------------------------------------ values */
 enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_MACRO, V_FUNC, V_METHOD };
 
@@ -176,10 +183,8 @@ static void lex_tag(pctx *p, const char *s, size_t n, int line, int col, tokstre
   while (1) {
     while (i < n && isspace((unsigned char)s[i])) { if (s[i] == '\n') { line++; col = 1; } else col++; i++; }
     if (ts->n + 1 >= cap) {
-      tok *nv = ar_alloc(p->ar, sizeof(tok) * (size_t)cap * 2);
-      memcpy(nv, ts->v, sizeof(tok) * (size_t)ts->n);
-      ts->v = nv;
       cap *= 2;
+      ts->v = ar_resize(p->ar, ts->v, ts->n, cap, sizeof *ts->v);
     }
     tok *t = &ts->v[ts->n];
     memset(t, 0, sizeof *t);
@@ -635,10 +640,8 @@ static void split_template(pctx *p, const char *src, chunks *out) {
       }
     }
     if (out->n + 3 >= cap) { /* room for this text, a tag and a raw block */
-      chunk *nv = ar_alloc(p->ar, sizeof(chunk) * (size_t)cap * 2);
-      memcpy(nv, out->v, sizeof(chunk) * (size_t)out->n);
-      out->v = nv;
       cap *= 2;
+      out->v = ar_resize(p->ar, out->v, out->n, cap, sizeof *out->v);
     }
     if (te > ts) {
       chunk *c = &out->v[out->n++];
@@ -709,11 +712,8 @@ static void split_template(pctx *p, const char *src, chunks *out) {
 
 static void body_push(pctx *p, body *b, stmt *s) {
   if (b->n == b->cap) {
-    int nc = b->cap ? b->cap * 2 : 8;
-    stmt **nv = ar_alloc(p->ar, sizeof(stmt *) * (size_t)nc);
-    if (b->n) memcpy(nv, b->v, sizeof(stmt *) * (size_t)b->n);
-    b->v = nv;
-    b->cap = nc;
+    b->cap = b->cap ? b->cap * 2 : 8;
+    b->v = ar_resize(p->ar, b->v, b->n, b->cap, sizeof *b->v);
   }
   b->v[b->n++] = s;
 }
@@ -990,11 +990,8 @@ static val *vbool(rctx *r, int b) { val *v = V(r, V_BOOL); v->i = b != 0; return
 
 static void list_push(rctx *r, val *l, val *x) {
   if (l->len == l->cap) {
-    int nc = l->cap ? l->cap * 2 : 8;
-    val **ni = ar_alloc(r->ar, sizeof(val *) * (size_t)nc);
-    if (l->len) memcpy(ni, l->items, sizeof(val *) * (size_t)l->len);
-    l->items = ni;
-    l->cap = nc;
+    l->cap = l->cap ? l->cap * 2 : 8;
+    if (!(l->items = ar_resize(r->ar, l->items, l->len, l->cap, sizeof *l->items))) rerr(r, 0, 0, "out of memory");
   }
   l->items[l->len++] = x;
 }
@@ -1007,12 +1004,11 @@ static val *dict_get(const val *d, const char *k, size_t kl) {
 static void dict_set(rctx *r, val *d, const char *k, size_t kl, val *x) {
   for (int i = 0; i < d->len; i++) if (d->klen[i] == kl && memcmp(d->keys[i], k, kl) == 0) { d->items[i] = x; return; }
   if (d->len == d->cap) {
-    int nc = d->cap ? d->cap * 2 : 8;
-    val **ni = ar_alloc(r->ar, sizeof(val *) * (size_t)nc);
-    const char **nk = ar_alloc(r->ar, sizeof(char *) * (size_t)nc);
-    size_t *nl = ar_alloc(r->ar, sizeof(size_t) * (size_t)nc);
-    if (d->len) { memcpy(ni, d->items, sizeof(val *) * (size_t)d->len); memcpy(nk, d->keys, sizeof(char *) * (size_t)d->len); memcpy(nl, d->klen, sizeof(size_t) * (size_t)d->len); }
-    d->items = ni; d->keys = nk; d->klen = nl; d->cap = nc;
+    d->cap = d->cap ? d->cap * 2 : 8;
+    d->items = ar_resize(r->ar, d->items, d->len, d->cap, sizeof *d->items);
+    d->keys = ar_resize(r->ar, d->keys, d->len, d->cap, sizeof *d->keys);
+    d->klen = ar_resize(r->ar, d->klen, d->len, d->cap, sizeof *d->klen);
+    if (!d->items || !d->keys || !d->klen) rerr(r, 0, 0, "out of memory");
   }
   d->keys[d->len] = ar_strndup(r->ar, k, kl);
   d->klen[d->len] = kl;
@@ -1042,11 +1038,10 @@ static val *from_json(rctx *r, const cJSON *j) {
 static void frame_set(rctx *r, frame *f, const char *name, val *v) {
   for (int i = 0; i < f->n; i++) if (!strcmp(f->names[i], name)) { f->vals[i] = v; return; }
   if (f->n == f->cap) {
-    int nc = f->cap ? f->cap * 2 : 8;
-    const char **nn = ar_alloc(r->ar, sizeof(char *) * (size_t)nc);
-    val **nv = ar_alloc(r->ar, sizeof(val *) * (size_t)nc);
-    if (f->n) { memcpy(nn, f->names, sizeof(char *) * (size_t)f->n); memcpy(nv, f->vals, sizeof(val *) * (size_t)f->n); }
-    f->names = nn; f->vals = nv; f->cap = nc;
+    f->cap = f->cap ? f->cap * 2 : 8;
+    f->names = ar_resize(r->ar, f->names, f->n, f->cap, sizeof *f->names);
+    f->vals = ar_resize(r->ar, f->vals, f->n, f->cap, sizeof *f->vals);
+    if (!f->names || !f->vals) rerr(r, 0, 0, "out of memory");
   }
   f->names[f->n] = name;
   f->vals[f->n++] = v;

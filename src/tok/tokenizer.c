@@ -222,6 +222,22 @@ typedef struct {
 
 #define P_S(v, i) ((v)->buf + (v)->p[i].off)
 
+/* Append n bytes + a NUL to a growing byte buffer; *off receives where they start. */
+static int buf_append(char **buf, size_t *used, size_t *cap, const char *s, size_t n, size_t *off) {
+  if (*used + n + 1 > *cap) {
+    size_t nc = (*used + n + 1) * 2 + 256;
+    char *nb = realloc(*buf, nc);
+    if (!nb) return -1;
+    *buf = nb;
+    *cap = nc;
+  }
+  memcpy(*buf + *used, s, n);
+  (*buf)[*used + n] = 0;
+  *off = *used;
+  *used += n + 1;
+  return 0;
+}
+
 static int pieces_push(pieces *v, const char *s, size_t len, int32_t added, int at_origin) {
   if (v->n == v->cap) {
     int nc = v->cap ? v->cap * 2 : 16;
@@ -230,17 +246,9 @@ static int pieces_push(pieces *v, const char *s, size_t len, int32_t added, int 
     v->p = np;
     v->cap = nc;
   }
-  if (v->used + len + 1 > v->bcap) {
-    size_t nc = (v->used + len + 1) * 2 + 256;
-    char *nb = realloc(v->buf, nc);
-    if (!nb) return -1;
-    v->buf = nb;
-    v->bcap = nc;
-  }
-  memcpy(v->buf + v->used, s, len);
-  v->buf[v->used + len] = 0;
-  v->p[v->n++] = (piece){v->used, len, added, at_origin};
-  v->used += len + 1;
+  size_t off;
+  if (buf_append(&v->buf, &v->used, &v->bcap, s, len, &off)) return -1;
+  v->p[v->n++] = (piece){off, len, added, at_origin};
   return 0;
 }
 
@@ -808,18 +816,8 @@ static int svec_push_n(svec *v, const char *s, size_t n) {
     v->l = nl;
     v->cap = nc;
   }
-  if (v->used + n + 1 > v->bcap) {
-    size_t nc = (v->used + n + 1) * 2 + 256;
-    char *nb = realloc(v->buf, nc);
-    if (!nb) return -1;
-    v->buf = nb;
-    v->bcap = nc;
-  }
-  memcpy(v->buf + v->used, s, n);
-  v->buf[v->used + n] = 0;
-  v->off[v->n] = v->used;
+  if (buf_append(&v->buf, &v->used, &v->bcap, s, n, &v->off[v->n])) return -1;
   v->l[v->n++] = n;
-  v->used += n + 1;
   return 0;
 }
 static void svec_free(svec *v) { free(v->off); free(v->l); free(v->buf); memset(v, 0, sizeof *v); }
