@@ -14,8 +14,6 @@ typedef struct oc_chat {
   oc_tokenizer *tok;
   oc_template *tmpl;     /* NULL when the directory has no chat template */
   cJSON *config;         /* tokenizer_config.json (or an empty object) */
-  int add_bos, add_eos;  /* tokenizer_config add_bos_token / add_eos_token */
-  int32_t bos_id, eos_id;
 } oc_chat;
 
 /* Load tokenizer.json, tokenizer_config.json (+ special_tokens_map.json) and the chat

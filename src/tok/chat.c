@@ -69,11 +69,6 @@ int oc_chat_load(const char *dir, oc_chat **out, oc_error *err) {
     cJSON_Delete(m);
   }
   free(p);
-  c->add_bos = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c->config, "add_bos_token"));
-  c->add_eos = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c->config, "add_eos_token"));
-  const char *b = special_value(c->config, "bos_token"), *e = special_value(c->config, "eos_token");
-  c->bos_id = b ? oc_tokenizer_token_to_id(c->tok, b) : -1;
-  c->eos_id = e ? oc_tokenizer_token_to_id(c->tok, e) : -1;
   /* chat template: chat_template.jinja, else tokenizer_config.json's chat_template */
   p = oc_path_join(dir, "chat_template.jinja");
   char *src = NULL;

@@ -162,14 +162,20 @@ typedef struct {
   int n, pos;
 } tokstream;
 
+/* "template:line:col: message" (or "template: message" without a position) into err */
+static void fail_at(oc_error *err, const char *tname, int line, int col, const char *fmt, va_list ap) {
+  char msg[700];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  if (line > 0) oc_fail(err, "%s:%d:%d: %s", tname, line, col, msg);
+  else oc_fail(err, "%s: %s", tname, msg);
+}
+
 static void perr(pctx *p, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5), noreturn));
 static void perr(pctx *p, int line, int col, const char *fmt, ...) {
-  char msg[600];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  fail_at(p->err, p->tname, line, col, fmt, ap);
   va_end(ap);
-  oc_fail(p->err, "%s:%d:%d: %s", p->tname, line, col, msg);
   longjmp(p->jb, 1);
 }
 
@@ -945,13 +951,10 @@ static void push_capture(rctx *r) {
 }
 
 static void rerr(rctx *r, int line, int col, const char *fmt, ...) {
-  char msg[700];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  fail_at(r->err, r->tname, line, col, fmt, ap);
   va_end(ap);
-  if (line > 0) oc_fail(r->err, "%s:%d:%d: %s", r->tname, line, col, msg);
-  else oc_fail(r->err, "%s: %s", r->tname, msg);
   longjmp(r->jb, 1);
 }
 
