@@ -45,18 +45,42 @@ int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);
 void oc_set_threads(int n);
 int oc_get_threads(void);
 
-/* Progress line on stderr when it is a TTY (rate and ETA), and an optional JSON file. */
+/* Progress line on stderr when it is a TTY (rate and ETA), and an optional JSON file in the
+ * MVP's format: {"phase", <done_key>, <total_key>, "percent", "elapsed_seconds", "eta_seconds",
+ * "updated_at"} plus any extra numeric fields set with oc_progress_set. The file is rewritten
+ * atomically at most 4 times a second and at every phase change. */
+#define OC_PROGRESS_MAX_EXTRA 8
 typedef struct oc_progress {
-  const char *label;
-  const char *json_path;
-  int64_t total;
+  const char *label;      /* TTY line prefix */
+  const char *json_path;  /* NULL: no file */
+  const char *phase;
+  const char *unit;       /* "examples", "steps" */
+  const char *done_key, *total_key; /* JSON names, e.g. examples_processed / total_examples */
+  int64_t done, total, base; /* base: work already done before this run (resume), excluded from the rate */
   double t0, last;
   int tty;
+  int n_extra;
+  const char *extra_key[OC_PROGRESS_MAX_EXTRA];
+  double extra_val[OC_PROGRESS_MAX_EXTRA];
 } oc_progress;
-void oc_progress_start(oc_progress *p, const char *label, int64_t total, const char *json_path);
-void oc_progress_update(oc_progress *p, int64_t done, const char *unit);
-void oc_progress_end(oc_progress *p, int64_t done, const char *unit);
+void oc_progress_start(oc_progress *p, const char *label, const char *unit, int64_t total, const char *json_path);
+/* Keys default to "<unit>_processed"-style MVP names: examples_processed / total_examples. */
+void oc_progress_keys(oc_progress *p, const char *done_key, const char *total_key);
+void oc_progress_phase(oc_progress *p, const char *phase, int64_t done, int64_t total); /* writes the JSON now */
+void oc_progress_set(oc_progress *p, const char *key, double value);             /* extra JSON field */
+void oc_progress_update(oc_progress *p, int64_t done);
+void oc_progress_end(oc_progress *p, const char *final_phase); /* ends the TTY line, writes the JSON */
 double oc_now(void);
+
+/* Deterministic pseudo-random numbers (splitmix64) and hashing, independent of platform. */
+uint64_t oc_mix64(uint64_t z);
+uint64_t oc_fnv1a64(const void *data, size_t n, uint64_t h); /* h = 0 starts a new hash */
+typedef struct oc_rng { uint64_t s; } oc_rng;
+void oc_rng_seed(oc_rng *r, uint64_t seed);
+uint64_t oc_rng_next(oc_rng *r);
+uint64_t oc_rng_below(oc_rng *r, uint64_t n); /* uniform in [0, n), n > 0, unbiased */
+double oc_rng_uniform(oc_rng *r);             /* [0, 1) with 53 bits */
+void oc_shuffle_i64(oc_rng *r, int64_t *v, size_t n); /* Fisher-Yates */
 
 #ifdef __cplusplus
 }

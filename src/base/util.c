@@ -163,3 +163,43 @@ int oc_get_threads(void) {
   if (g_threads <= 0) oc_set_threads(0);
   return g_threads;
 }
+
+uint64_t oc_mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t oc_fnv1a64(const void *data, size_t n, uint64_t h) {
+  if (h == 0) h = 1469598103934665603ull;
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+void oc_rng_seed(oc_rng *r, uint64_t seed) { r->s = seed; }
+
+uint64_t oc_rng_next(oc_rng *r) {
+  uint64_t z = r->s;
+  r->s += 0x9e3779b97f4a7c15ull;
+  return oc_mix64(z);
+}
+
+uint64_t oc_rng_below(oc_rng *r, uint64_t n) {
+  uint64_t lim = UINT64_MAX - UINT64_MAX % n; /* reject the short last bucket */
+  uint64_t x;
+  do x = oc_rng_next(r); while (x >= lim);
+  return x % n;
+}
+
+double oc_rng_uniform(oc_rng *r) { return (double)(oc_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+
+void oc_shuffle_i64(oc_rng *r, int64_t *v, size_t n) {
+  for (size_t i = n; i > 1; i--) {
+    size_t j = (size_t)oc_rng_below(r, i);
+    int64_t t = v[i - 1];
+    v[i - 1] = v[j];
+    v[j] = t;
+  }
+}

@@ -6,69 +6,9 @@
 #include "opencon/chat.h"
 #include "opencon/hub.h"
 #include "opencon/model.h"
+#include "opts.h"
 
-#define MAXOPT 32
-typedef struct {
-  int n;
-  const char *key[MAXOPT];
-  const char *val[MAXOPT];
-} opts;
 
-/* --key value and --key=value; flags without value get "1". */
-static int parse_opts(int argc, char **argv, opts *o, const char *const *flags) {
-  o->n = 0;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (strncmp(a, "--", 2) != 0) { fprintf(stderr, "error: unexpected argument \"%s\"\n", a); return -1; }
-    if (o->n == MAXOPT) { fprintf(stderr, "error: too many options\n"); return -1; }
-    const char *eq = strchr(a, '=');
-    int is_flag = 0;
-    for (const char *const *f = flags; f && *f; f++) if (strcmp(a + 2, *f) == 0) is_flag = 1;
-    if (eq) {
-      o->key[o->n] = strndup(a + 2, (size_t)(eq - a - 2));
-      o->val[o->n++] = eq + 1;
-    } else if (is_flag) {
-      o->key[o->n] = strdup(a + 2);
-      o->val[o->n++] = "1";
-    } else {
-      if (i + 1 >= argc) { fprintf(stderr, "error: %s needs a value\n", a); return -1; }
-      o->key[o->n] = strdup(a + 2);
-      o->val[o->n++] = argv[++i];
-    }
-  }
-  return 0;
-}
-
-static void free_opts(opts *o) { for (int i = 0; i < o->n; i++) free((char *)o->key[i]); }
-
-static const char *opt(const opts *o, const char *k) {
-  for (int i = o->n - 1; i >= 0; i--) if (strcmp(o->key[i], k) == 0) return o->val[i];
-  return NULL;
-}
-
-static int check_known(const opts *o, const char *const *known) {
-  for (int i = 0; i < o->n; i++) {
-    int ok = 0;
-    for (const char *const *k = known; *k; k++) if (strcmp(o->key[i], *k) == 0) ok = 1;
-    if (!ok) { fprintf(stderr, "error: unknown option --%s\n", o->key[i]); return -1; }
-  }
-  return 0;
-}
-
-static int die(const oc_error *e) {
-  fprintf(stderr, "error: %s\n", e->msg);
-  return 1;
-}
-
-static int load_model(const char *model_id, oc_model **m, oc_error *err) {
-  char *dir = NULL;
-  if (oc_resolve_model(model_id, NULL, &dir, err)) return -1;
-  int rc = oc_model_load(dir, m, err);
-  free(dir);
-  return rc;
-}
-
-static int load_chat(const char *model_id, oc_chat **c, oc_error *err);
 
 /* --input_ids, or --text encoded with the model directory's tokenizer (special tokens added) */
 static int get_ids(const opts *o, int32_t **ids, int *n, oc_error *err) {
@@ -100,17 +40,12 @@ static int get_ids(const opts *o, int32_t **ids, int *n, oc_error *err) {
   return 0;
 }
 
-static void apply_threads(const opts *o) {
-  const char *t = opt(o, "threads");
-  oc_set_threads(t ? atoi(t) : 0);
-}
 
 static int cmd_forward(int argc, char **argv) {
   static const char *const known[] = {"model_id", "input_ids", "text", "layers", "out", "threads", "max_ctx", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) { free_opts(&o); return 2; }
-  apply_threads(&o);
+  if (cli_begin(argc, argv, &o, known, NULL)) return 2;
   const char *model_id = opt(&o, "model_id"), *out = opt(&o, "out");
   if (!model_id || !out) { fprintf(stderr, "usage: opencon forward --model_id M --input_ids 2,106,... [--layers -4,-2] --out F.safetensors\n"); free_opts(&o); return 2; }
   int32_t *ids = NULL;
@@ -167,8 +102,7 @@ static int cmd_generate(int argc, char **argv) {
   static const char *const flags[] = {"no_eos_stop", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, flags) || check_known(&o, known)) { free_opts(&o); return 2; }
-  apply_threads(&o);
+  if (cli_begin(argc, argv, &o, known, flags)) return 2;
   const char *model_id = opt(&o, "model_id");
   if (!model_id) { fprintf(stderr, "usage: opencon generate --model_id M --input_ids 2,106,... [--max_new_tokens N]\n"); free_opts(&o); return 2; }
   int max_new = opt(&o, "max_new_tokens") ? atoi(opt(&o, "max_new_tokens")) : 32;
@@ -208,13 +142,6 @@ done:
 }
 
 
-static int load_chat(const char *model_id, oc_chat **c, oc_error *err) {
-  char *dir = NULL;
-  if (oc_resolve_model(model_id, NULL, &dir, err)) return -1;
-  int rc = oc_chat_load(dir, c, err);
-  free(dir);
-  return rc;
-}
 
 static void print_encoding(const oc_encoding *e, int pieces) {
   cJSON *o = cJSON_CreateObject(), *ids = cJSON_AddArrayToObject(o, "ids");
@@ -235,7 +162,7 @@ static int cmd_tokenize(int argc, char **argv) {
   static const char *const flags[] = {"chat", "no_special", "pieces", "no_chat_template", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, flags) || check_known(&o, known)) { free_opts(&o); return 2; }
+  if (cli_begin(argc, argv, &o, known, flags)) return 2;
   const char *model_id = opt(&o, "model_id");
   if (!model_id || (!opt(&o, "text") && !opt(&o, "file") && !opt(&o, "chat") && !opt(&o, "jsonl"))) {
     fprintf(stderr, "usage: opencon tokenize --model_id M (--text T | --file F | --chat --prompt P [--response R] | --jsonl IN.jsonl)\n"
@@ -306,7 +233,7 @@ static int cmd_detokenize(int argc, char **argv) {
   static const char *const flags[] = {"skip_special_tokens", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, flags) || check_known(&o, known)) { free_opts(&o); return 2; }
+  if (cli_begin(argc, argv, &o, known, flags)) return 2;
   if (!opt(&o, "model_id") || !opt(&o, "ids")) { fprintf(stderr, "usage: opencon detokenize --model_id M --ids 1,2,3 [--skip_special_tokens]\n"); free_opts(&o); return 2; }
   oc_chat *c = NULL;
   int64_t *v = NULL;
@@ -335,8 +262,7 @@ static int cmd_random_model(int argc, char **argv) {
   static const char *const known[] = {"config", "out", "seed", "threads", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) { free_opts(&o); return 2; }
-  apply_threads(&o);
+  if (cli_begin(argc, argv, &o, known, NULL)) return 2;
   if (!opt(&o, "config") || !opt(&o, "out")) { fprintf(stderr, "usage: opencon random-model --config CONFIG.json --out DIR [--seed N]\n"); free_opts(&o); return 2; }
   uint64_t seed = opt(&o, "seed") ? strtoull(opt(&o, "seed"), NULL, 10) : 0;
   int rc = oc_random_model(opt(&o, "config"), opt(&o, "out"), seed, &err) ? die(&err) : 0;
@@ -349,7 +275,7 @@ static int cmd_download(int argc, char **argv) {
   static const char *const known[] = {"model_id", "revision", "cache_dir", NULL};
   opts o;
   oc_error err;
-  if (parse_opts(argc, argv, &o, NULL) || check_known(&o, known)) { free_opts(&o); return 2; }
+  if (cli_begin(argc, argv, &o, known, NULL)) return 2;
   if (!opt(&o, "model_id")) { fprintf(stderr, "usage: opencon download --model_id org/name [--revision R]\n"); free_opts(&o); return 2; }
   oc_hub_options ho = {.revision = opt(&o, "revision"), .cache_dir = opt(&o, "cache_dir")};
   char *dir = NULL;
@@ -369,7 +295,10 @@ static void usage(void) {
           "  random-model   random BF16 checkpoint with the real names/shapes of a config\n"
           "  download       resolve --model_id into the Hugging Face cache\n"
           "  tokenize       token ids of text, a file, a chat exchange or a JSONL batch\n"
-          "  detokenize     text of token ids\n\n"
+          "  detokenize     text of token ids\n"
+          "  collect-activations  final-token hidden states of labelled exchanges -> safetensors (resumable)\n"
+          "  train-probe    linear probe on one layer -> probe.safetensors + config.json\n"
+          "  sweep-layers   one probe per layer from one pass per example -> JSON metrics (+ SVG)\n\n"
           "--model_id takes a local directory or a Hub id org/name (HF cache, then download).\n");
 }
 
@@ -382,6 +311,9 @@ int main(int argc, char **argv) {
   if (strcmp(c, "download") == 0) return cmd_download(argc - 2, argv + 2);
   if (strcmp(c, "tokenize") == 0) return cmd_tokenize(argc - 2, argv + 2);
   if (strcmp(c, "detokenize") == 0) return cmd_detokenize(argc - 2, argv + 2);
+  if (strcmp(c, "collect-activations") == 0) return cmd_collect_activations(argc - 2, argv + 2);
+  if (strcmp(c, "train-probe") == 0) return cmd_train_probe(argc - 2, argv + 2);
+  if (strcmp(c, "sweep-layers") == 0) return cmd_sweep_layers(argc - 2, argv + 2);
   fprintf(stderr, "error: unknown command \"%s\"\n", c);
   usage();
   return 2;

@@ -13,13 +13,6 @@ typedef struct {
   double scale; /* uniform half-width or constant */
 } fill_ctx;
 
-static uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 static int fill(void *vctx, const char *name, void *dst, size_t offset, size_t nbytes, oc_error *err) {
   (void)name; (void)err;
   const fill_ctx *c = vctx;
@@ -33,7 +26,7 @@ static int fill(void *vctx, const char *name, void *dst, size_t offset, size_t n
   const float a = (float)c->scale;
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) {
-    uint64_t r = mix64(c->seed ^ mix64(base + i));
+    uint64_t r = oc_mix64(c->seed ^ oc_mix64(base + i));
     float u = (float)((r >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
     out[i] = oc_f32_to_bf16(u * a);
   }
@@ -52,9 +45,7 @@ typedef struct {
 static int add(plan *p, const char *name, int ndim, int64_t d0, int64_t d1, int kind, double scale) {
   if (p->n == p->cap) return oc_fail(p->err, "internal: tensor plan overflow");
   fill_ctx *c = &p->ctx[p->n++];
-  uint64_t h = 1469598103934665603ull;
-  for (const char *s = name; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  c->seed = mix64(p->seed ^ h);
+  c->seed = oc_mix64(p->seed ^ oc_fnv1a64(name, strlen(name), 0));
   c->kind = kind;
   c->scale = kind == 0 ? sqrt(3.0 / (double)d1) : scale;
   char full[256];

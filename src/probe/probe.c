@@ -1,0 +1,296 @@
+/* Linear probe: training (BCE-with-logits + AdamW like the MVP's torch loop), scoring, metrics,
+ * safetensors artifacts. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "opencon/probe.h"
+#include "opencon/safetensors.h"
+
+int oc_torch_pt_load_probe(const char *path, oc_probe *p, oc_error *err); /* torch_pt.c */
+
+void oc_probe_train_defaults(oc_probe_train_opts *o) {
+  o->epochs = 100;
+  o->lr = 1e-3;
+  o->weight_decay = 0.01;
+  o->batch_size = 16;
+  o->seed = 0;
+  o->standardize = 0;
+  o->init_w = NULL;
+  o->init_b = 0;
+}
+
+float oc_sigmoid(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
+
+/* fixed summation order: 8 partial sums, then a fixed tree */
+static float dot(const float *a, const float *b, int n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
+  for (; i < n; i++) s[i & 7] += a[i] * b[i];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+float oc_probe_logit(const oc_probe *p, const float *h) { return dot(p->w, h, p->hidden) + p->b; }
+
+void oc_probe_free(oc_probe *p) {
+  free(p->w);
+  memset(p, 0, sizeof *p);
+}
+
+/* log(1 + exp(-|z|)) + max(z, 0) - z*y : torch's stable BCE-with-logits */
+static double bce_logits(float z, int y) {
+  double zd = z;
+  return (zd > 0 ? zd : 0) - zd * y + log1p(exp(-fabs(zd)));
+}
+
+int oc_probe_train(const float *X, int H, const int32_t *y, const int64_t *idx, int n, const oc_probe_train_opts *o,
+                   oc_probe *out, double *final_loss, oc_progress *prog, oc_error *err) {
+  memset(out, 0, sizeof *out);
+  if (n < 1) return oc_fail(err, "no training examples");
+  if (o->epochs < 1 || o->batch_size < 1 || !(o->lr > 0)) return oc_fail(err, "epochs, batch_size and lr must be positive");
+  int B = o->batch_size;
+  float *w = calloc((size_t)H, sizeof *w), *m = calloc((size_t)H, sizeof *m), *v = calloc((size_t)H, sizeof *v);
+  float *mu = calloc((size_t)H, sizeof *mu), *inv_sd = malloc(sizeof(float) * (size_t)H);
+  float *xb = malloc(sizeof(float) * (size_t)B * (size_t)H), *dz = malloc(sizeof(float) * (size_t)B);
+  double *lossr = malloc(sizeof(double) * (size_t)B);
+  int64_t *perm = malloc(sizeof *perm * (size_t)n);
+  if (!w || !m || !v || !mu || !inv_sd || !xb || !dz || !perm || !lossr) {
+    free(w); free(m); free(v); free(mu); free(inv_sd); free(xb); free(dz); free(perm); free(lossr);
+    return oc_fail(err, "out of memory (probe of %d features)", H);
+  }
+  for (int j = 0; j < H; j++) inv_sd[j] = 1.0f;
+  if (o->standardize) { /* mean / population std over the training rows, in double */
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < H; j++) {
+      double s = 0, s2 = 0;
+      for (int i = 0; i < n; i++) s += X[(size_t)idx[i] * H + j];
+      double mean = s / n;
+      for (int i = 0; i < n; i++) { double d = X[(size_t)idx[i] * H + j] - mean; s2 += d * d; }
+      double sd = sqrt(s2 / n);
+      mu[j] = (float)mean;
+      inv_sd[j] = sd > 1e-12 ? (float)(1.0 / sd) : 1.0f;
+    }
+  }
+  /* torch.nn.Linear init: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)), bias too */
+  oc_rng rng;
+  oc_rng_seed(&rng, o->seed);
+  float bound = 1.0f / sqrtf((float)H), b = 0, mb = 0, vb = 0;
+  if (o->init_w) {
+    memcpy(w, o->init_w, sizeof(float) * (size_t)H);
+    b = o->init_b;
+  } else {
+    for (int j = 0; j < H; j++) w[j] = (float)((2.0 * oc_rng_uniform(&rng) - 1.0) * bound);
+    b = (float)((2.0 * oc_rng_uniform(&rng) - 1.0) * bound);
+  }
+  for (int i = 0; i < n; i++) perm[i] = idx[i];
+  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  int64_t step = 0, steps_per_epoch = (n + B - 1) / B;
+  double epoch_loss = 0;
+  for (int ep = 0; ep < o->epochs; ep++) {
+    oc_shuffle_i64(&rng, perm, (size_t)n);
+    epoch_loss = 0;
+    for (int s0 = 0; s0 < n; s0 += B) {
+      int nb = n - s0 < B ? n - s0 : B;
+      /* gather (standardized) rows; logits and d loss / d logit per row */
+#pragma omp parallel for schedule(static)
+      for (int r = 0; r < nb; r++) {
+        const float *x = X + (size_t)perm[s0 + r] * H;
+        float *xr = xb + (size_t)r * H;
+        for (int j = 0; j < H; j++) xr[j] = (x[j] - mu[j]) * inv_sd[j];
+        float z = dot(w, xr, H) + b;
+        int yr = y[perm[s0 + r]];
+        dz[r] = (oc_sigmoid(z) - (float)yr) / (float)nb;
+        lossr[r] = bce_logits(z, yr);
+      }
+      for (int r = 0; r < nb; r++) epoch_loss += lossr[r];
+      step++;
+      double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
+      double step_size = o->lr / bc1, sq_bc2 = sqrt(bc2);
+      float decay = (float)(1.0 - o->lr * o->weight_decay);
+#pragma omp parallel for schedule(static)
+      for (int j = 0; j < H; j++) {
+        float gj = 0;
+        for (int r = 0; r < nb; r++) gj += dz[r] * xb[(size_t)r * H + j];
+        w[j] *= decay;
+        m[j] = (float)b1 * m[j] + (float)(1 - b1) * gj;
+        v[j] = (float)b2 * v[j] + (float)(1 - b2) * gj * gj;
+        w[j] -= (float)step_size * m[j] / (sqrtf(v[j]) / (float)sq_bc2 + (float)eps);
+      }
+      float gb = 0;
+      for (int r = 0; r < nb; r++) gb += dz[r];
+      b *= decay;
+      mb = (float)b1 * mb + (float)(1 - b1) * gb;
+      vb = (float)b2 * vb + (float)(1 - b2) * gb * gb;
+      b -= (float)step_size * mb / (sqrtf(vb) / (float)sq_bc2 + (float)eps);
+    }
+    if (prog) {
+      oc_progress_set(prog, "loss", epoch_loss / n);
+      oc_progress_update(prog, prog->base + (int64_t)(ep + 1) * steps_per_epoch);
+    }
+  }
+  if (final_loss) *final_loss = epoch_loss / n;
+  if (o->standardize) { /* w'.((x - mu) * s) + b == (w' * s).x + (b - sum w' * s * mu) */
+    double shift = 0;
+    for (int j = 0; j < H; j++) { w[j] *= inv_sd[j]; shift += (double)w[j] * mu[j]; }
+    b = (float)(b - shift);
+  }
+  free(m); free(v); free(mu); free(inv_sd); free(xb); free(dz); free(perm); free(lossr);
+  out->hidden = H;
+  out->w = w;
+  out->b = b;
+  return 0;
+}
+
+int oc_probe_save(const oc_probe *p, const char *path, oc_error *err) {
+  oc_st_writer *w = oc_st_writer_new();
+  int64_t ws[2] = {1, p->hidden}, bs[1] = {1};
+  int rc = oc_st_writer_add(w, "head.weight", OC_DT_F32, 2, ws, p->w, err) ||
+           oc_st_writer_add(w, "head.bias", OC_DT_F32, 1, bs, &p->b, err) ||
+           oc_st_writer_set_metadata(w, "format", "pt", err) || oc_st_writer_write(w, path, err);
+  oc_st_writer_free(w);
+  return rc ? -1 : 0;
+}
+
+static int probe_from_st(const char *path, oc_probe *p, oc_error *err) {
+  oc_st_file *f;
+  if (oc_st_open(path, &f, err)) return -1;
+  const oc_tensor *w = oc_st_get(f, "head.weight"), *b = oc_st_get(f, "head.bias");
+  int rc = -1;
+  if (!w || !b) { oc_fail(err, "%s: tensor \"%s\" not found", path, !w ? "head.weight" : "head.bias"); goto done; }
+  if (!(w->ndim == 2 && w->shape[0] == 1 && w->shape[1] >= 1) && !(w->ndim == 1 && w->shape[0] >= 1)) {
+    oc_fail(err, "%s: tensor \"head.weight\" must have shape [1, hidden]", path);
+    goto done;
+  }
+  if (b->numel != 1) { oc_fail(err, "%s: tensor \"head.bias\" must have shape [1]", path); goto done; }
+  p->hidden = (int)w->numel;
+  p->w = malloc(sizeof(float) * (size_t)p->hidden);
+  if (!p->w) { oc_fail(err, "out of memory"); goto done; }
+  if (oc_to_f32(w->dtype, w->data, p->w, (size_t)p->hidden) || oc_to_f32(b->dtype, b->data, &p->b, 1)) {
+    oc_probe_free(p);
+    oc_fail(err, "%s: probe tensors must be F32, F16 or BF16", path);
+    goto done;
+  }
+  rc = 0;
+done:
+  oc_st_close(f);
+  return rc;
+}
+
+int oc_probe_load(const char *path, oc_probe *p, oc_error *err) {
+  memset(p, 0, sizeof *p);
+  FILE *f = fopen(path, "rb");
+  if (!f) return oc_fail(err, "%s: cannot open probe", path);
+  unsigned char magic[4] = {0};
+  size_t got = fread(magic, 1, 4, f);
+  fclose(f);
+  if (got == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4) return oc_torch_pt_load_probe(path, p, err);
+  return probe_from_st(path, p, err);
+}
+
+/* ---- metrics ---- */
+typedef struct { float s; int y; } scored;
+static int cmp_scored(const void *a, const void *b) {
+  float x = ((const scored *)a)->s, z = ((const scored *)b)->s;
+  return (x > z) - (x < z);
+}
+
+double oc_roc_auc(const float *scores, const int32_t *y, int n) {
+  scored *v = malloc(sizeof *v * (size_t)(n ? n : 1));
+  if (!v) return NAN;
+  int64_t np = 0;
+  for (int i = 0; i < n; i++) { v[i].s = scores[i]; v[i].y = y[i] != 0; np += v[i].y; }
+  int64_t nn = n - np;
+  if (np == 0 || nn == 0) { free(v); return NAN; }
+  qsort(v, (size_t)n, sizeof *v, cmp_scored);
+  /* Mann-Whitney U with average ranks for ties (== sklearn's trapezoidal AUC) */
+  double rank_sum = 0;
+  for (int i = 0; i < n;) {
+    int j = i;
+    while (j < n && v[j].s == v[i].s) j++;
+    double avg = 0.5 * ((double)(i + 1) + (double)j);
+    for (int k = i; k < j; k++) if (v[k].y) rank_sum += avg;
+    i = j;
+  }
+  free(v);
+  return (rank_sum - (double)np * (double)(np + 1) / 2.0) / ((double)np * (double)nn);
+}
+
+static int cmp_desc_f(const void *a, const void *b) {
+  float x = *(const float *)a, z = *(const float *)b;
+  return (x < z) - (x > z);
+}
+
+void oc_binary_metrics(const float *scores, const int32_t *y, int n, double target_fpr, oc_metrics *m) {
+  memset(m, 0, sizeof *m);
+  m->n = n;
+  int64_t tp = 0, fp = 0, tn = 0, fn = 0;
+  for (int i = 0; i < n; i++) {
+    int pred = scores[i] >= 0.5f, pos = y[i] != 0;
+    m->n_pos += pos;
+    tp += pred && pos; fp += pred && !pos; tn += !pred && !pos; fn += !pred && pos;
+    int bin = (int)(scores[i] * OC_CALIB_BINS);
+    if (bin >= OC_CALIB_BINS) bin = OC_CALIB_BINS - 1;
+    if (bin < 0) bin = 0;
+    m->calib_count[bin]++;
+    m->calib_mean_score[bin] += scores[i];
+    m->calib_frac_pos[bin] += pos;
+  }
+  for (int k = 0; k < OC_CALIB_BINS; k++)
+    if (m->calib_count[k]) { m->calib_mean_score[k] /= m->calib_count[k]; m->calib_frac_pos[k] /= m->calib_count[k]; }
+  m->accuracy = n ? (double)(tp + tn) / n : 0;
+  m->precision = tp + fp ? (double)tp / (double)(tp + fp) : 0; /* sklearn's zero_division=0 */
+  m->recall = tp + fn ? (double)tp / (double)(tp + fn) : 0;
+  m->f1 = m->precision + m->recall > 0 ? 2 * m->precision * m->recall / (m->precision + m->recall) : 0;
+  m->roc_auc = oc_roc_auc(scores, y, n);
+  m->target_fpr = target_fpr;
+  int nneg = n - m->n_pos;
+  m->threshold_at_fpr = m->fpr_at_threshold = m->tpr_at_threshold = NAN;
+  if (nneg > 0) {
+    float *neg = malloc(sizeof *neg * (size_t)nneg);
+    if (!neg) return;
+    int k = 0;
+    for (int i = 0; i < n; i++) if (!y[i]) neg[k++] = scores[i];
+    qsort(neg, (size_t)nneg, sizeof *neg, cmp_desc_f);
+    int allowed = (int)floor(target_fpr * nneg + 1e-9);
+    float t = allowed >= nneg ? neg[nneg - 1] : nextafterf(neg[allowed], INFINITY);
+    free(neg);
+    int64_t f_pos = 0, t_pos = 0;
+    for (int i = 0; i < n; i++) if (scores[i] >= t) { if (y[i]) t_pos++; else f_pos++; }
+    m->threshold_at_fpr = t;
+    m->fpr_at_threshold = (double)f_pos / nneg;
+    m->tpr_at_threshold = m->n_pos ? (double)t_pos / m->n_pos : NAN;
+  }
+}
+
+static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+
+cJSON *oc_metrics_json(const oc_metrics *m) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddItemToObject(o, "accuracy", num_or_null(m->accuracy));
+  cJSON_AddItemToObject(o, "precision", num_or_null(m->precision));
+  cJSON_AddItemToObject(o, "recall", num_or_null(m->recall));
+  cJSON_AddItemToObject(o, "f1", num_or_null(m->f1));
+  cJSON_AddItemToObject(o, "roc_auc", num_or_null(m->roc_auc));
+  cJSON_AddNumberToObject(o, "examples", m->n);
+  cJSON_AddNumberToObject(o, "positives", m->n_pos);
+  cJSON_AddItemToObject(o, "target_fpr", num_or_null(m->target_fpr));
+  cJSON_AddItemToObject(o, "threshold_at_target_fpr", num_or_null(m->threshold_at_fpr));
+  cJSON_AddItemToObject(o, "fpr_at_threshold", num_or_null(m->fpr_at_threshold));
+  cJSON_AddItemToObject(o, "tpr_at_threshold", num_or_null(m->tpr_at_threshold));
+  cJSON *cal = cJSON_AddArrayToObject(o, "calibration_curve");
+  for (int k = 0; k < OC_CALIB_BINS; k++) {
+    if (!m->calib_count[k]) continue;
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddNumberToObject(b, "bin_low", (double)k / OC_CALIB_BINS);
+    cJSON_AddNumberToObject(b, "bin_high", (double)(k + 1) / OC_CALIB_BINS);
+    cJSON_AddNumberToObject(b, "mean_score", m->calib_mean_score[k]);
+    cJSON_AddNumberToObject(b, "fraction_unsafe", m->calib_frac_pos[k]);
+    cJSON_AddNumberToObject(b, "count", m->calib_count[k]);
+    cJSON_AddItemToArray(cal, b);
+  }
+  return o;
+}
