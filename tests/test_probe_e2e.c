@@ -13,6 +13,9 @@
 #include "check.h"
 #include "opencon/probe.h"
 
+/* the tiny byte-level tokenizer makes ~2.5 characters a token: truncating keeps the test fast
+ * (and exercises truncation); MVP default is 2048 */
+#define MAXLEN 96
 static const char *cli, *e2e, *data;
 static char tmp[256];
 static char out[1 << 16];
@@ -72,7 +75,7 @@ static void check_against_forward(const char *model_dir, const oc_activations *a
     char *text;
     oc_encoding e;
     REQUIRE(oc_chat_format_exchange(c, ds.ex[i].prompt, ds.ex[i].response, use_template, &text, &err) == 0, "%s", err.msg);
-    REQUIRE(oc_chat_encode(c, text, !use_template, 2048, &e, &err) == 0, "%s", err.msg);
+    REQUIRE(oc_chat_encode(c, text, !use_template, MAXLEN, &e, &err) == 0, "%s", err.msg);
     free(text);
     int nh = cfg->n_layers + 1;
     float *hs = malloc(sizeof(float) * (size_t)nh * (size_t)e.n * cfg->hidden);
@@ -105,7 +108,7 @@ static void test_collect(const char *model) {
   const char *nct = tmpl ? "" : "--no_chat_template";
   const char *layers = tmpl ? "-2,-4,-6" : "-1,-4,-5"; /* llama3-tiny has 4 layers */
   unlink(path("all.safetensors"));
-  int rc = run("%s collect-activations --model_id %s --data_path %s --layers=%s --max_examples 0 --out all.safetensors "
+  int rc = run("%s collect-activations --max_length 96 --model_id %s --data_path %s --layers=%s --max_examples 0 --out all.safetensors "
                "--progress_path prog.json --threads 2 %s", cli, dir, data, layers, nct);
   CHECK(rc == 0, "collect-activations %s: %s", model, stderr_text());
   oc_activations a, b;
@@ -124,7 +127,7 @@ static void test_collect(const char *model) {
   check_against_forward(dir, &a, tmpl);
 
   /* a sweep's per-layer activations equal a single-layer collection, with 1 thread */
-  rc = run("%s collect-activations --model_id %s --data_path %s --layers=-4 --max_examples 0 --out one.safetensors --threads 1 %s", cli,
+  rc = run("%s collect-activations --max_length 96 --model_id %s --data_path %s --layers=-4 --max_examples 0 --out one.safetensors --threads 1 %s", cli,
            dir, data, nct);
   REQUIRE(rc == 0, "%s", stderr_text());
   REQUIRE(oc_activations_load(path("one.safetensors"), &b, &err) == 0, "%s", err.msg);
@@ -146,7 +149,7 @@ static void test_resume(void) {
   int layers[2] = {-1, 3};
   const char *jp = path("resume.partial");
   unlink(jp);
-  oc_collect_opts o = {dir, 1, 2048, 2, layers, jp};
+  oc_collect_opts o = {dir, 1, MAXLEN, 2, layers, jp};
   oc_activations full, again;
   REQUIRE(oc_collect_activations(m, c, &ds, &o, &full, NULL, &err) == 0, "%s", err.msg);
   /* tear the journal in the middle of record 8 (an interrupted run) */
@@ -195,7 +198,7 @@ static double num(const cJSON *o, const char *k) {
 static void test_train_and_sweep(void) {
   char dir[512];
   snprintf(dir, sizeof dir, "%s/gemma4-tiny-chat", e2e);
-  int rc = run("%s train-probe --model_id %s --data_path %s --layer -4 --out_dir probe_a --epochs 30 --save_activations a4.safetensors "
+  int rc = run("%s train-probe --max_length 96 --model_id %s --data_path %s --layer -4 --out_dir probe_a --epochs 30 --save_activations a4.safetensors "
                "--progress_path tp.json",
                cli, dir, data);
   CHECK(rc == 0, "train-probe: %s", stderr_text());
@@ -242,18 +245,18 @@ static void test_train_and_sweep(void) {
   CHECK(access(path("probe_a/activations.partial"), F_OK) != 0, "train-probe removes its journal");
 
   /* --activations reuse gives the same probe */
-  rc = run("%s train-probe --activations a4.safetensors --layer -4 --out_dir probe_b --epochs 30", cli);
+  rc = run("%s train-probe --max_length 96 --activations a4.safetensors --layer -4 --out_dir probe_b --epochs 30", cli);
   CHECK(rc == 0, "train-probe --activations: %s", stderr_text());
   REQUIRE(oc_probe_load(path("probe_b/probe.safetensors"), &q, &err) == 0, "%s", err.msg);
   CHECK(memcmp(p.w, q.w, sizeof(float) * 64) == 0 && p.b == q.b, "probe from --activations == probe from the model");
   oc_probe_free(&q);
-  rc = run("%s train-probe --activations a4.safetensors --layer -2 --out_dir probe_c", cli);
+  rc = run("%s train-probe --max_length 96 --activations a4.safetensors --layer -2 --out_dir probe_c", cli);
   CHECK(rc != 0 && strstr(stderr_text(), "layer -2 was not collected"), "missing layer in --activations: %s", stderr_text());
-  rc = run("%s train-probe --model_id other/model --activations a4.safetensors --layer -4 --out_dir probe_c", cli);
+  rc = run("%s train-probe --max_length 96 --model_id other/model --activations a4.safetensors --layer -4 --out_dir probe_c", cli);
   CHECK(rc != 0 && strstr(stderr_text(), "collected with model_id"), "model mismatch refused");
 
   /* sweep: layer keys as given, held-out metrics equal train-probe's for the same layer */
-  rc = run("%s sweep-layers --model_id %s --data_path %s --layers=-2,-4,-6 --epochs 30 --out_path sweep.json", cli, dir, data);
+  rc = run("%s sweep-layers --max_length 96 --model_id %s --data_path %s --layers=-2,-4,-6 --epochs 30 --out_path sweep.json", cli, dir, data);
   CHECK(rc == 0, "sweep-layers: %s", stderr_text());
   cJSON *sw = cJSON_Parse(out), *sf = read_json(path("sweep.json"));
   REQUIRE(sw && sf, "sweep JSON on stdout and in --out_path");
@@ -273,18 +276,18 @@ static void test_errors(void) {
   FILE *f = fopen(path("three.jsonl"), "w");
   for (int i = 0; i < 6; i++) fprintf(f, "{\"prompt\": \"q%d\", \"response\": \"r\", \"label\": %d}\n", i, i % 3);
   fclose(f);
-  int rc = run("%s train-probe --model_id %s --data_path three.jsonl --out_dir p3", cli, dir);
+  int rc = run("%s train-probe --max_length 96 --model_id %s --data_path three.jsonl --out_dir p3", cli, dir);
   CHECK(rc != 0 && strstr(stderr_text(), "three.jsonl:3: label 2"), "three-class data refused with its line: %s", stderr_text());
-  rc = run("%s collect-activations --model_id %s --data_path three.jsonl --layers=-1 --out three.safetensors", cli, dir);
+  rc = run("%s collect-activations --max_length 96 --model_id %s --data_path three.jsonl --layers=-1 --out three.safetensors", cli, dir);
   CHECK(rc == 0, "collect-activations keeps three-class labels: %s", stderr_text());
   f = fopen(path("lfs.jsonl"), "w");
   fprintf(f, "version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n");
   fclose(f);
-  rc = run("%s train-probe --model_id %s --data_path lfs.jsonl --out_dir p4", cli, dir);
+  rc = run("%s train-probe --max_length 96 --model_id %s --data_path lfs.jsonl --out_dir p4", cli, dir);
   CHECK(rc != 0 && strstr(stderr_text(), "git lfs pull"), "LFS pointer refused");
-  rc = run("%s sweep-layers --model_id %s --data_path %s --layers=-2,40", cli, dir, data);
+  rc = run("%s sweep-layers --max_length 96 --model_id %s --data_path %s --layers=-2,40", cli, dir, data);
   CHECK(rc != 0 && strstr(stderr_text(), "40"), "out-of-range layer: %s", stderr_text());
-  rc = run("%s train-probe --model_id %s --data_path %s --out_dir p5 --epochs x", cli, dir, data);
+  rc = run("%s train-probe --max_length 96 --model_id %s --data_path %s --out_dir p5 --epochs x", cli, dir, data);
   CHECK(rc != 0 && strstr(stderr_text(), "--epochs"), "bad --epochs");
 }
 

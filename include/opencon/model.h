@@ -91,6 +91,11 @@ typedef struct oc_taps {
 int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps,
                float *logits, int all_logits, oc_error *err);
 
+/* Several independent sequences in one prefill (each starts at position 0 and attends only to
+ * itself): better matrix shapes for short sequences. Needs a fresh session and leaves it
+ * unusable for decoding (reset it). Taps' positions index the concatenated chunk. No logits. */
+int oc_forward_packed(oc_session *s, const int32_t *ids, const int *seq_lens, int n_seq, const oc_taps *taps, oc_error *err);
+
 /* Normalise a hidden-state index (-k allowed) against n_layers; -1 on out-of-range. */
 int oc_hidden_index(const oc_model_config *c, int idx, oc_error *err);
 int oc_argmax(const float *x, int n);

@@ -219,6 +219,7 @@ struct oc_session {
   float **K, **V; /* per slot: [cap][n_kv][hd] */
   int chunk_cap;
   float *x, *xn, *q, *k, *v, *att, *o, *g, *u, *ple, *pg, *cs;
+  int *tpos, *tlo; /* per chunk token: rope position, cache index where its sequence starts */
   int nthr;
   float *scores; /* [nthr][cap] */
 };
@@ -229,6 +230,7 @@ void oc_session_free(oc_session *s) {
   free(s->K); free(s->V);
   free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->o);
   free(s->g); free(s->u); free(s->ple); free(s->pg); free(s->cs); free(s->scores);
+  free(s->tpos); free(s->tlo);
   free(s);
 }
 
@@ -294,16 +296,20 @@ static int ensure_scratch(oc_session *s, int n, oc_error *err) {
       grow(&s->u, N * I, err) || grow(&s->ple, N * LP, err) || grow(&s->pg, N * (size_t)(c->ple_dim ? c->ple_dim : 1), err) ||
       grow(&s->cs, N * hd * 2, err))
     return -1;
+  int *tp = realloc(s->tpos, sizeof(int) * N), *tl = tp ? realloc(s->tlo, sizeof(int) * N) : NULL;
+  if (tp) s->tpos = tp;
+  if (tl) s->tlo = tl;
+  if (!tp || !tl) return oc_fail(err, "out of memory");
   s->chunk_cap = n;
   return 0;
 }
 
 /* ------------------------------------------------------------------ forward pieces */
-static void rope_table(const float *inv, int half, int pos0, int n, float *cs) {
+static void rope_table(const float *inv, int half, const int *tpos, int n, float *cs) {
   /* cs[t][0..half) = cos, cs[t][half..2half) = sin */
   for (int t = 0; t < n; t++)
     for (int j = 0; j < half; j++) {
-      float a = (float)(pos0 + t) * inv[j];
+      float a = (float)tpos[t] * inv[j];
       cs[(size_t)t * 2 * half + j] = cosf(a);
       cs[(size_t)t * 2 * half + half + j] = sinf(a);
     }
@@ -335,9 +341,9 @@ static void attention(oc_session *s, const layer_w *l, int pos0, int n) {
   for (int t = 0; t < n; t++)
     for (int h = 0; h < nh; h++) {
       float *sc = s->scores + (size_t)omp_get_thread_num() * cap;
-      const int qp = pos0 + t, kvh = h / rep;
-      int lo = 0;
-      if (window > 0 && qp - window + 1 > 0) lo = qp - window + 1;
+      const int qp = pos0 + t, kvh = h / rep; /* cache index of the query */
+      int lo = s->tlo[t];                      /* first cache index of its sequence */
+      if (window > 0 && qp - window + 1 > lo) lo = qp - window + 1;
       const float *q = s->q + ((size_t)t * nh + h) * hd;
       float mx = -INFINITY;
       for (int p = lo; p <= qp; p++) {
@@ -367,7 +373,7 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
   float *x = s->x, *xn = s->xn;
 
   oc_rmsnorm(x, l->in_norm, n, H, eps, xn);
-  rope_table(m->inv_freq[l->type], hd / 2, pos0, n, s->cs);
+  rope_table(m->inv_freq[l->type], hd / 2, s->tpos, n, s->cs);
   {
     const oc_tensor *ws[3] = {l->q, l->k, l->v};
     const int outs[3] = {nh * hd, nkv * hd, nkv * hd};
@@ -474,7 +480,9 @@ static void capture(const oc_session *s, const oc_taps *taps, const int *norm_la
   }
 }
 
-int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, float *logits, int all_logits, oc_error *err) {
+/* packed: several sequences in one chunk (positions and attention spans already set per token) */
+static int forward_chunk(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, float *logits, int all_logits, int packed,
+                         oc_error *err) {
   const oc_model *m = s->m;
   const oc_model_config *c = &m->cfg;
   const int H = c->hidden, L = c->n_layers;
@@ -496,8 +504,9 @@ int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, fl
         if (taps->pos[p] < -n || taps->pos[p] >= n) return oc_fail(err, "tap position %d is outside the chunk of %d tokens", taps->pos[p], n);
     if (!logits) depth = maxk;
   }
-  if (ensure_cache(s, s->len + n, err) || ensure_scratch(s, n, err)) return -1;
   const int pos0 = s->len;
+  if (!packed)
+    for (int t = 0; t < n; t++) { s->tpos[t] = pos0 + t; s->tlo[t] = 0; }
   const float es = (float)c->embed_scale;
   for (int t = 0; t < n; t++) {
     float *x = s->x + (size_t)t * H;
@@ -510,9 +519,13 @@ int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, fl
     run_layer(s, i, pos0, n);
     if (taps && i + 1 < L) capture(s, taps, norm_layers, i + 1, s->x, n);
   }
-  if (depth < L) {
+  if (depth < L || packed) {
     s->broken = 1;
     s->len += n;
+    if (depth >= L && taps) {
+      oc_rmsnorm(s->x, m->final_norm, n, H, (float)c->eps, s->xn);
+      capture(s, taps, norm_layers, L, s->xn, n);
+    }
     return 0;
   }
   oc_rmsnorm(s->x, m->final_norm, n, H, (float)c->eps, s->xn);
@@ -530,4 +543,25 @@ int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, fl
     }
   }
   return 0;
+}
+
+int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, float *logits, int all_logits, oc_error *err) {
+  if (s->broken) return oc_fail(err, "session cache is incomplete (an earlier call skipped layers); reset it first");
+  if (n > 0 && (ensure_cache(s, s->len + n, err) || ensure_scratch(s, n, err))) return -1;
+  return forward_chunk(s, ids, n, taps, logits, all_logits, 0, err);
+}
+
+int oc_forward_packed(oc_session *s, const int32_t *ids, const int *seq_lens, int n_seq, const oc_taps *taps, oc_error *err) {
+  if (s->len != 0 || s->broken) return oc_fail(err, "packed prefill needs a fresh (reset) session");
+  if (n_seq <= 0) return oc_fail(err, "no sequences to pack");
+  int n = 0;
+  for (int i = 0; i < n_seq; i++) {
+    if (seq_lens[i] <= 0) return oc_fail(err, "packed sequence %d is empty", i);
+    if (seq_lens[i] > s->max_ctx - n) return oc_fail(err, "packed sequences exceed the session limit of %d tokens", s->max_ctx);
+    n += seq_lens[i];
+  }
+  if (ensure_cache(s, n, err) || ensure_scratch(s, n, err)) return -1;
+  for (int i = 0, start = 0; i < n_seq; start += seq_lens[i++])
+    for (int t = 0; t < seq_lens[i]; t++) { s->tpos[start + t] = t; s->tlo[start + t] = start; }
+  return forward_chunk(s, ids, n, taps, NULL, 0, 1, err);
 }
