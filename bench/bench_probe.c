@@ -3,7 +3,7 @@
  *                                    with --max_examples 20000 and with all rows; seconds and peak RSS
  *   bench_probe prefill MODEL_DIR  : tokens/s of a tap-only forward (no LM head, final-token tap of
  *                                    layer -2) by sequence length: is packing several examples into
- *                                    one prefill worth it? */
+ *                                    one prefill worth it? Then packed prefills of k x len tokens. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +83,25 @@ static int bench_prefill(const char *dir) {
     printf(", \"tok_s_%d\": %.1f", lens[k], lens[k] / best);
     fflush(stdout);
   }
+  /* packed: k sequences of len tokens in one prefill, final-token tap of each */
+  int packs[][2] = {{4, 50}, {8, 50}, {2, 100}, {4, 100}, {2, 200}};
+  float *taps4 = malloc(sizeof(float) * 8 * (size_t)c->hidden);
+  for (size_t k = 0; k < sizeof packs / sizeof *packs; k++) {
+    int ns = packs[k][0], len = packs[k][1], lens[8], lasts[8];
+    for (int j = 0; j < ns; j++) { lens[j] = len; lasts[j] = (j + 1) * len - 1; }
+    oc_taps tp = {1, &layer, ns, lasts, taps4};
+    double best = 1e30;
+    for (int rep = 0; rep < 2; rep++) {
+      oc_session_reset(s);
+      double t0 = oc_now();
+      if (oc_forward_packed(s, ids, lens, ns, &tp, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+      double dt = oc_now() - t0;
+      if (dt < best) best = dt;
+    }
+    printf(", \"packed_%dx%d_tok_s\": %.1f", ns, len, ns * len / best);
+    fflush(stdout);
+  }
+  free(taps4);
   printf("}\n");
   free(ids); free(tap);
   oc_session_free(s);

@@ -60,6 +60,7 @@ typedef struct oc_collect_opts {
   int n_layers;
   const int *layers;       /* hidden-state indices as given (negative allowed) */
   const char *journal_path; /* NULL: no resume journal */
+  int pack_tokens;         /* consecutive examples share one prefill while their tokens fit; <= 1: one each */
 } oc_collect_opts;
 
 /* Format + tokenize every example, ONE forward pass each (no LM head, layers after the deepest

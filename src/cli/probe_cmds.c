@@ -13,13 +13,13 @@
 
 /* flags every activation-producing command takes */
 #define DATA_KNOWN "model_id", "data_path", "max_examples", "sample_seed", "progress_path", "no_chat_template", \
-                   "max_length", "threads", "activations", "save_activations"
+                   "max_length", "threads", "activations", "save_activations", "pack_tokens"
 #define TRAIN_KNOWN "epochs", "lr", "weight_decay", "batch_size", "seed", "validation_size", "target_fpr", "standardize"
 
 typedef struct {
   const char *model_id, *data_path, *activations, *save_activations, *progress_path;
   int64_t max_examples, sample_seed;
-  int use_chat_template, max_length;
+  int use_chat_template, max_length, pack_tokens;
 } data_args;
 
 static int read_data_args(const opts *o, data_args *d) {
@@ -31,7 +31,7 @@ static int read_data_args(const opts *o, data_args *d) {
   d->progress_path = opt(o, "progress_path");
   d->use_chat_template = !opt(o, "no_chat_template");
   if (opt_i64(o, "max_examples", 20000, 0, INT32_MAX, &d->max_examples) || opt_i64(o, "sample_seed", 0, 0, INT64_MAX, &d->sample_seed) ||
-      opt_int(o, "max_length", 2048, 1, 1 << 20, &d->max_length))
+      opt_int(o, "max_length", 2048, 1, 1 << 20, &d->max_length) || opt_int(o, "pack_tokens", 400, 0, 1 << 20, &d->pack_tokens))
     return -1;
   if (!d->data_path && !d->activations) { fprintf(stderr, "error: --data_path (or --activations) is required\n"); return -1; }
   return 0;
@@ -97,7 +97,7 @@ static int get_activations(const data_args *d, const int *layers, int n_layers, 
   oc_chat *c = NULL;
   int rc = -1;
   if (load_model(d->model_id, &m, err) || load_chat(d->model_id, &c, err)) goto done;
-  oc_collect_opts co = {d->model_id, d->use_chat_template, d->max_length, n_layers, layers, journal};
+  oc_collect_opts co = {d->model_id, d->use_chat_template, d->max_length, n_layers, layers, journal, d->pack_tokens};
   if (oc_collect_activations(m, c, &ds, &co, a, prog, err)) goto done;
   if (d->save_activations && oc_activations_save(a, d->save_activations, err)) { oc_activations_free(a); goto done; }
   rc = 0;

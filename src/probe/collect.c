@@ -72,6 +72,7 @@ static char *journal_header(const oc_model_config *c, const oc_dataset *ds, cons
   for (int i = 0; i < o->n_layers; i++) cJSON_AddItemToArray(l, cJSON_CreateNumber(o->layers[i]));
   cJSON_AddBoolToObject(j, "use_chat_template", o->use_chat_template);
   cJSON_AddNumberToObject(j, "max_length", o->max_length);
+  cJSON_AddNumberToObject(j, "pack_tokens", o->pack_tokens > 1 ? o->pack_tokens : 1);
   cJSON_AddNumberToObject(j, "examples", ds->n);
   char fp[32];
   snprintf(fp, sizeof fp, "%016llx", (unsigned long long)h);
@@ -83,7 +84,7 @@ static char *journal_header(const oc_model_config *c, const oc_dataset *ds, cons
 
 typedef struct {
   uint32_t magic, index;
-  int32_t label, pad;
+  int32_t label, pack_end; /* pack_end: last example of a packed prefill */
   int64_t line;
   uint64_t hash;
 } rec_head;
@@ -125,7 +126,7 @@ static int64_t journal_open(const char *path, const char *header, const oc_datas
   free(old);
   unsigned char *rec = malloc(rec_size);
   if (!rec) { fclose(f); return oc_fail(err, "out of memory"); }
-  int64_t done = 0;
+  int64_t done = 0, done_at_pack_end = 0;
   long good_end = ftell(f);
   while (done < ds->n && fread(rec, 1, rec_size, f) == rec_size) {
     rec_head h;
@@ -141,8 +142,11 @@ static int64_t journal_open(const char *path, const char *header, const oc_datas
     const float *x = (const float *)(rec + sizeof h);
     for (int l = 0; l < a->n_layers; l++) memcpy(a->X[l] + (size_t)done * a->hidden, x + (size_t)l * a->hidden, sizeof(float) * (size_t)a->hidden);
     done++;
-    good_end = ftell(f);
+    /* resume only at a pack boundary of the interrupted run: greedy packing from there forms the
+     * same packs again, so a resumed collection is bit-identical to an uninterrupted one */
+    if (h.pack_end) { done_at_pack_end = done; good_end = ftell(f); }
   }
+  done = done_at_pack_end;
   free(rec);
   /* drop a torn or corrupt tail, continue writing after the last good record */
   if (ftruncate(fileno(f), good_end) != 0 || fseek(f, good_end, SEEK_SET) != 0) {
@@ -153,15 +157,16 @@ static int64_t journal_open(const char *path, const char *header, const oc_datas
   return done;
 }
 
-static int journal_append(FILE *f, const char *path, int64_t k, const oc_activations *a, unsigned char *rec, size_t rec_size,
-                          oc_error *err) {
-  rec_head h = {RECORD_MAGIC, (uint32_t)k, a->y[k], 0, a->line[k], a->hash[k]};
+static int journal_append(FILE *f, const char *path, int64_t k, int pack_end, const oc_activations *a, unsigned char *rec,
+                          size_t rec_size, oc_error *err) {
+  rec_head h = {RECORD_MAGIC, (uint32_t)k, a->y[k], pack_end, a->line[k], a->hash[k]};
   memcpy(rec, &h, sizeof h);
   float *x = (float *)(rec + sizeof h);
   for (int l = 0; l < a->n_layers; l++) memcpy(x + (size_t)l * a->hidden, a->X[l] + (size_t)k * a->hidden, sizeof(float) * (size_t)a->hidden);
   uint64_t sum = oc_fnv1a64(rec, rec_size - sizeof sum, 0);
   memcpy(rec + rec_size - sizeof sum, &sum, sizeof sum);
-  if (fwrite(rec, 1, rec_size, f) != rec_size || fflush(f) != 0) return oc_fail(err, "%s: journal write failed: %s", path, strerror(errno));
+  if (fwrite(rec, 1, rec_size, f) != rec_size || (pack_end && fflush(f) != 0))
+    return oc_fail(err, "%s: journal write failed: %s", path, strerror(errno));
   return 0;
 }
 
@@ -185,11 +190,17 @@ int oc_collect_activations(const oc_model *m, const oc_chat *chat, const oc_data
   FILE *jf = NULL;
   int64_t start = 0;
   size_t rec_size = sizeof(rec_head) + (size_t)o->n_layers * c->hidden * sizeof(float) + sizeof(uint64_t);
+  /* a pack holds at most pack_max examples (each at least one token) */
+  const int pack_max = o->pack_tokens > 1 ? (o->pack_tokens < 4096 ? o->pack_tokens : 4096) : 1;
   unsigned char *rec = malloc(rec_size);
-  float *tap = malloc(sizeof(float) * (size_t)o->n_layers * (size_t)c->hidden);
-  oc_session *s = oc_session_new(m, max_len, err);
+  float *tap = malloc(sizeof(float) * (size_t)o->n_layers * (size_t)c->hidden * (size_t)pack_max);
+  oc_encoding *enc = calloc((size_t)pack_max + 1, sizeof *enc);
+  char *have = calloc((size_t)pack_max + 1, 1);
+  int *lens = malloc(sizeof(int) * (size_t)pack_max), *last = malloc(sizeof(int) * (size_t)pack_max), ids_cap = 0;
+  int32_t *ids = NULL;
+  oc_session *s = oc_session_new(m, max_len > o->pack_tokens ? max_len : o->pack_tokens, err);
   int rc = -1;
-  if (!rec || !tap || !s) { if (s) oc_fail(err, "out of memory"); goto done; }
+  if (!rec || !tap || !enc || !have || !lens || !last || !s) { if (s) oc_fail(err, "out of memory"); goto done; }
   if (o->journal_path) {
     char *hdr = journal_header(c, ds, o);
     start = journal_open(o->journal_path, hdr, ds, a, &jf, err);
@@ -199,40 +210,72 @@ int oc_collect_activations(const oc_model *m, const oc_chat *chat, const oc_data
   }
   if (prog) oc_progress_phase(prog, "extracting_activations", start, ds->n);
   double last_sync = oc_now();
-  for (int64_t k = start; k < ds->n; k++) {
-    const oc_example *e = &ds->ex[k];
-    char *text = NULL;
-    oc_encoding enc;
-    /* a chat template writes its own BOS; the plain format gets the tokenizer's special tokens */
-    if (oc_chat_format_exchange(chat, e->prompt, e->response, o->use_chat_template, &text, err) ||
-        oc_chat_encode(chat, text, !o->use_chat_template, max_len, &enc, err)) {
-      free(text);
-      oc_wrap(err, "example at line %lld", (long long)e->line);
-      goto done;
+  for (int64_t k = start; k < ds->n;) {
+    /* greedy pack: consecutive examples while their tokens fit in pack_tokens (one example when
+     * packing is off or the first one alone is longer) */
+    int nm = 0, tot = 0;
+    while (k + nm < ds->n && nm < pack_max) {
+      oc_encoding *e = &enc[nm];
+      if (!have[nm]) {
+        const oc_example *ex = &ds->ex[k + nm];
+        char *text = NULL;
+        /* a chat template writes its own BOS; the plain format gets the tokenizer's special tokens */
+        if (oc_chat_format_exchange(chat, ex->prompt, ex->response, o->use_chat_template, &text, err) ||
+            oc_chat_encode(chat, text, !o->use_chat_template, max_len, e, err)) {
+          free(text);
+          oc_wrap(err, "example at line %lld", (long long)ex->line);
+          goto done;
+        }
+        free(text);
+        have[nm] = 1;
+        if (e->n == 0) { oc_fail(err, "example at line %lld encodes to no tokens", (long long)ex->line); goto done; }
+      }
+      if (nm > 0 && tot + e->n > o->pack_tokens) break;
+      if (tot + e->n > ids_cap) {
+        int32_t *ni = realloc(ids, sizeof *ids * (size_t)(tot + e->n));
+        if (!ni) { oc_fail(err, "out of memory"); goto done; }
+        ids = ni;
+        ids_cap = tot + e->n;
+      }
+      memcpy(ids + tot, e->ids, sizeof *ids * (size_t)e->n);
+      lens[nm] = e->n;
+      tot += e->n;
+      last[nm] = tot - 1;
+      nm++;
+      if (o->pack_tokens <= 0) break;
     }
-    free(text);
-    if (enc.n == 0) { oc_encoding_free(&enc); oc_fail(err, "example at line %lld encodes to no tokens", (long long)e->line); goto done; }
-    int last = -1;
-    oc_taps taps = {o->n_layers, taps_idx, 1, &last, tap};
+    oc_taps taps = {o->n_layers, taps_idx, nm, last, tap};
     oc_session_reset(s);
-    int frc = oc_forward(s, enc.ids, enc.n, &taps, NULL, 0, err);
-    oc_encoding_free(&enc);
-    if (frc) { oc_wrap(err, "example at line %lld", (long long)e->line); goto done; }
-    for (int l = 0; l < o->n_layers; l++) memcpy(a->X[l] + (size_t)k * c->hidden, tap + (size_t)l * c->hidden, sizeof(float) * (size_t)c->hidden);
-    a->y[k] = e->label;
-    a->line[k] = e->line;
-    a->hash[k] = oc_example_hash(e);
-    if (jf) {
-      if (journal_append(jf, o->journal_path, k, a, rec, rec_size, err)) goto done;
-      if (oc_now() - last_sync > 2.0) { fsync(fileno(jf)); last_sync = oc_now(); }
+    if (oc_forward_packed(s, ids, lens, nm, &taps, err)) { oc_wrap(err, "example at line %lld", (long long)ds->ex[k].line); goto done; }
+    for (int j = 0; j < nm; j++) {
+      int64_t kk = k + j;
+      const oc_example *ex = &ds->ex[kk];
+      for (int l = 0; l < o->n_layers; l++)
+        memcpy(a->X[l] + (size_t)kk * c->hidden, tap + ((size_t)l * nm + j) * c->hidden, sizeof(float) * (size_t)c->hidden);
+      a->y[kk] = ex->label;
+      a->line[kk] = ex->line;
+      a->hash[kk] = oc_example_hash(ex);
+      if (jf && journal_append(jf, o->journal_path, kk, j == nm - 1, a, rec, rec_size, err)) goto done;
     }
-    if (prog) oc_progress_update(prog, k + 1);
+    /* the encoding that did not fit moves to the front */
+    for (int j = 0; j < nm; j++) { oc_encoding_free(&enc[j]); have[j] = 0; }
+    if (k + nm < ds->n && have[nm]) {
+      enc[0] = enc[nm];
+      have[0] = 1;
+      have[nm] = 0;
+    }
+    k += nm;
+    if (jf && oc_now() - last_sync > 2.0) { fsync(fileno(jf)); last_sync = oc_now(); }
+    if (prog) oc_progress_update(prog, k);
   }
   if (jf && fsync(fileno(jf)) != 0) { oc_fail(err, "%s: fsync failed: %s", o->journal_path, strerror(errno)); goto done; }
   rc = 0;
 done:
   if (jf) fclose(jf);
   oc_session_free(s);
+  if (enc)
+    for (int j = 0; j <= pack_max; j++) if (have && have[j]) oc_encoding_free(&enc[j]);
+  free(enc); free(have); free(lens); free(last); free(ids);
   free(rec); free(tap); free(taps_idx);
   if (rc) oc_activations_free(a);
   return rc;
