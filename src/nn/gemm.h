@@ -1,0 +1,7 @@
+/* Deterministic f32 GEMM for training: C[M,N] = op(A)[M,K] . op(B)[K,N] + beta C (row-major).
+ * The output is cut into fixed blocks (rows of C, or columns when M is small), each computed by
+ * one single-threaded sgemm inside our OpenMP loop: bit-identical with any thread count. */
+#ifndef OC_GEMM_H
+#define OC_GEMM_H
+void oc_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+#endif

@@ -1,0 +1,217 @@
+/* ModernBERT classifier against the PyTorch reference fixture (shared/reference/modernbert_ref.py):
+ * forward of the padded batch (run unpadded), loss, every gradient, two Trainer updates (clipping,
+ * AdamW with decoupled decay on the HF decay subset, linear LR), thread-count independence, and a
+ * finite-difference check of a few gradients as an independent second test. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "opencon/modernbert.h"
+#include "opencon/safetensors.h"
+
+static const oc_tensor *ref_t(const oc_st_file *f, const char *name) {
+  const oc_tensor *t = oc_st_get(f, name);
+  REQUIRE(t, "reference tensor %s missing", name);
+  return t;
+}
+
+/* max over elements of |got - ref| / (atol + rtol |ref|) */
+static double ratio(const float *got, const float *ref, size_t n, double atol, double rtol) {
+  double w = 0;
+  for (size_t i = 0; i < n; i++) {
+    double r = fabs((double)got[i] - ref[i]) / (atol + rtol * fabs(ref[i]));
+    if (!(r <= w)) w = r; /* NaN propagates */
+  }
+  return w;
+}
+
+typedef struct { int32_t *ids, *labels; int lens[16]; int B, T; } batch;
+
+static batch load_batch(const oc_st_file *ref) {
+  batch b;
+  const oc_tensor *ti = ref_t(ref, "input_ids"), *tm = ref_t(ref, "attention_mask"), *tl = ref_t(ref, "labels");
+  b.B = (int)ti->shape[0];
+  b.T = (int)ti->shape[1];
+  const int32_t *ids = ti->data, *mask = tm->data;
+  b.ids = malloc(sizeof(int32_t) * (size_t)b.B * b.T);
+  b.labels = malloc(sizeof(int32_t) * (size_t)b.B);
+  int k = 0;
+  for (int r = 0; r < b.B; r++) {
+    b.lens[r] = 0;
+    for (int t = 0; t < b.T; t++) if (mask[r * b.T + t]) { b.ids[k++] = ids[r * b.T + t]; b.lens[r]++; }
+    b.labels[r] = ((const int32_t *)tl->data)[r];
+  }
+  return b;
+}
+
+/* compare [B, T, H] reference rows where attention_mask == 1 with our concatenated rows */
+static double ratio_rows(const float *got, const float *ref, const batch *b, int H, double atol, double rtol) {
+  double w = 0;
+  int k = 0;
+  for (int r = 0; r < b->B; r++)
+    for (int t = 0; t < b->lens[r]; t++, k++) {
+      double x = ratio(got + (size_t)k * H, ref + ((size_t)r * b->T + t) * H, (size_t)H, atol, rtol);
+      if (!(x <= w)) w = x;
+    }
+  return w;
+}
+
+static void check_grads(oc_mbert *m, const oc_st_file *ref, const char *dir) {
+  int n = oc_mbert_n_params(m), checked = 0;
+  double worst = 0;
+  const char *worst_name = "";
+  for (int i = 0; i < n; i++) {
+    int64_t numel;
+    if (!oc_mbert_param(m, i, &numel, NULL, NULL)) continue;
+    char name[160];
+    snprintf(name, sizeof name, "grad.%s", oc_mbert_param_name(m, i));
+    const oc_tensor *g = oc_st_get(ref, name);
+    if (!g) continue; /* parameters absent from this model (attn_norm of layer 0) */
+    REQUIRE(g->numel == numel, "%s: %lld elements vs %lld", name, (long long)g->numel, (long long)numel);
+    const float *rg = g->data;
+    double mx = 0;
+    for (int64_t k = 0; k < numel; k++) mx = fmax(mx, fabs(rg[k]));
+    double r = ratio(oc_mbert_grad(m, i), rg, (size_t)numel, 1e-4 * mx + 1e-30, 1e-3);
+    if (r > worst) { worst = r; worst_name = oc_mbert_param_name(m, i); }
+    checked++;
+  }
+  CHECK(worst <= 1 && checked >= 29, "%s: %d gradients, worst ratio %.3g (%s)", dir, checked, worst, worst_name);
+}
+
+static void run(const char *dir, int full) {
+  oc_error err;
+  oc_mbert *m;
+  REQUIRE(oc_mbert_load(dir, 0, NULL, 0, &m, &err) == 0, "%s", err.msg);
+  char rp[512];
+  snprintf(rp, sizeof rp, "%s/reference.safetensors", dir);
+  oc_st_file *ref;
+  REQUIRE(oc_st_open(rp, &ref, &err) == 0, "%s", err.msg);
+  const oc_mbert_config *c = oc_mbert_cfg(m);
+  const int H = c->hidden, C = c->n_labels;
+  batch b = load_batch(ref);
+  oc_mbert_batch mb = {b.ids, b.lens, b.B};
+  float logits[64], logits2[64], loss;
+  REQUIRE(oc_mbert_forward(m, &mb, logits, &err) == 0, "%s", err.msg);
+  const float *last, *pooled, *ho;
+  oc_mbert_outputs(m, &last, &pooled, &ho);
+  CHECK(ratio_rows(last, ref_t(ref, "last_hidden_state")->data, &b, H, 1e-4, 1e-4) <= 1, "%s last_hidden_state", dir);
+  CHECK(ratio(pooled, ref_t(ref, "pooled_output")->data, (size_t)b.B * H, 1e-4, 1e-4) <= 1, "%s pooled", dir);
+  CHECK(ratio(ho, ref_t(ref, "head_output")->data, (size_t)b.B * H, 1e-4, 1e-4) <= 1, "%s head_output", dir);
+  double rl = ratio(logits, ref_t(ref, "logits")->data, (size_t)b.B * C, 1e-4, 1e-4);
+  CHECK(rl <= 1, "%s logits ratio %.3g (%g %g %g)", dir, rl, logits[0], logits[1], logits[2]);
+
+  /* loss and gradients, 1 and 2 threads bit-identical */
+  omp_set_num_threads(1);
+  REQUIRE(oc_mbert_loss_backward(m, &mb, b.labels, &loss, logits2, &err) == 0, "%s", err.msg);
+  size_t total = oc_mbert_total_params(m);
+  float *g1 = malloc(sizeof(float) * total);
+  memcpy(g1, oc_mbert_grad(m, 0), sizeof(float) * total);
+  omp_set_num_threads(2);
+  REQUIRE(oc_mbert_loss_backward(m, &mb, b.labels, &loss, logits2, &err) == 0, "%s", err.msg);
+  CHECK(memcmp(g1, oc_mbert_grad(m, 0), sizeof(float) * total) == 0, "%s: gradients bit-identical with 1 and 2 threads", dir);
+  free(g1);
+  float rloss = *(const float *)ref_t(ref, "loss")->data;
+  CHECK(fabs(loss - rloss) <= 1e-5 + 1e-5 * fabs(rloss), "%s loss %.8g vs %.8g", dir, loss, rloss);
+  CHECK(memcmp(logits, logits2, sizeof(float) * (size_t)b.B * C) == 0, "%s: training forward == inference forward", dir);
+  check_grads(m, ref, dir);
+
+  /* two Trainer updates on the same batch */
+  oc_adamw_state st;
+  REQUIRE(oc_mbert_adamw_init(m, &st, &err) == 0, "%s", err.msg);
+  float *p0 = malloc(sizeof(float) * total), *g0 = malloc(sizeof(float) * total);
+  memcpy(p0, oc_mbert_param(m, 0, NULL, NULL, NULL), sizeof(float) * total);
+  memcpy(g0, oc_mbert_grad(m, 0), sizeof(float) * total);
+  const float *rn = ref_t(ref, "grad_norm")->data, *rc = ref_t(ref, "clip_coef")->data, *rlr = ref_t(ref, "lr")->data;
+  double lrs[2] = {2e-5 * 10 / 10.0, 2e-5 * 9 / 10.0}; /* linear decay over N = 10 steps, no warmup */
+  CHECK(fabs(lrs[0] - rlr[0]) <= 1e-12 && fabs(lrs[1] - rlr[1]) <= 1e-12, "lr schedule");
+  double coef0 = 1;
+  for (int k = 0; k < 2; k++) {
+    if (k == 1) {
+      REQUIRE(oc_mbert_loss_backward(m, &mb, b.labels, &loss, NULL, &err) == 0, "%s", err.msg);
+      float rl1 = *(const float *)ref_t(ref, "loss_after_1")->data;
+      CHECK(fabs(loss - rl1) <= 3e-5, "%s loss after 1 update %.8g vs %.8g", dir, loss, rl1);
+    }
+    double gn, cc;
+    oc_mbert_clip_and_step(m, &st, lrs[k], 0.01, 1.0, &gn, &cc);
+    if (k == 0) coef0 = cc;
+    CHECK(fabs(gn - rn[k]) <= 1e-5 + 1e-4 * rn[k] && fabs(cc - rc[k]) <= 1e-7 + 1e-4 * rc[k], "%s update %d: grad_norm %.7g vs %.7g, coef %.7g vs %.7g",
+          dir, k + 1, gn, rn[k], cc, rc[k]);
+  }
+  if (full) {
+    int bad = 0, sig_bad = 0, n = oc_mbert_n_params(m);
+    for (int i = 0; i < n; i++) {
+      int64_t numel;
+      float *p = oc_mbert_param(m, i, &numel, NULL, NULL);
+      if (!p) continue;
+      char name[160];
+      snprintf(name, sizeof name, "param_after_2.%s", oc_mbert_param_name(m, i));
+      const oc_tensor *t = oc_st_get(ref, name);
+      if (!t) continue;
+      const float *r = t->data;
+      size_t o = (size_t)(p - oc_mbert_param(m, 0, NULL, NULL, NULL));
+      double num = 0, den = 0;
+      for (int64_t k = 0; k < numel; k++) {
+        double s = fabs(g0[o + k]) * coef0, tol = (s > 0 && s < 1e-6) ? 5e-6 : 1.5e-7 + 4e-7 * fabs(r[k]);
+        if (fabs(p[k] - r[k]) > tol) bad++;
+        num += ((double)p[k] - r[k]) * p0[o + k];
+        den += (double)p0[o + k] * p0[o + k];
+      }
+      if (den > 0 && fabs(num / den) >= 1e-7) { sig_bad++; fprintf(stderr, "decay signature %s: %.3g\n", name, num / den); }
+    }
+    CHECK(bad == 0, "%s: %d parameter elements off after 2 updates", dir, bad);
+    CHECK(sig_bad == 0, "%s: decay signature off in %d tensors", dir, sig_bad);
+  }
+  free(p0); free(g0);
+  oc_adamw_free(&st);
+
+  /* finite differences (double-sided, f32 forward) on a few elements of different tensors */
+  if (full) {
+    oc_mbert_free(m);
+    REQUIRE(oc_mbert_load(dir, 0, NULL, 0, &m, &err) == 0, "%s", err.msg);
+    REQUIRE(oc_mbert_loss_backward(m, &mb, b.labels, &loss, NULL, &err) == 0, "%s", err.msg);
+    const char *names[] = {"model.layers.1.attn.Wqkv.weight", "model.layers.3.mlp.Wi.weight", "head.dense.weight", "model.embeddings.norm.weight",
+                           "model.layers.2.attn_norm.weight", "classifier.bias"};
+    int good = 0, tried = 0;
+    for (size_t q = 0; q < sizeof names / sizeof *names; q++) {
+      int i = 0;
+      while (strcmp(oc_mbert_param_name(m, i), names[q])) i++;
+      int64_t numel;
+      float *p = oc_mbert_param(m, i, &numel, NULL, NULL);
+      /* the element with the largest gradient: a well-conditioned difference */
+      const float *g = oc_mbert_grad(m, i);
+      int64_t best = 0;
+      for (int64_t k = 1; k < numel; k++) if (fabs(g[k]) > fabs(g[best])) best = k;
+      double analytic = g[best];
+      float keep = p[best], h = 1e-2f * fmaxf(fabsf(keep), 0.1f);
+      float lp, lm;
+      float *gcopy = malloc(sizeof(float) * total);
+      memcpy(gcopy, oc_mbert_grad(m, 0), sizeof(float) * total);
+      p[best] = keep + h;
+      REQUIRE(oc_mbert_loss_backward(m, &mb, b.labels, &lp, NULL, &err) == 0, "%s", err.msg);
+      p[best] = keep - h;
+      REQUIRE(oc_mbert_loss_backward(m, &mb, b.labels, &lm, NULL, &err) == 0, "%s", err.msg);
+      p[best] = keep;
+      memcpy(oc_mbert_grad(m, 0), gcopy, sizeof(float) * total);
+      free(gcopy);
+      double fd = ((double)lp - lm) / (2.0 * h);
+      tried++;
+      if (fabs(fd - analytic) <= 0.02 * fabs(analytic) + 1e-4) good++;
+      else fprintf(stderr, "FD %s[%lld]: analytic %.6g, finite difference %.6g\n", names[q], (long long)best, analytic, fd);
+    }
+    CHECK(good == tried, "%s: finite differences agree with the backward (%d/%d)", dir, good, tried);
+  }
+  free(b.ids); free(b.labels);
+  oc_st_close(ref);
+  oc_mbert_free(m);
+}
+
+int main(int argc, char **argv) {
+  REQUIRE(argc == 3, "usage: test_modernbert MODERNBERT_TINY MODERNBERT_TINY_CLS");
+  oc_set_threads(2);
+  run(argv[1], 1);
+  run(argv[2], 0);
+  return check_summary("test_modernbert");
+}
