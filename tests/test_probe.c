@@ -300,7 +300,7 @@ static void test_svg(void) {
   REQUIRE(oc_sweep_svg(path, layers, 3, auc, f1, &err) == 0, "%s", err.msg);
   char *s;
   REQUIRE(oc_read_file(path, &s, NULL, &err) == 0, "%s", err.msg);
-  CHECK(strstr(s, "<svg") && strstr(s, ">-6</text>") && strstr(s, "ROC AUC layer -2: 0.9000") && !strstr(s, "ROC AUC layer -6"),
+  CHECK(strstr(s, "<svg") && strstr(s, ">-6</text>") && strstr(s, "ROC AUC at -2: 0.9000") && !strstr(s, "ROC AUC at -6"),
         "svg content");
   free(s);
 }

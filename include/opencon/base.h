@@ -82,6 +82,11 @@ uint64_t oc_rng_below(oc_rng *r, uint64_t n); /* uniform in [0, n), n > 0, unbia
 double oc_rng_uniform(oc_rng *r);             /* [0, 1) with 53 bits */
 void oc_shuffle_i64(oc_rng *r, int64_t *v, size_t n); /* Fisher-Yates */
 
+/* SVG line plot (atomic write): x values (xticks: a label for each point, NULL = numeric axis),
+ * nseries curves on a 0..1 y axis; NaN points are skipped. */
+int oc_svg_plot(const char *path, const char *title, const char *xlabel, const double *x, const char *const *xticks, int n, int nseries,
+                const char *const *names, const double *const *ys, oc_error *err);
+
 #ifdef __cplusplus
 }
 #endif

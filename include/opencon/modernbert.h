@@ -63,7 +63,8 @@ void oc_mbert_clip_and_step(oc_mbert *m, oc_adamw_state *st, double lr, double w
  * batch order, pooled [B, H], head output [B, H]. */
 void oc_mbert_outputs(const oc_mbert *m, const float **last_hidden, const float **pooled, const float **head_out);
 
-/* Parameters by their Hugging Face name (tests, checkpoints). */
+/* Parameters by their Hugging Face name (tests, checkpoints); NULL for a name this model lacks
+ * (model.layers.0.attn_norm.weight, head.dense.bias without classifier_bias). */
 int oc_mbert_n_params(const oc_mbert *m);
 const char *oc_mbert_param_name(const oc_mbert *m, int i);
 float *oc_mbert_param(oc_mbert *m, int i, int64_t *numel, int *ndim, int64_t shape[2]);

@@ -298,7 +298,11 @@ static void usage(void) {
           "  detokenize     text of token ids\n"
           "  collect-activations  final-token hidden states of labelled exchanges -> safetensors (resumable)\n"
           "  train-probe    linear probe on one layer -> probe.safetensors + config.json\n"
-          "  sweep-layers   one probe per layer from one pass per example -> JSON metrics (+ SVG)\n\n"
+          "  sweep-layers   one probe per layer from one pass per example -> JSON metrics (+ SVG)\n"
+          "  classify       ModernBERT exchange classifier decision (JSON) for an exchange, a JSONL file or token ids\n"
+          "  train-exchange-classifier      full fine-tuning of ModernBERT (HF Trainer defaults), checkpoints, resume\n"
+          "  calibrate-exchange-classifier  block-threshold sweep on a validation split (JSON + SVG)\n"
+          "  build-three-class-classifier-data  binary exchanges -> safe_compliance / safe_refusal / unsafe_compliance\n\n"
           "--model_id takes a local directory or a Hub id org/name (HF cache, then download).\n");
 }
 
@@ -314,6 +318,10 @@ int main(int argc, char **argv) {
   if (strcmp(c, "collect-activations") == 0) return cmd_collect_activations(argc - 2, argv + 2);
   if (strcmp(c, "train-probe") == 0) return cmd_train_probe(argc - 2, argv + 2);
   if (strcmp(c, "sweep-layers") == 0) return cmd_sweep_layers(argc - 2, argv + 2);
+  if (strcmp(c, "classify") == 0) return cmd_classify(argc - 2, argv + 2);
+  if (strcmp(c, "train-exchange-classifier") == 0) return cmd_train_exchange_classifier(argc - 2, argv + 2);
+  if (strcmp(c, "calibrate-exchange-classifier") == 0) return cmd_calibrate_exchange_classifier(argc - 2, argv + 2);
+  if (strcmp(c, "build-three-class-classifier-data") == 0) return cmd_build_three_class(argc - 2, argv + 2);
   fprintf(stderr, "error: unknown command \"%s\"\n", c);
   usage();
   return 2;

@@ -30,4 +30,8 @@ int load_chat(const char *model_id, oc_chat **c, oc_error *err);
 int cmd_collect_activations(int argc, char **argv);
 int cmd_train_probe(int argc, char **argv);
 int cmd_sweep_layers(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_train_exchange_classifier(int argc, char **argv);
+int cmd_calibrate_exchange_classifier(int argc, char **argv);
+int cmd_build_three_class(int argc, char **argv);
 #endif

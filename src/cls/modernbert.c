@@ -57,9 +57,13 @@ int oc_mbert_n_params(const oc_mbert *m) { return m->np; }
 const char *oc_mbert_param_name(const oc_mbert *m, int i) { return m->p[i].name; }
 int oc_mbert_param_decays(const oc_mbert *m, int i) { return m->p[i].decay; }
 size_t oc_mbert_total_params(const oc_mbert *m) { return m->total; }
-float *oc_mbert_grad(oc_mbert *m, int i) { return m->grad + m->p[i].off; }
+float *oc_mbert_grad(oc_mbert *m, int i) { return m->p[i].present ? m->grad + m->p[i].off : NULL; }
 float *oc_mbert_param(oc_mbert *m, int i, int64_t *numel, int *ndim, int64_t shape[2]) {
   const param *q = &m->p[i];
+  if (!q->present) {
+    if (numel) *numel = 0;
+    return NULL;
+  }
   if (numel) *numel = q->shape[0] * (q->ndim == 2 ? q->shape[1] : 1);
   if (ndim) *ndim = q->ndim;
   if (shape) { shape[0] = q->shape[0]; shape[1] = q->ndim == 2 ? q->shape[1] : 1; }

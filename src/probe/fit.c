@@ -109,51 +109,14 @@ done:
 }
 
 int oc_sweep_svg(const char *path, const int *layers, int n, const double *auc, const double *f1, oc_error *err) {
-  const double W = 640, Hh = 400, L = 60, R = 130, T = 40, B = 50;
-  double pw = W - L - R, ph = Hh - T - B;
-  size_t cap = 8192 + (size_t)n * 512;
-  char *s = malloc(cap);
-  if (!s) return oc_fail(err, "out of memory");
-  size_t k = 0;
-#define P(...) k += (size_t)snprintf(s + k, cap - k, __VA_ARGS__)
-  P("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, Hh, W, Hh);
-  P("<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-  P("<text x=\"%.0f\" y=\"22\" font-size=\"15\">Probe quality by layer (held-out)</text>\n", L);
-  for (int t = 0; t <= 10; t += 2) { /* y grid 0..1 */
-    double y = T + ph * (1 - t / 10.0);
-    P("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, y, L + pw, y);
-    P("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.1f</text>\n", L - 6, y + 4, t / 10.0);
-  }
-  P("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", L, T + ph, L + pw, T + ph);
-  P("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", L, T, L, T + ph);
-  for (int i = 0; i < n; i++) {
-    double x = L + (n > 1 ? pw * i / (n - 1) : pw / 2);
-    P("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%d</text>\n", x, T + ph + 18, layers[i]);
-  }
-  P("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">layer (hidden_states index)</text>\n", L + pw / 2, Hh - 10);
-  const double *series[2] = {auc, f1};
-  const char *color[2] = {"#1f77b4", "#d62728"}, *label[2] = {"ROC AUC", "F1"};
-  for (int sI = 0; sI < 2; sI++) {
-    P("<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color[sI]);
-    for (int i = 0; i < n; i++) {
-      if (!isfinite(series[sI][i])) continue;
-      double x = L + (n > 1 ? pw * i / (n - 1) : pw / 2), y = T + ph * (1 - series[sI][i]);
-      P("%.1f,%.1f ", x, y);
-    }
-    P("\"/>\n");
-    for (int i = 0; i < n; i++) {
-      if (!isfinite(series[sI][i])) continue;
-      double x = L + (n > 1 ? pw * i / (n - 1) : pw / 2), y = T + ph * (1 - series[sI][i]);
-      P("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>%s layer %d: %.4f</title></circle>\n", x, y, color[sI],
-        label[sI], layers[i], series[sI][i]);
-    }
-    P("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n", L + pw + 15, T + 20.0 + 20 * sI,
-      L + pw + 40, T + 20.0 + 20 * sI, color[sI]);
-    P("<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", L + pw + 46, T + 24.0 + 20 * sI, label[sI]);
-  }
-  P("</svg>\n");
-#undef P
-  int rc = oc_write_file_atomic(path, s, k, err);
-  free(s);
+  char (*ticks)[16] = calloc((size_t)(n ? n : 1), sizeof *ticks);
+  const char **tp = calloc((size_t)(n ? n : 1), sizeof *tp);
+  double *x = calloc((size_t)(n ? n : 1), sizeof *x);
+  if (!ticks || !tp || !x) { free(ticks); free(tp); free(x); return oc_fail(err, "out of memory"); }
+  for (int i = 0; i < n; i++) { snprintf(ticks[i], sizeof ticks[i], "%d", layers[i]); tp[i] = ticks[i]; x[i] = i; }
+  const char *names[2] = {"ROC AUC", "F1"};
+  const double *ys[2] = {auc, f1};
+  int rc = oc_svg_plot(path, "Probe quality by layer (held-out)", "layer (hidden_states index)", x, tp, n, 2, names, ys, err);
+  free(ticks); free(tp); free(x);
   return rc;
 }

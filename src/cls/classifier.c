@@ -1,0 +1,153 @@
+/* The exchange classifier's decisions, as the MVP makes them. */
+#include "opencon/classifier.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void oc_classifier_free(oc_classifier *c) {
+  if (!c) return;
+  oc_mbert_free(c->m);
+  oc_chat_free(c->tok);
+  cJSON_Delete(c->config);
+  free(c);
+}
+
+int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, oc_error *err) {
+  if (!(allow >= 0 && allow < block && block <= 1))
+    return oc_fail(err, "thresholds must satisfy 0 <= allow < block <= 1 (allow %g, block %g)", allow, block);
+  c->allow_threshold = allow;
+  c->block_threshold = block;
+  return 0;
+}
+
+int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err) {
+  *out = NULL;
+  oc_classifier *c = calloc(1, sizeof *c);
+  if (!c) return oc_fail(err, "out of memory");
+  c->allow_threshold = 0.35;
+  c->block_threshold = 0.65;
+  c->max_length = 512;
+  char *cp = oc_path_join(dir, "classifier_config.json");
+  int rc = -1;
+  if (oc_mbert_load(dir, 0, NULL, 0, &c->m, err) || oc_chat_load(dir, &c->tok, err)) goto done;
+  if (oc_file_exists(cp)) {
+    char *text;
+    if (oc_read_file(cp, &text, NULL, err)) goto done;
+    c->config = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(c->config)) { oc_fail(err, "%s: not a JSON object", cp); goto done; }
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(c->config, "allow_threshold"), *b = cJSON_GetObjectItemCaseSensitive(c->config, "block_threshold"),
+                *ml = cJSON_GetObjectItemCaseSensitive(c->config, "max_length");
+    if ((a && !cJSON_IsNumber(a)) || (b && !cJSON_IsNumber(b)) || (ml && !cJSON_IsNumber(ml))) {
+      oc_fail(err, "%s: allow_threshold, block_threshold and max_length must be numbers", cp);
+      goto done;
+    }
+    if (oc_classifier_set_thresholds(c, a ? a->valuedouble : 0.35, b ? b->valuedouble : 0.65, err)) { oc_wrap(err, "%s", cp); goto done; }
+    if (ml) c->max_length = ml->valueint > 0 ? ml->valueint : 512;
+  } else {
+    c->config = cJSON_CreateObject();
+  }
+  const oc_mbert_config *mc = oc_mbert_cfg(c->m);
+  c->unsafe_label = mc->n_labels - 1;
+  for (int i = 0; i < mc->n_labels; i++)
+    if (strcmp(mc->labels[i], "unsafe") == 0 || strcmp(mc->labels[i], "unsafe_compliance") == 0) c->unsafe_label = i;
+  rc = 0;
+done:
+  free(cp);
+  if (rc) { oc_classifier_free(c); return -1; }
+  *out = c;
+  return 0;
+}
+
+void oc_decide(double score, double allow, double block, oc_decision *d) {
+  d->score = score;
+  d->allow_threshold = allow;
+  d->block_threshold = block;
+  if (score >= block) {
+    d->verdict = "block";
+    snprintf(d->reason, sizeof d->reason, "unsafe score %.4f >= block threshold %.4f", score, block);
+  } else if (score >= allow) {
+    d->verdict = "uncertain";
+    snprintf(d->reason, sizeof d->reason, "unsafe score %.4f between allow threshold %.4f and block threshold %.4f", score, allow, block);
+  } else {
+    d->verdict = "allow";
+    snprintf(d->reason, sizeof d->reason, "unsafe score %.4f < allow threshold %.4f", score, allow);
+  }
+}
+
+static void finish(const oc_classifier *c, const float *logits, oc_decision *d) {
+  int C = oc_mbert_cfg(c->m)->n_labels;
+  d->n_labels = C;
+  double mx = logits[0], s = 0;
+  for (int k = 1; k < C; k++) if (logits[k] > mx) mx = logits[k];
+  for (int k = 0; k < C; k++) { d->logits[k] = logits[k]; d->probs[k] = exp(logits[k] - mx); s += d->probs[k]; }
+  for (int k = 0; k < C; k++) d->probs[k] /= s;
+  oc_decide(d->probs[c->unsafe_label], c->allow_threshold, c->block_threshold, d);
+}
+
+int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char *response, oc_encoding *enc, oc_error *err) {
+  char *text;
+  if (oc_chat_format_exchange(NULL, prompt, response ? response : "", 0, &text, err)) return -1;
+  int rc = oc_chat_encode(c->tok, text, 1, c->max_length, enc, err);
+  free(text);
+  if (!rc && enc->n == 0) { oc_encoding_free(enc); return oc_fail(err, "the exchange encodes to no tokens"); }
+  return rc;
+}
+
+int oc_classifier_score_ids(oc_classifier *c, const int32_t *ids, int n, oc_decision *out, oc_error *err) {
+  float logits[OC_MBERT_MAX_LABELS];
+  oc_mbert_batch b = {ids, &n, 1};
+  if (oc_mbert_forward(c->m, &b, logits, err)) return -1;
+  finish(c, logits, out);
+  return 0;
+}
+
+int oc_classifier_score_batch(oc_classifier *c, const char *const *prompts, const char *const *responses, int n, oc_decision *out,
+                              oc_error *err) {
+  if (n < 1) return 0;
+  oc_encoding *enc = calloc((size_t)n, sizeof *enc);
+  int *lens = malloc(sizeof(int) * (size_t)n), C = oc_mbert_cfg(c->m)->n_labels, tot = 0, done = 0, rc = -1;
+  float *logits = malloc(sizeof(float) * (size_t)n * C);
+  int32_t *ids = NULL;
+  if (!enc || !lens || !logits) { oc_fail(err, "out of memory"); goto out; }
+  for (; done < n; done++) {
+    if (oc_classifier_encode(c, prompts[done], responses[done], &enc[done], err)) { oc_wrap(err, "exchange %d", done); goto out; }
+    lens[done] = enc[done].n;
+    tot += enc[done].n;
+  }
+  ids = malloc(sizeof(int32_t) * (size_t)tot);
+  if (!ids) { oc_fail(err, "out of memory"); goto out; }
+  for (int i = 0, o = 0; i < n; o += lens[i++]) memcpy(ids + o, enc[i].ids, sizeof(int32_t) * (size_t)lens[i]);
+  oc_mbert_batch b = {ids, lens, n};
+  if (oc_mbert_forward(c->m, &b, logits, err)) goto out;
+  for (int i = 0; i < n; i++) finish(c, logits + (size_t)i * C, &out[i]);
+  rc = 0;
+out:
+  for (int i = 0; i < done; i++) oc_encoding_free(&enc[i]);
+  free(enc); free(lens); free(logits); free(ids);
+  return rc;
+}
+
+int oc_classifier_score(oc_classifier *c, const char *prompt, const char *response, oc_decision *out, oc_error *err) {
+  return oc_classifier_score_batch(c, &prompt, &response, 1, out, err);
+}
+
+cJSON *oc_decision_json(const oc_classifier *c, const oc_decision *d, int with_logits) {
+  const oc_mbert_config *mc = oc_mbert_cfg(c->m);
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "verdict", d->verdict);
+  cJSON_AddNumberToObject(o, "score", d->score);
+  cJSON_AddStringToObject(o, "reason", d->reason);
+  cJSON_AddNumberToObject(o, "allow_threshold", d->allow_threshold);
+  cJSON_AddNumberToObject(o, "block_threshold", d->block_threshold);
+  cJSON *ls = cJSON_AddObjectToObject(o, "label_scores");
+  for (int k = 0; k < d->n_labels; k++) cJSON_AddNumberToObject(ls, mc->labels[k], d->probs[k]);
+  cJSON_AddStringToObject(o, "unsafe_label", mc->labels[c->unsafe_label]);
+  if (with_logits) {
+    cJSON *l = cJSON_AddArrayToObject(o, "logits");
+    for (int k = 0; k < d->n_labels; k++) cJSON_AddItemToArray(l, cJSON_CreateNumber(d->logits[k]));
+  }
+  return o;
+}
