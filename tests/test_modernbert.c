@@ -208,10 +208,31 @@ static void run(const char *dir, int full) {
   oc_mbert_free(m);
 }
 
+/* sequences longer than the 64-query blocks of the sliding layers (make_long.py) */
+static void run_long(const char *dir, const char *ref_path) {
+  oc_error err;
+  oc_mbert *m;
+  REQUIRE(oc_mbert_load(dir, 0, NULL, 0, &m, &err) == 0, "%s", err.msg);
+  oc_st_file *ref;
+  REQUIRE(oc_st_open(ref_path, &ref, &err) == 0, "%s", err.msg);
+  batch b = load_batch(ref);
+  oc_mbert_batch mb = {b.ids, b.lens, b.B};
+  float logits[64], loss;
+  REQUIRE(oc_mbert_loss_backward(m, &mb, b.labels, &loss, logits, &err) == 0, "%s", err.msg);
+  CHECK(b.lens[0] == 150 && ratio(logits, ref_t(ref, "logits")->data, (size_t)b.B * 3, 1e-4, 1e-4) <= 1, "long: logits");
+  float rl = *(const float *)ref_t(ref, "loss")->data;
+  CHECK(fabs(loss - rl) <= 1e-5 + 1e-5 * fabs(rl), "long: loss %.8g vs %.8g", loss, rl);
+  check_grads(m, ref, ref_path);
+  free(b.ids); free(b.labels);
+  oc_st_close(ref);
+  oc_mbert_free(m);
+}
+
 int main(int argc, char **argv) {
-  REQUIRE(argc == 3, "usage: test_modernbert MODERNBERT_TINY MODERNBERT_TINY_CLS");
+  REQUIRE(argc == 4, "usage: test_modernbert MODERNBERT_TINY MODERNBERT_TINY_CLS LONG_REFERENCE");
   oc_set_threads(2);
   run(argv[1], 1);
   run(argv[2], 0);
+  run_long(argv[1], argv[3]);
   return check_summary("test_modernbert");
 }

@@ -76,6 +76,9 @@ int oc_mbert_save_weights(const oc_mbert *m, const char *path, oc_error *err);
 /* replace the weights with those of a safetensors file written by oc_mbert_save_weights */
 int oc_mbert_load_weights(oc_mbert *m, const char *path, oc_error *err);
 
+/* A random F32 checkpoint with the real names and shapes of a ModernBERT config.json (benchmarks). */
+int oc_mbert_random(const char *config_path, const char *out_dir, int n_labels, uint64_t seed, oc_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,7 @@
 #include "opencon/chat.h"
 #include "opencon/hub.h"
 #include "opencon/model.h"
+#include "opencon/modernbert.h"
 #include "opts.h"
 
 
@@ -265,7 +266,12 @@ static int cmd_random_model(int argc, char **argv) {
   if (cli_begin(argc, argv, &o, known, NULL)) return 2;
   if (!opt(&o, "config") || !opt(&o, "out")) { fprintf(stderr, "usage: opencon random-model --config CONFIG.json --out DIR [--seed N]\n"); free_opts(&o); return 2; }
   uint64_t seed = opt(&o, "seed") ? strtoull(opt(&o, "seed"), NULL, 10) : 0;
-  int rc = oc_random_model(opt(&o, "config"), opt(&o, "out"), seed, &err) ? die(&err) : 0;
+  char *text = NULL;
+  int is_bert = oc_read_file(opt(&o, "config"), &text, NULL, &err) == 0 && strstr(text, "\"modernbert\"") != NULL;
+  free(text);
+  int rc = (is_bert ? oc_mbert_random(opt(&o, "config"), opt(&o, "out"), 3, seed, &err) : oc_random_model(opt(&o, "config"), opt(&o, "out"), seed, &err))
+               ? die(&err)
+               : 0;
   if (!rc) fprintf(stderr, "wrote %s/model.safetensors\n", opt(&o, "out"));
   free_opts(&o);
   return rc;

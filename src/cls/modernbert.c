@@ -50,6 +50,8 @@ struct oc_mbert {
   int scratch_threads;
   float *tmp1, *tmp2, *tmp3; /* [tokens x max(3H, 2I)] work buffers */
   size_t tmp_cap;
+  float *bw[4];               /* backward [tokens x H] buffers, kept between steps (no page faults) */
+  size_t bw_cap;
 };
 
 const oc_mbert_config *oc_mbert_cfg(const oc_mbert *m) { return &m->c; }
@@ -88,6 +90,7 @@ void oc_mbert_free(oc_mbert *m) {
   free(m->p); free(m->w); free(m->grad); free(m->lp); free(m->c.sliding);
   free(m->inv_freq[0]); free(m->inv_freq[1]);
   free(m->scratch); free(m->tmp1); free(m->tmp2); free(m->tmp3);
+  for (int k = 0; k < 4; k++) free(m->bw[k]);
   free(m);
 }
 
@@ -464,67 +467,96 @@ static void rope(float *qkv, const int *pos, int T, int H, int nh, int hd, const
   }
 }
 
-typedef struct { int b, h; } pair;
+/* Query blocks: a full layer is one block (one big product); a sliding layer takes 64 queries at a
+ * time against only the keys within the window of any of them. */
+#define QBLOCK 64
+static void key_span(int sliding, int hw, int n, int q0, int q1, int *k0, int *k1) {
+  *k0 = 0;
+  *k1 = n;
+  if (sliding) {
+    *k0 = q0 - hw > 0 ? q0 - hw : 0;
+    *k1 = q1 + hw < n ? q1 + hw : n;
+  }
+}
 
 /* softmax(q k^T * scale + mask) v per (sequence, head); lse stored for the backward */
 static void attention(oc_mbert *m, const float *qkv, const int *off, const int *lens, int B, int sliding, float *ctx, float *lse) {
-  const int H = m->c.hidden, nh = m->c.n_heads, hd = m->c.head_dim, half_w = m->c.local_attention / 2;
+  const int H = m->c.hidden, nh = m->c.n_heads, hd = m->c.head_dim, hw = m->c.local_attention / 2;
   const float scale = 1.0f / sqrtf((float)hd);
   const int np = B * nh;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int p = 0; p < np; p++) {
-    const int b = p / nh, h = p % nh, n = lens[b];
+    const int b = p / nh, h = p % nh, n = lens[b], qb = sliding ? QBLOCK : n;
     float *S = m->scratch + (size_t)omp_get_thread_num() * m->scratch_per_thread;
     const float *Q = qkv + (size_t)off[b] * 3 * H + (size_t)h * hd, *K = Q + H, *V = Q + 2 * H;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, hd, scale, Q, 3 * H, K, 3 * H, 0.0f, S, n);
-    for (int i = 0; i < n; i++) {
-      float *row = S + (size_t)i * n, mx = -INFINITY;
-      for (int j = 0; j < n; j++) {
-        if (sliding && abs(i - j) > half_w) row[j] = -INFINITY;
-        if (row[j] > mx) mx = row[j];
+    for (int q0 = 0; q0 < n; q0 += qb) {
+      int q1 = q0 + qb < n ? q0 + qb : n, k0, k1;
+      key_span(sliding, hw, n, q0, q1, &k0, &k1);
+      const int nq = q1 - q0, nk = k1 - k0;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, Q + (size_t)q0 * 3 * H, 3 * H, K + (size_t)k0 * 3 * H, 3 * H, 0.0f, S, nk);
+      for (int i = 0; i < nq; i++) {
+        float *row = S + (size_t)i * nk, mx = -INFINITY;
+        const int qi = q0 + i;
+        for (int j = 0; j < nk; j++) {
+          if (sliding && abs(qi - (k0 + j)) > hw) row[j] = -INFINITY;
+          if (row[j] > mx) mx = row[j];
+        }
+        float sum = 0;
+        for (int j = 0; j < nk; j++) { float e = row[j] == -INFINITY ? 0.0f : expf(row[j] - mx); row[j] = e; sum += e; }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < nk; j++) row[j] *= inv;
+        if (lse) lse[(size_t)(off[b] + qi) * nh + h] = mx + logf(sum);
       }
-      float sum = 0;
-      for (int j = 0; j < n; j++) { float e = row[j] == -INFINITY ? 0.0f : expf(row[j] - mx); row[j] = e; sum += e; }
-      float inv = 1.0f / sum;
-      for (int j = 0; j < n; j++) row[j] *= inv;
-      if (lse) lse[(size_t)(off[b] + i) * nh + h] = mx + logf(sum);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, V + (size_t)k0 * 3 * H, 3 * H, 0.0f,
+                  ctx + (size_t)(off[b] + q0) * H + (size_t)h * hd, H);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, n, 1.0f, S, n, V, 3 * H, 0.0f, ctx + (size_t)off[b] * H + (size_t)h * hd, H);
   }
 }
 
 /* gradients of q, k, v (post-rope) into dqkv [T, 3H] from dctx; P is recomputed from lse */
 static void attention_backward(oc_mbert *m, const float *qkv, const float *ctx, const float *lse, const float *dctx, const int *off,
                                const int *lens, int B, int sliding, float *dqkv) {
-  const int H = m->c.hidden, nh = m->c.n_heads, hd = m->c.head_dim, half_w = m->c.local_attention / 2;
+  const int H = m->c.hidden, nh = m->c.n_heads, hd = m->c.head_dim, hw = m->c.local_attention / 2;
   const float scale = 1.0f / sqrtf((float)hd);
   const int np = B * nh;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int p = 0; p < np; p++) {
-    const int b = p / nh, h = p % nh, n = lens[b];
-    float *P = m->scratch + (size_t)omp_get_thread_num() * m->scratch_per_thread, *dP = P + (size_t)n * n;
+    const int b = p / nh, h = p % nh, n = lens[b], qb = sliding ? QBLOCK : n;
+    float *P = m->scratch + (size_t)omp_get_thread_num() * m->scratch_per_thread;
     const size_t o3 = (size_t)off[b] * 3 * H + (size_t)h * hd, o1 = (size_t)off[b] * H + (size_t)h * hd;
     const float *Q = qkv + o3, *K = Q + H, *V = Q + 2 * H, *O = ctx + o1, *dO = dctx + o1;
     float *dQ = dqkv + o3, *dK = dQ + H, *dV = dQ + 2 * H;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, hd, scale, Q, 3 * H, K, 3 * H, 0.0f, P, n);
-    for (int i = 0; i < n; i++) {
-      float l = lse[(size_t)(off[b] + i) * nh + h];
-      float *row = P + (size_t)i * n;
-      for (int j = 0; j < n; j++) row[j] = (sliding && abs(i - j) > half_w) ? 0.0f : expf(row[j] - l);
+    for (int t = 0; t < n; t++) { /* dK and dV accumulate over query blocks */
+      memset(dK + (size_t)t * 3 * H, 0, sizeof(float) * (size_t)hd);
+      memset(dV + (size_t)t * 3 * H, 0, sizeof(float) * (size_t)hd);
     }
-    /* dV = P^T dO ; dP = dO V^T */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hd, n, 1.0f, P, n, dO, H, 0.0f, dV, 3 * H);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, hd, 1.0f, dO, H, V, 3 * H, 0.0f, dP, n);
-    /* dS = P * (dP - rowsum(dO * O)) */
-    for (int i = 0; i < n; i++) {
-      float d = 0;
-      for (int k = 0; k < hd; k++) d += dO[(size_t)i * H + k] * O[(size_t)i * H + k];
-      float *pr = P + (size_t)i * n, *dr = dP + (size_t)i * n;
-      for (int j = 0; j < n; j++) dr[j] = pr[j] * (dr[j] - d);
+    for (int q0 = 0; q0 < n; q0 += qb) {
+      int q1 = q0 + qb < n ? q0 + qb : n, k0, k1;
+      key_span(sliding, hw, n, q0, q1, &k0, &k1);
+      const int nq = q1 - q0, nk = k1 - k0;
+      float *dP = P + (size_t)nq * nk;
+      const float *Qb = Q + (size_t)q0 * 3 * H, *Kb = K + (size_t)k0 * 3 * H, *Vb = V + (size_t)k0 * 3 * H, *dOb = dO + (size_t)q0 * H;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, Qb, 3 * H, Kb, 3 * H, 0.0f, P, nk);
+      for (int i = 0; i < nq; i++) {
+        const int qi = q0 + i;
+        float l = lse[(size_t)(off[b] + qi) * nh + h];
+        float *row = P + (size_t)i * nk;
+        for (int j = 0; j < nk; j++) row[j] = (sliding && abs(qi - (k0 + j)) > hw) ? 0.0f : expf(row[j] - l);
+      }
+      /* dV += P^T dO ; dP = dO V^T */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, dOb, H, 1.0f, dV + (size_t)k0 * 3 * H, 3 * H);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, dOb, H, Vb, 3 * H, 0.0f, dP, nk);
+      /* dS = P * (dP - rowsum(dO * O)) */
+      for (int i = 0; i < nq; i++) {
+        float d = 0;
+        for (int k = 0; k < hd; k++) d += dOb[(size_t)i * H + k] * O[(size_t)(q0 + i) * H + k];
+        float *pr = P + (size_t)i * nk, *dr = dP + (size_t)i * nk;
+        for (int j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - d);
+      }
+      /* dQ = dS K * scale ; dK += dS^T Q * scale */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, scale, dP, nk, Kb, 3 * H, 0.0f, dQ + (size_t)q0 * 3 * H, 3 * H);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, scale, dP, nk, Qb, 3 * H, 1.0f, dK + (size_t)k0 * 3 * H, 3 * H);
     }
-    /* dQ = dS K * scale ; dK = dS^T Q * scale */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, n, scale, dP, n, K, 3 * H, 0.0f, dQ, 3 * H);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hd, n, scale, dP, n, Q, 3 * H, 0.0f, dK, 3 * H);
   }
 }
 
@@ -666,9 +698,12 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
   oc_gemm(1, 0, H, H, B, dgz, H, a->pooled, H, 1.0f, G(m, P_DENSE), H);
   oc_gemm(0, 0, B, H, H, dgz, H, W(m, P_DENSE), H, 0.0f, dpool, H);
   /* pooling -> d last_hidden_state */
-  float *dlast = malloc(sizeof(float) * (size_t)T * H), *dh = malloc(sizeof(float) * (size_t)T * H);
-  float *dmid = malloc(sizeof(float) * (size_t)T * H), *dtmp = malloc(sizeof(float) * (size_t)T * H);
-  if (!dlast || !dh || !dmid || !dtmp) { free(dlast); free(dh); free(dmid); free(dtmp); free(off); free(pos); return oc_fail(err, "out of memory"); }
+  if ((size_t)T * H > m->bw_cap) {
+    for (int k = 0; k < 4; k++)
+      if (grow(&m->bw[k], (size_t)T * H)) { free(off); free(pos); return oc_fail(err, "out of memory"); }
+    m->bw_cap = (size_t)T * H;
+  }
+  float *dlast = m->bw[0], *dh = m->bw[1], *dmid = m->bw[2], *dtmp = m->bw[3];
   memset(dlast, 0, sizeof(float) * (size_t)T * H);
   for (int b = 0; b < B; b++) {
     const float *dp = dpool + (size_t)b * H;
@@ -714,7 +749,7 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
   for (int j = 0; j < H; j++)
     for (int t = 0; t < T; t++)
       if (bt->ids[t] != c->pad_id) gE[(size_t)bt->ids[t] * H + j] += dtmp[(size_t)t * H + j];
-  free(dlast); free(dh); free(dmid); free(dtmp); free(off); free(pos);
+  free(off); free(pos);
   return 0;
 }
 
@@ -804,5 +839,51 @@ int oc_mbert_load_weights(oc_mbert *m, const char *path, oc_error *err) {
     else memcpy(m->w + q->off, t->data, n * sizeof(float));
   }
   oc_st_close(f);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- random checkpoint (benchmarks) */
+int oc_mbert_random(const char *config_path, const char *out_dir, int n_labels, uint64_t seed, oc_error *err) {
+  oc_mbert *m = calloc(1, sizeof *m);
+  if (!m) return oc_fail(err, "out of memory");
+  int rc = -1;
+  char *text = NULL, *js = NULL, *cp = NULL, *wp = NULL;
+  cJSON *j = NULL;
+  if (parse_config(config_path, n_labels, NULL, &m->c, err) || plan_params(m, err) || oc_mkdirs(out_dir, err)) goto done;
+  oc_rng r;
+  oc_rng_seed(&r, seed);
+  for (int i = 0; i < m->np; i++) {
+    const param *q = &m->p[i];
+    if (!q->present) continue;
+    size_t n = (size_t)q->shape[0] * (size_t)(q->ndim == 2 ? q->shape[1] : 1);
+    float *w = m->w + q->off;
+    if (q->ndim == 2) {
+      float a = (float)sqrt(3.0 / (double)q->shape[1]);
+      for (size_t k = 0; k < n; k++) w[k] = (float)(2 * oc_rng_uniform(&r) - 1) * a;
+    } else {
+      float v = strstr(q->name, "bias") ? 0.0f : 1.0f;
+      for (size_t k = 0; k < n; k++) w[k] = v;
+    }
+  }
+  if (oc_read_file(config_path, &text, NULL, err)) goto done;
+  j = cJSON_Parse(text);
+  if (!j) { oc_fail(err, "%s: not valid JSON", config_path); goto done; }
+  cJSON_DeleteItemFromObjectCaseSensitive(j, "id2label");
+  cJSON_DeleteItemFromObjectCaseSensitive(j, "label2id");
+  cJSON *id2 = cJSON_AddObjectToObject(j, "id2label");
+  for (int k = 0; k < m->c.n_labels; k++) {
+    char key[16];
+    snprintf(key, sizeof key, "%d", k);
+    cJSON_AddStringToObject(id2, key, m->c.labels[k]);
+  }
+  js = cJSON_Print(j);
+  cp = oc_path_join(out_dir, "config.json");
+  wp = oc_path_join(out_dir, "model.safetensors");
+  if (oc_write_file_atomic(cp, js, strlen(js), err) || oc_mbert_save_weights(m, wp, err)) goto done;
+  rc = 0;
+done:
+  cJSON_Delete(j);
+  free(text); free(js); free(cp); free(wp);
+  oc_mbert_free(m);
   return rc;
 }

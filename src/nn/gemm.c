@@ -2,13 +2,19 @@
 
 #include <cblas.h>
 
-#define BLOCK 64
+/* Block size from the shape only (never the thread count): about 4 blocks, at least 128 rows.
+ * Every block call packs the whole other operand, so fewer, larger blocks waste less. */
+static int block_of(int n) {
+  int b = (n + 3) / 4;
+  b = (b + 63) / 64 * 64;
+  return b < 128 ? 128 : b;
+}
 
 void oc_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
   const enum CBLAS_TRANSPOSE ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans;
-  if (M >= 2 * BLOCK || N < 2 * BLOCK) { /* blocks of rows of C */
-    const int nb = (M + BLOCK - 1) / BLOCK;
+  if (M >= 256 || N < 256) { /* blocks of rows of C */
+    const int BLOCK = block_of(M), nb = (M + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int b = 0; b < nb; b++) {
       const int r0 = b * BLOCK, mb = M - r0 < BLOCK ? M - r0 : BLOCK;
@@ -16,7 +22,7 @@ void oc_gemm(int transA, int transB, int M, int N, int K, const float *A, int ld
       cblas_sgemm(CblasRowMajor, ta, tb, mb, N, K, 1.0f, a, lda, B, ldb, beta, C + (size_t)r0 * ldc, ldc);
     }
   } else { /* few rows (a small batch): blocks of columns */
-    const int nb = (N + BLOCK - 1) / BLOCK;
+    const int BLOCK = block_of(N), nb = (N + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int b = 0; b < nb; b++) {
       const int c0 = b * BLOCK, ncols = N - c0 < BLOCK ? N - c0 : BLOCK;
