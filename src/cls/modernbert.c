@@ -725,8 +725,9 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
     for (int t = 0; t < T; t++)
       for (int j = 0; j < I; j++) {
         float x = u[(size_t)t * 2 * I + j], gate = u[(size_t)t * 2 * I + I + j], d = dg[(size_t)t * I + j];
-        du[(size_t)t * 2 * I + j] = d * gate * gelu_grad(x);
-        du[(size_t)t * 2 * I + I + j] = d * gelu(x);
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)); /* gelu = x cdf, gelu' = cdf + x pdf: one erf */
+        du[(size_t)t * 2 * I + j] = d * gate * (cdf + x * expf(-0.5f * x * x) * 0.3989422804014327f);
+        du[(size_t)t * 2 * I + I + j] = d * x * cdf;
       }
     oc_gemm(1, 0, 2 * I, H, T, du, 2 * I, a->xn2[l], H, 1.0f, LG(m, l, L_WI), H);
     oc_gemm(0, 0, T, H, 2 * I, du, 2 * I, LW(m, l, L_WI), H, 0.0f, dtmp, H);
