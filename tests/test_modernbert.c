@@ -228,11 +228,72 @@ static void run_long(const char *dir, const char *ref_path) {
   oc_mbert_free(m);
 }
 
+/* a base (masked-LM style) checkpoint: no classifier.*, no id2label -> a fresh head like transformers */
+static void base_checkpoint(const char *dir) {
+  char tmp[] = "/tmp/oc_mbert_base_XXXXXX", p[600], q[600];
+  REQUIRE(mkdtemp(tmp), "mkdtemp");
+  oc_error err;
+  oc_st_file *f;
+  snprintf(p, sizeof p, "%s/model.safetensors", dir);
+  REQUIRE(oc_st_open(p, &f, &err) == 0, "%s", err.msg);
+  oc_st_writer *w = oc_st_writer_new();
+  for (int i = 0; i < oc_st_count(f); i++) {
+    const oc_tensor *t = oc_st_at(f, i);
+    if (strncmp(t->name, "classifier.", 11) == 0) continue;
+    REQUIRE(oc_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, &err) == 0, "%s", err.msg);
+  }
+  snprintf(q, sizeof q, "%s/model.safetensors", tmp);
+  REQUIRE(oc_st_writer_write(w, q, &err) == 0, "%s", err.msg);
+  oc_st_writer_free(w);
+  char *text;
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  REQUIRE(oc_read_file(p, &text, NULL, &err) == 0, "%s", err.msg);
+  char *id2 = strstr(text, "\"id2label\"");
+  REQUIRE(id2, "id2label in the fixture config");
+  memcpy(id2, "\"xx2label\"", 10); /* hide it (the JSON stays valid) */
+  char *l2 = strstr(text, "\"label2id\"");
+  if (l2) memcpy(l2, "\"label2xx\"", 10);
+  snprintf(q, sizeof q, "%s/config.json", tmp);
+  REQUIRE(oc_write_file_atomic(q, text, strlen(text), &err) == 0, "%s", err.msg);
+  free(text);
+  const char *names[3] = {"safe_compliance", "safe_refusal", "unsafe_compliance"};
+  oc_mbert *m, *ref;
+  REQUIRE(oc_mbert_load(tmp, 3, names, 5, &m, &err) == 0, "%s", err.msg);
+  REQUIRE(oc_mbert_load(dir, 0, NULL, 0, &ref, &err) == 0, "%s", err.msg);
+  int wi = -1, bi = -1, di = -1;
+  for (int i = 0; i < oc_mbert_n_params(m); i++) {
+    if (!strcmp(oc_mbert_param_name(m, i), "classifier.weight")) wi = i;
+    if (!strcmp(oc_mbert_param_name(m, i), "classifier.bias")) bi = i;
+    if (!strcmp(oc_mbert_param_name(m, i), "head.dense.weight")) di = i;
+  }
+  int64_t nw, nb, nd;
+  const float *cw = oc_mbert_param(m, wi, &nw, NULL, NULL), *cb = oc_mbert_param(m, bi, &nb, NULL, NULL);
+  double std = 1.0 / sqrt(64.0), ss = 0;
+  int within = 1, zero = 1;
+  for (int64_t k = 0; k < nw; k++) { within &= fabs(cw[k]) <= 2 * std; ss += (double)cw[k] * cw[k]; }
+  for (int64_t k = 0; k < nb; k++) zero &= cb[k] == 0;
+  /* a normal truncated at 2 std has std 0.880 * sigma */
+  double sd = sqrt(ss / nw);
+  CHECK(nw == 3 * 64 && within && zero && sd > 0.75 * 0.88 * std && sd < 1.25 * 0.88 * std, "fresh head: |w| <= 2 std, std %.4f (expect ~%.4f), bias 0",
+        sd, 0.88 * std);
+  const float *dm = oc_mbert_param(m, di, &nd, NULL, NULL), *dr = oc_mbert_param(ref, di, NULL, NULL, NULL);
+  CHECK(memcmp(dm, dr, sizeof(float) * (size_t)nd) == 0,
+        "head.dense comes from the checkpoint");
+  CHECK(strcmp(oc_mbert_cfg(m)->labels[2], "unsafe_compliance") == 0, "label names from the data");
+  oc_mbert_free(m);
+  oc_mbert_free(ref);
+  CHECK(oc_mbert_load(dir, 2, NULL, 0, &m, &err) != 0 && strstr(err.msg, "3 labels"), "label count mismatch refused: %s", err.msg);
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+  if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);
+}
+
 int main(int argc, char **argv) {
   REQUIRE(argc == 4, "usage: test_modernbert MODERNBERT_TINY MODERNBERT_TINY_CLS LONG_REFERENCE");
   oc_set_threads(2);
   run(argv[1], 1);
   run(argv[2], 0);
   run_long(argv[1], argv[3]);
+  base_checkpoint(argv[1]);
   return check_summary("test_modernbert");
 }

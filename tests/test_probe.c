@@ -306,7 +306,7 @@ static void test_svg(void) {
 }
 
 int main(int argc, char **argv) {
-  REQUIRE(argc == 2, "usage: test_probe mvp_probe.pt");
+  REQUIRE(argc == 3, "usage: test_probe mvp_probe.pt torch_probe.pt");
   snprintf(tmpdir, sizeof tmpdir, "/tmp/oc_probe_test_XXXXXX");
   REQUIRE(mkdtemp(tmpdir), "mkdtemp");
   test_loader();
@@ -314,7 +314,8 @@ int main(int argc, char **argv) {
   test_metrics();
   test_adamw_steps();
   test_separable();
-  test_torch_pt(argv[1]);
+  test_torch_pt(argv[1]); /* torch.save's layout rebuilt with the standard library */
+  test_torch_pt(argv[2]); /* written by real torch.save (python3-torch 1.13) */
   test_svg();
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
