@@ -308,7 +308,10 @@ static void usage(void) {
           "  classify       ModernBERT exchange classifier decision (JSON) for an exchange, a JSONL file or token ids\n"
           "  train-exchange-classifier      full fine-tuning of ModernBERT (HF Trainer defaults), checkpoints, resume\n"
           "  calibrate-exchange-classifier  block-threshold sweep on a validation split (JSON + SVG)\n"
-          "  build-three-class-classifier-data  binary exchanges -> safe_compliance / safe_refusal / unsafe_compliance\n\n"
+          "  build-three-class-classifier-data  binary exchanges -> safe_compliance / safe_refusal / unsafe_compliance\n"
+          "  guarded-generate   decode with the probe every N tokens; the classifier decides on pauses\n"
+          "  benchmark-latency  baseline vs probe-only vs full guard: ms, tokens/s, time to first token\n"
+          "  demo           the whole pipeline on the bundled tiny models (offline, seconds)\n\n"
           "--model_id takes a local directory or a Hub id org/name (HF cache, then download).\n");
 }
 
@@ -328,6 +331,9 @@ int main(int argc, char **argv) {
   if (strcmp(c, "train-exchange-classifier") == 0) return cmd_train_exchange_classifier(argc - 2, argv + 2);
   if (strcmp(c, "calibrate-exchange-classifier") == 0) return cmd_calibrate_exchange_classifier(argc - 2, argv + 2);
   if (strcmp(c, "build-three-class-classifier-data") == 0) return cmd_build_three_class(argc - 2, argv + 2);
+  if (strcmp(c, "guarded-generate") == 0) return cmd_guarded_generate(argc - 2, argv + 2);
+  if (strcmp(c, "benchmark-latency") == 0) return cmd_benchmark_latency(argc - 2, argv + 2);
+  if (strcmp(c, "demo") == 0) return cmd_demo(argc - 2, argv + 2);
   fprintf(stderr, "error: unknown command \"%s\"\n", c);
   usage();
   return 2;

@@ -34,4 +34,7 @@ int cmd_classify(int argc, char **argv);
 int cmd_train_exchange_classifier(int argc, char **argv);
 int cmd_calibrate_exchange_classifier(int argc, char **argv);
 int cmd_build_three_class(int argc, char **argv);
+int cmd_guarded_generate(int argc, char **argv);
+int cmd_benchmark_latency(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 #endif

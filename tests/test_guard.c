@@ -1,0 +1,238 @@
+/* Guarded generation on the tiny Gemma 4 with a tokenizer and the tiny ModernBERT classifier, with
+ * probes and thresholds built to force each path: completed, paused, allow-then-continue, uncertain,
+ * blocked mid-stream, blocked by the final check. Released text is exactly the cleared prefix, the
+ * trace matches the decisions, and the KV-cached guarded run produces the unguarded tokens. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "opencon/guard.h"
+
+static oc_model *M;
+static oc_chat *CH;
+static oc_classifier *CLS;
+static const char *PROMPT = "How do I bake bread at home?";
+enum { MAXNEW = 16 };
+
+typedef struct { char buf[8192]; size_t n; int calls; } sink;
+static void emit(void *ud, const char *t, size_t n) {
+  sink *s = ud;
+  if (s->n + n < sizeof s->buf) { memcpy(s->buf + s->n, t, n); s->n += n; s->buf[s->n] = 0; }
+  s->calls++;
+}
+
+/* unguarded greedy decode with the KV cache, the same prompt format; hidden state of layer `layer`
+ * at each generated token (the probe's view) */
+static int unguarded(int32_t *out, float *hs, int layer) {
+  oc_error err;
+  char *text;
+  oc_encoding e;
+  REQUIRE(oc_chat_format_exchange(CH, PROMPT, NULL, 1, &text, &err) == 0 && oc_chat_encode(CH, text, 0, 0, &e, &err) == 0, "%s", err.msg);
+  free(text);
+  const oc_model_config *c = oc_model_cfg(M);
+  oc_session *s = oc_session_new(M, e.n + MAXNEW + 1, &err);
+  float *logits = malloc(sizeof(float) * (size_t)c->vocab);
+  REQUIRE(oc_forward(s, e.ids, e.n, NULL, logits, 0, &err) == 0, "%s", err.msg);
+  int n = 0;
+  for (; n < MAXNEW; n++) {
+    int32_t t = oc_argmax(logits, c->vocab);
+    if (oc_is_eos(c, t)) break;
+    out[n] = t;
+    int last = -1;
+    oc_taps taps = {1, &layer, 1, &last, hs + (size_t)n * c->hidden};
+    REQUIRE(oc_forward(s, &t, 1, &taps, logits, 0, &err) == 0, "%s", err.msg);
+  }
+  oc_session_free(s);
+  oc_encoding_free(&e);
+  free(logits);
+  return n;
+}
+
+static char *decode(const int32_t *ids, int n) {
+  char *t;
+  size_t len;
+  oc_error err;
+  REQUIRE(oc_tokenizer_decode(CH->tok, ids, n, 1, &t, &len, &err) == 0, "%s", err.msg);
+  return t;
+}
+
+static int run(const oc_probe *p, const oc_probe_config *pc, oc_classifier *cls, int final_check, sink *out, oc_guard_result *r, FILE *trace) {
+  oc_guard *g;
+  oc_error err;
+  REQUIRE(oc_guard_new(M, CH, p, pc, cls, &g, &err) == 0, "%s", err.msg);
+  oc_guard_opts o;
+  oc_guard_opts_defaults(&o);
+  o.max_new_tokens = MAXNEW;
+  o.final_classifier_check = final_check;
+  o.trace = trace;
+  memset(out, 0, sizeof *out);
+  int rc = oc_guard_generate(g, PROMPT, &o, emit, NULL, out, r, &err);
+  REQUIRE(rc == 0, "%s", err.msg);
+  oc_guard_free(g);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  REQUIRE(argc == 4, "usage: test_guard OPENCON MODEL_DIR CLASSIFIER_DIR");
+  const char *cli = argv[1], *mdir = argv[2], *cdir = argv[3];
+  oc_set_threads(2);
+  oc_error err;
+  REQUIRE(oc_model_load(mdir, &M, &err) == 0 && oc_chat_load(mdir, &CH, &err) == 0 && oc_classifier_load(cdir, &CLS, &err) == 0, "%s", err.msg);
+  const int H = oc_model_cfg(M)->hidden;
+  int32_t toks[MAXNEW];
+  float *hs = malloc(sizeof(float) * MAXNEW * (size_t)H);
+  int ntok = unguarded(toks, hs, -4);
+  REQUIRE(ntok >= 8, "the tiny model must generate at least 8 tokens (got %d)", ntok);
+  char *full = decode(toks, ntok), *prefix4 = decode(toks, 4);
+
+  oc_probe_config pc;
+  oc_probe_config_defaults(&pc); /* layer -4, threshold 0.65, pause 0.75, every 4 tokens */
+  pc.smoothing_window = 1;
+  float *w = calloc((size_t)H, sizeof(float));
+  oc_probe low = {H, w, -10.0f}, high = {H, w, 10.0f};
+  /* rises: low at the step-4 token, high at the step-8 token */
+  float *w2 = malloc(sizeof(float) * (size_t)H);
+  double d2 = 0, dot4 = 0;
+  for (int j = 0; j < H; j++) { double d = hs[7 * H + j] - hs[3 * H + j]; d2 += d * d; }
+  for (int j = 0; j < H; j++) { w2[j] = (float)(10.0 * (hs[7 * H + j] - hs[3 * H + j]) / d2); dot4 += w2[j] * hs[3 * H + j]; }
+  oc_probe rises = {H, w2, (float)(-dot4 - 5.0)};
+  oc_guard_result r;
+  sink s;
+
+  /* completed: a quiet probe, no classifier */
+  run(&low, &pc, NULL, 0, &s, &r, NULL);
+  int same = r.n_tokens == ntok && memcmp(r.tokens, toks, sizeof(int32_t) * (size_t)ntok) == 0;
+  CHECK(strcmp(r.status, "completed") == 0 && same && strcmp(r.response, full) == 0 && strcmp(s.buf, full) == 0 && r.held_response_chars == 0,
+        "completed: same tokens as the unguarded run, all text released (%s, %d tokens)", r.status, r.n_tokens);
+  CHECK(r.probe_calls == ntok / 4 && r.classifier_calls == 0 && r.smoothed_risk < 1e-3, "completed: probe calls %d", r.probe_calls);
+  oc_guard_result_free(&r);
+
+  /* paused at step 8: the step-4 text was released, the rest is held */
+  run(&rises, &pc, NULL, 0, &s, &r, NULL);
+  CHECK(strcmp(r.status, "paused") == 0 && r.n_tokens == 8 && r.probe_calls == 2 && strcmp(r.response, prefix4) == 0 && strcmp(s.buf, prefix4) == 0 &&
+            r.held_response_chars > 0,
+        "paused: released exactly the step-4 prefix (\"%s\" vs \"%s\"), risk %.3f", s.buf, prefix4, r.risk);
+  oc_guard_result_free(&r);
+
+  /* allow-then-continue: every probe step pauses, the classifier allows every time */
+  REQUIRE(oc_classifier_set_thresholds(CLS, 0.999999, 1.0, &err) == 0, "%s", err.msg);
+  run(&high, &pc, CLS, 0, &s, &r, NULL);
+  CHECK(strcmp(r.status, "completed") == 0 && r.classifier_calls == ntok / 4 && strcmp(r.response, full) == 0 && strcmp(s.buf, full) == 0 &&
+            strcmp(r.classifier_verdict, "allow") == 0,
+        "allow then continue: %s, %d classifier calls", r.status, r.classifier_calls);
+  oc_guard_result_free(&r);
+
+  /* uncertain at step 8: hold */
+  REQUIRE(oc_classifier_set_thresholds(CLS, 0.0, 1.0, &err) == 0, "%s", err.msg);
+  char tpath[] = "/tmp/oc_guard_trace_XXXXXX";
+  int fd = mkstemp(tpath);
+  FILE *tf = fdopen(fd, "w+");
+  run(&rises, &pc, CLS, 0, &s, &r, tf);
+  CHECK(strcmp(r.status, "uncertain") == 0 && strcmp(r.response, prefix4) == 0 && strcmp(s.buf, prefix4) == 0 && r.held_response_chars > 0 &&
+            r.classifier_calls == 1,
+        "uncertain: holds everything after the step-4 prefix (%s)", r.status);
+  /* the trace: one line per step, decisions at the probe steps */
+  rewind(tf);
+  char line[4096];
+  int lines = 0, ok = 1;
+  while (fgets(line, sizeof line, tf)) {
+    cJSON *j = cJSON_Parse(line);
+    lines++;
+    const cJSON *st = cJSON_GetObjectItem(j, "step"), *dec = cJSON_GetObjectItem(j, "decision"), *tok = cJSON_GetObjectItem(j, "token");
+    ok &= cJSON_IsNumber(st) && st->valueint == lines && cJSON_IsNumber(tok) && tok->valueint == toks[lines - 1];
+    if (lines == 4) ok &= cJSON_IsString(dec) && strcmp(dec->valuestring, "release") == 0;
+    else if (lines == 8) ok &= cJSON_IsString(dec) && strcmp(dec->valuestring, "uncertain") == 0 && cJSON_GetObjectItem(j, "classifier_score");
+    else ok &= dec == NULL;
+    cJSON_Delete(j);
+  }
+  fclose(tf);
+  unlink(tpath);
+  CHECK(ok && lines == 8, "trace: %d lines match the decisions", lines);
+  oc_guard_result_free(&r);
+
+  /* blocked mid-stream at step 8 */
+  REQUIRE(oc_classifier_set_thresholds(CLS, 0.0, 1e-9, &err) == 0, "%s", err.msg);
+  run(&rises, &pc, CLS, 0, &s, &r, NULL);
+  CHECK(strcmp(r.status, "blocked") == 0 && strcmp(r.response, OC_REFUSAL) == 0 && strcmp(s.buf, prefix4) == 0 && r.n_tokens == 8,
+        "blocked mid-stream: refusal, only the step-4 prefix was ever released");
+  oc_guard_result_free(&r);
+
+  /* blocked by the final check (the probe never pauses) */
+  run(&low, &pc, CLS, 1, &s, &r, NULL);
+  CHECK(strcmp(r.status, "blocked") == 0 && strcmp(r.response, OC_REFUSAL) == 0 && r.classifier_calls == 1 && r.final_classifier_check,
+        "blocked by the final check");
+  oc_guard_result_free(&r);
+  /* skip_classifier with a pausing probe: paused */
+  {
+    oc_guard *g;
+    REQUIRE(oc_guard_new(M, CH, &high, &pc, CLS, &g, &err) == 0, "%s", err.msg);
+    oc_guard_opts o;
+    oc_guard_opts_defaults(&o);
+    o.max_new_tokens = MAXNEW;
+    o.skip_classifier = 1;
+    REQUIRE(oc_guard_generate(g, PROMPT, &o, NULL, NULL, NULL, &r, &err) == 0, "%s", err.msg);
+    CHECK(strcmp(r.status, "paused") == 0 && r.classifier_calls == 0 && r.n_tokens == 4, "skip_classifier pauses");
+    oc_guard_result_free(&r);
+    oc_guard_free(g);
+  }
+
+  /* checks before any generation */
+  oc_probe wrong = {H / 2, w, 0};
+  oc_guard *g;
+  CHECK(oc_guard_new(M, CH, &wrong, &pc, NULL, &g, &err) != 0 && strstr(err.msg, "hidden size"), "probe of another hidden size refused");
+  CHECK(oc_guard_check_probe("org/a", "org/b", &err) != 0 && strstr(err.msg, "org/b"), "probe of another model refused");
+  const char *u = "ab\xc3\xa9"; /* "abé" */
+  CHECK(oc_utf8_safe_prefix(u, 4) == 4 && oc_utf8_safe_prefix(u, 3) == 2 && oc_utf8_safe_prefix("a\xe2\x82", 3) == 1 &&
+            oc_utf8_safe_prefix("ab\xef\xbf\xbd", 5) == 2 && oc_utf8_safe_prefix("\xf0\x9f\x98\x80", 4) == 4,
+        "UTF-8: whole characters only, no trailing replacement character");
+
+  /* CLI: guarded-generate with the MVP's probe.pt (hidden 64) and a probe directory */
+  char dir[] = "/tmp/oc_guard_cli_XXXXXX", cmd[4096], outb[1 << 15];
+  REQUIRE(mkdtemp(dir), "mkdtemp");
+  char pp[600], cp[600];
+  snprintf(pp, sizeof pp, "%s/probe.safetensors", dir);
+  REQUIRE(oc_probe_save(&low, pp, &err) == 0, "%s", err.msg);
+  snprintf(cp, sizeof cp, "%s/config.json", dir);
+  char cfg[1024];
+  snprintf(cfg, sizeof cfg, "{\"model_id\": \"%s\", \"layer\": -4, \"hidden_size\": %d, \"threshold\": 0.65, \"pause_threshold\": 0.75, "
+                            "\"probe_every_n_tokens\": 4, \"smoothing_window\": 4, \"use_chat_template\": true}", mdir, H);
+  REQUIRE(oc_write_file_atomic(cp, cfg, strlen(cfg), &err) == 0, "%s", err.msg);
+  snprintf(cmd, sizeof cmd, "%s guarded-generate --model_id %s --probe_path %s --classifier_dir %s --prompt '%s' --max_new_tokens %d --trace_path %s/t.jsonl --out_path %s/r.json 2>/dev/null",
+           cli, mdir, pp, cdir, PROMPT, MAXNEW, dir, dir);
+  int rc = run_capture(cmd, outb, sizeof outb);
+  char *last = strrchr(outb, '{');
+  cJSON *j = last ? cJSON_Parse(last) : NULL;
+  CHECK(rc == 0 && j && strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "completed") == 0 && strncmp(outb, full, strlen(full)) == 0,
+        "guarded-generate streams the text then the JSON: %s", outb);
+  cJSON_Delete(j);
+  snprintf(cmd, sizeof cmd, "%s guarded-generate --model_id other/model --probe_path %s --prompt hi 2>&1", cli, pp);
+  rc = run_capture(cmd, outb, sizeof outb);
+  CHECK(rc != 0 && strstr(outb, "trained for model_id"), "a probe of another model is refused before loading: %s", outb);
+  snprintf(cmd, sizeof cmd, "%s guarded-generate --model_id %s --probe_path %s --config_path %s --classifier_dir %s --classifier_allow_threshold 0.9 "
+                            "--classifier_block_threshold 0.5 --prompt hi 2>&1", cli, mdir, pp, cp, cdir);
+  rc = run_capture(cmd, outb, sizeof outb);
+  CHECK(rc != 0 && strstr(outb, "allow < block"), "unordered thresholds refused: %s", outb);
+  snprintf(cmd, sizeof cmd, "%s benchmark-latency --model_id %s --probe_path %s --classifier_dir %s --prompt a --prompt b --max_new_tokens 8 2>/dev/null",
+           cli, mdir, pp, cdir);
+  rc = run_capture(cmd, outb, sizeof outb);
+  j = cJSON_Parse(outb);
+  const cJSON *ov = cJSON_GetObjectItem(j, "overall");
+  CHECK(rc == 0 && ov && cJSON_GetObjectItem(cJSON_GetObjectItem(ov, "full_guard"), "ms") && cJSON_GetArraySize(cJSON_GetObjectItem(j, "prompts")) == 2 &&
+            cJSON_GetObjectItem(cJSON_GetObjectItem(ov, "baseline"), "probe_calls")->valueint == 0 &&
+            cJSON_GetObjectItem(cJSON_GetObjectItem(ov, "probe_only"), "probe_calls")->valueint > 0,
+        "benchmark-latency report");
+  cJSON_Delete(j);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) fprintf(stderr, "warning: cannot remove %s\n", dir);
+
+  free(full); free(prefix4); free(w); free(w2); free(hs);
+  oc_classifier_free(CLS);
+  oc_chat_free(CH);
+  oc_model_free(M);
+  return check_summary("test_guard");
+}
