@@ -1,6 +1,7 @@
 /* Minimal test helpers: every CHECK counts; main returns non-zero on any failure. */
 #ifndef OC_TEST_CHECK_H
 #define OC_TEST_CHECK_H
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -33,6 +34,40 @@ static inline int run_capture(const char *cmd, char *buf, size_t size) {
   buf[n] = 0;
   int st = pclose(p);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Run a command (printf format) in directory dir: stdout into out, stderr into dir/stderr.txt.
+ * Returns the exit status. */
+static inline int run_in(const char *dir, char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static inline int run_in(const char *dir, char *out, size_t size, const char *fmt, ...) {
+  char cmd[4096], full[4800];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  snprintf(full, sizeof full, "cd %s && %s 2>%s/stderr.txt", dir, cmd, dir);
+  return run_capture(full, out, size);
+}
+
+/* What the last run_in wrote to stderr. */
+static inline const char *stderr_in(const char *dir) {
+  static char buf[8192];
+  char p[600];
+  snprintf(p, sizeof p, "%s/stderr.txt", dir);
+  FILE *f = fopen(p, "r");
+  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+  buf[n] = 0;
+  if (f) fclose(f);
+  return buf;
+}
+
+/* dir/name (four rotating buffers, so a call can take several) */
+static inline const char *path_in(const char *dir, const char *name) {
+  static char p[4][600];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+  return p[k];
 }
 
 static inline int check_summary(const char *name) {

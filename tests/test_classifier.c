@@ -17,34 +17,11 @@
 
 static const char *cli, *cdir, *data;
 static char tmp[256], out[1 << 16];
+#define run(...) run_in(tmp, out, sizeof out, __VA_ARGS__)
+#define path(name) path_in(tmp, name)
+#define stderr_text() stderr_in(tmp)
+#define err_text() stderr_in(tmp)
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...) {
-  char cmd[4096], full[4800];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  snprintf(full, sizeof full, "cd %s && %s 2>%s/stderr.txt", tmp, cmd, tmp);
-  return run_capture(full, out, sizeof out);
-}
-static char *err_text(void) {
-  static char buf[8192];
-  char p[300];
-  snprintf(p, sizeof p, "%s/stderr.txt", tmp);
-  FILE *f = fopen(p, "r");
-  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-  buf[n] = 0;
-  if (f) fclose(f);
-  return buf;
-}
-static char *path(const char *name) {
-  static char p[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(p[k], sizeof p[k], "%s/%s", tmp, name);
-  return p[k];
-}
 static void write_text(const char *name, const char *text) {
   FILE *f = fopen(path(name), "w");
   REQUIRE(f, "write %s", name);
