@@ -245,6 +245,7 @@ static void base_checkpoint(const char *dir) {
   snprintf(q, sizeof q, "%s/model.safetensors", tmp);
   REQUIRE(oc_st_writer_write(w, q, &err) == 0, "%s", err.msg);
   oc_st_writer_free(w);
+  oc_st_close(f);
   char *text;
   snprintf(p, sizeof p, "%s/config.json", dir);
   REQUIRE(oc_read_file(p, &text, NULL, &err) == 0, "%s", err.msg);
