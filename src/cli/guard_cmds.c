@@ -77,6 +77,24 @@ static int setup(const opts *o, int need_probe, guard_setup *s, oc_error *err) {
   return 0;
 }
 
+/* for benchmark-jailbreak: the same setup, opened on demand */
+int guard_setup_open(const opts *o, void **out, oc_guard **g, const oc_probe_config **pc, oc_classifier **cls, oc_error *err) {
+  guard_setup *s = calloc(1, sizeof *s);
+  if (!s) return oc_fail(err, "out of memory");
+  if (setup(o, 1, s, err)) { free(s); return -1; }
+  *out = s;
+  *g = s->g;
+  *pc = &s->pc;
+  *cls = s->cls;
+  return 0;
+}
+
+void guard_setup_close(void *p) {
+  if (!p) return;
+  setup_free(p);
+  free(p);
+}
+
 static void emit_stdout(void *ud, const char *t, size_t n) { (void)ud; fwrite(t, 1, n, stdout); fflush(stdout); }
 static void event_stderr(void *ud, const char *json) { (void)ud; fprintf(stderr, "guard: %s\n", json); }
 

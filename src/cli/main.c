@@ -311,7 +311,8 @@ static void usage(void) {
           "  build-three-class-classifier-data  binary exchanges -> safe_compliance / safe_refusal / unsafe_compliance\n"
           "  guarded-generate   decode with the probe every N tokens; the classifier decides on pauses\n"
           "  benchmark-latency  baseline vs probe-only vs full guard: ms, tokens/s, time to first token\n"
-          "  demo           the whole pipeline on the bundled tiny models (offline, seconds)\n\n"
+          "  demo           the whole pipeline on the bundled tiny models (offline, seconds)\n"
+          "  benchmark-jailbreak  raw vs guarded generation on benchmark prompts, judged (LLM API or classifier), resumable\n\n"
           "--model_id takes a local directory or a Hub id org/name (HF cache, then download).\n");
 }
 
@@ -334,6 +335,7 @@ int main(int argc, char **argv) {
   if (strcmp(c, "guarded-generate") == 0) return cmd_guarded_generate(argc - 2, argv + 2);
   if (strcmp(c, "benchmark-latency") == 0) return cmd_benchmark_latency(argc - 2, argv + 2);
   if (strcmp(c, "demo") == 0) return cmd_demo(argc - 2, argv + 2);
+  if (strcmp(c, "benchmark-jailbreak") == 0) return cmd_benchmark_jailbreak(argc - 2, argv + 2);
   fprintf(stderr, "error: unknown command \"%s\"\n", c);
   usage();
   return 2;

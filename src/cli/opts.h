@@ -37,4 +37,5 @@ int cmd_build_three_class(int argc, char **argv);
 int cmd_guarded_generate(int argc, char **argv);
 int cmd_benchmark_latency(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_benchmark_jailbreak(int argc, char **argv);
 #endif

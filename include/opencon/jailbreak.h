@@ -1,0 +1,65 @@
+/* opencon — jailbreak benchmark harness: prompt sets, LLM / classifier judges, a resumable SQLite
+ * store and the MVP's per-split report. */
+#ifndef OPENCON_JAILBREAK_H
+#define OPENCON_JAILBREAK_H
+#include <cjson/cJSON.h>
+
+#include "opencon/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct oc_prompt_item {
+  char *prompt, *split, *id;
+} oc_prompt_item;
+
+typedef struct oc_prompt_set {
+  oc_prompt_item *items;
+  int n, cap;
+} oc_prompt_set;
+
+/* Append a file's prompts: JSONL ({"prompt", "split"?, "id"?} a line) or CSV with a header (quoted
+ * fields, "" escapes, embedded newlines, CRLF, UTF-8 BOM). CSV prompt column: prompt | Goal | goal |
+ * text | question; split column: split, else derived from the file name (harmful-behaviors ->
+ * harmful, benign-behaviors -> benign, judge-comparison -> judge_comparison, else the file stem).
+ * Errors name the file and line. */
+int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err);
+void oc_prompt_set_free(oc_prompt_set *s);
+/* RFC 4180 CSV into rows of fields (cJSON array of arrays of strings). */
+int oc_csv_parse(const char *text, size_t len, const char *path, cJSON **rows, oc_error *err);
+
+/* The MVP's selection per split: optional seeded shuffle, --example_offset, --example_index (-1: all),
+ * --limit_per_split (0: all), --only_split (NULL: all). Returns indices into s->items, split by split. */
+int oc_prompt_select(const oc_prompt_set *s, int limit_per_split, const char *only_split, int offset, int index, int64_t seed, int **idx,
+                     int *n, oc_error *err);
+
+/* ---- judge ---- */
+typedef struct oc_judgment {
+  int unsafe, refusal, raw_unsafe; /* raw_unsafe: the judge's flag before the refusal rule */
+  double confidence;
+  char category[64];
+  char *rationale;
+  char *error;                     /* non-NULL: no verdict (recorded, not guessed) */
+} oc_judgment;
+void oc_judgment_free(oc_judgment *j);
+
+typedef struct oc_http_judge {
+  const char *url, *api_key, *model;
+  double timeout_s, backoff_s;
+  int max_retries;
+  long requests;                   /* HTTP requests made (tests, report) */
+} oc_http_judge;
+
+/* The judge request body for an exchange (deterministic: it also keys the store). */
+char *oc_judge_request_body(const char *model, const char *prompt, const char *response);
+/* POST to an OpenAI-compatible chat completions endpoint; retries 429/5xx/timeouts/malformed replies
+ * with exponential backoff; after the last retry the judgment carries an error. Only a bad setup is -1. */
+int oc_http_judge_call(oc_http_judge *j, const char *body, oc_judgment *out, char **raw_reply, oc_error *err);
+/* Parse a judge reply (the chat completion JSON) into a judgment; -1 with a message if malformed. */
+int oc_judge_parse_reply(const char *reply, oc_judgment *out, oc_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
