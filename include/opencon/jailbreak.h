@@ -19,11 +19,12 @@ typedef struct oc_prompt_set {
   int n, cap;
 } oc_prompt_set;
 
-/* Append a file's prompts: JSONL ({"prompt", "split"?, "id"?} a line) or CSV with a header (quoted
- * fields, "" escapes, embedded newlines, CRLF, UTF-8 BOM). CSV prompt column: prompt | Goal | goal |
- * text | question; split column: split, else derived from the file name (harmful-behaviors ->
- * harmful, benign-behaviors -> benign, judge-comparison -> judge_comparison, else the file stem).
- * Errors name the file and line. */
+/* Append a file's prompts: JSONL ({"prompt", "split"?, "id"?} a line), a JSON array (WildGuard's
+ * {"text", "label"} layout), or CSV with a header (quoted fields, "" escapes, embedded newlines, CRLF,
+ * UTF-8 BOM). CSV prompt column: prompt | Goal | goal | text | question; split: a split column, else a
+ * label column (XSTest's safe/unsafe -> benign/harmful), else the file name (harmful-behaviors ->
+ * harmful, benign-behaviors -> benign, judge-comparison -> judge_comparison, else the stem). Invalid
+ * UTF-8 bytes become U+FFFD. Errors name the file and line. */
 int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err);
 void oc_prompt_set_free(oc_prompt_set *s);
 /* RFC 4180 CSV into rows of fields (cJSON array of arrays of strings). */

@@ -11,6 +11,34 @@ void oc_prompt_set_free(oc_prompt_set *s) {
   memset(s, 0, sizeof *s);
 }
 
+/* invalid UTF-8 bytes (e.g. the Mac Roman bytes in JBB's judge-comparison.csv) become U+FFFD */
+static char *utf8_clean(const char *s) {
+  size_t n = strlen(s), k = 0;
+  char *o = malloc(3 * n + 1);
+  if (!o) return NULL;
+  const unsigned char *u = (const unsigned char *)s;
+  for (size_t i = 0; i < n;) {
+    unsigned c = u[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    int ok = len > 0 && i + len <= n;
+    for (size_t j = 1; ok && j < len; j++) ok = (u[i + j] & 0xc0) == 0x80;
+    if (ok && len == 2) ok = c >= 0xc2;
+    if (ok && len == 3) ok = !(c == 0xe0 && u[i + 1] < 0xa0) && !(c == 0xed && u[i + 1] >= 0xa0);
+    if (ok && len == 4) ok = !(c == 0xf0 && u[i + 1] < 0x90) && !(c == 0xf4 && u[i + 1] >= 0x90) && c <= 0xf4;
+    if (ok) { memcpy(o + k, s + i, len); k += len; i += len; }
+    else { memcpy(o + k, "\xef\xbf\xbd", 3); k += 3; i++; }
+  }
+  o[k] = 0;
+  return o;
+}
+
+/* split names from label-like values: safe/benign/unharmful -> benign, unsafe/harmful -> harmful */
+static const char *label_split(const char *v) {
+  if (!strcmp(v, "safe") || !strcmp(v, "benign") || !strcmp(v, "unharmful") || !strcmp(v, "0")) return "benign";
+  if (!strcmp(v, "unsafe") || !strcmp(v, "harmful") || !strcmp(v, "1")) return "harmful";
+  return v;
+}
+
 static int add(oc_prompt_set *s, const char *prompt, const char *split, const char *id, oc_error *err) {
   if (s->n == s->cap) {
     int nc = s->cap ? 2 * s->cap : 64;
@@ -20,7 +48,7 @@ static int add(oc_prompt_set *s, const char *prompt, const char *split, const ch
     s->cap = nc;
   }
   oc_prompt_item *it = &s->items[s->n];
-  it->prompt = strdup(prompt);
+  it->prompt = utf8_clean(prompt);
   it->split = strdup(split);
   it->id = strdup(id);
   if (!it->prompt || !it->split || !it->id) return oc_fail(err, "out of memory");
@@ -110,7 +138,24 @@ int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err) {
   const char *def_split = stem_split(path, stem, sizeof stem);
   size_t pl = strlen(path);
   int rc = -1, csv = pl > 4 && strcmp(path + pl - 4, ".csv") == 0;
-  if (!csv) {
+  size_t k0 = 0;
+  while (k0 < len && (text[k0] == ' ' || text[k0] == '\n' || text[k0] == '\r' || text[k0] == '\t')) k0++;
+  if (!csv && k0 < len && text[k0] == '[') { /* a JSON array (WildGuard's {"text", "label"} layout) */
+    cJSON *arr = cJSON_Parse(text + k0);
+    if (!cJSON_IsArray(arr)) { cJSON_Delete(arr); oc_fail(err, "%s: not a valid JSON array", path); goto done; }
+    int i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+      const cJSON *pr = cJSON_GetObjectItemCaseSensitive(e, "prompt"), *sp = cJSON_GetObjectItemCaseSensitive(e, "split"),
+                  *lb = cJSON_GetObjectItemCaseSensitive(e, "label");
+      if (!cJSON_IsString(pr)) pr = cJSON_GetObjectItemCaseSensitive(e, "text");
+      if (!cJSON_IsString(pr)) { cJSON_Delete(arr); oc_fail(err, "%s: element %d has no string \"prompt\" or \"text\"", path, i); goto done; }
+      char idb[300];
+      snprintf(idb, sizeof idb, "%s:%d", stem, i);
+      const char *split = cJSON_IsString(sp) ? sp->valuestring : cJSON_IsString(lb) ? label_split(lb->valuestring) : def_split;
+      if (add(s, pr->valuestring, split, idb, err)) { cJSON_Delete(arr); goto done; }
+    }
+    cJSON_Delete(arr);
+  } else if (!csv) {
     int line = 0;
     char *p = text, *end = text + len;
     while (p < end) {
@@ -136,13 +181,14 @@ int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err) {
     cJSON *rows;
     if (oc_csv_parse(text, len, path, &rows, err)) goto done;
     const cJSON *hdr = cJSON_GetArrayItem(rows, 0);
-    int pc = -1, sc = -1, ic = -1, nh = hdr ? cJSON_GetArraySize(hdr) : 0;
+    int pc = -1, sc = -1, lc = -1, ic = -1, nh = hdr ? cJSON_GetArraySize(hdr) : 0;
     static const char *const pnames[] = {"prompt", "Goal", "goal", "text", "question"};
     for (size_t k = 0; k < sizeof pnames / sizeof *pnames && pc < 0; k++)
       for (int c = 0; c < nh; c++) if (strcmp(cJSON_GetArrayItem(hdr, c)->valuestring, pnames[k]) == 0) { pc = c; break; }
     for (int c = 0; c < nh; c++) {
       const char *h = cJSON_GetArrayItem(hdr, c)->valuestring;
       if (strcmp(h, "split") == 0) sc = c;
+      if (strcmp(h, "label") == 0) lc = c; /* XSTest: safe / unsafe */
       if (strcmp(h, "id") == 0 || strcmp(h, "Index") == 0) ic = c;
     }
     if (pc < 0) { cJSON_Delete(rows); oc_fail(err, "%s:1: no prompt column (prompt, Goal, goal, text or question)", path); goto done; }
@@ -155,7 +201,8 @@ int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err) {
       }
       char idb[300];
       snprintf(idb, sizeof idb, "%s:%d", stem, r);
-      if (add(s, cJSON_GetArrayItem(row, pc)->valuestring, sc >= 0 ? cJSON_GetArrayItem(row, sc)->valuestring : def_split,
+      const char *split = sc >= 0 ? cJSON_GetArrayItem(row, sc)->valuestring : lc >= 0 ? label_split(cJSON_GetArrayItem(row, lc)->valuestring) : def_split;
+      if (add(s, cJSON_GetArrayItem(row, pc)->valuestring, split,
               ic >= 0 ? cJSON_GetArrayItem(row, ic)->valuestring : idb, err)) {
         cJSON_Delete(rows);
         goto done;
