@@ -77,8 +77,16 @@ static int run(const oc_probe *p, const oc_probe_config *pc, oc_classifier *cls,
   return rc;
 }
 
+/* the result JSON: the last line of the output */
+static const char *last_line(char *out) {
+  size_t n = strlen(out);
+  while (n > 0 && out[n - 1] == '\n') out[--n] = 0;
+  char *nl = strrchr(out, '\n');
+  return nl ? nl + 1 : out;
+}
+
 int main(int argc, char **argv) {
-  REQUIRE(argc == 4, "usage: test_guard OPENCON MODEL_DIR CLASSIFIER_DIR");
+  REQUIRE(argc == 5, "usage: test_guard OPENCON MODEL_DIR CLASSIFIER_DIR TORCH_PROBE_PT");
   const char *cli = argv[1], *mdir = argv[2], *cdir = argv[3];
   oc_set_threads(2);
   oc_error err;
@@ -205,10 +213,16 @@ int main(int argc, char **argv) {
   snprintf(cmd, sizeof cmd, "%s guarded-generate --model_id %s --probe_path %s --classifier_dir %s --prompt '%s' --max_new_tokens %d --trace_path %s/t.jsonl --out_path %s/r.json 2>/dev/null",
            cli, mdir, pp, cdir, PROMPT, MAXNEW, dir, dir);
   int rc = run_capture(cmd, outb, sizeof outb);
-  char *last = strrchr(outb, '{');
-  cJSON *j = last ? cJSON_Parse(last) : NULL;
+  cJSON *j = cJSON_Parse(last_line(outb));
   CHECK(rc == 0 && j && strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "completed") == 0 && strncmp(outb, full, strlen(full)) == 0,
         "guarded-generate streams the text then the JSON: %s", outb);
+  cJSON_Delete(j);
+  /* the MVP's probe.pt (written by torch.save; hidden 64 like the tiny model) with a config beside the probe */
+  snprintf(cmd, sizeof cmd, "%s guarded-generate --model_id %s --probe_path %s --config_path %s --prompt '%s' --max_new_tokens 8 --no_chat_template 2>/dev/null",
+           cli, mdir, argv[4], cp, PROMPT);
+  rc = run_capture(cmd, outb, sizeof outb);
+  j = cJSON_Parse(last_line(outb));
+  CHECK(rc == 0 && j && cJSON_GetObjectItem(j, "status") && cJSON_GetObjectItem(j, "probe_calls")->valueint == 2, "guarded-generate with a torch.save probe.pt: %s", outb);
   cJSON_Delete(j);
   snprintf(cmd, sizeof cmd, "%s guarded-generate --model_id other/model --probe_path %s --prompt hi 2>&1", cli, pp);
   rc = run_capture(cmd, outb, sizeof outb);
