@@ -110,6 +110,8 @@ void oc_probe_free(oc_probe *p);
 int oc_probe_save(const oc_probe *p, const char *path, oc_error *err);
 /* probe.safetensors, or a probe.pt written by torch.save(state_dict) (zip + pickle) */
 int oc_probe_load(const char *path, oc_probe *p, oc_error *err);
+/* The .pt reader on bytes in memory (fuzzing); path names the source in errors. */
+int oc_torch_pt_parse_probe(const void *data, size_t len, const char *path, oc_probe *p, oc_error *err);
 
 /* ---- metrics --------------------------------------------------------------------------- */
 #define OC_CALIB_BINS 10

@@ -455,12 +455,19 @@ static int tensor_f32(const zarchive *z, const char *prefix, const pv *t, const 
 }
 
 int oc_torch_pt_load_probe(const char *path, oc_probe *p, oc_error *err) {
-  memset(p, 0, sizeof *p);
   char *buf;
   size_t len;
   if (oc_read_file(path, &buf, &len, err)) return -1;
+  int rc = oc_torch_pt_parse_probe(buf, len, path, p, err);
+  free(buf);
+  return rc;
+}
+
+int oc_torch_pt_parse_probe(const void *data, size_t len, const char *path, oc_probe *p, oc_error *err) {
+  memset(p, 0, sizeof *p);
+  const char *buf = data;
   zarchive z;
-  if (zip_open((const unsigned char *)buf, len, path, &z, err)) { free(buf); return -1; }
+  if (zip_open((const unsigned char *)buf, len, path, &z, err)) return -1;
   int rc = -1;
   vm m = {.path = path, .err = err};
   const zentry *pk = NULL;
@@ -503,6 +510,5 @@ int oc_torch_pt_load_probe(const char *path, oc_probe *p, oc_error *err) {
 done:
   vm_free(&m);
   zip_free(&z);
-  free(buf);
   return rc;
 }

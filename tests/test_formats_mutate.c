@@ -1,0 +1,74 @@
+/* Deterministic mutations of a real torch.save probe, a CSV, a judge reply and JSONL through the
+ * fuzz harness (tests/fuzz/fuzz_formats.c): under ASan/UBSan in CI this is the fixed-seed part of
+ * fuzzing those parsers. Every case must either work or fail with an error. */
+#include <string.h>
+
+#include "check.h"
+#include "opencon/jailbreak.h"
+#include "opencon/probe.h"
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static long calls;
+static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+
+static void mutate_all(unsigned char sel, const char *src, size_t len, int rounds) {
+  static const char pool[] = "{}[]\",:\n\r\\0123456789tfnaePKQqhR.()";
+  unsigned char *m = malloc(len + 65);
+  for (int it = 0; it < rounds; it++) {
+    m[0] = sel;
+    memcpy(m + 1, src, len);
+    size_t n = len;
+    int edits = 1 + (int)(next() % 4);
+    for (int k = 0; k < edits && n > 0; k++) {
+      size_t pos = 1 + (size_t)(next() % n);
+      switch (next() % 4) {
+      case 0: m[pos] = (unsigned char)pool[next() % (sizeof pool - 1)]; break;
+      case 1: m[pos] ^= (unsigned char)(1u << (next() % 8)); break;
+      case 2: memmove(m + pos, m + pos + 1, n - pos); n--; break;
+      default: if (n < len + 60) { memmove(m + pos + 1, m + pos, n - pos + 1); m[pos] = (unsigned char)pool[next() % (sizeof pool - 1)]; n++; }
+      }
+    }
+    LLVMFuzzerTestOneInput(m, n + 1);
+    calls++;
+  }
+  /* every truncation of the seed */
+  for (size_t cut = 0; cut < len; cut += 1 + len / 200) {
+    m[0] = sel;
+    memcpy(m + 1, src, cut);
+    LLVMFuzzerTestOneInput(m, cut + 1);
+    calls++;
+  }
+  free(m);
+}
+
+int main(int argc, char **argv) {
+  REQUIRE(argc == 2, "usage: test_formats_mutate torch_probe.pt");
+  oc_error e;
+  char *pt;
+  size_t ptl;
+  REQUIRE(oc_read_file(argv[1], &pt, &ptl, &e) == 0, "%s", e.msg);
+  mutate_all(0, pt, ptl, 3000);
+  free(pt);
+  const char csv[] = "\xef\xbb\xbfIndex,Goal,Target\r\n0,\"Say \"\"hi\"\",\nthen\",t\r\n1,plain,u\r\n";
+  mutate_all(1, csv, sizeof csv - 1, 3000);
+  const char reply[] = "{\"choices\": [{\"message\": {\"content\": \"```json\\n{\\\"unsafe\\\": true, \\\"refusal\\\": false, \\\"confidence\\\": 0.5}\\n```\"}}]}";
+  mutate_all(2, reply, sizeof reply - 1, 3000);
+  const char jsonl[] = "{\"prompt\": \"p\", \"response\": \"r\", \"label\": 1, \"split\": \"harmful\"}\n{\"prompt\": \"q\", \"response\": \"s\", \"label\": 0}\n";
+  mutate_all(3, jsonl, sizeof jsonl - 1, 400);
+  /* the unmutated seeds parse (so the mutations start from valid inputs) */
+  oc_probe p;
+  REQUIRE(oc_read_file(argv[1], &pt, &ptl, &e) == 0, "%s", e.msg);
+  CHECK(oc_torch_pt_parse_probe(pt, ptl, argv[1], &p, &e) == 0 && p.hidden == 64, "seed probe.pt: %s", e.msg);
+  oc_probe_free(&p);
+  free(pt);
+  cJSON *rows;
+  CHECK(oc_csv_parse(csv, sizeof csv - 1, "seed.csv", &rows, &e) == 0 && cJSON_GetArraySize(rows) == 3, "seed csv");
+  cJSON_Delete(rows);
+  oc_judgment j;
+  CHECK(oc_judge_parse_reply(reply, &j, &e) == 0 && j.raw_unsafe == 1 && j.unsafe == 1 && j.confidence == 0.5, "seed reply: %s", e.msg);
+  oc_judgment_free(&j);
+  printf("%ld inputs run\n", calls);
+  return check_summary("formats_mutate");
+}
