@@ -265,11 +265,14 @@ done:
 #define OPENCON_FIXTURES_DIR "tests/fixtures"
 #endif
 
-static int call(int (*cmd)(int, char **), const char *name, const char *title, int n, ...) {
+/* run a command with the arguments given (NULL-terminated) */
+static int call(int (*cmd)(int, char **), const char *name, const char *title, ...) __attribute__((sentinel));
+static int call(int (*cmd)(int, char **), const char *name, const char *title, ...) {
   char *args[40];
+  int n = 0;
   va_list ap;
-  va_start(ap, n);
-  for (int i = 0; i < n && i < 40; i++) args[i] = va_arg(ap, char *);
+  va_start(ap, title);
+  for (char *a; n < 40 && (a = va_arg(ap, char *)) != NULL;) args[n++] = a;
   va_end(ap);
   printf("\n== %s\n   opencon %s", title, name);
   for (int i = 0; i < n; i++) printf(" %s", args[i]);
@@ -323,11 +326,11 @@ int cmd_demo(int argc, char **argv) {
          "  opencon guarded-generate --model_id google/gemma-4-E2B-it --probe_path probe_out/probe.safetensors \\\n"
          "      --classifier_dir classifier_out --classifier_block_threshold 0.459937 --final_classifier_check --prompt \"...\"\n");
   int rc = 1;
-  if (call(cmd_train_probe, "train-probe", "1. a linear probe on layer -4 of the decoder", 13, "--model_id", model, "--data_path", data, "--layer", "-4", "--out_dir",
-           probe_dir, "--epochs", "30", "--max_length", "96", "--threads=0") ||
-      call(cmd_build_three_class, "build-three-class-classifier-data", "2. three-class classifier data from the labelled exchanges", 4, "--input", data, "--output", three) ||
-      call(cmd_train_exchange_classifier, "train-exchange-classifier", "3. fine-tune the ModernBERT exchange classifier", 17, "--model_id", bert, "--data_path", three, "--out_dir",
-           cls_dir, "--epochs", "3", "--batch_size", "8", "--max_length", "96", "--learning_rate", "5e-4", "--prefix_augment", "--logging_steps=0"))
+  if (call(cmd_train_probe, "train-probe", "1. a linear probe on layer -4 of the decoder", "--model_id", model, "--data_path", data, "--layer", "-4", "--out_dir",
+           probe_dir, "--epochs", "30", "--max_length", "96", "--threads=0", (char *)NULL) ||
+      call(cmd_build_three_class, "build-three-class-classifier-data", "2. three-class classifier data from the labelled exchanges", "--input", data, "--output", three, (char *)NULL) ||
+      call(cmd_train_exchange_classifier, "train-exchange-classifier", "3. fine-tune the ModernBERT exchange classifier", "--model_id", bert, "--data_path", three, "--out_dir",
+           cls_dir, "--epochs", "3", "--batch_size", "8", "--max_length", "96", "--learning_rate", "5e-4", "--prefix_augment", "--logging_steps=0", (char *)NULL))
     goto done;
   opts go;
   go.n = 0;
