@@ -96,6 +96,19 @@ static int64_t journal_open(const char *path, const char *header, const oc_datas
   size_t hl = strlen(header), feats = (size_t)a->n_layers * (size_t)a->hidden;
   size_t rec_size = sizeof(rec_head) + feats * sizeof(float) + sizeof(uint64_t);
   FILE *f = fopen(path, "r+b");
+  if (f && fseek(f, 0, SEEK_END) == 0 && ftell(f) < 12 + (long)hl) {
+    /* a crash while the header was being written: nothing was collected yet, start over */
+    long sz = ftell(f);
+    char head[8] = {0};
+    rewind(f);
+    int partial_header = sz < 8 ? 1 : (fread(head, 1, 8, f) == 8 && memcmp(head, JOURNAL_MAGIC, 8) == 0);
+    fclose(f);
+    f = NULL;
+    if (!partial_header) return oc_fail(err, "%s: not an opencon activation journal (remove it to start over)", path);
+    errno = ENOENT;
+  } else if (f) {
+    rewind(f);
+  }
   if (!f) {
     if (errno != ENOENT) return oc_fail(err, "%s: cannot open journal: %s", path, strerror(errno));
     f = fopen(path, "w+b");
