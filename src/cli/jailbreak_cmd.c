@@ -178,6 +178,7 @@ int cmd_benchmark_jailbreak(int argc, char **argv) {
     sprintf(dbpath, "%s.sqlite", base);
   }
   if (sqlite3_open(dbpath, &db) != SQLITE_OK) { oc_fail(&err, "%s: cannot open: %s", dbpath, db ? sqlite3_errmsg(db) : "?"); die(&err); goto done; }
+  sqlite3_busy_timeout(db, 10000); /* another run on the same store waits instead of failing */
   if (db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                   "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, split TEXT, prompt_id TEXT, prompt TEXT, mode TEXT, response TEXT,"
                   " status TEXT, classifier_calls INT, ms REAL);"
