@@ -189,6 +189,30 @@ int main(int argc, char **argv) {
     oc_guard_free(g);
   }
 
+  /* sampling: top_k 1 is greedy; a seed reproduces; top_p runs */
+  {
+    oc_guard *gs;
+    REQUIRE(oc_guard_new(M, CH, &low, &pc, NULL, &gs, &err) == 0, "%s", err.msg);
+    oc_guard_opts o;
+    oc_guard_opts_defaults(&o);
+    o.max_new_tokens = MAXNEW;
+    o.temperature = 1.0;
+    o.top_k = 1;
+    REQUIRE(oc_guard_generate(gs, PROMPT, &o, NULL, NULL, NULL, &r, &err) == 0, "%s", err.msg);
+    CHECK(r.n_tokens == ntok && memcmp(r.tokens, toks, sizeof(int32_t) * (size_t)ntok) == 0, "top_k 1 == greedy");
+    oc_guard_result_free(&r);
+    o.top_k = 0;
+    o.top_p = 0.9;
+    o.seed = 11;
+    oc_guard_result r2;
+    REQUIRE(oc_guard_generate(gs, PROMPT, &o, NULL, NULL, NULL, &r, &err) == 0 && oc_guard_generate(gs, PROMPT, &o, NULL, NULL, NULL, &r2, &err) == 0, "%s",
+            err.msg);
+    CHECK(r.n_tokens == r2.n_tokens && memcmp(r.tokens, r2.tokens, sizeof(int32_t) * (size_t)r.n_tokens) == 0, "the same seed samples the same tokens");
+    oc_guard_result_free(&r);
+    oc_guard_result_free(&r2);
+    oc_guard_free(gs);
+  }
+
   /* checks before any generation */
   oc_probe wrong = {H / 2, w, 0};
   oc_guard *g;

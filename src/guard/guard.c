@@ -87,33 +87,38 @@ int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, 
 
 void oc_guard_free(oc_guard *g) { free(g); }
 
-static int sample(const float *logits, int V, const oc_guard_opts *o, oc_rng *r, float *scratch, int *idx) {
+static const float *g_sort_p; /* qsort context (sampling is single-threaded) */
+static int by_prob_desc(const void *a, const void *b) {
+  float x = g_sort_p[*(const int *)a], y = g_sort_p[*(const int *)b];
+  return (x < y) - (x > y);
+}
+
+/* greedy, or temperature sampling with optional top-k and top-p (nucleus) filtering */
+static int sample(const float *logits, int V, const oc_guard_opts *o, oc_rng *r, float *p, int *idx) {
   if (!(o->temperature > 0)) return oc_argmax(logits, V);
   float mx = logits[oc_argmax(logits, V)];
-  int n = 0;
-  for (int i = 0; i < V; i++) { scratch[i] = expf((logits[i] - mx) / (float)o->temperature); idx[n++] = i; }
-  /* top-k / top-p: sort candidate indices by probability (partial selection for top-k) */
-  int keep = n;
-  if (o->top_k > 0 && o->top_k < keep) keep = o->top_k;
-  if (o->top_p < 1.0 || keep < n) {
-    for (int i = 0; i < keep; i++) { /* selection of the `keep` largest, in order */
+  for (int i = 0; i < V; i++) { p[i] = expf((logits[i] - mx) / (float)o->temperature); idx[i] = i; }
+  int keep = V;
+  if (o->top_k > 0 && o->top_k < V) { /* partial selection of the k most likely, in order */
+    keep = o->top_k;
+    for (int i = 0; i < keep; i++) {
       int best = i;
-      for (int j = i + 1; j < n; j++) if (scratch[idx[j]] > scratch[idx[best]]) best = j;
+      for (int j = i + 1; j < V; j++) if (p[idx[j]] > p[idx[best]]) best = j;
       int t = idx[i]; idx[i] = idx[best]; idx[best] = t;
-      if (i > 4096 && o->top_p >= 1.0) break;
     }
+  } else if (o->top_p < 1.0) {
+    g_sort_p = p;
+    qsort(idx, (size_t)V, sizeof *idx, by_prob_desc);
+  }
+  if (o->top_p < 1.0) {
     double total = 0, acc = 0;
-    for (int i = 0; i < keep; i++) total += scratch[idx[i]];
-    if (o->top_p < 1.0) {
-      int cut = keep;
-      for (int i = 0; i < keep; i++) { acc += scratch[idx[i]] / total; if (acc >= o->top_p) { cut = i + 1; break; } }
-      keep = cut;
-    }
+    for (int i = 0; i < keep; i++) total += p[idx[i]];
+    for (int i = 0; i < keep; i++) { acc += p[idx[i]] / total; if (acc >= o->top_p) { keep = i + 1; break; } }
   }
   double total = 0;
-  for (int i = 0; i < keep; i++) total += scratch[idx[i]];
+  for (int i = 0; i < keep; i++) total += p[idx[i]];
   double u = oc_rng_uniform(r) * total, acc = 0;
-  for (int i = 0; i < keep; i++) { acc += scratch[idx[i]]; if (u < acc) return idx[i]; }
+  for (int i = 0; i < keep; i++) { acc += p[idx[i]]; if (u < acc) return idx[i]; }
   return idx[keep - 1];
 }
 
