@@ -37,6 +37,9 @@ int oc_file_exists(const char *path);
 int oc_is_dir(const char *path);
 int oc_mkdirs(const char *path, oc_error *err);
 char *oc_path_join(const char *a, const char *b); /* malloc'd */
+/* A companion file of an output: path with a trailing ".json" replaced by ext, else path + ext
+ * ("r.json", ".svg" -> "r.svg"; "out", ".partial" -> "out.partial"). malloc'd. */
+char *oc_path_sibling(const char *path, const char *ext);
 
 /* Comma-separated integers ("2,106,-4"); malloc'd array. */
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);

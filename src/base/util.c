@@ -115,6 +115,15 @@ char *oc_path_join(const char *a, const char *b) {
   return s;
 }
 
+char *oc_path_sibling(const char *path, const char *ext) {
+  size_t n = strlen(path), keep = n > 5 && strcmp(path + n - 5, ".json") == 0 ? n - 5 : n;
+  char *s = malloc(keep + strlen(ext) + 1);
+  if (!s) return NULL;
+  memcpy(s, path, keep);
+  strcpy(s + keep, ext);
+  return s;
+}
+
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err) {
   *out = NULL;
   *n = 0;

@@ -225,11 +225,7 @@ int cmd_calibrate_exchange_classifier(int argc, char **argv) {
     printf("%s\n", js);
     if (opt(&o, "out_path")) {
       const char *op = opt(&o, "out_path");
-      size_t n = strlen(op);
-      char *svg = malloc(n + 8);
-      strcpy(svg, op);
-      if (n > 5 && strcmp(op + n - 5, ".json") == 0) strcpy(svg + n - 5, ".svg");
-      else strcat(svg, ".svg");
+      char *svg = oc_path_sibling(op, ".svg");
       double *x = malloc(sizeof(double) * (size_t)nr), *f1 = malloc(sizeof(double) * (size_t)nr), *br = malloc(sizeof(double) * (size_t)nr);
       for (int i = 0; i < nr; i++) { x[i] = rows[i].threshold; f1[i] = rows[i].f1; br[i] = rows[i].safe_compliance_block_rate; }
       const char *names[2] = {"F1", "safe-compliance block rate"};

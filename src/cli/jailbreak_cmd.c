@@ -340,10 +340,7 @@ int cmd_benchmark_jailbreak(int argc, char **argv) {
   fprintf(stderr, "%s", md);
   rc = 0;
   if (out_path) {
-    size_t n = strlen(out_path);
-    char *mdp = malloc(n + 4);
-    strcpy(mdp, out_path);
-    if (n > 5 && !strcmp(out_path + n - 5, ".json")) strcpy(mdp + n - 5, ".md"); else strcat(mdp, ".md");
+    char *mdp = oc_path_sibling(out_path, ".md");
     if (oc_write_file_atomic(out_path, js, strlen(js), &err) || oc_write_file_atomic(mdp, md, mk, &err)) rc = die(&err);
     free(mdp);
   }

@@ -314,10 +314,7 @@ int cmd_sweep_layers(int argc, char **argv) {
   cJSON_Delete(res);
   int wrc = 0;
   if (out_path) {
-    char *svg = NULL;
-    size_t n = strlen(out_path);
-    if (n > 5 && strcmp(out_path + n - 5, ".json") == 0) { svg = strdup(out_path); strcpy(svg + n - 5, ".svg"); }
-    else svg = joined(out_path, ".svg");
+    char *svg = oc_path_sibling(out_path, ".svg");
     wrc = oc_write_file_atomic(out_path, js, strlen(js), &err) || oc_sweep_svg(svg, layers, nl, auc, f1, &err);
     if (!wrc) fprintf(stderr, "wrote %s and %s\n", out_path, svg);
     free(svg);
