@@ -4,32 +4,12 @@
 #include <string.h>
 
 #include "opencon/jailbreak.h"
+#include "tok/text.h"
 
 void oc_prompt_set_free(oc_prompt_set *s) {
   for (int i = 0; i < s->n; i++) { free(s->items[i].prompt); free(s->items[i].split); free(s->items[i].id); }
   free(s->items);
   memset(s, 0, sizeof *s);
-}
-
-/* invalid UTF-8 bytes (e.g. the Mac Roman bytes in JBB's judge-comparison.csv) become U+FFFD */
-static char *utf8_clean(const char *s) {
-  size_t n = strlen(s), k = 0;
-  char *o = malloc(3 * n + 1);
-  if (!o) return NULL;
-  const unsigned char *u = (const unsigned char *)s;
-  for (size_t i = 0; i < n;) {
-    unsigned c = u[i];
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    int ok = len > 0 && i + len <= n;
-    for (size_t j = 1; ok && j < len; j++) ok = (u[i + j] & 0xc0) == 0x80;
-    if (ok && len == 2) ok = c >= 0xc2;
-    if (ok && len == 3) ok = !(c == 0xe0 && u[i + 1] < 0xa0) && !(c == 0xed && u[i + 1] >= 0xa0);
-    if (ok && len == 4) ok = !(c == 0xf0 && u[i + 1] < 0x90) && !(c == 0xf4 && u[i + 1] >= 0x90) && c <= 0xf4;
-    if (ok) { memcpy(o + k, s + i, len); k += len; i += len; }
-    else { memcpy(o + k, "\xef\xbf\xbd", 3); k += 3; i++; }
-  }
-  o[k] = 0;
-  return o;
 }
 
 /* split names from label-like values: safe/benign/unharmful -> benign, unsafe/harmful -> harmful */
@@ -48,7 +28,8 @@ static int add(oc_prompt_set *s, const char *prompt, const char *split, const ch
     s->cap = nc;
   }
   oc_prompt_item *it = &s->items[s->n];
-  it->prompt = utf8_clean(prompt);
+  size_t plen;
+  it->prompt = oc_utf8_lossy(prompt, strlen(prompt), &plen); /* e.g. the Mac Roman bytes of JBB's judge-comparison.csv */
   it->split = strdup(split);
   it->id = strdup(id);
   if (!it->prompt || !it->split || !it->id) return oc_fail(err, "out of memory");
