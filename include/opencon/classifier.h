@@ -37,8 +37,12 @@ typedef struct oc_decision {
 } oc_decision;
 
 /* The MVP's plain exchange text ("User:\n{prompt}\n\nAssistant:\n{response}") -> ids with [CLS]/[SEP],
- * truncated to max_length. */
+ * truncated to max_length; an exchange that encodes to nothing is an error. */
+int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *response, int max_length, oc_encoding *enc, oc_error *err);
+/* oc_exchange_encode with the classifier's tokenizer and max_length */
 int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char *response, oc_encoding *enc, oc_error *err);
+/* probabilities of C logits (max-subtracted, in double) */
+void oc_softmax(const float *logits, int C, double *probs);
 /* Score n exchanges in one batch (no padding). */
 int oc_classifier_score_batch(oc_classifier *c, const char *const *prompts, const char *const *responses, int n, oc_decision *out,
                               oc_error *err);

@@ -77,23 +77,32 @@ void oc_decide(double score, double allow, double block, oc_decision *d) {
   }
 }
 
+void oc_softmax(const float *logits, int C, double *probs) {
+  double mx = logits[0], s = 0;
+  for (int k = 1; k < C; k++) if (logits[k] > mx) mx = logits[k];
+  for (int k = 0; k < C; k++) { probs[k] = exp(logits[k] - mx); s += probs[k]; }
+  for (int k = 0; k < C; k++) probs[k] /= s;
+}
+
 static void finish(const oc_classifier *c, const float *logits, oc_decision *d) {
   int C = oc_mbert_cfg(c->m)->n_labels;
   d->n_labels = C;
-  double mx = logits[0], s = 0;
-  for (int k = 1; k < C; k++) if (logits[k] > mx) mx = logits[k];
-  for (int k = 0; k < C; k++) { d->logits[k] = logits[k]; d->probs[k] = exp(logits[k] - mx); s += d->probs[k]; }
-  for (int k = 0; k < C; k++) d->probs[k] /= s;
+  for (int k = 0; k < C; k++) d->logits[k] = logits[k];
+  oc_softmax(logits, C, d->probs);
   oc_decide(d->probs[c->unsafe_label], c->allow_threshold, c->block_threshold, d);
 }
 
-int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char *response, oc_encoding *enc, oc_error *err) {
+int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *response, int max_length, oc_encoding *enc, oc_error *err) {
   char *text;
   if (oc_chat_format_exchange(NULL, prompt, response ? response : "", 0, &text, err)) return -1;
-  int rc = oc_chat_encode(c->tok, text, 1, c->max_length, enc, err);
+  int rc = oc_chat_encode(tok, text, 1, max_length, enc, err);
   free(text);
   if (!rc && enc->n == 0) { oc_encoding_free(enc); return oc_fail(err, "the exchange encodes to no tokens"); }
   return rc;
+}
+
+int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char *response, oc_encoding *enc, oc_error *err) {
+  return oc_exchange_encode(c->tok, prompt, response, c->max_length, enc, err);
 }
 
 int oc_classifier_score_ids(oc_classifier *c, const int32_t *ids, int n, oc_decision *out, oc_error *err) {

@@ -284,12 +284,7 @@ static int evaluate(oc_mbert *m, const record *recs, const int *idx, int n, int 
     }
     oc_mbert_batch b = {ids, lens, nb};
     if (oc_mbert_forward(m, &b, logits, err)) { free(ids); return -1; }
-    for (int j = 0; j < nb; j++) {
-      double mx = logits[j * C], s = 0;
-      for (int k = 1; k < C; k++) if (logits[j * C + k] > mx) mx = logits[j * C + k];
-      for (int k = 0; k < C; k++) { probs[(size_t)(s0 + j) * C + k] = exp(logits[j * C + k] - mx); s += probs[(size_t)(s0 + j) * C + k]; }
-      for (int k = 0; k < C; k++) probs[(size_t)(s0 + j) * C + k] /= s;
-    }
+    for (int j = 0; j < nb; j++) oc_softmax(logits + j * C, C, probs + (size_t)(s0 + j) * C);
   }
   free(ids);
   return 0;
@@ -341,11 +336,9 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   for (int i = 0; i < ds.n; i++) {
     for (int c = 0; c <= copies; c++) {
       char *resp = c == 0 ? ds.ex[i].response : oc_prefix_cut(ds.ex[i].response, &aug);
-      char *text = NULL;
       oc_encoding e;
-      int erc = !resp || oc_chat_format_exchange(NULL, ds.ex[i].prompt, resp, 0, &text, err) || oc_chat_encode(tok, text, 1, o->max_length, &e, err);
+      int erc = !resp ? oc_fail(err, "out of memory") : oc_exchange_encode(tok, ds.ex[i].prompt, resp, o->max_length, &e, err);
       if (c) free(resp);
-      free(text);
       if (erc) { free(is_val); oc_wrap(err, "%s:%lld", o->data_path, (long long)ds.ex[i].line); goto done; }
       record *r = &recs[nrec++];
       r->ids = e.ids;
@@ -354,7 +347,6 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
       r->label = ds.ex[i].label;
       r->val = is_val[i];
       oc_encoding_free(&e);
-      if (r->n == 0) { free(is_val); oc_fail(err, "%s:%lld: encodes to no tokens", o->data_path, (long long)ds.ex[i].line); goto done; }
       fingerprint = oc_fnv1a64(r->ids, sizeof(int32_t) * (size_t)r->n, fingerprint);
       fingerprint = oc_fnv1a64(&r->label, sizeof r->label, fingerprint);
       fingerprint = oc_fnv1a64(&r->val, sizeof r->val, fingerprint);
