@@ -443,10 +443,11 @@ static void layernorm_backward(const float *x, const float *w, const float *st, 
   }
 }
 
+/* exact GELU: x * Phi(x); its derivative Phi(x) + x * phi(x) from the same Phi */
+static inline float gelu_cdf(float x) { return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)); }
+static inline float gelu_grad_from_cdf(float x, float cdf) { return cdf + x * expf(-0.5f * x * x) * 0.3989422804014327f; }
 static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
-static inline float gelu_grad(float x) {
-  return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)) + x * expf(-0.5f * x * x) * 0.3989422804014327f;
-}
+static inline float gelu_grad(float x) { return gelu_grad_from_cdf(x, gelu_cdf(x)); }
 
 /* rope on q and k of a [T, 3H] qkv buffer, positions restart per sequence; sign -1 applies the
  * inverse rotation (the backward of the forward rotation) */
@@ -725,8 +726,8 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
     for (int t = 0; t < T; t++)
       for (int j = 0; j < I; j++) {
         float x = u[(size_t)t * 2 * I + j], gate = u[(size_t)t * 2 * I + I + j], d = dg[(size_t)t * I + j];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)); /* gelu = x cdf, gelu' = cdf + x pdf: one erf */
-        du[(size_t)t * 2 * I + j] = d * gate * (cdf + x * expf(-0.5f * x * x) * 0.3989422804014327f);
+        float cdf = gelu_cdf(x); /* one erf for both gelu (x cdf) and its derivative */
+        du[(size_t)t * 2 * I + j] = d * gate * gelu_grad_from_cdf(x, cdf);
         du[(size_t)t * 2 * I + I + j] = d * x * cdf;
       }
     oc_gemm(1, 0, 2 * I, H, T, du, 2 * I, a->xn2[l], H, 1.0f, LG(m, l, L_WI), H);
