@@ -1,6 +1,7 @@
 /* Minimal test helpers: every CHECK counts; main returns non-zero on any failure. */
 #ifndef OC_TEST_CHECK_H
 #define OC_TEST_CHECK_H
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,27 @@ static inline const char *path_in(const char *dir, const char *name) {
   k = (k + 1) % 4;
   snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
   return p[k];
+}
+
+/* A JSON file parsed, NULL if it cannot be read or parsed. */
+static inline cJSON *read_json_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *buf = NULL;
+  size_t cap = 0, n = 0, got;
+  do {
+    if (n + 4096 > cap) {
+      char *nb = realloc(buf, cap = 2 * cap + 4096);
+      if (!nb) { free(buf); fclose(f); return NULL; }
+      buf = nb;
+    }
+    got = fread(buf + n, 1, cap - n, f);
+    n += got;
+  } while (got > 0);
+  fclose(f);
+  cJSON *j = buf ? cJSON_ParseWithLength(buf, n) : NULL;
+  free(buf);
+  return j;
 }
 
 static inline int check_summary(const char *name) {

@@ -6,15 +6,6 @@
 #include "check.h"
 #include "opencon/chat.h"
 
-static cJSON *load_json(const char *path) {
-  char *txt;
-  oc_error e;
-  if (oc_read_file(path, &txt, NULL, &e)) return NULL;
-  cJSON *j = cJSON_Parse(txt);
-  free(txt);
-  return j;
-}
-
 int main(int argc, char **argv) {
   REQUIRE(argc >= 2, "usage: test_chat GOLDEN_DIR [TOKENIZER_JSON]");
   const char *dir = argv[1];
@@ -26,7 +17,7 @@ int main(int argc, char **argv) {
   REQUIRE(oc_template_parse(src, "chat_template.jinja", &t, &e) == 0, "%s", e.msg);
   free(src);
   snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
-  cJSON *cfg = load_json(p);
+  cJSON *cfg = read_json_file(p);
   if (!cfg) { /* gemma4: the special tokens its source.txt names */
     cfg = cJSON_Parse("{\"bos_token\": \"<bos>\", \"eos_token\": \"<eos>\", \"unk_token\": \"<unk>\", \"pad_token\": \"<pad>\", \"mask_token\": \"<mask>\"}");
   }

@@ -19,7 +19,6 @@ static const char *cli, *cdir, *data;
 static char tmp[256], out[1 << 16];
 #define run(...) run_in(tmp, out, sizeof out, __VA_ARGS__)
 #define path(name) path_in(tmp, name)
-#define stderr_text() stderr_in(tmp)
 #define err_text() stderr_in(tmp)
 
 static void write_text(const char *name, const char *text) {
@@ -150,11 +149,8 @@ static void test_training(void) {
            cli, cdir);
   CHECK(rc != 0 && strstr(err_text(), "other data or settings"), "a checkpoint of other settings is refused: %s", err_text());
   /* the output directory: HF layout, loads back, classifier_config */
-  cJSON *cfg = NULL, *cc = NULL;
-  char *s;
   oc_error err;
-  if (oc_read_file(path("full/config.json"), &s, NULL, &err) == 0) { cfg = cJSON_Parse(s); free(s); }
-  if (oc_read_file(path("full/classifier_config.json"), &s, NULL, &err) == 0) { cc = cJSON_Parse(s); free(s); }
+  cJSON *cfg = read_json_file(path("full/config.json")), *cc = read_json_file(path("full/classifier_config.json"));
   const cJSON *arch = cJSON_GetArrayItem(cJSON_GetObjectItem(cfg, "architectures"), 0);
   CHECK(cfg && cJSON_IsString(arch) && strcmp(arch->valuestring, "ModernBertForSequenceClassification") == 0 &&
             strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "id2label"), "2")->valuestring, "unsafe_compliance") == 0,
@@ -166,9 +162,8 @@ static void test_training(void) {
   cJSON_Delete(cfg);
   cJSON_Delete(cc);
   CHECK(access(path("full/tokenizer.json"), F_OK) == 0, "tokenizer copied");
-  if (oc_read_file(path("prog.json"), &s, NULL, &err) == 0) {
-    cJSON *pj = cJSON_Parse(s);
-    free(s);
+  cJSON *pj = read_json_file(path("prog.json"));
+  if (pj) {
     CHECK(pj && strcmp(cJSON_GetObjectItem(pj, "phase")->valuestring, "completed") == 0 && cJSON_GetObjectItem(pj, "total_steps") &&
               cJSON_GetObjectItem(pj, "learning_rate") && cJSON_GetObjectItem(pj, "epoch"),
           "progress JSON");

@@ -22,19 +22,6 @@ static char out[1 << 16];
 #define run(...) run_in(tmp, out, sizeof out, __VA_ARGS__)
 #define path(name) path_in(tmp, name)
 #define stderr_text() stderr_in(tmp)
-#define err_text() stderr_in(tmp)
-
-
-
-
-static cJSON *read_json(const char *file) {
-  char *s;
-  oc_error err;
-  if (oc_read_file(file, &s, NULL, &err)) return NULL;
-  cJSON *j = cJSON_Parse(s);
-  free(s);
-  return j;
-}
 
 /* X.<layer> row 0 of a collection equals the last-token hidden state of an independent forward */
 static void check_against_forward(const char *model_dir, const oc_activations *a, int use_template) {
@@ -94,7 +81,7 @@ static void test_collect(const char *model) {
             a.use_chat_template == tmpl,
         "shapes and metadata: n %d layers %d hidden %d", a.n, a.n_layers, a.hidden);
   CHECK(access(path("all.safetensors.partial"), F_OK) != 0, "journal removed after success");
-  cJSON *pj = read_json(path("prog.json"));
+  cJSON *pj = read_json_file(path("prog.json"));
   const cJSON *ph = cJSON_GetObjectItem(pj, "phase"), *ep = cJSON_GetObjectItem(pj, "examples_processed");
   CHECK(pj && cJSON_IsString(ph) && strcmp(ph->valuestring, "completed") == 0 && cJSON_IsNumber(ep) && ep->valueint == 50 &&
             cJSON_GetObjectItem(pj, "eta_seconds") && cJSON_GetObjectItem(pj, "updated_at"),
@@ -180,7 +167,7 @@ static void test_train_and_sweep(void) {
                "--progress_path tp.json",
                cli, dir, data);
   CHECK(rc == 0, "train-probe: %s", stderr_text());
-  cJSON *cfg = read_json(path("probe_a/config.json"));
+  cJSON *cfg = read_json_file(path("probe_a/config.json"));
   REQUIRE(cfg, "config.json");
   const char *fields[] = {"model_id", "model_family", "layer", "hidden_size", "threshold", "pause_threshold", "probe_every_n_tokens",
                           "smoothing_window", "use_chat_template", "metrics", "note", "calibrated_threshold", "train_metrics", NULL};
@@ -217,7 +204,7 @@ static void test_train_and_sweep(void) {
   free(tr); free(va);
   oc_activations_free(&a);
   cJSON_Delete(cfg);
-  cJSON *tp = read_json(path("tp.json"));
+  cJSON *tp = read_json_file(path("tp.json"));
   CHECK(tp && strcmp(cJSON_GetObjectItem(tp, "phase")->valuestring, "completed") == 0, "train-probe progress completed");
   cJSON_Delete(tp);
   CHECK(access(path("probe_a/activations.partial"), F_OK) != 0, "train-probe removes its journal");
@@ -236,7 +223,7 @@ static void test_train_and_sweep(void) {
   /* sweep: layer keys as given, held-out metrics equal train-probe's for the same layer */
   rc = run("%s sweep-layers --max_length 96 --model_id %s --data_path %s --layers=-2,-4,-6 --epochs 30 --out_path sweep.json", cli, dir, data);
   CHECK(rc == 0, "sweep-layers: %s", stderr_text());
-  cJSON *sw = cJSON_Parse(out), *sf = read_json(path("sweep.json"));
+  cJSON *sw = cJSON_Parse(out), *sf = read_json_file(path("sweep.json"));
   REQUIRE(sw && sf, "sweep JSON on stdout and in --out_path");
   const cJSON *l4 = cJSON_GetObjectItem(sw, "-4");
   CHECK(cJSON_GetObjectItem(sw, "-2") && cJSON_GetObjectItem(sw, "-6") && l4 && fabs(num(l4, "roc_auc") - m.roc_auc) < 1e-9 &&
