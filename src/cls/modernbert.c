@@ -591,8 +591,7 @@ static int run_forward(oc_mbert *m, const oc_mbert_batch *bt, float *logits, int
   for (int l = 0; l < L; l++) {
     int k = training ? l : 0;
     float *hin = a->h[k], *xn1 = a->xn1[k], *qkv = a->qkv[k], *ctx = a->ctx[k], *hmid = a->hmid[k], *xn2 = a->xn2[k], *u = a->u[k], *g = a->g[k];
-    if (training && l > 0) memcpy(hin, a->hL, sizeof(float) * (size_t)T * H); /* a->hL holds the previous layer's output */
-    else if (!training && l > 0) memcpy(hin, a->hL, sizeof(float) * (size_t)T * H);
+    if (l > 0) memcpy(hin, a->hL, sizeof(float) * (size_t)T * H); /* a->hL holds the previous layer's output */
     const float *ain = hin;
     if (l > 0) { layernorm(hin, LW(m, l, L_ATTN_NORM), T, H, eps, xn1, a->st1[k]); ain = xn1; }
     oc_gemm(0, 1, T, 3 * H, H, ain, H, LW(m, l, L_WQKV), H, 0.0f, qkv, 3 * H);
