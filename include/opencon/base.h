@@ -41,6 +41,9 @@ char *oc_path_join(const char *a, const char *b); /* malloc'd */
  * ("r.json", ".svg" -> "r.svg"; "out", ".partial" -> "out.partial"). malloc'd. */
 char *oc_path_sibling(const char *path, const char *ext);
 
+/* Grow (realloc) a float buffer to n elements; on failure *p is unchanged and err says so. */
+int oc_grow_floats(float **p, size_t n, oc_error *err);
+
 /* Comma-separated integers ("2,106,-4"); malloc'd array. */
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);
 

@@ -115,6 +115,13 @@ char *oc_path_join(const char *a, const char *b) {
   return s;
 }
 
+int oc_grow_floats(float **p, size_t n, oc_error *err) {
+  float *np = realloc(*p, sizeof(float) * (n ? n : 1));
+  if (!np) return oc_fail(err, "out of memory (%zu floats)", n);
+  *p = np;
+  return 0;
+}
+
 char *oc_path_sibling(const char *path, const char *ext) {
   size_t n = strlen(path), keep = n > 5 && strcmp(path + n - 5, ".json") == 0 ? n - 5 : n;
   char *s = malloc(keep + strlen(ext) + 1);

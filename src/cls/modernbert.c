@@ -343,12 +343,6 @@ done:
 }
 
 /* ---------------------------------------------------------------- buffers */
-static int grow(float **p, size_t n) {
-  float *q = realloc(*p, sizeof(float) * (n ? n : 1));
-  if (!q) return -1;
-  *p = q;
-  return 0;
-}
 
 static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error *err) {
   const oc_mbert_config *c = &m->c;
@@ -356,7 +350,7 @@ static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error 
   acts *a = &m->a;
   size_t wide = 3 * H > 2 * I ? 3 * H : 2 * I;
   if ((size_t)T * wide > m->tmp_cap) {
-    if (grow(&m->tmp1, (size_t)T * wide) || grow(&m->tmp2, (size_t)T * wide) || grow(&m->tmp3, (size_t)T * wide)) return oc_fail(err, "out of memory");
+    if (oc_grow_floats(&m->tmp1, (size_t)T * wide, NULL) || oc_grow_floats(&m->tmp2, (size_t)T * wide, NULL) || oc_grow_floats(&m->tmp3, (size_t)T * wide, NULL)) return oc_fail(err, "out of memory");
     m->tmp_cap = (size_t)T * wide;
   }
   if (!a->h) {
@@ -370,20 +364,20 @@ static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error 
     size_t keep = training ? L : 1;
     for (size_t l = 0; l < keep; l++) {
       size_t t = (size_t)cap;
-      if (grow(&a->h[l], t * H) || grow(&a->xn1[l], t * H) || grow(&a->qkv[l], t * 3 * H) || grow(&a->ctx[l], t * H) ||
-          grow(&a->lse[l], t * nh) || grow(&a->hmid[l], t * H) || grow(&a->xn2[l], t * H) || grow(&a->u[l], t * 2 * I) ||
-          grow(&a->g[l], t * I) || grow(&a->st1[l], t * 2) || grow(&a->st2[l], t * 2))
+      if (oc_grow_floats(&a->h[l], t * H, NULL) || oc_grow_floats(&a->xn1[l], t * H, NULL) || oc_grow_floats(&a->qkv[l], t * 3 * H, NULL) || oc_grow_floats(&a->ctx[l], t * H, NULL) ||
+          oc_grow_floats(&a->lse[l], t * nh, NULL) || oc_grow_floats(&a->hmid[l], t * H, NULL) || oc_grow_floats(&a->xn2[l], t * H, NULL) || oc_grow_floats(&a->u[l], t * 2 * I, NULL) ||
+          oc_grow_floats(&a->g[l], t * I, NULL) || oc_grow_floats(&a->st1[l], t * 2, NULL) || oc_grow_floats(&a->st2[l], t * 2, NULL))
         return oc_fail(err, "out of memory: activations for %d tokens", cap);
     }
-    if (grow(&a->emb_raw, (size_t)cap * H) || grow(&a->emb_st, (size_t)cap * 2) || grow(&a->hL, (size_t)cap * H) ||
-        grow(&a->last, (size_t)cap * H) || grow(&a->fin_st, (size_t)cap * 2))
+    if (oc_grow_floats(&a->emb_raw, (size_t)cap * H, NULL) || oc_grow_floats(&a->emb_st, (size_t)cap * 2, NULL) || oc_grow_floats(&a->hL, (size_t)cap * H, NULL) ||
+        oc_grow_floats(&a->last, (size_t)cap * H, NULL) || oc_grow_floats(&a->fin_st, (size_t)cap * 2, NULL))
       return oc_fail(err, "out of memory");
     a->cap_tokens = cap;
     if (training) a->cap_train = cap;
   }
   if (B > a->cap_batch) {
-    if (grow(&a->pooled, (size_t)B * H) || grow(&a->z, (size_t)B * H) || grow(&a->gz, (size_t)B * H) || grow(&a->ho, (size_t)B * H) ||
-        grow(&a->ho_st, (size_t)B * 2) || grow(&a->probs, (size_t)B * c->n_labels))
+    if (oc_grow_floats(&a->pooled, (size_t)B * H, NULL) || oc_grow_floats(&a->z, (size_t)B * H, NULL) || oc_grow_floats(&a->gz, (size_t)B * H, NULL) || oc_grow_floats(&a->ho, (size_t)B * H, NULL) ||
+        oc_grow_floats(&a->ho_st, (size_t)B * 2, NULL) || oc_grow_floats(&a->probs, (size_t)B * c->n_labels, NULL))
       return oc_fail(err, "out of memory");
     a->cap_batch = B;
   }
@@ -391,7 +385,7 @@ static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error 
   size_t per = (size_t)maxlen * (size_t)maxlen * 2;
   int nthr = omp_get_max_threads();
   if (per > m->scratch_per_thread || nthr > m->scratch_threads) {
-    if (grow(&m->scratch, per * (size_t)nthr)) return oc_fail(err, "out of memory: attention scratch for %d tokens", maxlen);
+    if (oc_grow_floats(&m->scratch, per * (size_t)nthr, NULL)) return oc_fail(err, "out of memory: attention scratch for %d tokens", maxlen);
     m->scratch_per_thread = per;
     m->scratch_threads = nthr;
   }
@@ -700,7 +694,7 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
   /* pooling -> d last_hidden_state */
   if ((size_t)T * H > m->bw_cap) {
     for (int k = 0; k < 4; k++)
-      if (grow(&m->bw[k], (size_t)T * H)) { free(off); free(pos); return oc_fail(err, "out of memory"); }
+      if (oc_grow_floats(&m->bw[k], (size_t)T * H, NULL)) { free(off); free(pos); return oc_fail(err, "out of memory"); }
     m->bw_cap = (size_t)T * H;
   }
   float *dlast = m->bw[0], *dh = m->bw[1], *dmid = m->bw[2], *dtmp = m->bw[3];

@@ -255,12 +255,6 @@ int oc_session_truncate(oc_session *s, int len, oc_error *err) {
   return 0;
 }
 
-static int grow(float **p, size_t n, oc_error *err) {
-  float *np = realloc(*p, sizeof(float) * (n ? n : 1));
-  if (!np) return oc_fail(err, "out of memory (%zu floats)", n);
-  *p = np;
-  return 0;
-}
 
 static int ensure_cache(oc_session *s, int need, oc_error *err) {
   if (need > s->max_ctx) return oc_fail(err, "context of %d tokens exceeds the session limit of %d", need, s->max_ctx);
@@ -272,13 +266,13 @@ static int ensure_cache(oc_session *s, int need, oc_error *err) {
     if (cap > s->max_ctx) cap = s->max_ctx;
     for (int i = 0; i < s->m->n_slots; i++) {
       size_t n = (size_t)cap * (size_t)c->n_kv_heads * (size_t)s->m->slot_dim[i];
-      if (grow(&s->K[i], n, err) || grow(&s->V[i], n, err)) return -1;
+      if (oc_grow_floats(&s->K[i], n, err) || oc_grow_floats(&s->V[i], n, err)) return -1;
     }
     s->cap = cap;
     s->nthr = 0;
   }
   if (nthr > s->nthr) {
-    if (grow(&s->scores, (size_t)nthr * (size_t)s->cap, err)) return -1;
+    if (oc_grow_floats(&s->scores, (size_t)nthr * (size_t)s->cap, err)) return -1;
     s->nthr = nthr;
   }
   return 0;
@@ -290,11 +284,11 @@ static int ensure_scratch(oc_session *s, int n, oc_error *err) {
   size_t H = (size_t)c->hidden, hd = (size_t)(c->global_head_dim > c->head_dim ? c->global_head_dim : c->head_dim);
   size_t I = (size_t)c->intermediate * (c->double_wide_mlp ? 2 : 1);
   size_t N = (size_t)n, LP = (size_t)c->n_layers * (size_t)(c->ple_dim ? c->ple_dim : 1);
-  if (grow(&s->x, N * H, err) || grow(&s->xn, N * H, err) || grow(&s->q, N * c->n_heads * hd, err) ||
-      grow(&s->k, N * c->n_kv_heads * hd, err) || grow(&s->v, N * c->n_kv_heads * hd, err) ||
-      grow(&s->att, N * c->n_heads * hd, err) || grow(&s->o, N * H, err) || grow(&s->g, N * I, err) ||
-      grow(&s->u, N * I, err) || grow(&s->ple, N * LP, err) || grow(&s->pg, N * (size_t)(c->ple_dim ? c->ple_dim : 1), err) ||
-      grow(&s->cs, N * hd * 2, err))
+  if (oc_grow_floats(&s->x, N * H, err) || oc_grow_floats(&s->xn, N * H, err) || oc_grow_floats(&s->q, N * c->n_heads * hd, err) ||
+      oc_grow_floats(&s->k, N * c->n_kv_heads * hd, err) || oc_grow_floats(&s->v, N * c->n_kv_heads * hd, err) ||
+      oc_grow_floats(&s->att, N * c->n_heads * hd, err) || oc_grow_floats(&s->o, N * H, err) || oc_grow_floats(&s->g, N * I, err) ||
+      oc_grow_floats(&s->u, N * I, err) || oc_grow_floats(&s->ple, N * LP, err) || oc_grow_floats(&s->pg, N * (size_t)(c->ple_dim ? c->ple_dim : 1), err) ||
+      oc_grow_floats(&s->cs, N * hd * 2, err))
     return -1;
   int *tp = realloc(s->tpos, sizeof(int) * N), *tl = tp ? realloc(s->tlo, sizeof(int) * N) : NULL;
   if (tp) s->tpos = tp;
