@@ -1,5 +1,6 @@
 /* Tokenizer encode throughput (MB/s, one thread) over a corpus file, one text per line,
- * add_special_tokens=false. usage: bench_tokenizer CORPUS NAME=tokenizer.json ... */
+ * add_special_tokens=false, ids only (as transformers.js's encode). Best of 2 passes, and the first
+ * pass alone (its word cache starts empty). usage: bench_tokenizer CORPUS NAME=tokenizer.json ... */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,21 +34,22 @@ int main(int argc, char **argv) {
     if (oc_tokenizer_load_file(eq + 1, &t, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
     double t_load = oc_now() - t0;
     long long tokens = 0;
-    double best = 1e30;
+    double best = 1e30, first = 0;
     for (int rep = 0; rep < 2; rep++) {
       double t1 = oc_now();
       tokens = 0;
       for (int i = 0; i < n; i++) {
         oc_encoding enc;
-        if (oc_tokenizer_encode_n(t, lines[i], lens[i], NULL, 0, 0, 0, &enc, &e)) { fprintf(stderr, "line %d: %s\n", i + 1, e.msg); return 1; }
+        if (oc_tokenizer_encode_ids(t, lines[i], lens[i], NULL, 0, 0, 0, &enc, &e)) { fprintf(stderr, "line %d: %s\n", i + 1, e.msg); return 1; }
         tokens += enc.n;
         oc_encoding_free(&enc);
       }
       double dt = oc_now() - t1;
       if (dt < best) best = dt;
+      if (rep == 0) first = dt;
     }
-    printf("{\"tokenizer\": \"%s\", \"impl\": \"opencon\", \"bytes\": %zu, \"lines\": %d, \"tokens\": %lld, \"seconds\": %.3f, \"mb_per_s\": %.2f, \"load_s\": %.2f}\n",
-           argv[a], len, n, tokens, best, (double)len / best / 1e6, t_load);
+    printf("{\"tokenizer\": \"%s\", \"impl\": \"opencon\", \"bytes\": %zu, \"lines\": %d, \"tokens\": %lld, \"seconds\": %.3f, \"mb_per_s\": %.2f, \"first_pass_mb_per_s\": %.2f, \"load_s\": %.2f}\n",
+           argv[a], len, n, tokens, best, (double)len / best / 1e6, (double)len / first / 1e6, t_load);
     fflush(stdout);
     oc_tokenizer_free(t);
   }

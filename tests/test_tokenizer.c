@@ -88,8 +88,20 @@ static int encode_row(const oc_tokenizer *t, const cJSON *row, int line) {
   oc_encoding e;
   oc_error err;
   int rc = oc_tokenizer_encode_n(t, text, tl, cJSON_IsString(pair) ? ptext : NULL, pl, add, max_len, &e, &err);
+  /* the ids-only entry point gives the same ids and type ids */
+  oc_encoding f;
+  int rc2 = oc_tokenizer_encode_ids(t, text, tl, cJSON_IsString(pair) ? ptext : NULL, pl, add, max_len, &f, &err);
+  int same = rc == rc2 && (rc || (f.n == e.n && f.tokens == NULL &&
+                                  (!e.n || (memcmp(f.ids, e.ids, sizeof(int32_t) * (size_t)e.n) == 0 &&
+                                            memcmp(f.type_ids, e.type_ids, sizeof(int32_t) * (size_t)e.n) == 0))));
+  if (!rc2) oc_encoding_free(&f);
   free(text);
   free(ptext);
+  if (!same) {
+    if (!rc) oc_encoding_free(&e);
+    if (shown++ < 10) fprintf(stderr, "line %d: oc_tokenizer_encode_ids differs from oc_tokenizer_encode_n\n", line);
+    return 0;
+  }
   if (rc) {
     if (shown++ < 10) fprintf(stderr, "line %d: encode error %s\n", line, err.msg);
     return 0;
@@ -145,6 +157,15 @@ int main(int argc, char **argv) {
   CHECK(run_file(t, p, encode_row) > 0, "no pair goldens");
   snprintf(p, sizeof p, "%s/decode.jsonl", argv[2]);
   CHECK(run_file(t, p, decode_row) > 0, "no decode goldens");
+  /* the general pipeline (fast split matchers and the fused byte-level path off) gives the same */
+  oc_tokenizer *ts;
+  REQUIRE(oc_tokenizer_load_file(argv[1], &ts, &err) == 0, "%s", err.msg);
+  oc_tokenizer_set_fast_paths(ts, 0);
+  snprintf(p, sizeof p, "%s/encode.jsonl", argv[2]);
+  CHECK(run_file(ts, p, encode_row) > 0, "no encode goldens (general pipeline)");
+  snprintf(p, sizeof p, "%s/encode_pairs.jsonl", argv[2]);
+  CHECK(run_file(ts, p, encode_row) > 0, "no pair goldens (general pipeline)");
+  oc_tokenizer_free(ts);
   /* malformed or unsupported tokenizer.json: errors name the JSON path */
   static const struct { const char *json, *needle; } bad[] = {
     {"{\"model\": {\"type\": \"Unigram\"}}", "$.model.type: unsupported model \"Unigram\""},

@@ -29,7 +29,13 @@ int oc_tokenizer_encode(const oc_tokenizer *t, const char *text, const char *tex
 /* The same with explicit lengths (text may contain NUL characters). */
 int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
                           int add_special_tokens, int max_length, oc_encoding *out, oc_error *err);
+/* The same without the token strings (out->tokens is NULL): what a pipeline that only needs ids calls. */
+int oc_tokenizer_encode_ids(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
+                            int add_special_tokens, int max_length, oc_encoding *out, oc_error *err);
 void oc_encoding_free(oc_encoding *e);
+/* For tests: 0 runs only the general pipeline (no fused byte-level path, Oniguruma for every
+ * split), which must give the same result as the fast paths (1, the default). */
+void oc_tokenizer_set_fast_paths(oc_tokenizer *t, int on);
 
 /* Decode ids to text (malloc'd, NUL-terminated; len, if given, counts NUL characters inside),
  * as tokenizers' Tokenizer.decode. */

@@ -113,6 +113,44 @@ static char *map_case(const char *s, size_t n, size_t *out_len, int upper) {
   return o;
 }
 char *oc_utf8_lower(const char *s, size_t n, size_t *out_len) { return map_case(s, n, out_len, 0); }
+
+/* Unicode normalization (UTF8PROC_* options of utf8proc_map) applied only where it can change
+ * something. An ASCII character never decomposes, is a starter (canonical ordering cannot move
+ * marks across it) and is never the second half of a composition; so the text splits into
+ * independent pieces before any ASCII character that is followed by another ASCII character or
+ * the end (the one case where it could still compose with what follows). Pure-ASCII pieces are
+ * copied, the rest normalized one region at a time: the same result as normalizing the whole
+ * text (tests/test_split_fast.c compares both). */
+char *oc_utf8_normalize(const char *text, size_t n, int options, size_t *out_len) {
+  const unsigned char *s = (const unsigned char *)text;
+  size_t cap = n + 16, k = 0, i = 0;
+  char *o = malloc(cap);
+  if (!o) return NULL;
+  while (i < n) {
+    size_t j = i;
+    while (j < n && s[j] < 0x80) j++;
+    size_t a = j == n ? n : (j > i ? j - 1 : j), q = j;
+    while (q < n && !(s[q] < 0x80 && (q + 1 == n || s[q + 1] < 0x80))) q++;
+    utf8proc_uint8_t *r = NULL;
+    utf8proc_ssize_t rl = 0;
+    if (q > a && (rl = utf8proc_map(s + a, (utf8proc_ssize_t)(q - a), &r, (utf8proc_option_t)options)) < 0) { free(o); return NULL; }
+    if (k + (a - i) + (size_t)rl + 1 > cap) {
+      cap = (k + (a - i) + (size_t)rl + 1) * 2;
+      char *no = realloc(o, cap);
+      if (!no) { free(o); free(r); return NULL; }
+      o = no;
+    }
+    memcpy(o + k, s + i, a - i);
+    k += a - i;
+    if (rl) memcpy(o + k, r, (size_t)rl);
+    k += (size_t)rl;
+    free(r);
+    i = q > a ? q : n;
+  }
+  o[k] = 0;
+  *out_len = k;
+  return o;
+}
 char *oc_utf8_upper(const char *s, size_t n, size_t *out_len) { return map_case(s, n, out_len, 1); }
 
 int oc_is_whitespace(uint32_t c) {
@@ -155,7 +193,11 @@ int oc_str_replace(const char *s, size_t n, const char *from, const char *to, ch
 
 struct oc_regex {
   regex_t *re;
+  int fast, fast_on; /* OC_SPLIT_* recognized from the pattern; whether it is used */
 };
+
+int oc_regex_fast_kind(const oc_regex *r) { return r->fast; }
+void oc_regex_set_fast(oc_regex *r, int on) { r->fast_on = on && r->fast; }
 
 static void onig_init_once(void) {
   static int done;
@@ -179,6 +221,8 @@ oc_regex *oc_regex_new(const char *pattern, char *msg, size_t msg_size) {
     free(r);
     return NULL;
   }
+  r->fast = oc_split_fast_kind(pattern);
+  r->fast_on = r->fast != 0;
   return r;
 }
 
@@ -207,6 +251,10 @@ void oc_regex_free(oc_regex *r) {
 
 int oc_regex_search(const oc_regex *r, const char *s, size_t n, size_t from, size_t *ms, size_t *me) {
   /* one region per thread, reused (onig_search clears it) */
+  if (r->fast_on && from < n) {
+    size_t l = oc_split_fast_match(r->fast, s, n, from);
+    if (l) { *ms = from; *me = from + l; return 1; }
+  }
   static _Thread_local OnigRegion *reg;
   if (!reg && !(reg = onig_region_new())) return -1;
   const OnigUChar *st = (const OnigUChar *)s, *end = st + n;

@@ -11,6 +11,9 @@ int oc_utf8_valid(const char *s, size_t n);
 /* Rust String::from_utf8_lossy: each maximal invalid subsequence becomes U+FFFD. */
 char *oc_utf8_lossy(const char *s, size_t n, size_t *out_len);
 char *oc_utf8_lower(const char *s, size_t n, size_t *out_len);
+/* utf8proc_map(s, n, options) (NFC/NFD/NFKC/NFKD options) computed only on the non-ASCII regions;
+ * malloc'd, NUL-terminated; NULL on invalid UTF-8 or out of memory */
+char *oc_utf8_normalize(const char *s, size_t n, int options, size_t *out_len);
 char *oc_utf8_upper(const char *s, size_t n, size_t *out_len);
 
 int oc_is_whitespace(uint32_t cp);  /* Rust char::is_whitespace (Unicode White_Space) */
@@ -27,6 +30,15 @@ oc_regex *oc_regex_literal(const char *text);
 void oc_regex_free(oc_regex *re);
 /* 1: match at [*ms, *me) searching from `from`; 0: none; -1: error */
 int oc_regex_search(const oc_regex *re, const char *s, size_t n, size_t from, size_t *ms, size_t *me);
+/* Hand-written ASCII matchers for the split patterns of byte-level BPE tokenizers (split_fast.c).
+ * oc_regex_new recognizes these patterns and answers from them, asking Oniguruma only when a
+ * non-ASCII character decides the match; oc_regex_set_fast(re, 0) turns that off (tests). */
+enum { OC_SPLIT_NONE, OC_SPLIT_GPT2, OC_SPLIT_LLAMA3, OC_SPLIT_QWEN2 };
+int oc_split_fast_kind(const char *pattern);
+/* length of the pattern's match at s[p..n), or 0 when only Oniguruma can tell */
+size_t oc_split_fast_match(int kind, const char *s, size_t n, size_t p);
+int oc_regex_fast_kind(const oc_regex *re);
+void oc_regex_set_fast(oc_regex *re, int on);
 int oc_regex_replace_all(const oc_regex *re, const char *s, size_t n, const char *repl, char **out, size_t *out_len);
 
 #endif

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <oniguruma.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,19 +169,20 @@ typedef struct {
   int id, special, lstrip, rstrip, single_word, normalized;
 } added_tok;
 
-/* Word cache (as the Rust library keeps): pre-token bytes -> model ids. Bounded; shared by
- * all callers of a tokenizer under a mutex. */
-#define CACHE_SLOTS 65536
+/* Word cache (as the Rust library keeps): pre-token bytes -> model ids. Bounded and never
+ * evicted, shared by all callers of a tokenizer: an entry is built completely, then published
+ * into its empty slot with a release store under a mutex (writers); readers take no lock. */
+#define CACHE_SLOTS 262144
 typedef struct {
-  char *key;
-  uint32_t klen, n;
-  int32_t *ids;
+  uint32_t hash, klen, n;
+  int32_t ids[]; /* then the key's bytes */
 } cache_ent;
+#define CACHE_KEY(c) ((const char *)((c)->ids + (c)->n))
 
 struct oc_tokenizer {
   pthread_mutex_t cache_mu;
-  cache_ent *cache;
-  uint32_t cache_n;
+  _Atomic(cache_ent *) *cache;
+  _Atomic uint32_t cache_n;
   int model_wordpiece;
   smap vocab;
   char **id_to_tok;
@@ -200,8 +202,11 @@ struct oc_tokenizer {
   /* trie over the added tokens' bytes: node 0 is the root */
   struct trie_node { int32_t first_child, next_sibling, term; unsigned char byte; } *trie;
   int n_trie, cap_trie;
+  int32_t trie_root[256]; /* the root's child for each first byte, or -1 */
   unsigned char *is_special_id; /* [n_ids] */
   oc_regex *bytelevel_re;
+  const oc_regex *fused_re; /* the byte-level pipeline's split regex when encode_bytelevel applies */
+  int fast_paths;           /* 0: the general pipeline only (tests compare both) */
 };
 
 /* ------------------------------------------------------------------ pieces */
@@ -326,7 +331,8 @@ static int make_spans(const char *s, size_t len, oc_regex *re, char_pred pred, i
   if (re) {
     size_t pos = 0;
     size_t ms, me;
-    while (pos <= len && oc_regex_search(re, s, len, pos, &ms, &me) == 1) {
+    int r = 0;
+    while (pos <= len && (r = oc_regex_search(re, s, len, pos, &ms, &me)) == 1) {
       if (ms > prev) PUSH(prev, ms, 0);
       PUSH(ms, me, 1);
       prev = me;
@@ -335,6 +341,7 @@ static int make_spans(const char *s, size_t len, oc_regex *re, char_pred pred, i
         pos = me + (size_t)oc_utf8_len((unsigned char)s[me]);
       } else pos = me;
     }
+    if (r < 0) { free(sp); return -1; }
   } else {
     size_t i = 0;
     while (i < len) {
@@ -367,6 +374,8 @@ static int split_piece(const char *ps, size_t plen, int at_origin, oc_regex *re,
 /* ------------------------------------------------------------------ byte level */
 static uint32_t byte_to_cp[256];
 static int cp_to_byte[324];
+static char byte_utf8[256][2]; /* byte_to_cp[b] as UTF-8 (1 or 2 bytes) */
+static unsigned char byte_utf8_len[256];
 static void init_byte_tables(void) {
   static int done;
   if (done) return;
@@ -376,7 +385,12 @@ static void init_byte_tables(void) {
     byte_to_cp[b] = keep ? (uint32_t)b : (uint32_t)(256 + n++);
   }
   for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
-  for (int b = 0; b < 256; b++) cp_to_byte[byte_to_cp[b]] = b;
+  for (int b = 0; b < 256; b++) {
+    cp_to_byte[byte_to_cp[b]] = b;
+    char u[4];
+    byte_utf8_len[b] = (unsigned char)oc_utf8_encode(byte_to_cp[b], u);
+    memcpy(byte_utf8[b], u, 2);
+  }
   done = 1;
 }
 
@@ -393,11 +407,7 @@ static int apply_normalizer(const step *st, char **s, size_t *len, int *origin) 
     if (k == *len) return 0; /* ASCII is invariant under every normalization form */
     utf8proc_option_t opt = UTF8PROC_STABLE | (st->kind == N_NFC || st->kind == N_NFKC ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE);
     if (st->kind == N_NFKC || st->kind == N_NFKD) opt |= UTF8PROC_COMPAT;
-    utf8proc_uint8_t *r = NULL;
-    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)*s, (utf8proc_ssize_t)*len, &r, opt);
-    if (n < 0) return -1;
-    out = (char *)r;
-    ol = (size_t)n;
+    if (!(out = oc_utf8_normalize(*s, *len, (int)opt, &ol))) return -1;
     break;
   }
   case N_REPLACE: {
@@ -473,7 +483,7 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
         char *b = pl * 2 < sizeof small ? small : malloc(pl * 2 + 1);
         if (!b) { rc = -1; break; }
         const unsigned char *src = (const unsigned char *)P_S(&parts, k);
-        for (size_t j = 0; j < pl; j++) bl += (size_t)oc_utf8_encode(byte_to_cp[src[j]], b + bl);
+        for (size_t j = 0; j < pl; j++) { memcpy(b + bl, byte_utf8[src[j]], 2); bl += byte_utf8_len[src[j]]; }
         rc = pieces_push(out, b, bl, -1, parts.p[k].at_origin);
         if (b != small) free(b);
       }
@@ -629,42 +639,45 @@ oom:
   return -1;
 }
 
-static uint32_t cache_slot(const char *w, size_t len) { return (uint32_t)hash_bytes(w, len) & (CACHE_SLOTS - 1); }
-
 /* ids of a cached word appended to out: 1 hit, 0 miss */
 static int cache_get(oc_tokenizer *t, const char *w, size_t len, ivec *out) {
   if (!t->cache || len > 256) return 0;
-  int hit = 0;
-  pthread_mutex_lock(&t->cache_mu);
-  for (uint32_t i = cache_slot(w, len), k = 0; k < 8; k++, i = (i + 1) & (CACHE_SLOTS - 1)) {
-    cache_ent *c = &t->cache[i];
-    if (!c->key) break;
-    if (c->klen == len && memcmp(c->key, w, len) == 0) {
-      hit = 1;
-      for (uint32_t j = 0; j < c->n; j++) if (ivec_push(out, c->ids[j])) { hit = -1; break; }
-      break;
+  uint64_t h = hash_bytes(w, len);
+  for (uint32_t i = (uint32_t)h & (CACHE_SLOTS - 1), k = 0; k < 8; k++, i = (i + 1) & (CACHE_SLOTS - 1)) {
+    const cache_ent *c = atomic_load_explicit(&t->cache[i], memory_order_acquire);
+    if (!c) break;
+    if (c->hash == (uint32_t)(h >> 32) && c->klen == len && memcmp(CACHE_KEY(c), w, len) == 0) {
+      if (out->n + (int)c->n > out->cap) {
+        int nc = (out->n + (int)c->n) * 2 + 32;
+        int32_t *nv = realloc(out->v, sizeof *nv * (size_t)nc);
+        if (!nv) return -1;
+        out->v = nv;
+        out->cap = nc;
+      }
+      memcpy(out->v + out->n, c->ids, sizeof(int32_t) * c->n);
+      out->n += (int)c->n;
+      return 1;
     }
   }
-  pthread_mutex_unlock(&t->cache_mu);
-  return hit;
+  return 0;
 }
 
 static void cache_put(oc_tokenizer *t, const char *w, size_t len, const int32_t *ids, int n) {
-  if (!t->cache || len > 256 || t->cache_n >= CACHE_SLOTS / 2) return;
+  if (!t->cache || len > 256 || atomic_load_explicit(&t->cache_n, memory_order_relaxed) >= CACHE_SLOTS / 2) return;
+  uint64_t h = hash_bytes(w, len);
   pthread_mutex_lock(&t->cache_mu);
-  for (uint32_t i = cache_slot(w, len), k = 0; k < 8; k++, i = (i + 1) & (CACHE_SLOTS - 1)) {
-    cache_ent *c = &t->cache[i];
-    if (c->key) { if (c->klen == len && memcmp(c->key, w, len) == 0) break; continue; }
-    char *key = malloc(len + 1);
-    int32_t *v = malloc(sizeof *v * (size_t)(n ? n : 1));
-    if (!key || !v) { free(key); free(v); break; }
-    memcpy(key, w, len);
-    if (n) memcpy(v, ids, sizeof *v * (size_t)n);
-    c->key = key;
+  for (uint32_t i = (uint32_t)h & (CACHE_SLOTS - 1), k = 0; k < 8; k++, i = (i + 1) & (CACHE_SLOTS - 1)) {
+    cache_ent *c = atomic_load_explicit(&t->cache[i], memory_order_relaxed);
+    if (c) { if (c->hash == (uint32_t)(h >> 32) && c->klen == len && memcmp(CACHE_KEY(c), w, len) == 0) break; continue; }
+    c = malloc(sizeof *c + sizeof(int32_t) * (size_t)n + len);
+    if (!c) break;
+    c->hash = (uint32_t)(h >> 32);
     c->klen = (uint32_t)len;
-    c->ids = v;
     c->n = (uint32_t)n;
-    t->cache_n++;
+    if (n) memcpy(c->ids, ids, sizeof(int32_t) * (size_t)n);
+    memcpy((char *)(c->ids + n), w, len);
+    atomic_store_explicit(&t->cache[i], c, memory_order_release);
+    atomic_fetch_add_explicit(&t->cache_n, 1, memory_order_relaxed);
     break;
   }
   pthread_mutex_unlock(&t->cache_mu);
@@ -731,16 +744,18 @@ static int trie_add(oc_tokenizer *t, const char *s, int term) {
 static int find_added(const oc_tokenizer *t, const char *s, size_t len, size_t from, int normalized, size_t *ms, size_t *me) {
   if (!t->n_trie) return -1;
   for (size_t i = from; i < len; i++) {
-    if (((unsigned char)s[i] & 0xC0) == 0x80) continue;
-    int node = 0, best = -1;
+    /* (added tokens are valid UTF-8, so no root child is a continuation byte) */
+    int node = t->trie_root[(unsigned char)s[i]], best = -1;
+    if (node < 0) continue;
     size_t best_end = 0;
-    for (size_t j = i; j < len; j++) {
+    for (size_t j = i;;) {
+      int term = t->trie[node].term;
+      if (term >= 0 && t->added[term].normalized == normalized) { best = term; best_end = j + 1; }
+      if (++j >= len) break;
       int c = t->trie[node].first_child;
       while (c >= 0 && t->trie[c].byte != (unsigned char)s[j]) c = t->trie[c].next_sibling;
       if (c < 0) break;
       node = c;
-      int term = t->trie[node].term;
-      if (term >= 0 && t->added[term].normalized == normalized) { best = term; best_end = j + 1; }
     }
     if (best < 0) continue;
     const added_tok *a = &t->added[best];
@@ -823,6 +838,60 @@ static int svec_push_n(svec *v, const char *s, size_t n) {
 static void svec_free(svec *v) { free(v->off); free(v->l); free(v->buf); memset(v, 0, sizeof *v); }
 
 
+/* One pre-token through the model (word cache first), appending ids (and token strings). */
+static int encode_word(const oc_tokenizer *t, const char *w, size_t len, ivec *ids, svec *toks) {
+  int before = ids->n, rc = 0;
+  oc_tokenizer *mt = (oc_tokenizer *)t; /* the word cache is the only mutable state */
+  int hit = cache_get(mt, w, len, ids);
+  if (hit < 0) return -1;
+  if (!hit) {
+    rc = t->model_wordpiece ? wordpiece_word(t, w, len, ids) : bpe_word(t, w, len, ids);
+    if (!rc) cache_put(mt, w, len, ids->v + before, ids->n - before);
+  }
+  for (int k = before; toks && k < ids->n && !rc; k++) {
+    int32_t id = ids->v[k];
+    const char *ts = oc_tokenizer_id_to_token(t, id);
+    rc = svec_push_n(toks, ts ? ts : "", ts ? t->id_len[id] : 0);
+  }
+  return rc;
+}
+
+/* The byte-level pipeline fused (t->fused_re: Split(Isolated) + ByteLevel without prefix space
+ * or regex, or ByteLevel with its own regex): each regex span (and each gap between matches)
+ * is mapped to byte-level characters and handed to the model, without intermediate piece lists.
+ * Spans are exactly make_spans' + split_spans' for the Isolated behavior. */
+static int encode_bytelevel(const oc_tokenizer *t, const char *s, size_t n, ivec *ids, svec *toks) {
+  char small[1024];
+  size_t pos = 0, prev = 0, ms, me, span[2][2];
+  int r = 0, rc = 0;
+  while (!rc) {
+    int ns = 0;
+    r = pos <= n ? oc_regex_search(t->fused_re, s, n, pos, &ms, &me) : 0;
+    if (r == 1) {
+      if (ms > prev) { span[ns][0] = prev; span[ns++][1] = ms; }
+      if (me > ms) { span[ns][0] = ms; span[ns++][1] = me; }
+      prev = me;
+      if (me == ms) pos = me >= n ? n + 1 : me + (size_t)oc_utf8_len((unsigned char)s[me]);
+      else pos = me;
+    } else {
+      if (r < 0) return -1;
+      if (prev < n) { span[ns][0] = prev; span[ns++][1] = n; }
+      prev = n;
+    }
+    for (int k = 0; k < ns && !rc; k++) {
+      const unsigned char *src = (const unsigned char *)s + span[k][0];
+      size_t pl = span[k][1] - span[k][0], bl = 0;
+      char *b = pl * 2 < sizeof small ? small : malloc(pl * 2 + 1);
+      if (!b) return -1;
+      for (size_t j = 0; j < pl; j++) { memcpy(b + bl, byte_utf8[src[j]], 2); bl += byte_utf8_len[src[j]]; }
+      rc = encode_word(t, b, bl, ids, toks);
+      if (b != small) free(b);
+    }
+    if (r != 1) break;
+  }
+  return rc;
+}
+
 static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec *ids, svec *toks, oc_error *err) {
   if (!oc_utf8_valid(text, len)) return oc_fail(err, "text is not valid UTF-8");
   pieces raw = {0}, segs = {0}, cur = {0}, nxt = {0};
@@ -831,11 +900,12 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
     const char *rs = P_S(&raw, i);
     if (raw.p[i].added >= 0) { rc = pieces_push(&segs, rs, raw.p[i].len, raw.p[i].added, 0); continue; }
     size_t sl = raw.p[i].len;
+    int origin = raw.p[i].at_origin;
+    if (!t->n_norm) { rc = split_added(t, rs, sl, origin, 1, &segs); continue; }
     char *s = malloc(sl + 1);
     if (!s) { rc = -1; break; }
     memcpy(s, rs, sl);
     s[sl] = 0;
-    int origin = raw.p[i].at_origin;
     for (int k = 0; k < t->n_norm && !rc; k++) rc = apply_normalizer(&t->norm[k], &s, &sl, &origin);
     if (!rc) rc = split_added(t, s, sl, origin, 1, &segs);
     free(s);
@@ -843,35 +913,21 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
   pieces_free(&raw);
   if (rc) { pieces_free(&segs); return oc_fail(err, "out of memory or normalizer failure"); }
   cur = segs;
-  for (int k = 0; k < t->n_pre && !rc; k++) {
-    memset(&nxt, 0, sizeof nxt);
-    rc = apply_pretok(t, &t->pre[k], &cur, &nxt);
-    pieces_free(&cur);
-    cur = nxt;
-  }
+  if (!t->fused_re || !t->fast_paths)
+    for (int k = 0; k < t->n_pre && !rc; k++) {
+      memset(&nxt, 0, sizeof nxt);
+      rc = apply_pretok(t, &t->pre[k], &cur, &nxt);
+      pieces_free(&cur);
+      cur = nxt;
+    }
   for (int i = 0; i < cur.n && !rc; i++) {
-    int before = ids->n;
     const char *cs = P_S(&cur, i);
-    if (cur.p[i].added >= 0) {
-      rc = ivec_push(ids, cur.p[i].added) || svec_push_n(toks, cs, cur.p[i].len);
-      continue;
-    }
-    oc_tokenizer *mt = (oc_tokenizer *)t; /* the word cache is the only mutable state */
-    int hit = cache_get(mt, cs, cur.p[i].len, ids);
-    if (hit < 0) rc = -1;
-    else if (!hit) {
-      if (t->model_wordpiece) rc = wordpiece_word(t, cs, cur.p[i].len, ids);
-      else rc = bpe_word(t, cs, cur.p[i].len, ids);
-      if (!rc) cache_put(mt, cs, cur.p[i].len, ids->v + before, ids->n - before);
-    }
-    for (int k = before; k < ids->n && !rc; k++) {
-      int32_t id = ids->v[k];
-      const char *ts = oc_tokenizer_id_to_token(t, id);
-      rc = svec_push_n(toks, ts ? ts : "", ts ? t->id_len[id] : 0);
-    }
+    if (cur.p[i].added >= 0) rc = ivec_push(ids, cur.p[i].added) || (toks && svec_push_n(toks, cs, cur.p[i].len));
+    else if (t->fused_re && t->fast_paths) rc = encode_bytelevel(t, cs, cur.p[i].len, ids, toks);
+    else rc = encode_word(t, cs, cur.p[i].len, ids, toks);
   }
   pieces_free(&cur);
-  if (rc) return oc_fail(err, "out of memory while encoding");
+  if (rc) return oc_fail(err, "out of memory or regex failure while encoding");
   return 0;
 }
 
@@ -894,14 +950,16 @@ int oc_tokenizer_encode(const oc_tokenizer *t, const char *text, const char *tex
   return oc_tokenizer_encode_n(t, text, strlen(text), text_pair, text_pair ? strlen(text_pair) : 0, add_special, max_length, out, err);
 }
 
-int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
-                          int add_special, int max_length, oc_encoding *out, oc_error *err) {
+/* want_tokens = 0: ids and type ids only (out->tokens stays NULL) */
+static int encode_impl(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
+                       int add_special, int max_length, int want_tokens, oc_encoding *out, oc_error *err) {
   memset(out, 0, sizeof *out);
   ivec a = {0}, b = {0}, ids = {0}, types = {0};
   svec ta = {0}, tb = {0}, toks = {0};
+  svec *pta = want_tokens ? &ta : NULL, *ptb = want_tokens ? &tb : NULL;
   int rc = 0;
   err->msg[0] = 0;
-  if (encode_one(t, text, len, &a, &ta, err) || (text_pair && encode_one(t, text_pair, pair_len, &b, &tb, err))) { rc = -1; goto done; }
+  if (encode_one(t, text, len, &a, pta, err) || (text_pair && encode_one(t, text_pair, pair_len, &b, ptb, err))) { rc = -1; goto done; }
   if (max_length > 0) {
     int budget = max_length - (add_special ? n_added_specials(t, text_pair != NULL) : 0);
     if (budget < 0) budget = 0;
@@ -920,14 +978,16 @@ int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, c
        * second sequence instead of going back to the longer one. */
       if (swap && shorter < max_length) { int x = n1; n1 = n2; n2 = x; }
     }
-    if (a.n > n1) a.n = ta.n = n1;
-    if (b.n > n2) b.n = tb.n = n2;
+    if (a.n > n1) a.n = n1;
+    if (b.n > n2) b.n = n2;
+    if (ta.n > n1) ta.n = n1;
+    if (tb.n > n2) tb.n = n2;
   }
   /* post-processing: the last non-ByteLevel processor decides the layout (ByteLevel only trims offsets) */
   const post_step *tp = NULL;
   for (int i = 0; i < t->n_post; i++) if (t->post[i].kind != PP_BYTELEVEL) tp = &t->post[i];
-#define ADD(id, ty, tok) do { if (ivec_push(&ids, (id)) || ivec_push(&types, (ty)) || svec_push_n(&toks, (tok), strlen(tok))) rc = -1; } while (0)
-#define ADD_SEQ(iv_, tv_, ty_) for (int j_ = 0; j_ < (iv_).n; j_++) ADD((iv_).v[j_], (ty_), SV(&(tv_), j_))
+#define ADD(id, ty, tok) do { if (ivec_push(&ids, (id)) || ivec_push(&types, (ty)) || (want_tokens && svec_push_n(&toks, (tok), strlen(tok)))) rc = -1; } while (0)
+#define ADD_SEQ(iv_, tv_, ty_) for (int j_ = 0; j_ < (iv_).n; j_++) ADD((iv_).v[j_], (ty_), want_tokens ? SV(&(tv_), j_) : "")
   if (tp && tp->kind == PP_TEMPLATE) {
     /* the template sets type ids even without special tokens */
     const tmpl_item *it = text_pair ? tp->pair : tp->single;
@@ -972,6 +1032,7 @@ done:
   out->ids = ids.v;
   out->type_ids = types.v;
   out->n = ids.n;
+  if (!want_tokens) return 0;
   /* tokens point into one blob owned by the encoding */
   out->tokens = calloc((size_t)(toks.n ? toks.n : 1), sizeof *out->tokens);
   if (!out->tokens) { svec_free(&toks); oc_encoding_free(out); return oc_fail(err, "out of memory"); }
@@ -980,6 +1041,16 @@ done:
   toks.buf = NULL;
   svec_free(&toks);
   return 0;
+}
+
+int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
+                          int add_special, int max_length, oc_encoding *out, oc_error *err) {
+  return encode_impl(t, text, len, text_pair, pair_len, add_special, max_length, 1, out, err);
+}
+
+int oc_tokenizer_encode_ids(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
+                            int add_special, int max_length, oc_encoding *out, oc_error *err) {
+  return encode_impl(t, text, len, text_pair, pair_len, add_special, max_length, 0, out, err);
 }
 
 void oc_encoding_free(oc_encoding *e) {
@@ -1183,6 +1254,12 @@ int oc_tokenizer_decode(const oc_tokenizer *t, const int32_t *ids, int n, int sk
 const char *oc_tokenizer_id_to_token(const oc_tokenizer *t, int32_t id) {
   return (id >= 0 && id < t->n_ids) ? t->id_to_tok[id] : NULL;
 }
+void oc_tokenizer_set_fast_paths(oc_tokenizer *t, int on) {
+  t->fast_paths = on;
+  oc_regex_set_fast(t->bytelevel_re, on);
+  for (int k = 0; k < t->n_pre; k++) if (t->pre[k].re) oc_regex_set_fast(t->pre[k].re, on);
+}
+
 int32_t oc_tokenizer_token_to_id(const oc_tokenizer *t, const char *s) {
   for (int i = 0; i < t->n_added; i++) if (strcmp(t->added[i].content, s) == 0) return t->added[i].id;
   return smap_find(&t->vocab, s, strlen(s));
@@ -1448,7 +1525,7 @@ static int set_id(oc_tokenizer *t, int id, const char *s, lctx *c) {
 void oc_tokenizer_free(oc_tokenizer *t) {
   if (!t) return;
   if (t->cache) {
-    for (uint32_t i = 0; i < CACHE_SLOTS; i++) { free(t->cache[i].key); free(t->cache[i].ids); }
+    for (uint32_t i = 0; i < CACHE_SLOTS; i++) free(atomic_load(&t->cache[i]));
     free(t->cache);
   }
   pthread_mutex_destroy(&t->cache_mu);
@@ -1583,9 +1660,18 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   t->trie[0] = (struct trie_node){-1, -1, -1, 0};
   for (int k = 0; k < t->n_added; k++)
     if (trie_add(t, t->added[k].content, k)) { rc = oc_fail(err, "out of memory"); goto done; }
+  for (int b = 0; b < 256; b++) t->trie_root[b] = -1;
+  for (int c = t->trie[0].first_child; c >= 0; c = t->trie[c].next_sibling) t->trie_root[t->trie[c].byte] = c;
   if ((rc = load_normalizer(&c, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), t, "$.normalizer"))) goto done;
   if ((rc = load_pretok(&c, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), t, "$.pre_tokenizer"))) goto done;
   if ((rc = load_post(&c, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), t, "$.post_processor"))) goto done;
+  if (!t->model_wordpiece) {
+    const step *p = t->pre;
+    if (t->n_pre == 2 && p[0].kind == P_SPLIT && p[0].a == B_ISOLATED && !p[0].b && p[1].kind == P_BYTELEVEL && !p[1].a && !p[1].b)
+      t->fused_re = p[0].re;
+    else if (t->n_pre == 1 && p[0].kind == P_BYTELEVEL && !p[0].a && p[0].b) t->fused_re = t->bytelevel_re;
+  }
+  t->fast_paths = 1;
   if ((rc = load_decoder(&c, cJSON_GetObjectItemCaseSensitive(root, "decoder"), t, "$.decoder"))) goto done;
 done:
   cJSON_Delete(root);
