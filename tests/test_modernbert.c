@@ -1,7 +1,8 @@
 /* ModernBERT classifier against the PyTorch reference fixture (shared/reference/modernbert_ref.py):
  * forward of the padded batch (run unpadded), loss, every gradient, two Trainer updates (clipping,
  * AdamW with decoupled decay on the HF decay subset, linear LR), thread-count independence, and a
- * finite-difference check of a few gradients as an independent second test. */
+ * finite-difference check of a few gradients as an independent second test; and the vectorized
+ * exp / erf / GeGLU rows (nn/vmath.c) against libm in double. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "check.h"
 #include "opencon/modernbert.h"
 #include "opencon/safetensors.h"
+#include "nn/vmath.h"
 
 static const oc_tensor *ref_t(const oc_st_file *f, const char *name) {
   const oc_tensor *t = oc_st_get(f, name);
@@ -289,8 +291,53 @@ static void base_checkpoint(const char *dir) {
   if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);
 }
 
+/* the polynomial exp and erf, and the GeGLU rows and softmax exp rows built on them (the AVX2
+ * build on a machine that has it), against double-precision libm */
+static void vector_math(void) {
+  double e_exp = 0, e_erf = 0, e_glu = 0, e_bwd = 0, e_row = 0;
+  enum { N = 4001 };
+  static float u[2 * N], g[N], dg[N], du[2 * N], row[N];
+  for (int i = 0; i < N; i++) {
+    double x = -80.0 + 160.0 * i / (N - 1), y = -6.0 + 12.0 * i / (N - 1);
+    double re = fabs(oc_vexp1((float)x) - exp((float)x)) / exp((float)x);
+    double ae = fabs(oc_verf1((float)y) - erf((float)y));
+    e_exp = re > e_exp ? re : e_exp;
+    e_erf = ae > e_erf ? ae : e_erf;
+    u[i] = (float)(-8.0 + 16.0 * i / (N - 1));
+    u[N + i] = (float)(0.5 + 0.25 * sin(i));
+    dg[i] = (float)cos(0.37 * i);
+    row[i] = (float)(-30.0 + 30.0 * i / (N - 1));
+  }
+  /* the row functions take [x | gate] rows of width 2I: here one row with I = N */
+  oc_gelu_glu_row(u, g, N);
+  oc_gelu_glu_backward_row(u, dg, du, N);
+  float sum = oc_vexp_shift_sum(row, N, 0.5f);
+  double want_sum = 0;
+  for (int i = 0; i < N; i++) {
+    double x = u[i], gate = u[N + i], cdf = 0.5 * (1 + erf(x / sqrt(2.0)));
+    double want = x * cdf * gate, dx = dg[i] * gate * (cdf + x * exp(-0.5 * x * x) / sqrt(2 * M_PI)), dgate = dg[i] * x * cdf;
+    /* errors relative to the scale of the terms (Phi is computed near 0 with an absolute error) */
+    double scale = (1 + fabs(x)) * fabs(gate), dscale = (1 + x * x) * fabs(dg[i] * gate) + (1 + fabs(x)) * fabs(dg[i]);
+    double a = fabs(g[i] - want) / scale;
+    double b = (fabs(du[i] - dx) + fabs(du[N + i] - dgate)) / dscale;
+    e_glu = a > e_glu ? a : e_glu;
+    e_bwd = b > e_bwd ? b : e_bwd;
+    double w = exp((double)((float)(-30.0 + 30.0 * i / (N - 1)) - 0.5f)); /* the float difference, as the row takes it */
+    want_sum += w;
+    double c = fabs(row[i] - w) / w;
+    e_row = c > e_row ? c : e_row;
+  }
+  CHECK(e_exp < 3e-7, "polynomial exp: max relative error %.3g", e_exp);
+  CHECK(e_erf < 5e-7, "polynomial erf: max absolute error %.3g", e_erf);
+  CHECK(e_glu < 1e-6, "GeGLU row: max scaled error %.3g", e_glu);
+  CHECK(e_bwd < 1e-6, "GeGLU backward row: max scaled error %.3g", e_bwd);
+  CHECK(e_row < 3e-7 && fabs(sum - want_sum) / want_sum < 1e-6, "exp row: max relative error %.3g, sum %.9g vs %.9g", e_row, sum, want_sum);
+  printf("vector math: exp %.2g, erf %.2g, glu %.2g, glu backward %.2g, exp row %.2g\n", e_exp, e_erf, e_glu, e_bwd, e_row);
+}
+
 int main(int argc, char **argv) {
   REQUIRE(argc == 4, "usage: test_modernbert MODERNBERT_TINY MODERNBERT_TINY_CLS LONG_REFERENCE");
+  vector_math();
   oc_set_threads(2);
   run(argv[1], 1);
   run(argv[2], 0);

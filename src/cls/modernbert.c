@@ -13,11 +13,14 @@
 #include <string.h>
 
 #include "nn/gemm.h"
+#include "nn/vmath.h"
 #include "opencon/modernbert.h"
 #include "opencon/safetensors.h"
 
 enum { P_EMB, P_EMB_NORM, P_FINAL_NORM, P_DENSE, P_DENSE_B, P_HEAD_NORM, P_CLS_W, P_CLS_B, P_GLOBAL };
 enum { L_ATTN_NORM, L_WQKV, L_WO, L_MLP_NORM, L_WI, L_WO2, L_N };
+
+#define LN_CHUNKS 32 /* row chunks of the LayerNorm backward column sums */
 
 typedef struct {
   char name[96];
@@ -46,6 +49,7 @@ struct oc_mbert {
   float *inv_freq[2];       /* full, sliding */
   acts a;
   float *scratch;           /* per thread attention scratch */
+  float *ln_part;           /* [LN_CHUNKS, H] partial column sums of the LayerNorm backward */
   size_t scratch_per_thread;
   int scratch_threads;
   float *tmp1, *tmp2, *tmp3; /* [tokens x max(3H, 2I)] work buffers */
@@ -89,7 +93,7 @@ void oc_mbert_free(oc_mbert *m) {
   free_acts(&m->a, m->c.n_layers);
   free(m->p); free(m->w); free(m->grad); free(m->lp); free(m->c.sliding);
   free(m->inv_freq[0]); free(m->inv_freq[1]);
-  free(m->scratch); free(m->tmp1); free(m->tmp2); free(m->tmp3);
+  free(m->scratch); free(m->ln_part); free(m->tmp1); free(m->tmp2); free(m->tmp3);
   for (int k = 0; k < 4; k++) free(m->bw[k]);
   free(m);
 }
@@ -381,6 +385,7 @@ static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error 
       return oc_fail(err, "out of memory");
     a->cap_batch = B;
   }
+  if (training && !m->ln_part && !(m->ln_part = malloc(sizeof(float) * LN_CHUNKS * H))) return oc_fail(err, "out of memory");
   /* attention scratch: scores + dP for the longest sequence, per thread */
   size_t per = (size_t)maxlen * (size_t)maxlen * 2;
   int nthr = omp_get_max_threads();
@@ -409,39 +414,43 @@ static void layernorm(const float *x, const float *w, int n, int H, float eps, f
   }
 }
 
-/* dx (+)= LayerNorm backward; dw += sum_t dy * xhat (column sums in token order) */
+/* dx (+)= LayerNorm backward; dw += sum_t dy * xhat. The column sums run over LN_CHUNKS fixed
+ * chunks of rows (each summed in token order while its rows are in cache, then the chunks in
+ * order): one pass over the rows, and the same sums with any thread count. part: [LN_CHUNKS, H]. */
 static void layernorm_backward(const float *x, const float *w, const float *st, const float *dy, int n, int H, float *dx, int accumulate,
-                               float *dw) {
+                               float *dw, float *part) {
+  memset(part, 0, sizeof(float) * LN_CHUNKS * (size_t)H);
 #pragma omp parallel for schedule(static)
-  for (int t = 0; t < n; t++) {
-    const float *r = x + (size_t)t * H, *g = dy + (size_t)t * H;
-    float mean = st[2 * t], rstd = st[2 * t + 1];
-    double s1 = 0, s2 = 0;
-    for (int j = 0; j < H; j++) {
-      float xh = (r[j] - mean) * rstd, d = g[j] * w[j];
-      s1 += d;
-      s2 += d * xh;
-    }
-    float m1 = (float)(s1 / H), m2 = (float)(s2 / H);
-    float *o = dx + (size_t)t * H;
-    for (int j = 0; j < H; j++) {
-      float xh = (r[j] - mean) * rstd, v = rstd * (g[j] * w[j] - m1 - xh * m2);
-      o[j] = accumulate ? o[j] + v : v;
+  for (int c = 0; c < LN_CHUNKS; c++) {
+    const int t0 = (int)((int64_t)n * c / LN_CHUNKS), t1 = (int)((int64_t)n * (c + 1) / LN_CHUNKS);
+    float *pw = part + (size_t)c * H;
+    for (int t = t0; t < t1; t++) {
+      const float *r = x + (size_t)t * H, *g = dy + (size_t)t * H;
+      float mean = st[2 * t], rstd = st[2 * t + 1];
+      double s1 = 0, s2 = 0;
+      for (int j = 0; j < H; j++) {
+        float xh = (r[j] - mean) * rstd, d = g[j] * w[j];
+        s1 += d;
+        s2 += d * xh;
+      }
+      float m1 = (float)(s1 / H), m2 = (float)(s2 / H);
+      float *o = dx + (size_t)t * H;
+      for (int j = 0; j < H; j++) {
+        float xh = (r[j] - mean) * rstd, v = rstd * (g[j] * w[j] - m1 - xh * m2);
+        o[j] = accumulate ? o[j] + v : v;
+        pw[j] += g[j] * xh;
+      }
     }
   }
-#pragma omp parallel for schedule(static)
-  for (int j = 0; j < H; j++) {
-    float s = 0;
-    for (int t = 0; t < n; t++) s += dy[(size_t)t * H + j] * (x[(size_t)t * H + j] - st[2 * t]) * st[2 * t + 1];
-    dw[j] += s;
-  }
+  for (int c = 0; c < LN_CHUNKS; c++)
+    for (int j = 0; j < H; j++) dw[j] += part[(size_t)c * H + j];
 }
 
-/* exact GELU: x * Phi(x); its derivative Phi(x) + x * phi(x) from the same Phi */
-static inline float gelu_cdf(float x) { return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)); }
-static inline float gelu_grad_from_cdf(float x, float cdf) { return cdf + x * expf(-0.5f * x * x) * 0.3989422804014327f; }
-static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
-static inline float gelu_grad(float x) { return gelu_grad_from_cdf(x, gelu_cdf(x)); }
+/* exact GELU: x * Phi(x); its derivative Phi(x) + x * phi(x) (the same polynomial erf and exp
+ * as the vectorized MLP rows, nn/vmath.c) */
+static inline float gelu_cdf(float x) { return 0.5f * (1.0f + oc_verf1(x * (float)M_SQRT1_2)); }
+static inline float gelu(float x) { return x * gelu_cdf(x); }
+static inline float gelu_grad(float x) { return gelu_cdf(x) + x * oc_vexp1(-0.5f * x * x) * 0.3989422804014327f; }
 
 /* rope on q and k of a [T, 3H] qkv buffer, positions restart per sequence; sign -1 applies the
  * inverse rotation (the backward of the forward rotation) */
@@ -474,6 +483,17 @@ static void key_span(int sliding, int hw, int n, int q0, int q1, int *k0, int *k
   }
 }
 
+/* the columns [j0, j1) of a score row (keys k0 + j) that query qi may attend to: all, or those
+ * within the sliding window |qi - key| <= hw */
+static void window_cols(int sliding, int hw, int qi, int k0, int nk, int *j0, int *j1) {
+  *j0 = 0;
+  *j1 = nk;
+  if (sliding) {
+    if (qi - hw - k0 > 0) *j0 = qi - hw - k0;
+    if (qi + hw + 1 - k0 < nk) *j1 = qi + hw + 1 - k0;
+  }
+}
+
 /* softmax(q k^T * scale + mask) v per (sequence, head); lse stored for the backward */
 static void attention(oc_mbert *m, const float *qkv, const int *off, const int *lens, int B, int sliding, float *ctx, float *lse) {
   const int H = m->c.hidden, nh = m->c.n_heads, hd = m->c.head_dim, hw = m->c.local_attention / 2;
@@ -492,14 +512,11 @@ static void attention(oc_mbert *m, const float *qkv, const int *off, const int *
       for (int i = 0; i < nq; i++) {
         float *row = S + (size_t)i * nk, mx = -INFINITY;
         const int qi = q0 + i;
-        for (int j = 0; j < nk; j++) {
-          if (sliding && abs(qi - (k0 + j)) > hw) row[j] = -INFINITY;
-          if (row[j] > mx) mx = row[j];
-        }
-        float sum = 0;
-        for (int j = 0; j < nk; j++) { float e = row[j] == -INFINITY ? 0.0f : expf(row[j] - mx); row[j] = e; sum += e; }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < nk; j++) row[j] *= inv;
+        int j0, j1;
+        window_cols(sliding, hw, qi, k0, nk, &j0, &j1);
+        for (int j = j0; j < j1; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = oc_vexp_shift_sum(row + j0, j1 - j0, mx), inv = 1.0f / sum;
+        for (int j = 0; j < nk; j++) row[j] = j >= j0 && j < j1 ? row[j] * inv : 0.0f;
         if (lse) lse[(size_t)(off[b] + qi) * nh + h] = mx + logf(sum);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, V + (size_t)k0 * 3 * H, 3 * H, 0.0f,
@@ -536,7 +553,11 @@ static void attention_backward(oc_mbert *m, const float *qkv, const float *ctx, 
         const int qi = q0 + i;
         float l = lse[(size_t)(off[b] + qi) * nh + h];
         float *row = P + (size_t)i * nk;
-        for (int j = 0; j < nk; j++) row[j] = (sliding && abs(qi - (k0 + j)) > hw) ? 0.0f : expf(row[j] - l);
+        int j0, j1;
+        window_cols(sliding, hw, qi, k0, nk, &j0, &j1);
+        oc_vexp_shift(row + j0, j1 - j0, l);
+        for (int j = 0; j < j0; j++) row[j] = 0.0f;
+        for (int j = j1; j < nk; j++) row[j] = 0.0f;
       }
       /* dV += P^T dO ; dP = dO V^T */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, dOb, H, 1.0f, dV + (size_t)k0 * 3 * H, 3 * H);
@@ -596,8 +617,7 @@ static int run_forward(oc_mbert *m, const oc_mbert_batch *bt, float *logits, int
     layernorm(hmid, LW(m, l, L_MLP_NORM), T, H, eps, xn2, a->st2[k]);
     oc_gemm(0, 1, T, 2 * I, H, xn2, H, LW(m, l, L_WI), H, 0.0f, u, 2 * I);
 #pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++)
-      for (int j = 0; j < I; j++) g[(size_t)t * I + j] = gelu(u[(size_t)t * 2 * I + j]) * u[(size_t)t * 2 * I + I + j];
+    for (int t = 0; t < T; t++) oc_gelu_glu_row(u + (size_t)t * 2 * I, g + (size_t)t * I, I);
     memcpy(a->hL, hmid, sizeof(float) * (size_t)T * H);
     oc_gemm(0, 1, T, H, I, g, I, LW(m, l, L_WO2), I, 1.0f, a->hL, H);
   }
@@ -685,7 +705,7 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
       for (int k = 0; k < C; k++) s += dlog[(size_t)b * C + k] * W(m, P_CLS_W)[(size_t)k * H + j];
       dho[(size_t)b * H + j] = s;
     }
-  layernorm_backward(a->gz, W(m, P_HEAD_NORM), a->ho_st, dho, B, H, dgz, 0, G(m, P_HEAD_NORM));
+  layernorm_backward(a->gz, W(m, P_HEAD_NORM), a->ho_st, dho, B, H, dgz, 0, G(m, P_HEAD_NORM), m->ln_part);
   for (size_t i = 0; i < (size_t)B * H; i++) dgz[i] *= gelu_grad(a->z[i]); /* now dz */
   if (c->head_bias)
     for (int b = 0; b < B; b++) for (int j = 0; j < H; j++) G(m, P_DENSE_B)[j] += dgz[(size_t)b * H + j];
@@ -706,7 +726,7 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
     for (int t = 0; t < bt->lens[b]; t++)
       for (int j = 0; j < H; j++) dlast[(size_t)(off[b] + t) * H + j] = dp[j] * inv;
   }
-  layernorm_backward(a->hL, W(m, P_FINAL_NORM), a->fin_st, dlast, T, H, dh, 0, G(m, P_FINAL_NORM));
+  layernorm_backward(a->hL, W(m, P_FINAL_NORM), a->fin_st, dlast, T, H, dh, 0, G(m, P_FINAL_NORM), m->ln_part);
   float *dg = m->tmp1, *du = m->tmp2, *dqkv = m->tmp3;
   for (int l = L - 1; l >= 0; l--) {
     const float *hin = a->h[l], *ain = l > 0 ? a->xn1[l] : a->h[l];
@@ -716,16 +736,10 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
     oc_gemm(1, 0, H, I, T, dh, H, a->g[l], I, 1.0f, LG(m, l, L_WO2), I);
     const float *u = a->u[l];
 #pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++)
-      for (int j = 0; j < I; j++) {
-        float x = u[(size_t)t * 2 * I + j], gate = u[(size_t)t * 2 * I + I + j], d = dg[(size_t)t * I + j];
-        float cdf = gelu_cdf(x); /* one erf for both gelu (x cdf) and its derivative */
-        du[(size_t)t * 2 * I + j] = d * gate * gelu_grad_from_cdf(x, cdf);
-        du[(size_t)t * 2 * I + I + j] = d * x * cdf;
-      }
+    for (int t = 0; t < T; t++) oc_gelu_glu_backward_row(u + (size_t)t * 2 * I, dg + (size_t)t * I, du + (size_t)t * 2 * I, I);
     oc_gemm(1, 0, 2 * I, H, T, du, 2 * I, a->xn2[l], H, 1.0f, LG(m, l, L_WI), H);
     oc_gemm(0, 0, T, H, 2 * I, du, 2 * I, LW(m, l, L_WI), H, 0.0f, dtmp, H);
-    layernorm_backward(a->hmid[l], LW(m, l, L_MLP_NORM), a->st2[l], dtmp, T, H, dmid, 1, LG(m, l, L_MLP_NORM));
+    layernorm_backward(a->hmid[l], LW(m, l, L_MLP_NORM), a->st2[l], dtmp, T, H, dmid, 1, LG(m, l, L_MLP_NORM), m->ln_part);
     /* hmid = hin + Wo . ctx */
     oc_gemm(0, 0, T, H, H, dmid, H, LW(m, l, L_WO), H, 0.0f, dtmp, H); /* d ctx */
     oc_gemm(1, 0, H, H, T, dmid, H, a->ctx[l], H, 1.0f, LG(m, l, L_WO), H);
@@ -734,11 +748,11 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
     oc_gemm(1, 0, 3 * H, H, T, dqkv, 3 * H, ain, H, 1.0f, LG(m, l, L_WQKV), H);
     oc_gemm(0, 0, T, H, 3 * H, dqkv, 3 * H, LW(m, l, L_WQKV), H, 0.0f, dtmp, H); /* d ain */
     memcpy(dh, dmid, sizeof(float) * (size_t)T * H);
-    if (l > 0) layernorm_backward(hin, LW(m, l, L_ATTN_NORM), a->st1[l], dtmp, T, H, dh, 1, LG(m, l, L_ATTN_NORM));
+    if (l > 0) layernorm_backward(hin, LW(m, l, L_ATTN_NORM), a->st1[l], dtmp, T, H, dh, 1, LG(m, l, L_ATTN_NORM), m->ln_part);
     else for (size_t i = 0; i < (size_t)T * H; i++) dh[i] += dtmp[i];
   }
   /* embeddings: norm backward, then rows (the padding row never gets a gradient) */
-  layernorm_backward(a->emb_raw, W(m, P_EMB_NORM), a->emb_st, dh, T, H, dtmp, 0, G(m, P_EMB_NORM));
+  layernorm_backward(a->emb_raw, W(m, P_EMB_NORM), a->emb_st, dh, T, H, dtmp, 0, G(m, P_EMB_NORM), m->ln_part);
   float *gE = G(m, P_EMB);
 #pragma omp parallel for schedule(static)
   for (int j = 0; j < H; j++)

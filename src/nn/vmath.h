@@ -1,0 +1,15 @@
+/* Vectorized exp and GELU for the ModernBERT training loops (see vmath.c for the accuracy). */
+#ifndef OC_VMATH_H
+#define OC_VMATH_H
+/* x[j] = exp(x[j] - shift) for j < n; returns their sum (eight fixed partial sums, then the tail) */
+float oc_vexp_shift_sum(float *x, int n, float shift);
+/* x[j] = exp(x[j] - shift) */
+void oc_vexp_shift(float *x, int n, float shift);
+/* one token of a GeGLU: g[j] = gelu(u[j]) * u[I + j] (exact GELU, x Phi(x)) */
+void oc_gelu_glu_row(const float *u, float *g, int I);
+/* its backward: du[j] = dg[j] u[I+j] gelu'(u[j]), du[I+j] = dg[j] gelu(u[j]) */
+void oc_gelu_glu_backward_row(const float *u, const float *dg, float *du, int I);
+/* the scalar functions, for tests */
+float oc_vexp1(float x);
+float oc_verf1(float x);
+#endif
