@@ -327,6 +327,20 @@ static void vector_math(void) {
     double c = fabs(row[i] - w) / w;
     e_row = c > e_row ? c : e_row;
   }
+  /* the decoders' activations: g = act(g) * u with GELU (tanh form) and SiLU */
+  double e_act[2] = {0, 0};
+  for (int k = 0; k < 2; k++) {
+    static float ga[N], ua[N];
+    for (int i = 0; i < N; i++) { ga[i] = (float)(-10.0 + 20.0 * i / (N - 1)); ua[i] = (float)(0.5 + 0.25 * cos(i)); }
+    oc_act_mul(k == 0, ga, ua, N);
+    for (int i = 0; i < N; i++) {
+      double x = (float)(-10.0 + 20.0 * i / (N - 1)), y = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+      double want = (k == 0 ? 0.5 * x * (1 + tanh(y)) : x / (1 + exp(-x))) * ua[i];
+      double err = fabs(ga[i] - want) / ((1 + fabs(x)) * fabs(ua[i]));
+      e_act[k] = err > e_act[k] ? err : e_act[k];
+    }
+  }
+  CHECK(e_act[0] < 1e-6 && e_act[1] < 1e-6, "decoder activations: max scaled error %.3g (gelu tanh), %.3g (silu)", e_act[0], e_act[1]);
   CHECK(e_exp < 3e-7, "polynomial exp: max relative error %.3g", e_exp);
   CHECK(e_erf < 5e-7, "polynomial erf: max absolute error %.3g", e_erf);
   CHECK(e_glu < 1e-6, "GeGLU row: max scaled error %.3g", e_glu);

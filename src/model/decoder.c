@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "nn/kernels.h"
+#include "nn/vmath.h"
 #include "opencon/model.h"
 
 typedef struct {
@@ -397,14 +398,12 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
     float *ys[2] = {s->g, s->u};
     oc_matmul_multi(xn, n, H, ws, outs, ys, 2);
   }
-  const long nI = (long)n * I;
-  float *g = s->g, *u = s->u;
-  if (c->act_gelu_tanh) {
+  /* activation in fixed 1024-element chunks (vectorized, nn/vmath.c) */
+  const long nI = (long)n * I, nch = (nI + 1023) / 1024;
 #pragma omp parallel for schedule(static)
-    for (long j = 0; j < nI; j++) g[j] = oc_gelu_tanh(g[j]) * u[j];
-  } else {
-#pragma omp parallel for schedule(static)
-    for (long j = 0; j < nI; j++) g[j] = oc_silu(g[j]) * u[j];
+  for (long ch = 0; ch < nch; ch++) {
+    const long j0 = ch * 1024, len = nI - j0 < 1024 ? nI - j0 : 1024;
+    oc_act_mul(c->act_gelu_tanh, s->g + j0, s->u + j0, len);
   }
   oc_matmul(s->g, n, I, l->down, 0, H, s->o);
   if (l->mlp_out_norm) oc_rmsnorm(s->o, l->mlp_out_norm, n, H, eps, s->o);
@@ -413,11 +412,7 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
   if (l->ple_gate) {
     const int P = c->ple_dim, L = c->n_layers;
     oc_matmul(x, n, H, l->ple_gate, 0, P, s->pg);
-    for (int t = 0; t < n; t++)
-      for (int j = 0; j < P; j++) {
-        float *g = &s->pg[(size_t)t * P + j];
-        *g = oc_gelu_tanh(*g) * s->ple[((size_t)t * L + i) * P + j];
-      }
+    for (int t = 0; t < n; t++) oc_act_mul(1, s->pg + (size_t)t * P, s->ple + ((size_t)t * L + i) * P, P);
     oc_matmul(s->pg, n, P, l->ple_proj, 0, H, s->o);
     oc_rmsnorm(s->o, l->ple_post_norm, n, H, eps, s->o);
     for (size_t j = 0; j < (size_t)n * H; j++) x[j] += s->o[j];

@@ -317,10 +317,3 @@ void oc_rmsnorm(const float *x, const float *w, int n, int dim, float eps, float
     else for (int i = 0; i < dim; i++) yr[i] = xr[i] * r;
   }
 }
-
-float oc_gelu_tanh(float x) {
-  const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
-float oc_silu(float x) { return x / (1.0f + expf(-x)); }

@@ -5,7 +5,8 @@
  * Cephes expf coefficients), 2^k built in the exponent bits; relative error ~1e-7 over the
  * clamped range [-87, 88] (below it the result is ~1e-38 instead of a denormal: callers that
  * need exact zeros, the masked attention scores, never pass those entries).
- * erf: Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with the polynomial exp above.
+ * erf: Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with the polynomial exp above;
+ * tanh(y) = 1 - 2 / (1 + e^{2y}) for the decoders' tanh-approximated GELU, silu = x / (1 + e^-x).
  * tests/test_modernbert.c checks both against libm over a grid; the ModernBERT golden tests
  * run through them. Built with -fno-trapping-math so that GCC if-converts the clamps and
  * vectorizes the loops. */
@@ -68,6 +69,16 @@ static inline __attribute__((always_inline)) float verf(float x) {
     for (; j < n; j++) s += x[j];                                                               \
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + s;                               \
   }                                                                                             \
+  ATTR static void act_mul_##SUFFIX(int gelu_tanh, float *g, const float *u, long n) {          \
+    if (gelu_tanh)                                                                              \
+      for (long j = 0; j < n; j++) {                                                            \
+        float x = g[j], y = 0.7978845608028654f * (x + 0.044715f * x * x * x);                  \
+        float th = 1.0f - 2.0f / (1.0f + vexp(2.0f * y));                                       \
+        g[j] = 0.5f * x * (1.0f + th) * u[j];                                                   \
+      }                                                                                         \
+    else                                                                                        \
+      for (long j = 0; j < n; j++) g[j] = g[j] / (1.0f + vexp(-g[j])) * u[j];                   \
+  }                                                                                             \
   ATTR static void glu_##SUFFIX(const float *u, float *g, int I) {                              \
     for (int j = 0; j < I; j++) {                                                               \
       float x = u[j];                                                                           \
@@ -95,6 +106,7 @@ DEFINE_LOOPS(avx2, __attribute__((target("avx2,fma"))))
 float oc_vexp_shift_sum(float *x, int n, float shift) { return PICK(exp_sum, x, n, shift); }
 void oc_vexp_shift(float *x, int n, float shift) { PICK(exp, x, n, shift); }
 void oc_gelu_glu_row(const float *u, float *g, int I) { PICK(glu, u, g, I); }
+void oc_act_mul(int gelu_tanh, float *g, const float *u, long n) { PICK(act_mul, gelu_tanh, g, u, n); }
 void oc_gelu_glu_backward_row(const float *u, const float *dg, float *du, int I) { PICK(glu_bwd, u, dg, du, I); }
 float oc_vexp1(float x) { return vexp(x); }
 float oc_verf1(float x) { return verf(x); }

@@ -1,4 +1,4 @@
-/* Vectorized exp and GELU for the ModernBERT training loops (see vmath.c for the accuracy). */
+/* Vectorized exp, GELU and SiLU for the ModernBERT and decoder loops (see vmath.c for the accuracy). */
 #ifndef OC_VMATH_H
 #define OC_VMATH_H
 /* x[j] = exp(x[j] - shift) for j < n; returns their sum (eight fixed partial sums, then the tail) */
@@ -9,6 +9,8 @@ void oc_vexp_shift(float *x, int n, float shift);
 void oc_gelu_glu_row(const float *u, float *g, int I);
 /* its backward: du[j] = dg[j] u[I+j] gelu'(u[j]), du[I+j] = dg[j] gelu(u[j]) */
 void oc_gelu_glu_backward_row(const float *u, const float *dg, float *du, int I);
+/* decoder MLPs: g[j] = act(g[j]) * u[j], act = GELU (tanh approximation) or SiLU */
+void oc_act_mul(int gelu_tanh, float *g, const float *u, long n);
 /* the scalar functions, for tests */
 float oc_vexp1(float x);
 float oc_verf1(float x);
