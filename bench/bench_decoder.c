@@ -17,9 +17,31 @@
 
 void openblas_set_num_threads(int);
 
-/* Read bandwidth with AVX2 loads (4 independent accumulators), best of `reps` passes over 1 GiB:
- * the most a streaming kernel can pull on this machine. */
-__attribute__((target("avx2"))) static double measure_bandwidth(int threads, int reps) {
+/* Pure AVX2 loads over p[0 .. nbytes/128*128) with 4 independent accumulators (kept out of the
+ * OpenMP regions: an outlined region does not inherit the target attribute under clang). */
+__attribute__((target("avx2"))) static float sum_bytes(const char *p, size_t nbytes) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t k = 0; k + 128 <= nbytes; k += 128) {
+    s0 = _mm256_add_ps(s0, _mm256_loadu_ps((const float *)(p + k)));
+    s1 = _mm256_add_ps(s1, _mm256_loadu_ps((const float *)(p + k + 32)));
+    s2 = _mm256_add_ps(s2, _mm256_loadu_ps((const float *)(p + k + 64)));
+    s3 = _mm256_add_ps(s3, _mm256_loadu_ps((const float *)(p + k + 96)));
+  }
+  float o[8], t = 0;
+  _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  for (int k = 0; k < 8; k++) t += o[k];
+  return t;
+}
+
+/* thread `me` of `nt`: its contiguous share of the 128-byte blocks of p[0 .. nbytes) */
+static float sum_share(const char *p, size_t nbytes, int me, int nt) {
+  const size_t n = nbytes / 128, a = n * (size_t)me / (size_t)nt, b = n * (size_t)(me + 1) / (size_t)nt;
+  return sum_bytes(p + 128 * a, 128 * (b - a));
+}
+
+/* Read bandwidth with AVX2 loads, best of `reps` passes over 1 GiB: the most a streaming kernel
+ * can pull on this machine. */
+static double measure_bandwidth(int threads, int reps) {
   const size_t n = (size_t)1 << 28; /* 1 GiB of floats */
   float *a = aligned_alloc(64, n * sizeof(float));
   if (!a) return 0;
@@ -30,19 +52,7 @@ __attribute__((target("avx2"))) static double measure_bandwidth(int threads, int
     double t0 = oc_now();
     float total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
-    {
-      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-#pragma omp for schedule(static)
-      for (size_t i = 0; i < n; i += 32) {
-        s0 = _mm256_add_ps(s0, _mm256_load_ps(a + i));
-        s1 = _mm256_add_ps(s1, _mm256_load_ps(a + i + 8));
-        s2 = _mm256_add_ps(s2, _mm256_load_ps(a + i + 16));
-        s3 = _mm256_add_ps(s3, _mm256_load_ps(a + i + 24));
-      }
-      float o[8];
-      _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-      for (int k = 0; k < 8; k++) total += o[k];
-    }
+    total += sum_share((const char *)a, n * sizeof(float), omp_get_thread_num(), omp_get_num_threads());
     double dt = oc_now() - t0;
     if (total < 0) printf("?");
     double gbs = (double)(n * sizeof(float)) / dt / 1e9;
@@ -52,37 +62,22 @@ __attribute__((target("avx2"))) static double measure_bandwidth(int threads, int
   return best;
 }
 
-/* The same pure AVX2 loads over the model's own weight pages (every tensor but the per-layer
- * embedding table; page cache, mmap'd), each thread reading its half of every tensor in one
+/* The same pure loads over the model's own weight pages (every tensor but the per-layer
+ * embedding table; page cache, mmap'd), each thread reading its share of every tensor in one
  * parallel region: the streaming rate these pages allow, best of `reps` passes. */
-__attribute__((target("avx2"))) static double measure_weights_read(const oc_weights *w, int threads, int reps) {
-  double best = 0;
+static double measure_weights_read(const oc_weights *w, int threads, int reps) {
+  double best = 0, bytes = 0;
+  for (int i = 0; i < oc_weights_count(w); i++)
+    if (!strstr(oc_weights_at(w, i)->name, "embed_tokens_per_layer")) bytes += (double)(oc_weights_at(w, i)->nbytes / 128 * 128);
   for (int rep = 0; rep < reps; rep++) {
-    double t0 = oc_now(), bytes = 0;
+    double t0 = oc_now();
     float total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
-    {
-      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      const int nt = omp_get_num_threads(), me = omp_get_thread_num();
-      for (int i = 0; i < oc_weights_count(w); i++) {
-        const oc_tensor *t = oc_weights_at(w, i);
-        if (strstr(t->name, "embed_tokens_per_layer")) continue;
-        const size_t n = t->nbytes / 128, a = n * (size_t)me / (size_t)nt, b = n * (size_t)(me + 1) / (size_t)nt;
-        const char *p = (const char *)t->data;
-        for (size_t k = a; k < b; k++) {
-          s0 = _mm256_add_ps(s0, _mm256_loadu_ps((const float *)(p + 128 * k)));
-          s1 = _mm256_add_ps(s1, _mm256_loadu_ps((const float *)(p + 128 * k + 32)));
-          s2 = _mm256_add_ps(s2, _mm256_loadu_ps((const float *)(p + 128 * k + 64)));
-          s3 = _mm256_add_ps(s3, _mm256_loadu_ps((const float *)(p + 128 * k + 96)));
-        }
-      }
-      float o[8];
-      _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-      for (int k = 0; k < 8; k++) total += o[k];
+    for (int i = 0; i < oc_weights_count(w); i++) {
+      const oc_tensor *t = oc_weights_at(w, i);
+      if (!strstr(t->name, "embed_tokens_per_layer")) total += sum_share((const char *)t->data, t->nbytes, omp_get_thread_num(), omp_get_num_threads());
     }
     double dt = oc_now() - t0;
-    for (int i = 0; i < oc_weights_count(w); i++)
-      if (!strstr(oc_weights_at(w, i)->name, "embed_tokens_per_layer")) bytes += (double)(oc_weights_at(w, i)->nbytes / 128 * 128);
     if (total == 12345.678f) printf("?");
     if (bytes / dt / 1e9 > best) best = bytes / dt / 1e9;
   }

@@ -1,6 +1,7 @@
 /* Tokenizer encode throughput (MB/s, one thread) over a corpus file, one text per line,
  * add_special_tokens=false, ids only (as transformers.js's encode). Best of 2 passes, and the first
- * pass alone (its word cache starts empty). usage: bench_tokenizer CORPUS NAME=tokenizer.json ... */
+ * pass alone (its word cache starts empty). --with-tokens: the full encoding (oc_tokenizer_encode_n,
+ * token strings too). usage: bench_tokenizer CORPUS NAME=tokenizer.json ... */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,9 @@
 #include "opencon/tokenizer.h"
 
 int main(int argc, char **argv) {
-  if (argc < 3) { fprintf(stderr, "usage: bench_tokenizer CORPUS NAME=tokenizer.json ...\n"); return 2; }
+  if (argc < 3) { fprintf(stderr, "usage: bench_tokenizer [--with-tokens] CORPUS NAME=tokenizer.json ...\n"); return 2; }
+  int with_tokens = strcmp(argv[1], "--with-tokens") == 0;
+  if (with_tokens) { argv++; argc--; }
   oc_error e;
   char *txt;
   size_t len;
@@ -40,7 +43,9 @@ int main(int argc, char **argv) {
       tokens = 0;
       for (int i = 0; i < n; i++) {
         oc_encoding enc;
-        if (oc_tokenizer_encode_ids(t, lines[i], lens[i], NULL, 0, 0, 0, &enc, &e)) { fprintf(stderr, "line %d: %s\n", i + 1, e.msg); return 1; }
+        int rc = with_tokens ? oc_tokenizer_encode_n(t, lines[i], lens[i], NULL, 0, 0, 0, &enc, &e)
+                             : oc_tokenizer_encode_ids(t, lines[i], lens[i], NULL, 0, 0, 0, &enc, &e);
+        if (rc) { fprintf(stderr, "line %d: %s\n", i + 1, e.msg); return 1; }
         tokens += enc.n;
         oc_encoding_free(&enc);
       }
@@ -48,8 +53,8 @@ int main(int argc, char **argv) {
       if (dt < best) best = dt;
       if (rep == 0) first = dt;
     }
-    printf("{\"tokenizer\": \"%s\", \"impl\": \"opencon\", \"bytes\": %zu, \"lines\": %d, \"tokens\": %lld, \"seconds\": %.3f, \"mb_per_s\": %.2f, \"first_pass_mb_per_s\": %.2f, \"load_s\": %.2f}\n",
-           argv[a], len, n, tokens, best, (double)len / best / 1e6, (double)len / first / 1e6, t_load);
+    printf("{\"tokenizer\": \"%s\", \"impl\": \"%s\", \"bytes\": %zu, \"lines\": %d, \"tokens\": %lld, \"seconds\": %.3f, \"mb_per_s\": %.2f, \"first_pass_mb_per_s\": %.2f, \"load_s\": %.2f}\n",
+           argv[a], with_tokens ? "opencon (ids + token strings)" : "opencon", len, n, tokens, best, (double)len / best / 1e6, (double)len / first / 1e6, t_load);
     fflush(stdout);
     oc_tokenizer_free(t);
   }

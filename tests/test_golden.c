@@ -55,6 +55,25 @@ static const oc_tensor *ref_t(oc_st_file *f, const char *fmt, int n) {
 
 /* Write `src`'s tensors into dir/model.safetensors as dtype dt (values passed through
  * round_f16 first when asked) with src's config.json. */
+
+/* float -> IEEE half, round to nearest even (subnormals, overflow to infinity, NaN kept); written
+ * out because clang on x86-64 Debian 12 has no _Float16 */
+static uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof x);
+  uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7FFFFFFFu;
+  if (ax >= 0x7F800000u) return (uint16_t)(sign | 0x7C00u | (ax > 0x7F800000u ? 0x200u : 0));
+  if (ax >= 0x477FF000u) return (uint16_t)(sign | 0x7C00u); /* >= 65520 rounds to infinity */
+  if (ax < 0x38800000u) {                                      /* below 2^-14: a half subnormal */
+    float a;
+    memcpy(&a, &ax, sizeof a);
+    return (uint16_t)(sign | (uint32_t)lrintf(a * 16777216.0f)); /* units of 2^-24, ties to even */
+  }
+  uint32_t r = ax - 0x38000000u; /* exponent rebiased from 127 to 15 */
+  r += 0xFFFu + ((r >> 13) & 1u);
+  return (uint16_t)(sign | (r >> 13));
+}
+
 static void write_copy(const char *src, const char *dir, oc_dtype dt, int round_f16) {
   oc_error e;
   oc_weights *w;
@@ -66,10 +85,10 @@ static void write_copy(const char *src, const char *dir, oc_dtype dt, int round_
     const oc_tensor *t = oc_weights_at(w, i);
     float *f = malloc(sizeof(float) * (size_t)t->numel);
     oc_to_f32(t->dtype, t->data, f, (size_t)t->numel);
-    if (round_f16) for (int64_t k = 0; k < t->numel; k++) f[k] = (float)(_Float16)f[k];
+    if (round_f16) for (int64_t k = 0; k < t->numel; k++) f[k] = oc_f16_to_f32(f32_to_f16(f[k]));
     if (dt == OC_DT_F16) {
-      _Float16 *h = malloc(sizeof *h * (size_t)t->numel);
-      for (int64_t k = 0; k < t->numel; k++) h[k] = (_Float16)f[k];
+      uint16_t *h = malloc(sizeof *h * (size_t)t->numel);
+      for (int64_t k = 0; k < t->numel; k++) h[k] = f32_to_f16(f[k]);
       free(f);
       bufs[i] = h;
     } else {
