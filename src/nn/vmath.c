@@ -4,7 +4,8 @@
  * exp: Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r (the
  * Cephes expf coefficients), 2^k built in the exponent bits; relative error ~1e-7 over the
  * clamped range [-87, 88] (below it the result is ~1e-38 instead of a denormal: callers that
- * need exact zeros, the masked attention scores, never pass those entries).
+ * need exact zeros, the masked attention scores, never pass those entries; a NaN argument
+ * gives e^-87, not NaN — a NaN activation still propagates through the products around it).
  * erf: Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with the polynomial exp above;
  * tanh(y) = 1 - 2 / (1 + e^{2y}) for the decoders' tanh-approximated GELU, silu = x / (1 + e^-x).
  * tests/test_modernbert.c checks both against libm over a grid; the ModernBERT golden tests
@@ -18,8 +19,8 @@
 #include "nn/kernels.h"
 
 static inline __attribute__((always_inline)) float vexp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
+  x = x > -87.0f ? x : -87.0f; /* written so that NaN becomes -87: the int conversion below */
+  x = x < 88.0f ? x : 88.0f;   /* then always has a value in range (no undefined behaviour) */
   float k = x * 1.44269504088896341f;
   k = (k + 12582912.0f) - 12582912.0f; /* round to nearest (|k| < 2^22) */
   float r = x - k * 0.693359375f;

@@ -654,7 +654,7 @@ static int cache_get(oc_tokenizer *t, const char *w, size_t len, ivec *out) {
         out->v = nv;
         out->cap = nc;
       }
-      memcpy(out->v + out->n, c->ids, sizeof(int32_t) * c->n);
+      if (c->n) memcpy(out->v + out->n, c->ids, sizeof(int32_t) * c->n);
       out->n += (int)c->n;
       return 1;
     }
