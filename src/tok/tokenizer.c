@@ -23,9 +23,24 @@ typedef struct {
   uint32_t cap, n;
 } smap;
 
+/* 8 bytes at a time, multiply-xorshift mixing, a final avalanche (murmur3's fmix64) */
 static uint64_t hash_bytes(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+    h ^= h >> 32;
+  }
+  if (i < n) {
+    uint64_t w = 0;
+    memcpy(&w, s + i, n - i);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
+  }
+  h ^= h >> 33;
+  h *= 0xFF51AFD7ED558CCDull;
+  h ^= h >> 33;
   return h;
 }
 
@@ -202,7 +217,8 @@ struct oc_tokenizer {
   /* trie over the added tokens' bytes: node 0 is the root */
   struct trie_node { int32_t first_child, next_sibling, term; unsigned char byte; } *trie;
   int n_trie, cap_trie;
-  int32_t trie_root[256]; /* the root's child for each first byte, or -1 */
+  int32_t trie_root[2][256]; /* [normalized flag][first byte]: the root's child, or -1 when no added
+                              * token with that flag starts with that byte */
   unsigned char *is_special_id; /* [n_ids] */
   oc_regex *bytelevel_re;
   const oc_regex *fused_re; /* the byte-level pipeline's split regex when encode_bytelevel applies */
@@ -745,7 +761,7 @@ static int find_added(const oc_tokenizer *t, const char *s, size_t len, size_t f
   if (!t->n_trie) return -1;
   for (size_t i = from; i < len; i++) {
     /* (added tokens are valid UTF-8, so no root child is a continuation byte) */
-    int node = t->trie_root[(unsigned char)s[i]], best = -1;
+    int node = t->trie_root[normalized != 0][(unsigned char)s[i]], best = -1;
     if (node < 0) continue;
     size_t best_end = 0;
     for (size_t j = i;;) {
@@ -1660,8 +1676,13 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   t->trie[0] = (struct trie_node){-1, -1, -1, 0};
   for (int k = 0; k < t->n_added; k++)
     if (trie_add(t, t->added[k].content, k)) { rc = oc_fail(err, "out of memory"); goto done; }
-  for (int b = 0; b < 256; b++) t->trie_root[b] = -1;
-  for (int c = t->trie[0].first_child; c >= 0; c = t->trie[c].next_sibling) t->trie_root[t->trie[c].byte] = c;
+  for (int b = 0; b < 256; b++) t->trie_root[0][b] = t->trie_root[1][b] = -1;
+  for (int k = 0; k < t->n_added; k++) {
+    unsigned char b0 = (unsigned char)t->added[k].content[0];
+    if (!b0) continue;
+    for (int c = t->trie[0].first_child; c >= 0; c = t->trie[c].next_sibling)
+      if (t->trie[c].byte == b0) t->trie_root[t->added[k].normalized != 0][b0] = c;
+  }
   if ((rc = load_normalizer(&c, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), t, "$.normalizer"))) goto done;
   if ((rc = load_pretok(&c, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), t, "$.pre_tokenizer"))) goto done;
   if ((rc = load_post(&c, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), t, "$.post_processor"))) goto done;
