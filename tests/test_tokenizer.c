@@ -165,6 +165,26 @@ int main(int argc, char **argv) {
   CHECK(run_file(ts, p, encode_row) > 0, "no encode goldens (general pipeline)");
   snprintf(p, sizeof p, "%s/encode_pairs.jsonl", argv[2]);
   CHECK(run_file(ts, p, encode_row) > 0, "no pair goldens (general pipeline)");
+  /* long runs (words past the fused path's 1 KiB stack buffer and the word cache's 256-byte
+   * limit), non-ASCII and mixed units: the fast paths give the general pipeline's ids */
+  static const char *const units[] = {"a", "\xC3\xA9", " ", "1", "!", "ab ", "\n", "\xE4\xB8\xAD", "'s", "\t "};
+  int long_bad = 0, long_n = 0;
+  for (size_t u = 0; u < sizeof units / sizeof *units; u++)
+    for (int reps = 1; reps <= 1200; reps = reps * 3 + 1) {
+      size_t ul = strlen(units[u]);
+      char *s = malloc(ul * (size_t)reps + 1);
+      REQUIRE(s, "out of memory");
+      for (int r = 0; r < reps; r++) memcpy(s + (size_t)r * ul, units[u], ul);
+      oc_encoding fa, ga;
+      int r1 = oc_tokenizer_encode_ids(t, s, ul * (size_t)reps, NULL, 0, 1, 0, &fa, &err);
+      int r2 = oc_tokenizer_encode_ids(ts, s, ul * (size_t)reps, NULL, 0, 1, 0, &ga, &err);
+      long_n++;
+      if (r1 || r2 || fa.n != ga.n || (fa.n && memcmp(fa.ids, ga.ids, sizeof(int32_t) * (size_t)fa.n))) long_bad++;
+      if (!r1) oc_encoding_free(&fa);
+      if (!r2) oc_encoding_free(&ga);
+      free(s);
+    }
+  CHECK(long_bad == 0, "%d of %d long inputs differ between the fast paths and the general pipeline", long_bad, long_n);
   oc_tokenizer_free(ts);
   /* malformed or unsupported tokenizer.json: errors name the JSON path */
   static const struct { const char *json, *needle; } bad[] = {
