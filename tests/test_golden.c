@@ -35,6 +35,8 @@ static void load_tolerances(const char *dir) {
   free(p);
 }
 
+static double g_worst; /* the largest ratio of the run, printed at the end (the margin left) */
+
 /* max of |got-ref| / (atol + rtol|ref|); <= 1 passes */
 static double ratio(const float *got, const float *ref, size_t n, double atol, double rtol) {
   double worst = 0;
@@ -42,6 +44,7 @@ static double ratio(const float *got, const float *ref, size_t n, double atol, d
     double d = fabs((double)got[i] - (double)ref[i]) / (atol + rtol * fabs((double)ref[i]));
     if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
   }
+  if (!(worst <= g_worst)) g_worst = worst;
   return worst;
 }
 
@@ -322,5 +325,6 @@ int main(int argc, char **argv) {
   oc_st_close(ref);
   free(rp);
   oc_model_free(m);
+  printf("%s: largest error ratio against the reference %.3g (1 = at the tolerance)\n", dir, g_worst);
   return check_summary(dir);
 }

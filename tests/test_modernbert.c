@@ -340,13 +340,30 @@ static void vector_math(void) {
       e_act[k] = err > e_act[k] ? err : e_act[k];
     }
   }
+  /* final-logit softcapping, cap 30 (Gemma): absolute error against double tanh; NaN stays NaN */
+  double e_cap = 0;
+  {
+    static float lg[N + 3];
+    for (int i = 0; i < N; i++) lg[i] = (float)(-400.0 + 800.0 * i / (N - 1)) * (i % 3 ? 1.0f : 1e-3f);
+    lg[N] = NAN; lg[N + 1] = 1e30f; lg[N + 2] = -1e30f;
+    float keep[N + 3];
+    memcpy(keep, lg, sizeof keep);
+    oc_softcap(lg, N + 3, 30.0f);
+    for (int i = 0; i < N + 2; i++) {
+      double want = i == N ? NAN : 30.0 * tanh((double)keep[i] / 30.0), err = fabs(lg[i] - want);
+      if (i == N) err = isnan(lg[i]) ? 0 : INFINITY;
+      e_cap = err > e_cap ? err : e_cap;
+    }
+    e_cap = fmax(e_cap, fabs(lg[N + 2] + 30.0));
+  }
+  CHECK(e_cap < 1e-5, "softcap: max absolute error %.3g (logits within +-30)", e_cap);
   CHECK(e_act[0] < 1e-6 && e_act[1] < 1e-6, "decoder activations: max scaled error %.3g (gelu tanh), %.3g (silu)", e_act[0], e_act[1]);
   CHECK(e_exp < 3e-7, "polynomial exp: max relative error %.3g", e_exp);
   CHECK(e_erf < 5e-7, "polynomial erf: max absolute error %.3g", e_erf);
   CHECK(e_glu < 1e-6, "GeGLU row: max scaled error %.3g", e_glu);
   CHECK(e_bwd < 1e-6, "GeGLU backward row: max scaled error %.3g", e_bwd);
   CHECK(e_row < 3e-7 && fabs(sum - want_sum) / want_sum < 1e-6, "exp row: max relative error %.3g, sum %.9g vs %.9g", e_row, sum, want_sum);
-  printf("vector math: exp %.2g, erf %.2g, glu %.2g, glu backward %.2g, exp row %.2g\n", e_exp, e_erf, e_glu, e_bwd, e_row);
+  printf("vector math: exp %.2g, erf %.2g, glu %.2g, glu backward %.2g, exp row %.2g, softcap %.2g\n", e_exp, e_erf, e_glu, e_bwd, e_row, e_cap);
 }
 
 int main(int argc, char **argv) {

@@ -346,9 +346,7 @@ static void attention(oc_session *s, const layer_w *l, int pos0, int n) {
         sc[p - lo] = v;
         if (v > mx) mx = v;
       }
-      float sum = 0;
-      for (int p = lo; p <= qp; p++) { float e = expf(sc[p - lo] - mx); sc[p - lo] = e; sum += e; }
-      float inv = 1.0f / sum;
+      float inv = 1.0f / oc_vexp_shift_sum(sc, qp - lo + 1, mx);
       float *out = s->att + ((size_t)t * nh + h) * hd;
       memset(out, 0, sizeof(float) * (size_t)hd);
       for (int p = lo; p <= qp; p++) oc_axpy_f32(sc[p - lo] * inv, V + ((size_t)p * nkv + kvh) * hd, out, hd);
@@ -526,9 +524,9 @@ static int forward_chunk(oc_session *s, const int32_t *ids, int n, const oc_taps
     oc_matmul(src, rows, H, m->lm_head, 0, c->vocab, logits);
     if (c->final_softcap > 0) {
       const float cap = (float)c->final_softcap;
-      const long nl = (long)rows * c->vocab;
+      const long nl = (long)rows * c->vocab, nch = (nl + 4095) / 4096;
 #pragma omp parallel for schedule(static)
-      for (long j = 0; j < nl; j++) logits[j] = tanhf(logits[j] / cap) * cap;
+      for (long ch = 0; ch < nch; ch++) oc_softcap(logits + ch * 4096, nl - ch * 4096 < 4096 ? nl - ch * 4096 : 4096, cap);
     }
   }
   return 0;

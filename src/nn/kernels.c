@@ -163,6 +163,13 @@ AVX2 static float dot1_bf16_avx2(const uint16_t *w, const float *xp, const float
   return hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + bf16_tail(w, x, i, n);
 }
 
+AVX2 static void axpy_avx2(float a, const float *x, float *y, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+}
+
 AVX2 static void convert_bf16_avx2(const uint16_t *src, float *dst, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_bf16x8(src + i));
@@ -183,6 +190,9 @@ float oc_dot_f32(const float *a, const float *b, int n) {
 }
 
 void oc_axpy_f32(float a, const float *x, float *y, int n) {
+#ifdef OC_X86
+  if (oc_have_avx2()) { axpy_avx2(a, x, y, n); return; }
+#endif
   for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 

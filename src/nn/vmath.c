@@ -7,7 +7,9 @@
  * need exact zeros, the masked attention scores, never pass those entries; a NaN argument
  * gives e^-87, not NaN — a NaN activation still propagates through the products around it).
  * erf: Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with the polynomial exp above;
- * tanh(y) = 1 - 2 / (1 + e^{2y}) for the decoders' tanh-approximated GELU, silu = x / (1 + e^-x).
+ * tanh(y) = 1 - 2 / (1 + e^{2y}) for the decoders' tanh-approximated GELU, silu = x / (1 + e^-x);
+ * logit softcapping cap * tanh(x / cap) as sign(y) (1 - e) / (1 + e), e = e^{-2|y|} (absolute
+ * error ~1e-7 of tanh; a NaN logit stays NaN).
  * tests/test_modernbert.c checks both against libm over a grid; the ModernBERT golden tests
  * run through them. Built with -fno-trapping-math so that GCC if-converts the clamps and
  * vectorizes the loops. */
@@ -80,6 +82,15 @@ static inline __attribute__((always_inline)) float verf(float x) {
     else                                                                                        \
       for (long j = 0; j < n; j++) g[j] = g[j] / (1.0f + vexp(-g[j])) * u[j];                   \
   }                                                                                             \
+  ATTR static void softcap_##SUFFIX(float *x, long n, float cap) {                             \
+    const float inv = 1.0f / cap;                                                               \
+    for (long j = 0; j < n; j++) {                                                              \
+      float y = x[j] * inv, a = y < 0 ? -y : y, e = vexp(-2.0f * a);                            \
+      float t = (1.0f - e) / (1.0f + e);                                                        \
+      t = y < 0 ? -t : t;                                                                       \
+      x[j] = y != y ? x[j] : cap * t;                                                           \
+    }                                                                                           \
+  }                                                                                             \
   ATTR static void glu_##SUFFIX(const float *u, float *g, int I) {                              \
     for (int j = 0; j < I; j++) {                                                               \
       float x = u[j];                                                                           \
@@ -109,5 +120,6 @@ void oc_vexp_shift(float *x, int n, float shift) { PICK(exp, x, n, shift); }
 void oc_gelu_glu_row(const float *u, float *g, int I) { PICK(glu, u, g, I); }
 void oc_act_mul(int gelu_tanh, float *g, const float *u, long n) { PICK(act_mul, gelu_tanh, g, u, n); }
 void oc_gelu_glu_backward_row(const float *u, const float *dg, float *du, int I) { PICK(glu_bwd, u, dg, du, I); }
+void oc_softcap(float *x, long n, float cap) { PICK(softcap, x, n, cap); }
 float oc_vexp1(float x) { return vexp(x); }
 float oc_verf1(float x) { return verf(x); }

@@ -11,6 +11,8 @@ void oc_gelu_glu_row(const float *u, float *g, int I);
 void oc_gelu_glu_backward_row(const float *u, const float *dg, float *du, int I);
 /* decoder MLPs: g[j] = act(g[j]) * u[j], act = GELU (tanh approximation) or SiLU */
 void oc_act_mul(int gelu_tanh, float *g, const float *u, long n);
+/* final-logit softcapping: x[j] = cap * tanh(x[j] / cap) */
+void oc_softcap(float *x, long n, float cap);
 /* the scalar functions, for tests */
 float oc_vexp1(float x);
 float oc_verf1(float x);
