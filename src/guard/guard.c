@@ -166,6 +166,15 @@ static void event(oc_guard_event_fn fn, void *ud, cJSON *e) {
   cJSON_Delete(e);
 }
 
+/* a "pause" or "suspicious" event: the step and the smoothed risk that raised it */
+static void risk_event(oc_guard_event_fn fn, void *ud, const char *name, int step, double smoothed) {
+  cJSON *e = cJSON_CreateObject();
+  cJSON_AddStringToObject(e, "event", name);
+  cJSON_AddNumberToObject(e, "step", step);
+  cJSON_AddNumberToObject(e, "smoothed_risk", smoothed);
+  event(fn, ud, e);
+}
+
 static int classify(oc_guard *g, const char *prompt, const char *text, oc_guard_result *res, oc_decision *d, oc_error *err) {
   double t0 = oc_now();
   if (oc_classifier_score(g->cls, prompt, text, d, err)) return oc_wrap(err, "exchange classifier");
@@ -237,11 +246,7 @@ int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, o
       res->smoothed_risk = sm;
       if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
       if (sm >= g->cfg->pause_threshold) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "event", "pause");
-        cJSON_AddNumberToObject(e, "step", k);
-        cJSON_AddNumberToObject(e, "smoothed_risk", sm);
-        event(ev, ud, e);
+        risk_event(ev, ud, "pause", k, sm);
         if (!use_cls) {
           status = "paused";
           res->stop_reason = "paused";
@@ -249,7 +254,7 @@ int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, o
         } else {
           oc_decision d;
           if (classify(g, prompt, text, res, &d, err)) { cJSON_Delete(tr); goto done; }
-          e = cJSON_CreateObject();
+          cJSON *e = cJSON_CreateObject();
           cJSON_AddStringToObject(e, "event", "classifier");
           cJSON_AddNumberToObject(e, "step", k);
           cJSON_AddStringToObject(e, "verdict", d.verdict);
@@ -262,13 +267,7 @@ int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, o
       } else {
         release(&rel, text, tlen, 0);
         if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");
-        if (sm >= g->cfg->threshold) {
-          cJSON *e = cJSON_CreateObject();
-          cJSON_AddStringToObject(e, "event", "suspicious");
-          cJSON_AddNumberToObject(e, "step", k);
-          cJSON_AddNumberToObject(e, "smoothed_risk", sm);
-          event(ev, ud, e);
-        }
+        if (sm >= g->cfg->threshold) risk_event(ev, ud, "suspicious", k, sm);
       }
     } else if (!probing) {
       release(&rel, text, tlen, 0); /* no probe: nothing holds the stream */
