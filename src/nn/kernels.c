@@ -61,10 +61,12 @@ static float dot_f16_scalar(const uint16_t *w, const float *x, int n) {
 /* ---------------------------------------------------------------- AVX2 paths */
 #ifdef OC_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
-/* Software prefetch distance (bytes) of the decode kernel: measured +10-20 % streaming
- * rate with 2 threads on this machine's EPYC (bench/README.md). 0 disables. */
+/* Software prefetch distance (bytes) of each stream of the decode kernel: 1 KiB had measured
+ * +10-20 % streaming rate with one stream per thread on this machine's EPYC; with four streams
+ * per thread 512 B measured ~3 % faster than 1 KiB, 0 and 2 KiB slower (bench/README.md).
+ * 0 disables. */
 #ifndef OC_PREFETCH
-#define OC_PREFETCH 1024
+#define OC_PREFETCH 512
 #endif
 
 
@@ -127,8 +129,14 @@ DEF_DOT16(dot_f16_avx2, load_f16x8)
 /* BF16 decode kernel. A 256-bit load holds 16 bf16 as 8 32-bit lanes (element 2k in the
  * low half, 2k+1 in the high half): a shift and a mask turn it into two f32 vectors with
  * no cross-lane shuffle, multiplied by x de-interleaved once per call (xp: per 16-element
- * block, the 8 even then the 8 odd elements). One row at a time keeps each thread's reads
- * one sequential stream, which the hardware prefetcher follows best. */
+ * block, the 8 even then the 8 odd elements).
+ * Rows are dotted K at a time (K <= 4), rows far apart in memory: K concurrent sequential
+ * streams per thread keep more cache-line fills in flight than one (on this machine's EPYC a
+ * pure read with 3-4 streams per thread is 10-15 % faster than with one, bench/README.md), and
+ * each load of x serves K rows. Every row's sum is formed the same way whatever K is (one
+ * accumulator for the even and one for the odd elements over its 16-element blocks, in order,
+ * then their sum, then the tail), so a row's value never depends on which rows it was
+ * grouped with, hence not on the thread count. */
 static void deinterleave16(const float *x, int n, float *xp) {
   int i = 0;
   for (; i + 16 <= n; i += 16)
@@ -141,26 +149,57 @@ AVX2 static inline float bf16_tail(const uint16_t *w, const float *x, int i, int
   return s;
 }
 
-AVX2 static float dot1_bf16_avx2(const uint16_t *w, const float *xp, const float *x, int n) {
+#define BF16_ROWS_MAX 4
+
+AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t *const *w, const int K, const float *xp,
+                                                               const float *x, int n, float *out) {
   const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  __m256 lo_acc[BF16_ROWS_MAX], hi_acc[BF16_ROWS_MAX];
+  for (int j = 0; j < K; j++) lo_acc[j] = hi_acc[j] = _mm256_setzero_ps();
   int i = 0;
+#define BF16_BLOCK(I)                                                                                   \
+  {                                                                                                     \
+    const __m256 x0 = _mm256_loadu_ps(xp + (I)), x1 = _mm256_loadu_ps(xp + (I) + 8);                    \
+    for (int j = 0; j < K; j++) {                                                                       \
+      const __m256i v = _mm256_loadu_si256((const __m256i *)(w[j] + (I)));                              \
+      lo_acc[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), x0, lo_acc[j]);        \
+      hi_acc[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), x1, hi_acc[j]);         \
+    }                                                                                                   \
+  }
   for (; i + 32 <= n; i += 32) {
 #if OC_PREFETCH > 0
-    _mm_prefetch((const char *)(w + i) + OC_PREFETCH, _MM_HINT_T0);
+    for (int j = 0; j < K; j++) _mm_prefetch((const char *)(w[j] + i) + OC_PREFETCH, _MM_HINT_T0);
 #endif
-    __m256i v0 = _mm256_loadu_si256((const __m256i *)(w + i)), v1 = _mm256_loadu_si256((const __m256i *)(w + i + 16));
-    a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), _mm256_loadu_ps(xp + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v0, hi)), _mm256_loadu_ps(xp + i + 8), a1);
-    a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), _mm256_loadu_ps(xp + i + 16), a2);
-    a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v1, hi)), _mm256_loadu_ps(xp + i + 24), a3);
+    BF16_BLOCK(i)
+    BF16_BLOCK(i + 16)
   }
-  for (; i + 16 <= n; i += 16) {
-    __m256i v = _mm256_loadu_si256((const __m256i *)(w + i));
-    a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xp + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), _mm256_loadu_ps(xp + i + 8), a1);
+  if (i + 16 <= n) {
+    BF16_BLOCK(i)
+    i += 16;
   }
-  return hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + bf16_tail(w, x, i, n);
+#undef BF16_BLOCK
+  for (int j = 0; j < K; j++) out[j] = hsum8(_mm256_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
+}
+
+/* K streams at once, `count` consecutive rows each: rows w[j] + r*n (r < count) into y[j][r]. */
+AVX2 static inline __attribute__((always_inline)) void rows_bf16(const uint16_t *const *w, const int K, int count,
+                                                               const float *xp, const float *x, int n, float *const *y) {
+  for (int r = 0; r < count; r++) {
+    const uint16_t *p[BF16_ROWS_MAX];
+    float v[BF16_ROWS_MAX];
+    for (int j = 0; j < K; j++) p[j] = w[j] + (size_t)r * (size_t)n;
+    dotk_bf16(p, K, xp, x, n, v);
+    for (int j = 0; j < K; j++) y[j][r] = v[j];
+  }
+}
+
+AVX2 static void dot_bf16_rows_avx2(const uint16_t *const *w, int K, int count, const float *xp, const float *x, int n, float *const *y) {
+  switch (K) {
+    case 4: rows_bf16(w, 4, count, xp, x, n, y); break;
+    case 3: rows_bf16(w, 3, count, xp, x, n, y); break;
+    case 2: rows_bf16(w, 2, count, xp, x, n, y); break;
+    default: rows_bf16(w, 1, count, xp, x, n, y); break;
+  }
 }
 
 AVX2 static void axpy_avx2(float a, const float *x, float *y, int n) {
@@ -224,19 +263,57 @@ static int gemm_block_rows(int in, int out) {
   return block > out ? out : block;
 }
 
+/* Position of a row of the concatenated outputs of several matrices. */
+typedef struct {
+  int m, r;
+} mv_row;
+
+static mv_row mv_locate(const int *outs, int g) {
+  mv_row p = {0, g};
+  while (p.r >= outs[p.m]) p.r -= outs[p.m++];
+  return p;
+}
+
+/* Advance by `k` rows, at most to the end of the current matrix. */
+static void mv_skip(mv_row *p, const int *outs, int k) {
+  if ((p->r += k) == outs[p->m]) { p->m++; p->r = 0; }
+}
+
+/* One row of W[m] dotted with each of the n rows of X, any dtype. */
+static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, int r, const float *xp, float *Y, int out) {
+  (void)xp; /* only the AVX2 path reads it */
+  const size_t es = oc_dtype_size(w->dtype);
+  const void *wr = (const char *)w->data + (size_t)r * (size_t)in * es;
+  for (int t = 0; t < n; t++) {
+    const float *x = X + (size_t)t * in;
+    float v;
+    if (w->dtype == OC_DT_F32) v = oc_dot_f32(wr, x, in);
+#ifdef OC_X86
+    else if (w->dtype == OC_DT_BF16 && xp) {
+      float *yv = &v;
+      dot_bf16_rows_avx2((const uint16_t *const *)&wr, 1, 1, xp + (size_t)t * in, x, in, &yv);
+    }
+    else if (oc_have_avx2()) v = w->dtype == OC_DT_BF16 ? dot_bf16_avx2(wr, x, in) : dot_f16_avx2(wr, x, in);
+#endif
+    else v = w->dtype == OC_DT_BF16 ? dot_bf16_scalar(wr, x, in) : dot_f16_scalar(wr, x, in);
+    Y[(size_t)t * out + r] = v;
+  }
+}
+
 /* Decode (few rows of X): every weight row streamed once, dotted with each input row. Several
- * matrices sharing X run in one parallel loop (one fork/join instead of one per matrix). */
+ * matrices sharing X run in one parallel loop (one fork/join instead of one per matrix). Each
+ * thread takes a contiguous share of the rows and, for BF16, walks it as BF16_ROWS_MAX
+ * sub-ranges side by side (see the kernel above). */
 static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
   int total = 0;
   for (int m = 0; m < count; m++) total += outs[m];
   const float *xp = NULL;
 #ifdef OC_X86
-  int avx = oc_have_avx2();
   static _Thread_local float *xp_buf;
   static _Thread_local size_t xp_cap;
   int any_bf16 = 0;
   for (int m = 0; m < count; m++) any_bf16 |= W[m]->dtype == OC_DT_BF16;
-  if (avx && any_bf16) {
+  if (oc_have_avx2() && any_bf16) {
     size_t need = (size_t)n * (size_t)in;
     if (need > xp_cap) {
       float *nb = realloc(xp_buf, sizeof(float) * need);
@@ -248,24 +325,46 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
     }
   }
 #endif
-#pragma omp parallel for schedule(static)
-  for (int g = 0; g < total; g++) {
-    int m = 0, r = g;
-    while (r >= outs[m]) r -= outs[m++];
-    const oc_tensor *w = W[m];
-    const size_t es = oc_dtype_size(w->dtype);
-    const void *wr = (const char *)w->data + (size_t)r * (size_t)in * es;
-    const int out = outs[m];
-    for (int t = 0; t < n; t++) {
-      const float *x = X + (size_t)t * in;
-      float v;
-      if (w->dtype == OC_DT_F32) v = oc_dot_f32(wr, x, in);
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), me = omp_get_thread_num();
+    const int a = (int)((int64_t)total * me / nt), b = (int)((int64_t)total * (me + 1) / nt);
+    int done = a;
 #ifdef OC_X86
-      else if (w->dtype == OC_DT_BF16 && xp) v = dot1_bf16_avx2(wr, xp + (size_t)t * in, x, in);
-      else if (avx) v = w->dtype == OC_DT_BF16 ? dot_bf16_avx2(wr, x, in) : dot_f16_avx2(wr, x, in);
+    const int K = BF16_ROWS_MAX, h = (b - a) / K;
+    if (xp && h > 0) {
+      mv_row p[BF16_ROWS_MAX];
+      for (int j = 0; j < K; j++) p[j] = mv_locate(outs, a + j * h);
+      for (int i = 0; i < h;) {
+        /* a run of rows that stays inside the current matrix of every stream */
+        int run = h - i, all_bf16 = 1;
+        const uint16_t *rows[BF16_ROWS_MAX];
+        float *ys[BF16_ROWS_MAX];
+        for (int j = 0; j < K; j++) {
+          const int left = outs[p[j].m] - p[j].r;
+          if (left < run) run = left;
+          all_bf16 &= W[p[j].m]->dtype == OC_DT_BF16;
+          rows[j] = (const uint16_t *)W[p[j].m]->data + (size_t)p[j].r * (size_t)in;
+        }
+        if (!all_bf16) {
+          run = 1;
+          for (int j = 0; j < K; j++) mv_row_generic(X, n, in, W[p[j].m], p[j].r, xp, Y[p[j].m], outs[p[j].m]);
+        } else {
+          if (n > 1) run = 1;
+          for (int t = 0; t < n; t++) {
+            for (int j = 0; j < K; j++) ys[j] = Y[p[j].m] + (size_t)t * outs[p[j].m] + p[j].r;
+            dot_bf16_rows_avx2(rows, K, run, xp + (size_t)t * in, X + (size_t)t * in, in, ys);
+          }
+        }
+        for (int j = 0; j < K; j++) mv_skip(&p[j], outs, run);
+        i += run;
+      }
+      done = a + K * h;
+    }
 #endif
-      else v = w->dtype == OC_DT_BF16 ? dot_bf16_scalar(wr, x, in) : dot_f16_scalar(wr, x, in);
-      Y[m][(size_t)t * out + r] = v;
+    if (done < b) {
+      mv_row p = mv_locate(outs, done);
+      for (int g = done; g < b; g++, mv_skip(&p, outs, 1)) mv_row_generic(X, n, in, W[p.m], p.r, xp, Y[p.m], outs[p.m]);
     }
   }
 }
