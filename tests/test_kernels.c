@@ -143,6 +143,8 @@ int main(void) {
       {{OC_DT_BF16, OC_DT_F32, OC_DT_BF16}, {29, 3, 41}, 3, 0},
       {{OC_DT_F16, OC_DT_BF16}, {7, 260}, 2, 0},
       {{OC_DT_F32, OC_DT_F16, OC_DT_F32}, {5, 9, 2}, 3, 0},
+      {{OC_DT_BF16, OC_DT_BF16, OC_DT_BF16}, {45, 0, 30}, 3, 0}, /* an empty matrix in between */
+      {{OC_DT_BF16}, {0}, 1, 0},
   };
   const int ns[] = {1, 2, 3, 8, 9};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)

@@ -268,15 +268,21 @@ typedef struct {
   int m, r;
 } mv_row;
 
-static mv_row mv_locate(const int *outs, int g) {
+static void mv_settle(mv_row *p, const int *outs, int count) {
+  while (p->m < count && p->r >= outs[p->m]) p->r -= outs[p->m++];
+}
+
+/* Row g of the concatenation (matrices with no rows are stepped over). */
+static mv_row mv_locate(const int *outs, int count, int g) {
   mv_row p = {0, g};
-  while (p.r >= outs[p.m]) p.r -= outs[p.m++];
+  mv_settle(&p, outs, count);
   return p;
 }
 
 /* Advance by `k` rows, at most to the end of the current matrix. */
-static void mv_skip(mv_row *p, const int *outs, int k) {
-  if ((p->r += k) == outs[p->m]) { p->m++; p->r = 0; }
+static void mv_skip(mv_row *p, const int *outs, int count, int k) {
+  p->r += k;
+  mv_settle(p, outs, count);
 }
 
 /* One row of W[m] dotted with each of the n rows of X, any dtype. */
@@ -334,7 +340,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
     const int K = BF16_ROWS_MAX, h = (b - a) / K;
     if (xp && h > 0) {
       mv_row p[BF16_ROWS_MAX];
-      for (int j = 0; j < K; j++) p[j] = mv_locate(outs, a + j * h);
+      for (int j = 0; j < K; j++) p[j] = mv_locate(outs, count, a + j * h);
       for (int i = 0; i < h;) {
         /* a run of rows that stays inside the current matrix of every stream */
         int run = h - i, all_bf16 = 1;
@@ -356,15 +362,15 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
             dot_bf16_rows_avx2(rows, K, run, xp + (size_t)t * in, X + (size_t)t * in, in, ys);
           }
         }
-        for (int j = 0; j < K; j++) mv_skip(&p[j], outs, run);
+        for (int j = 0; j < K; j++) mv_skip(&p[j], outs, count, run);
         i += run;
       }
       done = a + K * h;
     }
 #endif
     if (done < b) {
-      mv_row p = mv_locate(outs, done);
-      for (int g = done; g < b; g++, mv_skip(&p, outs, 1)) mv_row_generic(X, n, in, W[p.m], p.r, xp, Y[p.m], outs[p.m]);
+      mv_row p = mv_locate(outs, count, done);
+      for (int g = done; g < b; g++, mv_skip(&p, outs, count, 1)) mv_row_generic(X, n, in, W[p.m], p.r, xp, Y[p.m], outs[p.m]);
     }
   }
 }
@@ -375,6 +381,7 @@ void oc_matmul_multi(const float *X, int n, int in, const oc_tensor *const *W, c
 }
 
 void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int out, float *Y) {
+  if (out <= 0 || n <= 0) return;
   const size_t es = oc_dtype_size(W->dtype);
   const char *wbase = (const char *)W->data + (size_t)row0 * (size_t)in * es;
   if (n < GEMM_MIN_ROWS) {
