@@ -132,7 +132,7 @@ DEF_DOT16(dot_f16_avx2, load_f16x8)
  * block, the 8 even then the 8 odd elements).
  * Rows are dotted K at a time (K <= 4), rows far apart in memory: K concurrent sequential
  * streams per thread keep more cache-line fills in flight than one (on this machine's EPYC a
- * pure read with 3-4 streams per thread is 10-15 % faster than with one, bench/README.md), and
+ * pure read with 3 streams per thread measured 13-47 % faster than with one, bench/README.md), and
  * each load of x serves K rows. Every row's sum is formed the same way whatever K is (one
  * accumulator for the even and one for the odd elements over its 16-element blocks, in order,
  * then their sum, then the tail), so a row's value never depends on which rows it was
