@@ -122,9 +122,7 @@ AVX2 static float dot_f32_avx2(const float *a, const float *b, int n) {
     return s;                                                                             \
   }
 #define load_bf16x8_1 oc_bf16_to_f32
-#define load_f16x8_1 oc_f16_to_f32
 DEF_DOT16(dot_bf16_avx2, load_bf16x8)
-DEF_DOT16(dot_f16_avx2, load_f16x8)
 
 /* BF16 decode kernel. A 256-bit load holds 16 bf16 as 8 32-bit lanes (element 2k in the
  * low half, 2k+1 in the high half): a shift and a mask turn it into two f32 vectors with
@@ -149,12 +147,13 @@ AVX2 static inline float bf16_tail(const uint16_t *w, const float *x, int i, int
   return s;
 }
 
-#define BF16_ROWS_MAX 4
+/* Rows dotted side by side: sequential streams per thread in the decode products. */
+#define MV_STREAMS 4
 
 AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t *const *w, const int K, const float *xp,
                                                                const float *x, int n, float *out) {
   const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
-  __m256 lo_acc[BF16_ROWS_MAX], hi_acc[BF16_ROWS_MAX];
+  __m256 lo_acc[MV_STREAMS], hi_acc[MV_STREAMS];
   for (int j = 0; j < K; j++) lo_acc[j] = hi_acc[j] = _mm256_setzero_ps();
   int i = 0;
 #define BF16_BLOCK(I)                                                                                   \
@@ -181,25 +180,65 @@ AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t 
   for (int j = 0; j < K; j++) out[j] = hsum8(_mm256_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
 }
 
-/* K streams at once, `count` consecutive rows each: rows w[j] + r*n (r < count) into y[j][r]. */
-AVX2 static inline __attribute__((always_inline)) void rows_bf16(const uint16_t *const *w, const int K, int count,
-                                                               const float *xp, const float *x, int n, float *const *y) {
-  for (int r = 0; r < count; r++) {
-    const uint16_t *p[BF16_ROWS_MAX];
-    float v[BF16_ROWS_MAX];
-    for (int j = 0; j < K; j++) p[j] = w[j] + (size_t)r * (size_t)n;
-    dotk_bf16(p, K, xp, x, n, v);
-    for (int j = 0; j < K; j++) y[j][r] = v[j];
+/* F16 and F32 rows the same way, x as it is (no de-interleaving): one accumulator for elements
+ * 0-7 and one for 8-15 of each 16-element block, in order, then their sum, then the tail. */
+#define DEF_DOTK_PLAIN(NAME, WT, LOAD8, TO_F32)                                                         \
+  AVX2 static inline __attribute__((always_inline)) void NAME(const WT *const *w, const int K, const float *x, \
+                                                              int n, float *out) {                      \
+    __m256 a0[MV_STREAMS], a1[MV_STREAMS];                                                        \
+    for (int j = 0; j < K; j++) a0[j] = a1[j] = _mm256_setzero_ps();                                    \
+    int i = 0;                                                                                          \
+    for (; i + 16 <= n; i += 16) {                                                                      \
+      if (OC_PREFETCH > 0)                                                                              \
+        for (int j = 0; j < K; j++) _mm_prefetch((const char *)(w[j] + i) + OC_PREFETCH, _MM_HINT_T0);  \
+      const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);                        \
+      for (int j = 0; j < K; j++) {                                                                     \
+        a0[j] = _mm256_fmadd_ps(LOAD8(w[j] + i), x0, a0[j]);                                            \
+        a1[j] = _mm256_fmadd_ps(LOAD8(w[j] + i + 8), x1, a1[j]);                                        \
+      }                                                                                                 \
+    }                                                                                                   \
+    for (int j = 0; j < K; j++) {                                                                       \
+      float s = hsum8(_mm256_add_ps(a0[j], a1[j]));                                                     \
+      for (int k = i; k < n; k++) s += TO_F32(w[j][k]) * x[k];                                          \
+      out[j] = s;                                                                                       \
+    }                                                                                                   \
   }
-}
+#define F32_AS_IS(v) (v)
+DEF_DOTK_PLAIN(dotk_f16, uint16_t, load_f16x8, oc_f16_to_f32)
+DEF_DOTK_PLAIN(dotk_f32, float, _mm256_loadu_ps, F32_AS_IS)
 
-AVX2 static void dot_bf16_rows_avx2(const uint16_t *const *w, int K, int count, const float *xp, const float *x, int n, float *const *y) {
-  switch (K) {
-    case 4: rows_bf16(w, 4, count, xp, x, n, y); break;
-    case 3: rows_bf16(w, 3, count, xp, x, n, y); break;
-    case 2: rows_bf16(w, 2, count, xp, x, n, y); break;
-    default: rows_bf16(w, 1, count, xp, x, n, y); break;
+/* K streams at once, `count` consecutive rows each: rows w[j] + r*n (r < count) into y[j][r]. */
+#define DEF_ROWS(NAME, WT, DOTK_CALL)                                                                   \
+  AVX2 static inline __attribute__((always_inline)) void NAME(const void *const *w, const int K, int count, \
+                                                              const float *xp, const float *x, int n,   \
+                                                              float *const *y) {                        \
+    (void)xp;                                                                                           \
+    for (int r = 0; r < count; r++) {                                                                   \
+      const WT *p[MV_STREAMS];                                                                       \
+      float v[MV_STREAMS];                                                                           \
+      for (int j = 0; j < K; j++) p[j] = (const WT *)w[j] + (size_t)r * (size_t)n;                      \
+      DOTK_CALL;                                                                                        \
+      for (int j = 0; j < K; j++) y[j][r] = v[j];                                                       \
+    }                                                                                                   \
   }
+DEF_ROWS(rows_bf16, uint16_t, dotk_bf16(p, K, xp, x, n, v))
+DEF_ROWS(rows_f16, uint16_t, dotk_f16(p, K, x, n, v))
+DEF_ROWS(rows_f32, float, dotk_f32(p, K, x, n, v))
+
+#define ROWS_FOR_K(FN)                                                 \
+  switch (K) {                                                         \
+    case 4: FN(w, 4, count, xp, x, n, y); break;                       \
+    case 3: FN(w, 3, count, xp, x, n, y); break;                       \
+    case 2: FN(w, 2, count, xp, x, n, y); break;                       \
+    default: FN(w, 1, count, xp, x, n, y); break;                      \
+  }
+
+/* Rows of one dtype (BF16 needs xp, the de-interleaved x). */
+AVX2 static void dot_rows_avx2(oc_dtype dt, const void *const *w, int K, int count, const float *xp, const float *x, int n,
+                               float *const *y) {
+  if (dt == OC_DT_BF16) ROWS_FOR_K(rows_bf16)
+  else if (dt == OC_DT_F16) ROWS_FOR_K(rows_f16)
+  else ROWS_FOR_K(rows_f32)
 }
 
 AVX2 static void axpy_avx2(float a, const float *x, float *y, int n) {
@@ -285,7 +324,8 @@ static void mv_skip(mv_row *p, const int *outs, int count, int k) {
   mv_settle(p, outs, count);
 }
 
-/* One row of W[m] dotted with each of the n rows of X, any dtype. */
+/* One row of W[m] dotted with each of the n rows of X, any dtype; with AVX2 the same kernel as
+ * a group of rows would use, so a row's value does not depend on its grouping. */
 static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, int r, const float *xp, float *Y, int out) {
   (void)xp; /* only the AVX2 path reads it */
   const size_t es = oc_dtype_size(w->dtype);
@@ -293,14 +333,15 @@ static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, in
   for (int t = 0; t < n; t++) {
     const float *x = X + (size_t)t * in;
     float v;
-    if (w->dtype == OC_DT_F32) v = oc_dot_f32(wr, x, in);
 #ifdef OC_X86
-    else if (w->dtype == OC_DT_BF16 && xp) {
+    if (oc_have_avx2() && (w->dtype != OC_DT_BF16 || xp)) {
       float *yv = &v;
-      dot_bf16_rows_avx2((const uint16_t *const *)&wr, 1, 1, xp + (size_t)t * in, x, in, &yv);
-    }
-    else if (oc_have_avx2()) v = w->dtype == OC_DT_BF16 ? dot_bf16_avx2(wr, x, in) : dot_f16_avx2(wr, x, in);
+      dot_rows_avx2(w->dtype, &wr, 1, 1, xp ? xp + (size_t)t * in : NULL, x, in, &yv);
+    } else if (oc_have_avx2())
+      v = dot_bf16_avx2(wr, x, in);
+    else
 #endif
+    if (w->dtype == OC_DT_F32) v = dot_f32_scalar(wr, x, in);
     else v = w->dtype == OC_DT_BF16 ? dot_bf16_scalar(wr, x, in) : dot_f16_scalar(wr, x, in);
     Y[(size_t)t * out + r] = v;
   }
@@ -308,7 +349,7 @@ static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, in
 
 /* Decode (few rows of X): every weight row streamed once, dotted with each input row. Several
  * matrices sharing X run in one parallel loop (one fork/join instead of one per matrix). Each
- * thread takes a contiguous share of the rows and, for BF16, walks it as BF16_ROWS_MAX
+ * thread takes a contiguous share of the rows and walks it as MV_STREAMS
  * sub-ranges side by side (see the kernel above). */
 static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
   int total = 0;
@@ -337,29 +378,31 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
     const int a = (int)((int64_t)total * me / nt), b = (int)((int64_t)total * (me + 1) / nt);
     int done = a;
 #ifdef OC_X86
-    const int K = BF16_ROWS_MAX, h = (b - a) / K;
-    if (xp && h > 0) {
-      mv_row p[BF16_ROWS_MAX];
+    const int K = MV_STREAMS, h = (b - a) / K;
+    if (oc_have_avx2() && h > 0) {
+      mv_row p[MV_STREAMS];
       for (int j = 0; j < K; j++) p[j] = mv_locate(outs, count, a + j * h);
       for (int i = 0; i < h;) {
         /* a run of rows that stays inside the current matrix of every stream */
-        int run = h - i, all_bf16 = 1;
-        const uint16_t *rows[BF16_ROWS_MAX];
-        float *ys[BF16_ROWS_MAX];
+        int run = h - i, same = 1;
+        const oc_dtype dt = W[p[0].m]->dtype;
+        const void *rows[MV_STREAMS];
+        float *ys[MV_STREAMS];
         for (int j = 0; j < K; j++) {
+          const oc_tensor *w = W[p[j].m];
           const int left = outs[p[j].m] - p[j].r;
           if (left < run) run = left;
-          all_bf16 &= W[p[j].m]->dtype == OC_DT_BF16;
-          rows[j] = (const uint16_t *)W[p[j].m]->data + (size_t)p[j].r * (size_t)in;
+          same &= w->dtype == dt;
+          rows[j] = (const char *)w->data + (size_t)p[j].r * (size_t)in * oc_dtype_size(w->dtype);
         }
-        if (!all_bf16) {
+        if (!same || (dt == OC_DT_BF16 && !xp)) {
           run = 1;
           for (int j = 0; j < K; j++) mv_row_generic(X, n, in, W[p[j].m], p[j].r, xp, Y[p[j].m], outs[p[j].m]);
         } else {
           if (n > 1) run = 1;
           for (int t = 0; t < n; t++) {
             for (int j = 0; j < K; j++) ys[j] = Y[p[j].m] + (size_t)t * outs[p[j].m] + p[j].r;
-            dot_bf16_rows_avx2(rows, K, run, xp + (size_t)t * in, X + (size_t)t * in, in, ys);
+            dot_rows_avx2(dt, rows, K, run, xp ? xp + (size_t)t * in : NULL, X + (size_t)t * in, in, ys);
           }
         }
         for (int j = 0; j < K; j++) mv_skip(&p[j], outs, count, run);
