@@ -185,7 +185,7 @@ AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t 
 #define DEF_DOTK_PLAIN(NAME, WT, LOAD8, TO_F32)                                                         \
   AVX2 static inline __attribute__((always_inline)) void NAME(const WT *const *w, const int K, const float *x, \
                                                               int n, float *out) {                      \
-    __m256 a0[MV_STREAMS], a1[MV_STREAMS];                                                        \
+    __m256 a0[MV_STREAMS], a1[MV_STREAMS];                                                              \
     for (int j = 0; j < K; j++) a0[j] = a1[j] = _mm256_setzero_ps();                                    \
     int i = 0;                                                                                          \
     for (; i + 16 <= n; i += 16) {                                                                      \
@@ -214,8 +214,8 @@ DEF_DOTK_PLAIN(dotk_f32, float, _mm256_loadu_ps, F32_AS_IS)
                                                               float *const *y) {                        \
     (void)xp;                                                                                           \
     for (int r = 0; r < count; r++) {                                                                   \
-      const WT *p[MV_STREAMS];                                                                       \
-      float v[MV_STREAMS];                                                                           \
+      const WT *p[MV_STREAMS];                                                                          \
+      float v[MV_STREAMS];                                                                              \
       for (int j = 0; j < K; j++) p[j] = (const WT *)w[j] + (size_t)r * (size_t)n;                      \
       DOTK_CALL;                                                                                        \
       for (int j = 0; j < K; j++) y[j][r] = v[j];                                                       \
@@ -318,7 +318,7 @@ static mv_row mv_locate(const int *outs, int count, int g) {
   return p;
 }
 
-/* Advance by `k` rows, at most to the end of the current matrix. */
+/* Advance by `k` rows (stepping over matrices with no rows). */
 static void mv_skip(mv_row *p, const int *outs, int count, int k) {
   p->r += k;
   mv_settle(p, outs, count);
