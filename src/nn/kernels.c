@@ -103,27 +103,6 @@ AVX2 static float dot_f32_avx2(const float *a, const float *b, int n) {
   return s;
 }
 
-#define DEF_DOT16(NAME, LOAD)                                                              \
-  AVX2 static float NAME(const uint16_t *w, const float *x, int n) {                      \
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                           \
-    int i = 0;                                                                            \
-    for (; i + 32 <= n; i += 32) {                                                        \
-      s0 = _mm256_fmadd_ps(LOAD(w + i), _mm256_loadu_ps(x + i), s0);                      \
-      s1 = _mm256_fmadd_ps(LOAD(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);              \
-      s2 = _mm256_fmadd_ps(LOAD(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);            \
-      s3 = _mm256_fmadd_ps(LOAD(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);            \
-    }                                                                                     \
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(LOAD(w + i), _mm256_loadu_ps(x + i), s0); \
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));          \
-    for (; i < n; i++) {                                                                  \
-      float wv = LOAD##_1(w[i]);                                                          \
-      s += wv * x[i];                                                                     \
-    }                                                                                     \
-    return s;                                                                             \
-  }
-#define load_bf16x8_1 oc_bf16_to_f32
-DEF_DOT16(dot_bf16_avx2, load_bf16x8)
-
 /* BF16 decode kernel. A 256-bit load holds 16 bf16 as 8 32-bit lanes (element 2k in the
  * low half, 2k+1 in the high half): a shift and a mask turn it into two f32 vectors with
  * no cross-lane shuffle, multiplied by x de-interleaved once per call (xp: per 16-element
@@ -334,12 +313,11 @@ static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, in
     const float *x = X + (size_t)t * in;
     float v;
 #ifdef OC_X86
+    /* (BF16 without xp, its buffer not allocated, takes the scalar path) */
     if (oc_have_avx2() && (w->dtype != OC_DT_BF16 || xp)) {
       float *yv = &v;
       dot_rows_avx2(w->dtype, &wr, 1, 1, xp ? xp + (size_t)t * in : NULL, x, in, &yv);
-    } else if (oc_have_avx2())
-      v = dot_bf16_avx2(wr, x, in);
-    else
+    } else
 #endif
     if (w->dtype == OC_DT_F32) v = dot_f32_scalar(wr, x, in);
     else v = w->dtype == OC_DT_BF16 ? dot_bf16_scalar(wr, x, in) : dot_f16_scalar(wr, x, in);

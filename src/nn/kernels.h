@@ -15,7 +15,7 @@ float oc_dot_f32(const float *a, const float *b, int n);
 void oc_axpy_f32(float a, const float *x, float *y, int n);
 /* RMSNorm of n rows of `dim`: y = x * (mean(x^2)+eps)^-1/2 * w (w NULL: no scale). In place allowed. */
 void oc_rmsnorm(const float *x, const float *w, int n, int dim, float eps, float *y);
-/* Sum of squares in double of a row (for tests / diagnostics) */
+/* whether the CPU has AVX2, FMA and F16C (the vector kernels' requirements; cached) */
 int oc_have_avx2(void);
 
 #endif
