@@ -1,9 +1,14 @@
-/* Matrix products of the decoder (src/nn/kernels.c) against a double-precision reference:
+/* Matrix products and attention of the decoder (src/nn/kernels.c) against double-precision references.
+ * Products:
  * every shape class of the decode path (n < 8 input rows: BF16 rows dotted several at a time)
  * and of the prefill path (n >= 8: blocked sgemm), BF16/F16/F32 weights mixed in one call,
  * row counts that do and do not divide among the threads and their streams, input widths
  * around the 16- and 32-element blocks. Results must not depend on the thread count nor on
- * which other matrices share the call (bit for bit). */
+ * which other matrices share the call (bit for bit).
+ * Attention: the weighted row sums bit for bit as separate axpy passes; oc_attention for GQA
+ * ratios that fill, split and leave partial head groups, sliding windows and packed sequence
+ * starts, against a double reference, the same bits with 1, 2 and 3 threads and for each head
+ * run alone. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -134,6 +139,114 @@ static void check_case(const mcase *c, int n) {
   free(X);
 }
 
+/* oc_weighted_rows: the same bits as G passes of oc_axpy_f32 over zeroed rows, and within the
+ * bound of any f32 summation order of the double sums. */
+static void check_weighted_rows(int G, int np, int hd) {
+  const size_t vs = (size_t)hd + 3, as = (size_t)np + 2; /* strides wider than the rows */
+  float *a = malloc(sizeof(float) * as * (size_t)G), *v = malloc(sizeof(float) * vs * (size_t)np);
+  float *out = malloc(sizeof(float) * (size_t)G * (size_t)hd), *ref = malloc(sizeof(float) * (size_t)G * (size_t)hd);
+  for (size_t i = 0; i < as * (size_t)G; i++) a[i] = uniform();
+  for (size_t i = 0; i < vs * (size_t)np; i++) v[i] = uniform();
+  memset(out, 0xFF, sizeof(float) * (size_t)G * (size_t)hd);
+  oc_weighted_rows(a, as, G, v, vs, np, hd, out);
+  memset(ref, 0, sizeof(float) * (size_t)G * (size_t)hd);
+  for (int g = 0; g < G; g++)
+    for (int p = 0; p < np; p++) oc_axpy_f32(a[(size_t)g * as + p], v + (size_t)p * vs, ref + (size_t)g * hd, hd);
+  CHECK(memcmp(out, ref, sizeof(float) * (size_t)G * (size_t)hd) == 0, "weighted rows G=%d np=%d hd=%d differ from axpy passes", G, np, hd);
+  int bad = 0;
+  for (int g = 0; g < G; g++)
+    for (int i = 0; i < hd; i++) {
+      double r = 0, mag = 0;
+      for (int p = 0; p < np; p++) {
+        double t = (double)a[(size_t)g * as + p] * v[(size_t)p * vs + i];
+        r += t;
+        mag += fabs(t);
+      }
+      if (!(fabs(out[(size_t)g * hd + i] - r) <= (np + 2) * (double)FLT_EPSILON * mag + 1e-30)) bad++;
+    }
+  CHECK(bad == 0, "weighted rows G=%d np=%d hd=%d: %d sums off the double reference", G, np, hd, bad);
+  free(a); free(v); free(out); free(ref);
+}
+
+typedef struct {
+  int nh, nkv, hd, n, pos0, window, packed;
+} acase;
+
+static void run_attention(const acase *c, const float *q, const float *K, const float *V, const int *lo, int threads, float *out) {
+  const int cap = c->pos0 + c->n;
+  oc_set_threads(threads);
+  float *scratch = malloc(sizeof(float) * (size_t)threads * OC_ATT_GROUP * (size_t)cap);
+  memset(out, 0xFF, sizeof(float) * (size_t)c->n * c->nh * c->hd);
+  oc_attention(q, c->n, c->nh, c->nkv, c->hd, K, V, c->pos0, lo, c->window, 0.125f, scratch, cap, out);
+  free(scratch);
+}
+
+static void check_attention(const acase *c) {
+  const int T = c->pos0 + c->n, rep = c->nh / c->nkv;
+  const size_t qn = (size_t)c->n * c->nh * c->hd, kn = (size_t)T * c->nkv * c->hd;
+  float *q = malloc(sizeof(float) * qn), *K = malloc(sizeof(float) * kn), *V = malloc(sizeof(float) * kn);
+  float *out = malloc(sizeof(float) * qn), *ref = malloc(sizeof(float) * qn);
+  int *lo = malloc(sizeof(int) * (size_t)c->n);
+  for (size_t i = 0; i < qn; i++) q[i] = 4 * uniform();
+  for (size_t i = 0; i < kn; i++) { K[i] = 4 * uniform(); V[i] = uniform(); }
+  /* packed: a second sequence starts at the middle query */
+  for (int t = 0; t < c->n; t++) lo[t] = c->packed && t >= c->n / 2 ? c->pos0 + c->n / 2 : 0;
+  run_attention(c, q, K, V, lo, 1, ref);
+  /* the double reference */
+  int bad = 0;
+  double *w = malloc(sizeof(double) * (size_t)T);
+  for (int t = 0; t < c->n; t++)
+    for (int h = 0; h < c->nh; h++) {
+      const int qp = c->pos0 + t, kvh = h / rep;
+      int first = lo[t];
+      if (c->window > 0 && qp - c->window + 1 > first) first = qp - c->window + 1;
+      double mx = -INFINITY, sum = 0;
+      for (int p = first; p <= qp; p++) {
+        double d = 0;
+        for (int i = 0; i < c->hd; i++) d += (double)q[((size_t)t * c->nh + h) * c->hd + i] * K[((size_t)p * c->nkv + kvh) * c->hd + i];
+        w[p] = d * 0.125;
+        if (w[p] > mx) mx = w[p];
+      }
+      for (int p = first; p <= qp; p++) sum += (w[p] = exp(w[p] - mx));
+      for (int i = 0; i < c->hd; i++) {
+        double r = 0, mag = 0;
+        for (int p = first; p <= qp; p++) {
+          double x = w[p] / sum * V[((size_t)p * c->nkv + kvh) * c->hd + i];
+          r += x;
+          mag += fabs(x);
+        }
+        const double got = ref[((size_t)t * c->nh + h) * c->hd + i];
+        if (!(fabs(got - r) <= 1e-5 * mag + 1e-7) && bad++ < 3)
+          CHECK(0, "attention nh=%d nkv=%d hd=%d: query %d head %d element %d: %.9g vs reference %.9g", c->nh, c->nkv, c->hd, t, h, i, got, r);
+      }
+    }
+  CHECK(bad == 0, "attention nh=%d nkv=%d hd=%d n=%d pos0=%d window=%d packed=%d: %d outputs off the reference", c->nh, c->nkv, c->hd,
+        c->n, c->pos0, c->window, c->packed, bad);
+  for (int threads = 2; threads <= 3; threads++) {
+    run_attention(c, q, K, V, lo, threads, out);
+    CHECK(memcmp(out, ref, sizeof(float) * qn) == 0, "attention nh=%d nkv=%d: %d threads differ from 1", c->nh, c->nkv, threads);
+  }
+  /* each head alone (its own query rows, its KV head's cache): the same bits as in its group */
+  acase one = *c;
+  one.nh = one.nkv = 1;
+  float *q1 = malloc(sizeof(float) * (size_t)c->n * c->hd), *K1 = malloc(sizeof(float) * (size_t)T * c->hd);
+  float *V1 = malloc(sizeof(float) * (size_t)T * c->hd), *o1 = malloc(sizeof(float) * (size_t)c->n * c->hd);
+  int same = 1;
+  for (int h = 0; h < c->nh; h++) {
+    for (int t = 0; t < c->n; t++) memcpy(q1 + (size_t)t * c->hd, q + ((size_t)t * c->nh + h) * c->hd, sizeof(float) * (size_t)c->hd);
+    for (int p = 0; p < T; p++) {
+      memcpy(K1 + (size_t)p * c->hd, K + ((size_t)p * c->nkv + h / rep) * c->hd, sizeof(float) * (size_t)c->hd);
+      memcpy(V1 + (size_t)p * c->hd, V + ((size_t)p * c->nkv + h / rep) * c->hd, sizeof(float) * (size_t)c->hd);
+    }
+    run_attention(&one, q1, K1, V1, lo, 2, o1);
+    for (int t = 0; t < c->n; t++)
+      same &= memcmp(o1 + (size_t)t * c->hd, ref + ((size_t)t * c->nh + h) * c->hd, sizeof(float) * (size_t)c->hd) == 0;
+  }
+  CHECK(same, "attention nh=%d nkv=%d hd=%d: a head run alone differs from the same head in its group", c->nh, c->nkv, c->hd);
+  oc_set_threads(1);
+  free(q); free(K); free(V); free(out); free(ref); free(lo); free(w); free(q1); free(K1); free(V1); free(o1);
+}
+
 int main(void) {
   const int ins[] = {1, 15, 16, 17, 31, 32, 33, 48, 100, 1536};
   const mcase shapes[] = {
@@ -155,6 +268,18 @@ int main(void) {
         if (c.in == 1536 && ns[k] > 3) continue; /* the prefill path is exercised by the smaller widths */
         check_case(&c, ns[k]);
       }
+  const int hds[] = {1, 7, 8, 15, 16, 17, 33, 64, 100};
+  for (int G = 1; G <= 9; G++)
+    for (size_t i = 0; i < sizeof hds / sizeof *hds; i++)
+      for (int np = 1; np <= 37; np += 12) check_weighted_rows(G, np, hds[i]);
+  /* GQA ratios 1, 2, 3, 4, 5, 6 and 8: head groups full, split (8 = 4 + 4) and partial (5, 6) */
+  const int heads[][2] = {{1, 1}, {4, 2}, {9, 3}, {8, 2}, {5, 1}, {12, 2}, {8, 1}};
+  for (size_t hsel = 0; hsel < sizeof heads / sizeof *heads; hsel++)
+    for (int variant = 0; variant < 4; variant++) {
+      acase c = {heads[hsel][0], heads[hsel][1], variant & 1 ? 20 : 64, variant < 2 ? 1 : 6, variant < 2 ? 9 : 3, variant == 1 ? 4 : 0,
+                 variant == 3};
+      check_attention(&c);
+    }
   printf("kernels: %d checks passed, %d failed\n", g_pass, g_fail);
   return g_fail != 0;
 }

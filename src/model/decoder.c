@@ -222,7 +222,7 @@ struct oc_session {
   float *x, *xn, *q, *k, *v, *att, *o, *g, *u, *ple, *pg, *cs;
   int *tpos, *tlo; /* per chunk token: rope position, cache index where its sequence starts */
   int nthr;
-  float *scores; /* [nthr][cap] */
+  float *scores; /* [nthr][OC_ATT_GROUP][cap] */
 };
 
 void oc_session_free(oc_session *s) {
@@ -273,7 +273,7 @@ static int ensure_cache(oc_session *s, int need, oc_error *err) {
     s->nthr = 0;
   }
   if (nthr > s->nthr) {
-    if (oc_grow_floats(&s->scores, (size_t)nthr * (size_t)s->cap, err)) return -1;
+    if (oc_grow_floats(&s->scores, (size_t)nthr * OC_ATT_GROUP * (size_t)s->cap, err)) return -1;
     s->nthr = nthr;
   }
   return 0;
@@ -327,30 +327,8 @@ static void apply_rope(float *x, int n, int heads, int hd, const float *cs) {
 
 static void attention(oc_session *s, const layer_w *l, int pos0, int n) {
   const oc_model_config *c = &s->m->cfg;
-  const int nh = c->n_heads, nkv = c->n_kv_heads, hd = l->hd, rep = nh / nkv;
-  const float scale = (float)c->attn_scale;
-  const int window = l->type == OC_LAYER_SLIDING ? c->sliding_window : 0;
-  const float *K = s->K[l->kv_slot], *V = s->V[l->kv_slot];
-  const int cap = s->cap;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int t = 0; t < n; t++)
-    for (int h = 0; h < nh; h++) {
-      float *sc = s->scores + (size_t)omp_get_thread_num() * cap;
-      const int qp = pos0 + t, kvh = h / rep; /* cache index of the query */
-      int lo = s->tlo[t];                      /* first cache index of its sequence */
-      if (window > 0 && qp - window + 1 > lo) lo = qp - window + 1;
-      const float *q = s->q + ((size_t)t * nh + h) * hd;
-      float mx = -INFINITY;
-      for (int p = lo; p <= qp; p++) {
-        float v = oc_dot_f32(q, K + ((size_t)p * nkv + kvh) * hd, hd) * scale;
-        sc[p - lo] = v;
-        if (v > mx) mx = v;
-      }
-      float inv = 1.0f / oc_vexp_shift_sum(sc, qp - lo + 1, mx);
-      float *out = s->att + ((size_t)t * nh + h) * hd;
-      memset(out, 0, sizeof(float) * (size_t)hd);
-      for (int p = lo; p <= qp; p++) oc_axpy_f32(sc[p - lo] * inv, V + ((size_t)p * nkv + kvh) * hd, out, hd);
-    }
+  oc_attention(s->q, n, c->n_heads, c->n_kv_heads, l->hd, s->K[l->kv_slot], s->V[l->kv_slot], pos0, s->tlo,
+               l->type == OC_LAYER_SLIDING ? c->sliding_window : 0, (float)c->attn_scale, s->scores, s->cap, s->att);
 }
 
 static void per_head_norm(float *x, int n, int heads, int hd, const float *w, float eps) {

@@ -1,4 +1,5 @@
 #include "nn/kernels.h"
+#include "nn/vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -227,6 +228,60 @@ AVX2 static void axpy_avx2(float a, const float *x, float *y, int n) {
   for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
+/* Weighted sums of rows for G (<= 4) sets of weights at once: out[g][i] = sum over p of
+ * a[g][p] * v[p][i], p in order, one fused multiply-add per term starting from 0 - the same
+ * operations, in the same order, as G passes of axpy_avx2 over a zeroed out[g]. The rows go
+ * by in chunks of WSUM_ROWS; within a chunk NV vectors (8 floats each) of every output row stay
+ * in registers while the chunk's rows stream by, and the next chunk is prefetched in row order
+ * (in decode the KV cache is cold; read in whole column blocks it came in 1.3-2.9x slower in a
+ * microbenchmark). */
+#define WSUM_ROWS 8
+AVX2 static inline __attribute__((always_inline)) void wsum_block(const float *a, size_t as, const int G, const float *v, size_t vs,
+                                                                 int p0, int pn, int i, const int NV, float *out, int hd) {
+  __m256 acc[4][4];
+  for (int g = 0; g < G; g++)
+    for (int k = 0; k < NV; k++) acc[g][k] = p0 ? _mm256_loadu_ps(out + (size_t)g * hd + i + 8 * k) : _mm256_setzero_ps();
+  for (int p = p0; p < p0 + pn; p++) {
+    const float *row = v + (size_t)p * vs + i;
+    __m256 x[4];
+    for (int k = 0; k < NV; k++) x[k] = _mm256_loadu_ps(row + 8 * k);
+    for (int g = 0; g < G; g++) {
+      const __m256 w = _mm256_broadcast_ss(a + (size_t)g * as + p);
+      for (int k = 0; k < NV; k++) acc[g][k] = _mm256_fmadd_ps(w, x[k], acc[g][k]);
+    }
+  }
+  for (int g = 0; g < G; g++)
+    for (int k = 0; k < NV; k++) _mm256_storeu_ps(out + (size_t)g * hd + i + 8 * k, acc[g][k]);
+}
+
+AVX2 static inline __attribute__((always_inline)) void wsum_g(const float *a, size_t as, const int G, const float *v, size_t vs, int np,
+                                                             int hd, float *out) {
+  const int NV = G > 2 ? 2 : 4; /* G x NV accumulators: 8 independent chains */
+  for (int p0 = 0; p0 < np; p0 += WSUM_ROWS) {
+    const int pn = np - p0 < WSUM_ROWS ? np - p0 : WSUM_ROWS;
+    for (int p = p0 + WSUM_ROWS; p < np && p < p0 + 2 * WSUM_ROWS; p++)
+      for (int o = 0; o < hd; o += 16) _mm_prefetch((const char *)(v + (size_t)p * vs + o), _MM_HINT_T0);
+    int i = 0;
+    for (; i + 8 * NV <= hd; i += 8 * NV) wsum_block(a, as, G, v, vs, p0, pn, i, NV, out, hd);
+    for (; i + 8 <= hd; i += 8) wsum_block(a, as, G, v, vs, p0, pn, i, 1, out, hd);
+    for (; i < hd; i++)
+      for (int g = 0; g < G; g++) {
+        float t = p0 ? out[(size_t)g * hd + i] : 0;
+        for (int p = p0; p < p0 + pn; p++) t = fmaf(a[(size_t)g * as + p], v[(size_t)p * vs + i], t);
+        out[(size_t)g * hd + i] = t;
+      }
+  }
+}
+
+AVX2 static void wsum_avx2(const float *a, size_t as, int G, const float *v, size_t vs, int np, int hd, float *out) {
+  switch (G) {
+    case 4: wsum_g(a, as, 4, v, vs, np, hd, out); break;
+    case 3: wsum_g(a, as, 3, v, vs, np, hd, out); break;
+    case 2: wsum_g(a, as, 2, v, vs, np, hd, out); break;
+    default: wsum_g(a, as, 1, v, vs, np, hd, out); break;
+  }
+}
+
 AVX2 static void convert_bf16_avx2(const uint16_t *src, float *dst, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_bf16x8(src + i));
@@ -251,6 +306,56 @@ void oc_axpy_f32(float a, const float *x, float *y, int n) {
   if (oc_have_avx2()) { axpy_avx2(a, x, y, n); return; }
 #endif
   for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t vs, int np, int hd, float *out) {
+  for (int g0 = 0; g0 < G; g0 += 4) {
+    const int gc = G - g0 < 4 ? G - g0 : 4;
+#ifdef OC_X86
+    if (oc_have_avx2()) { wsum_avx2(a + (size_t)g0 * as, as, gc, v, vs, np, hd, out + (size_t)g0 * hd); continue; }
+#endif
+    for (int g = g0; g < g0 + gc; g++) {
+      float *o = out + (size_t)g * hd;
+      memset(o, 0, sizeof(float) * (size_t)hd);
+      for (int p = 0; p < np; p++) oc_axpy_f32(a[(size_t)g * as + p], v + (size_t)p * vs, o, hd);
+    }
+  }
+}
+
+/* Work items are (query, KV head, group of up to OC_ATT_GROUP of its query heads): each K and
+ * V row is fetched once per group (the group's other heads find it in L1) instead of once per
+ * head. A head's arithmetic is the same in any group, so results depend neither on the
+ * grouping nor on the thread count. */
+void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0, const int *lo,
+                  int window, float scale, float *scratch, int cap, float *out) {
+  const int rep = nh / nkv, ngrp = (rep + OC_ATT_GROUP - 1) / OC_ATT_GROUP, items = nkv * ngrp;
+  const size_t row = (size_t)nkv * (size_t)hd;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int t = 0; t < n; t++)
+    for (int it = 0; it < items; it++) {
+      const int kvh = it / ngrp, h0 = kvh * rep + (it % ngrp) * OC_ATT_GROUP;
+      const int G = kvh * rep + rep - h0 < OC_ATT_GROUP ? kvh * rep + rep - h0 : OC_ATT_GROUP;
+      float *sc = scratch + (size_t)omp_get_thread_num() * OC_ATT_GROUP * (size_t)cap; /* [G][cap] */
+      const int qp = pos0 + t;
+      int first = lo[t];
+      if (window > 0 && qp - window + 1 > first) first = qp - window + 1;
+      const int np = qp - first + 1;
+      const float *qg = q + ((size_t)t * nh + h0) * hd, *k0 = K + (size_t)first * row + (size_t)kvh * hd;
+      float mx[OC_ATT_GROUP];
+      for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+      for (int p = 0; p < np; p++)
+        for (int g = 0; g < G; g++) {
+          const float v = oc_dot_f32(qg + (size_t)g * hd, k0 + (size_t)p * row, hd) * scale;
+          sc[(size_t)g * cap + p] = v;
+          if (v > mx[g]) mx[g] = v;
+        }
+      for (int g = 0; g < G; g++) {
+        float *sg = sc + (size_t)g * cap;
+        const float inv = 1.0f / oc_vexp_shift_sum(sg, np, mx[g]);
+        for (int p = 0; p < np; p++) sg[p] *= inv;
+      }
+      oc_weighted_rows(sc, (size_t)cap, G, V + (size_t)first * row + (size_t)kvh * hd, row, np, hd, out + ((size_t)t * nh + h0) * hd);
+    }
 }
 
 typedef float (*dot16_fn)(const uint16_t *, const float *, int);
