@@ -333,8 +333,8 @@ void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K
 #pragma omp parallel for collapse(2) schedule(static)
   for (int t = 0; t < n; t++)
     for (int it = 0; it < items; it++) {
-      const int kvh = it / ngrp, h0 = kvh * rep + (it % ngrp) * OC_ATT_GROUP;
-      const int G = kvh * rep + rep - h0 < OC_ATT_GROUP ? kvh * rep + rep - h0 : OC_ATT_GROUP;
+      const int kvh = it / ngrp, h0 = kvh * rep + (it % ngrp) * OC_ATT_GROUP, left = (kvh + 1) * rep - h0;
+      const int G = left < OC_ATT_GROUP ? left : OC_ATT_GROUP;
       float *sc = scratch + (size_t)omp_get_thread_num() * OC_ATT_GROUP * (size_t)cap; /* [G][cap] */
       const int qp = pos0 + t;
       int first = lo[t];
