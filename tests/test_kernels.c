@@ -1,7 +1,7 @@
 /* Matrix products and attention of the decoder (src/nn/kernels.c) against double-precision references.
  * Products:
  * every shape class of the decode path (n < 8 input rows: BF16 rows dotted several at a time)
- * and of the prefill path (n >= 8: blocked sgemm), BF16/F16/F32 weights mixed in one call,
+ * and of the prefill path (n >= 8: blocked sgemm, long inputs in pieces), BF16/F16/F32 weights mixed in one call,
  * row counts that do and do not divide among the threads and their streams, input widths
  * around the 16- and 32-element blocks. Results must not depend on the thread count nor on
  * which other matrices share the call (bit for bit).
@@ -267,6 +267,15 @@ int main(void) {
         c.in = ins[i];
         if (c.in == 1536 && ns[k] > 3) continue; /* the prefill path is exercised by the smaller widths */
         check_case(&c, ns[k]);
+      }
+  /* long prefills: X taken in pieces of 512 rows (exactly one, one and a row, two and a part) */
+  const int long_ns[] = {512, 513, 1100}, long_ins[] = {17, 100};
+  for (int s = 3; s <= 4; s++)
+    for (size_t i = 0; i < sizeof long_ins / sizeof *long_ins; i++)
+      for (size_t k = 0; k < sizeof long_ns / sizeof *long_ns; k++) {
+        mcase c = shapes[s];
+        c.in = long_ins[i];
+        check_case(&c, long_ns[k]);
       }
   const int hds[] = {1, 7, 8, 15, 16, 17, 33, 64, 100};
   for (int G = 1; G <= 9; G++)
