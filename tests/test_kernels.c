@@ -5,10 +5,10 @@
  * row counts that do and do not divide among the threads and their streams, input widths
  * around the 16- and 32-element blocks. Results must not depend on the thread count nor on
  * which other matrices share the call (bit for bit).
- * Attention: the weighted row sums bit for bit as separate axpy passes; oc_attention for GQA
- * ratios that fill, split and leave partial head groups, sliding windows and packed sequence
- * starts, against a double reference, the same bits with 1, 2 and 3 threads and for each head
- * run alone. */
+ * Attention: the weighted row sums bit for bit as separate axpy passes; oc_attention, decode
+ * (1 or 6 queries) and prefill (8 to 100 queries, sgemm over blocks), for GQA ratios that fill,
+ * split and leave partial head groups, sliding windows and packed sequence starts, against a
+ * double reference, the same bits with 1, 2 and 3 threads and for each head run alone. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -175,7 +175,7 @@ typedef struct {
 static void run_attention(const acase *c, const float *q, const float *K, const float *V, const int *lo, int threads, float *out) {
   const int cap = c->pos0 + c->n;
   oc_set_threads(threads);
-  float *scratch = malloc(sizeof(float) * (size_t)threads * OC_ATT_GROUP * (size_t)cap);
+  float *scratch = malloc(sizeof(float) * oc_attention_scratch(threads, cap));
   memset(out, 0xFF, sizeof(float) * (size_t)c->n * c->nh * c->hd);
   oc_attention(q, c->n, c->nh, c->nkv, c->hd, K, V, c->pos0, lo, c->window, 0.125f, scratch, cap, out);
   free(scratch);
@@ -287,6 +287,15 @@ int main(void) {
     for (int variant = 0; variant < 4; variant++) {
       acase c = {heads[hsel][0], heads[hsel][1], variant & 1 ? 20 : 64, variant < 2 ? 1 : 6, variant < 2 ? 9 : 3, variant == 1 ? 4 : 0,
                  variant == 3};
+      check_attention(&c);
+    }
+  /* prefill (8 queries and more: blocks of 32 through sgemm): one block exactly, one and a part,
+   * three and a part; after a cached prefix; sliding windows shorter and longer than a block;
+   * a packed second sequence starting inside a block */
+  const int pre[][4] = {{8, 0, 0, 0}, {32, 5, 0, 1}, {45, 0, 7, 0}, {45, 11, 40, 1}, {100, 3, 0, 1}, {100, 0, 33, 0}};
+  for (size_t hsel = 0; hsel < sizeof heads / sizeof *heads; hsel += 2)
+    for (size_t v = 0; v < sizeof pre / sizeof *pre; v++) {
+      acase c = {heads[hsel][0], heads[hsel][1], v & 1 ? 20 : 64, pre[v][0], pre[v][1], pre[v][2], pre[v][3]};
       check_attention(&c);
     }
   printf("kernels: %d checks passed, %d failed\n", g_pass, g_fail);

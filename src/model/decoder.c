@@ -222,7 +222,7 @@ struct oc_session {
   float *x, *xn, *q, *k, *v, *att, *o, *g, *u, *ple, *pg, *cs;
   int *tpos, *tlo; /* per chunk token: rope position, cache index where its sequence starts */
   int nthr;
-  float *scores; /* [nthr][OC_ATT_GROUP][cap] */
+  float *scores; /* attention scratch, oc_attention_scratch(nthr, cap) floats */
 };
 
 void oc_session_free(oc_session *s) {
@@ -273,7 +273,7 @@ static int ensure_cache(oc_session *s, int need, oc_error *err) {
     s->nthr = 0;
   }
   if (nthr > s->nthr) {
-    if (oc_grow_floats(&s->scores, (size_t)nthr * OC_ATT_GROUP * (size_t)s->cap, err)) return -1;
+    if (oc_grow_floats(&s->scores, oc_attention_scratch(nthr, s->cap), err)) return -1;
     s->nthr = nthr;
   }
   return 0;

@@ -326,8 +326,71 @@ void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t v
  * V row is fetched once per group (the group's other heads find it in L1) instead of once per
  * head. A head's arithmetic is the same in any group, so results depend neither on the
  * grouping nor on the thread count. */
+/* Fewer input rows than this take the decode paths (the matrix-vector kernels, attention query by
+ * query); from it on, the prefill paths built on sgemm. */
+#define GEMM_MIN_ROWS 8
+/* Queries per work item of the prefill attention. */
+#define ATT_QBLOCK 32
+
+/* First cache index query t sees. */
+static int att_first(int t, int pos0, const int *lo, int window) {
+  const int qp = pos0 + t;
+  return window > 0 && qp - window + 1 > lo[t] ? qp - window + 1 : lo[t];
+}
+
+/* Prefill: work items (block of ATT_QBLOCK queries, KV head, group of up to OC_ATT_GROUP of its
+ * query heads) over the union of the block's key ranges. Per head, the scores are one sgemm
+ * (scale * Q K^T), the softmax runs over each query's own range with the rest of its row set to
+ * zero, and the output is a second sgemm (P V). Each item is computed by one thread with
+ * single-threaded sgemm, so the result does not depend on the thread count. */
+static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0,
+                             const int *lo, int window, float scale, float *scratch, int cap, float *out) {
+  const int rep = nh / nkv, ngrp = (rep + OC_ATT_GROUP - 1) / OC_ATT_GROUP, nblk = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+  const int items = nblk * nkv * ngrp;
+  const size_t row = (size_t)nkv * (size_t)hd, qrow = (size_t)nh * (size_t)hd;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int it = 0; it < items; it++) {
+    const int b = it / (nkv * ngrp), kvh = it % (nkv * ngrp) / ngrp, h0 = kvh * rep + it % ngrp * OC_ATT_GROUP;
+    const int left = (kvh + 1) * rep - h0, G = left < OC_ATT_GROUP ? left : OC_ATT_GROUP;
+    const int t0 = b * ATT_QBLOCK, tb = n - t0 < ATT_QBLOCK ? n - t0 : ATT_QBLOCK;
+    int kmin = att_first(t0, pos0, lo, window);
+    for (int t = t0 + 1; t < t0 + tb; t++) {
+      const int f = att_first(t, pos0, lo, window);
+      if (f < kmin) kmin = f;
+    }
+    const int nk = pos0 + t0 + tb - kmin; /* keys kmin .. the block's last query */
+    float *S = scratch + (size_t)omp_get_thread_num() * OC_ATT_GROUP * ATT_QBLOCK * (size_t)cap; /* [G][tb][nk] */
+    const float *kb = K + (size_t)kmin * row + (size_t)kvh * hd, *vb = V + (size_t)kmin * row + (size_t)kvh * hd;
+    for (int g = 0; g < G; g++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tb, nk, hd, scale, q + ((size_t)t0 * nh + h0 + g) * hd, (int)qrow, kb,
+                  (int)row, 0.0f, S + (size_t)g * tb * nk, nk);
+    for (int g = 0; g < G; g++)
+      for (int t = 0; t < tb; t++) {
+        float *sr = S + ((size_t)g * tb + t) * nk;
+        const int a = att_first(t0 + t, pos0, lo, window) - kmin, z = pos0 + t0 + t - kmin; /* its keys: a .. z */
+        float mx = -INFINITY;
+        for (int p = a; p <= z; p++) mx = sr[p] > mx ? sr[p] : mx;
+        const float inv = 1.0f / oc_vexp_shift_sum(sr + a, z - a + 1, mx);
+        for (int p = a; p <= z; p++) sr[p] *= inv;
+        memset(sr, 0, sizeof(float) * (size_t)a);
+        memset(sr + z + 1, 0, sizeof(float) * (size_t)(nk - z - 1));
+      }
+    for (int g = 0; g < G; g++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tb, hd, nk, 1.0f, S + (size_t)g * tb * nk, nk, vb, (int)row, 0.0f,
+                  out + ((size_t)t0 * nh + h0 + g) * hd, (int)qrow);
+  }
+}
+
+size_t oc_attention_scratch(int threads, int cap) { return (size_t)threads * OC_ATT_GROUP * ATT_QBLOCK * (size_t)cap; }
+
 void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0, const int *lo,
                   int window, float scale, float *scratch, int cap, float *out) {
+  if (n >= GEMM_MIN_ROWS) {
+    attention_blocks(q, n, nh, nkv, hd, K, V, pos0, lo, window, scale, scratch, cap, out);
+    return;
+  }
+  /* Decode: one work item per (query, KV head, group of its query heads); dot products and the
+   * weighted rows read each K and V row once per group. */
   const int rep = nh / nkv, ngrp = (rep + OC_ATT_GROUP - 1) / OC_ATT_GROUP, items = nkv * ngrp;
   const size_t row = (size_t)nkv * (size_t)hd;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -336,10 +399,7 @@ void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K
       const int kvh = it / ngrp, h0 = kvh * rep + (it % ngrp) * OC_ATT_GROUP, left = (kvh + 1) * rep - h0;
       const int G = left < OC_ATT_GROUP ? left : OC_ATT_GROUP;
       float *sc = scratch + (size_t)omp_get_thread_num() * OC_ATT_GROUP * (size_t)cap; /* [G][cap] */
-      const int qp = pos0 + t;
-      int first = lo[t];
-      if (window > 0 && qp - window + 1 > first) first = qp - window + 1;
-      const int np = qp - first + 1;
+      const int qp = pos0 + t, first = att_first(t, pos0, lo, window), np = qp - first + 1;
       const float *qg = q + ((size_t)t * nh + h0) * hd, *k0 = K + (size_t)first * row + (size_t)kvh * hd;
       float mx[OC_ATT_GROUP];
       for (int g = 0; g < G; g++) mx[g] = -INFINITY;
@@ -376,7 +436,6 @@ void oc_tensor_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, flo
   convert_row(t->dtype, (const char *)t->data + (size_t)(row * cols + col0) * es, dst, (size_t)n);
 }
 
-#define GEMM_MIN_ROWS 8
 /* Rows of X per sgemm call. OpenBLAS copies (packs) all of X at every call, once per block of
  * weight rows; X in 512-row pieces made a 2048-token E2B prefill 6-8 % faster (bench/README.md),
  * their copies coming more from the cache. Fixed, so results do not depend on the thread count;

@@ -17,13 +17,16 @@ void oc_axpy_f32(float a, const float *x, float *y, int n);
  * v[p*vs .. p*vs + hd), p in order, each term one fused multiply-add (bit for bit G passes of
  * oc_axpy_f32 over zeroed rows; each row of v is read once for every 4 of the G). */
 void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t vs, int np, int hd, float *out);
-/* Query heads per attention work item (the scratch of oc_attention is sized by it). */
+/* Query heads per attention work item. */
 #define OC_ATT_GROUP 4
 /* Causal attention of n queries over a KV cache; q, out: [n][nh][hd]; K, V: [index][nkv][hd].
  * Query t sits at cache index pos0 + t and sees the indices from lo[t] (its sequence's first),
  * or from pos0 + t - window + 1 if later (window > 0: sliding), through pos0 + t: softmax of
  * scale * q.k, then the weighted sum of the V rows. Query head h reads KV head h / (nh / nkv).
- * scratch: OC_ATT_GROUP * cap floats per OpenMP thread, cap >= pos0 + n. */
+ * scratch: oc_attention_scratch(OpenMP threads, cap) floats, cap >= pos0 + n. From 8 queries on
+ * (prefill) the scores and the weighted sums are sgemm calls over blocks of 32 queries; fewer
+ * (decode) are taken one by one. Either way the result does not depend on the thread count. */
+size_t oc_attention_scratch(int threads, int cap);
 void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0, const int *lo,
                   int window, float scale, float *scratch, int cap, float *out);
 /* RMSNorm of n rows of `dim`: y = x * (mean(x^2)+eps)^-1/2 * w (w NULL: no scale). In place allowed. */
