@@ -322,10 +322,6 @@ void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t v
   }
 }
 
-/* Work items are (query, KV head, group of up to OC_ATT_GROUP of its query heads): each K and
- * V row is fetched once per group (the group's other heads find it in L1) instead of once per
- * head. A head's arithmetic is the same in any group, so results depend neither on the
- * grouping nor on the thread count. */
 /* Fewer input rows than this take the decode paths (the matrix-vector kernels, attention query by
  * query); from it on, the prefill paths built on sgemm. */
 #define GEMM_MIN_ROWS 8
@@ -389,8 +385,10 @@ void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K
     attention_blocks(q, n, nh, nkv, hd, K, V, pos0, lo, window, scale, scratch, cap, out);
     return;
   }
-  /* Decode: one work item per (query, KV head, group of its query heads); dot products and the
-   * weighted rows read each K and V row once per group. */
+  /* Decode: work items are (query, KV head, group of up to OC_ATT_GROUP of its query heads):
+   * each K and V row is fetched once per group (the group's other heads find it in L1) instead
+   * of once per head. A head's arithmetic is the same in any group, so results depend neither on
+   * the grouping nor on the thread count. */
   const int rep = nh / nkv, ngrp = (rep + OC_ATT_GROUP - 1) / OC_ATT_GROUP, items = nkv * ngrp;
   const size_t row = (size_t)nkv * (size_t)hd;
 #pragma omp parallel for collapse(2) schedule(static)
