@@ -337,7 +337,8 @@ static int att_first(int t, int pos0, const int *lo, int window) {
 /* Prefill: work items (block of ATT_QBLOCK queries, KV head, group of up to OC_ATT_GROUP of its
  * query heads) over the union of the block's key ranges. Per head, the scores are one sgemm
  * (scale * Q K^T), the softmax runs over each query's own range with the rest of its row set to
- * zero, and the output is a second sgemm (P V). Each item is computed by one thread with
+ * zero, and the output is a second sgemm (P V); the group's heads share the item so that its K
+ * and V blocks are read from memory once. Each item is computed by one thread with
  * single-threaded sgemm, so the result does not depend on the thread count. */
 static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0,
                              const int *lo, int window, float scale, float *scratch, int cap, float *out) {
@@ -355,14 +356,13 @@ static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, con
       if (f < kmin) kmin = f;
     }
     const int nk = pos0 + t0 + tb - kmin; /* keys kmin .. the block's last query */
-    float *S = scratch + (size_t)omp_get_thread_num() * OC_ATT_GROUP * ATT_QBLOCK * (size_t)cap; /* [G][tb][nk] */
+    float *S = scratch + (size_t)omp_get_thread_num() * ATT_QBLOCK * (size_t)cap; /* [tb][nk] */
     const float *kb = K + (size_t)kmin * row + (size_t)kvh * hd, *vb = V + (size_t)kmin * row + (size_t)kvh * hd;
-    for (int g = 0; g < G; g++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tb, nk, hd, scale, q + ((size_t)t0 * nh + h0 + g) * hd, (int)qrow, kb,
-                  (int)row, 0.0f, S + (size_t)g * tb * nk, nk);
-    for (int g = 0; g < G; g++)
+    for (int h = h0; h < h0 + G; h++) { /* the group's heads one after another: K and V blocks stay in cache */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tb, nk, hd, scale, q + ((size_t)t0 * nh + h) * hd, (int)qrow, kb, (int)row,
+                  0.0f, S, nk);
       for (int t = 0; t < tb; t++) {
-        float *sr = S + ((size_t)g * tb + t) * nk;
+        float *sr = S + (size_t)t * nk;
         const int a = att_first(t0 + t, pos0, lo, window) - kmin, z = pos0 + t0 + t - kmin; /* its keys: a .. z */
         float mx = -INFINITY;
         for (int p = a; p <= z; p++) mx = sr[p] > mx ? sr[p] : mx;
@@ -371,13 +371,16 @@ static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, con
         memset(sr, 0, sizeof(float) * (size_t)a);
         memset(sr + z + 1, 0, sizeof(float) * (size_t)(nk - z - 1));
       }
-    for (int g = 0; g < G; g++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tb, hd, nk, 1.0f, S + (size_t)g * tb * nk, nk, vb, (int)row, 0.0f,
-                  out + ((size_t)t0 * nh + h0 + g) * hd, (int)qrow);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tb, hd, nk, 1.0f, S, nk, vb, (int)row, 0.0f, out + ((size_t)t0 * nh + h) * hd,
+                  (int)qrow);
+    }
   }
 }
 
-size_t oc_attention_scratch(int threads, int cap) { return (size_t)threads * OC_ATT_GROUP * ATT_QBLOCK * (size_t)cap; }
+/* Per thread: the decode path's [OC_ATT_GROUP][cap] scores or the prefill path's [ATT_QBLOCK][cap]. */
+size_t oc_attention_scratch(int threads, int cap) {
+  return (size_t)threads * (ATT_QBLOCK > OC_ATT_GROUP ? ATT_QBLOCK : OC_ATT_GROUP) * (size_t)cap;
+}
 
 void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0, const int *lo,
                   int window, float scale, float *scratch, int cap, float *out) {
