@@ -26,10 +26,11 @@ static char out[1 << 16];
 /* X.<layer> rows of a collection equal the last-token hidden states of an independent forward
  * pass of each example, to rounding: a collection packs consecutive examples into one prefill,
  * and OpenBLAS's sgemm rounds a row by its place among the rows of the call (in 12-row tiles on
- * the CI machines), so an example that does not start on that grid differs from its pass alone
- * in the last bits. With MAXLEN 90 the packed examples start at 90, 180, 270: off the grid. A
- * wrong layer or position is off by far more than the bound. The first five examples span two
- * packs of the default --pack_tokens 400. */
+ * the dev VM's EPYC), so an example that does not start on that grid differs from its pass alone
+ * in the last bits. The exchanges are longer than MAXLEN 90 tokens, so the packed examples start
+ * at 90, 180, 270: off the grid (at 96 they were on it, and a bit-for-bit check passed). A wrong
+ * layer or position is off by far more than the bound (checked against the layer below). The
+ * first five examples span two packs of the default --pack_tokens 400. */
 static void check_against_forward(const char *model_dir, const oc_activations *a, int use_template) {
   oc_error err;
   oc_dataset ds;
