@@ -328,6 +328,20 @@ void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t v
 /* Queries per work item of the prefill attention. */
 #define ATT_QBLOCK 32
 
+/* Query heads h0 .. h0 + *G - 1 (returns h0): group `grp` of the heads on KV head kvh, rep heads
+ * per KV head, OC_ATT_GROUP per group (the last group of a KV head may hold fewer). */
+static int att_group(int kvh, int grp, int rep, int *G) {
+  const int h0 = kvh * rep + grp * OC_ATT_GROUP, left = (kvh + 1) * rep - h0;
+  *G = left < OC_ATT_GROUP ? left : OC_ATT_GROUP;
+  return h0;
+}
+
+/* Scores s[0..n) into their softmax, given their maximum mx. */
+static void att_softmax(float *s, int n, float mx) {
+  const float inv = 1.0f / oc_vexp_shift_sum(s, n, mx);
+  for (int p = 0; p < n; p++) s[p] *= inv;
+}
+
 /* First cache index query t sees. */
 static int att_first(int t, int pos0, const int *lo, int window) {
   const int qp = pos0 + t;
@@ -347,8 +361,8 @@ static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, con
   const size_t row = (size_t)nkv * (size_t)hd, qrow = (size_t)nh * (size_t)hd;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int it = 0; it < items; it++) {
-    const int b = it / (nkv * ngrp), kvh = it % (nkv * ngrp) / ngrp, h0 = kvh * rep + it % ngrp * OC_ATT_GROUP;
-    const int left = (kvh + 1) * rep - h0, G = left < OC_ATT_GROUP ? left : OC_ATT_GROUP;
+    int G;
+    const int b = it / (nkv * ngrp), kvh = it % (nkv * ngrp) / ngrp, h0 = att_group(kvh, it % ngrp, rep, &G);
     const int t0 = b * ATT_QBLOCK, tb = n - t0 < ATT_QBLOCK ? n - t0 : ATT_QBLOCK;
     int kmin = att_first(t0, pos0, lo, window);
     for (int t = t0 + 1; t < t0 + tb; t++) {
@@ -366,8 +380,7 @@ static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, con
         const int a = att_first(t0 + t, pos0, lo, window) - kmin, z = pos0 + t0 + t - kmin; /* its keys: a .. z */
         float mx = -INFINITY;
         for (int p = a; p <= z; p++) mx = sr[p] > mx ? sr[p] : mx;
-        const float inv = 1.0f / oc_vexp_shift_sum(sr + a, z - a + 1, mx);
-        for (int p = a; p <= z; p++) sr[p] *= inv;
+        att_softmax(sr + a, z - a + 1, mx);
         memset(sr, 0, sizeof(float) * (size_t)a);
         memset(sr + z + 1, 0, sizeof(float) * (size_t)(nk - z - 1));
       }
@@ -397,8 +410,8 @@ void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K
 #pragma omp parallel for collapse(2) schedule(static)
   for (int t = 0; t < n; t++)
     for (int it = 0; it < items; it++) {
-      const int kvh = it / ngrp, h0 = kvh * rep + (it % ngrp) * OC_ATT_GROUP, left = (kvh + 1) * rep - h0;
-      const int G = left < OC_ATT_GROUP ? left : OC_ATT_GROUP;
+      int G;
+      const int kvh = it / ngrp, h0 = att_group(kvh, it % ngrp, rep, &G);
       float *sc = scratch + (size_t)omp_get_thread_num() * OC_ATT_GROUP * (size_t)cap; /* [G][cap] */
       const int qp = pos0 + t, first = att_first(t, pos0, lo, window), np = qp - first + 1;
       const float *qg = q + ((size_t)t * nh + h0) * hd, *k0 = K + (size_t)first * row + (size_t)kvh * hd;
@@ -410,11 +423,7 @@ void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K
           sc[(size_t)g * cap + p] = v;
           if (v > mx[g]) mx[g] = v;
         }
-      for (int g = 0; g < G; g++) {
-        float *sg = sc + (size_t)g * cap;
-        const float inv = 1.0f / oc_vexp_shift_sum(sg, np, mx[g]);
-        for (int p = 0; p < np; p++) sg[p] *= inv;
-      }
+      for (int g = 0; g < G; g++) att_softmax(sc + (size_t)g * cap, np, mx[g]);
       oc_weighted_rows(sc, (size_t)cap, G, V + (size_t)first * row + (size_t)kvh * hd, row, np, hd, out + ((size_t)t * nh + h0) * hd);
     }
 }
