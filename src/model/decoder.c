@@ -93,6 +93,9 @@ void oc_model_free(oc_model *m) {
   free(m);
 }
 
+/* Head dim of a layer type (as oc_config_layer_head_dim per layer). */
+static int type_head_dim(const oc_model_config *c, int type) { return type == OC_LAYER_FULL ? c->global_head_dim : c->head_dim; }
+
 static int bind_layer(binder *b, int i) {
   oc_model *m = b->m;
   const oc_model_config *c = &m->cfg;
@@ -195,7 +198,7 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   }
   m->decode_bytes += m->lm_head->nbytes;
   for (int t = 0; t < 2; t++) {
-    int hd = t == OC_LAYER_FULL ? c->global_head_dim : c->head_dim;
+    int hd = type_head_dim(c, t);
     m->inv_freq[t] = malloc(sizeof(float) * (size_t)(hd / 2));
     if (!m->inv_freq[t]) { oc_fail(err, "out of memory"); goto fail; }
     oc_rope_inv_freq(&c->rope[t], hd, m->inv_freq[t]);
@@ -289,7 +292,7 @@ static int ensure_scratch(oc_session *s, int n, oc_error *err) {
       oc_grow_floats(&s->k, N * c->n_kv_heads * hd, err) || oc_grow_floats(&s->v, N * c->n_kv_heads * hd, err) ||
       oc_grow_floats(&s->att, N * c->n_heads * hd, err) || oc_grow_floats(&s->o, N * H, err) || oc_grow_floats(&s->g, N * I, err) ||
       oc_grow_floats(&s->u, N * I, err) || oc_grow_floats(&s->ple, N * LP, err) || oc_grow_floats(&s->pg, N * (size_t)(c->ple_dim ? c->ple_dim : 1), err) ||
-      oc_grow_floats(&s->cs, N * hd * 2, err))
+      oc_grow_floats(&s->cs, N * hd * 2, err)) /* a cos/sin table per layer type (rope_of) */
     return -1;
   int *tp = realloc(s->tpos, sizeof(int) * N), *tl = tp ? realloc(s->tlo, sizeof(int) * N) : NULL;
   if (tp) s->tpos = tp;
@@ -302,6 +305,7 @@ static int ensure_scratch(oc_session *s, int n, oc_error *err) {
 /* ------------------------------------------------------------------ forward pieces */
 static void rope_table(const float *inv, int half, const int *tpos, int n, float *cs) {
   /* cs[t][0..half) = cos, cs[t][half..2half) = sin */
+#pragma omp parallel for schedule(static) if (n >= 16)
   for (int t = 0; t < n; t++)
     for (int j = 0; j < half; j++) {
       float a = (float)tpos[t] * inv[j];
@@ -325,6 +329,24 @@ static void apply_rope(float *x, int n, int heads, int hd, const float *cs) {
   }
 }
 
+/* The cos/sin table of a layer type for the current chunk: s->cs holds one per type (each
+ * chunk_cap x the larger head dim), filled once per chunk by rope_tables, not once per layer. */
+static float *rope_of(const oc_session *s, int type) {
+  const oc_model_config *c = &s->m->cfg;
+  const size_t hdmax = (size_t)(c->global_head_dim > c->head_dim ? c->global_head_dim : c->head_dim);
+  return s->cs + (size_t)type * (size_t)s->chunk_cap * hdmax;
+}
+
+/* Tables for the layer types among the first `depth` layers, at the chunk's positions. */
+static void rope_tables(oc_session *s, int n, int depth) {
+  const oc_model_config *c = &s->m->cfg;
+  for (int type = 0; type < 2; type++) {
+    int used = 0;
+    for (int i = 0; i < depth && i < c->n_layers; i++) used |= (int)c->layer_types[i] == type;
+    if (used) rope_table(s->m->inv_freq[type], type_head_dim(c, type) / 2, s->tpos, n, rope_of(s, type));
+  }
+}
+
 static void attention(oc_session *s, const layer_w *l, int pos0, int n) {
   const oc_model_config *c = &s->m->cfg;
   oc_attention(s->q, n, c->n_heads, c->n_kv_heads, l->hd, s->K[l->kv_slot], s->V[l->kv_slot], pos0, s->tlo,
@@ -343,8 +365,8 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
   const float eps = (float)c->eps;
   float *x = s->x, *xn = s->xn;
 
+  const float *cs = rope_of(s, l->type);
   oc_rmsnorm(x, l->in_norm, n, H, eps, xn);
-  rope_table(m->inv_freq[l->type], hd / 2, s->tpos, n, s->cs);
   {
     const oc_tensor *ws[3] = {l->q, l->k, l->v};
     const int outs[3] = {nh * hd, nkv * hd, nkv * hd};
@@ -352,11 +374,11 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
     oc_matmul_multi(xn, n, H, ws, outs, ys, l->owns_kv ? 3 : 1);
   }
   if (l->q_norm) per_head_norm(s->q, n, nh, hd, l->q_norm, eps);
-  apply_rope(s->q, n, nh, hd, s->cs);
+  apply_rope(s->q, n, nh, hd, cs);
   if (l->owns_kv) {
     if (l->k_norm) per_head_norm(s->k, n, nkv, hd, l->k_norm, eps);
     if (c->v_norm) per_head_norm(s->v, n, nkv, hd, NULL, eps);
-    apply_rope(s->k, n, nkv, hd, s->cs);
+    apply_rope(s->k, n, nkv, hd, cs);
     size_t row = (size_t)nkv * hd;
     memcpy(s->K[l->kv_slot] + (size_t)pos0 * row, s->k, sizeof(float) * row * (size_t)n);
     memcpy(s->V[l->kv_slot] + (size_t)pos0 * row, s->v, sizeof(float) * row * (size_t)n);
@@ -479,6 +501,7 @@ static int forward_chunk(oc_session *s, const int32_t *ids, int n, const oc_taps
     if (es != 1.0f) for (int j = 0; j < H; j++) x[j] *= es;
   }
   if (m->ple_table && depth > 0) per_layer_inputs(s, ids, n);
+  rope_tables(s, n, depth);
   if (taps) capture(s, taps, norm_layers, 0, s->x, n);
   for (int i = 0; i < depth && i < L; i++) {
     run_layer(s, i, pos0, n);
