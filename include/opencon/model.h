@@ -47,6 +47,7 @@ typedef struct oc_model_config {
 int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc_error *err);
 void oc_config_free(oc_model_config *cfg);
 /* Per-layer geometry */
+int oc_config_type_head_dim(const oc_model_config *c, oc_layer_type type); /* head dim of a layer type */
 int oc_config_layer_head_dim(const oc_model_config *c, int layer);
 int oc_config_layer_intermediate(const oc_model_config *c, int layer);
 int oc_config_kv_source(const oc_model_config *c, int layer); /* -1: own K/V */

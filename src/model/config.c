@@ -281,9 +281,11 @@ done:
   return rc;
 }
 
-int oc_config_layer_head_dim(const oc_model_config *c, int layer) {
-  return c->layer_types[layer] == OC_LAYER_FULL ? c->global_head_dim : c->head_dim;
+int oc_config_type_head_dim(const oc_model_config *c, oc_layer_type type) {
+  return type == OC_LAYER_FULL ? c->global_head_dim : c->head_dim;
 }
+
+int oc_config_layer_head_dim(const oc_model_config *c, int layer) { return oc_config_type_head_dim(c, c->layer_types[layer]); }
 
 int oc_config_layer_intermediate(const oc_model_config *c, int layer) {
   int wide = c->double_wide_mlp && c->n_kv_shared && layer >= c->n_layers - c->n_kv_shared;

@@ -93,9 +93,6 @@ void oc_model_free(oc_model *m) {
   free(m);
 }
 
-/* Head dim of a layer type (as oc_config_layer_head_dim per layer). */
-static int type_head_dim(const oc_model_config *c, int type) { return type == OC_LAYER_FULL ? c->global_head_dim : c->head_dim; }
-
 static int bind_layer(binder *b, int i) {
   oc_model *m = b->m;
   const oc_model_config *c = &m->cfg;
@@ -198,7 +195,7 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   }
   m->decode_bytes += m->lm_head->nbytes;
   for (int t = 0; t < 2; t++) {
-    int hd = type_head_dim(c, t);
+    int hd = oc_config_type_head_dim(c, (oc_layer_type)t);
     m->inv_freq[t] = malloc(sizeof(float) * (size_t)(hd / 2));
     if (!m->inv_freq[t]) { oc_fail(err, "out of memory"); goto fail; }
     oc_rope_inv_freq(&c->rope[t], hd, m->inv_freq[t]);
@@ -331,7 +328,7 @@ static void apply_rope(float *x, int n, int heads, int hd, const float *cs) {
 
 /* The cos/sin table of a layer type for the current chunk: s->cs holds one per type (each
  * chunk_cap x the larger head dim), filled once per chunk by rope_tables, not once per layer. */
-static float *rope_of(const oc_session *s, int type) {
+static float *rope_of(const oc_session *s, oc_layer_type type) {
   const oc_model_config *c = &s->m->cfg;
   const size_t hdmax = (size_t)(c->global_head_dim > c->head_dim ? c->global_head_dim : c->head_dim);
   return s->cs + (size_t)type * (size_t)s->chunk_cap * hdmax;
@@ -340,10 +337,11 @@ static float *rope_of(const oc_session *s, int type) {
 /* Tables for the layer types among the first `depth` layers, at the chunk's positions. */
 static void rope_tables(oc_session *s, int n, int depth) {
   const oc_model_config *c = &s->m->cfg;
-  for (int type = 0; type < 2; type++) {
+  for (int t = 0; t < 2; t++) {
+    const oc_layer_type type = (oc_layer_type)t;
     int used = 0;
-    for (int i = 0; i < depth && i < c->n_layers; i++) used |= (int)c->layer_types[i] == type;
-    if (used) rope_table(s->m->inv_freq[type], type_head_dim(c, type) / 2, s->tpos, n, rope_of(s, type));
+    for (int i = 0; i < depth && i < c->n_layers; i++) used |= c->layer_types[i] == type;
+    if (used) rope_table(s->m->inv_freq[type], oc_config_type_head_dim(c, type) / 2, s->tpos, n, rope_of(s, type));
   }
 }
 
