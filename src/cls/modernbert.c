@@ -510,14 +510,10 @@ static void attention(oc_mbert *m, const float *qkv, const int *off, const int *
       const int nq = q1 - q0, nk = k1 - k0;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, Q + (size_t)q0 * 3 * H, 3 * H, K + (size_t)k0 * 3 * H, 3 * H, 0.0f, S, nk);
       for (int i = 0; i < nq; i++) {
-        float *row = S + (size_t)i * nk, mx = -INFINITY;
         const int qi = q0 + i;
         int j0, j1;
         window_cols(sliding, hw, qi, k0, nk, &j0, &j1);
-        for (int j = j0; j < j1; j++) mx = row[j] > mx ? row[j] : mx;
-        float sum = oc_vexp_shift_sum(row + j0, j1 - j0, mx), inv = 1.0f / sum;
-        for (int j = 0; j < nk; j++) row[j] = j >= j0 && j < j1 ? row[j] * inv : 0.0f;
-        if (lse) lse[(size_t)(off[b] + qi) * nh + h] = mx + logf(sum);
+        oc_softmax_span(S + (size_t)i * nk, nk, j0, j1, lse ? &lse[(size_t)(off[b] + qi) * nh + h] : NULL);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, V + (size_t)k0 * 3 * H, 3 * H, 0.0f,
                   ctx + (size_t)(off[b] + q0) * H + (size_t)h * hd, H);

@@ -336,12 +336,6 @@ static int att_group(int kvh, int grp, int rep, int *G) {
   return h0;
 }
 
-/* Scores s[0..n) into their softmax, given their maximum mx. */
-static void att_softmax(float *s, int n, float mx) {
-  const float inv = 1.0f / oc_vexp_shift_sum(s, n, mx);
-  for (int p = 0; p < n; p++) s[p] *= inv;
-}
-
 /* First cache index query t sees. */
 static int att_first(int t, int pos0, const int *lo, int window) {
   const int qp = pos0 + t;
@@ -375,15 +369,8 @@ static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, con
     for (int h = h0; h < h0 + G; h++) { /* the group's heads one after another: K and V blocks stay in cache */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tb, nk, hd, scale, q + ((size_t)t0 * nh + h) * hd, (int)qrow, kb, (int)row,
                   0.0f, S, nk);
-      for (int t = 0; t < tb; t++) {
-        float *sr = S + (size_t)t * nk;
-        const int a = att_first(t0 + t, pos0, lo, window) - kmin, z = pos0 + t0 + t - kmin; /* its keys: a .. z */
-        float mx = -INFINITY;
-        for (int p = a; p <= z; p++) mx = sr[p] > mx ? sr[p] : mx;
-        att_softmax(sr + a, z - a + 1, mx);
-        memset(sr, 0, sizeof(float) * (size_t)a);
-        memset(sr + z + 1, 0, sizeof(float) * (size_t)(nk - z - 1));
-      }
+      for (int t = 0; t < tb; t++) /* its keys: first .. its own position */
+        oc_softmax_span(S + (size_t)t * nk, nk, att_first(t0 + t, pos0, lo, window) - kmin, pos0 + t0 + t - kmin + 1, NULL);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tb, hd, nk, 1.0f, S, nk, vb, (int)row, 0.0f, out + ((size_t)t0 * nh + h) * hd,
                   (int)qrow);
     }
@@ -415,15 +402,9 @@ void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K
       float *sc = scratch + (size_t)omp_get_thread_num() * OC_ATT_GROUP * (size_t)cap; /* [G][cap] */
       const int qp = pos0 + t, first = att_first(t, pos0, lo, window), np = qp - first + 1;
       const float *qg = q + ((size_t)t * nh + h0) * hd, *k0 = K + (size_t)first * row + (size_t)kvh * hd;
-      float mx[OC_ATT_GROUP];
-      for (int g = 0; g < G; g++) mx[g] = -INFINITY;
       for (int p = 0; p < np; p++)
-        for (int g = 0; g < G; g++) {
-          const float v = oc_dot_f32(qg + (size_t)g * hd, k0 + (size_t)p * row, hd) * scale;
-          sc[(size_t)g * cap + p] = v;
-          if (v > mx[g]) mx[g] = v;
-        }
-      for (int g = 0; g < G; g++) att_softmax(sc + (size_t)g * cap, np, mx[g]);
+        for (int g = 0; g < G; g++) sc[(size_t)g * cap + p] = oc_dot_f32(qg + (size_t)g * hd, k0 + (size_t)p * row, hd) * scale;
+      for (int g = 0; g < G; g++) oc_softmax_span(sc + (size_t)g * cap, np, 0, np, NULL);
       oc_weighted_rows(sc, (size_t)cap, G, V + (size_t)first * row + (size_t)kvh * hd, row, np, hd, out + ((size_t)t * nh + h0) * hd);
     }
 }

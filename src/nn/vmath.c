@@ -15,6 +15,7 @@
  * vectorizes the loops. */
 #include "nn/vmath.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -117,6 +118,15 @@ DEFINE_LOOPS(avx2, __attribute__((target("avx2,fma"))))
 
 float oc_vexp_shift_sum(float *x, int n, float shift) { return PICK(exp_sum, x, n, shift); }
 void oc_vexp_shift(float *x, int n, float shift) { PICK(exp, x, n, shift); }
+void oc_softmax_span(float *row, int n, int j0, int j1, float *lse) {
+  float mx = -INFINITY;
+  for (int j = j0; j < j1; j++) mx = row[j] > mx ? row[j] : mx;
+  const float sum = oc_vexp_shift_sum(row + j0, j1 - j0, mx), inv = 1.0f / sum;
+  for (int j = j0; j < j1; j++) row[j] *= inv;
+  memset(row, 0, sizeof(float) * (size_t)j0);
+  memset(row + j1, 0, sizeof(float) * (size_t)(n - j1));
+  if (lse) *lse = mx + logf(sum);
+}
 void oc_gelu_glu_row(const float *u, float *g, int I) { PICK(glu, u, g, I); }
 void oc_act_mul(int gelu_tanh, float *g, const float *u, long n) { PICK(act_mul, gelu_tanh, g, u, n); }
 void oc_gelu_glu_backward_row(const float *u, const float *dg, float *du, int I) { PICK(glu_bwd, u, dg, du, I); }

@@ -3,6 +3,9 @@
 #define OC_VMATH_H
 /* x[j] = exp(x[j] - shift) for j < n; returns their sum (eight fixed partial sums, then the tail) */
 float oc_vexp_shift_sum(float *x, int n, float shift);
+/* Softmax of row[j0..j1) in place (exp shifted by the span's max, then times 1/sum), the rest of
+ * row[0..n) set to 0 (the attention rows of a key block); *lse (if not NULL) = max + log(sum). */
+void oc_softmax_span(float *row, int n, int j0, int j1, float *lse);
 /* x[j] = exp(x[j] - shift) */
 void oc_vexp_shift(float *x, int n, float shift);
 /* one token of a GeGLU: g[j] = gelu(u[j]) * u[I + j] (exact GELU, x Phi(x)) */
