@@ -279,10 +279,15 @@ static int ensure_cache(oc_session *s, int need, oc_error *err) {
   return 0;
 }
 
+/* The larger of the two layer types' head dims: the per-token width of the chunk buffers. */
+static size_t max_head_dim(const oc_model_config *c) {
+  return (size_t)(c->global_head_dim > c->head_dim ? c->global_head_dim : c->head_dim);
+}
+
 static int ensure_scratch(oc_session *s, int n, oc_error *err) {
   if (n <= s->chunk_cap) return 0;
   const oc_model_config *c = &s->m->cfg;
-  size_t H = (size_t)c->hidden, hd = (size_t)(c->global_head_dim > c->head_dim ? c->global_head_dim : c->head_dim);
+  size_t H = (size_t)c->hidden, hd = max_head_dim(c);
   size_t I = (size_t)c->intermediate * (c->double_wide_mlp ? 2 : 1);
   size_t N = (size_t)n, LP = (size_t)c->n_layers * (size_t)(c->ple_dim ? c->ple_dim : 1);
   if (oc_grow_floats(&s->x, N * H, err) || oc_grow_floats(&s->xn, N * H, err) || oc_grow_floats(&s->q, N * c->n_heads * hd, err) ||
@@ -329,9 +334,7 @@ static void apply_rope(float *x, int n, int heads, int hd, const float *cs) {
 /* The cos/sin table of a layer type for the current chunk: s->cs holds one per type (each
  * chunk_cap x the larger head dim), filled once per chunk by rope_tables, not once per layer. */
 static float *rope_of(const oc_session *s, oc_layer_type type) {
-  const oc_model_config *c = &s->m->cfg;
-  const size_t hdmax = (size_t)(c->global_head_dim > c->head_dim ? c->global_head_dim : c->head_dim);
-  return s->cs + (size_t)type * (size_t)s->chunk_cap * hdmax;
+  return s->cs + (size_t)type * (size_t)s->chunk_cap * max_head_dim(&s->m->cfg);
 }
 
 /* Tables for the layer types among the first `depth` layers, at the chunk's positions. */
