@@ -3,7 +3,12 @@
  *   in paired rounds (bandwidth measured beside each 8 decode tokens)
  *   prefill tokens/s (512 tokens) vs measured sgemm GFLOP/s and vs the measured f32 FMA peak
  *   peak RSS vs 1.15 x (weights without the per-layer-embedding table) + KV cache
- * usage: bench_decoder MODEL_DIR [threads] [--json OUT] */
+ * usage: bench_decoder MODEL_DIR [threads] [--json OUT]
+ * Two short modes print one JSON line each, for comparisons run from outside (bench/ggml):
+ *   bench_decoder --bandwidth [threads]             the 1 GiB read (best of 2 passes, as the paired
+ *                                                   rounds take it) and the plain one-stream read
+ *   bench_decoder MODEL_DIR [threads] --decode-only the headline decode alone (128-token prompt,
+ *                                                   a warm-up token, 64 timed) and its bytes/token */
 #include <cblas.h>
 #include <immintrin.h>
 #include <math.h>
@@ -175,13 +180,59 @@ static double measure_sgemm(int threads) {
   return best;
 }
 
+/* The bench's token ids: spread over the vocabulary, clear of the first few (special) ids. */
+static void bench_ids(int32_t *ids, int n, int V) {
+  for (int i = 0; i < n; i++) ids[i] = (int32_t)((i * 7919 + 13) % (V - 10)) + 5;
+}
+
+/* The headline decode: `n` greedy tokens after the logits of a prefilled prompt, tokens/s. */
+static double time_decode(oc_session *s, float *logits, int V, int n, oc_error *e) {
+  int32_t next = oc_argmax(logits, V);
+  if (oc_forward(s, &next, 1, NULL, logits, 0, e)) return -1; /* warm-up step */
+  double t0 = oc_now();
+  for (int k = 0; k < n; k++) {
+    next = oc_argmax(logits, V);
+    if (oc_forward(s, &next, 1, NULL, logits, 0, e)) return -1;
+  }
+  return n / (oc_now() - t0);
+}
+
 int main(int argc, char **argv) {
-  if (argc < 2) { fprintf(stderr, "usage: bench_decoder MODEL_DIR [threads] [--json OUT]\n"); return 2; }
-  int threads = argc > 2 && argv[2][0] != '-' ? atoi(argv[2]) : 2;
+  const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only] | bench_decoder --bandwidth [threads]\n";
+  if (argc < 2) { fputs(usage, stderr); return 2; }
+  if (strcmp(argv[1], "--bandwidth") == 0) {
+    int threads = argc > 2 ? atoi(argv[2]) : 2;
+    if (threads < 1) { fputs(usage, stderr); return 2; }
+    double plain = 0, bw = measure_bandwidth(threads, 2, &plain);
+    printf("{\"threads\": %d, \"bandwidth_gbs\": %.3f, \"plain_bandwidth_gbs\": %.3f}\n", threads, bw, plain);
+    return bw > 0 ? 0 : 1;
+  }
+  int threads = argc > 2 && argv[2][0] != '-' ? atoi(argv[2]) : 2, decode_only = 0;
   const char *json = NULL;
-  for (int i = 2; i + 1 < argc; i++) if (strcmp(argv[i], "--json") == 0) json = argv[i + 1];
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
+    else if (strcmp(argv[i], "--decode-only") == 0) decode_only = 1;
+  }
+  if (threads < 1) { fputs(usage, stderr); return 2; }
   oc_set_threads(threads);
   oc_error e;
+  if (decode_only) {
+    oc_model *m;
+    if (oc_model_load(argv[1], &m, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 1; }
+    const int V = oc_model_cfg(m)->vocab;
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    int32_t ids[128];
+    bench_ids(ids, 128, V);
+    oc_session *s = oc_session_new(m, 1024, &e);
+    double tps = -1;
+    if (s && logits && !oc_forward(s, ids, 128, NULL, logits, 0, &e)) tps = time_decode(s, logits, V, 64, &e);
+    if (tps < 0) fprintf(stderr, "error: %s\n", logits ? e.msg : "out of memory");
+    else printf("{\"threads\": %d, \"decode_tps\": %.3f, \"decode_bytes_per_token\": %zu}\n", threads, tps, oc_model_decode_bytes(m));
+    oc_session_free(s);
+    oc_model_free(m);
+    free(logits);
+    return tps < 0;
+  }
   double plain_bw = 0, bw = measure_bandwidth(threads, 5, &plain_bw), fma = measure_fma_peak(threads), gf = measure_sgemm(threads);
   oc_set_threads(threads); /* OpenBLAS's OpenMP build resets the OpenMP thread count */
   fprintf(stderr, "memory read bandwidth %.2f GB/s (plain one-stream read %.2f), f32 FMA peak %.1f GFLOP/s, sgemm %.1f GFLOP/s (%d threads)\n", bw,
@@ -195,7 +246,7 @@ int main(int argc, char **argv) {
   const int V = c->vocab;
   float *logits = malloc(sizeof(float) * (size_t)V);
   int32_t *ids = malloc(sizeof(int32_t) * 512);
-  for (int i = 0; i < 512; i++) ids[i] = (int32_t)((i * 7919 + 13) % (V - 10)) + 5;
+  bench_ids(ids, 512, V);
 
   /* FLOPs per token of the linear layers (weights multiplied per token) */
   double lin_params = 0;
@@ -211,15 +262,8 @@ int main(int argc, char **argv) {
   oc_session *s = oc_session_new(m, 1024, &e);
   if (!s) { fprintf(stderr, "%s\n", e.msg); return 1; }
   if (oc_forward(s, ids, 128, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
-  int32_t next = oc_argmax(logits, V);
-  if (oc_forward(s, &next, 1, NULL, logits, 0, &e)) return 1; /* warm-up step */
-  double td = oc_now();
-  const int NEW = 64;
-  for (int k = 0; k < NEW; k++) {
-    next = oc_argmax(logits, V);
-    if (oc_forward(s, &next, 1, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
-  }
-  double decode_tps = NEW / (oc_now() - td);
+  double decode_tps = time_decode(s, logits, V, 64, &e);
+  if (decode_tps < 0) { fprintf(stderr, "%s\n", e.msg); return 1; }
   double bytes_per_tok = (double)oc_model_decode_bytes(m);
   double decode_ceiling = bw * 1e9 / bytes_per_tok;
 
