@@ -6,17 +6,17 @@
 // The engines' order rotates from round to round.
 //
 // usage (from a directory where node-llama-cpp is installed; see run_ggml_bench.sh):
-//   node compare.mjs BENCH_DECODER MODEL_DIR GGUF_DIR [rounds] [threads]
-// GGUF_DIR holds llama-bf16.gguf, llama-f16.gguf, llama-q8_0.gguf and their .json sidecars
-// (gguf_from_safetensors.mjs); the opencon figures are for MODEL_DIR's BF16 safetensors.
+//   node compare.mjs BENCH_DECODER MODEL_DIR GGUF_STEM [rounds] [threads]
+// GGUF_STEM-bf16.gguf, GGUF_STEM-f16.gguf and GGUF_STEM-q8_0.gguf, with their .json sidecars, are
+// MODEL_DIR written by gguf_from_safetensors.mjs; opencon reads MODEL_DIR's BF16 safetensors.
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-const [benchDecoder, modelDir, ggufDir, roundsArg = "3", threadsArg = "2"] = process.argv.slice(2);
-if (!benchDecoder || !modelDir || !ggufDir) {
-  console.error("usage: node compare.mjs BENCH_DECODER MODEL_DIR GGUF_DIR [rounds] [threads]");
+const [benchDecoder, modelDir, ggufStem, roundsArg = "3", threadsArg = "2"] = process.argv.slice(2);
+if (!benchDecoder || !modelDir || !ggufStem) {
+  console.error("usage: node compare.mjs BENCH_DECODER MODEL_DIR GGUF_STEM [rounds] [threads]");
   process.exit(2);
 }
 const rounds = Number(roundsArg), threads = Number(threadsArg);
@@ -28,7 +28,7 @@ const bandwidth = () => run(benchDecoder, ["--bandwidth", String(threads)]);
 
 const engines = [{ name: "opencon (BF16)", decode: () => { const r = run(benchDecoder, [modelDir, String(threads), "--decode-only"]); return { tps: r.decode_tps, bytes: r.decode_bytes_per_token }; } }];
 for (const type of ["bf16", "f16", "q8_0"]) {
-  const gguf = path.join(ggufDir, `llama-${type}.gguf`);
+  const gguf = `${ggufStem}-${type}.gguf`;
   const side = JSON.parse(fs.readFileSync(`${gguf}.json`, "utf8"));
   engines.push({
     name: `llama.cpp (${type.toUpperCase()})`,

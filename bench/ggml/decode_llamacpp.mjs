@@ -15,7 +15,7 @@ const ctx = await model.createContext({ contextSize: 1024, batchSize: 512, threa
 const seq = ctx.getSequence();
 
 // The prompt: bench_decoder's 128 ids.
-const V = model.fileInfo.metadata.llama.vocab_size;
+const meta = model.fileInfo.metadata, V = meta[meta.general.architecture].vocab_size;
 const prompt = Array.from({ length: 128 }, (_, i) => ((i * 7919 + 13) % (V - 10)) + 5);
 
 const NEW = 64;
