@@ -4,7 +4,8 @@
 # usage: bench/run_ggml_bench.sh [BUILD_DIR] [ROUNDS] [THREADS] [MODEL_DIR]
 #   MODEL_DIR: a BF16 Llama or Gemma 4 checkpoint (one model.safetensors); without it a random
 #   Llama-3.2-1B-shaped one is written. Its GGUF forms go to BUILD_DIR/ggmlbench (~2.1x the
-#   checkpoint's size on disk); needs node/npm (installs node-llama-cpp there).
+#   checkpoint's size on disk; kept between runs, delete them to rewrite); needs node/npm
+#   (installs node-llama-cpp there).
 set -euo pipefail
 build=$(realpath "${1:-build}")
 rounds=${2:-3}

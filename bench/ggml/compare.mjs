@@ -1,4 +1,4 @@
-// opencon's decode against llama.cpp's (ggml CPU backend) on the same Llama-shaped checkpoint, both
+// opencon's decode against llama.cpp's (ggml CPU backend) on the same checkpoint (Llama or Gemma 4), both
 // measured the same way against the same ceilings: in every round each engine runs the headline
 // decode (128-token prompt, a warm-up token, 64 timed greedy tokens) in its own process, with the
 // bandwidth of bench_decoder --bandwidth (the 1 GiB read, best of 2 passes of 8 patterns; and the

@@ -23,7 +23,7 @@ let n = 0, t0 = 0;
 const t_start = performance.now();
 for await (const tok of seq.evaluate(prompt, { temperature: 0 })) {
   void tok;
-  if (n === 0) t0 = performance.now(); // the first token came out of the prompt; the next is the warm-up
+  // token 0 comes out of the prompt, token 1 is the warm-up step: the clock starts after it
   if (n === 1) t0 = performance.now();
   if (n === NEW + 1) break;
   n++;

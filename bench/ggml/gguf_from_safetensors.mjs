@@ -277,5 +277,6 @@ const tied = !header["lm_head.weight"];
 const perToken = tensors
   .filter((t) => t.shape.length === 2 && t.name !== "per_layer_token_embd.weight" && (tied || t.name !== "token_embd.weight"))
   .reduce((a, t) => a + t.nbytes, 0);
-fs.writeFileSync(`${out}.json`, JSON.stringify({ matrices: wantType, decode_bytes_per_token: perToken, tied_embeddings: tied }) + "\n");
+fs.writeFileSync(`${out}.json.tmp`, JSON.stringify({ matrices: wantType, decode_bytes_per_token: perToken, tied_embeddings: tied }) + "\n");
+fs.renameSync(`${out}.json.tmp`, `${out}.json`);
 console.log(`wrote ${out}: ${tensors.length} tensors, ${(pos / 1e9).toFixed(2)} GB, matrices ${wantType}, ${(perToken / 1e9).toFixed(3)} GB read per decoded token`);
