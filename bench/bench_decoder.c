@@ -216,27 +216,13 @@ int main(int argc, char **argv) {
   if (threads < 1) { fputs(usage, stderr); return 2; }
   oc_set_threads(threads);
   oc_error e;
-  if (decode_only) {
-    oc_model *m;
-    if (oc_model_load(argv[1], &m, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 1; }
-    const int V = oc_model_cfg(m)->vocab;
-    float *logits = malloc(sizeof(float) * (size_t)V);
-    int32_t ids[128];
-    bench_ids(ids, 128, V);
-    oc_session *s = oc_session_new(m, 1024, &e);
-    double tps = -1;
-    if (s && logits && !oc_forward(s, ids, 128, NULL, logits, 0, &e)) tps = time_decode(s, logits, V, 64, &e);
-    if (tps < 0) fprintf(stderr, "error: %s\n", logits ? e.msg : "out of memory");
-    else printf("{\"threads\": %d, \"decode_tps\": %.3f, \"decode_bytes_per_token\": %zu}\n", threads, tps, oc_model_decode_bytes(m));
-    oc_session_free(s);
-    oc_model_free(m);
-    free(logits);
-    return tps < 0;
+  double plain_bw = 0, bw = 0, fma = 0, gf = 0;
+  if (!decode_only) { /* the ceilings, before the model is mapped */
+    bw = measure_bandwidth(threads, 5, &plain_bw), fma = measure_fma_peak(threads), gf = measure_sgemm(threads);
+    oc_set_threads(threads); /* OpenBLAS's OpenMP build resets the OpenMP thread count */
+    fprintf(stderr, "memory read bandwidth %.2f GB/s (plain one-stream read %.2f), f32 FMA peak %.1f GFLOP/s, sgemm %.1f GFLOP/s (%d threads)\n", bw,
+            plain_bw, fma, gf, threads);
   }
-  double plain_bw = 0, bw = measure_bandwidth(threads, 5, &plain_bw), fma = measure_fma_peak(threads), gf = measure_sgemm(threads);
-  oc_set_threads(threads); /* OpenBLAS's OpenMP build resets the OpenMP thread count */
-  fprintf(stderr, "memory read bandwidth %.2f GB/s (plain one-stream read %.2f), f32 FMA peak %.1f GFLOP/s, sgemm %.1f GFLOP/s (%d threads)\n", bw,
-          plain_bw, fma, gf, threads);
 
   double t0 = oc_now();
   oc_model *m;
@@ -246,6 +232,7 @@ int main(int argc, char **argv) {
   const int V = c->vocab;
   float *logits = malloc(sizeof(float) * (size_t)V);
   int32_t *ids = malloc(sizeof(int32_t) * 512);
+  if (!logits || !ids) { fprintf(stderr, "error: out of memory\n"); return 1; }
   bench_ids(ids, 512, V);
 
   /* FLOPs per token of the linear layers (weights multiplied per token) */
@@ -264,11 +251,18 @@ int main(int argc, char **argv) {
   if (oc_forward(s, ids, 128, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
   double decode_tps = time_decode(s, logits, V, 64, &e);
   if (decode_tps < 0) { fprintf(stderr, "%s\n", e.msg); return 1; }
+  if (decode_only) {
+    printf("{\"threads\": %d, \"decode_tps\": %.3f, \"decode_bytes_per_token\": %zu}\n", threads, decode_tps, oc_model_decode_bytes(m));
+    oc_session_free(s);
+    oc_model_free(m);
+    free(logits);
+    free(ids);
+    return 0;
+  }
   double bytes_per_tok = (double)oc_model_decode_bytes(m);
   double decode_ceiling = bw * 1e9 / bytes_per_tok;
 
   /* prefill: 512 tokens in one chunk */
-  oc_session_reset(s);
   double best_prefill = 1e30;
   for (int rep = 0; rep < 2; rep++) {
     oc_session_reset(s);

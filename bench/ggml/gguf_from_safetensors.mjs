@@ -159,13 +159,12 @@ const kvU32 = (k, v) => kv(k, () => { u32(T.U32); u32(v); });
 const kvF32 = (k, v) => kv(k, () => { u32(T.F32); f32(v); });
 const kvStr = (k, v) => kv(k, () => { u32(T.STRING); str(v); });
 const kvStrArr = (k, a) => kv(k, () => { u32(T.ARRAY); u32(T.STRING); u64(a.length); for (const s of a) str(s); });
-const kvI32Arr = (k, a) => kv(k, () => { u32(T.ARRAY); u32(T.I32); u64(a.length); for (const v of a) { const b = Buffer.alloc(4); b.writeInt32LE(v); parts.push(b); } });
-
 const kvArr = (k, type, size, a, put) => kv(k, () => { u32(T.ARRAY); u32(type); u64(a.length); for (const v of a) { const b = Buffer.alloc(size); put(b, v); parts.push(b); } });
+const kvI32Arr = (k, a) => kvArr(k, T.I32, 4, a, (b, v) => b.writeInt32LE(v));
 const kvU32Arr = (k, a) => kvArr(k, T.U32, 4, a, (b, v) => b.writeUInt32LE(v));
 const kvBoolArr = (k, a) => kvArr(k, T.BOOL, 1, a, (b, v) => b.writeUInt8(v ? 1 : 0));
 
-const A = arch.gguf, hd = cfg.head_dim ?? cfg.hidden_size / cfg.num_attention_heads;
+const A = arch.gguf;
 kvStr("general.architecture", A);
 kvStr("general.name", `opencon random ${A} (speed comparison only)`);
 kvU32("general.alignment", ALIGN);
@@ -177,6 +176,7 @@ kvU32(`${A}.attention.head_count_kv`, cfg.num_key_value_heads);
 kvF32(`${A}.attention.layer_norm_rms_epsilon`, cfg.rms_norm_eps);
 kvU32(`${A}.vocab_size`, cfg.vocab_size);
 if (archKey === "llama") {
+  const hd = cfg.head_dim ?? cfg.hidden_size / cfg.num_attention_heads;
   kvU32(`${A}.feed_forward_length`, cfg.intermediate_size);
   kvU32(`${A}.attention.key_length`, hd);
   kvU32(`${A}.attention.value_length`, hd);
@@ -201,13 +201,11 @@ if (archKey === "llama") {
   if (cfg.final_logit_softcapping) kvF32(`${A}.final_logit_softcapping`, cfg.final_logit_softcapping);
 }
 // Placeholder byte-level BPE vocabulary: the 256 byte symbols, then filler tokens.
-const byteSyms = [];
-for (let b = 0; b < 256; b++) {
+const tokens = [];
+for (let b = 0, extra = 0; b < 256; b++) {
   const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-  byteSyms.push(printable ? b : null);
+  tokens.push(String.fromCodePoint(printable ? b : 256 + extra++));
 }
-let extra = 0;
-const tokens = byteSyms.map((b) => String.fromCodePoint(b ?? 256 + extra++));
 for (let i = tokens.length; i < cfg.vocab_size; i++) tokens.push(`<x${i}>`);
 kvStr("tokenizer.ggml.model", "gpt2");
 kvStr("tokenizer.ggml.pre", "default");
