@@ -185,16 +185,21 @@ static void bench_ids(int32_t *ids, int n, int V) {
   for (int i = 0; i < n; i++) ids[i] = (int32_t)((i * 7919 + 13) % (V - 10)) + 5;
 }
 
-/* The headline decode: `n` greedy tokens after the logits of a prefilled prompt, tokens/s. */
-static double time_decode(oc_session *s, float *logits, int V, int n, oc_error *e) {
-  int32_t next = oc_argmax(logits, V);
-  if (oc_forward(s, &next, 1, NULL, logits, 0, e)) return -1; /* warm-up step */
+/* `n` greedy decode steps from the current logits, tokens/s (-1 on error). */
+static double decode_steps(oc_session *s, float *logits, int V, int n, oc_error *e) {
   double t0 = oc_now();
   for (int k = 0; k < n; k++) {
-    next = oc_argmax(logits, V);
+    int32_t next = oc_argmax(logits, V);
     if (oc_forward(s, &next, 1, NULL, logits, 0, e)) return -1;
   }
   return n / (oc_now() - t0);
+}
+
+/* The headline decode: a warm-up step, then `n` timed greedy tokens after the logits of a
+ * prefilled prompt, tokens/s. */
+static double time_decode(oc_session *s, float *logits, int V, int n, oc_error *e) {
+  if (decode_steps(s, logits, V, 1, e) < 0) return -1;
+  return decode_steps(s, logits, V, n, e);
 }
 
 int main(int argc, char **argv) {
@@ -295,12 +300,8 @@ int main(int argc, char **argv) {
   if (oc_forward(s, ids, 128, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
   for (int r = 0; r < ROUNDS; r++) {
     double b = measure_bandwidth(threads, 2, NULL), wb = measure_weights_read(w, threads);
-    double t0 = oc_now();
-    for (int k = 0; k < PER; k++) {
-      int32_t nx = oc_argmax(logits, V);
-      if (oc_forward(s, &nx, 1, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
-    }
-    double tps = PER / (oc_now() - t0);
+    double tps = decode_steps(s, logits, V, PER, &e);
+    if (tps < 0) { fprintf(stderr, "%s\n", e.msg); return 1; }
     wb = (wb + measure_weights_read(w, threads)) / 2;
     ratios[r] = tps / (b * 1e9 / bytes_per_tok);
     wratios[r] = tps / (wb * 1e9 / bytes_per_tok);
