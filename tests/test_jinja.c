@@ -22,7 +22,7 @@ static void expect(const char *tmpl, const char *vars, const char *want) {
 
 static void expect_error(const char *tmpl, const char *vars, const char *needle) {
   oc_template *t;
-  oc_error e = {{0}};
+  oc_error e = {0};
   char *out = NULL;
   int rc = oc_template_parse(tmpl, "t", &t, &e);
   if (rc == 0) {

@@ -23,7 +23,7 @@ static void expect_error(const char *hdr, size_t data_len, const char *needle) {
   size_t len;
   unsigned char *b = mk(hdr, data_len, &len);
   oc_st_file *f = NULL;
-  oc_error e = {{0}};
+  oc_error e = {0};
   int rc = oc_st_parse(b, len, "x.safetensors", &f, &e);
   CHECK(rc != 0 && f == NULL, "header accepted but should fail: %s", hdr);
   CHECK(rc != 0 && strstr(e.msg, needle) && strstr(e.msg, "x.safetensors"), "error for %s should mention \"%s\", got: %s", hdr, needle, e.msg);

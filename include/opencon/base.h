@@ -8,14 +8,33 @@
 extern "C" {
 #endif
 
+/* What kind of failure an error is: callers (a server mapping errors to HTTP statuses, a CLI
+ * choosing an exit code) branch on the code, people read the message. */
+typedef enum oc_errcode {
+  OC_ERR_NONE = 0,
+  OC_ERR_INVALID,     /* bad input: a file's content, an argument, a flag, a config value */
+  OC_ERR_NOT_FOUND,   /* a file, directory, tensor or model that does not exist */
+  OC_ERR_IO,          /* reading or writing failed (disk, network) */
+  OC_ERR_NOMEM,       /* an allocation failed */
+  OC_ERR_UNSUPPORTED, /* valid input this build does not handle (a dtype, an architecture, a template feature) */
+  OC_ERR_CANCELLED,   /* the caller asked the operation to stop */
+} oc_errcode;
+const char *oc_errcode_name(oc_errcode c); /* "invalid_input", "not_found", "io", "out_of_memory", "unsupported", "cancelled" */
+
 /* Every fallible library call takes an oc_error* and returns 0 on success, -1 on
- * failure with a message saying what was wrong and where (file, tensor, line). */
+ * failure with a message saying what was wrong and where (file, tensor, line) and a code. */
 typedef struct oc_error {
   char msg[1024];
+  oc_errcode code;
 } oc_error;
 
+/* Fill err (code OC_ERR_INVALID) and return -1. */
 int oc_fail(oc_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prefix an existing message: "context: previous message". Returns -1. */
+/* Fill err with an explicit code and return -1. */
+int oc_fail_code(oc_error *err, oc_errcode code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* OC_ERR_NOT_FOUND for ENOENT/ENOTDIR, OC_ERR_NOMEM for ENOMEM, else OC_ERR_IO. */
+oc_errcode oc_errno_code(int e);
+/* Prefix an existing message: "context: previous message"; the code is kept. Returns -1. */
 int oc_wrap(oc_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Whole file into a malloc'd NUL-terminated buffer. */

@@ -54,16 +54,7 @@ void oc_decide(double score, double allow, double block, oc_decision *d);
 /* {"verdict", "score", "reason", "allow_threshold", "block_threshold", "label_scores": {name: p}} (+ logits) */
 cJSON *oc_decision_json(const oc_classifier *c, const oc_decision *d, int with_logits);
 
-#ifdef __cplusplus
-}
-#endif
-#endif
 
-#ifndef OPENCON_CLASSIFIER_TRAIN_H
-#define OPENCON_CLASSIFIER_TRAIN_H
-#ifdef __cplusplus
-extern "C" {
-#endif
 /* ---- training (train-exchange-classifier) --------------------------------------------------- */
 typedef struct oc_cls_train_opts {
   const char *model_dir;   /* resolved base / classifier directory */
@@ -86,16 +77,7 @@ cJSON *oc_cls_metrics(const int32_t *y, const double *probs, int n, int C, int u
 
 /* The MVP's prefix augmentation: response cut to a random 20-80 % of its characters (UTF-8). */
 char *oc_prefix_cut(const char *response, oc_rng *r);
-#ifdef __cplusplus
-}
-#endif
-#endif
 
-#ifndef OPENCON_CLASSIFIER_CALIB_H
-#define OPENCON_CLASSIFIER_CALIB_H
-#ifdef __cplusplus
-extern "C" {
-#endif
 /* ---- calibration (calibrate-exchange-classifier) -------------------------------------------- */
 typedef struct oc_calib_row {
   double threshold, precision, recall, f1;

@@ -3,42 +3,12 @@
 #define OPENCON_PROBE_H
 #include "opencon/base.h"
 #include "opencon/chat.h"
+#include "opencon/dataset.h"
 #include "opencon/model.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- data ------------------------------------------------------------------------------ */
-typedef struct oc_example {
-  char *prompt, *response;
-  int label;    /* 0..2 */
-  int64_t line; /* 1-based line of the source file */
-} oc_example;
-
-typedef struct oc_dataset {
-  oc_example *ex;
-  int n;
-  int64_t rows_in_file;  /* valid rows seen by the scan */
-  int64_t label_counts[3]; /* of the selection */
-  int max_label;         /* largest label in the selection */
-} oc_dataset;
-
-/* JSONL with {"prompt": str, "response": str, "label": 0|1|2} a line (other keys ignored, blank
- * lines skipped). Streams the file twice: a scan that validates every line and keeps (offset,
- * label) only, then reads the selected rows. max_examples > 0: the MVP's label-balanced sample
- * (each label's rows shuffled with the seed, taken round-robin across labels, the selection
- * shuffled); 0: every row in file order. Errors name the file and line. */
-int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_dataset *out, oc_error *err);
-void oc_dataset_free(oc_dataset *d);
-/* FNV-1a 64 of prompt, response and label: identifies an example in activation files. */
-uint64_t oc_example_hash(const oc_example *e);
-
-/* Stratified split: for each label, its indices shuffled with the seed; round(frac * count)
- * go to validation (at least 1 when frac > 0 and the label has 2+ rows, never all of them).
- * Index arrays are malloc'd. */
-int oc_stratified_split(const int32_t *y, int n, double frac, uint64_t seed, int64_t **train, int *n_train,
-                        int64_t **val, int *n_val, oc_error *err);
 
 /* ---- activations ----------------------------------------------------------------------- */
 typedef struct oc_activations {
@@ -112,23 +82,6 @@ int oc_probe_save(const oc_probe *p, const char *path, oc_error *err);
 int oc_probe_load(const char *path, oc_probe *p, oc_error *err);
 /* The .pt reader on bytes in memory (fuzzing); path names the source in errors. */
 int oc_torch_pt_parse_probe(const void *data, size_t len, const char *path, oc_probe *p, oc_error *err);
-
-/* ---- metrics --------------------------------------------------------------------------- */
-#define OC_CALIB_BINS 10
-typedef struct oc_metrics {
-  int n, n_pos;
-  double accuracy, precision, recall, f1; /* at 0.5 */
-  double roc_auc;                          /* NaN when a class is missing */
-  double target_fpr, threshold_at_fpr, fpr_at_threshold, tpr_at_threshold;
-  double calib_mean_score[OC_CALIB_BINS], calib_frac_pos[OC_CALIB_BINS];
-  int calib_count[OC_CALIB_BINS];
-} oc_metrics;
-/* scores = P(unsafe); labels 0/1. threshold_at_fpr: the smallest threshold t with
- * #{safe: score >= t} <= target_fpr * #safe. */
-void oc_binary_metrics(const float *scores, const int32_t *y, int n, double target_fpr, oc_metrics *m);
-double oc_roc_auc(const float *scores, const int32_t *y, int n);
-/* {"accuracy":..,...} as a cJSON object (NaN -> null) */
-cJSON *oc_metrics_json(const oc_metrics *m);
 
 /* ---- fitting a probe on one layer of a collection, and its artifacts ---------------------- */
 typedef struct oc_probe_fit {

@@ -30,7 +30,7 @@ int oc_svg_plot(const char *path, const char *title, const char *xlabel, const d
   if (x1 == x0) x1 = x0 + 1;
   size_t cap = 16384 + (size_t)n * (size_t)(nseries + 1) * 160;
   char *s = malloc(cap), t[512];
-  if (!s) return oc_fail(err, "out of memory");
+  if (!s) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   size_t k = 0;
 #define P(...) k += (size_t)snprintf(s + k, cap - k, __VA_ARGS__)
 #define XP(i) (xticks ? L + (n > 1 ? pw * (i) / (n - 1) : pw / 2) : L + pw * (x[i] - x0) / (x1 - x0))

@@ -12,16 +12,16 @@
 
 int oc_read_file(const char *path, char **data, size_t *len, oc_error *err) {
   FILE *f = fopen(path, "rb");
-  if (!f) return oc_fail(err, "%s: cannot open: %s", path, strerror(errno));
-  if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return oc_fail(err, "%s: cannot seek", path); }
+  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
+  if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return oc_fail_code(err, OC_ERR_IO, "%s: cannot seek", path); }
   long sz = ftell(f);
-  if (sz < 0) { fclose(f); return oc_fail(err, "%s: cannot tell size", path); }
+  if (sz < 0) { fclose(f); return oc_fail_code(err, OC_ERR_IO, "%s: cannot tell size", path); }
   rewind(f);
   char *buf = malloc((size_t)sz + 1);
-  if (!buf) { fclose(f); return oc_fail(err, "%s: out of memory (%ld bytes)", path, sz); }
+  if (!buf) { fclose(f); return oc_fail_code(err, OC_ERR_NOMEM, "%s: out of memory (%ld bytes)", path, sz); }
   size_t got = fread(buf, 1, (size_t)sz, f);
   fclose(f);
-  if (got != (size_t)sz) { free(buf); return oc_fail(err, "%s: short read", path); }
+  if (got != (size_t)sz) { free(buf); return oc_fail_code(err, OC_ERR_IO, "%s: short read", path); }
   buf[sz] = 0;
   *data = buf;
   if (len) *len = (size_t)sz;
@@ -33,13 +33,13 @@ int oc_atomic_open(oc_atomic_file *f, const char *path, oc_error *err) {
   size_t n = strlen(path) + 32;
   f->path = strdup(path);
   f->tmp_path = malloc(n);
-  if (!f->path || !f->tmp_path) { free(f->path); free(f->tmp_path); return oc_fail(err, "out of memory"); }
+  if (!f->path || !f->tmp_path) { free(f->path); free(f->tmp_path); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   snprintf(f->tmp_path, n, "%s.tmp.XXXXXX", path);
   int fd = mkstemp(f->tmp_path);
   if (fd < 0) {
     int e = errno;
     free(f->path); free(f->tmp_path); f->path = f->tmp_path = NULL;
-    return oc_fail(err, "%s: cannot create temporary file: %s", path, strerror(e));
+    return oc_fail_code(err, OC_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(e));
   }
   fchmod(fd, 0644);
   f->fp = fdopen(fd, "wb");
@@ -49,7 +49,7 @@ int oc_atomic_open(oc_atomic_file *f, const char *path, oc_error *err) {
 
 int oc_atomic_write(oc_atomic_file *f, const void *data, size_t len, oc_error *err) {
   if (len && fwrite(data, 1, len, (FILE *)f->fp) != len)
-    return oc_fail(err, "%s: write failed: %s", f->path, strerror(errno));
+    return oc_fail_code(err, OC_ERR_IO, "%s: write failed: %s", f->path, strerror(errno));
   return 0;
 }
 
@@ -63,10 +63,10 @@ void oc_atomic_abort(oc_atomic_file *f) {
 int oc_atomic_commit(oc_atomic_file *f, oc_error *err) {
   FILE *fp = (FILE *)f->fp;
   int rc = 0;
-  if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) rc = oc_fail(err, "%s: flush failed: %s", f->path, strerror(errno));
-  if (fclose(fp) != 0 && rc == 0) rc = oc_fail(err, "%s: close failed: %s", f->path, strerror(errno));
+  if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: flush failed: %s", f->path, strerror(errno));
+  if (fclose(fp) != 0 && rc == 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: close failed: %s", f->path, strerror(errno));
   f->fp = NULL;
-  if (rc == 0 && rename(f->tmp_path, f->path) != 0) rc = oc_fail(err, "%s: rename failed: %s", f->path, strerror(errno));
+  if (rc == 0 && rename(f->tmp_path, f->path) != 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: rename failed: %s", f->path, strerror(errno));
   if (rc != 0) unlink(f->tmp_path);
   free(f->path); free(f->tmp_path);
   memset(f, 0, sizeof *f);
@@ -97,10 +97,10 @@ int oc_mkdirs(const char *path, oc_error *err) {
   for (char *p = buf + 1; *p; p++) {
     if (*p != '/') continue;
     *p = 0;
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return oc_fail(err, "%s: mkdir failed: %s", buf, strerror(errno));
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return oc_fail_code(err, OC_ERR_IO, "%s: mkdir failed: %s", buf, strerror(errno));
     *p = '/';
   }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST) return oc_fail(err, "%s: mkdir failed: %s", buf, strerror(errno));
+  if (mkdir(buf, 0755) != 0 && errno != EEXIST) return oc_fail_code(err, OC_ERR_IO, "%s: mkdir failed: %s", buf, strerror(errno));
   return 0;
 }
 
@@ -117,7 +117,7 @@ char *oc_path_join(const char *a, const char *b) {
 
 int oc_grow_floats(float **p, size_t n, oc_error *err) {
   float *np = realloc(*p, sizeof(float) * (n ? n : 1));
-  if (!np) return oc_fail(err, "out of memory (%zu floats)", n);
+  if (!np) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (%zu floats)", n);
   *p = np;
   return 0;
 }
@@ -136,7 +136,7 @@ int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err) {
   *n = 0;
   int cap = 16, cnt = 0;
   int64_t *v = malloc(sizeof *v * (size_t)cap);
-  if (!v) return oc_fail(err, "out of memory");
+  if (!v) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   const char *p = s;
   while (*p) {
     while (*p == ' ' || *p == '\t' || *p == '[') p++;
@@ -148,7 +148,7 @@ int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err) {
     if (cnt == cap) {
       cap *= 2;
       int64_t *nv = realloc(v, sizeof *v * (size_t)cap);
-      if (!nv) { free(v); return oc_fail(err, "out of memory"); }
+      if (!nv) { free(v); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
       v = nv;
     }
     v[cnt++] = x;

@@ -61,7 +61,7 @@ int cmd_classify(int argc, char **argv) {
     print_json(oc_decision_json(c, &d, 1));
   } else if (opt(&o, "jsonl")) {
     FILE *f = fopen(opt(&o, "jsonl"), "rb");
-    if (!f) { oc_fail(&err, "%s: cannot open", opt(&o, "jsonl")); die(&err); goto done; }
+    if (!f) { oc_fail_code(&err, OC_ERR_IO, "%s: cannot open", opt(&o, "jsonl")); die(&err); goto done; }
     char *line = NULL, *pr[1024], *rs[1024];
     int64_t lines[1024];
     size_t cap = 0;

@@ -80,7 +80,7 @@ static int setup(const opts *o, int need_probe, guard_setup *s, oc_error *err) {
 /* for benchmark-jailbreak: the same setup, opened on demand */
 int guard_setup_open(const opts *o, void **out, oc_guard **g, const oc_probe_config **pc, oc_classifier **cls, oc_error *err) {
   guard_setup *s = calloc(1, sizeof *s);
-  if (!s) return oc_fail(err, "out of memory");
+  if (!s) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   if (setup(o, 1, s, err)) { free(s); return -1; }
   *out = s;
   *g = s->g;
@@ -118,7 +118,7 @@ int cmd_guarded_generate(int argc, char **argv) {
   static const char *const flags[] = {"final_classifier_check", "skip_classifier", "no_chat_template", NULL};
   opts o;
   if (cli_begin(argc, argv, &o, known, flags)) return 2;
-  oc_error err = {{0}};
+  oc_error err = {0};
   guard_setup s;
   int rc = 2;
   if (!opt(&o, "prompt") || !opt(&o, "probe_path")) {
@@ -178,7 +178,7 @@ int cmd_benchmark_latency(int argc, char **argv) {
   static const char *const flags[] = {"no_chat_template", NULL};
   opts o;
   if (cli_begin(argc, argv, &o, known, flags)) return 2;
-  oc_error err = {{0}};
+  oc_error err = {0};
   guard_setup s;
   if (setup(&o, 1, &s, &err)) { die(&err); free_opts(&o); return 1; }
   static const char *const defaults[] = {"Explain SQL injection at a high level", "Explain browser security headers at a high level",
@@ -299,7 +299,7 @@ int cmd_demo(int argc, char **argv) {
   opts o;
   if (cli_begin(argc, argv, &o, known, NULL)) return 2;
   const char *out = opt(&o, "out_dir") ? opt(&o, "out_dir") : "demo_out";
-  oc_error err = {{0}};
+  oc_error err = {0};
   char model[1024], bert[1024], data[1024], probe_dir[1024], three[1024], cls_dir[1024], probe_path[1100];
   snprintf(model, sizeof model, "%s/gemma4-tiny-chat", OPENCON_E2E_DIR);
   snprintf(bert, sizeof bert, "%s/modernbert-tiny-classifier", OPENCON_E2E_DIR);

@@ -127,7 +127,7 @@ int cmd_benchmark_jailbreak(int argc, char **argv) {
   static const char *const flags[] = {"final_classifier_check", "no_chat_template", NULL};
   opts o;
   if (cli_begin(argc, argv, &o, known, flags)) return 2;
-  oc_error err = {{0}};
+  oc_error err = {0};
   oc_prompt_set set = {0};
   int *sel = NULL, nsel = 0, rc = 1, limit, offset, index, maxnew, retries, stop_after;
   int64_t seed;
@@ -177,7 +177,7 @@ int cmd_benchmark_jailbreak(int argc, char **argv) {
     dbpath = malloc(strlen(base) + 8);
     sprintf(dbpath, "%s.sqlite", base);
   }
-  if (sqlite3_open(dbpath, &db) != SQLITE_OK) { oc_fail(&err, "%s: cannot open: %s", dbpath, db ? sqlite3_errmsg(db) : "?"); die(&err); goto done; }
+  if (sqlite3_open(dbpath, &db) != SQLITE_OK) { oc_fail_code(&err, OC_ERR_IO, "%s: cannot open: %s", dbpath, db ? sqlite3_errmsg(db) : "?"); die(&err); goto done; }
   sqlite3_busy_timeout(db, 10000); /* another run on the same store waits instead of failing */
   if (db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                   "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, split TEXT, prompt_id TEXT, prompt TEXT, mode TEXT, response TEXT,"

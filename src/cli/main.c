@@ -72,7 +72,7 @@ static int cmd_forward(int argc, char **argv) {
   }
   hs = malloc(sizeof(float) * (size_t)nl * (size_t)n * (size_t)c->hidden);
   logits = malloc(sizeof(float) * (size_t)n * (size_t)c->vocab);
-  if (!hs || !logits) { oc_fail(&err, "out of memory"); rc = die(&err); goto done; }
+  if (!hs || !logits) { oc_fail_code(&err, OC_ERR_NOMEM, "out of memory"); rc = die(&err); goto done; }
   s = oc_session_new(m, opt(&o, "max_ctx") ? atoi(opt(&o, "max_ctx")) : n, &err);
   oc_taps taps = {nl, layers, 0, NULL, hs};
   if (!s || oc_forward(s, ids, n, &taps, logits, 1, &err)) { rc = die(&err); goto done; }
@@ -179,7 +179,7 @@ static int cmd_tokenize(int argc, char **argv) {
   if (load_chat(model_id, &c, &err)) { rc = die(&err); goto done; }
   if (opt(&o, "jsonl")) {
     FILE *f = strcmp(opt(&o, "jsonl"), "-") ? fopen(opt(&o, "jsonl"), "r") : stdin;
-    if (!f) { oc_fail(&err, "%s: cannot open", opt(&o, "jsonl")); rc = die(&err); goto done; }
+    if (!f) { oc_fail_code(&err, OC_ERR_IO, "%s: cannot open", opt(&o, "jsonl")); rc = die(&err); goto done; }
     char *line = NULL;
     size_t cap = 0;
     int ln = 0;

@@ -138,7 +138,7 @@ int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *s
   static const char *const names[3] = {"safe_compliance", "safe_refusal", "unsafe_compliance"};
   memset(st, 0, sizeof *st);
   FILE *f = fopen(in, "rb");
-  if (!f) return oc_fail(err, "%s: cannot open: %s", in, strerror(errno));
+  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", in, strerror(errno));
   oc_atomic_file af;
   if (oc_atomic_open(&af, out, err)) { fclose(f); return -1; }
   size_t hcap = 1 << 16, hn = 0;
@@ -148,7 +148,7 @@ int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *s
   ssize_t got;
   int64_t ln = 0;
   int rc = -1;
-  if (!seen) { oc_fail(err, "out of memory"); goto done; }
+  if (!seen) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   while ((got = getline(&line, &lcap, f)) > 0) {
     ln++;
     if (ln == 1 && strncmp(line, "version https://git-lfs.github.com/spec/v1", 42) == 0) { oc_fail(err, "%s: this is a Git LFS pointer, not the data: run git lfs pull", in); goto done; }
@@ -188,7 +188,7 @@ int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *s
     if (++hn * 2 > hcap) { /* grow */
       size_t nc = hcap * 2;
       uint64_t *ns = calloc(nc, sizeof *ns);
-      if (!ns) { cJSON_Delete(row); oc_fail(err, "out of memory"); goto done; }
+      if (!ns) { cJSON_Delete(row); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
       for (size_t i = 0; i < hcap; i++)
         if (seen[i]) { size_t s2 = (size_t)(seen[i] & (nc - 1)); while (ns[s2]) s2 = (s2 + 1) & (nc - 1); ns[s2] = seen[i]; }
       free(seen);

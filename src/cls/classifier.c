@@ -25,7 +25,7 @@ int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, o
 int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err) {
   *out = NULL;
   oc_classifier *c = calloc(1, sizeof *c);
-  if (!c) return oc_fail(err, "out of memory");
+  if (!c) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   c->allow_threshold = 0.35;
   c->block_threshold = 0.65;
   c->max_length = 512;
@@ -120,14 +120,14 @@ int oc_classifier_score_batch(oc_classifier *c, const char *const *prompts, cons
   int *lens = malloc(sizeof(int) * (size_t)n), C = oc_mbert_cfg(c->m)->n_labels, tot = 0, done = 0, rc = -1;
   float *logits = malloc(sizeof(float) * (size_t)n * C);
   int32_t *ids = NULL;
-  if (!enc || !lens || !logits) { oc_fail(err, "out of memory"); goto out; }
+  if (!enc || !lens || !logits) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto out; }
   for (; done < n; done++) {
     if (oc_classifier_encode(c, prompts[done], responses[done], &enc[done], err)) { oc_wrap(err, "exchange %d", done); goto out; }
     lens[done] = enc[done].n;
     tot += enc[done].n;
   }
   ids = malloc(sizeof(int32_t) * (size_t)tot);
-  if (!ids) { oc_fail(err, "out of memory"); goto out; }
+  if (!ids) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto out; }
   for (int i = 0, o = 0; i < n; o += lens[i++]) memcpy(ids + o, enc[i].ids, sizeof(int32_t) * (size_t)lens[i]);
   oc_mbert_batch b = {ids, lens, n};
   if (oc_mbert_forward(c->m, &b, logits, err)) goto out;

@@ -148,12 +148,12 @@ static int parse_config(const char *path, int n_labels, const char *const *label
   c->head_dim = c->hidden / c->n_heads;
   const char *unsupported[] = {"attention_bias", "mlp_bias", "norm_bias"};
   for (int i = 0; i < 3; i++)
-    if (cfg_bool(j, unsupported[i])) { oc_fail(err, "%s: %s = true is not supported (ModernBERT-base has none)", path, unsupported[i]); goto done; }
+    if (cfg_bool(j, unsupported[i])) { oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: %s = true is not supported (ModernBERT-base has none)", path, unsupported[i]); goto done; }
   const char *drops[] = {"embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout"};
   for (int i = 0; i < 4; i++) {
     double d;
     if (cfg_num(j, drops[i], 0, &d, path, err)) goto done;
-    if (d != 0) { oc_fail(err, "%s: %s = %g: dropout is not supported (training would not be deterministic)", path, drops[i], d); goto done; }
+    if (d != 0) { oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: %s = %g: dropout is not supported (training would not be deterministic)", path, drops[i], d); goto done; }
   }
   const char *acts_k[] = {"hidden_activation", "classifier_activation"};
   for (int i = 0; i < 2; i++) {
@@ -171,7 +171,7 @@ static int parse_config(const char *path, int n_labels, const char *const *label
     goto done;
   }
   c->sliding = calloc((size_t)c->n_layers, sizeof(int));
-  if (!c->sliding) { oc_fail(err, "out of memory"); goto done; }
+  if (!c->sliding) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   const cJSON *lt = cJSON_GetObjectItemCaseSensitive(j, "layer_types");
   for (int i = 0; i < c->n_layers; i++) {
     if (lt) {
@@ -248,7 +248,7 @@ static int plan_params(oc_mbert *m, oc_error *err) {
   int cap = P_GLOBAL + L_N * c->n_layers;
   m->p = calloc((size_t)cap, sizeof *m->p);
   m->lp = malloc(sizeof(int) * (size_t)c->n_layers * L_N);
-  if (!m->p || !m->lp) return oc_fail(err, "out of memory");
+  if (!m->p || !m->lp) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   const int64_t H = c->hidden, I = c->inter;
   char n[96];
   m->gp[P_EMB] = add_param(m, cap, "model.embeddings.tok_embeddings.weight", c->vocab, H, 1, 1);
@@ -272,7 +272,7 @@ static int plan_params(oc_mbert *m, oc_error *err) {
   m->gp[P_CLS_B] = add_param(m, cap, "classifier.bias", c->n_labels, 0, 0, 1);
   m->w = calloc(m->total, sizeof(float));
   m->grad = calloc(m->total, sizeof(float));
-  if (!m->w || !m->grad) return oc_fail(err, "out of memory: %zu parameters", m->total);
+  if (!m->w || !m->grad) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: %zu parameters", m->total);
   return 0;
 }
 
@@ -296,7 +296,7 @@ static void trunc_normal(float *x, size_t n, double std, double cut, oc_rng *r) 
 int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names, uint64_t init_seed, oc_mbert **out, oc_error *err) {
   *out = NULL;
   oc_mbert *m = calloc(1, sizeof *m);
-  if (!m) return oc_fail(err, "out of memory");
+  if (!m) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   char *cp = oc_path_join(dir, "config.json"), *wp = oc_path_join(dir, "model.safetensors");
   oc_st_file *f = NULL;
   int rc = -1;
@@ -333,7 +333,7 @@ int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names,
   const int hd = m->c.head_dim;
   for (int k = 0; k < 2; k++) {
     m->inv_freq[k] = malloc(sizeof(float) * (size_t)(hd / 2));
-    if (!m->inv_freq[k]) { oc_fail(err, "out of memory"); goto done; }
+    if (!m->inv_freq[k]) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
     float theta = (float)(k ? m->c.theta_sliding : m->c.theta_full);
     for (int j = 0; j < hd / 2; j++) m->inv_freq[k][j] = 1.0f / powf(theta, (float)(2 * j) / (float)hd); /* f32 like torch */
   }
@@ -354,13 +354,13 @@ static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error 
   acts *a = &m->a;
   size_t wide = 3 * H > 2 * I ? 3 * H : 2 * I;
   if ((size_t)T * wide > m->tmp_cap) {
-    if (oc_grow_floats(&m->tmp1, (size_t)T * wide, NULL) || oc_grow_floats(&m->tmp2, (size_t)T * wide, NULL) || oc_grow_floats(&m->tmp3, (size_t)T * wide, NULL)) return oc_fail(err, "out of memory");
+    if (oc_grow_floats(&m->tmp1, (size_t)T * wide, NULL) || oc_grow_floats(&m->tmp2, (size_t)T * wide, NULL) || oc_grow_floats(&m->tmp3, (size_t)T * wide, NULL)) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     m->tmp_cap = (size_t)T * wide;
   }
   if (!a->h) {
     float ***lists[] = {&a->h, &a->xn1, &a->qkv, &a->ctx, &a->lse, &a->hmid, &a->xn2, &a->u, &a->g, &a->st1, &a->st2};
     for (size_t k = 0; k < sizeof lists / sizeof *lists; k++)
-      if (!(*lists[k] = calloc(L, sizeof(float *)))) return oc_fail(err, "out of memory");
+      if (!(*lists[k] = calloc(L, sizeof(float *)))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   }
   /* inference keeps one layer's worth (index 0 reused); training keeps every layer */
   if (T > a->cap_tokens || (training && T > a->cap_train)) {
@@ -371,26 +371,26 @@ static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error 
       if (oc_grow_floats(&a->h[l], t * H, NULL) || oc_grow_floats(&a->xn1[l], t * H, NULL) || oc_grow_floats(&a->qkv[l], t * 3 * H, NULL) || oc_grow_floats(&a->ctx[l], t * H, NULL) ||
           oc_grow_floats(&a->lse[l], t * nh, NULL) || oc_grow_floats(&a->hmid[l], t * H, NULL) || oc_grow_floats(&a->xn2[l], t * H, NULL) || oc_grow_floats(&a->u[l], t * 2 * I, NULL) ||
           oc_grow_floats(&a->g[l], t * I, NULL) || oc_grow_floats(&a->st1[l], t * 2, NULL) || oc_grow_floats(&a->st2[l], t * 2, NULL))
-        return oc_fail(err, "out of memory: activations for %d tokens", cap);
+        return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: activations for %d tokens", cap);
     }
     if (oc_grow_floats(&a->emb_raw, (size_t)cap * H, NULL) || oc_grow_floats(&a->emb_st, (size_t)cap * 2, NULL) || oc_grow_floats(&a->hL, (size_t)cap * H, NULL) ||
         oc_grow_floats(&a->last, (size_t)cap * H, NULL) || oc_grow_floats(&a->fin_st, (size_t)cap * 2, NULL))
-      return oc_fail(err, "out of memory");
+      return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     a->cap_tokens = cap;
     if (training) a->cap_train = cap;
   }
   if (B > a->cap_batch) {
     if (oc_grow_floats(&a->pooled, (size_t)B * H, NULL) || oc_grow_floats(&a->z, (size_t)B * H, NULL) || oc_grow_floats(&a->gz, (size_t)B * H, NULL) || oc_grow_floats(&a->ho, (size_t)B * H, NULL) ||
         oc_grow_floats(&a->ho_st, (size_t)B * 2, NULL) || oc_grow_floats(&a->probs, (size_t)B * c->n_labels, NULL))
-      return oc_fail(err, "out of memory");
+      return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     a->cap_batch = B;
   }
-  if (training && !m->ln_part && !(m->ln_part = malloc(sizeof(float) * LN_CHUNKS * H))) return oc_fail(err, "out of memory");
+  if (training && !m->ln_part && !(m->ln_part = malloc(sizeof(float) * LN_CHUNKS * H))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   /* attention scratch: scores + dP for the longest sequence, per thread */
   size_t per = (size_t)maxlen * (size_t)maxlen * 2;
   int nthr = omp_get_max_threads();
   if (per > m->scratch_per_thread || nthr > m->scratch_threads) {
-    if (oc_grow_floats(&m->scratch, per * (size_t)nthr, NULL)) return oc_fail(err, "out of memory: attention scratch for %d tokens", maxlen);
+    if (oc_grow_floats(&m->scratch, per * (size_t)nthr, NULL)) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: attention scratch for %d tokens", maxlen);
     m->scratch_per_thread = per;
     m->scratch_threads = nthr;
   }
@@ -588,7 +588,7 @@ static int run_forward(oc_mbert *m, const oc_mbert_batch *bt, float *logits, int
   for (int b = 0; b < B; b++) if (bt->lens[b] > maxlen) maxlen = bt->lens[b];
   if (ensure(m, T, maxlen, B, training, err)) return -1;
   int *off = malloc(sizeof(int) * (size_t)B), *pos = malloc(sizeof(int) * (size_t)T);
-  if (!off || !pos) { free(off); free(pos); return oc_fail(err, "out of memory"); }
+  if (!off || !pos) { free(off); free(pos); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   for (int b = 0, o = 0; b < B; o += bt->lens[b++]) {
     off[b] = o;
     for (int t = 0; t < bt->lens[b]; t++) pos[o + t] = t;
@@ -663,7 +663,7 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
     if (labels[b] < 0 || labels[b] >= C) return oc_fail(err, "label %d of batch row %d is outside 0..%d", labels[b], b, C - 1);
   float *logits = malloc(sizeof(float) * (size_t)B * C);
   int *off = NULL, *pos = NULL;
-  if (!logits) return oc_fail(err, "out of memory");
+  if (!logits) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   if (run_forward(m, bt, logits, 1, &off, &pos, err)) { free(logits); return -1; }
   int T = 0;
   for (int b = 0; b < B; b++) T += bt->lens[b];
@@ -710,7 +710,7 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
   /* pooling -> d last_hidden_state */
   if ((size_t)T * H > m->bw_cap) {
     for (int k = 0; k < 4; k++)
-      if (oc_grow_floats(&m->bw[k], (size_t)T * H, NULL)) { free(off); free(pos); return oc_fail(err, "out of memory"); }
+      if (oc_grow_floats(&m->bw[k], (size_t)T * H, NULL)) { free(off); free(pos); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
     m->bw_cap = (size_t)T * H;
   }
   float *dlast = m->bw[0], *dh = m->bw[1], *dmid = m->bw[2], *dtmp = m->bw[3];
@@ -763,7 +763,7 @@ int oc_mbert_adamw_init(const oc_mbert *m, oc_adamw_state *st, oc_error *err) {
   st->m = calloc(m->total, sizeof(float));
   st->v = calloc(m->total, sizeof(float));
   st->step = 0;
-  if (!st->m || !st->v) { oc_adamw_free(st); return oc_fail(err, "out of memory: optimizer state for %zu parameters", m->total); }
+  if (!st->m || !st->v) { oc_adamw_free(st); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: optimizer state for %zu parameters", m->total); }
   return 0;
 }
 
@@ -850,7 +850,7 @@ int oc_mbert_load_weights(oc_mbert *m, const char *path, oc_error *err) {
 /* ---------------------------------------------------------------- random checkpoint (benchmarks) */
 int oc_mbert_random(const char *config_path, const char *out_dir, int n_labels, uint64_t seed, oc_error *err) {
   oc_mbert *m = calloc(1, sizeof *m);
-  if (!m) return oc_fail(err, "out of memory");
+  if (!m) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   int rc = -1;
   char *text = NULL, *js = NULL, *cp = NULL, *wp = NULL;
   cJSON *j = NULL;

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "opencon/classifier.h"
-#include "opencon/probe.h"
+#include "opencon/dataset.h"
 #include "opencon/safetensors.h"
 
 void oc_cls_train_defaults(oc_cls_train_opts *o) {
@@ -161,7 +161,7 @@ static int save_checkpoint(const char *dir, const char *base_dir, const oc_mbert
   oc_st_writer *w = oc_st_writer_new();
   int rc = 0, np = oc_mbert_n_params(m);
   char (*names)[200] = calloc((size_t)np * 2, sizeof *names);
-  if (!names) { oc_st_writer_free(w); return oc_fail(err, "out of memory"); }
+  if (!names) { oc_st_writer_free(w); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   const float *base = oc_mbert_param((oc_mbert *)m, 0, NULL, NULL, NULL);
   for (int i = 0; i < np && !rc; i++) {
     int64_t numel, shape[2];
@@ -272,7 +272,7 @@ static int evaluate(oc_mbert *m, const record *recs, const int *idx, int n, int 
     for (int j = 0; j < nb; j++) tot += recs[idx[s0 + j]].n;
     if (tot > cap) {
       int32_t *ni = realloc(ids, sizeof(int32_t) * (size_t)tot);
-      if (!ni) { free(ids); return oc_fail(err, "out of memory"); }
+      if (!ni) { free(ids); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
       ids = ni;
       cap = tot;
     }
@@ -318,17 +318,17 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   if (ds.n < 2) { oc_fail(err, "%s: need at least 2 examples", o->data_path); goto done; }
   /* split the examples (stratified); prefix copies follow their example, so no exchange is on both sides */
   ybuf = malloc(sizeof(int32_t) * (size_t)ds.n);
-  if (!ybuf) { oc_fail(err, "out of memory"); goto done; }
+  if (!ybuf) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (int i = 0; i < ds.n; i++) ybuf[i] = ds.ex[i].label;
   int ntr_ex, nva_ex;
   if (oc_stratified_split(ybuf, ds.n, o->validation_size, o->seed, &tri, &ntr_ex, &vai, &nva_ex, err)) goto done;
   char *is_val = calloc((size_t)ds.n, 1);
-  if (!is_val) { oc_fail(err, "out of memory"); goto done; }
+  if (!is_val) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (int i = 0; i < nva_ex; i++) is_val[vai[i]] = 1;
   if (oc_chat_load(o->model_dir, &tok, err)) { free(is_val); goto done; }
   int copies = o->prefix_augment ? (o->prefix_copies > 0 ? o->prefix_copies : 1) : 0;
   recs = calloc((size_t)ds.n * (size_t)(1 + copies), sizeof *recs);
-  if (!recs) { free(is_val); oc_fail(err, "out of memory"); goto done; }
+  if (!recs) { free(is_val); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   oc_progress_phase(&prog, "tokenizing", 0, ds.n);
   oc_rng aug;
   oc_rng_seed(&aug, oc_mix64(o->seed ^ 0xa06a3e17ull));
@@ -337,7 +337,7 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
     for (int c = 0; c <= copies; c++) {
       char *resp = c == 0 ? ds.ex[i].response : oc_prefix_cut(ds.ex[i].response, &aug);
       oc_encoding e;
-      int erc = !resp ? oc_fail(err, "out of memory") : oc_exchange_encode(tok, ds.ex[i].prompt, resp, o->max_length, &e, err);
+      int erc = !resp ? oc_fail_code(err, OC_ERR_NOMEM, "out of memory") : oc_exchange_encode(tok, ds.ex[i].prompt, resp, o->max_length, &e, err);
       if (c) free(resp);
       if (erc) { free(is_val); oc_wrap(err, "%s:%lld", o->data_path, (long long)ds.ex[i].line); goto done; }
       record *r = &recs[nrec++];
@@ -356,7 +356,7 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   free(is_val);
   tr = malloc(sizeof(int) * (size_t)nrec);
   va = malloc(sizeof(int) * (size_t)nrec);
-  if (!tr || !va) { oc_fail(err, "out of memory"); goto done; }
+  if (!tr || !va) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (int i = 0; i < nrec; i++) { if (recs[i].val) va[nva++] = i; else tr[ntr++] = i; }
   if (ntr == 0) { oc_fail(err, "no training records after the split"); goto done; }
   fprintf(stderr, "%s: %d examples -> %d records (%d train, %d validation), %d labels\n", o->data_path, ds.n, nrec, ntr, nva, C);
@@ -375,7 +375,7 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   batch_labels = malloc(sizeof(int32_t) * (size_t)o->batch_size);
   int *perm = malloc(sizeof(int) * (size_t)ntr);
   int64_t *permi = malloc(sizeof(int64_t) * (size_t)ntr);
-  if (!batch_ids || !batch_lens || !batch_labels || !perm || !permi) { free(perm); free(permi); oc_fail(err, "out of memory"); goto done; }
+  if (!batch_ids || !batch_lens || !batch_labels || !perm || !permi) { free(perm); free(permi); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   oc_progress_phase(&prog, "training", st.step, total);
   int64_t perm_epoch = -1;
   double loss_acc = 0;
@@ -438,7 +438,7 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   if (nva > 0) {
     probs = malloc(sizeof(double) * (size_t)nva * C);
     int32_t *yv = malloc(sizeof(int32_t) * (size_t)nva);
-    if (!probs || !yv) { free(yv); oc_fail(err, "out of memory"); goto done; }
+    if (!probs || !yv) { free(yv); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
     if (evaluate(m, recs, va, nva, o->batch_size, probs, yv, err)) { free(yv); goto done; }
     metrics = oc_cls_metrics(yv, probs, nva, C, unsafe);
     free(yv);

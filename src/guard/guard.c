@@ -70,7 +70,7 @@ int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, 
     if ((layer = oc_hidden_index(c, cfg->layer, err)) < 0) return oc_wrap(err, "probe layer");
   }
   oc_guard *g = calloc(1, sizeof *g);
-  if (!g) return oc_fail(err, "out of memory");
+  if (!g) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   g->m = m;
   g->chat = chat;
   g->probe = probe;
@@ -206,8 +206,8 @@ int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, o
   int rc = -1, nrisk = 0;
   size_t tlen = 0;
   releaser rel = {emit, ud, 0};
-  if (!logits || !tap || !risks || !res->tokens) { oc_fail(err, "out of memory"); goto done; }
-  if (o->temperature > 0 && (!(scratch = malloc(sizeof(float) * (size_t)V)) || !(idx = malloc(sizeof(int) * (size_t)V)))) { oc_fail(err, "out of memory"); goto done; }
+  if (!logits || !tap || !risks || !res->tokens) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (o->temperature > 0 && (!(scratch = malloc(sizeof(float) * (size_t)V)) || !(idx = malloc(sizeof(int) * (size_t)V)))) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (oc_chat_format_exchange(g->chat, prompt, NULL, o->use_chat_template, &ptext, err) ||
       oc_chat_encode(g->chat, ptext, !o->use_chat_template, 0, &enc, err))
     goto done;
@@ -303,7 +303,7 @@ int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, o
   res->held_response_chars = text ? (int)utf8_chars(text + rel.released, tlen - rel.released) : 0;
   if (strcmp(status, "blocked") == 0) res->response = strdup(OC_REFUSAL);
   else res->response = strndup(text ? text : "", rel.released);
-  if (!res->response) { oc_fail(err, "out of memory"); goto done; }
+  if (!res->response) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   res->total_ms = 1e3 * (oc_now() - t_start);
   rc = 0;
 done:

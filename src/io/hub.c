@@ -212,8 +212,8 @@ static int download_file(const char *base_url, const char *repo_id, const char *
     if (status != 416) unlink(part);
     return oc_fail(err, "%s: HTTP %ld%s", url, status, status == 401 || status == 403 ? " (gated or private: set HF_TOKEN)" : "");
   }
-  if (ferr) return oc_fail(err, "%s: write failed", part);
-  if (rename(part, dst) != 0) return oc_fail(err, "%s: rename failed: %s", dst, strerror(errno));
+  if (ferr) return oc_fail_code(err, OC_ERR_IO, "%s: write failed", part);
+  if (rename(part, dst) != 0) return oc_fail_code(err, OC_ERR_IO, "%s: rename failed: %s", dst, strerror(errno));
   return 0;
 }
 

@@ -142,12 +142,12 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
   const unsigned char *data = b + 8 + hlen;
 
   oc_st_file *f = calloc(1, sizeof *f);
-  if (!f) { cJSON_Delete(root); return oc_fail(err, "out of memory"); }
+  if (!f) { cJSON_Delete(root); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   f->path = strdup(path);
   int cap = cJSON_GetArraySize(root);
   f->t = calloc((size_t)(cap > 0 ? cap : 1), sizeof *f->t);
   span *spans = calloc((size_t)(cap > 0 ? cap : 1), sizeof *spans);
-  if (!f->path || !f->t || !spans) { free(spans); cJSON_Delete(root); oc_st_close(f); return oc_fail(err, "out of memory"); }
+  if (!f->path || !f->t || !spans) { free(spans); cJSON_Delete(root); oc_st_close(f); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   int rc = 0;
   for (cJSON *e = root->child; e && rc == 0; e = e->next) {
     const char *name = e->string;
@@ -156,7 +156,7 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
       if (!cJSON_IsObject(e)) { rc = oc_fail(err, "%s: __metadata__ is not an object", path); break; }
       int nm = cJSON_GetArraySize(e);
       f->meta = calloc((size_t)(2 * nm + 1), sizeof *f->meta);
-      if (!f->meta) { rc = oc_fail(err, "out of memory"); break; }
+      if (!f->meta) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
       for (cJSON *m = e->child; m; m = m->next) {
         if (!cJSON_IsString(m)) { rc = oc_fail(err, "%s: __metadata__ value \"%s\" is not a string", path, m->string); break; }
         f->meta[2 * f->n_meta] = strdup(m->string);
@@ -209,7 +209,7 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
       break;
     }
     t->name = strdup(name);
-    if (!t->name) { rc = oc_fail(err, "out of memory"); break; }
+    if (!t->name) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
     t->numel = (int64_t)numel;
     t->nbytes = (size_t)(oe - ob);
     t->data = data + ob;
@@ -217,7 +217,7 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
       /* valid but unaligned (another writer's layout): keep an aligned private copy */
       void *copy = malloc(t->nbytes ? t->nbytes : 1);
       void **nc = realloc(f->copies, sizeof *nc * (size_t)(f->n_copies + 1));
-      if (!copy || !nc) { free(copy); if (nc) f->copies = nc; rc = oc_fail(err, "out of memory"); free((char *)t->name); t->name = NULL; break; }
+      if (!copy || !nc) { free(copy); if (nc) f->copies = nc; rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); free((char *)t->name); t->name = NULL; break; }
       f->copies = nc;
       memcpy(copy, t->data, t->nbytes);
       f->copies[f->n_copies++] = copy;
@@ -248,7 +248,7 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
 int oc_st_open(const char *path, oc_st_file **out, oc_error *err) {
   *out = NULL;
   int fd = open(path, O_RDONLY);
-  if (fd < 0) return oc_fail(err, "%s: cannot open: %s", path, strerror(errno));
+  if (fd < 0) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return oc_fail(err, "%s: not a regular file", path); }
   size_t len = (size_t)st.st_size;
@@ -302,7 +302,7 @@ static int add_file(oc_weights *w, const char *path, oc_error *err) {
   oc_st_file *f;
   if (oc_st_open(path, &f, err) != 0) return -1;
   oc_st_file **nf = realloc(w->files, sizeof *nf * (size_t)(w->n_files + 1));
-  if (!nf) { oc_st_close(f); return oc_fail(err, "out of memory"); }
+  if (!nf) { oc_st_close(f); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   w->files = nf;
   w->files[w->n_files++] = f;
   return 0;
@@ -316,7 +316,7 @@ static int valid_shard_name(const char *s) {
 int oc_weights_open(const char *dir, oc_weights **out, oc_error *err) {
   *out = NULL;
   oc_weights *w = calloc(1, sizeof *w);
-  if (!w) return oc_fail(err, "out of memory");
+  if (!w) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   char *single = oc_path_join(dir, "model.safetensors");
   char *index = oc_path_join(dir, "model.safetensors.index.json");
   int rc = 0;
@@ -354,7 +354,7 @@ int oc_weights_open(const char *dir, oc_weights **out, oc_error *err) {
     int total = 0;
     for (int i = 0; i < w->n_files; i++) total += w->files[i]->n;
     w->all = malloc(sizeof *w->all * (size_t)(total ? total : 1));
-    if (!w->all) rc = oc_fail(err, "out of memory");
+    if (!w->all) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     for (int i = 0; rc == 0 && i < w->n_files; i++)
       for (int j = 0; j < w->files[i]->n; j++) w->all[w->n++] = &w->files[i]->t[j];
     if (rc == 0) {
@@ -434,14 +434,14 @@ static int writer_push(oc_st_writer *w, const char *name, oc_dtype dt, int ndim,
   if (w->n == w->cap) {
     int nc = w->cap ? 2 * w->cap : 16;
     wentry *ne = realloc(w->e, sizeof *ne * (size_t)nc);
-    if (!ne) return oc_fail(err, "out of memory");
+    if (!ne) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     w->e = ne;
     w->cap = nc;
   }
   wentry *e = &w->e[w->n];
   memset(e, 0, sizeof *e);
   e->name = strdup(name);
-  if (!e->name) return oc_fail(err, "out of memory");
+  if (!e->name) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   e->dt = dt;
   e->ndim = ndim;
   size_t numel = 1;
@@ -469,9 +469,9 @@ int oc_st_writer_add_lazy(oc_st_writer *w, const char *name, oc_dtype dt, int nd
 }
 
 int oc_st_writer_set_metadata(oc_st_writer *w, const char *key, const char *value, oc_error *err) {
-  if (!w->meta && !(w->meta = cJSON_CreateObject())) return oc_fail(err, "out of memory");
+  if (!w->meta && !(w->meta = cJSON_CreateObject())) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   cJSON_DeleteItemFromObjectCaseSensitive(w->meta, key);
-  if (!cJSON_AddStringToObject(w->meta, key, value)) return oc_fail(err, "out of memory");
+  if (!cJSON_AddStringToObject(w->meta, key, value)) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   return 0;
 }
 
@@ -487,7 +487,7 @@ int oc_st_writer_write(oc_st_writer *w, const char *path, oc_error *err) {
   for (int i = 0; i < w->n; i++) w->e[i].order = i;
   qsort(w->e, (size_t)w->n, sizeof *w->e, cmp_entry_align);
   cJSON *root = cJSON_CreateObject();
-  if (!root) return oc_fail(err, "out of memory");
+  if (!root) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   if (w->meta) cJSON_AddItemToObject(root, "__metadata__", cJSON_Duplicate(w->meta, 1));
   uint64_t off = 0;
   for (int i = 0; i < w->n; i++) {
@@ -504,7 +504,7 @@ int oc_st_writer_write(oc_st_writer *w, const char *path, oc_error *err) {
   }
   char *hdr = cJSON_PrintUnformatted(root);
   cJSON_Delete(root);
-  if (!hdr) return oc_fail(err, "out of memory");
+  if (!hdr) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   size_t hl = strlen(hdr), padded = (hl + 7) & ~(size_t)7;
   unsigned char lenbuf[8];
   for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
@@ -519,7 +519,7 @@ int oc_st_writer_write(oc_st_writer *w, const char *path, oc_error *err) {
   for (int i = 0; !rc && i < w->n; i++) {
     wentry *e = &w->e[i];
     if (!e->fill) { rc = oc_atomic_write(&af, e->data, e->nbytes, err); continue; }
-    if (!buf && !(buf = malloc(chunk))) { rc = oc_fail(err, "out of memory"); break; }
+    if (!buf && !(buf = malloc(chunk))) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
     for (size_t o = 0; !rc && o < e->nbytes; o += chunk) {
       size_t nb = e->nbytes - o < chunk ? e->nbytes - o : chunk;
       rc = e->fill(e->ctx, e->name, buf, o, nb, err);

@@ -71,7 +71,7 @@ static int parse_rope(const ctx *c, const cJSON *o, double def_theta, oc_rope_pa
   else if (strcmp(kind, "linear") == 0) r->kind = OC_ROPE_LINEAR;
   else if (strcmp(kind, "llama3") == 0) r->kind = OC_ROPE_LLAMA3;
   else if (strcmp(kind, "proportional") == 0) r->kind = OC_ROPE_PROPORTIONAL;
-  else return oc_fail(c->err, "%s: %s: unsupported rope_type \"%s\" (default, linear, llama3, proportional)", c->path, where, kind);
+  else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported rope_type \"%s\" (default, linear, llama3, proportional)", c->path, where, kind);
   const cJSON *v;
 #define NUM(key, field)                                                                                  \
   if ((v = cJSON_GetObjectItemCaseSensitive(o, key)) && !cJSON_IsNull(v)) {                              \
@@ -131,7 +131,7 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
   else if (strcmp(arch, "LlamaForCausalLM") == 0 || (!*arch && strcmp(mt, "llama") == 0)) cfg->family = OC_FAM_LLAMA;
   else if (strcmp(arch, "Qwen3ForCausalLM") == 0 || (!*arch && strcmp(mt, "qwen3") == 0)) cfg->family = OC_FAM_QWEN3;
   else {
-    rc = oc_fail(err, "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: %s", path,
+    rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: %s", path,
                  *arch ? arch : "?", mt, SUPPORTED);
     goto done;
   }
@@ -156,13 +156,13 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
   if ((rc = get_int(&c, "bos_token_id", -1, 0, &cfg->bos_token_id)) || (rc = get_int(&c, "pad_token_id", -1, 0, &cfg->pad_token_id))) goto done;
   add_eos(cfg, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"));
   if (c.text != root) add_eos(cfg, cJSON_GetObjectItemCaseSensitive(c.text, "eos_token_id"));
-  if (get_bool(&c, "attention_bias", 0) || get_bool(&c, "mlp_bias", 0)) { rc = oc_fail(err, "%s: attention_bias/mlp_bias checkpoints are not supported", path); goto done; }
+  if (get_bool(&c, "attention_bias", 0) || get_bool(&c, "mlp_bias", 0)) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: attention_bias/mlp_bias checkpoints are not supported", path); goto done; }
 
   const char *act = get_str(&c, gemma ? "hidden_activation" : "hidden_act");
   if (!act) act = gemma ? "gelu_pytorch_tanh" : "silu";
   if (strcmp(act, "gelu_pytorch_tanh") == 0 || strcmp(act, "gelu_tanh") == 0) cfg->act_gelu_tanh = 1;
   else if (strcmp(act, "silu") == 0) cfg->act_gelu_tanh = 0;
-  else { rc = oc_fail(err, "%s: unsupported activation \"%s\"", path, act); goto done; }
+  else { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: unsupported activation \"%s\"", path, act); goto done; }
 
   cfg->tie_embeddings = get_bool(&c, "tie_word_embeddings", gemma ? 1 : 0);
   if (c.text != root && cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings"))
@@ -171,7 +171,7 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
   if ((rc = get_int(&c, "sliding_window", 0, 0, &cfg->sliding_window))) goto done;
 
   cfg->layer_types = calloc((size_t)cfg->n_layers, sizeof *cfg->layer_types);
-  if (!cfg->layer_types) { rc = oc_fail(err, "out of memory"); goto done; }
+  if (!cfg->layer_types) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   const cJSON *lt = get(&c, "layer_types");
   if (lt) {
     if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != cfg->n_layers) { rc = oc_fail(err, "%s: layer_types must list num_hidden_layers (%d) entries", path, cfg->n_layers); goto done; }
@@ -179,7 +179,7 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
     for (const cJSON *e = lt->child; e; e = e->next, i++) {
       if (cJSON_IsString(e) && strcmp(e->valuestring, "full_attention") == 0) cfg->layer_types[i] = OC_LAYER_FULL;
       else if (cJSON_IsString(e) && strcmp(e->valuestring, "sliding_attention") == 0) cfg->layer_types[i] = OC_LAYER_SLIDING;
-      else { rc = oc_fail(err, "%s: layer_types[%d]: unsupported layer type", path, i); goto done; }
+      else { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: layer_types[%d]: unsupported layer type", path, i); goto done; }
     }
   } else if (cfg->family == OC_FAM_GEMMA3) {
     int pat;
@@ -191,7 +191,7 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
   for (int i = 0; i < cfg->n_layers; i++) any_sliding |= cfg->layer_types[i] == OC_LAYER_SLIDING;
   if (!gemma) {
     if (any_sliding || (cfg->family == OC_FAM_QWEN3 && get_bool(&c, "use_sliding_window", 0))) {
-      rc = oc_fail(err, "%s: sliding-window layers are not supported for %s", path, cfg->architecture);
+      rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: sliding-window layers are not supported for %s", path, cfg->architecture);
       goto done;
     }
     cfg->sliding_window = 0;
@@ -210,7 +210,7 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
     if ((rc = parse_rope(&c, rs ? rs : rp, theta, &cfg->rope[OC_LAYER_FULL], rs ? "rope_scaling" : "rope_parameters"))) goto done;
     if (cfg->rope[0].kind == OC_ROPE_LLAMA3 && cfg->rope[0].original_max_position_embeddings <= 0)
       cfg->rope[0].original_max_position_embeddings = cfg->max_position_embeddings;
-    if (cfg->rope[0].kind == OC_ROPE_PROPORTIONAL || cfg->rope[0].partial_rotary_factor != 1.0) { rc = oc_fail(err, "%s: partial rotary embeddings are not supported for %s", path, cfg->architecture); goto done; }
+    if (cfg->rope[0].kind == OC_ROPE_PROPORTIONAL || cfg->rope[0].partial_rotary_factor != 1.0) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: partial rotary embeddings are not supported for %s", path, cfg->architecture); goto done; }
     cfg->rope[OC_LAYER_SLIDING] = cfg->rope[OC_LAYER_FULL];
     cfg->embed_scale = 1.0;
     cfg->attn_scale = 1.0 / sqrt((double)cfg->head_dim);
@@ -240,10 +240,10 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
     break;
   }
   case OC_FAM_GEMMA4: {
-    if (get_bool(&c, "enable_moe_block", 0)) { rc = oc_fail(err, "%s: Gemma 4 MoE (enable_moe_block) is not supported", path); goto done; }
-    if (get_bool(&c, "attention_k_eq_v", 0)) { rc = oc_fail(err, "%s: attention_k_eq_v (Gemma 4 31B/26B) is not supported", path); goto done; }
+    if (get_bool(&c, "enable_moe_block", 0)) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: Gemma 4 MoE (enable_moe_block) is not supported", path); goto done; }
+    if (get_bool(&c, "attention_k_eq_v", 0)) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: attention_k_eq_v (Gemma 4 31B/26B) is not supported", path); goto done; }
     const char *bidi = get_str(&c, "use_bidirectional_attention");
-    if (bidi && strcmp(bidi, "all") == 0) { rc = oc_fail(err, "%s: bidirectional text attention is not supported", path); goto done; }
+    if (bidi && strcmp(bidi, "all") == 0) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: bidirectional text attention is not supported", path); goto done; }
     cfg->layer_types[cfg->n_layers - 1] = OC_LAYER_FULL;
     if ((rc = get_int(&c, "global_head_dim", cfg->head_dim, 0, &cfg->global_head_dim))) goto done;
     if (cfg->global_head_dim <= 0 || cfg->global_head_dim % 2) { rc = oc_fail(err, "%s: global_head_dim must be positive and even", path); goto done; }

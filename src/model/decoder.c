@@ -50,7 +50,7 @@ static int need(binder *b, const oc_tensor **out, const char *name, int ndim, in
   const oc_tensor *t = find_t(b, name);
   if (!t) return oc_fail(b->err, "missing tensor \"%s%s\" required by %s", b->prefix, name, b->m->cfg.architecture);
   if (t->dtype != OC_DT_F32 && t->dtype != OC_DT_F16 && t->dtype != OC_DT_BF16)
-    return oc_fail(b->err, "%s: tensor \"%s\": dtype %s is not supported (F32, F16, BF16)", t->file, t->name, oc_dtype_name(t->dtype));
+    return oc_fail_code(b->err, OC_ERR_UNSUPPORTED, "%s: tensor \"%s\": dtype %s is not supported (F32, F16, BF16)", t->file, t->name, oc_dtype_name(t->dtype));
   int ok = t->ndim == ndim && t->shape[0] == d0 && (ndim < 2 || t->shape[1] == d1);
   if (!ok) {
     char got[128] = "";
@@ -66,7 +66,7 @@ static int need_vec(binder *b, float **out, const char *name, int64_t dim, int o
   const oc_tensor *t;
   if (need(b, &t, name, 1, dim, 0)) return -1;
   float *v = malloc(sizeof(float) * (size_t)dim);
-  if (!v) return oc_fail(b->err, "out of memory");
+  if (!v) return oc_fail_code(b->err, OC_ERR_NOMEM, "out of memory");
   oc_to_f32(t->dtype, t->data, v, (size_t)dim);
   if (one_offset) for (int64_t i = 0; i < dim; i++) v[i] = 1.0f + v[i];
   *out = v;
@@ -150,7 +150,7 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   char *json = NULL;
   if (oc_read_file(cpath, &json, NULL, err)) { free(cpath); return -1; }
   oc_model *m = calloc(1, sizeof *m);
-  if (!m) { free(cpath); free(json); return oc_fail(err, "out of memory"); }
+  if (!m) { free(cpath); free(json); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   int rc = oc_config_parse(json, cpath, &m->cfg, err);
   free(json);
   free(cpath);
@@ -186,7 +186,7 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   }
   m->L = calloc((size_t)c->n_layers, sizeof *m->L);
   m->slot_dim = calloc((size_t)c->n_layers, sizeof *m->slot_dim);
-  if (!m->L || !m->slot_dim) { oc_fail(err, "out of memory"); goto fail; }
+  if (!m->L || !m->slot_dim) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto fail; }
   for (int i = 0; i < c->n_layers; i++) {
     if (bind_layer(&b, i)) goto fail;
     layer_w *l = &m->L[i];
@@ -197,7 +197,7 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   for (int t = 0; t < 2; t++) {
     int hd = oc_config_type_head_dim(c, (oc_layer_type)t);
     m->inv_freq[t] = malloc(sizeof(float) * (size_t)(hd / 2));
-    if (!m->inv_freq[t]) { oc_fail(err, "out of memory"); goto fail; }
+    if (!m->inv_freq[t]) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto fail; }
     oc_rope_inv_freq(&c->rope[t], hd, m->inv_freq[t]);
   }
   *out = m;
@@ -237,12 +237,12 @@ void oc_session_free(oc_session *s) {
 
 oc_session *oc_session_new(const oc_model *m, int max_ctx, oc_error *err) {
   oc_session *s = calloc(1, sizeof *s);
-  if (!s) { oc_fail(err, "out of memory"); return NULL; }
+  if (!s) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
   s->m = m;
   s->max_ctx = max_ctx > 0 ? max_ctx : m->cfg.max_position_embeddings;
   s->K = calloc((size_t)(m->n_slots ? m->n_slots : 1), sizeof *s->K);
   s->V = calloc((size_t)(m->n_slots ? m->n_slots : 1), sizeof *s->V);
-  if (!s->K || !s->V) { oc_session_free(s); oc_fail(err, "out of memory"); return NULL; }
+  if (!s->K || !s->V) { oc_session_free(s); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
   return s;
 }
 
@@ -299,7 +299,7 @@ static int ensure_scratch(oc_session *s, int n, oc_error *err) {
   int *tp = realloc(s->tpos, sizeof(int) * N), *tl = tp ? realloc(s->tlo, sizeof(int) * N) : NULL;
   if (tp) s->tpos = tp;
   if (tl) s->tlo = tl;
-  if (!tp || !tl) return oc_fail(err, "out of memory");
+  if (!tp || !tl) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   s->chunk_cap = n;
   return 0;
 }

@@ -66,7 +66,7 @@ int oc_random_model(const char *config_path, const char *out_dir, uint64_t seed,
   free(json);
   plan p = {oc_st_writer_new(), NULL, 0, 32 * (c.n_layers + 4), seed, "", err};
   p.ctx = calloc((size_t)p.cap, sizeof *p.ctx);
-  if (!p.w || !p.ctx) rc = oc_fail(err, "out of memory");
+  if (!p.w || !p.ctx) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   if (c.family == OC_FAM_GEMMA4) p.prefix = "model.language_model.";
   else if (c.family == OC_FAM_GEMMA3 && strcmp(c.architecture, "Gemma3ForConditionalGeneration") == 0) p.prefix = "language_model.model.";
   else p.prefix = "model.";

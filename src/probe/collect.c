@@ -39,10 +39,10 @@ static int acts_alloc(oc_activations *a, int n, int n_layers, int hidden, oc_err
   a->y = calloc((size_t)(n ? n : 1), sizeof *a->y);
   a->line = calloc((size_t)(n ? n : 1), sizeof *a->line);
   a->hash = calloc((size_t)(n ? n : 1), sizeof *a->hash);
-  if (!a->X || !a->layers || !a->y || !a->line || !a->hash) return oc_fail(err, "out of memory");
+  if (!a->X || !a->layers || !a->y || !a->line || !a->hash) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   for (int l = 0; l < n_layers; l++) {
     a->X[l] = malloc(sizeof(float) * (size_t)(n ? n : 1) * (size_t)hidden);
-    if (!a->X[l]) return oc_fail(err, "out of memory: %d x %d activations", n, hidden);
+    if (!a->X[l]) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: %d x %d activations", n, hidden);
   }
   return 0;
 }
@@ -110,9 +110,9 @@ static int64_t journal_open(const char *path, const char *header, const oc_datas
     rewind(f);
   }
   if (!f) {
-    if (errno != ENOENT) return oc_fail(err, "%s: cannot open journal: %s", path, strerror(errno));
+    if (errno != ENOENT) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open journal: %s", path, strerror(errno));
     f = fopen(path, "w+b");
-    if (!f) return oc_fail(err, "%s: cannot create journal: %s", path, strerror(errno));
+    if (!f) return oc_fail_code(err, OC_ERR_IO, "%s: cannot create journal: %s", path, strerror(errno));
     uint32_t n32 = (uint32_t)hl;
     if (fwrite(JOURNAL_MAGIC, 1, 8, f) != 8 || fwrite(&n32, 4, 1, f) != 1 || fwrite(header, 1, hl, f) != hl || fflush(f)) {
       fclose(f);
@@ -138,7 +138,7 @@ static int64_t journal_open(const char *path, const char *header, const oc_datas
   }
   free(old);
   unsigned char *rec = malloc(rec_size);
-  if (!rec) { fclose(f); return oc_fail(err, "out of memory"); }
+  if (!rec) { fclose(f); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   int64_t done = 0, done_at_pack_end = 0;
   long good_end = ftell(f);
   while (done < ds->n && fread(rec, 1, rec_size, f) == rec_size) {
@@ -179,7 +179,7 @@ static int journal_append(FILE *f, const char *path, int64_t k, int pack_end, co
   uint64_t sum = oc_fnv1a64(rec, rec_size - sizeof sum, 0);
   memcpy(rec + rec_size - sizeof sum, &sum, sizeof sum);
   if (fwrite(rec, 1, rec_size, f) != rec_size || (pack_end && fflush(f) != 0))
-    return oc_fail(err, "%s: journal write failed: %s", path, strerror(errno));
+    return oc_fail_code(err, OC_ERR_IO, "%s: journal write failed: %s", path, strerror(errno));
   return 0;
 }
 
@@ -190,7 +190,7 @@ int oc_collect_activations(const oc_model *m, const oc_chat *chat, const oc_data
   if (o->n_layers < 1) return oc_fail(err, "no layers requested");
   int max_len = o->max_length > 0 ? o->max_length : 2048;
   int *taps_idx = malloc(sizeof(int) * (size_t)o->n_layers);
-  if (!taps_idx) return oc_fail(err, "out of memory");
+  if (!taps_idx) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   for (int l = 0; l < o->n_layers; l++)
     if ((taps_idx[l] = oc_hidden_index(c, o->layers[l], err)) < 0) { free(taps_idx); return oc_wrap(err, "layer %d", o->layers[l]); }
   if (acts_alloc(a, ds->n, o->n_layers, c->hidden, err)) { free(taps_idx); oc_activations_free(a); return -1; }
@@ -213,7 +213,7 @@ int oc_collect_activations(const oc_model *m, const oc_chat *chat, const oc_data
   int32_t *ids = NULL;
   oc_session *s = oc_session_new(m, max_len > o->pack_tokens ? max_len : o->pack_tokens, err);
   int rc = -1;
-  if (!rec || !tap || !enc || !have || !lens || !last || !s) { if (s) oc_fail(err, "out of memory"); goto done; }
+  if (!rec || !tap || !enc || !have || !lens || !last || !s) { if (s) oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (o->journal_path) {
     char *hdr = journal_header(c, ds, o);
     start = journal_open(o->journal_path, hdr, ds, a, &jf, err);
@@ -246,7 +246,7 @@ int oc_collect_activations(const oc_model *m, const oc_chat *chat, const oc_data
       if (nm > 0 && tot + e->n > o->pack_tokens) break;
       if (tot + e->n > ids_cap) {
         int32_t *ni = realloc(ids, sizeof *ids * (size_t)(tot + e->n));
-        if (!ni) { oc_fail(err, "out of memory"); goto done; }
+        if (!ni) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
         ids = ni;
         ids_cap = tot + e->n;
       }
@@ -300,7 +300,7 @@ int oc_activations_save(const oc_activations *a, const char *path, oc_error *err
   char (*names)[32] = calloc((size_t)a->n_layers, sizeof *names);
   char layers[1024] = "", buf[64];
   int rc = -1;
-  if (!names) { oc_fail(err, "out of memory"); goto done; }
+  if (!names) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   int64_t xs[2] = {a->n, a->hidden}, ns[1] = {a->n};
   for (int l = 0; l < a->n_layers; l++) {
     snprintf(names[l], sizeof names[l], "X.%d", a->layers[l]);

@@ -34,7 +34,7 @@ int oc_probe_fit_layer(const oc_activations *a, int li, double validation_size, 
   float *s = malloc(sizeof(float) * (size_t)a->n);
   int32_t *yy = malloc(sizeof(int32_t) * (size_t)a->n);
   int rc = -1;
-  if (!s || !yy) { oc_fail(err, "out of memory"); goto done; }
+  if (!s || !yy) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (oc_probe_train(a->X[li], a->hidden, a->y, tr, out->n_train, o, &out->probe, &out->final_loss, prog, err)) goto done;
   score_rows(&out->probe, a->X[li], tr, out->n_train, s, yy, a->y);
   oc_binary_metrics(s, yy, out->n_train, target_fpr, &out->train);
@@ -112,7 +112,7 @@ int oc_sweep_svg(const char *path, const int *layers, int n, const double *auc, 
   char (*ticks)[16] = calloc((size_t)(n ? n : 1), sizeof *ticks);
   const char **tp = calloc((size_t)(n ? n : 1), sizeof *tp);
   double *x = calloc((size_t)(n ? n : 1), sizeof *x);
-  if (!ticks || !tp || !x) { free(ticks); free(tp); free(x); return oc_fail(err, "out of memory"); }
+  if (!ticks || !tp || !x) { free(ticks); free(tp); free(x); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   for (int i = 0; i < n; i++) { snprintf(ticks[i], sizeof ticks[i], "%d", layers[i]); tp[i] = ticks[i]; x[i] = i; }
   const char *names[2] = {"ROC AUC", "F1"};
   const double *ys[2] = {auc, f1};

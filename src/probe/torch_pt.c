@@ -71,7 +71,7 @@ static int zip_open(const unsigned char *buf, size_t len, const char *path, zarc
   if (cd_off > len || cd_size > len - cd_off) return oc_fail(err, "%s: zip central directory outside the file", path);
   if (count > cd_size / 46) return oc_fail(err, "%s: zip entry count %llu does not fit the directory", path, (unsigned long long)count);
   z->e = calloc((size_t)(count ? count : 1), sizeof *z->e);
-  if (!z->e) return oc_fail(err, "out of memory");
+  if (!z->e) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   size_t p = (size_t)cd_off, end = (size_t)(cd_off + cd_size);
   for (uint64_t i = 0; i < count; i++) {
     if (end - p < 46 || rd32(buf + p) != 0x02014b50u) { zip_free(z); return oc_fail(err, "%s: bad zip directory entry %llu", path, (unsigned long long)i); }
@@ -93,7 +93,7 @@ static int zip_open(const unsigned char *buf, size_t len, const char *path, zarc
     }
     zentry *e = &z->e[z->n++];
     e->name = strndup((const char *)buf + p + 46, nlen);
-    if (!e->name) { zip_free(z); return oc_fail(err, "out of memory"); }
+    if (!e->name) { zip_free(z); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
     if (method != 0 || csize != usize) {
       int rc = oc_fail(err, "%s: zip entry \"%s\" is compressed (method %u); torch.save writes stored entries", path, e->name, method);
       zip_free(z);
@@ -162,12 +162,12 @@ static pv *mk(vm *m, pv_kind k) {
 }
 
 static int push(vm *m, pv *v) {
-  if (!v) return oc_fail(m->err, "out of memory");
+  if (!v) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
   if (m->sp == m->cap_st) {
     int nc = m->cap_st ? 2 * m->cap_st : 64;
     if (nc > 1 << 20) return oc_fail(m->err, "%s: pickle stack too deep", m->path);
     pv **ns = realloc(m->st, sizeof *ns * (size_t)nc);
-    if (!ns) return oc_fail(m->err, "out of memory");
+    if (!ns) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
     m->st = ns;
     m->cap_st = nc;
   }
@@ -181,7 +181,7 @@ static int append(vm *m, pv *c, pv *v) {
   if (c->n == c->cap) {
     int nc = c->cap ? 2 * c->cap : 8;
     pv **ni = realloc(c->items, sizeof *ni * (size_t)nc);
-    if (!ni) return oc_fail(m->err, "out of memory");
+    if (!ni) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
     c->items = ni;
     c->cap = nc;
   }
@@ -242,7 +242,7 @@ static int memo_put(vm *m, int64_t idx, pv *v) {
   if (idx >= m->n_memo) {
     int64_t nn = idx + 64;
     pv **nm = realloc(m->memo, sizeof *nm * (size_t)nn);
-    if (!nm) return oc_fail(m->err, "out of memory");
+    if (!nm) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
     memset(nm + m->n_memo, 0, sizeof *nm * (size_t)(nn - m->n_memo));
     m->memo = nm;
     m->n_memo = nn;
@@ -271,14 +271,14 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
     case ')': if (push(m, mk(m, PV_TUPLE))) return -1; break;
     case 'N': if (push(m, mk(m, PV_NONE))) return -1; break;
     case 0x88: case 0x89:
-      if (!(v = mk(m, PV_BOOL))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_BOOL))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       v->i = op == 0x88;
       if (push(m, v)) return -1;
       break;
     case 'J': case 'K': case 'M': {
       int nb = op == 'J' ? 4 : op == 'K' ? 1 : 2;
       NEED(nb);
-      if (!(v = mk(m, PV_INT))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_INT))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       v->i = op == 'J' ? (int64_t)(int32_t)rd32(p + i) : op == 'K' ? p[i] : (int64_t)rd16(p + i);
       i += (size_t)nb;
       if (push(m, v)) return -1;
@@ -293,7 +293,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       for (int k = 0; k < nb; k++) u |= (uint64_t)p[i + k] << (8 * k);
       if (nb > 0 && nb < 8 && (p[i + nb - 1] & 0x80)) u |= ~0ull << (8 * nb);
       i += (size_t)nb;
-      if (!(v = mk(m, PV_INT))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_INT))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       v->i = (int64_t)u;
       if (push(m, v)) return -1;
       break;
@@ -303,7 +303,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       uint64_t u = 0;
       for (int k = 0; k < 8; k++) u = u << 8 | p[i + k];
       i += 8;
-      if (!(v = mk(m, PV_FLOAT))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_FLOAT))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       memcpy(&v->f, &u, 8);
       if (push(m, v)) return -1;
       break;
@@ -314,7 +314,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       else if (op == 0x8d) { NEED(8); n = rd64(p + i); i += 8; }
       else { NEED(4); n = rd32(p + i); i += 4; }
       if (n > len - i) return oc_fail(m->err, "%s: pickle string past the end at byte %zu", m->path, op_at);
-      if (!(v = mk(m, PV_STR)) || !(v->s = strndup((const char *)p + i, (size_t)n))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_STR)) || !(v->s = strndup((const char *)p + i, (size_t)n))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       i += (size_t)n;
       if (push(m, v)) return -1;
       break;
@@ -324,7 +324,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       if (!a) return oc_fail(m->err, "%s: pickle GLOBAL truncated at byte %zu", m->path, op_at);
       const unsigned char *b = memchr(a + 1, '\n', len - (size_t)(a + 1 - p));
       if (!b) return oc_fail(m->err, "%s: pickle GLOBAL truncated at byte %zu", m->path, op_at);
-      if (!(v = mk(m, PV_GLOBAL)) || !(v->s = malloc((size_t)(b - (p + i)) + 1))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_GLOBAL)) || !(v->s = malloc((size_t)(b - (p + i)) + 1))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       size_t ml = (size_t)(a - (p + i)), nl = (size_t)(b - a - 1);
       memcpy(v->s, p + i, ml);
       v->s[ml] = '.';
@@ -337,7 +337,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
     case 0x93: { /* STACK_GLOBAL */
       POP(name); POP(mod);
       if (name->k != PV_STR || mod->k != PV_STR) return oc_fail(m->err, "%s: bad STACK_GLOBAL at byte %zu", m->path, op_at);
-      if (!(v = mk(m, PV_GLOBAL)) || !(v->s = malloc(strlen(mod->s) + strlen(name->s) + 2))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_GLOBAL)) || !(v->s = malloc(strlen(mod->s) + strlen(name->s) + 2))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       sprintf(v->s, "%s.%s", mod->s, name->s);
       if (push(m, v)) return -1;
       break;
@@ -346,7 +346,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       int k, base;
       if (op == 't') { base = find_mark(m); if (base < 0) return oc_fail(m->err, "%s: TUPLE without MARK at byte %zu", m->path, op_at); k = m->sp - base - 1; }
       else { k = op - 0x84; base = m->sp - k - 1; if (m->sp < k) return oc_fail(m->err, "%s: pickle stack underflow at byte %zu", m->path, op_at); }
-      if (!(v = mk(m, PV_TUPLE))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_TUPLE))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       for (int q = 0; q < k; q++) if (append(m, v, m->st[base + 1 + q])) return -1;
       m->sp = op == 't' ? base : m->sp - k;
       if (push(m, v)) return -1;
@@ -358,10 +358,10 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
           pid->items[1]->k != PV_GLOBAL || pid->items[2]->k != PV_STR || pid->items[4]->k != PV_INT)
         return oc_fail(m->err, "%s: unexpected persistent id at byte %zu (not a torch storage)", m->path, op_at);
       int ok;
-      if (!(v = mk(m, PV_STORAGE))) return oc_fail(m->err, "out of memory");
+      if (!(v = mk(m, PV_STORAGE))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       v->dt = storage_dtype(pid->items[1]->s, &ok);
-      if (!ok) return oc_fail(m->err, "%s: unsupported storage type %s", m->path, pid->items[1]->s);
-      if (!(v->s = strdup(pid->items[2]->s))) return oc_fail(m->err, "out of memory");
+      if (!ok) return oc_fail_code(m->err, OC_ERR_UNSUPPORTED, "%s: unsupported storage type %s", m->path, pid->items[1]->s);
+      if (!(v->s = strdup(pid->items[2]->s))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       v->i = pid->items[4]->i;
       if (push(m, v)) return -1;
       break;
@@ -410,7 +410,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       break;
     }
     default:
-      return oc_fail(m->err, "%s: unsupported pickle opcode 0x%02x at byte %zu of data.pkl", m->path, op, op_at);
+      return oc_fail_code(m->err, OC_ERR_UNSUPPORTED, "%s: unsupported pickle opcode 0x%02x at byte %zu of data.pkl", m->path, op, op_at);
     }
   }
   return oc_fail(m->err, "%s: pickle ended without STOP", m->path);
@@ -444,7 +444,7 @@ static int tensor_f32(const zarchive *z, const char *prefix, const pv *t, const 
   if (t->offset < 0 || n > s->i || t->offset > s->i - n || (uint64_t)s->i * es > e->size)
     return oc_fail(err, "%s: tensor \"%s\" lies outside its storage", path, name);
   float *v = malloc(sizeof *v * (size_t)(n ? n : 1));
-  if (!v) return oc_fail(err, "out of memory");
+  if (!v) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   if (oc_to_f32(s->dt, z->buf + e->off + (size_t)t->offset * es, v, (size_t)n)) {
     free(v);
     return oc_fail(err, "%s: tensor \"%s\" has dtype %s; a probe needs F32, F16 or BF16", path, name, oc_dtype_name(s->dt));

@@ -13,7 +13,7 @@ static const char *special_value(const cJSON *cfg, const char *key) {
 int oc_chat_render(const oc_template *t, const cJSON *cfg, const cJSON *messages, int add_gen, const cJSON *options,
                    char **out, oc_error *err) {
   cJSON *vars = cJSON_CreateObject();
-  if (!vars) return oc_fail(err, "out of memory");
+  if (!vars) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   cJSON_AddItemToObject(vars, "messages", cJSON_Duplicate(messages, 1));
   cJSON_AddBoolToObject(vars, "add_generation_prompt", add_gen);
   const cJSON *tools = options ? cJSON_GetObjectItemCaseSensitive(options, "tools") : NULL;
@@ -45,7 +45,7 @@ void oc_chat_free(oc_chat *c) {
 int oc_chat_load(const char *dir, oc_chat **out, oc_error *err) {
   *out = NULL;
   oc_chat *c = calloc(1, sizeof *c);
-  if (!c) return oc_fail(err, "out of memory");
+  if (!c) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   char *p = oc_path_join(dir, "tokenizer.json");
   int rc = oc_tokenizer_load_file(p, &c->tok, err);
   free(p);
@@ -99,7 +99,7 @@ int oc_chat_format_exchange(const oc_chat *c, const char *prompt, const char *re
   if (!use_template) {
     size_t n = strlen(prompt) + (response ? strlen(response) : 0) + 32;
     char *s = malloc(n);
-    if (!s) return oc_fail(err, "out of memory");
+    if (!s) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     snprintf(s, n, "User:\n%s\n\nAssistant:\n%s", prompt, response ? response : "");
     *out = s;
     return 0;

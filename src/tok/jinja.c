@@ -895,7 +895,7 @@ static int parse_guarded(pctx *p, const char *src, body *root) {
 int oc_template_parse(const char *src, const char *name, oc_template **out, oc_error *err) {
   *out = NULL;
   oc_template *t = calloc(1, sizeof *t);
-  if (!t) return oc_fail(err, "out of memory");
+  if (!t) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   t->name = strdup(name ? name : "template");
   pctx p;
   memset(&p, 0, sizeof p);
@@ -905,7 +905,7 @@ int oc_template_parse(const char *src, const char *name, oc_template **out, oc_e
   /* the template source must outlive parsing: copy it into the arena */
   const char *copy = ar_strndup(&t->ar, src, strlen(src));
   if (!copy || parse_guarded(&p, copy, &t->root)) {
-    if (!copy) oc_fail(err, "out of memory");
+    if (!copy) oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     oc_template_free(t);
     return -1;
   }
@@ -1968,5 +1968,5 @@ int oc_template_render(const oc_template *t, const cJSON *vars, char **out, size
   }
   *out = r.out ? r.out : strdup("");
   if (out_len) *out_len = r.out ? r.len : 0;
-  return *out ? 0 : oc_fail(err, "out of memory");
+  return *out ? 0 : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
 }

@@ -933,7 +933,7 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
     free(s);
   }
   pieces_free(&raw);
-  if (rc) { pieces_free(&segs); return oc_fail(err, "out of memory or normalizer failure"); }
+  if (rc) { pieces_free(&segs); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory or normalizer failure"); }
   cur = segs;
   if (!t->fused_re || !t->fast_paths)
     for (int k = 0; k < t->n_pre && !rc; k++) {
@@ -949,7 +949,7 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
     else rc = encode_word(t, cs, cur.p[i].len, ids, toks);
   }
   pieces_free(&cur);
-  if (rc) return oc_fail(err, "out of memory or regex failure while encoding");
+  if (rc) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory or regex failure while encoding");
   return 0;
 }
 
@@ -1049,7 +1049,7 @@ done:
     free(ids.v);
     free(types.v);
     svec_free(&toks);
-    return err->msg[0] ? -1 : oc_fail(err, "out of memory");
+    return err->msg[0] ? -1 : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   }
   out->ids = ids.v;
   out->type_ids = types.v;
@@ -1057,7 +1057,7 @@ done:
   if (!want_tokens) return 0;
   /* tokens point into one blob owned by the encoding */
   out->tokens = calloc((size_t)(toks.n ? toks.n : 1), sizeof *out->tokens);
-  if (!out->tokens) { svec_free(&toks); oc_encoding_free(out); return oc_fail(err, "out of memory"); }
+  if (!out->tokens) { svec_free(&toks); oc_encoding_free(out); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   out->tok_blob = toks.buf ? toks.buf : NULL;
   for (int i = 0; i < toks.n; i++) out->tokens[i] = toks.buf + toks.off[i];
   toks.buf = NULL;
@@ -1247,18 +1247,18 @@ int oc_tokenizer_decode(const oc_tokenizer *t, const int32_t *ids, int n, int sk
     const char *s = oc_tokenizer_id_to_token(t, ids[i]);
     if (!s) continue; /* unknown ids are skipped, as the Rust library does */
     if (skip_special && oc_tokenizer_is_special(t, ids[i])) continue;
-    if (svec_push_n(&cur, s, strlen(s))) { svec_free(&cur); return oc_fail(err, "out of memory"); }
+    if (svec_push_n(&cur, s, strlen(s))) { svec_free(&cur); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   }
   for (int k = 0; k < t->n_dec; k++) {
     svec nxt = {0};
-    if (apply_decoder(&t->dec[k], &cur, &nxt)) { svec_free(&cur); svec_free(&nxt); return oc_fail(err, "out of memory"); }
+    if (apply_decoder(&t->dec[k], &cur, &nxt)) { svec_free(&cur); svec_free(&nxt); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
     svec_free(&cur);
     cur = nxt;
   }
   size_t tot = 0;
   for (int i = 0; i < cur.n; i++) tot += cur.l[i] + 1;
   char *o = malloc(tot + 1);
-  if (!o) { svec_free(&cur); return oc_fail(err, "out of memory"); }
+  if (!o) { svec_free(&cur); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   size_t k = 0;
   for (int i = 0; i < cur.n; i++) {
     if (!t->n_dec && i) o[k++] = ' ';
@@ -1377,8 +1377,8 @@ static int load_normalizer(const lctx *c, const cJSON *o, oc_tokenizer *t, const
     if (!(s.re = load_pattern(c, cJSON_GetObjectItemCaseSensitive(o, "pattern"), where))) return -1;
     const char *ct = jstr(o, "content");
     s.s1 = strdup(ct ? ct : "");
-  } else return oc_fail(c->err, "%s: %s: unsupported normalizer type \"%s\"", c->path, where, ty);
-  return push_step(&t->norm, &t->n_norm, s) ? oc_fail(c->err, "out of memory") : 0;
+  } else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported normalizer type \"%s\"", c->path, where, ty);
+  return push_step(&t->norm, &t->n_norm, s) ? oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory") : 0;
 }
 
 static int prepend_scheme(const cJSON *o) {
@@ -1416,8 +1416,8 @@ static int load_pretok(const lctx *c, const cJSON *o, oc_tokenizer *t, const cha
     s.kind = P_PUNCTUATION;
     s.a = behavior_of(jstr(o, "behavior"));
     if (s.a < 0) return oc_fail(c->err, "%s: %s.behavior: unknown", c->path, where);
-  } else return oc_fail(c->err, "%s: %s: unsupported pre-tokenizer type \"%s\"", c->path, where, ty);
-  return push_step(&t->pre, &t->n_pre, s) ? oc_fail(c->err, "out of memory") : 0;
+  } else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported pre-tokenizer type \"%s\"", c->path, where, ty);
+  return push_step(&t->pre, &t->n_pre, s) ? oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory") : 0;
 }
 
 static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
@@ -1452,15 +1452,15 @@ static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const ch
     const char *p = jstr(o, "prefix");
     s.s1 = strdup(p ? p : "##");
     s.a = jbool(o, "cleanup", 1);
-  } else return oc_fail(c->err, "%s: %s: unsupported decoder type \"%s\"", c->path, where, ty);
-  return push_step(&t->dec, &t->n_dec, s) ? oc_fail(c->err, "out of memory") : 0;
+  } else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported decoder type \"%s\"", c->path, where, ty);
+  return push_step(&t->dec, &t->n_dec, s) ? oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory") : 0;
 }
 
 static int load_template(const lctx *c, const cJSON *arr, const cJSON *specials, tmpl_item **out, int *n, const char *where) {
   if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s: not an array", c->path, where);
   int cnt = cJSON_GetArraySize(arr), i = 0;
   *out = calloc((size_t)(cnt ? cnt : 1), sizeof **out);
-  if (!*out) return oc_fail(c->err, "out of memory");
+  if (!*out) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
   *n = cnt;
   for (const cJSON *e = arr->child; e; e = e->next, i++) {
     tmpl_item *it = &(*out)[i];
@@ -1477,7 +1477,7 @@ static int load_template(const lctx *c, const cJSON *arr, const cJSON *specials,
     if (!cJSON_IsArray(ids)) return oc_fail(c->err, "%s: %s[%d]: special token \"%s\" is not in special_tokens", c->path, where, i, id);
     it->n_ids = cJSON_GetArraySize(ids);
     it->ids = calloc((size_t)(it->n_ids ? it->n_ids : 1), sizeof *it->ids);
-    if (!it->ids) return oc_fail(c->err, "out of memory");
+    if (!it->ids) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
     int k = 0;
     for (const cJSON *x = ids->child; x; x = x->next) it->ids[k++] = x->valueint;
   }
@@ -1512,9 +1512,9 @@ static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char 
       return oc_fail(c->err, "%s: %s: cls and sep must be [token, id]", c->path, where);
     p.cls_id = cJSON_GetArrayItem(cls, 1)->valueint;
     p.sep_id = cJSON_GetArrayItem(sep, 1)->valueint;
-  } else return oc_fail(c->err, "%s: %s: unsupported post-processor type \"%s\"", c->path, where, ty);
+  } else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported post-processor type \"%s\"", c->path, where, ty);
   post_step *np = realloc(t->post, sizeof *np * (size_t)(t->n_post + 1));
-  if (!np) { free_post_step(&p); return oc_fail(c->err, "out of memory"); }
+  if (!np) { free_post_step(&p); return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory"); }
   t->post = np;
   t->post[t->n_post++] = p;
   return 0;
@@ -1526,13 +1526,13 @@ static int set_id(oc_tokenizer *t, int id, const char *s, lctx *c) {
     int nc = t->cap_ids ? t->cap_ids : 1024;
     while (nc <= id) nc *= 2;
     char **na = realloc(t->id_to_tok, sizeof *na * (size_t)nc);
-    if (!na) return oc_fail(c->err, "out of memory");
+    if (!na) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
     t->id_to_tok = na;
     unsigned char *ns = realloc(t->is_special_id, (size_t)nc);
-    if (!ns) return oc_fail(c->err, "out of memory");
+    if (!ns) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
     t->is_special_id = ns;
     uint32_t *nl = realloc(t->id_len, sizeof *nl * (size_t)nc);
-    if (!nl) return oc_fail(c->err, "out of memory");
+    if (!nl) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
     t->id_len = nl;
     for (int i = t->cap_ids; i < nc; i++) { na[i] = NULL; ns[i] = 0; nl[i] = 0; }
     t->cap_ids = nc;
@@ -1541,7 +1541,7 @@ static int set_id(oc_tokenizer *t, int id, const char *s, lctx *c) {
   free(t->id_to_tok[id]);
   t->id_to_tok[id] = strdup(s);
   t->id_len[id] = (uint32_t)strlen(s);
-  return t->id_to_tok[id] ? 0 : oc_fail(c->err, "out of memory");
+  return t->id_to_tok[id] ? 0 : oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
 }
 
 void oc_tokenizer_free(oc_tokenizer *t) {
@@ -1585,7 +1585,7 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
     return oc_fail(err, "%s: malformed JSON near byte %ld", path, endp ? (long)(endp - json) : 0L);
   }
   oc_tokenizer *t = calloc(1, sizeof *t);
-  if (!t) { cJSON_Delete(root); return oc_fail(err, "out of memory"); }
+  if (!t) { cJSON_Delete(root); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   t->unk_id = -1;
   t->wp_max_chars = 100;
   pthread_mutex_init(&t->cache_mu, NULL);
@@ -1598,14 +1598,14 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   const char *mt = jstr(model, "type");
   if (!cJSON_IsObject(model)) { rc = oc_fail(err, "%s: $.model: missing", path); goto done; }
   if (!mt) mt = cJSON_GetObjectItemCaseSensitive(model, "merges") ? "BPE" : "?";
-  if (strcmp(mt, "BPE") && strcmp(mt, "WordPiece")) { rc = oc_fail(err, "%s: $.model.type: unsupported model \"%s\" (BPE, WordPiece)", path, mt); goto done; }
+  if (strcmp(mt, "BPE") && strcmp(mt, "WordPiece")) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: $.model.type: unsupported model \"%s\" (BPE, WordPiece)", path, mt); goto done; }
   t->model_wordpiece = !strcmp(mt, "WordPiece");
   const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
   if (!cJSON_IsObject(vocab)) { rc = oc_fail(err, "%s: $.model.vocab: not an object", path); goto done; }
-  if (smap_init(&t->vocab, (uint32_t)cJSON_GetArraySize(vocab))) { rc = oc_fail(err, "out of memory"); goto done; }
+  if (smap_init(&t->vocab, (uint32_t)cJSON_GetArraySize(vocab))) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (const cJSON *e = vocab->child; e && !rc; e = e->next) {
     if (!cJSON_IsNumber(e)) { rc = oc_fail(err, "%s: $.model.vocab[\"%s\"]: id is not a number", path, e->string); break; }
-    if (smap_put(&t->vocab, e->string, strlen(e->string), e->valueint)) rc = oc_fail(err, "out of memory");
+    if (smap_put(&t->vocab, e->string, strlen(e->string), e->valueint)) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     else rc = set_id(t, e->valueint, e->string, &c);
   }
   if (rc) goto done;
@@ -1619,13 +1619,13 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
     if (cJSON_IsNumber(mx)) t->wp_max_chars = mx->valueint;
   } else {
     const char *es = jstr(model, "end_of_word_suffix");
-    if (es && *es) { rc = oc_fail(err, "%s: $.model.end_of_word_suffix: not supported", path); goto done; }
+    if (es && *es) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: $.model.end_of_word_suffix: not supported", path); goto done; }
     t->byte_fallback = jbool(model, "byte_fallback", 0);
     t->ignore_merges = jbool(model, "ignore_merges", 0);
     t->fuse_unk = jbool(model, "fuse_unk", 0);
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (!cJSON_IsArray(merges)) { rc = oc_fail(err, "%s: $.model.merges: not an array", path); goto done; }
-    if (pmap_init(&t->merges, (uint32_t)cJSON_GetArraySize(merges))) { rc = oc_fail(err, "out of memory"); goto done; }
+    if (pmap_init(&t->merges, (uint32_t)cJSON_GetArraySize(merges))) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
     size_t pl = t->cont_prefix ? strlen(t->cont_prefix) : 0;
     int rank = 0;
     char *buf = NULL;
@@ -1643,7 +1643,7 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
       int ia = smap_find(&t->vocab, a, al), ib = smap_find(&t->vocab, b, bl);
       if (ia < 0 || ib < 0) { rc = oc_fail(err, "%s: $.model.merges[%d]: a part is not in the vocabulary", path, rank); break; }
       size_t skip = (pl && bl >= pl && memcmp(b, t->cont_prefix, pl) == 0) ? pl : 0;
-      if (al + bl + 1 > bcap) { bcap = (al + bl + 1) * 2; char *nb = realloc(buf, bcap); if (!nb) { rc = oc_fail(err, "out of memory"); break; } buf = nb; }
+      if (al + bl + 1 > bcap) { bcap = (al + bl + 1) * 2; char *nb = realloc(buf, bcap); if (!nb) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; } buf = nb; }
       memcpy(buf, a, al);
       memcpy(buf + al, b + skip, bl - skip);
       int im = smap_find(&t->vocab, buf, al + bl - skip);
@@ -1658,7 +1658,7 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   if (added && !cJSON_IsArray(added)) { rc = oc_fail(err, "%s: $.added_tokens: not an array", path); goto done; }
   int na = cJSON_GetArraySize(added), i = 0;
   t->added = calloc((size_t)(na ? na : 1), sizeof *t->added);
-  if (!t->added) { rc = oc_fail(err, "out of memory"); goto done; }
+  if (!t->added) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (const cJSON *e = added ? added->child : NULL; e && !rc; e = e->next, i++) {
     const char *ct = jstr(e, "content");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
@@ -1676,12 +1676,12 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   }
   if (rc) goto done;
   t->trie = malloc(sizeof *t->trie * 256);
-  if (!t->trie) { rc = oc_fail(err, "out of memory"); goto done; }
+  if (!t->trie) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   t->cap_trie = 256;
   t->n_trie = 1;
   t->trie[0] = (struct trie_node){-1, -1, -1, 0};
   for (int k = 0; k < t->n_added; k++)
-    if (trie_add(t, t->added[k].content, k)) { rc = oc_fail(err, "out of memory"); goto done; }
+    if (trie_add(t, t->added[k].content, k)) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (int b = 0; b < 256; b++) t->trie_root[0][b] = t->trie_root[1][b] = -1;
   for (int k = 0; k < t->n_added; k++) {
     unsigned char b0 = (unsigned char)t->added[k].content[0];

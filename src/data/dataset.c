@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "opencon/probe.h"
+#include "opencon/dataset.h"
 
 typedef struct {
   int64_t off;
@@ -57,7 +57,7 @@ static int cmp_off(const void *a, const void *b) {
 int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_dataset *out, oc_error *err) {
   memset(out, 0, sizeof *out);
   FILE *f = fopen(path, "rb");
-  if (!f) return oc_fail(err, "%s: cannot open: %s", path, strerror(errno));
+  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
   row_ref *rows = NULL;
   int64_t n = 0, cap = 0, ln = 0, off = 0;
   char *line = NULL;
@@ -83,7 +83,7 @@ int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_da
     if (n == cap) {
       cap = cap ? cap * 2 : 1024;
       row_ref *nr = realloc(rows, sizeof *rows * (size_t)cap);
-      if (!nr) { oc_fail(err, "%s: out of memory at line %lld", path, (long long)ln); goto done; }
+      if (!nr) { oc_fail_code(err, OC_ERR_NOMEM, "%s: out of memory at line %lld", path, (long long)ln); goto done; }
       rows = nr;
     }
     rows[n++] = (row_ref){this_off, ln, (int32_t)got, (int8_t)label};
@@ -95,7 +95,7 @@ int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_da
   /* selection: indices into rows */
   int64_t k = n;
   sel = malloc(sizeof *sel * (size_t)n);
-  if (!sel) { oc_fail(err, "out of memory"); goto done; }
+  if (!sel) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (max_examples <= 0 || max_examples >= n) {
     for (int64_t i = 0; i < n; i++) sel[i] = i;
     if (max_examples > 0) { /* everything, still in the sampler's shuffled order */
@@ -108,7 +108,7 @@ int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_da
     for (int64_t i = 0; i < n; i++) cnt[rows[i].label]++;
     for (int l = 0; l < 3; l++) {
       by_label[l] = malloc(sizeof(int64_t) * (size_t)(cnt[l] ? cnt[l] : 1));
-      if (!by_label[l]) { oc_fail(err, "out of memory"); goto done; }
+      if (!by_label[l]) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
       cnt[l] = 0;
     }
     for (int64_t i = 0; i < n; i++) by_label[rows[i].label][cnt[rows[i].label]++] = i;
@@ -126,7 +126,7 @@ int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_da
   /* second pass: read the selected rows in file order, store them in selection order */
   out->ex = calloc((size_t)k, sizeof *out->ex);
   int64_t *order = malloc(sizeof *order * 2 * (size_t)k);
-  if (!out->ex || !order) { free(order); oc_fail(err, "out of memory"); goto done; }
+  if (!out->ex || !order) { free(order); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (int64_t i = 0; i < k; i++) { order[2 * i] = rows[sel[i]].off; order[2 * i + 1] = i; }
   qsort(order, (size_t)k, 2 * sizeof *order, cmp_off);
   out->n = (int)k;
@@ -135,7 +135,7 @@ int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_da
     const row_ref *rr = &rows[sel[i]];
     if ((size_t)rr->len + 1 > lcap) {
       char *nl = realloc(line, (size_t)rr->len + 1);
-      if (!nl) { free(order); oc_fail(err, "out of memory"); goto done; }
+      if (!nl) { free(order); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
       line = nl;
       lcap = (size_t)rr->len + 1;
     }
@@ -154,7 +154,7 @@ int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_da
     e->label = label;
     e->line = rr->line;
     cJSON_Delete(o);
-    if (!e->prompt || !e->response) { free(order); oc_fail(err, "out of memory"); goto done; }
+    if (!e->prompt || !e->response) { free(order); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
     out->label_counts[label]++;
     if (label > out->max_label) out->max_label = label;
   }
@@ -190,7 +190,7 @@ int oc_stratified_split(const int32_t *y, int n, double frac, uint64_t seed, int
   *train = malloc(sizeof **train * (size_t)(n ? n : 1));
   *val = malloc(sizeof **val * (size_t)(n ? n : 1));
   int64_t *tmp = malloc(sizeof *tmp * (size_t)(n ? n : 1));
-  if (!*train || !*val || !tmp) { free(*train); free(*val); free(tmp); return oc_fail(err, "out of memory"); }
+  if (!*train || !*val || !tmp) { free(*train); free(*val); free(tmp); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   int nt = 0, nv = 0;
   oc_rng rng;
   oc_rng_seed(&rng, seed ^ 0x5eedull);

@@ -23,7 +23,7 @@ static int add(oc_prompt_set *s, const char *prompt, const char *split, const ch
   if (s->n == s->cap) {
     int nc = s->cap ? 2 * s->cap : 64;
     oc_prompt_item *ni = realloc(s->items, sizeof *ni * (size_t)nc);
-    if (!ni) return oc_fail(err, "out of memory");
+    if (!ni) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     s->items = ni;
     s->cap = nc;
   }
@@ -32,7 +32,7 @@ static int add(oc_prompt_set *s, const char *prompt, const char *split, const ch
   it->prompt = oc_utf8_lossy(prompt, strlen(prompt), &plen); /* e.g. the Mac Roman bytes of JBB's judge-comparison.csv */
   it->split = strdup(split);
   it->id = strdup(id);
-  if (!it->prompt || !it->split || !it->id) return oc_fail(err, "out of memory");
+  if (!it->prompt || !it->split || !it->id) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   s->n++;
   return 0;
 }
@@ -44,7 +44,7 @@ int oc_csv_parse(const char *t, size_t len, const char *path, cJSON **rows_out, 
   size_t cap = 256, fl = 0;
   char *field = malloc(cap);
   int line = 1, row_line = 1;
-  if (!field) { cJSON_Delete(rows); cJSON_Delete(row); return oc_fail(err, "out of memory"); }
+  if (!field) { cJSON_Delete(rows); cJSON_Delete(row); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
 #define PUT(c)                                                                                           \
   do {                                                                                                   \
     if (fl + 2 > cap) { char *nf = realloc(field, cap *= 2); if (!nf) goto oom; field = nf; }            \
@@ -96,7 +96,7 @@ int oc_csv_parse(const char *t, size_t len, const char *path, cJSON **rows_out, 
   return 0;
 oom:
   free(field); cJSON_Delete(rows); cJSON_Delete(row);
-  return oc_fail(err, "out of memory");
+  return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
 }
 
 static const char *stem_split(const char *path, char *buf, size_t n) {
@@ -202,7 +202,7 @@ int oc_prompt_select(const oc_prompt_set *s, int limit, const char *only, int of
   int *idx = malloc(sizeof(int) * (size_t)(s->n ? s->n : 1)), n = 0;
   int64_t *tmp = malloc(sizeof(int64_t) * (size_t)(s->n ? s->n : 1));
   char *done = calloc((size_t)(s->n ? s->n : 1), 1);
-  if (!idx || !tmp || !done) { free(idx); free(tmp); free(done); return oc_fail(err, "out of memory"); }
+  if (!idx || !tmp || !done) { free(idx); free(tmp); free(done); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   for (int i = 0; i < s->n; i++) {
     if (done[i] || (only && strcmp(s->items[i].split, only) != 0)) continue;
     int m = 0;
