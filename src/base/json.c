@@ -220,7 +220,7 @@ int oc_json_parse(const char *text, size_t len, const char *path, int64_t first_
   if (walk(root, &w)) { cJSON_Delete(root); return oc_fail_code(err, OC_ERR_NOMEM, "%s: out of memory", path); }
   if (w.dup_obj >= 0) {
     char what[160];
-    snprintf(what, sizeof what, "duplicate key \"%.80s\" (one object may not repeat a key)", w.dup_name);
+    snprintf(what, sizeof what, "duplicate key \"%.80s\"", w.dup_name);
     int rc = fail_at(err, path, text, find_key(text, end, w.dup_obj, w.dup_key), first_line, what);
     cJSON_Delete(root);
     return rc;
