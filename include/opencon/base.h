@@ -60,6 +60,10 @@ char *oc_path_join(const char *a, const char *b); /* malloc'd */
  * ("r.json", ".svg" -> "r.svg"; "out", ".partial" -> "out.partial"). malloc'd. */
 char *oc_path_sibling(const char *path, const char *ext);
 
+/* Index of the first NaN or Inf in x[0..n), or n when all are finite (a vectorizable scan: loading
+ * a checkpoint checks every weight with it). */
+size_t oc_find_nonfinite(const float *x, size_t n);
+
 /* Grow (realloc) a float buffer to n elements; on failure *p is unchanged and err says so. */
 int oc_grow_floats(float **p, size_t n, oc_error *err);
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,23 @@ char *oc_path_join(const char *a, const char *b) {
   if (na && a[na - 1] != '/') s[k++] = '/';
   memcpy(s + k, b, nb + 1);
   return s;
+}
+
+size_t oc_find_nonfinite(const float *x, size_t n) {
+  const size_t block = 4096;
+  for (size_t b = 0; b < n; b += block) {
+    const size_t e = b + block < n ? b + block : n;
+    uint32_t bad = 0;
+    for (size_t i = b; i < e; i++) { /* exponent all ones: Inf or NaN */
+      uint32_t u;
+      memcpy(&u, x + i, 4);
+      bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    if (bad)
+      for (size_t i = b; i < e; i++)
+        if (!isfinite(x[i])) return i;
+  }
+  return n;
 }
 
 int oc_grow_floats(float **p, size_t n, oc_error *err) {
