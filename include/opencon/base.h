@@ -70,7 +70,8 @@ int oc_grow_floats(float **p, size_t n, oc_error *err);
 /* Comma-separated integers ("2,106,-4"); malloc'd array. */
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);
 
-/* Thread count used by kernels (OpenMP + OpenBLAS). 0 = all cores. */
+/* Thread count of the kernels called from this thread (OpenMP's per-thread setting; OpenBLAS runs
+ * single-threaded inside our parallel regions). 0 = all cores. */
 void oc_set_threads(int n);
 int oc_get_threads(void);
 

@@ -180,12 +180,12 @@ int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err) {
   return 0;
 }
 
-static int g_threads = 0;
 void openblas_set_num_threads(int);
 
+/* The count is OpenMP's nthreads-var of the calling thread (no variable of ours): each thread of
+ * a server sets its own. */
 void oc_set_threads(int n) {
   if (n <= 0) n = omp_get_num_procs();
-  g_threads = n;
   /* sgemm is called from inside our own parallel regions, one block per call. In the
    * OpenMP build of OpenBLAS this call also sets the OpenMP thread count, so it must
    * come before ours. */
@@ -193,10 +193,7 @@ void oc_set_threads(int n) {
   omp_set_num_threads(n);
 }
 
-int oc_get_threads(void) {
-  if (g_threads <= 0) oc_set_threads(0);
-  return g_threads;
-}
+int oc_get_threads(void) { return omp_get_max_threads(); }
 
 uint64_t oc_mix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
