@@ -31,11 +31,16 @@ static void write_text(const char *name, const char *text) {
 static void test_decisions(void) {
   oc_decision d;
   oc_decide(0.65, 0.35, 0.65, &d);
-  CHECK(strcmp(d.verdict, "block") == 0, "score == block threshold blocks");
+  CHECK(d.verdict == OC_VERDICT_BLOCK && strcmp(oc_verdict_name(d.verdict), "block") == 0, "score == block threshold blocks");
   oc_decide(0.35, 0.35, 0.65, &d);
-  CHECK(strcmp(d.verdict, "uncertain") == 0, "score == allow threshold is uncertain");
+  CHECK(d.verdict == OC_VERDICT_UNCERTAIN && strcmp(oc_verdict_name(d.verdict), "uncertain") == 0, "score == allow threshold is uncertain");
   oc_decide(0.3499, 0.35, 0.65, &d);
-  CHECK(strcmp(d.verdict, "allow") == 0, "below allow allows");
+  CHECK(d.verdict == OC_VERDICT_ALLOW && strcmp(oc_verdict_name(d.verdict), "allow") == 0, "below allow allows");
+  /* fail closed: a score that is not a number is maximum risk, never "allow" */
+  oc_decide(NAN, 0.35, 0.65, &d);
+  CHECK(d.verdict == OC_VERDICT_BLOCK && strstr(d.reason, "not finite"), "a NaN score blocks (%s)", d.reason);
+  oc_decide(-INFINITY, 0.35, 0.65, &d);
+  CHECK(d.verdict == OC_VERDICT_BLOCK, "a -Inf score blocks");
 
   oc_classifier *c;
   oc_error err;
@@ -255,6 +260,41 @@ static void test_bad_dirs(void) {
   snprintf(cmd, sizeof cmd, "sed 's/\"hidden_size\": 64/\"hidden_size\": 32/' %s/config.json > %s/bad/config.json", cdir, tmp);
   REQUIRE(system(cmd) == 0, "sed");
   CHECK(oc_classifier_load(path("bad"), &c, &err) != 0 && strstr(err.msg, "tok_embeddings") && strstr(err.msg, "shape"), "shape mismatch: %s", err.msg);
+  /* fail closed: configs and weights that would make every score NaN (and a NaN "allow") are refused */
+  const char *eps[] = {"-1e-05", "0", "NaN"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(cmd, sizeof cmd, "sed 's/\"norm_eps\": [0-9.e-]*/\"norm_eps\": %s/' %s/config.json > %s/bad/config.json", eps[i], cdir, tmp);
+    REQUIRE(system(cmd) == 0, "sed");
+    CHECK(oc_classifier_load(path("bad"), &c, &err) != 0 && (strstr(err.msg, "norm_eps") || strstr(err.msg, "JSON")), "norm_eps %s refused: %s", eps[i], err.msg);
+  }
+  snprintf(cmd, sizeof cmd, "cp %s/config.json %s/bad/config.json", cdir, tmp);
+  REQUIRE(system(cmd) == 0, "cp");
+  /* one NaN in the classifier head's weight */
+  oc_st_file *f;
+  char wp[600];
+  snprintf(wp, sizeof wp, "%s/model.safetensors", cdir);
+  REQUIRE(oc_st_open(wp, &f, &err) == 0, "%s", err.msg);
+  oc_st_writer *w = oc_st_writer_new();
+  float *nanw = NULL;
+  for (int i = 0; i < oc_st_count(f); i++) {
+    const oc_tensor *t = oc_st_at(f, i);
+    const void *d = t->data;
+    if (strcmp(t->name, "classifier.weight") == 0) {
+      REQUIRE(t->dtype == OC_DT_F32, "F32 fixture");
+      nanw = malloc(t->nbytes);
+      memcpy(nanw, t->data, t->nbytes);
+      nanw[5] = NAN;
+      d = nanw;
+    }
+    REQUIRE(oc_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, d, &err) == 0, "%s", err.msg);
+  }
+  REQUIRE(nanw && oc_st_writer_write(w, path("bad/model.safetensors"), &err) == 0, "%s", err.msg);
+  oc_st_writer_free(w);
+  oc_st_close(f);
+  free(nanw);
+  CHECK(oc_classifier_load(path("bad"), &c, &err) != 0 && strstr(err.msg, "classifier.weight") && strstr(err.msg, "non-finite") &&
+            strstr(err.msg, "element 5"),
+        "a NaN classifier weight is refused naming the tensor: %s", err.msg);
 }
 
 int main(int argc, char **argv) {

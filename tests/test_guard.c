@@ -4,6 +4,7 @@
  * trace matches the decisions, and the KV-cached guarded run produces the unguarded tokens. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include "check.h"
 #include "opencon/guard.h"
+#include "opencon/safetensors.h"
 
 static oc_model *M;
 static oc_chat *CH;
@@ -77,6 +79,172 @@ static int run(const oc_probe *p, const oc_probe_config *pc, oc_classifier *cls,
   return rc;
 }
 
+/* A copy of the model directory whose layer-0 MLP down projection is all NaN: every hidden state
+ * after layer 0 is NaN at run time (the probe's reading with it), while every file is valid. */
+static void make_nan_model(const char *src, const char *dst) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/config.json %s/tokenizer.json %s/tokenizer_config.json %s/chat_template.jinja %s/", dst, src, src, src, src, dst);
+  REQUIRE(system(cmd) == 0, "%s", cmd);
+  oc_error err;
+  oc_st_file *f;
+  char in[1024], out[1024];
+  snprintf(in, sizeof in, "%s/model.safetensors", src);
+  snprintf(out, sizeof out, "%s/model.safetensors", dst);
+  REQUIRE(oc_st_open(in, &f, &err) == 0, "%s", err.msg);
+  oc_st_writer *w = oc_st_writer_new();
+  uint16_t *nan = NULL;
+  for (int i = 0; i < oc_st_count(f); i++) {
+    const oc_tensor *t = oc_st_at(f, i);
+    const void *data = t->data;
+    if (strcmp(t->name, "model.language_model.layers.0.mlp.down_proj.weight") == 0) {
+      REQUIRE(t->dtype == OC_DT_BF16, "BF16 fixture");
+      nan = malloc(t->nbytes);
+      for (int64_t k = 0; k < t->numel; k++) nan[k] = 0x7fc0; /* BF16 quiet NaN */
+      data = nan;
+    }
+    REQUIRE(oc_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data, &err) == 0, "%s", err.msg);
+  }
+  REQUIRE(nan && oc_st_writer_write(w, out, &err) == 0, "%s", err.msg);
+  oc_st_writer_free(w);
+  oc_st_close(f);
+  free(nan);
+}
+
+/* released text and events of one generation (emit and on_event share the user pointer; the sink
+ * comes first so emit sees it) */
+typedef struct { char buf[4096]; size_t n; } events;
+typedef struct { sink out; events ev; } capture;
+static void on_event(void *ud, const char *json) {
+  events *e = &((capture *)ud)->ev;
+  size_t k = strlen(json);
+  if (e->n + k + 2 < sizeof e->buf) { memcpy(e->buf + e->n, json, k); e->n += k; e->buf[e->n++] = '\n'; e->buf[e->n] = 0; }
+}
+
+/* fail closed: a non-finite probe reading or classifier score blocks; nothing held is released */
+static void test_nonfinite(const char *mdir, const oc_probe *quiet, const oc_probe *high, const oc_probe_config *pc) {
+  oc_error err;
+  char dir[] = "/tmp/oc_guard_nan_XXXXXX";
+  REQUIRE(mkdtemp(dir), "mkdtemp");
+  make_nan_model(mdir, dir);
+  oc_model *nm;
+  oc_chat *nc;
+  REQUIRE(oc_model_load(dir, &nm, &err) == 0 && oc_chat_load(dir, &nc, &err) == 0, "%s", err.msg);
+  oc_guard *g;
+  REQUIRE(oc_guard_new(nm, nc, quiet, pc, NULL, &g, &err) == 0, "%s", err.msg);
+  oc_guard_opts o;
+  oc_guard_opts_defaults(&o);
+  o.max_new_tokens = MAXNEW;
+  oc_guard_result r;
+  capture cap;
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
+  /* a quiet probe (bias -10) on NaN activations: without the check the risk was NaN, never >= pause */
+  CHECK(r.status == OC_GUARD_BLOCKED && r.stop_reason == OC_STOP_NONFINITE && r.nonfinite == 1 && r.probe_calls == 1 && r.risk == 1.0 &&
+            strcmp(r.response, OC_REFUSAL) == 0 && cap.out.n == 0 && strstr(cap.ev.buf, "\"event\":\"nonfinite\"") && strstr(cap.ev.buf, "probe_risk"),
+        "NaN activations: blocked at the first probe step, nothing released (%s, %s, events %s)", oc_guard_status_name(r.status),
+        oc_stop_reason_name(r.stop_reason), cap.ev.buf);
+  cJSON *j = oc_guard_result_json(&r);
+  CHECK(strcmp(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "nonfinite") == 0 && strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "blocked") == 0,
+        "the result JSON says blocked / nonfinite");
+  cJSON_Delete(j);
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
+  oc_chat_free(nc);
+  oc_model_free(nm);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) fprintf(stderr, "warning: cannot remove %s\n", dir);
+
+  /* a classifier whose head overflows: logits +-Inf, softmax NaN, the verdict must be a block */
+  int ci = -1;
+  for (int i = 0; i < oc_mbert_n_params(CLS->m); i++)
+    if (strcmp(oc_mbert_param_name(CLS->m, i), "classifier.weight") == 0) ci = i;
+  int64_t numel;
+  float *cw = oc_mbert_param(CLS->m, ci, &numel, NULL, NULL), *saved = malloc(sizeof(float) * (size_t)numel);
+  memcpy(saved, cw, sizeof(float) * (size_t)numel);
+  for (int64_t k = 0; k < numel; k++) cw[k] = (k % 2 ? -3e38f : 3e38f);
+  REQUIRE(oc_classifier_set_thresholds(CLS, 0.999999, 1.0, &err) == 0, "%s", err.msg); /* any finite score would allow */
+  REQUIRE(oc_guard_new(M, CH, high, pc, CLS, &g, &err) == 0, "%s", err.msg);
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
+  CHECK(r.status == OC_GUARD_BLOCKED && r.stop_reason == OC_STOP_NONFINITE && r.classifier_calls == 1 && r.classifier_verdict == OC_VERDICT_BLOCK &&
+            isnan(r.classifier_score) && cap.out.n == 0 && strstr(cap.ev.buf, "classifier_score"),
+        "a NaN classifier score blocks (%s, %s, events %s)", oc_guard_status_name(r.status), oc_stop_reason_name(r.stop_reason), cap.ev.buf);
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
+  memcpy(cw, saved, sizeof(float) * (size_t)numel);
+  free(saved);
+
+  /* NaN weights never reach a generation */
+  oc_probe bad = *quiet;
+  bad.w = malloc(sizeof(float) * (size_t)quiet->hidden);
+  memcpy(bad.w, quiet->w, sizeof(float) * (size_t)quiet->hidden);
+  bad.w[quiet->hidden / 2] = NAN;
+  CHECK(oc_guard_new(M, CH, &bad, pc, NULL, &g, &err) != 0 && strstr(err.msg, "head.weight") && strstr(err.msg, "non-finite"), "a NaN probe weight is refused: %s",
+        err.msg);
+  bad.w[quiet->hidden / 2] = 0;
+  bad.b = INFINITY;
+  CHECK(oc_guard_new(M, CH, &bad, pc, NULL, &g, &err) != 0 && strstr(err.msg, "head.bias"), "an Inf probe bias is refused: %s", err.msg);
+  free(bad.w);
+}
+
+/* the abort callback stops a generation between tokens: OC_ERR_CANCELLED, nothing more is emitted */
+static int abort_after(void *ud) { return --*(int *)ud < 0; }
+static void test_cancel(const char *full) {
+  oc_guard *g;
+  oc_error err;
+  REQUIRE(oc_guard_new(M, CH, NULL, NULL, NULL, &g, &err) == 0, "%s", err.msg);
+  oc_guard_opts o;
+  oc_guard_opts_defaults(&o);
+  o.max_new_tokens = MAXNEW;
+  o.use_probe = 0;
+  int budget = 5; /* the prefill check + 4 tokens */
+  o.should_abort = abort_after;
+  o.abort_ud = &budget;
+  oc_guard_result r;
+  sink out = {0};
+  CHECK(oc_guard_generate(g, PROMPT, &o, emit, NULL, &out, &r, &err) != 0 && err.code == OC_ERR_CANCELLED && strstr(err.msg, "after 4 tokens") &&
+            strncmp(out.buf, full, out.n) == 0 && r.tokens == NULL,
+        "cancelled after 4 tokens: %s (released \"%s\")", err.msg, out.buf);
+  oc_guard_free(g);
+}
+
+/* one guard, two threads generating at once (each call has its own KV cache and classifier
+ * workspace): the same results as one after the other */
+typedef struct { const oc_guard *g; oc_guard_opts o; oc_guard_result r; int rc; sink out; } job;
+static void *gen_thread(void *p) {
+  job *j = p;
+  oc_error err;
+  j->rc = oc_guard_generate(j->g, PROMPT, &j->o, emit, NULL, &j->out, &j->r, &err);
+  return NULL;
+}
+static void test_threads(const oc_probe *high, const oc_probe_config *pc) {
+  oc_guard *g;
+  oc_error err;
+  REQUIRE(oc_classifier_set_thresholds(CLS, 0.999999, 1.0, &err) == 0, "%s", err.msg);
+  REQUIRE(oc_guard_new(M, CH, high, pc, CLS, &g, &err) == 0, "%s", err.msg);
+  job jobs[3];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 3; i++) {
+    jobs[i].g = g;
+    oc_guard_opts_defaults(&jobs[i].o);
+    jobs[i].o.max_new_tokens = MAXNEW;
+    jobs[i].o.final_classifier_check = 1;
+  }
+  gen_thread(&jobs[0]);
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) REQUIRE(pthread_create(&t[i], NULL, gen_thread, &jobs[1 + i]) == 0, "pthread_create");
+  for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+  for (int i = 1; i < 3; i++)
+    CHECK(jobs[i].rc == 0 && jobs[i].r.n_tokens == jobs[0].r.n_tokens && memcmp(jobs[i].r.tokens, jobs[0].r.tokens, sizeof(int32_t) * (size_t)jobs[0].r.n_tokens) == 0 &&
+              jobs[i].r.classifier_calls == jobs[0].r.classifier_calls && jobs[i].r.classifier_score == jobs[0].r.classifier_score &&
+              strcmp(jobs[i].out.buf, jobs[0].out.buf) == 0,
+          "concurrent generation %d equals the sequential one (%d classifier calls, score %g vs %g)", i, jobs[i].r.classifier_calls,
+          jobs[i].r.classifier_score, jobs[0].r.classifier_score);
+  for (int i = 0; i < 3; i++) oc_guard_result_free(&jobs[i].r);
+  oc_guard_free(g);
+}
+
 /* the result JSON: the last line of the output */
 static const char *last_line(char *out) {
   size_t n = strlen(out);
@@ -115,14 +283,14 @@ int main(int argc, char **argv) {
   /* completed: a quiet probe, no classifier */
   run(&low, &pc, NULL, 0, &s, &r, NULL);
   int same = r.n_tokens == ntok && memcmp(r.tokens, toks, sizeof(int32_t) * (size_t)ntok) == 0;
-  CHECK(strcmp(r.status, "completed") == 0 && same && strcmp(r.response, full) == 0 && strcmp(s.buf, full) == 0 && r.held_response_chars == 0,
-        "completed: same tokens as the unguarded run, all text released (%s, %d tokens)", r.status, r.n_tokens);
+  CHECK(r.status == OC_GUARD_COMPLETED && same && strcmp(r.response, full) == 0 && strcmp(s.buf, full) == 0 && r.held_response_chars == 0,
+        "completed: same tokens as the unguarded run, all text released (%s, %d tokens)", oc_guard_status_name(r.status), r.n_tokens);
   CHECK(r.probe_calls == ntok / 4 && r.classifier_calls == 0 && r.smoothed_risk < 1e-3, "completed: probe calls %d", r.probe_calls);
   oc_guard_result_free(&r);
 
   /* paused at step 8: the step-4 text was released, the rest is held */
   run(&rises, &pc, NULL, 0, &s, &r, NULL);
-  CHECK(strcmp(r.status, "paused") == 0 && r.n_tokens == 8 && r.probe_calls == 2 && strcmp(r.response, prefix4) == 0 && strcmp(s.buf, prefix4) == 0 &&
+  CHECK(r.status == OC_GUARD_PAUSED && r.n_tokens == 8 && r.probe_calls == 2 && strcmp(r.response, prefix4) == 0 && strcmp(s.buf, prefix4) == 0 &&
             r.held_response_chars > 0,
         "paused: released exactly the step-4 prefix (\"%s\" vs \"%s\"), risk %.3f", s.buf, prefix4, r.risk);
   oc_guard_result_free(&r);
@@ -130,9 +298,9 @@ int main(int argc, char **argv) {
   /* allow-then-continue: every probe step pauses, the classifier allows every time */
   REQUIRE(oc_classifier_set_thresholds(CLS, 0.999999, 1.0, &err) == 0, "%s", err.msg);
   run(&high, &pc, CLS, 0, &s, &r, NULL);
-  CHECK(strcmp(r.status, "completed") == 0 && r.classifier_calls == ntok / 4 && strcmp(r.response, full) == 0 && strcmp(s.buf, full) == 0 &&
-            strcmp(r.classifier_verdict, "allow") == 0,
-        "allow then continue: %s, %d classifier calls", r.status, r.classifier_calls);
+  CHECK(r.status == OC_GUARD_COMPLETED && r.classifier_calls == ntok / 4 && strcmp(r.response, full) == 0 && strcmp(s.buf, full) == 0 &&
+            r.classifier_verdict == OC_VERDICT_ALLOW,
+        "allow then continue: %s, %d classifier calls", oc_guard_status_name(r.status), r.classifier_calls);
   oc_guard_result_free(&r);
 
   /* uncertain at step 8: hold */
@@ -141,9 +309,9 @@ int main(int argc, char **argv) {
   int fd = mkstemp(tpath);
   FILE *tf = fdopen(fd, "w+");
   run(&rises, &pc, CLS, 0, &s, &r, tf);
-  CHECK(strcmp(r.status, "uncertain") == 0 && strcmp(r.response, prefix4) == 0 && strcmp(s.buf, prefix4) == 0 && r.held_response_chars > 0 &&
+  CHECK(r.status == OC_GUARD_UNCERTAIN && strcmp(r.response, prefix4) == 0 && strcmp(s.buf, prefix4) == 0 && r.held_response_chars > 0 &&
             r.classifier_calls == 1,
-        "uncertain: holds everything after the step-4 prefix (%s)", r.status);
+        "uncertain: holds everything after the step-4 prefix (%s)", oc_guard_status_name(r.status));
   /* the trace: one line per step, decisions at the probe steps */
   rewind(tf);
   char line[4096];
@@ -166,13 +334,13 @@ int main(int argc, char **argv) {
   /* blocked mid-stream at step 8 */
   REQUIRE(oc_classifier_set_thresholds(CLS, 0.0, 1e-9, &err) == 0, "%s", err.msg);
   run(&rises, &pc, CLS, 0, &s, &r, NULL);
-  CHECK(strcmp(r.status, "blocked") == 0 && strcmp(r.response, OC_REFUSAL) == 0 && strcmp(s.buf, prefix4) == 0 && r.n_tokens == 8,
+  CHECK(r.status == OC_GUARD_BLOCKED && strcmp(r.response, OC_REFUSAL) == 0 && strcmp(s.buf, prefix4) == 0 && r.n_tokens == 8,
         "blocked mid-stream: refusal, only the step-4 prefix was ever released");
   oc_guard_result_free(&r);
 
   /* blocked by the final check (the probe never pauses) */
   run(&low, &pc, CLS, 1, &s, &r, NULL);
-  CHECK(strcmp(r.status, "blocked") == 0 && strcmp(r.response, OC_REFUSAL) == 0 && r.classifier_calls == 1 && r.final_classifier_check,
+  CHECK(r.status == OC_GUARD_BLOCKED && strcmp(r.response, OC_REFUSAL) == 0 && r.classifier_calls == 1 && r.final_classifier_check,
         "blocked by the final check");
   oc_guard_result_free(&r);
   /* skip_classifier with a pausing probe: paused */
@@ -184,7 +352,7 @@ int main(int argc, char **argv) {
     o.max_new_tokens = MAXNEW;
     o.skip_classifier = 1;
     REQUIRE(oc_guard_generate(g, PROMPT, &o, NULL, NULL, NULL, &r, &err) == 0, "%s", err.msg);
-    CHECK(strcmp(r.status, "paused") == 0 && r.classifier_calls == 0 && r.n_tokens == 4, "skip_classifier pauses");
+    CHECK(r.status == OC_GUARD_PAUSED && r.classifier_calls == 0 && r.n_tokens == 4, "skip_classifier pauses");
     oc_guard_result_free(&r);
     oc_guard_free(g);
   }
@@ -212,6 +380,10 @@ int main(int argc, char **argv) {
     oc_guard_result_free(&r2);
     oc_guard_free(gs);
   }
+
+  test_nonfinite(mdir, &low, &high, &pc);
+  test_cancel(full);
+  test_threads(&high, &pc);
 
   /* checks before any generation */
   oc_probe wrong = {H / 2, w, 0};

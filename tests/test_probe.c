@@ -305,6 +305,50 @@ static void test_svg(void) {
   free(s);
 }
 
+/* Probe configs and weights that would weaken the guard are refused at load, naming the file. */
+static void test_guard_settings(void) {
+  oc_probe_config c;
+  oc_error err;
+  const char *ok = "{\"model_id\": \"org/m\", \"layer\": -4, \"hidden_size\": 8, \"threshold\": 0.65, \"pause_threshold\": 0.75, "
+                   "\"probe_every_n_tokens\": 4, \"smoothing_window\": 4, \"use_chat_template\": true}";
+  REQUIRE(oc_probe_config_load(tmp_file("ok.json", ok), &c, &err) == 0, "%s", err.msg);
+  CHECK(strcmp(c.model_id, "org/m") == 0 && c.layer == -4 && c.probe_every_n_tokens == 4 && c.smoothing_window == 4, "a valid config loads");
+  oc_probe_config_free(&c);
+  struct { const char *json, *want; } bad[] = {
+      {"{\"layer\": -4}", "model_id"},                                     /* the foreign-probe check must not be skippable */
+      {"{\"model_id\": \"\", \"layer\": -4}", "model_id"},
+      {"{\"model_id\": 7}", "model_id"},
+      {"{\"model_id\": \"m\", \"probe_every_n_tokens\": 0}", "probe_every_n_tokens"},
+      {"{\"model_id\": \"m\", \"probe_every_n_tokens\": 1e9}", "probe_every_n_tokens"},
+      {"{\"model_id\": \"m\", \"probe_every_n_tokens\": 2.5}", "integer"},
+      {"{\"model_id\": \"m\", \"smoothing_window\": -3}", "smoothing_window"},
+      {"{\"model_id\": \"m\", \"smoothing_window\": 1e300}", "smoothing_window"},
+      {"{\"model_id\": \"m\", \"layer\": 1e20}", "layer"},
+      {"{\"model_id\": \"m\", \"pause_threshold\": 1.5}", "pause_threshold"},
+      {"{\"model_id\": \"m\", \"pause_threshold\": \"0.5\"}", "pause_threshold"},
+      {"{\"model_id\": \"m\", \"threshold\": -0.1}", "threshold"},
+      {"{\"model_id\": \"m\", \"calibrated_threshold\": 2}", "calibrated_threshold"},
+      {"{\"model_id\": \"m\", \"use_chat_template\": \"no\"}", "use_chat_template"},
+      {"{\"model_id\": \"m\", \"hidden_size\": -8}", "hidden_size"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char *path = tmp_file("bad.json", bad[i].json);
+    CHECK(oc_probe_config_load(path, &c, &err) != 0 && strstr(err.msg, bad[i].want) && strstr(err.msg, "bad.json"), "refused %s: %s", bad[i].json, err.msg);
+  }
+  /* a probe.safetensors with one NaN weight */
+  float w[8] = {0.1f, 0.2f, 0.3f, 0.4f, NAN, 0.6f, 0.7f, 0.8f};
+  oc_probe p = {8, w, 0.5f}, q;
+  char path[600];
+  snprintf(path, sizeof path, "%s/nan_probe.safetensors", tmpdir);
+  REQUIRE(oc_probe_save(&p, path, &err) == 0, "%s", err.msg);
+  CHECK(oc_probe_load(path, &q, &err) != 0 && strstr(err.msg, "nan_probe.safetensors") && strstr(err.msg, "head.weight") && strstr(err.msg, "element 4"),
+        "a NaN probe weight is a load error naming file, tensor and element: %s", err.msg);
+  w[4] = 0.5f;
+  p.b = -INFINITY;
+  REQUIRE(oc_probe_save(&p, path, &err) == 0, "%s", err.msg);
+  CHECK(oc_probe_load(path, &q, &err) != 0 && strstr(err.msg, "head.bias"), "an Inf probe bias is a load error: %s", err.msg);
+}
+
 int main(int argc, char **argv) {
   REQUIRE(argc == 3, "usage: test_probe mvp_probe.pt torch_probe.pt");
   snprintf(tmpdir, sizeof tmpdir, "/tmp/oc_probe_test_XXXXXX");
@@ -317,6 +361,7 @@ int main(int argc, char **argv) {
   test_torch_pt(argv[1]); /* torch.save's layout rebuilt with the standard library */
   test_torch_pt(argv[2]); /* written by real torch.save (python3-torch 1.13) */
   test_svg();
+  test_guard_settings();
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmpdir);

@@ -60,13 +60,18 @@ char *oc_path_join(const char *a, const char *b); /* malloc'd */
  * ("r.json", ".svg" -> "r.svg"; "out", ".partial" -> "out.partial"). malloc'd. */
 char *oc_path_sibling(const char *path, const char *ext);
 
+/* Index of the first NaN or Inf in x[0..n), or n when all are finite (a vectorizable scan: loading
+ * a checkpoint checks every weight with it). */
+size_t oc_find_nonfinite(const float *x, size_t n);
+
 /* Grow (realloc) a float buffer to n elements; on failure *p is unchanged and err says so. */
 int oc_grow_floats(float **p, size_t n, oc_error *err);
 
 /* Comma-separated integers ("2,106,-4"); malloc'd array. */
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);
 
-/* Thread count used by kernels (OpenMP + OpenBLAS). 0 = all cores. */
+/* Thread count of the kernels called from this thread (OpenMP's per-thread setting; OpenBLAS runs
+ * single-threaded inside our parallel regions). 0 = all cores. */
 void oc_set_threads(int n);
 int oc_get_threads(void);
 

@@ -26,9 +26,12 @@ int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err);
 void oc_classifier_free(oc_classifier *c);
 int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, oc_error *err); /* 0 <= allow < block <= 1 */
 
+typedef enum oc_verdict { OC_VERDICT_ALLOW, OC_VERDICT_UNCERTAIN, OC_VERDICT_BLOCK } oc_verdict;
+const char *oc_verdict_name(oc_verdict v); /* "allow", "uncertain", "block" */
+
 typedef struct oc_decision {
-  const char *verdict; /* "allow", "uncertain", "block" */
-  double score;        /* P(unsafe label) */
+  oc_verdict verdict;
+  double score;        /* P(unsafe label); a non-finite score is a block */
   char reason[200];
   double allow_threshold, block_threshold;
   int n_labels;
@@ -43,13 +46,19 @@ int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *respo
 int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char *response, oc_encoding *enc, oc_error *err);
 /* probabilities of C logits (max-subtracted, in double) */
 void oc_softmax(const float *logits, int C, double *probs);
-/* Score n exchanges in one batch (no padding). */
+/* Score n exchanges in one batch (no padding). The _ws calls read the classifier and write only
+ * the caller's workspace (oc_mbert_ws_new), so threads with a workspace each can score at once;
+ * the others use the model's own workspace (one thread at a time). */
+int oc_classifier_score_batch_ws(const oc_classifier *c, oc_mbert_ws *ws, const char *const *prompts, const char *const *responses, int n,
+                                 oc_decision *out, oc_error *err);
+int oc_classifier_score_ws(const oc_classifier *c, oc_mbert_ws *ws, const char *prompt, const char *response, oc_decision *out, oc_error *err);
 int oc_classifier_score_batch(oc_classifier *c, const char *const *prompts, const char *const *responses, int n, oc_decision *out,
                               oc_error *err);
 int oc_classifier_score(oc_classifier *c, const char *prompt, const char *response, oc_decision *out, oc_error *err);
 /* Score given token ids (inspection). */
 int oc_classifier_score_ids(oc_classifier *c, const int32_t *ids, int n, oc_decision *out, oc_error *err);
-/* verdict from a score: >= block -> block; >= allow -> uncertain; else allow */
+/* verdict from a score: >= block -> block; >= allow -> uncertain; else allow. A NaN or Inf score
+ * is a block (fail closed: it can only come from a broken input or model). */
 void oc_decide(double score, double allow, double block, oc_decision *d);
 /* {"verdict", "score", "reason", "allow_threshold", "block_threshold", "label_scores": {name: p}} (+ logits) */
 cJSON *oc_decision_json(const oc_classifier *c, const oc_decision *d, int with_logits);

@@ -13,6 +13,10 @@ extern "C" {
 
 #define OC_REFUSAL "I can't help with that request. I can help with safe, lawful alternatives instead."
 
+/* Called before every decode step (and before a classifier call): non-zero stops the generation,
+ * which then fails with OC_ERR_CANCELLED (a server stops work for a client that went away). */
+typedef int (*oc_guard_abort_fn)(void *ud);
+
 typedef struct oc_guard_opts {
   int max_new_tokens;          /* 80 */
   int use_chat_template;       /* 1 */
@@ -24,24 +28,40 @@ typedef struct oc_guard_opts {
   int top_k;                   /* 0 = off */
   uint64_t seed;
   FILE *trace;                 /* JSONL per step, or NULL */
+  oc_guard_abort_fn should_abort; /* NULL: never */
+  void *abort_ud;
 } oc_guard_opts;
 void oc_guard_opts_defaults(oc_guard_opts *o);
 
 /* released text, called as soon as the guard clears it (whole UTF-8 characters only) */
 typedef void (*oc_guard_emit_fn)(void *ud, const char *text, size_t n);
-/* guard events (suspicious, pause, classifier decisions) as one-line JSON */
+/* guard events (suspicious, pause, classifier, final_check, nonfinite) as one-line JSON */
 typedef void (*oc_guard_event_fn)(void *ud, const char *json);
 
+typedef enum oc_guard_status { OC_GUARD_COMPLETED, OC_GUARD_PAUSED, OC_GUARD_UNCERTAIN, OC_GUARD_BLOCKED } oc_guard_status;
+const char *oc_guard_status_name(oc_guard_status s); /* "completed", "paused", "uncertain", "blocked" */
+
+typedef enum oc_stop_reason {
+  OC_STOP_EOS,            /* the model ended its turn */
+  OC_STOP_MAX_NEW_TOKENS,
+  OC_STOP_PAUSED,         /* the probe paused and there is no classifier */
+  OC_STOP_UNCERTAIN,      /* the classifier could not decide: held text is not released */
+  OC_STOP_BLOCKED,        /* the classifier blocked (mid-stream or at the final check) */
+  OC_STOP_NONFINITE,      /* a probe or classifier score was NaN/Inf: treated as maximum risk, blocked */
+} oc_stop_reason;
+const char *oc_stop_reason_name(oc_stop_reason r); /* "eos", "max_new_tokens", "paused", "uncertain", "blocked", "nonfinite" */
+
 typedef struct oc_guard_result {
-  const char *status;          /* completed, paused, uncertain, blocked */
+  oc_guard_status status;
   char *response;              /* what the caller may show: released text, or the refusal */
-  double risk, smoothed_risk;  /* last probe reading (NaN if never probed) */
-  double classifier_score;     /* last classifier score (NaN if never called) */
-  const char *classifier_verdict; /* NULL if never called */
+  double risk, smoothed_risk;  /* last probe reading (NaN if never probed; 1 after a non-finite one) */
+  double classifier_score;     /* last classifier score (NaN if never called or not finite) */
+  oc_verdict classifier_verdict; /* the last verdict; meaningful when classifier_calls > 0 */
   int held_response_chars;     /* characters generated but not released */
   int final_classifier_check;
   int n_tokens, probe_calls, classifier_calls;
-  const char *stop_reason;     /* eos, max_new_tokens, paused, uncertain, blocked */
+  int nonfinite;               /* non-finite scores seen (each ends the generation as a block) */
+  oc_stop_reason stop_reason;
   double ttft_ms, total_ms, classifier_ms;
   int32_t *tokens;             /* generated ids (n_tokens) */
 } oc_guard_result;
@@ -49,20 +69,24 @@ void oc_guard_result_free(oc_guard_result *r);
 cJSON *oc_guard_result_json(const oc_guard_result *r);
 
 typedef struct oc_guard oc_guard;
-/* probe and cfg may be NULL only with use_probe 0; cls may be NULL. Checks: the probe's hidden size
- * against the model, its layer against the model's depth. Nothing is copied or owned. */
-int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, const oc_probe_config *cfg, oc_classifier *cls,
+/* probe and cfg may be NULL only with use_probe 0; cls may be NULL. Checks: the probe config's
+ * values (oc_probe_config_check), the probe's hidden size against the model, its layer against the
+ * model's depth, finite probe weights. Nothing is copied or owned.
+ * oc_guard_generate only reads the guard, the model, the probe and the classifier (each call has its
+ * own KV cache and classifier workspace), so several threads may generate with one guard at once. */
+int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, const oc_probe_config *cfg, const oc_classifier *cls,
                  oc_guard **out, oc_error *err);
 void oc_guard_free(oc_guard *g);
-int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, oc_guard_emit_fn emit, oc_guard_event_fn event, void *ud,
+int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts *o, oc_guard_emit_fn emit, oc_guard_event_fn event, void *ud,
                       oc_guard_result *res, oc_error *err);
 
 /* Bytes of decoded text that may be released mid-stream: whole characters, no trailing U+FFFD
  * (a multi-byte character whose last bytes have not been generated yet). */
 size_t oc_utf8_safe_prefix(const char *t, size_t n);
 
-/* Guard settings of a probe directory before any model is loaded: the probe (safetensors or .pt)
- * and config.json; model_id must equal the config's (the MVP refuses a foreign probe). */
+/* Before any model is loaded: model_id must equal the probe config's, which must name one (the MVP
+ * refuses a foreign probe; a config without a model_id is refused too, so leaving it out cannot
+ * skip the check). */
 int oc_guard_check_probe(const char *model_id, const char *config_model_id, oc_error *err);
 
 #ifdef __cplusplus

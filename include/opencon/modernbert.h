@@ -40,7 +40,17 @@ typedef struct oc_mbert_batch {
   int B;
 } oc_mbert_batch;
 
+/* A forward's activations and work buffers. The model is only read by a forward, so threads that
+ * each own a workspace can score with one copy of the weights at the same time. */
+typedef struct oc_mbert_ws oc_mbert_ws;
+oc_mbert_ws *oc_mbert_ws_new(void); /* NULL when out of memory; buffers grow on first use */
+void oc_mbert_ws_free(oc_mbert_ws *ws);
+
 /* logits [B][n_labels]. */
+int oc_mbert_forward_ws(const oc_mbert *m, oc_mbert_ws *ws, const oc_mbert_batch *b, float *logits, oc_error *err);
+/* The model's own workspace (training's, and that of the calls without one). */
+oc_mbert_ws *oc_mbert_own_ws(oc_mbert *m);
+/* oc_mbert_forward_ws with the model's own workspace (one thread at a time). */
 int oc_mbert_forward(oc_mbert *m, const oc_mbert_batch *b, float *logits, oc_error *err);
 /* Forward keeping activations, mean cross-entropy against labels, gradients into the model's grad
  * buffer (overwritten). Also returns logits if non-NULL. */
@@ -59,8 +69,10 @@ double oc_mbert_grad_norm(const oc_mbert *m);
 void oc_mbert_clip_and_step(oc_mbert *m, oc_adamw_state *st, double lr, double weight_decay, double max_norm, double *grad_norm,
                             double *clip_coef);
 
-/* Buffers of the last forward (valid until the next call): last_hidden_state [sum(lens), H] in
- * batch order, pooled [B, H], head output [B, H]. */
+/* Buffers of the last forward in a workspace (valid until the next call): last_hidden_state
+ * [sum(lens), H] in batch order, pooled [B, H], head output [B, H]. oc_mbert_outputs: of the
+ * model's own workspace. */
+void oc_mbert_ws_outputs(const oc_mbert_ws *ws, const float **last_hidden, const float **pooled, const float **head_out);
 void oc_mbert_outputs(const oc_mbert *m, const float **last_hidden, const float **pooled, const float **head_out);
 
 /* Parameters by their Hugging Face name (tests, checkpoints); NULL for a name this model lacks

@@ -76,9 +76,14 @@ int oc_probe_train(const float *X, int hidden, const int32_t *y, const int64_t *
 float oc_probe_logit(const oc_probe *p, const float *h);
 float oc_sigmoid(float x);
 void oc_probe_free(oc_probe *p);
+#define OC_PROBE_MAX_HIDDEN (1 << 20)
+/* A probe the guard may use: 1 <= hidden <= OC_PROBE_MAX_HIDDEN, every weight and the bias finite
+ * (a NaN weight would make every risk NaN and switch the guard off). where names it in errors. */
+int oc_probe_check(const oc_probe *p, const char *where, oc_error *err);
 /* probe.safetensors (head.weight [1,H], head.bias [1]), atomic */
 int oc_probe_save(const oc_probe *p, const char *path, oc_error *err);
-/* probe.safetensors, or a probe.pt written by torch.save(state_dict) (zip + pickle) */
+/* probe.safetensors, or a probe.pt written by torch.save(state_dict) (zip + pickle); checked with
+ * oc_probe_check */
 int oc_probe_load(const char *path, oc_probe *p, oc_error *err);
 /* The .pt reader on bytes in memory (fuzzing); path names the source in errors. */
 int oc_torch_pt_parse_probe(const void *data, size_t len, const char *path, oc_probe *p, oc_error *err);
@@ -107,6 +112,15 @@ typedef struct oc_probe_config {
   double calibrated_threshold; /* NaN when absent */
 } oc_probe_config;
 void oc_probe_config_defaults(oc_probe_config *c);
+/* Bounds of the guard settings a config may carry. */
+#define OC_PROBE_MAX_EVERY_N 4096
+#define OC_PROBE_MAX_WINDOW 4096
+/* Values the guard may use: thresholds in [0, 1], 1 <= probe_every_n_tokens <= OC_PROBE_MAX_EVERY_N,
+ * 1 <= smoothing_window <= OC_PROBE_MAX_WINDOW, hidden_size >= 0, calibrated_threshold NaN or in
+ * [0, 1]. where names the source in errors. */
+int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error *err);
+/* config.json -> c, with every value type-checked, model_id required (the foreign-probe check
+ * cannot be skipped by leaving it out) and oc_probe_config_check */
 int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err);
 void oc_probe_config_free(oc_probe_config *c);
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,23 @@ char *oc_path_join(const char *a, const char *b) {
   return s;
 }
 
+size_t oc_find_nonfinite(const float *x, size_t n) {
+  const size_t block = 4096;
+  for (size_t b = 0; b < n; b += block) {
+    const size_t e = b + block < n ? b + block : n;
+    uint32_t bad = 0;
+    for (size_t i = b; i < e; i++) { /* exponent all ones: Inf or NaN */
+      uint32_t u;
+      memcpy(&u, x + i, 4);
+      bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    if (bad)
+      for (size_t i = b; i < e; i++)
+        if (!isfinite(x[i])) return i;
+  }
+  return n;
+}
+
 int oc_grow_floats(float **p, size_t n, oc_error *err) {
   float *np = realloc(*p, sizeof(float) * (n ? n : 1));
   if (!np) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (%zu floats)", n);
@@ -162,12 +180,12 @@ int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err) {
   return 0;
 }
 
-static int g_threads = 0;
 void openblas_set_num_threads(int);
 
+/* The count is OpenMP's nthreads-var of the calling thread (no variable of ours): each thread of
+ * a server sets its own. */
 void oc_set_threads(int n) {
   if (n <= 0) n = omp_get_num_procs();
-  g_threads = n;
   /* sgemm is called from inside our own parallel regions, one block per call. In the
    * OpenMP build of OpenBLAS this call also sets the OpenMP thread count, so it must
    * come before ours. */
@@ -175,10 +193,7 @@ void oc_set_threads(int n) {
   omp_set_num_threads(n);
 }
 
-int oc_get_threads(void) {
-  if (g_threads <= 0) oc_set_threads(0);
-  return g_threads;
-}
+int oc_get_threads(void) { return omp_get_max_threads(); }
 
 uint64_t oc_mix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;

@@ -224,7 +224,7 @@ int cmd_benchmark_latency(int argc, char **argv) {
           cJSON_AddNumberToObject(m, "probe_calls", res.probe_calls);
           cJSON_AddNumberToObject(m, "classifier_calls", res.classifier_calls);
           cJSON_AddNumberToObject(m, "classifier_ms", res.classifier_ms);
-          cJSON_AddStringToObject(m, "status", res.status);
+          cJSON_AddStringToObject(m, "status", oc_guard_status_name(res.status));
         }
         fprintf(stderr, "%s prompt %d/%d: %.1f ms, %d tokens\n", mode_names[k], p + 1, np, res.total_ms, res.n_tokens);
         oc_guard_result_free(&res);

@@ -231,7 +231,7 @@ int cmd_benchmark_jailbreak(int argc, char **argv) {
         oc_guard_result r;
         if (oc_guard_generate(g, it->prompt, &go, NULL, NULL, NULL, &r, &err)) { oc_wrap(&err, "%s", it->id); die(&err); goto done; }
         response = strdup(r.response);
-        snprintf(gstatus_buf, sizeof gstatus_buf, "%s", r.status);
+        snprintf(gstatus_buf, sizeof gstatus_buf, "%s", oc_guard_status_name(r.status));
         sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?,?)", -1, &st, NULL);
         sqlite3_bind_text(st, 1, gkey, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 2, it->split, -1, SQLITE_TRANSIENT);
@@ -239,7 +239,7 @@ int cmd_benchmark_jailbreak(int argc, char **argv) {
         sqlite3_bind_text(st, 4, it->prompt, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 5, mname, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 6, response, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 7, r.status, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 7, oc_guard_status_name(r.status), -1, SQLITE_TRANSIENT);
         sqlite3_bind_int(st, 8, r.classifier_calls);
         sqlite3_bind_double(st, 9, r.total_ms);
         int ok = sqlite3_step(st) == SQLITE_DONE;

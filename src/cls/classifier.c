@@ -45,7 +45,11 @@ int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err) {
       goto done;
     }
     if (oc_classifier_set_thresholds(c, a ? a->valuedouble : 0.35, b ? b->valuedouble : 0.65, err)) { oc_wrap(err, "%s", cp); goto done; }
-    if (ml) c->max_length = ml->valueint > 0 ? ml->valueint : 512;
+    if (ml && !(ml->valuedouble >= 1 && ml->valuedouble <= 65536 && ml->valuedouble == floor(ml->valuedouble))) {
+      oc_fail(err, "%s: max_length must be an integer in [1, 65536], got %g", cp, ml->valuedouble);
+      goto done;
+    }
+    if (ml) c->max_length = (int)ml->valuedouble;
   } else {
     c->config = cJSON_CreateObject();
   }
@@ -61,18 +65,30 @@ done:
   return 0;
 }
 
+const char *oc_verdict_name(oc_verdict v) {
+  switch (v) {
+    case OC_VERDICT_ALLOW: return "allow";
+    case OC_VERDICT_UNCERTAIN: return "uncertain";
+    case OC_VERDICT_BLOCK: return "block";
+  }
+  return "block";
+}
+
 void oc_decide(double score, double allow, double block, oc_decision *d) {
   d->score = score;
   d->allow_threshold = allow;
   d->block_threshold = block;
-  if (score >= block) {
-    d->verdict = "block";
+  if (!isfinite(score)) {
+    d->verdict = OC_VERDICT_BLOCK;
+    snprintf(d->reason, sizeof d->reason, "unsafe score is not finite (%g): treated as maximum risk", score);
+  } else if (score >= block) {
+    d->verdict = OC_VERDICT_BLOCK;
     snprintf(d->reason, sizeof d->reason, "unsafe score %.4f >= block threshold %.4f", score, block);
   } else if (score >= allow) {
-    d->verdict = "uncertain";
+    d->verdict = OC_VERDICT_UNCERTAIN;
     snprintf(d->reason, sizeof d->reason, "unsafe score %.4f between allow threshold %.4f and block threshold %.4f", score, allow, block);
   } else {
-    d->verdict = "allow";
+    d->verdict = OC_VERDICT_ALLOW;
     snprintf(d->reason, sizeof d->reason, "unsafe score %.4f < allow threshold %.4f", score, allow);
   }
 }
@@ -113,8 +129,8 @@ int oc_classifier_score_ids(oc_classifier *c, const int32_t *ids, int n, oc_deci
   return 0;
 }
 
-int oc_classifier_score_batch(oc_classifier *c, const char *const *prompts, const char *const *responses, int n, oc_decision *out,
-                              oc_error *err) {
+int oc_classifier_score_batch_ws(const oc_classifier *c, oc_mbert_ws *ws, const char *const *prompts, const char *const *responses, int n,
+                                 oc_decision *out, oc_error *err) {
   if (n < 1) return 0;
   oc_encoding *enc = calloc((size_t)n, sizeof *enc);
   int *lens = malloc(sizeof(int) * (size_t)n), C = oc_mbert_cfg(c->m)->n_labels, tot = 0, done = 0, rc = -1;
@@ -130,13 +146,22 @@ int oc_classifier_score_batch(oc_classifier *c, const char *const *prompts, cons
   if (!ids) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto out; }
   for (int i = 0, o = 0; i < n; o += lens[i++]) memcpy(ids + o, enc[i].ids, sizeof(int32_t) * (size_t)lens[i]);
   oc_mbert_batch b = {ids, lens, n};
-  if (oc_mbert_forward(c->m, &b, logits, err)) goto out;
+  if (oc_mbert_forward_ws(c->m, ws, &b, logits, err)) goto out;
   for (int i = 0; i < n; i++) finish(c, logits + (size_t)i * C, &out[i]);
   rc = 0;
 out:
   for (int i = 0; i < done; i++) oc_encoding_free(&enc[i]);
   free(enc); free(lens); free(logits); free(ids);
   return rc;
+}
+
+int oc_classifier_score_ws(const oc_classifier *c, oc_mbert_ws *ws, const char *prompt, const char *response, oc_decision *out, oc_error *err) {
+  return oc_classifier_score_batch_ws(c, ws, &prompt, &response, 1, out, err);
+}
+
+int oc_classifier_score_batch(oc_classifier *c, const char *const *prompts, const char *const *responses, int n, oc_decision *out,
+                              oc_error *err) {
+  return oc_classifier_score_batch_ws(c, oc_mbert_own_ws(c->m), prompts, responses, n, out, err);
 }
 
 int oc_classifier_score(oc_classifier *c, const char *prompt, const char *response, oc_decision *out, oc_error *err) {
@@ -146,8 +171,8 @@ int oc_classifier_score(oc_classifier *c, const char *prompt, const char *respon
 cJSON *oc_decision_json(const oc_classifier *c, const oc_decision *d, int with_logits) {
   const oc_mbert_config *mc = oc_mbert_cfg(c->m);
   cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "verdict", d->verdict);
-  cJSON_AddNumberToObject(o, "score", d->score);
+  cJSON_AddStringToObject(o, "verdict", oc_verdict_name(d->verdict));
+  cJSON_AddItemToObject(o, "score", isfinite(d->score) ? cJSON_CreateNumber(d->score) : cJSON_CreateNull());
   cJSON_AddStringToObject(o, "reason", d->reason);
   cJSON_AddNumberToObject(o, "allow_threshold", d->allow_threshold);
   cJSON_AddNumberToObject(o, "block_threshold", d->block_threshold);

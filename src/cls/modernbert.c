@@ -38,15 +38,11 @@ typedef struct {
   int cap_tokens, cap_train, cap_batch; /* cap_train: tokens of layers 1.. (kept only when training) */
 } acts;
 
-struct oc_mbert {
-  oc_mbert_config c;
-  param *p;
-  int np;
-  size_t total;
-  float *w, *grad;
-  int gp[P_GLOBAL];         /* index into p of the global parameters */
-  int *lp;                  /* [n_layers][L_N] */
-  float *inv_freq[2];       /* full, sliding */
+/* Everything a forward (and the backward) writes: activations and work buffers, grown on demand
+ * and kept between calls so a steady loop does not allocate. One workspace per thread that scores;
+ * the model itself is only read by a forward. */
+struct oc_mbert_ws {
+  int n_layers;             /* of the model the buffers were sized for */
   acts a;
   float *scratch;           /* per thread attention scratch */
   float *ln_part;           /* [LN_CHUNKS, H] partial column sums of the LayerNorm backward */
@@ -56,6 +52,18 @@ struct oc_mbert {
   size_t tmp_cap;
   float *bw[4];               /* backward [tokens x H] buffers, kept between steps (no page faults) */
   size_t bw_cap;
+};
+
+struct oc_mbert {
+  oc_mbert_config c;
+  param *p;
+  int np;
+  size_t total;
+  float *w, *grad;
+  int gp[P_GLOBAL];         /* index into p of the global parameters */
+  int *lp;                  /* [n_layers][L_N] */
+  float *inv_freq[2];       /* full, sliding */
+  oc_mbert_ws *ws;          /* the workspace of oc_mbert_forward and of training */
 };
 
 const oc_mbert_config *oc_mbert_cfg(const oc_mbert *m) { return &m->c; }
@@ -88,13 +96,21 @@ static void free_acts(acts *a, int L) {
   memset(a, 0, sizeof *a);
 }
 
+oc_mbert_ws *oc_mbert_ws_new(void) { return calloc(1, sizeof(oc_mbert_ws)); }
+
+void oc_mbert_ws_free(oc_mbert_ws *ws) {
+  if (!ws) return;
+  free_acts(&ws->a, ws->n_layers);
+  free(ws->scratch); free(ws->ln_part); free(ws->tmp1); free(ws->tmp2); free(ws->tmp3);
+  for (int k = 0; k < 4; k++) free(ws->bw[k]);
+  free(ws);
+}
+
 void oc_mbert_free(oc_mbert *m) {
   if (!m) return;
-  free_acts(&m->a, m->c.n_layers);
+  oc_mbert_ws_free(m->ws);
   free(m->p); free(m->w); free(m->grad); free(m->lp); free(m->c.sliding);
   free(m->inv_freq[0]); free(m->inv_freq[1]);
-  free(m->scratch); free(m->ln_part); free(m->tmp1); free(m->tmp2); free(m->tmp3);
-  for (int k = 0; k < 4; k++) free(m->bw[k]);
   free(m);
 }
 
@@ -102,14 +118,14 @@ void oc_mbert_free(oc_mbert *m) {
 static int cfg_int(const cJSON *j, const char *k, int def, int *out, const char *path, oc_error *err) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
   if (!v || cJSON_IsNull(v)) { *out = def; return 0; }
-  if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble) return oc_fail(err, "%s: \"%s\" must be an integer", path, k);
+  if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9) return oc_fail(err, "%s: \"%s\" must be an integer", path, k);
   *out = (int)v->valuedouble;
   return 0;
 }
 static int cfg_num(const cJSON *j, const char *k, double def, double *out, const char *path, oc_error *err) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
   if (!v || cJSON_IsNull(v)) { *out = def; return 0; }
-  if (!cJSON_IsNumber(v)) return oc_fail(err, "%s: \"%s\" must be a number", path, k);
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return oc_fail(err, "%s: \"%s\" must be a finite number", path, k);
   *out = v->valuedouble;
   return 0;
 }
@@ -143,6 +159,13 @@ static int parse_config(const char *path, int n_labels, const char *const *label
   if (c->vocab < 1 || c->hidden < 1 || c->inter < 1 || c->n_layers < 1 || c->n_layers > 1024 || c->n_heads < 1 ||
       c->hidden % c->n_heads || (c->hidden / c->n_heads) % 2 || gevery < 1 || c->local_attention < 0) {
     oc_fail(err, "%s: inconsistent sizes (hidden %d, heads %d, layers %d)", path, c->hidden, c->n_heads, c->n_layers);
+    goto done;
+  }
+  /* a NaN or a non-positive eps turns every LayerNorm into NaN (and a NaN score into "allow" in a
+   * comparison that is not written for it): refuse such configs */
+  if (!(c->eps > 0 && c->eps < 1)) { oc_fail(err, "%s: norm_eps must be in (0, 1), got %g", path, c->eps); goto done; }
+  if (!(c->theta_full > 1 && c->theta_sliding > 1 && isfinite(c->theta_full) && isfinite(c->theta_sliding))) {
+    oc_fail(err, "%s: rope thetas must be finite and > 1 (global %g, local %g)", path, c->theta_full, c->theta_sliding);
     goto done;
   }
   c->head_dim = c->hidden / c->n_heads;
@@ -195,6 +218,7 @@ static int parse_config(const char *path, int n_labels, const char *const *label
       const cJSON *rt = o ? cJSON_GetObjectItemCaseSensitive(o, "rope_type") : NULL;
       if (rt && (!cJSON_IsString(rt) || strcmp(rt->valuestring, "default"))) { oc_fail(err, "%s: only rope_type \"default\" is supported", path); goto done; }
       if (o && cfg_num(o, "rope_theta", *th[k], th[k], path, err)) goto done;
+      if (!(*th[k] > 1 && isfinite(*th[k]))) { oc_fail(err, "%s: rope_parameters.%s.rope_theta must be finite and > 1", path, kinds[k]); goto done; }
     }
   }
   const cJSON *id2 = cJSON_GetObjectItemCaseSensitive(j, "id2label");
@@ -293,10 +317,17 @@ static void trunc_normal(float *x, size_t n, double std, double cut, oc_rng *r) 
   }
 }
 
+/* A NaN or Inf weight makes every score NaN, and a NaN score must never reach a verdict: such a
+ * checkpoint is refused at load, naming the tensor and the first bad element. */
+static int check_finite(const float *x, size_t n, const char *path, const char *name, oc_error *err) {
+  size_t i = oc_find_nonfinite(x, n);
+  return i < n ? oc_fail(err, "%s: tensor \"%s\" has a non-finite value (%g) at element %zu", path, name, (double)x[i], i) : 0;
+}
+
 int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names, uint64_t init_seed, oc_mbert **out, oc_error *err) {
   *out = NULL;
   oc_mbert *m = calloc(1, sizeof *m);
-  if (!m) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  if (!m || !(m->ws = oc_mbert_ws_new())) { free(m); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   char *cp = oc_path_join(dir, "config.json"), *wp = oc_path_join(dir, "model.safetensors");
   oc_st_file *f = NULL;
   int rc = -1;
@@ -329,6 +360,7 @@ int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names,
       goto done;
     }
     if (oc_to_f32(t->dtype, t->data, dst, numel)) { oc_fail(err, "%s: tensor \"%s\" has dtype %s (need F32, F16 or BF16)", wp, q->name, oc_dtype_name(t->dtype)); goto done; }
+    if (check_finite(dst, numel, wp, q->name, err)) goto done;
   }
   const int hd = m->c.head_dim;
   for (int k = 0; k < 2; k++) {
@@ -348,16 +380,18 @@ done:
 
 /* ---------------------------------------------------------------- buffers */
 
-static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error *err) {
+static int ensure(const oc_mbert *m, oc_mbert_ws *ws, int T, int maxlen, int B, int training, oc_error *err) {
   const oc_mbert_config *c = &m->c;
   const size_t H = c->hidden, I = c->inter, L = c->n_layers, nh = c->n_heads;
-  acts *a = &m->a;
+  acts *a = &ws->a;
+  if (a->h && ws->n_layers != c->n_layers) return oc_fail(err, "a ModernBERT workspace is used with a model of another depth");
   size_t wide = 3 * H > 2 * I ? 3 * H : 2 * I;
-  if ((size_t)T * wide > m->tmp_cap) {
-    if (oc_grow_floats(&m->tmp1, (size_t)T * wide, NULL) || oc_grow_floats(&m->tmp2, (size_t)T * wide, NULL) || oc_grow_floats(&m->tmp3, (size_t)T * wide, NULL)) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-    m->tmp_cap = (size_t)T * wide;
+  if ((size_t)T * wide > ws->tmp_cap) {
+    if (oc_grow_floats(&ws->tmp1, (size_t)T * wide, NULL) || oc_grow_floats(&ws->tmp2, (size_t)T * wide, NULL) || oc_grow_floats(&ws->tmp3, (size_t)T * wide, NULL)) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    ws->tmp_cap = (size_t)T * wide;
   }
   if (!a->h) {
+    ws->n_layers = c->n_layers;
     float ***lists[] = {&a->h, &a->xn1, &a->qkv, &a->ctx, &a->lse, &a->hmid, &a->xn2, &a->u, &a->g, &a->st1, &a->st2};
     for (size_t k = 0; k < sizeof lists / sizeof *lists; k++)
       if (!(*lists[k] = calloc(L, sizeof(float *)))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
@@ -385,14 +419,14 @@ static int ensure(oc_mbert *m, int T, int maxlen, int B, int training, oc_error 
       return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     a->cap_batch = B;
   }
-  if (training && !m->ln_part && !(m->ln_part = malloc(sizeof(float) * LN_CHUNKS * H))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  if (training && !ws->ln_part && !(ws->ln_part = malloc(sizeof(float) * LN_CHUNKS * H))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   /* attention scratch: scores + dP for the longest sequence, per thread */
   size_t per = (size_t)maxlen * (size_t)maxlen * 2;
   int nthr = omp_get_max_threads();
-  if (per > m->scratch_per_thread || nthr > m->scratch_threads) {
-    if (oc_grow_floats(&m->scratch, per * (size_t)nthr, NULL)) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: attention scratch for %d tokens", maxlen);
-    m->scratch_per_thread = per;
-    m->scratch_threads = nthr;
+  if (per > ws->scratch_per_thread || nthr > ws->scratch_threads) {
+    if (oc_grow_floats(&ws->scratch, per * (size_t)nthr, NULL)) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: attention scratch for %d tokens", maxlen);
+    ws->scratch_per_thread = per;
+    ws->scratch_threads = nthr;
   }
   return 0;
 }
@@ -495,14 +529,14 @@ static void window_cols(int sliding, int hw, int qi, int k0, int nk, int *j0, in
 }
 
 /* softmax(q k^T * scale + mask) v per (sequence, head); lse stored for the backward */
-static void attention(oc_mbert *m, const float *qkv, const int *off, const int *lens, int B, int sliding, float *ctx, float *lse) {
+static void attention(const oc_mbert *m, oc_mbert_ws *ws, const float *qkv, const int *off, const int *lens, int B, int sliding, float *ctx, float *lse) {
   const int H = m->c.hidden, nh = m->c.n_heads, hd = m->c.head_dim, hw = m->c.local_attention / 2;
   const float scale = 1.0f / sqrtf((float)hd);
   const int np = B * nh;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int p = 0; p < np; p++) {
     const int b = p / nh, h = p % nh, n = lens[b], qb = sliding ? QBLOCK : n;
-    float *S = m->scratch + (size_t)omp_get_thread_num() * m->scratch_per_thread;
+    float *S = ws->scratch + (size_t)omp_get_thread_num() * ws->scratch_per_thread;
     const float *Q = qkv + (size_t)off[b] * 3 * H + (size_t)h * hd, *K = Q + H, *V = Q + 2 * H;
     for (int q0 = 0; q0 < n; q0 += qb) {
       int q1 = q0 + qb < n ? q0 + qb : n, k0, k1;
@@ -522,7 +556,7 @@ static void attention(oc_mbert *m, const float *qkv, const int *off, const int *
 }
 
 /* gradients of q, k, v (post-rope) into dqkv [T, 3H] from dctx; P is recomputed from lse */
-static void attention_backward(oc_mbert *m, const float *qkv, const float *ctx, const float *lse, const float *dctx, const int *off,
+static void attention_backward(const oc_mbert *m, oc_mbert_ws *ws, const float *qkv, const float *ctx, const float *lse, const float *dctx, const int *off,
                                const int *lens, int B, int sliding, float *dqkv) {
   const int H = m->c.hidden, nh = m->c.n_heads, hd = m->c.head_dim, hw = m->c.local_attention / 2;
   const float scale = 1.0f / sqrtf((float)hd);
@@ -530,7 +564,7 @@ static void attention_backward(oc_mbert *m, const float *qkv, const float *ctx, 
 #pragma omp parallel for schedule(dynamic, 1)
   for (int p = 0; p < np; p++) {
     const int b = p / nh, h = p % nh, n = lens[b], qb = sliding ? QBLOCK : n;
-    float *P = m->scratch + (size_t)omp_get_thread_num() * m->scratch_per_thread;
+    float *P = ws->scratch + (size_t)omp_get_thread_num() * ws->scratch_per_thread;
     const size_t o3 = (size_t)off[b] * 3 * H + (size_t)h * hd, o1 = (size_t)off[b] * H + (size_t)h * hd;
     const float *Q = qkv + o3, *K = Q + H, *V = Q + 2 * H, *O = ctx + o1, *dO = dctx + o1;
     float *dQ = dqkv + o3, *dK = dQ + H, *dV = dQ + 2 * H;
@@ -573,7 +607,7 @@ static void attention_backward(oc_mbert *m, const float *qkv, const float *ctx, 
 }
 
 /* ---------------------------------------------------------------- forward */
-static int run_forward(oc_mbert *m, const oc_mbert_batch *bt, float *logits, int training, int **off_out, int **pos_out, oc_error *err) {
+static int run_forward(const oc_mbert *m, oc_mbert_ws *ws, const oc_mbert_batch *bt, float *logits, int training, int **off_out, int **pos_out, oc_error *err) {
   const oc_mbert_config *c = &m->c;
   const int H = c->hidden, I = c->inter, L = c->n_layers, B = bt->B;
   int T = 0;
@@ -586,14 +620,14 @@ static int run_forward(oc_mbert *m, const oc_mbert_batch *bt, float *logits, int
     if (bt->ids[t] < 0 || bt->ids[t] >= c->vocab) return oc_fail(err, "token id %d at position %d is outside the vocabulary (0..%d)", bt->ids[t], t, c->vocab - 1);
   int maxlen = 0;
   for (int b = 0; b < B; b++) if (bt->lens[b] > maxlen) maxlen = bt->lens[b];
-  if (ensure(m, T, maxlen, B, training, err)) return -1;
+  if (ensure(m, ws, T, maxlen, B, training, err)) return -1;
   int *off = malloc(sizeof(int) * (size_t)B), *pos = malloc(sizeof(int) * (size_t)T);
   if (!off || !pos) { free(off); free(pos); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   for (int b = 0, o = 0; b < B; o += bt->lens[b++]) {
     off[b] = o;
     for (int t = 0; t < bt->lens[b]; t++) pos[o + t] = t;
   }
-  acts *a = &m->a;
+  acts *a = &ws->a;
   const float eps = (float)c->eps;
   const float *E = W(m, P_EMB);
   for (int t = 0; t < T; t++) memcpy(a->emb_raw + (size_t)t * H, E + (size_t)bt->ids[t] * H, sizeof(float) * (size_t)H);
@@ -607,7 +641,7 @@ static int run_forward(oc_mbert *m, const oc_mbert_batch *bt, float *logits, int
     if (l > 0) { layernorm(hin, LW(m, l, L_ATTN_NORM), T, H, eps, xn1, a->st1[k]); ain = xn1; }
     oc_gemm(0, 1, T, 3 * H, H, ain, H, LW(m, l, L_WQKV), H, 0.0f, qkv, 3 * H);
     rope(qkv, pos, T, H, c->n_heads, c->head_dim, m->inv_freq[c->sliding[l]], 1.0f);
-    attention(m, qkv, off, bt->lens, B, c->sliding[l], ctx, a->lse[k]);
+    attention(m, ws, qkv, off, bt->lens, B, c->sliding[l], ctx, a->lse[k]);
     memcpy(hmid, hin, sizeof(float) * (size_t)T * H);
     oc_gemm(0, 1, T, H, H, ctx, H, LW(m, l, L_WO), H, 1.0f, hmid, H);
     layernorm(hmid, LW(m, l, L_MLP_NORM), T, H, eps, xn2, a->st2[k]);
@@ -645,15 +679,23 @@ static int run_forward(oc_mbert *m, const oc_mbert_batch *bt, float *logits, int
   return 0;
 }
 
-void oc_mbert_outputs(const oc_mbert *m, const float **last_hidden, const float **pooled, const float **head_out) {
-  if (last_hidden) *last_hidden = m->a.last;
-  if (pooled) *pooled = m->a.pooled;
-  if (head_out) *head_out = m->a.ho;
+void oc_mbert_ws_outputs(const oc_mbert_ws *ws, const float **last_hidden, const float **pooled, const float **head_out) {
+  if (last_hidden) *last_hidden = ws->a.last;
+  if (pooled) *pooled = ws->a.pooled;
+  if (head_out) *head_out = ws->a.ho;
 }
 
-int oc_mbert_forward(oc_mbert *m, const oc_mbert_batch *b, float *logits, oc_error *err) {
-  return run_forward(m, b, logits, 0, NULL, NULL, err);
+void oc_mbert_outputs(const oc_mbert *m, const float **last_hidden, const float **pooled, const float **head_out) {
+  oc_mbert_ws_outputs(m->ws, last_hidden, pooled, head_out);
 }
+
+int oc_mbert_forward_ws(const oc_mbert *m, oc_mbert_ws *ws, const oc_mbert_batch *b, float *logits, oc_error *err) {
+  return run_forward(m, ws, b, logits, 0, NULL, NULL, err);
+}
+
+oc_mbert_ws *oc_mbert_own_ws(oc_mbert *m) { return m->ws; }
+
+int oc_mbert_forward(oc_mbert *m, const oc_mbert_batch *b, float *logits, oc_error *err) { return oc_mbert_forward_ws(m, m->ws, b, logits, err); }
 
 /* ---------------------------------------------------------------- backward */
 int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t *labels, float *loss, float *logits_out, oc_error *err) {
@@ -664,10 +706,11 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
   float *logits = malloc(sizeof(float) * (size_t)B * C);
   int *off = NULL, *pos = NULL;
   if (!logits) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  if (run_forward(m, bt, logits, 1, &off, &pos, err)) { free(logits); return -1; }
+  oc_mbert_ws *ws = m->ws;
+  if (run_forward(m, ws, bt, logits, 1, &off, &pos, err)) { free(logits); return -1; }
   int T = 0;
   for (int b = 0; b < B; b++) T += bt->lens[b];
-  acts *a = &m->a;
+  acts *a = &ws->a;
   memset(m->grad, 0, sizeof(float) * m->total);
   /* cross-entropy, mean over the batch */
   double total = 0;
@@ -685,7 +728,7 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
   *loss = (float)(total / B);
   if (logits_out) memcpy(logits_out, logits, sizeof(float) * (size_t)B * C);
   free(logits);
-  float *dho = m->tmp1, *dgz = m->tmp2, *dpool = m->tmp3;
+  float *dho = ws->tmp1, *dgz = ws->tmp2, *dpool = ws->tmp3;
   /* classifier */
   for (int k = 0; k < C; k++) {
     float *gw = G(m, P_CLS_W) + (size_t)k * H;
@@ -701,19 +744,19 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
       for (int k = 0; k < C; k++) s += dlog[(size_t)b * C + k] * W(m, P_CLS_W)[(size_t)k * H + j];
       dho[(size_t)b * H + j] = s;
     }
-  layernorm_backward(a->gz, W(m, P_HEAD_NORM), a->ho_st, dho, B, H, dgz, 0, G(m, P_HEAD_NORM), m->ln_part);
+  layernorm_backward(a->gz, W(m, P_HEAD_NORM), a->ho_st, dho, B, H, dgz, 0, G(m, P_HEAD_NORM), ws->ln_part);
   for (size_t i = 0; i < (size_t)B * H; i++) dgz[i] *= gelu_grad(a->z[i]); /* now dz */
   if (c->head_bias)
     for (int b = 0; b < B; b++) for (int j = 0; j < H; j++) G(m, P_DENSE_B)[j] += dgz[(size_t)b * H + j];
   oc_gemm(1, 0, H, H, B, dgz, H, a->pooled, H, 1.0f, G(m, P_DENSE), H);
   oc_gemm(0, 0, B, H, H, dgz, H, W(m, P_DENSE), H, 0.0f, dpool, H);
   /* pooling -> d last_hidden_state */
-  if ((size_t)T * H > m->bw_cap) {
+  if ((size_t)T * H > ws->bw_cap) {
     for (int k = 0; k < 4; k++)
-      if (oc_grow_floats(&m->bw[k], (size_t)T * H, NULL)) { free(off); free(pos); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
-    m->bw_cap = (size_t)T * H;
+      if (oc_grow_floats(&ws->bw[k], (size_t)T * H, NULL)) { free(off); free(pos); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+    ws->bw_cap = (size_t)T * H;
   }
-  float *dlast = m->bw[0], *dh = m->bw[1], *dmid = m->bw[2], *dtmp = m->bw[3];
+  float *dlast = ws->bw[0], *dh = ws->bw[1], *dmid = ws->bw[2], *dtmp = ws->bw[3];
   memset(dlast, 0, sizeof(float) * (size_t)T * H);
   for (int b = 0; b < B; b++) {
     const float *dp = dpool + (size_t)b * H;
@@ -722,8 +765,8 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
     for (int t = 0; t < bt->lens[b]; t++)
       for (int j = 0; j < H; j++) dlast[(size_t)(off[b] + t) * H + j] = dp[j] * inv;
   }
-  layernorm_backward(a->hL, W(m, P_FINAL_NORM), a->fin_st, dlast, T, H, dh, 0, G(m, P_FINAL_NORM), m->ln_part);
-  float *dg = m->tmp1, *du = m->tmp2, *dqkv = m->tmp3;
+  layernorm_backward(a->hL, W(m, P_FINAL_NORM), a->fin_st, dlast, T, H, dh, 0, G(m, P_FINAL_NORM), ws->ln_part);
+  float *dg = ws->tmp1, *du = ws->tmp2, *dqkv = ws->tmp3;
   for (int l = L - 1; l >= 0; l--) {
     const float *hin = a->h[l], *ain = l > 0 ? a->xn1[l] : a->h[l];
     /* h_out = hmid + Wo2 . g */
@@ -735,20 +778,20 @@ int oc_mbert_loss_backward(oc_mbert *m, const oc_mbert_batch *bt, const int32_t 
     for (int t = 0; t < T; t++) oc_gelu_glu_backward_row(u + (size_t)t * 2 * I, dg + (size_t)t * I, du + (size_t)t * 2 * I, I);
     oc_gemm(1, 0, 2 * I, H, T, du, 2 * I, a->xn2[l], H, 1.0f, LG(m, l, L_WI), H);
     oc_gemm(0, 0, T, H, 2 * I, du, 2 * I, LW(m, l, L_WI), H, 0.0f, dtmp, H);
-    layernorm_backward(a->hmid[l], LW(m, l, L_MLP_NORM), a->st2[l], dtmp, T, H, dmid, 1, LG(m, l, L_MLP_NORM), m->ln_part);
+    layernorm_backward(a->hmid[l], LW(m, l, L_MLP_NORM), a->st2[l], dtmp, T, H, dmid, 1, LG(m, l, L_MLP_NORM), ws->ln_part);
     /* hmid = hin + Wo . ctx */
     oc_gemm(0, 0, T, H, H, dmid, H, LW(m, l, L_WO), H, 0.0f, dtmp, H); /* d ctx */
     oc_gemm(1, 0, H, H, T, dmid, H, a->ctx[l], H, 1.0f, LG(m, l, L_WO), H);
-    attention_backward(m, a->qkv[l], a->ctx[l], a->lse[l], dtmp, off, bt->lens, B, c->sliding[l], dqkv);
+    attention_backward(m, ws, a->qkv[l], a->ctx[l], a->lse[l], dtmp, off, bt->lens, B, c->sliding[l], dqkv);
     rope(dqkv, pos, T, H, c->n_heads, c->head_dim, m->inv_freq[c->sliding[l]], -1.0f);
     oc_gemm(1, 0, 3 * H, H, T, dqkv, 3 * H, ain, H, 1.0f, LG(m, l, L_WQKV), H);
     oc_gemm(0, 0, T, H, 3 * H, dqkv, 3 * H, LW(m, l, L_WQKV), H, 0.0f, dtmp, H); /* d ain */
     memcpy(dh, dmid, sizeof(float) * (size_t)T * H);
-    if (l > 0) layernorm_backward(hin, LW(m, l, L_ATTN_NORM), a->st1[l], dtmp, T, H, dh, 1, LG(m, l, L_ATTN_NORM), m->ln_part);
+    if (l > 0) layernorm_backward(hin, LW(m, l, L_ATTN_NORM), a->st1[l], dtmp, T, H, dh, 1, LG(m, l, L_ATTN_NORM), ws->ln_part);
     else for (size_t i = 0; i < (size_t)T * H; i++) dh[i] += dtmp[i];
   }
   /* embeddings: norm backward, then rows (the padding row never gets a gradient) */
-  layernorm_backward(a->emb_raw, W(m, P_EMB_NORM), a->emb_st, dh, T, H, dtmp, 0, G(m, P_EMB_NORM), m->ln_part);
+  layernorm_backward(a->emb_raw, W(m, P_EMB_NORM), a->emb_st, dh, T, H, dtmp, 0, G(m, P_EMB_NORM), ws->ln_part);
   float *gE = G(m, P_EMB);
 #pragma omp parallel for schedule(static)
   for (int j = 0; j < H; j++)
@@ -841,7 +884,10 @@ int oc_mbert_load_weights(oc_mbert *m, const char *path, oc_error *err) {
     const oc_tensor *t = oc_st_get(f, q->name);
     size_t n = (size_t)q->shape[0] * (size_t)(q->ndim == 2 ? q->shape[1] : 1);
     if (!t || t->dtype != OC_DT_F32 || (size_t)t->numel != n) rc = oc_fail(err, "%s: tensor \"%s\" missing or not F32 with %zu elements", path, q->name, n);
-    else memcpy(m->w + q->off, t->data, n * sizeof(float));
+    else {
+      memcpy(m->w + q->off, t->data, n * sizeof(float));
+      rc = check_finite(m->w + q->off, n, path, q->name, err);
+    }
   }
   oc_st_close(f);
   return rc;

@@ -1,6 +1,7 @@
 /* Guarded generation with the MVP's semantics on a KV cache: the token chosen at step k is fed
  * once, and that same forward pass yields its hidden state for the probe (every N steps) and the
- * logits of step k+1. Text is held in a pending buffer until a probe reading clears it. */
+ * logits of step k+1. Text is held in a pending buffer until a probe reading clears it.
+ * Fail closed: a probe or classifier score that is not a number is maximum risk and blocks. */
 #include "opencon/guard.h"
 
 #include <math.h>
@@ -12,10 +13,32 @@ struct oc_guard {
   const oc_chat *chat;
   const oc_probe *probe;
   const oc_probe_config *cfg;
-  oc_classifier *cls;
+  const oc_classifier *cls;
   int layer;
   int eos_extra; /* tokenizer's eos token id (end of turn), -1 if none */
 };
+
+const char *oc_guard_status_name(oc_guard_status s) {
+  switch (s) {
+    case OC_GUARD_COMPLETED: return "completed";
+    case OC_GUARD_PAUSED: return "paused";
+    case OC_GUARD_UNCERTAIN: return "uncertain";
+    case OC_GUARD_BLOCKED: return "blocked";
+  }
+  return "blocked";
+}
+
+const char *oc_stop_reason_name(oc_stop_reason r) {
+  switch (r) {
+    case OC_STOP_EOS: return "eos";
+    case OC_STOP_MAX_NEW_TOKENS: return "max_new_tokens";
+    case OC_STOP_PAUSED: return "paused";
+    case OC_STOP_UNCERTAIN: return "uncertain";
+    case OC_STOP_BLOCKED: return "blocked";
+    case OC_STOP_NONFINITE: return "nonfinite";
+  }
+  return "blocked";
+}
 
 void oc_guard_opts_defaults(oc_guard_opts *o) {
   memset(o, 0, sizeof *o);
@@ -35,37 +58,42 @@ static cJSON *num(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON
 
 cJSON *oc_guard_result_json(const oc_guard_result *r) {
   cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "status", r->status);
+  cJSON_AddStringToObject(o, "status", oc_guard_status_name(r->status));
   cJSON_AddStringToObject(o, "response", r->response ? r->response : "");
   cJSON_AddItemToObject(o, "risk", num(r->risk));
   cJSON_AddItemToObject(o, "smoothed_risk", num(r->smoothed_risk));
   cJSON_AddItemToObject(o, "classifier_score", num(r->classifier_score));
-  if (r->classifier_verdict) cJSON_AddStringToObject(o, "classifier_verdict", r->classifier_verdict);
+  if (r->classifier_calls > 0) cJSON_AddStringToObject(o, "classifier_verdict", oc_verdict_name(r->classifier_verdict));
   else cJSON_AddNullToObject(o, "classifier_verdict");
   cJSON_AddNumberToObject(o, "held_response_chars", r->held_response_chars);
   cJSON_AddBoolToObject(o, "final_classifier_check", r->final_classifier_check);
   cJSON_AddNumberToObject(o, "generated_tokens", r->n_tokens);
   cJSON_AddNumberToObject(o, "probe_calls", r->probe_calls);
   cJSON_AddNumberToObject(o, "classifier_calls", r->classifier_calls);
-  cJSON_AddStringToObject(o, "stop_reason", r->stop_reason ? r->stop_reason : "");
+  cJSON_AddStringToObject(o, "stop_reason", oc_stop_reason_name(r->stop_reason));
+  if (r->nonfinite) cJSON_AddNumberToObject(o, "nonfinite", r->nonfinite);
   cJSON_AddNumberToObject(o, "time_to_first_token_ms", r->ttft_ms);
   cJSON_AddNumberToObject(o, "total_ms", r->total_ms);
   return o;
 }
 
 int oc_guard_check_probe(const char *model_id, const char *config_model_id, oc_error *err) {
-  if (config_model_id && model_id && strcmp(model_id, config_model_id) != 0)
-    return oc_fail(err, "the probe was trained for model_id \"%s\", not \"%s\" (a probe reads one model's hidden states)", config_model_id, model_id);
+  if (!config_model_id || !config_model_id[0])
+    return oc_fail(err, "the probe config names no model_id (a probe reads one model's hidden states; its config must say which)");
+  if (!model_id || strcmp(model_id, config_model_id) != 0)
+    return oc_fail(err, "the probe was trained for model_id \"%s\", not \"%s\" (a probe reads one model's hidden states)", config_model_id,
+                   model_id ? model_id : "(none)");
   return 0;
 }
 
-int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, const oc_probe_config *cfg, oc_classifier *cls, oc_guard **out,
-                 oc_error *err) {
+int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, const oc_probe_config *cfg, const oc_classifier *cls,
+                 oc_guard **out, oc_error *err) {
   *out = NULL;
   const oc_model_config *c = oc_model_cfg(m);
   int layer = 0;
   if (probe) {
     if (!cfg) return oc_fail(err, "a probe needs its config (layer, thresholds)");
+    if (oc_probe_config_check(cfg, "probe config", err) || oc_probe_check(probe, "probe", err)) return -1;
     if (probe->hidden != c->hidden) return oc_fail(err, "the probe reads %d features, the model's hidden size is %d", probe->hidden, c->hidden);
     if ((layer = oc_hidden_index(c, cfg->layer, err)) < 0) return oc_wrap(err, "probe layer");
   }
@@ -87,52 +115,59 @@ int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, 
 
 void oc_guard_free(oc_guard *g) { free(g); }
 
-static const float *g_sort_p; /* qsort context (sampling is single-threaded) */
+/* ---- sampling ---- */
+typedef struct { float p; int id; } cand;
+/* most likely first; equal probabilities by id, so the order never depends on qsort */
 static int by_prob_desc(const void *a, const void *b) {
-  float x = g_sort_p[*(const int *)a], y = g_sort_p[*(const int *)b];
-  return (x < y) - (x > y);
+  const cand *x = a, *y = b;
+  if (x->p != y->p) return x->p < y->p ? 1 : -1;
+  return (x->id > y->id) - (x->id < y->id);
 }
 
-/* greedy, or temperature sampling with optional top-k and top-p (nucleus) filtering */
-static int sample(const float *logits, int V, const oc_guard_opts *o, oc_rng *r, float *p, int *idx) {
+/* greedy, or temperature sampling with optional top-k and top-p (nucleus) filtering; c: [V] scratch */
+static int sample(const float *logits, int V, const oc_guard_opts *o, oc_rng *r, cand *c) {
   if (!(o->temperature > 0)) return oc_argmax(logits, V);
   float mx = logits[oc_argmax(logits, V)];
-  for (int i = 0; i < V; i++) { p[i] = expf((logits[i] - mx) / (float)o->temperature); idx[i] = i; }
+  for (int i = 0; i < V; i++) { c[i].p = expf((logits[i] - mx) / (float)o->temperature); c[i].id = i; }
   int keep = V;
   if (o->top_k > 0 && o->top_k < V) { /* partial selection of the k most likely, in order */
     keep = o->top_k;
     for (int i = 0; i < keep; i++) {
       int best = i;
-      for (int j = i + 1; j < V; j++) if (p[idx[j]] > p[idx[best]]) best = j;
-      int t = idx[i]; idx[i] = idx[best]; idx[best] = t;
+      for (int j = i + 1; j < V; j++) if (by_prob_desc(&c[j], &c[best]) < 0) best = j;
+      cand t = c[i]; c[i] = c[best]; c[best] = t;
     }
   } else if (o->top_p < 1.0) {
-    g_sort_p = p;
-    qsort(idx, (size_t)V, sizeof *idx, by_prob_desc);
+    qsort(c, (size_t)V, sizeof *c, by_prob_desc);
   }
   if (o->top_p < 1.0) {
     double total = 0, acc = 0;
-    for (int i = 0; i < keep; i++) total += p[idx[i]];
-    for (int i = 0; i < keep; i++) { acc += p[idx[i]] / total; if (acc >= o->top_p) { keep = i + 1; break; } }
+    for (int i = 0; i < keep; i++) total += c[i].p;
+    for (int i = 0; i < keep; i++) { acc += c[i].p / total; if (acc >= o->top_p) { keep = i + 1; break; } }
   }
   double total = 0;
-  for (int i = 0; i < keep; i++) total += p[idx[i]];
+  for (int i = 0; i < keep; i++) total += c[i].p;
   double u = oc_rng_uniform(r) * total, acc = 0;
-  for (int i = 0; i < keep; i++) { acc += p[idx[i]]; if (u < acc) return idx[i]; }
-  return idx[keep - 1];
+  for (int i = 0; i < keep; i++) { acc += c[i].p; if (u < acc) return c[i].id; }
+  return c[keep - 1].id;
 }
 
+/* ---- text ---- */
 static size_t utf8_chars(const char *s, size_t n) {
   size_t c = 0;
   for (size_t i = 0; i < n; i++) c += ((unsigned char)s[i] & 0xc0) != 0x80;
   return c;
 }
 
+static int ends_with_replacement(const char *t, size_t n) {
+  return n >= 3 && (unsigned char)t[n - 3] == 0xef && (unsigned char)t[n - 2] == 0xbf && (unsigned char)t[n - 1] == 0xbd;
+}
+
 /* Length of text that may be released: whole characters, and not a trailing U+FFFD (an incomplete
  * multi-byte character at the end decodes to U+FFFD until its next byte arrives). */
 size_t oc_utf8_safe_prefix(const char *t, size_t n) {
   const unsigned char *u = (const unsigned char *)t;
-  while (n >= 3 && u[n - 3] == 0xef && u[n - 2] == 0xbf && u[n - 1] == 0xbd) n -= 3;
+  while (ends_with_replacement(t, n)) n -= 3;
   size_t i = n; /* start of the last character */
   while (i > 0 && (u[i - 1] & 0xc0) == 0x80 && n - i < 3) i--;
   if (i == 0) return 0; /* only continuation bytes */
@@ -141,7 +176,56 @@ size_t oc_utf8_safe_prefix(const char *t, size_t n) {
   return n - (i - 1) < need ? i - 1 : n;
 }
 
-static size_t safe_len(const char *t, size_t n, int final) { return final ? n : oc_utf8_safe_prefix(t, n); }
+/* Incremental detokenization, as text-generation-inference does it: only a short window of the
+ * latest tokens is decoded at each step. Tokens [0, read) are committed into text[0, committed);
+ * the window starts at `prefix` (the token before the committed ones, so a decoder's handling of a
+ * sequence's first token, e.g. a stripped leading space, is the same on both sides of the
+ * difference). The new tokens' text is decode(prefix..n) minus decode(prefix..read); it is
+ * committed once it does not end in U+FFFD (an unfinished multi-byte character), else kept as the
+ * tail after the committed text. text[0, len) = committed text + tail. */
+#define DETOK_MAX_WINDOW 16 /* tokens: past this an unfinished tail is committed as it is */
+typedef struct {
+  char *text;
+  size_t len, cap, committed;
+  int prefix, read;
+} detok;
+
+static int detok_put(detok *d, size_t at, const char *s, size_t n, oc_error *err) {
+  if (at + n + 1 > d->cap) {
+    size_t cap = d->cap ? d->cap : 256;
+    while (cap < at + n + 1) cap *= 2;
+    char *t = realloc(d->text, cap);
+    if (!t) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    d->text = t;
+    d->cap = cap;
+  }
+  memcpy(d->text + at, s, n);
+  d->len = at + n;
+  d->text[d->len] = 0;
+  return 0;
+}
+
+static int detok_step(detok *d, const oc_tokenizer *tok, const int32_t *ids, int n, oc_error *err) {
+  char *head = NULL, *all = NULL;
+  size_t hl = 0, al = 0;
+  int rc = -1;
+  if (oc_tokenizer_decode(tok, ids + d->prefix, d->read - d->prefix, 1, &head, &hl, err) ||
+      oc_tokenizer_decode(tok, ids + d->prefix, n - d->prefix, 1, &all, &al, err))
+    goto done;
+  const char *fresh = all + (al > hl ? hl : al);
+  size_t fl = al > hl ? al - hl : 0;
+  if (detok_put(d, d->committed, fresh, fl, err)) goto done;
+  if (fl > 0 && (!ends_with_replacement(all, al) || n - d->prefix > DETOK_MAX_WINDOW)) {
+    d->committed = d->len;
+    d->prefix = d->read;
+    d->read = n;
+  }
+  rc = 0;
+done:
+  free(head);
+  free(all);
+  return rc;
+}
 
 typedef struct {
   oc_guard_emit_fn emit;
@@ -150,42 +234,89 @@ typedef struct {
 } releaser;
 
 static void release(releaser *r, const char *text, size_t n, int final) {
-  size_t s = safe_len(text, n, final);
+  size_t s = final ? n : oc_utf8_safe_prefix(text, n);
   if (s > r->released) {
     if (r->emit) r->emit(r->ud, text + r->released, s - r->released);
     r->released = s;
   }
 }
 
+/* ---- events ---- */
 static void event(oc_guard_event_fn fn, void *ud, cJSON *e) {
   if (fn) {
     char *s = cJSON_PrintUnformatted(e);
-    fn(ud, s);
+    if (s) fn(ud, s);
     free(s);
   }
   cJSON_Delete(e);
 }
 
-/* a "pause" or "suspicious" event: the step and the smoothed risk that raised it */
-static void risk_event(oc_guard_event_fn fn, void *ud, const char *name, int step, double smoothed) {
+static cJSON *new_event(const char *name, int step) {
   cJSON *e = cJSON_CreateObject();
   cJSON_AddStringToObject(e, "event", name);
-  cJSON_AddNumberToObject(e, "step", step);
+  if (step > 0) cJSON_AddNumberToObject(e, "step", step);
+  return e;
+}
+
+/* a "pause" or "suspicious" event: the step and the smoothed risk that raised it */
+static void risk_event(oc_guard_event_fn fn, void *ud, const char *name, int step, double smoothed) {
+  cJSON *e = new_event(name, step);
   cJSON_AddNumberToObject(e, "smoothed_risk", smoothed);
   event(fn, ud, e);
 }
 
-static int classify(oc_guard *g, const char *prompt, const char *text, oc_guard_result *res, oc_decision *d, oc_error *err) {
-  double t0 = oc_now();
-  if (oc_classifier_score(g->cls, prompt, text, d, err)) return oc_wrap(err, "exchange classifier");
-  res->classifier_ms += 1e3 * (oc_now() - t0);
-  res->classifier_calls++;
-  res->classifier_score = d->score;
-  res->classifier_verdict = d->verdict;
+/* a score that is not a number: recorded, then treated as maximum risk */
+static void nonfinite_event(oc_guard_event_fn fn, void *ud, const char *what, int step, oc_guard_result *res) {
+  res->nonfinite++;
+  cJSON *e = new_event("nonfinite", step);
+  cJSON_AddStringToObject(e, "what", what);
+  cJSON_AddStringToObject(e, "action", "block");
+  event(fn, ud, e);
+}
+
+/* ---- one generation ---- */
+typedef struct {
+  const oc_guard *g;
+  const oc_guard_opts *o;
+  const char *prompt;
+  oc_guard_event_fn ev;
+  void *ud;
+  oc_guard_result *res;
+  oc_mbert_ws *ws; /* this generation's classifier workspace (made at its first call) */
+} run;
+
+static int cancelled(const run *r, oc_error *err) {
+  if (r->o->should_abort && r->o->should_abort(r->o->abort_ud))
+    return oc_fail_code(err, OC_ERR_CANCELLED, "generation cancelled by the caller after %d tokens", r->res->n_tokens);
   return 0;
 }
 
-int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, oc_guard_emit_fn emit, oc_guard_event_fn ev, void *ud,
+/* classify prompt + text; the verdict is a block when the score is not finite (oc_decide) */
+static int classify(run *r, const char *name, int step, const char *text, oc_decision *d, oc_error *err) {
+  if (cancelled(r, err)) return -1;
+  if (!r->ws && !(r->ws = oc_mbert_ws_new())) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  double t0 = oc_now();
+  if (oc_classifier_score_ws(r->g->cls, r->ws, r->prompt, text, d, err)) return oc_wrap(err, "exchange classifier");
+  oc_guard_result *res = r->res;
+  res->classifier_ms += 1e3 * (oc_now() - t0);
+  res->classifier_calls++;
+  res->classifier_score = isfinite(d->score) ? d->score : NAN;
+  res->classifier_verdict = d->verdict;
+  if (!isfinite(d->score)) nonfinite_event(r->ev, r->ud, "classifier_score", step, res);
+  cJSON *e = new_event(name, step);
+  cJSON_AddStringToObject(e, "verdict", oc_verdict_name(d->verdict));
+  cJSON_AddItemToObject(e, "score", isfinite(d->score) ? cJSON_CreateNumber(d->score) : cJSON_CreateNull());
+  event(r->ev, r->ud, e);
+  return 0;
+}
+
+/* the status and stop reason of a verdict that stops the stream */
+static void stop_on(oc_guard_result *res, const oc_decision *d, oc_guard_status *status) {
+  *status = d->verdict == OC_VERDICT_BLOCK ? OC_GUARD_BLOCKED : OC_GUARD_UNCERTAIN;
+  res->stop_reason = !isfinite(d->score) ? OC_STOP_NONFINITE : d->verdict == OC_VERDICT_BLOCK ? OC_STOP_BLOCKED : OC_STOP_UNCERTAIN;
+}
+
+int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts *o, oc_guard_emit_fn emit, oc_guard_event_fn ev, void *ud,
                       oc_guard_result *res, oc_error *err) {
   memset(res, 0, sizeof *res);
   res->risk = res->smoothed_risk = res->classifier_score = NAN;
@@ -196,36 +327,39 @@ int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, o
   const int use_cls = g->cls && !o->skip_classifier;
   const int N = probing ? g->cfg->probe_every_n_tokens : 1, W = probing ? g->cfg->smoothing_window : 1;
   if (o->max_new_tokens < 1) return oc_fail(err, "max_new_tokens must be >= 1");
-  char *ptext = NULL, *text = NULL;
+  if (!(o->temperature >= 0) || !(o->top_p > 0 && o->top_p <= 1) || o->top_k < 0)
+    return oc_fail(err, "sampling settings out of range (temperature %g >= 0, top_p %g in (0, 1], top_k %d >= 0)", o->temperature, o->top_p, o->top_k);
+  run r = {g, o, prompt, ev, ud, res, NULL};
+  char *ptext = NULL;
   oc_encoding enc = {0};
   oc_session *s = NULL;
-  float *logits = malloc(sizeof(float) * (size_t)V), *tap = malloc(sizeof(float) * (size_t)c->hidden), *scratch = NULL;
-  int *idx = NULL;
+  detok dt = {0};
+  float *logits = malloc(sizeof(float) * (size_t)V), *tap = malloc(sizeof(float) * (size_t)c->hidden);
+  cand *cands = NULL;
   double *risks = calloc((size_t)W, sizeof(double));
   res->tokens = malloc(sizeof(int32_t) * (size_t)o->max_new_tokens);
   int rc = -1, nrisk = 0;
-  size_t tlen = 0;
   releaser rel = {emit, ud, 0};
   if (!logits || !tap || !risks || !res->tokens) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
-  if (o->temperature > 0 && (!(scratch = malloc(sizeof(float) * (size_t)V)) || !(idx = malloc(sizeof(int) * (size_t)V)))) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (o->temperature > 0 && !(cands = malloc(sizeof *cands * (size_t)V))) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (oc_chat_format_exchange(g->chat, prompt, NULL, o->use_chat_template, &ptext, err) ||
       oc_chat_encode(g->chat, ptext, !o->use_chat_template, 0, &enc, err))
     goto done;
   if (enc.n == 0) { oc_fail(err, "the prompt encodes to no tokens"); goto done; }
-  if (!(s = oc_session_new(g->m, enc.n + o->max_new_tokens + 1, err))) goto done;
+  if (cancelled(&r, err) || !(s = oc_session_new(g->m, enc.n + o->max_new_tokens + 1, err))) goto done;
   if (oc_forward(s, enc.ids, enc.n, NULL, logits, 0, err)) goto done;
   oc_rng rng;
   oc_rng_seed(&rng, o->seed);
-  const char *status = NULL;
-  res->stop_reason = "max_new_tokens";
-  for (int k = 1; k <= o->max_new_tokens; k++) {
-    int32_t next = sample(logits, V, o, &rng, scratch, idx);
+  int stopped = 0;
+  oc_guard_status status = OC_GUARD_COMPLETED;
+  res->stop_reason = OC_STOP_MAX_NEW_TOKENS;
+  for (int k = 1; k <= o->max_new_tokens && !stopped; k++) {
+    if (cancelled(&r, err)) goto done;
+    int32_t next = sample(logits, V, o, &rng, cands);
     if (k == 1) res->ttft_ms = 1e3 * (oc_now() - t_start);
-    if (oc_is_eos(c, next) || next == g->eos_extra) { res->stop_reason = "eos"; break; }
+    if (oc_is_eos(c, next) || next == g->eos_extra) { res->stop_reason = OC_STOP_EOS; break; }
     res->tokens[res->n_tokens++] = next;
-    free(text);
-    text = NULL;
-    if (oc_tokenizer_decode(g->chat->tok, res->tokens, res->n_tokens, 1, &text, &tlen, err)) goto done;
+    if (detok_step(&dt, g->chat->tok, res->tokens, res->n_tokens, err)) goto done;
     int do_probe = probing && k % N == 0;
     if (do_probe || k < o->max_new_tokens) {
       oc_taps taps = {1, &g->layer, 1, (int[]){-1}, tap};
@@ -235,81 +369,76 @@ int oc_guard_generate(oc_guard *g, const char *prompt, const oc_guard_opts *o, o
     if (tr) { cJSON_AddNumberToObject(tr, "step", k); cJSON_AddNumberToObject(tr, "token", next); }
     if (do_probe) {
       double risk = oc_sigmoid(oc_probe_logit(g->probe, tap));
-      risks[nrisk % W] = risk;
-      nrisk++;
-      int cnt = nrisk < W ? nrisk : W;
-      double sm = 0;
-      for (int i = 0; i < cnt; i++) sm += risks[i];
-      sm /= cnt;
       res->probe_calls++;
-      res->risk = risk;
-      res->smoothed_risk = sm;
-      if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
-      if (sm >= g->cfg->pause_threshold) {
-        risk_event(ev, ud, "pause", k, sm);
-        if (!use_cls) {
-          status = "paused";
-          res->stop_reason = "paused";
-          if (tr) cJSON_AddStringToObject(tr, "decision", "paused");
-        } else {
-          oc_decision d;
-          if (classify(g, prompt, text, res, &d, err)) { cJSON_Delete(tr); goto done; }
-          cJSON *e = cJSON_CreateObject();
-          cJSON_AddStringToObject(e, "event", "classifier");
-          cJSON_AddNumberToObject(e, "step", k);
-          cJSON_AddStringToObject(e, "verdict", d.verdict);
-          cJSON_AddNumberToObject(e, "score", d.score);
-          event(ev, ud, e);
-          if (tr) { cJSON_AddStringToObject(tr, "decision", d.verdict); cJSON_AddNumberToObject(tr, "classifier_score", d.score); }
-          if (strcmp(d.verdict, "allow") == 0) release(&rel, text, tlen, 0);
-          else { status = strcmp(d.verdict, "block") == 0 ? "blocked" : "uncertain"; res->stop_reason = status; }
-        }
+      if (!isfinite(risk)) { /* fail closed: maximum risk, block without asking anyone */
+        nonfinite_event(ev, ud, "probe_risk", k, res);
+        res->risk = res->smoothed_risk = 1.0;
+        status = OC_GUARD_BLOCKED;
+        res->stop_reason = OC_STOP_NONFINITE;
+        stopped = 1;
+        if (tr) cJSON_AddStringToObject(tr, "decision", "nonfinite");
       } else {
-        release(&rel, text, tlen, 0);
-        if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");
-        if (sm >= g->cfg->threshold) risk_event(ev, ud, "suspicious", k, sm);
+        risks[nrisk % W] = risk;
+        nrisk++;
+        int cnt = nrisk < W ? nrisk : W;
+        double sm = 0;
+        for (int i = 0; i < cnt; i++) sm += risks[i];
+        sm /= cnt;
+        res->risk = risk;
+        res->smoothed_risk = sm;
+        if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
+        if (sm >= g->cfg->pause_threshold) {
+          risk_event(ev, ud, "pause", k, sm);
+          if (!use_cls) {
+            status = OC_GUARD_PAUSED;
+            res->stop_reason = OC_STOP_PAUSED;
+            stopped = 1;
+            if (tr) cJSON_AddStringToObject(tr, "decision", "paused");
+          } else {
+            oc_decision d;
+            if (classify(&r, "classifier", k, dt.text, &d, err)) { cJSON_Delete(tr); goto done; }
+            if (tr) {
+              cJSON_AddStringToObject(tr, "decision", oc_verdict_name(d.verdict));
+              cJSON_AddItemToObject(tr, "classifier_score", isfinite(d.score) ? cJSON_CreateNumber(d.score) : cJSON_CreateNull());
+            }
+            if (d.verdict == OC_VERDICT_ALLOW) release(&rel, dt.text, dt.len, 0);
+            else { stop_on(res, &d, &status); stopped = 1; }
+          }
+        } else {
+          release(&rel, dt.text, dt.len, 0);
+          if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");
+          if (sm >= g->cfg->threshold) risk_event(ev, ud, "suspicious", k, sm);
+        }
       }
     } else if (!probing) {
-      release(&rel, text, tlen, 0); /* no probe: nothing holds the stream */
+      release(&rel, dt.text, dt.len, 0); /* no probe: nothing holds the stream */
     }
     if (tr) {
       cJSON_AddNumberToObject(tr, "released_bytes", (double)rel.released);
       char *line = cJSON_PrintUnformatted(tr);
-      fprintf(o->trace, "%s\n", line);
+      if (line) fprintf(o->trace, "%s\n", line);
       free(line);
       cJSON_Delete(tr);
     }
-    if (status) break;
   }
-  if (!status) {
-    if (use_cls && o->final_classifier_check) {
-      oc_decision d;
-      if (classify(g, prompt, text ? text : "", res, &d, err)) goto done;
-      cJSON *e = cJSON_CreateObject();
-      cJSON_AddStringToObject(e, "event", "final_check");
-      cJSON_AddStringToObject(e, "verdict", d.verdict);
-      cJSON_AddNumberToObject(e, "score", d.score);
-      event(ev, ud, e);
-      if (strcmp(d.verdict, "block") == 0) status = "blocked";
-      else if (strcmp(d.verdict, "uncertain") == 0) status = "uncertain";
-      if (status) res->stop_reason = status;
-    }
-    if (!status) {
-      status = "completed";
-      if (text) release(&rel, text, tlen, 1);
-    }
+  if (!stopped && use_cls && o->final_classifier_check) {
+    oc_decision d;
+    if (classify(&r, "final_check", 0, dt.text ? dt.text : "", &d, err)) goto done;
+    if (d.verdict != OC_VERDICT_ALLOW) { stop_on(res, &d, &status); stopped = 1; }
   }
+  if (!stopped && dt.text) release(&rel, dt.text, dt.len, 1);
   res->status = status;
-  res->held_response_chars = text ? (int)utf8_chars(text + rel.released, tlen - rel.released) : 0;
-  if (strcmp(status, "blocked") == 0) res->response = strdup(OC_REFUSAL);
-  else res->response = strndup(text ? text : "", rel.released);
+  res->held_response_chars = dt.text ? (int)utf8_chars(dt.text + rel.released, dt.len - rel.released) : 0;
+  if (status == OC_GUARD_BLOCKED) res->response = strdup(OC_REFUSAL);
+  else res->response = strndup(dt.text ? dt.text : "", rel.released);
   if (!res->response) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   res->total_ms = 1e3 * (oc_now() - t_start);
   rc = 0;
 done:
   oc_session_free(s);
+  oc_mbert_ws_free(r.ws);
   oc_encoding_free(&enc);
-  free(ptext); free(text); free(logits); free(tap); free(risks); free(scratch); free(idx);
-  if (rc) { free(res->tokens); res->tokens = NULL; }
+  free(ptext); free(dt.text); free(logits); free(tap); free(risks); free(cands);
+  if (rc) { free(res->tokens); free(res->response); memset(res, 0, sizeof *res); }
   return rc;
 }

@@ -40,7 +40,7 @@ static int get_int(const ctx *c, const char *key, int def, int required, int *ou
 static int get_double(const ctx *c, const char *key, double def, double *out) {
   const cJSON *v = get(c, key);
   if (!v) { *out = def; return 0; }
-  if (!cJSON_IsNumber(v)) return oc_fail(c->err, "%s: \"%s\" must be a number", c->path, key);
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return oc_fail(c->err, "%s: \"%s\" must be a finite number", c->path, key);
   *out = v->valuedouble;
   return 0;
 }
@@ -152,6 +152,8 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
   if (cfg->head_dim <= 0 || cfg->head_dim % 2) { rc = oc_fail(err, "%s: head_dim must be positive and even", path); goto done; }
   cfg->global_head_dim = cfg->head_dim;
   if ((rc = get_double(&c, "rms_norm_eps", 1e-6, &cfg->eps))) goto done;
+  /* a non-positive eps makes RMSNorm of a zero row NaN (and so every risk read after it) */
+  if (!(cfg->eps > 0 && cfg->eps < 1)) { rc = oc_fail(err, "%s: rms_norm_eps must be in (0, 1), got %g", path, cfg->eps); goto done; }
   if ((rc = get_int(&c, "max_position_embeddings", 8192, 0, &cfg->max_position_embeddings))) goto done;
   if ((rc = get_int(&c, "bos_token_id", -1, 0, &cfg->bos_token_id)) || (rc = get_int(&c, "pad_token_id", -1, 0, &cfg->pad_token_id))) goto done;
   add_eos(cfg, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"));

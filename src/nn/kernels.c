@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,16 +14,22 @@
 #define OC_X86 1
 #endif
 
+#ifdef OC_X86
+/* CPU features, read once per process */
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static int cpu_avx2;
+static void read_cpu(void) {
+  __builtin_cpu_init();
+  unsigned a, b, c, d;
+  int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+  cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+}
+#endif
+
 int oc_have_avx2(void) {
 #ifdef OC_X86
-  static int cached = -1;
-  if (cached < 0) {
-    __builtin_cpu_init();
-    unsigned a, b, c, d;
-    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-  }
-  return cached;
+  pthread_once(&cpu_once, read_cpu);
+  return cpu_avx2;
 #else
   return 0;
 #endif
@@ -489,22 +496,39 @@ static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, in
  * matrices sharing X run in one parallel loop (one fork/join instead of one per matrix). Each
  * thread takes a contiguous share of the rows and walks it as MV_STREAMS
  * sub-ranges side by side (see the kernel above). */
+/* A float buffer per calling thread, grown on demand and freed when the thread exits (the decode
+ * kernels' reordered copy of x). NULL when out of memory: callers take their plain path. */
+typedef struct { float *p; size_t cap; } floatbuf;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+static pthread_key_t buf_key;
+static void free_floatbuf(void *b) { free(((floatbuf *)b)->p); free(b); }
+static void make_buf_key(void) { pthread_key_create(&buf_key, free_floatbuf); }
+static float *thread_floats(size_t n) {
+  pthread_once(&buf_once, make_buf_key);
+  floatbuf *b = pthread_getspecific(buf_key);
+  if (!b) {
+    if (!(b = calloc(1, sizeof *b))) return NULL;
+    if (pthread_setspecific(buf_key, b) != 0) { free(b); return NULL; }
+  }
+  if (n > b->cap) {
+    float *np = realloc(b->p, sizeof(float) * n);
+    if (!np) return NULL;
+    b->p = np;
+    b->cap = n;
+  }
+  return b->p;
+}
+
 static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
   int total = 0;
   for (int m = 0; m < count; m++) total += outs[m];
   const float *xp = NULL;
 #ifdef OC_X86
-  static _Thread_local float *xp_buf;
-  static _Thread_local size_t xp_cap;
   int any_bf16 = 0;
   for (int m = 0; m < count; m++) any_bf16 |= W[m]->dtype == OC_DT_BF16;
   if (oc_have_avx2() && any_bf16) {
-    size_t need = (size_t)n * (size_t)in;
-    if (need > xp_cap) {
-      float *nb = realloc(xp_buf, sizeof(float) * need);
-      if (nb) { xp_buf = nb; xp_cap = need; }
-    }
-    if (need <= xp_cap) {
+    float *xp_buf = thread_floats((size_t)n * (size_t)in);
+    if (xp_buf) {
       for (int t = 0; t < n; t++) deinterleave16(X + (size_t)t * in, in, xp_buf + (size_t)t * in);
       xp = xp_buf;
     }

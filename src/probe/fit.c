@@ -70,6 +70,39 @@ void oc_probe_config_free(oc_probe_config *c) {
   memset(c, 0, sizeof *c);
 }
 
+int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error *err) {
+  if (!(c->threshold >= 0 && c->threshold <= 1 && c->pause_threshold >= 0 && c->pause_threshold <= 1))
+    return oc_fail(err, "%s: threshold and pause_threshold must be in [0, 1] (got %g and %g)", where, c->threshold, c->pause_threshold);
+  if (c->probe_every_n_tokens < 1 || c->probe_every_n_tokens > OC_PROBE_MAX_EVERY_N)
+    return oc_fail(err, "%s: probe_every_n_tokens must be in [1, %d], got %d", where, OC_PROBE_MAX_EVERY_N, c->probe_every_n_tokens);
+  if (c->smoothing_window < 1 || c->smoothing_window > OC_PROBE_MAX_WINDOW)
+    return oc_fail(err, "%s: smoothing_window must be in [1, %d], got %d", where, OC_PROBE_MAX_WINDOW, c->smoothing_window);
+  if (c->hidden_size < 0 || c->hidden_size > OC_PROBE_MAX_HIDDEN) return oc_fail(err, "%s: hidden_size %d out of range", where, c->hidden_size);
+  if (!isnan(c->calibrated_threshold) && !(c->calibrated_threshold >= 0 && c->calibrated_threshold <= 1))
+    return oc_fail(err, "%s: calibrated_threshold must be in [0, 1] or null, got %g", where, c->calibrated_threshold);
+  return 0;
+}
+
+/* a number of the config: absent or null keeps *dst; an integer field must be a whole number
+ * within int range (checked before any conversion) */
+static int config_number(const cJSON *j, const char *key, int is_int, double *dst, const char *path, oc_error *err) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+  if (!v || cJSON_IsNull(v)) return 0;
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return oc_fail(err, "%s: \"%s\" must be a finite number", path, key);
+  double x = v->valuedouble;
+  if (is_int && (x != floor(x) || x < -2147483648.0 || x > 2147483647.0)) return oc_fail(err, "%s: \"%s\" must be an integer, got %g", path, key, x);
+  *dst = x;
+  return 0;
+}
+
+static int config_string(const cJSON *j, const char *key, char **dst, const char *path, oc_error *err) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+  if (!v || cJSON_IsNull(v)) return 0;
+  if (!cJSON_IsString(v)) return oc_fail(err, "%s: \"%s\" must be a string", path, key);
+  if (!(*dst = strdup(v->valuestring))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  return 0;
+}
+
 int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err) {
   oc_probe_config_defaults(c);
   char *text;
@@ -78,29 +111,25 @@ int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err) {
   free(text);
   if (!j || !cJSON_IsObject(j)) { cJSON_Delete(j); return oc_fail(err, "%s: not a JSON object", path); }
   int rc = -1;
-  const cJSON *v;
-#define NUM(key, dst, isint)                                                                              \
-  if ((v = cJSON_GetObjectItemCaseSensitive(j, key)) && !cJSON_IsNull(v)) {                             \
-    if (!cJSON_IsNumber(v)) { oc_fail(err, "%s: \"%s\" must be a number", path, key); goto done; }      \
-    if (isint && v->valuedouble != (double)(int)v->valuedouble) { oc_fail(err, "%s: \"%s\" must be an integer", path, key); goto done; } \
-    dst = v->valuedouble;                                                                                 \
-  }
-  NUM("layer", c->layer, 1)
-  NUM("hidden_size", c->hidden_size, 1)
-  NUM("threshold", c->threshold, 0)
-  NUM("pause_threshold", c->pause_threshold, 0)
-  NUM("probe_every_n_tokens", c->probe_every_n_tokens, 1)
-  NUM("smoothing_window", c->smoothing_window, 1)
-  NUM("calibrated_threshold", c->calibrated_threshold, 0)
-#undef NUM
-  if ((v = cJSON_GetObjectItemCaseSensitive(j, "use_chat_template"))) c->use_chat_template = cJSON_IsTrue(v);
-  if ((v = cJSON_GetObjectItemCaseSensitive(j, "model_id")) && cJSON_IsString(v)) c->model_id = strdup(v->valuestring);
-  if ((v = cJSON_GetObjectItemCaseSensitive(j, "model_family")) && cJSON_IsString(v)) c->model_family = strdup(v->valuestring);
-  if (c->probe_every_n_tokens < 1 || c->smoothing_window < 1) { oc_fail(err, "%s: probe_every_n_tokens and smoothing_window must be >= 1", path); goto done; }
-  if (!(c->threshold >= 0 && c->threshold <= 1 && c->pause_threshold >= 0 && c->pause_threshold <= 1)) {
-    oc_fail(err, "%s: threshold and pause_threshold must be in [0, 1]", path);
+  double layer = c->layer, hidden = c->hidden_size, every = c->probe_every_n_tokens, window = c->smoothing_window;
+  if (config_number(j, "layer", 1, &layer, path, err) || config_number(j, "hidden_size", 1, &hidden, path, err) ||
+      config_number(j, "threshold", 0, &c->threshold, path, err) || config_number(j, "pause_threshold", 0, &c->pause_threshold, path, err) ||
+      config_number(j, "probe_every_n_tokens", 1, &every, path, err) || config_number(j, "smoothing_window", 1, &window, path, err) ||
+      config_number(j, "calibrated_threshold", 0, &c->calibrated_threshold, path, err) || config_string(j, "model_id", &c->model_id, path, err) ||
+      config_string(j, "model_family", &c->model_family, path, err))
+    goto done;
+  c->layer = (int)layer;
+  c->hidden_size = (int)hidden;
+  c->probe_every_n_tokens = (int)every;
+  c->smoothing_window = (int)window;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "use_chat_template");
+  if (v && !cJSON_IsBool(v)) { oc_fail(err, "%s: \"use_chat_template\" must be true or false", path); goto done; }
+  if (v) c->use_chat_template = cJSON_IsTrue(v);
+  if (!c->model_id || !c->model_id[0]) {
+    oc_fail(err, "%s: \"model_id\" is missing (a probe reads one model's hidden states; its config must name the model)", path);
     goto done;
   }
+  if (oc_probe_config_check(c, path, err)) goto done;
   rc = 0;
 done:
   cJSON_Delete(j);

@@ -1,6 +1,7 @@
 /* Linear probe: training (BCE-with-logits + AdamW like the MVP's torch loop), scoring, metrics,
  * safetensors artifacts. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,7 @@ static int probe_from_st(const char *path, oc_probe *p, oc_error *err) {
     goto done;
   }
   if (b->numel != 1) { oc_fail(err, "%s: tensor \"head.bias\" must have shape [1]", path); goto done; }
+  if (w->numel > OC_PROBE_MAX_HIDDEN) { oc_fail(err, "%s: tensor \"head.weight\" has %lld features (at most %d)", path, (long long)w->numel, OC_PROBE_MAX_HIDDEN); goto done; }
   p->hidden = (int)w->numel;
   p->w = malloc(sizeof(float) * (size_t)p->hidden);
   if (!p->w) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
@@ -180,14 +182,24 @@ done:
   return rc;
 }
 
+int oc_probe_check(const oc_probe *p, const char *where, oc_error *err) {
+  if (p->hidden < 1 || p->hidden > OC_PROBE_MAX_HIDDEN || !p->w) return oc_fail(err, "%s: %d features (1..%d)", where, p->hidden, OC_PROBE_MAX_HIDDEN);
+  size_t i = oc_find_nonfinite(p->w, (size_t)p->hidden);
+  if (i < (size_t)p->hidden) return oc_fail(err, "%s: tensor \"head.weight\" has a non-finite value (%g) at element %zu", where, (double)p->w[i], i);
+  if (!isfinite(p->b)) return oc_fail(err, "%s: tensor \"head.bias\" is not finite (%g)", where, (double)p->b);
+  return 0;
+}
+
 int oc_probe_load(const char *path, oc_probe *p, oc_error *err) {
   memset(p, 0, sizeof *p);
   FILE *f = fopen(path, "rb");
-  if (!f) return oc_fail_code(err, OC_ERR_IO, "%s: cannot open probe", path);
+  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open probe: %s", path, strerror(errno));
   unsigned char magic[4] = {0};
   size_t got = fread(magic, 1, 4, f);
   fclose(f);
-  if (got == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4) return oc_torch_pt_load_probe(path, p, err);
-  return probe_from_st(path, p, err);
+  int rc = got == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4 ? oc_torch_pt_load_probe(path, p, err)
+                                                                                          : probe_from_st(path, p, err);
+  if (rc == 0 && oc_probe_check(p, path, err)) { oc_probe_free(p); return -1; }
+  return rc;
 }
 

@@ -1,6 +1,7 @@
 #include "tok/text.h"
 
 #include <oniguruma.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -199,12 +200,26 @@ struct oc_regex {
 int oc_regex_fast_kind(const oc_regex *r) { return r->fast; }
 void oc_regex_set_fast(oc_regex *r, int on) { r->fast_on = on && r->fast; }
 
-static void onig_init_once(void) {
-  static int done;
-  if (done) return;
+/* Oniguruma's one-time setup, and a match region per thread (reused by every search of that
+ * thread, freed when the thread exits). */
+static pthread_once_t onig_once = PTHREAD_ONCE_INIT;
+static pthread_key_t region_key;
+static void free_region(void *r) { onig_region_free(r, 1); }
+static void onig_setup(void) {
   OnigEncoding enc[1] = {ONIG_ENCODING_UTF8};
   onig_initialize(enc, 1);
-  done = 1;
+  pthread_key_create(&region_key, free_region);
+}
+static void onig_init_once(void) { pthread_once(&onig_once, onig_setup); }
+
+static OnigRegion *thread_region(void) {
+  onig_init_once();
+  OnigRegion *reg = pthread_getspecific(region_key);
+  if (!reg && (reg = onig_region_new()) && pthread_setspecific(region_key, reg) != 0) {
+    onig_region_free(reg, 1);
+    reg = NULL;
+  }
+  return reg;
 }
 
 oc_regex *oc_regex_new(const char *pattern, char *msg, size_t msg_size) {
@@ -250,13 +265,12 @@ void oc_regex_free(oc_regex *r) {
 }
 
 int oc_regex_search(const oc_regex *r, const char *s, size_t n, size_t from, size_t *ms, size_t *me) {
-  /* one region per thread, reused (onig_search clears it) */
   if (r->fast_on && from < n) {
     size_t l = oc_split_fast_match(r->fast, s, n, from);
     if (l) { *ms = from; *me = from + l; return 1; }
   }
-  static _Thread_local OnigRegion *reg;
-  if (!reg && !(reg = onig_region_new())) return -1;
+  OnigRegion *reg = thread_region();
+  if (!reg) return -1;
   const OnigUChar *st = (const OnigUChar *)s, *end = st + n;
   int rc = onig_search(r->re, st, end, st + from, end, reg, ONIG_OPTION_NONE);
   int out = 0;

@@ -393,9 +393,7 @@ static uint32_t byte_to_cp[256];
 static int cp_to_byte[324];
 static char byte_utf8[256][2]; /* byte_to_cp[b] as UTF-8 (1 or 2 bytes) */
 static unsigned char byte_utf8_len[256];
-static void init_byte_tables(void) {
-  static int done;
-  if (done) return;
+static void build_byte_tables(void) {
   int n = 0;
   for (int b = 0; b < 256; b++) {
     int keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
@@ -408,8 +406,10 @@ static void init_byte_tables(void) {
     byte_utf8_len[b] = (unsigned char)oc_utf8_encode(byte_to_cp[b], u);
     memcpy(byte_utf8[b], u, 2);
   }
-  done = 1;
 }
+/* the tables are built once per process, before any thread reads them */
+static pthread_once_t byte_tables_once = PTHREAD_ONCE_INIT;
+static void init_byte_tables(void) { pthread_once(&byte_tables_once, build_byte_tables); }
 
 /* The byte-level characters of src[0..n) (1 or 2 UTF-8 bytes per byte) into small when they fit,
  * else into a malloc'd buffer (the caller frees it when it is not small); *len receives their
