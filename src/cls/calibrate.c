@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "opencon/classifier.h"
+#include "opencon/json.h"
 
 static int cmp_d(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -155,7 +156,8 @@ int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *s
     int blank = 1;
     for (ssize_t i = 0; i < got; i++) if (!isspace((unsigned char)line[i])) blank = 0;
     if (blank) continue;
-    cJSON *row = cJSON_ParseWithLength(line, (size_t)got);
+    cJSON *row;
+    if (oc_json_parse(line, (size_t)got, in, ln, &row, err)) goto done;
     const cJSON *p = row ? cJSON_GetObjectItemCaseSensitive(row, "prompt") : NULL, *r = row ? cJSON_GetObjectItemCaseSensitive(row, "response") : NULL,
                 *l = row ? cJSON_GetObjectItemCaseSensitive(row, "label") : NULL, *nm = row ? cJSON_GetObjectItemCaseSensitive(row, "label_name") : NULL;
     if (!cJSON_IsObject(row) || !cJSON_IsString(p) || !cJSON_IsString(r)) {

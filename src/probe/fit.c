@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "opencon/json.h"
 #include "opencon/probe.h"
 
 static void score_rows(const oc_probe *p, const float *X, const int64_t *idx, int n, float *s, int32_t *y,
@@ -105,11 +106,9 @@ static int config_string(const cJSON *j, const char *key, char **dst, const char
 
 int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err) {
   oc_probe_config_defaults(c);
-  char *text;
-  if (oc_read_file(path, &text, NULL, err)) return -1;
-  cJSON *j = cJSON_Parse(text);
-  free(text);
-  if (!j || !cJSON_IsObject(j)) { cJSON_Delete(j); return oc_fail(err, "%s: not a JSON object", path); }
+  cJSON *j;
+  if (oc_json_parse_file(path, &j, err)) return -1;
+  if (!cJSON_IsObject(j)) { cJSON_Delete(j); return oc_fail(err, "%s: not a JSON object", path); }
   int rc = -1;
   double layer = c->layer, hidden = c->hidden_size, every = c->probe_every_n_tokens, window = c->smoothing_window;
   if (config_number(j, "layer", 1, &layer, path, err) || config_number(j, "hidden_size", 1, &hidden, path, err) ||
