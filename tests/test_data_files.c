@@ -57,28 +57,42 @@ static void datasets(void) {
   oc_threeclass_stats st;
   expect(oc_build_three_class(p, path_in(tmpdir, "three_out.jsonl"), &st, &e), &e, p, ":3: duplicate key \"label\"", "three-class data");
   CHECK(access(path_in(tmpdir, "three_out.jsonl"), F_OK) != 0, "no output written for a rejected input");
+  /* the stratified split takes the labels it can stratify (2^31 - 1 looped 2^31 times over the rows) */
+  int32_t y[4] = {0, 1, 2147483647, 1};
+  int64_t *tr = NULL, *va = NULL;
+  int ntr, nva;
+  CHECK(oc_stratified_split(y, 4, 0.5, 1, &tr, &ntr, &va, &nva, &e) != 0 && strstr(e.msg, "label 2147483647 of row 2 is not 0, 1 or 2") && !tr && !va,
+        "split of a label 2^31 - 1: %s", e.msg);
+  y[2] = -1;
+  CHECK(oc_stratified_split(y, 4, 0.5, 1, &tr, &ntr, &va, &nva, &e) != 0 && strstr(e.msg, "label -1"), "split of a label -1 (was dropped silently)");
+  /* an unknown label_name: its error message read the freed row (found by fuzz_formats) */
+  p = WRITE("three-name.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label_name\": \"safe_compliancE\"}\n");
+  expect(oc_build_three_class(p, path_in(tmpdir, "three_out.jsonl"), &st, &e), &e, p, ":1: unknown label_name \"safe_compliancE\"", "three-class label_name");
 }
 
-static void prompt_sets(void) {
+/* the prompt set file name (len bytes of text) fails to load with needle */
+static void prompt_set_error(const char *name, const char *text, size_t len, const char *needle, const char *what) {
   oc_error e;
   oc_prompt_set s = {0};
-  const char *p = WRITE("dup-prompts.jsonl", "{\"prompt\": \"p1\"}\n{\"prompt\": \"hello\", \"split\": \"benign\", \"split\": \"harmful\"}\n");
-  expect(oc_prompt_set_load(&s, p, &e), &e, p, ":2: duplicate key \"split\"", "JSONL repeated split");
+  const char *p = write_file(name, text, len);
+  expect(oc_prompt_set_load(&s, p, &e), &e, p, needle, what);
   oc_prompt_set_free(&s);
-  p = WRITE("junk-prompts.jsonl", "{\"prompt\": \"p1\"}\n{\"prompt\": \"p2\"}, {\"prompt\": \"p3\"}\n");
-  expect(oc_prompt_set_load(&s, p, &e), &e, p, ":2: unexpected text after the JSON value", "JSONL junk");
-  oc_prompt_set_free(&s);
-  p = WRITE("nul-prompts.jsonl", "{\"prompt\": \"p1\\u0000hidden\"}\n");
-  expect(oc_prompt_set_load(&s, p, &e), &e, p, ":1: a string holds a NUL character", "JSONL \\u0000");
-  oc_prompt_set_free(&s);
-  p = WRITE("dup-prompts.json", "[{\"text\": \"a\", \"label\": \"safe\"},\n {\"text\": \"b\", \"label\": \"safe\", \"label\": \"unsafe\"}]");
-  expect(oc_prompt_set_load(&s, p, &e), &e, p, ":2: duplicate key \"label\"", "JSON array repeated label");
-  oc_prompt_set_free(&s);
-  p = WRITE("nul-prompts.csv", "prompt,split\nfine,benign\nbad\0hidden,harmful\n");
-  expect(oc_prompt_set_load(&s, p, &e), &e, p, ":3: a NUL byte", "CSV NUL");
-  oc_prompt_set_free(&s);
+}
+#define PROMPT_SET_ERROR(name, lit, needle, what) prompt_set_error(name, lit, sizeof lit - 1, needle, what)
+
+static void prompt_sets(void) {
+  PROMPT_SET_ERROR("dup-prompts.jsonl", "{\"prompt\": \"p1\"}\n{\"prompt\": \"hello\", \"split\": \"benign\", \"split\": \"harmful\"}\n",
+                   ":2: duplicate key \"split\"", "JSONL repeated split");
+  PROMPT_SET_ERROR("junk-prompts.jsonl", "{\"prompt\": \"p1\"}\n{\"prompt\": \"p2\"}, {\"prompt\": \"p3\"}\n", ":2: unexpected text after the JSON value",
+                   "JSONL junk");
+  PROMPT_SET_ERROR("nul-prompts.jsonl", "{\"prompt\": \"p1\\u0000hidden\"}\n", ":1: a string holds a NUL character", "JSONL \\u0000");
+  PROMPT_SET_ERROR("dup-prompts.json", "[{\"text\": \"a\", \"label\": \"safe\"},\n {\"text\": \"b\", \"label\": \"safe\", \"label\": \"unsafe\"}]",
+                   ":2: duplicate key \"label\"", "JSON array repeated label");
+  PROMPT_SET_ERROR("nul-prompts.csv", "prompt,split\nfine,benign\nbad\0hidden,harmful\n", ":3: a NUL byte", "CSV NUL");
   /* the valid versions still load */
-  p = WRITE("ok-prompts.jsonl", "{\"prompt\": \"p1\", \"split\": \"a\"}\n\n{\"prompt\": \"p2\", \"id\": \"x\"}   \r\n");
+  oc_error e;
+  oc_prompt_set s = {0};
+  const char *p = WRITE("ok-prompts.jsonl", "{\"prompt\": \"p1\", \"split\": \"a\"}\n\n{\"prompt\": \"p2\", \"id\": \"x\"}   \r\n");
   CHECK(oc_prompt_set_load(&s, p, &e) == 0 && s.n == 2 && strcmp(s.items[1].id, "x") == 0 && strcmp(s.items[1].split, "ok-prompts") == 0,
         "valid JSONL: %s", e.msg);
   oc_prompt_set_free(&s);

@@ -117,6 +117,14 @@ static void expect_error(const bytes *pt, const char *needle, const char *what) 
   if (rc == 0) oc_probe_free(&p);
 }
 
+/* a probe.pt of the pickle fails with needle; the pickle is freed */
+static void expect_pickle_error(bytes *pkl, const char *needle, const char *what) {
+  bytes pt = probe_pt(pkl);
+  expect_error(&pt, needle, what);
+  free(pt.d);
+  free(pkl->d);
+}
+
 int main(void) {
   oc_error e;
   oc_probe p;
@@ -134,30 +142,18 @@ int main(void) {
   /* a storage of 2^62 floats: numel * 4 wrapped to 0 and passed the bounds check; the tensor
    * (64 elements) was then read past its 16-byte record */
   pkl = state_dict((int64_t)1 << 62, 1, 64, "0");
-  pt = probe_pt(&pkl);
-  expect_error(&pt, "storage of 4611686018427387904 elements does not fit its record", "numel 2^62");
-  free(pt.d);
-  free(pkl.d);
+  expect_pickle_error(&pkl, "storage of 4611686018427387904 elements does not fit its record", "numel 2^62");
   pkl = state_dict(-1, 1, 4, "0");
-  pt = probe_pt(&pkl);
-  expect_error(&pt, "does not fit its record", "negative numel");
-  free(pt.d);
-  free(pkl.d);
+  expect_pickle_error(&pkl, "does not fit its record", "negative numel");
   /* a shape whose element count overflows int64 */
   pkl = state_dict(4, (int64_t)1 << 40, (int64_t)1 << 40, "0");
-  pt = probe_pt(&pkl);
-  expect_error(&pt, "its shape overflows", "shape 2^40 x 2^40");
-  free(pt.d);
-  free(pkl.d);
+  expect_pickle_error(&pkl, "its shape overflows", "shape 2^40 x 2^40");
   /* a storage key longer than a record name: truncated, it named another record */
   char key[700];
   memset(key, 'k', sizeof key - 1);
   key[sizeof key - 1] = 0;
   pkl = state_dict(4, 1, 4, key);
-  pt = probe_pt(&pkl);
-  expect_error(&pt, "storage key longer than", "long storage key");
-  free(pt.d);
-  free(pkl.d);
+  expect_pickle_error(&pkl, "storage key longer than", "long storage key");
 
   /* 60k directory entries aliasing one 4 MB record: the CRC checks read 240 GB */
   pkl = state_dict(4, 1, 4, "0");
@@ -201,19 +197,13 @@ int main(void) {
   put_u8(&m, 'r');
   put_le(&m, 1u << 24, 4);
   put_u8(&m, '.');
-  pt = probe_pt(&m);
-  expect_error(&pt, "pickle memo index 16777216 out of range", "memo index 2^24");
-  free(pt.d);
-  free(m.d);
+  expect_pickle_error(&m, "pickle memo index 16777216 out of range", "memo index 2^24");
   /* objects: 300k Nones appended to a list (each ~200 bytes in the VM for 2 bytes of pickle) */
   m = (bytes){0};
   put_s(&m, "\x80\x02]");
   for (int i = 0; i < 300000; i++) put_s(&m, "Na");
   put_u8(&m, '.');
-  pt = probe_pt(&m);
-  expect_error(&pt, "builds more than 262144 objects", "300k objects");
-  free(pt.d);
-  free(m.d);
+  expect_pickle_error(&m, "builds more than 262144 objects", "300k objects");
   /* names: one long string memoized, then a STACK_GLOBAL of it with itself, many times over */
   m = (bytes){0};
   put_s(&m, "\x80\x02");
@@ -222,18 +212,12 @@ int main(void) {
   longs[sizeof longs - 1] = 0;
   pk_str(&m, longs);
   put(&m, "q\0h\0\x93.", 6); /* BINPUT 0, BINGET 0, STACK_GLOBAL */
-  pt = probe_pt(&m);
-  expect_error(&pt, "names more than 256 bytes", "long STACK_GLOBAL");
-  free(pt.d);
-  free(m.d);
+  expect_pickle_error(&m, "names more than 256 bytes", "long STACK_GLOBAL");
   m = (bytes){0};
   put_s(&m, "\x80\x02" "c");
   put_s(&m, longs);
   put_s(&m, "\nx\n.");
-  pt = probe_pt(&m);
-  expect_error(&pt, "is truncated or longer than 256 bytes", "long GLOBAL");
-  free(pt.d);
-  free(m.d);
+  expect_pickle_error(&m, "is truncated or longer than 256 bytes", "long GLOBAL");
 
   /* a file far larger than a probe is refused before it is read */
   char path[] = "/tmp/oc_big_pt_XXXXXX";

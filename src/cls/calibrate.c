@@ -168,7 +168,7 @@ int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *s
     int label = -1;
     if (cJSON_IsString(nm)) {
       for (int k = 0; k < 3; k++) if (strcmp(nm->valuestring, names[k]) == 0) label = k;
-      if (label < 0) { cJSON_Delete(row); oc_fail(err, "%s:%lld: unknown label_name \"%s\"", in, (long long)ln, nm->valuestring); goto done; }
+      if (label < 0) { oc_fail(err, "%s:%lld: unknown label_name \"%.80s\"", in, (long long)ln, nm->valuestring); cJSON_Delete(row); goto done; }
     } else {
       if (!cJSON_IsNumber(l) || (l->valuedouble != 0 && l->valuedouble != 1)) {
         cJSON_Delete(row);

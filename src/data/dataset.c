@@ -198,7 +198,14 @@ int oc_stratified_split(const int32_t *y, int n, double frac, uint64_t seed, int
   oc_rng rng;
   oc_rng_seed(&rng, seed ^ 0x5eedull);
   int max_label = 0;
-  for (int i = 0; i < n; i++) if (y[i] > max_label) max_label = y[i];
+  for (int i = 0; i < n; i++) {
+    if (y[i] < 0 || y[i] > 2) { /* (a label of 2^31 - 1 made the loop below run 2^31 times) */
+      free(*train); free(*val); free(tmp);
+      *train = *val = NULL;
+      return oc_fail(err, "label %d of row %d is not 0, 1 or 2", (int)y[i], i);
+    }
+    if (y[i] > max_label) max_label = y[i];
+  }
   for (int l = 0; l <= max_label; l++) {
     int c = 0;
     for (int i = 0; i < n; i++) if (y[i] == l) tmp[c++] = i;
