@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 /* Line and column (both from 1; first_line numbers text[0]'s line) of byte off. */
 static void locate(const char *text, size_t off, int64_t first_line, int64_t *line, int64_t *col) {
@@ -96,21 +98,31 @@ typedef struct {
   const char *dup_name;
 } dup_walk;
 
-static uint64_t key_hash(const char *s) {
-  uint64_t h = 0xcbf29ce484222325ull;
+uint64_t oc_hash_seed(void) {
+  uint64_t seed;
+  if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed) return seed;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return oc_mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)&ts);
+}
+
+uint64_t oc_hash_str(const char *s, uint64_t seed) {
+  uint64_t h = 0xcbf29ce484222325ull ^ seed; /* FNV-1a from a secret start, then a full mix */
   for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-  return h;
+  return oc_mix64(h);
 }
 
 /* The keys of one object seen so far: compared pairwise while there are few, then an
  * open-addressing set that keeps each key's hash, so neither probing nor growing reads the
- * strings again (most objects are small; a tokenizer vocabulary has 250k keys). */
+ * strings again (most objects are small; a tokenizer vocabulary has 250k keys). The hash is
+ * seeded at random: a file cannot choose keys that collide. */
 #define FEW_KEYS 16
 typedef struct { const char *k; uint64_t h; } slot;
 typedef struct {
   const char *few[FEW_KEYS];
   slot *set;
   size_t n, cap;
+  uint64_t seed; /* of the hash, chosen when the set is first built */
 } keyset;
 
 static int set_insert(slot *set, size_t cap, const char *k, uint64_t h) { /* 1: already there */
@@ -135,12 +147,15 @@ static int keyset_add(keyset *ks, const char *k) {
     slot *ns = calloc(nc, sizeof *ns);
     if (!ns) return -1;
     for (size_t i = 0; i < ks->cap; i++) if (ks->set[i].k) set_insert(ns, nc, ks->set[i].k, ks->set[i].h);
-    if (!ks->set) for (size_t i = 0; i < FEW_KEYS; i++) set_insert(ns, nc, ks->few[i], key_hash(ks->few[i]));
+    if (!ks->set) {
+      ks->seed = oc_hash_seed();
+      for (size_t i = 0; i < FEW_KEYS; i++) set_insert(ns, nc, ks->few[i], oc_hash_str(ks->few[i], ks->seed));
+    }
     free(ks->set);
     ks->set = ns;
     ks->cap = nc;
   }
-  if (set_insert(ks->set, ks->cap, k, key_hash(k))) return 1;
+  if (set_insert(ks->set, ks->cap, k, oc_hash_str(k, ks->seed))) return 1;
   ks->n++;
   return 0;
 }

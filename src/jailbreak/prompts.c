@@ -233,8 +233,6 @@ int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err) {
 }
 
 /* ---- selection ---- */
-static uint64_t split_hash(const char *s) { return oc_fnv1a64(s, strlen(s), 0); }
-
 /* group[i]: the index, in order of first appearance, of item i's split; *n_groups of them;
  * *first: each group's first item. A hash set of splits keeps this linear in the items. */
 static int group_by_split(const oc_prompt_set *s, int *group, int **first, int *n_groups) {
@@ -244,10 +242,11 @@ static int group_by_split(const oc_prompt_set *s, int *group, int **first, int *
   *first = malloc(sizeof **first * (size_t)(s->n ? s->n : 1));
   if (!slot || !*first) { free(slot); free(*first); *first = NULL; return -1; }
   for (size_t k = 0; k < cap; k++) slot[k] = -1;
+  const uint64_t seed = oc_hash_seed(); /* split names come from the file */
   int ng = 0;
   for (int i = 0; i < s->n; i++) {
     const char *sp = s->items[i].split;
-    size_t k = (size_t)split_hash(sp) & (cap - 1);
+    size_t k = (size_t)oc_hash_str(sp, seed) & (cap - 1);
     while (slot[k] >= 0 && strcmp(s->items[(*first)[slot[k]]].split, sp) != 0) k = (k + 1) & (cap - 1);
     if (slot[k] < 0) { slot[k] = ng; (*first)[ng++] = i; }
     group[i] = slot[k];
