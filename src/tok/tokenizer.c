@@ -1541,15 +1541,21 @@ static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char 
 /* Unused ids a vocabulary may leave between its entries' ids. */
 #define ID_GAPS 65536
 
-/* The id tables, sized once for ids below bound (entries + ID_GAPS): a file cannot make them
- * much larger than itself. */
-static int alloc_ids(oc_tokenizer *t, int64_t bound, lctx *c) {
-  size_t n = (size_t)(bound ? bound : 1);
+/* The id tables, sized once for the largest valid id of the vocabulary and the added tokens
+ * (ids below bound, entries + ID_GAPS: a file cannot make them much larger than itself; the
+ * invalid ids are reported by the loops that read them). */
+static int alloc_ids(oc_tokenizer *t, const cJSON *vocab, const cJSON *added, int64_t bound, lctx *c) {
+  int32_t id, max_id = -1;
+  for (const cJSON *e = vocab->child; e; e = e->next)
+    if (json_id(e, bound, &id) == 0 && id > max_id) max_id = id;
+  for (const cJSON *e = added ? added->child : NULL; e; e = e->next)
+    if (json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), bound, &id) == 0 && id > max_id) max_id = id;
+  size_t n = max_id >= 0 ? (size_t)max_id + 1 : 1;
   t->id_to_tok = calloc(n, sizeof *t->id_to_tok);
   t->id_len = calloc(n, sizeof *t->id_len);
   t->is_special_id = calloc(n, 1);
   if (!t->id_to_tok || !t->id_len || !t->is_special_id) return oc_fail_code(c->err, OC_ERR_NOMEM, "%s: out of memory", c->path);
-  t->cap_ids = (int)bound;
+  t->cap_ids = (int)n;
   return 0;
 }
 
@@ -1623,10 +1629,10 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   if (added && !cJSON_IsArray(added)) { rc = oc_fail(err, "%s: $.added_tokens: not an array", path); goto done; }
   int n_vocab = cJSON_GetArraySize(vocab), na = cJSON_GetArraySize(added);
   /* ids are bounded by the number of entries that can name one, plus room for gaps (the Rust
-   * library accepts vocabularies with unused ids): the id tables stay within 1 MB of the file's size */
+   * library accepts vocabularies with unused ids) */
   const int64_t id_bound = (int64_t)n_vocab + na + ID_GAPS;
   if (id_bound > INT32_MAX) { rc = oc_fail(err, "%s: %lld tokens is more than a tokenizer can have", path, (long long)id_bound); goto done; }
-  if ((rc = alloc_ids(t, id_bound, &c))) goto done;
+  if ((rc = alloc_ids(t, vocab, added, id_bound, &c))) goto done;
   if (smap_init(&t->vocab, (uint32_t)n_vocab)) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (const cJSON *e = vocab->child; e && !rc; e = e->next) {
     int32_t id;
