@@ -63,7 +63,8 @@ char *oc_path_sibling(const char *path, const char *ext);
 /* Grow (realloc) a float buffer to n elements; on failure *p is unchanged and err says so. */
 int oc_grow_floats(float **p, size_t n, oc_error *err);
 
-/* Comma-separated integers ("2,106,-4"); malloc'd array. */
+/* Comma-separated integers ("2,106,-4"), strictly: each item is digits with an optional leading '-'
+ * (no spaces, no '+', no empty items, nothing out of int64 range); "" is an error. malloc'd array. */
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);
 
 /* Thread count used by kernels (OpenMP + OpenBLAS). 0 = all cores. */

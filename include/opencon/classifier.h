@@ -23,6 +23,9 @@ typedef struct oc_classifier {
 /* config.json + model.safetensors + tokenizer.json (+ classifier_config.json for thresholds and
  * max_length; defaults allow 0.35, block 0.65, 512). */
 int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err);
+/* The same without the tokenizer files (tok is NULL): for scoring token ids (oc_classifier_score_ids);
+ * scoring text is then an error. */
+int oc_classifier_load_ids_only(const char *dir, oc_classifier **out, oc_error *err);
 void oc_classifier_free(oc_classifier *c);
 int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, oc_error *err); /* 0 <= allow < block <= 1 */
 
