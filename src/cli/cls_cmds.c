@@ -201,57 +201,26 @@ static int run_calibrate_exchange_classifier(const cli_args *o) {
     die(&err);
     goto done;
   }
-  int three = ds.max_label == 2;
-  int32_t *y = malloc(sizeof(int32_t) * (size_t)ds.n);
-  for (int i = 0; i < ds.n; i++) y[i] = ds.ex[i].label;
-  int64_t *tr = NULL, *va = NULL;
-  int nt, nv;
-  if (vs >= 1) { /* the whole file */
-    va = malloc(sizeof(int64_t) * (size_t)ds.n);
-    for (int i = 0; i < ds.n; i++) va[i] = i;
-    nv = ds.n;
-  } else if (oc_stratified_split(y, ds.n, vs, (uint64_t)seed, &tr, &nt, &va, &nv, &err)) { free(y); die(&err); goto done; }
-  double *scores = malloc(sizeof(double) * (size_t)(nv ? nv : 1));
-  int32_t *yv = malloc(sizeof(int32_t) * (size_t)(nv ? nv : 1));
-  oc_decision *dec = malloc(sizeof *dec * (size_t)bs);
-  const char **pr = malloc(sizeof(char *) * (size_t)bs), **rs = malloc(sizeof(char *) * (size_t)bs);
   oc_progress prog;
-  oc_progress_start(&prog, "calibrate", "examples", nv, NULL);
-  int ok = 1;
-  for (int s0 = 0; s0 < nv && ok; s0 += bs) {
-    int nb = nv - s0 < bs ? nv - s0 : bs;
-    for (int j = 0; j < nb; j++) { pr[j] = ds.ex[va[s0 + j]].prompt; rs[j] = ds.ex[va[s0 + j]].response; yv[s0 + j] = y[va[s0 + j]]; }
-    if (oc_classifier_score_batch(c, pr, rs, nb, dec, &err)) { ok = 0; break; }
-    for (int j = 0; j < nb; j++) scores[s0 + j] = dec[j].score;
-    oc_progress_update(&prog, s0 + nb);
-  }
+  oc_progress_start(&prog, "calibrate", "examples", 0, NULL);
+  cJSON *rep = NULL;
+  oc_calib_row *rows = NULL;
+  int nr = 0;
+  int crc = oc_calibrate_classifier(c, &ds, vs, (uint64_t)seed, mx, bs, &prog, &rep, &rows, &nr, &err);
   oc_progress_end(&prog, NULL);
-  if (ok) {
-    oc_calib_row *rows = NULL;
-    int nr = 0;
-    cJSON *rep = oc_calibrate(scores, yv, nv, three, mx, &rows, &nr);
+  if (!crc) {
     char *js = cJSON_Print(rep);
     printf("%s\n", js);
-    if (arg_given(o, "out_path")) {
-      const char *op = arg_str(o, "out_path");
-      char *svg = oc_path_sibling(op, ".svg");
-      double *x = malloc(sizeof(double) * (size_t)nr), *f1 = malloc(sizeof(double) * (size_t)nr), *br = malloc(sizeof(double) * (size_t)nr);
-      for (int i = 0; i < nr; i++) { x[i] = rows[i].threshold; f1[i] = rows[i].f1; br[i] = rows[i].safe_compliance_block_rate; }
-      const char *names[2] = {"F1", "safe-compliance block rate"};
-      const double *ys[2] = {f1, br};
-      if (oc_write_file_atomic(op, js, strlen(js), &err) ||
-          oc_svg_plot(svg, "Exchange classifier: block threshold sweep (validation)", "block threshold", x, NULL, nr, 2, names, ys, &err))
-        ok = 0;
-      else fprintf(stderr, "wrote %s and %s\n", op, svg);
-      free(x); free(f1); free(br); free(svg);
-    }
     free(js);
-    free(rows);
-    cJSON_Delete(rep);
   }
-  if (!ok) die(&err);
-  free(y); free(tr); free(va); free(scores); free(yv); free(dec); free(pr); free(rs);
-  rc = ok ? 0 : 1;
+  if (!crc && arg_given(o, "out_path")) {
+    char *svg = oc_path_sibling(arg_str(o, "out_path"), ".svg");
+    if (!(crc = oc_calibration_save(arg_str(o, "out_path"), rep, rows, nr, &err))) fprintf(stderr, "wrote %s and %s\n", arg_str(o, "out_path"), svg);
+    free(svg);
+  }
+  rc = crc ? die(&err) : 0;
+  free(rows);
+  cJSON_Delete(rep);
 done:
   oc_dataset_free(&ds);
   oc_classifier_free(c);
