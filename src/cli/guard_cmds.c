@@ -9,18 +9,7 @@
 #include "opencon/guard.h"
 #include "opts.h"
 
-/* the flags that name a guard (oc_guard_spec) */
-#define GUARD_OPTS                                                                                                               \
-  O_STR("model_id", "google/gemma-4-E2B-it", "the decoder: a local directory or a Hub id org/name"),                             \
-      O_("probe_path", OPT_IN, OPT_REQUIRED, NULL, "the probe: probe.safetensors or the MVP's probe.pt"),                        \
-      O_IN("config_path", "the probe's config.json (default: config.json beside the probe)"),                                    \
-      O_STR("classifier_dir", NULL, "the exchange classifier that decides on pauses (a directory or a Hub id)"),                 \
-      {.name = "classifier_allow_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1,                                           \
-       .help = "classifier score below which held text is released (default: the classifier's own)"},                         \
-      {.name = "classifier_block_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1,                                           \
-       .help = "classifier score from which the response is blocked (default: the classifier's own)"}
-
-static void guard_spec(const cli_args *a, oc_guard_spec *s) {
+void guard_spec(const cli_args *a, oc_guard_spec *s) {
   oc_guard_spec_defaults(s);
   s->model_id = arg_str(a, "model_id");
   s->probe_path = arg_str(a, "probe_path");

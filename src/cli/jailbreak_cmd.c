@@ -20,13 +20,7 @@ static int run_benchmark_jailbreak(const cli_args *a) {
                        arg_i64(a, "seed"), &sel, &nsel, &err))
     goto fail;
   oc_guard_spec spec;
-  oc_guard_spec_defaults(&spec);
-  spec.model_id = arg_str(a, "model_id");
-  spec.probe_path = arg_str(a, "probe_path");
-  spec.config_path = arg_str(a, "config_path");
-  spec.classifier_dir = arg_str(a, "classifier_dir");
-  spec.allow_threshold = arg_double(a, "classifier_allow_threshold");
-  spec.block_threshold = arg_double(a, "classifier_block_threshold");
+  guard_spec(a, &spec);
   oc_http_judge hj = {arg_str(a, "judge_url"), NULL, arg_str(a, "openrouter_model"), arg_double(a, "judge_timeout_s"), arg_double(a, "judge_backoff_s"),
                       arg_int(a, "judge_max_retries"), 0};
   oc_jailbreak_opts jo;
@@ -78,12 +72,7 @@ done:
 }
 
 static const opt_spec benchmark_jailbreak_opts[] = {
-    O_STR("model_id", "google/gemma-4-E2B-it", "the decoder: a local directory or a Hub id org/name"),
-    O_("probe_path", OPT_IN, OPT_REQUIRED, NULL, "the probe: probe.safetensors or the MVP's probe.pt"),
-    O_IN("config_path", "the probe's config.json (default: config.json beside the probe)"),
-    O_STR("classifier_dir", NULL, "the exchange classifier: the guard's second stage, and the judge with --judge_type classifier"),
-    {.name = "classifier_allow_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1, .help = "the guard's allow threshold (default: the classifier's own)"},
-    {.name = "classifier_block_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1, .help = "the guard's block threshold (default: the classifier's own)"},
+    GUARD_OPTS,
     O_FLAG("final_classifier_check", "guarded runs classify the whole response at the end"),
     {.name = "dataset_path", .type = OPT_IN, .attr = OPT_REQUIRED | OPT_REPEAT,
      .help = "prompts: JSONL {\"prompt\", \"split\"}, a JSON array {\"text\", \"label\"} (WildGuard) or CSV (JailbreakBench, XSTest, AdvBench)"},
@@ -109,7 +98,7 @@ static const opt_spec benchmark_jailbreak_opts[] = {
     O_THREADS, O_END};
 const cli_command cmd_benchmark_jailbreak = {
     "benchmark-jailbreak", "raw vs guarded generation on benchmark prompts, judged (LLM API or classifier), resumable",
-    "Every generation and verdict goes into the SQLite store as it completes: rerunning the same command resumes and\n"
+    "--classifier_dir is also the judge with --judge_type classifier. Every generation and verdict goes into the SQLite store as it completes: rerunning the same command resumes and\n"
     "never regenerates or re-judges. Prints the report: per split raw/guarded unsafe and refusal rates, guard block\n"
     "rate, judge errors (JSON on stdout, the Markdown table on stderr).",
     benchmark_jailbreak_opts, run_benchmark_jailbreak};

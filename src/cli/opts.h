@@ -103,6 +103,19 @@ double arg_double(const cli_args *a, const char *name);             /* NaN when 
 const int64_t *arg_list(const cli_args *a, const char *name, int *n); /* NULL, 0 when unset */
 const char *const *arg_all(const cli_args *a, const char *name, int *n);
 
+/* the flags that name a guard (oc_guard_spec) */
+#define GUARD_OPTS                                                                                                               \
+  O_STR("model_id", "google/gemma-4-E2B-it", "the decoder: a local directory or a Hub id org/name"),                             \
+      O_("probe_path", OPT_IN, OPT_REQUIRED, NULL, "the probe: probe.safetensors or the MVP's probe.pt"),                        \
+      O_IN("config_path", "the probe's config.json (default: config.json beside the probe)"),                                    \
+      O_STR("classifier_dir", NULL, "the exchange classifier that decides on pauses (a directory or a Hub id)"),                 \
+      {.name = "classifier_allow_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1,                                           \
+       .help = "classifier score below which held text is released (default: the classifier's own)"},                         \
+      {.name = "classifier_block_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1,                                           \
+       .help = "classifier score from which the response is blocked (default: the classifier's own)"}
+struct oc_guard_spec;
+void guard_spec(const cli_args *a, struct oc_guard_spec *s); /* the spec GUARD_OPTS name */
+
 int die(const oc_error *e); /* prints "error: msg", returns 1 */
 int load_model(const char *model_id, oc_model **m, oc_error *err);
 int load_chat(const char *model_id, oc_chat **c, oc_error *err);
