@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "opencon/classifier.h"
+#include "opencon/guard.h"
 #include "opencon/model.h"
 #include "opencon/probe.h"
 #include "opts.h"
@@ -299,6 +300,39 @@ static void test_skip_classifier(const char *mdir, const char *cdir, const char 
   CHECK(run("guarded-generate --model_id %s --probe_path %s --prompt hi --classifier_block_threshold 0.5", mdir, pp) == 1 &&
             strstr(out, "thresholds were given without a classifier"),
         "threshold without classifier: %s", out);
+
+  /* the library's guard assembly: the cheap checks come before the model (a missing model is not reached) */
+  oc_guard_spec spec;
+  oc_guard_spec_defaults(&spec);
+  oc_guard_bundle *b = (oc_guard_bundle *)1;
+  spec.model_id = "/nonexistent/model";
+  spec.probe_path = pp;
+  CHECK(oc_guard_open(&spec, &b, &err) != 0 && b == NULL && strstr(err.msg, "trained for model_id"), "foreign probe, before the model: %s", err.msg);
+  spec.model_id = mdir;
+  spec.classifier_dir = cdir;
+  spec.allow_threshold = 0.6;
+  spec.block_threshold = 0.5;
+  CHECK(oc_guard_open(&spec, &b, &err) != 0 && strstr(err.msg, "allow < block"), "unordered thresholds: %s", err.msg);
+  char bad_cp[700];
+  snprintf(bad_cp, sizeof bad_cp, "%s/config_wide.json", pdir);
+  snprintf(cfg, sizeof cfg, "{\"model_id\": \"%s\", \"layer\": -4, \"hidden_size\": %d, \"use_chat_template\": false}", mdir, H + 1);
+  REQUIRE(oc_write_file_atomic(bad_cp, cfg, strlen(cfg), &err) == 0, "%s", err.msg);
+  spec.config_path = bad_cp;
+  spec.allow_threshold = NAN;
+  CHECK(oc_guard_open(&spec, &b, &err) != 0 && strstr(err.msg, "its config says hidden_size"), "probe width vs config: %s", err.msg);
+  spec.config_path = NULL;
+  spec.allow_threshold = 0.2;
+  spec.block_threshold = 0.9;
+  REQUIRE(oc_guard_open(&spec, &b, &err) == 0, "%s", err.msg);
+  const oc_classifier *cls = oc_guard_bundle_classifier(b);
+  const oc_probe_config *pc = oc_guard_bundle_probe_config(b);
+  CHECK(cls && cls->allow_threshold == 0.2 && cls->block_threshold == 0.9 && pc && pc->hidden_size == H && pc->probe_every_n_tokens == 4 &&
+            oc_model_cfg(oc_guard_bundle_model(b))->hidden == H && oc_guard_bundle_chat(b) && oc_guard_bundle_guard(b),
+        "the bundle holds what the spec named");
+  oc_guard_opts go;
+  oc_guard_bundle_opts(b, &go);
+  CHECK(go.use_chat_template == 1 && go.use_probe == 1 && go.max_new_tokens == 80, "bundle's generation defaults");
+  oc_guard_close(b);
 }
 
 int main(int argc, char **argv) {
