@@ -67,7 +67,8 @@ size_t oc_find_nonfinite(const float *x, size_t n);
 /* Grow (realloc) a float buffer to n elements; on failure *p is unchanged and err says so. */
 int oc_grow_floats(float **p, size_t n, oc_error *err);
 
-/* Comma-separated integers ("2,106,-4"); malloc'd array. */
+/* Comma-separated integers ("2,106,-4"), strictly: each item is digits with an optional leading '-'
+ * (no spaces, no '+', no empty items, nothing out of int64 range); "" is an error. malloc'd array. */
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);
 
 /* Thread count of the kernels called from this thread (OpenMP's per-thread setting; OpenBLAS runs

@@ -152,28 +152,33 @@ char *oc_path_sibling(const char *path, const char *ext) {
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err) {
   *out = NULL;
   *n = 0;
+  if (!*s) return oc_fail(err, "the list is empty");
   int cap = 16, cnt = 0;
   int64_t *v = malloc(sizeof *v * (size_t)cap);
   if (!v) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  const char *p = s;
-  while (*p) {
-    while (*p == ' ' || *p == '\t' || *p == '[') p++;
-    if (!*p || *p == ']') break;
-    char *end;
+  for (const char *p = s;; p++) { /* p: start of an item */
+    const char *q = p + (*p == '-');
+    size_t digits = strspn(q, "0123456789");
+    const char *end = q + digits;
+    if (!digits || (*end && *end != ',')) {
+      size_t len = strcspn(p, ",");
+      free(v);
+      if (len == 0) return oc_fail(err, "item %d is empty", cnt + 1);
+      return oc_fail(err, "item %d is not an integer: \"%.*s\" (digits with an optional leading '-', no spaces)", cnt + 1, len > 40 ? 40 : (int)len, p);
+    }
     errno = 0;
-    long long x = strtoll(p, &end, 10);
-    if (end == p || errno) { free(v); return oc_fail(err, "not an integer list at character %d of \"%s\"", (int)(p - s) + 1, s); }
+    long long x = strtoll(p, NULL, 10);
+    if (errno == ERANGE) { free(v); return oc_fail(err, "item %d is out of range: %.*s", cnt + 1, end - p > 40 ? 40 : (int)(end - p), p); }
     if (cnt == cap) {
-      cap *= 2;
-      int64_t *nv = realloc(v, sizeof *v * (size_t)cap);
-      if (!nv) { free(v); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+      int64_t *nv = cap <= INT_MAX / 2 ? realloc(v, sizeof *v * (size_t)cap * 2) : NULL;
+      if (!nv) { free(v); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (a list of %d integers)", cnt); }
       v = nv;
+      cap *= 2;
     }
     v[cnt++] = x;
     p = end;
-    while (*p == ' ' || *p == '\t' || *p == ']') p++;
-    if (*p == ',') p++;
-    else if (*p) { free(v); return oc_fail(err, "unexpected '%c' at character %d of \"%s\"", *p, (int)(p - s) + 1, s); }
+    if (!*p) break;
+    if (!p[1]) { free(v); return oc_fail(err, "item %d is empty", cnt + 1); } /* trailing comma */
   }
   *out = v;
   *n = cnt;
