@@ -230,6 +230,7 @@ int cmd_calibrate_exchange_classifier(int argc, char **argv) {
       for (int i = 0; i < nr; i++) { x[i] = rows[i].threshold; f1[i] = rows[i].f1; br[i] = rows[i].safe_compliance_block_rate; }
       const char *names[2] = {"F1", "safe-compliance block rate"};
       const double *ys[2] = {f1, br};
+      remove(svg); /* a plot beside a report is always that report's: removed before the report is replaced */
       if (oc_write_file_atomic(op, js, strlen(js), &err) ||
           oc_svg_plot(svg, "Exchange classifier: block threshold sweep (validation)", "block threshold", x, NULL, nr, 2, names, ys, &err))
         ok = 0;
