@@ -247,7 +247,7 @@ static int state_int(const cJSON *o, const char *key, double lo, double hi, cons
 static int read_trainer_state(const char *path, trainer_state *ts, oc_error *err) {
   char *text;
   if (oc_read_file(path, &text, NULL, err)) return -1;
-  cJSON *s = cJSON_Parse(text);
+  cJSON *s = cJSON_ParseWithOpts(text, NULL, 1); /* nothing but whitespace after the object */
   free(text);
   int rc = -1;
   double gs = 0, total = 0;
