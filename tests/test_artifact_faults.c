@@ -54,7 +54,7 @@ static struct {
 static int inject(const char *op, const char *path) {
   if (inj.mode == OFF) return 0;
   int n = ++inj.step;
-  if (inj.mode == COUNT && n <= MAX_STEPS) snprintf(inj.what[n - 1], sizeof inj.what[0], "%s %s", op, path ? path : "");
+  if (inj.mode == COUNT && n <= MAX_STEPS) snprintf(inj.what[n - 1], sizeof inj.what[0], "%s %.140s", op, path ? path : "");
   if (inj.mode == COUNT || n != inj.target) return 0;
   if (inj.mode == KILL) _exit(KILLED);
   errno = EIO;
@@ -126,10 +126,34 @@ int rmdir(const char *p) {
 /* ---- helpers ------------------------------------------------------------------------------- */
 static const char *cls_base, *llama_config, *mbert_config;
 
-static int sh(const char *fmt, const char *a, const char *b) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, fmt, a, b);
-  return system(cmd);
+/* rm -r and cp -r in this process (a shell per injection would cost more than the saves) */
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb; (void)ftw;
+  return flag == FTW_DP ? rmdir(p) : unlink(p);
+}
+static void rm_tree(const char *p) {
+  if (access(p, F_OK) == 0) REQUIRE(nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0, "rm -r %s", p);
+}
+static const char *copy_from, *copy_to;
+static int copy_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)ftw;
+  char dst[512];
+  snprintf(dst, sizeof dst, "%s%s", copy_to, p + strlen(copy_from));
+  if (flag == FTW_D) return mkdir(dst, sb->st_mode & 0777);
+  char *data;
+  size_t n;
+  oc_error err;
+  if (oc_read_file(p, &data, &n, &err)) return -1;
+  FILE *f = fopen(dst, "wb");
+  int rc = f && fwrite(data, 1, n, f) == n ? 0 : -1;
+  if (f) fclose(f);
+  free(data);
+  return rc;
+}
+static void cp_tree(const char *from, const char *to) {
+  copy_from = from;
+  copy_to = to;
+  REQUIRE(nftw(from, copy_entry, 16, FTW_PHYS) == 0, "cp -r %s %s", from, to);
 }
 
 static int exists(const char *p) { return access(p, F_OK) == 0; }
@@ -359,14 +383,16 @@ static void check_state(const artifact *a, const scenario *s, int missing_ok, in
 }
 
 static void prepare(const artifact *a, const scenario *s) {
-  REQUIRE(sh("rm -rf w && mkdir w", "", "") == 0, "reset the work directory");
+  rm_tree("w");
+  REQUIRE(mkdir("w", 0755) == 0, "mkdir w");
   if (!s->overwrite) return;
-  char dst[256];
+  char src[256], dst[256];
+  snprintf(src, sizeof src, "ref0/%s", a->dir);
   snprintf(dst, sizeof dst, "w/%s", a->dir);
-  REQUIRE(sh("cp -a ref0/%s %s", a->dir, dst) == 0, "copy the old version");
+  cp_tree(src, dst);
   if (s->extras) {
     write_text(path_in(dst, "notes.txt"), "keep me");
-    REQUIRE(sh("mkdir %s/keep%s", dst, "") == 0, "mkdir");
+    REQUIRE(mkdir(path_in(dst, "keep"), 0755) == 0, "mkdir");
     write_text(path_in(dst, "keep/inner.txt"), "inner");
   }
 }
@@ -468,6 +494,6 @@ int main(int argc, char **argv) {
   static const int runs[][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {1, 0}, {1, 2}, {2, 0}, {2, 1}, {3, 0}, {3, 1}};
   for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) fault_matrix(&artifacts[runs[i][0]], &scenarios[runs[i][1]]);
   REQUIRE(chdir("/") == 0, "chdir");
-  sh("rm -rf %s%s", tmp, "");
+  rm_tree(tmp);
   return check_summary("artifact_faults");
 }

@@ -15,6 +15,7 @@
 
 #include "check.h"
 #include "opencon/base.h"
+#include "opencon/probe.h"
 
 static char tmp[] = "/tmp/oc_atomic_XXXXXX";
 
@@ -113,7 +114,7 @@ static void test_writes(void) {
         "a file in the way: %s", err.msg);
   static const char *const bad[] = {".", "..", "/", "w/..", "w/."};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-    CHECK(write_ab(bad[i], "a", "b", &err) != 0 && strstr(err.msg, "name a directory by its own name"), "%s: %s", bad[i], err.msg);
+    CHECK(write_ab(bad[i], "a", "b", &err) != 0 && strstr(err.msg, "must be named by its own name"), "%s: %s", bad[i], err.msg);
   CHECK(strcmp(entries("w"), "file,link,sub") == 0, "nothing left by the refusals: %s", entries("w"));
 }
 
@@ -150,6 +151,15 @@ static void test_recovery(void) {
   put(path_in(other, "partial"), "p");
   CHECK(write_ab("r/w", "a", "b", &err) == 0 && !exists(other) && exists(old), "open tidies the parent: %s", entries("r"));
   REQUIRE(rmdir(old) == 0 && rmdir(tmpd) == 0, "rmdir");
+  /* the probe config loader applies the rule to its directory */
+  snprintf(old, sizeof old, "r/.probe.old-%ld-AbC123", dead);
+  REQUIRE(mkdir(old, 0755) == 0, "mkdir");
+  put(path_in(old, "config.json"), "{\"model_id\": \"m\", \"layer\": -3}");
+  oc_probe_config pc;
+  CHECK(oc_probe_config_load("r/probe/config.json", &pc, &err) == 0 && pc.layer == -3 && exists("r/probe/config.json") && !exists(old),
+        "oc_probe_config_load restores its set-aside directory: %s", err.msg);
+  oc_probe_config_free(&pc);
+  CHECK(oc_probe_config_load("r/nothing/config.json", &pc, &err) != 0 && err.code == OC_ERR_NOT_FOUND, "nothing to restore: %s", err.msg);
 }
 
 static void test_file_temporaries(void) {

@@ -192,6 +192,15 @@ static void test_set_aside(void) {
     CHECK(same_file("c/model.safetensors", "full/model.safetensors"), "resumed from the restored checkpoint-3 == uninterrupted");
     free(log);
   }
+  /* the output directory itself set aside (killed while replacing it): restored when the run starts */
+  snprintf(aside, sizeof aside, ".c.old-%ld-AbC123", dead_pid());
+  fresh_copy();
+  REQUIRE(rename("c", aside) == 0, "set aside");
+  int rc = train("c", "latest", 1, 0, 3, &err);
+  char *log = run_log();
+  CHECK(rc == 0 && strstr(log, "resuming from c/checkpoint-3 at step 3 of 4") && access(aside, F_OK) != 0, "output directory set aside: %s %s",
+        err.msg, log);
+  free(log);
 }
 
 int main(int argc, char **argv) {

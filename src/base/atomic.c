@@ -80,7 +80,7 @@ static int split_path(const char *path, char **parent, char **name, oc_error *er
   while (s > 0 && path[s - 1] != '/') s--;
   size_t nl = n - s;
   if (nl == 0 || (nl == 1 && path[s] == '.') || (nl == 2 && path[s] == '.' && path[s + 1] == '.'))
-    return oc_fail(err, "%s: name a directory by its own name (not /, . or ..)", path);
+    return oc_fail(err, "%s: a directory written whole must be named by its own name (not /, . or ..)", path);
   size_t pl = s;
   while (pl > 1 && path[pl - 1] == '/') pl--;
   *name = strndup(path + s, nl);

@@ -70,14 +70,15 @@ void oc_probe_config_free(oc_probe_config *c) {
   memset(c, 0, sizeof *c);
 }
 
-/* The text of DIR/config.json. A missing file may be a probe directory whose writer was killed
- * while replacing it: the recovery rule restores the directory, then the file is read again. */
+/* The text of DIR/config.json. A missing DIR may be a probe directory whose writer was killed
+ * while replacing it: the recovery rule restores it, then the file is read again. */
 static int read_probe_config(const char *path, char **text, oc_error *err) {
   if (oc_read_file(path, text, NULL, err) == 0) return 0;
   const char *slash = strrchr(path, '/');
   if (err->code != OC_ERR_NOT_FOUND || !slash || slash == path) return -1;
   char *dir = strndup(path, (size_t)(slash - path));
-  int rc = !dir || oc_artifact_dir_recover(dir, err) ? -1 : oc_read_file(path, text, NULL, err);
+  int rc = -1;
+  if (dir && !oc_is_dir(dir) && oc_artifact_dir_recover(dir, err) == 0) rc = oc_read_file(path, text, NULL, err);
   free(dir);
   return rc;
 }
