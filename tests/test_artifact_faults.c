@@ -12,8 +12,9 @@
  * definitions come first in the dynamic lookup order, with the same effect). Each forwards to the
  * next definition (dlsym RTLD_NEXT: libc's, or in the ASan build the sanitizer's interceptor, which
  * calls libc's). The library has no test hooks or mutable globals for this; the counters live here.
- * A counting run numbers the steps of the save (every call above; for fwrite, the first write of
- * each stream: later writes to the same temporary file leave the same kind of state). Then for
+ * A counting run numbers the steps of the save: every call above, except that for a stream only
+ * its first fwrite counts (later writes to the same temporary file leave the same kind of state),
+ * and fflush and fclose count on streams that were written (not on the files the run reads). Then for
  * every step N a forked child runs the save with step N failing (errno EIO) or ending the process
  * with _exit before the call (no atexit handlers, no stdio flush: the disk holds what a SIGKILL at
  * that point leaves, since the disk changes only at these calls). Each injection runs in its own
@@ -91,7 +92,7 @@ size_t fwrite(const void *b, size_t s, size_t n, FILE *f) {
 }
 int fflush(FILE *f) {
   REAL(int, fflush, FILE *);
-  return f && f != stdout && f != stderr && inject("fflush", NULL) ? EOF : real(f);
+  return f && f == inj.last_stream && inject("fflush", NULL) ? EOF : real(f);
 }
 /* no power is lost here, so the real fsync (milliseconds each on a VM disk) is skipped */
 int fsync(int fd) {
@@ -100,8 +101,9 @@ int fsync(int fd) {
 }
 int fclose(FILE *f) {
   REAL(int, fclose, FILE *);
-  if (f == inj.last_stream) inj.last_stream = NULL;
-  int failed = inject("fclose", NULL), rc = real(f);
+  int written = f == inj.last_stream;
+  if (written) inj.last_stream = NULL;
+  int failed = written && inject("fclose", NULL), rc = real(f);
   if (failed) errno = EIO;
   return failed ? EOF : rc;
 }

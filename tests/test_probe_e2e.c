@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -250,6 +251,14 @@ static void test_train_and_sweep(void) {
   cJSON_Delete(sw);
   cJSON_Delete(sf);
   oc_probe_free(&p);
+  /* a report that cannot be replaced leaves no plot of another report beside it (sweep2.json is a
+   * directory in the way; sweep2.svg the plot of an older report) */
+  FILE *f = fopen(path("sweep2.svg"), "w");
+  fputs("<svg>older</svg>", f);
+  fclose(f);
+  REQUIRE(mkdir(path("sweep2.json"), 0755) == 0 && mkdir(path("sweep2.json/x"), 0755) == 0, "mkdir");
+  rc = run("%s sweep-layers --activations a4.safetensors --layers=-4 --epochs 2 --out_path sweep2.json", cli);
+  CHECK(rc != 0 && access(path("sweep2.svg"), F_OK) != 0, "failed sweep report: no stale plot beside it (%s)", stderr_text());
 }
 
 static void test_errors(void) {
