@@ -201,10 +201,11 @@ static int tidy(const char *dir, const char *only, oc_error *err) {
       if (k == TEMP_FILE && S_ISREG(st.st_mode)) unlink(path);
       else if (k == TEMP_DIR && S_ISDIR(st.st_mode)) remove_tree(path);
       else if (k == TEMP_OLD && S_ISDIR(st.st_mode)) {
-        if (lstat(dest, &ds) != 0 && errno == ENOENT) {
+        int missing = lstat(dest, &ds) != 0;
+        if (missing && errno == ENOENT) {
           if (rename(path, dest) != 0 && rc == 0)
             rc = oc_fail_code(err, OC_ERR_IO, "%s is missing and restoring its previous version %s failed: %s", dest, path, strerror(errno));
-        } else if (S_ISDIR(ds.st_mode)) {
+        } else if (!missing && S_ISDIR(ds.st_mode)) {
           char *trash = sibling_name(dir, name, "tmp", (long)getpid(), names[i] + strlen(names[i]) - 6);
           oc_error ignored;
           if (trash) settle_aside(path, dest, trash, &ignored);
@@ -314,8 +315,9 @@ int oc_atomic_dir_open(oc_atomic_dir *d, const char *path, oc_error *err) {
   d->tmp_path = sibling_name(d->parent, d->name, "tmp", (long)getpid(), "XXXXXX");
   if (!d->path || !d->dest || !d->tmp_path) { dir_free(d); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   if (oc_mkdirs(d->parent, err)) { dir_free(d); return -1; }
+  /* (a set-aside copy of this directory that cannot be restored is settled once the new version is in place) */
+  oc_tidy_dir(d->parent);
   if (stat(d->dest, &st) == 0 && !S_ISDIR(st.st_mode)) { oc_fail(err, "%s exists and is not a directory", path); dir_free(d); return -1; }
-  if (tidy(d->parent, NULL, err)) { oc_wrap(err, "%s", path); dir_free(d); return -1; }
   if (!mkdtemp(d->tmp_path)) {
     int e = errno;
     oc_fail_code(err, oc_errno_code(e), "%s: cannot create a temporary directory in %s: %s", path, d->parent, strerror(e));
