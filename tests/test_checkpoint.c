@@ -168,6 +168,12 @@ static void test_incomplete(void) {
   REQUIRE(sh("rm c/checkpoint-1/optimizer.safetensors c/checkpoint-2/optimizer.safetensors c/checkpoint-3/optimizer.safetensors%s%s", "", "") == 0, "rm");
   rc = train("c", "latest", 1, 0, 3, &err);
   CHECK(rc != 0 && strstr(err.msg, "c: no complete checkpoint-N directory to resume from"), "none complete: %s", err.msg);
+  /* none at all, or no output directory */
+  REQUIRE(sh("rm -rf c/checkpoint-* && mkdir -p c%s%s", "", "") == 0, "rm");
+  rc = train("c", "latest", 1, 0, 3, &err);
+  CHECK(rc != 0 && strstr(err.msg, "c: no complete checkpoint-N directory to resume from"), "no checkpoints: %s", err.msg);
+  rc = train("nowhere", "latest", 1, 0, 3, &err);
+  CHECK(rc != 0 && strstr(err.msg, "nowhere: no checkpoint-N directory to resume from"), "no output directory: %s", err.msg);
 }
 
 static long dead_pid(void) {

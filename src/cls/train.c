@@ -315,7 +315,7 @@ static char *latest_checkpoint(const char *out_dir, trainer_state *ts, oc_error 
     steps[n++] = v;
   }
   closedir(d);
-  qsort(steps, n, sizeof *steps, cmp_desc);
+  if (n) qsort(steps, n, sizeof *steps, cmp_desc);
   char *found = NULL;
   for (size_t i = 0; i < n && !found; i++) {
     char name[64];
