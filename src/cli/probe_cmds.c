@@ -158,9 +158,7 @@ const cli_command cmd_collect_activations = {"collect-activations", "final-token
                                              collect_opts, run_collect_activations};
 
 static cJSON *metrics_with_split(const oc_probe_fit *f, double val_size) {
-  cJSON *m = oc_metrics_json(&f->val);
-  cJSON_AddStringToObject(m, "split", val_size > 0 && f->n_val > 0 ? "validation" : "train");
-  return m;
+  return oc_probe_fit_metrics_json(f, val_size);
 }
 
 static int run_train_probe(const cli_args *o) {
@@ -205,47 +203,17 @@ static int run_train_probe(const cli_args *o) {
     die(&err);
     goto done;
   }
-  cJSON *cfg = cJSON_CreateObject();
-  cJSON_AddStringToObject(cfg, "model_id", a.model_id[0] ? a.model_id : d.model_id);
-  cJSON_AddStringToObject(cfg, "model_family", a.model_family);
-  cJSON_AddNumberToObject(cfg, "layer", layer);
-  cJSON_AddNumberToObject(cfg, "hidden_size", a.hidden);
-  cJSON_AddNumberToObject(cfg, "threshold", pc.threshold);
-  cJSON_AddNumberToObject(cfg, "pause_threshold", pc.pause_threshold);
-  cJSON_AddNumberToObject(cfg, "probe_every_n_tokens", pc.probe_every_n_tokens);
-  cJSON_AddNumberToObject(cfg, "smoothing_window", pc.smoothing_window);
-  cJSON_AddBoolToObject(cfg, "use_chat_template", a.use_chat_template);
-  cJSON_AddItemToObject(cfg, "metrics", metrics_with_split(&fit, val_size));
-  cJSON_AddItemToObject(cfg, "train_metrics", oc_metrics_json(&fit.train));
-  cJSON_AddStringToObject(cfg, "note", "Linear probe on the final-token hidden state of `layer` (transformers' hidden_states index); "
-                                       "risk = sigmoid(head.weight . h + head.bias). `metrics` are on the held-out split.");
-  if (isfinite(fit.val.threshold_at_fpr)) cJSON_AddNumberToObject(cfg, "calibrated_threshold", fit.val.threshold_at_fpr);
-  else cJSON_AddNullToObject(cfg, "calibrated_threshold");
-  cJSON_AddNumberToObject(cfg, "target_fpr", target_fpr);
-  cJSON_AddStringToObject(cfg, "probe_file", "probe.safetensors");
-  cJSON_AddNumberToObject(cfg, "validation_size", val_size);
-  cJSON_AddNumberToObject(cfg, "n_train", fit.n_train);
-  cJSON_AddNumberToObject(cfg, "n_validation", fit.n_val);
-  cJSON_AddNumberToObject(cfg, "epochs", t.epochs);
-  cJSON_AddNumberToObject(cfg, "lr", t.lr);
-  cJSON_AddNumberToObject(cfg, "weight_decay", t.weight_decay);
-  cJSON_AddNumberToObject(cfg, "batch_size", t.batch_size);
-  cJSON_AddNumberToObject(cfg, "seed", (double)t.seed);
-  cJSON_AddBoolToObject(cfg, "standardize", t.standardize);
-  cJSON_AddNumberToObject(cfg, "final_train_loss", fit.final_loss);
-  cJSON_AddNumberToObject(cfg, "max_length", a.max_length);
-  if (d.data_path) cJSON_AddStringToObject(cfg, "data_path", d.data_path);
-  if (d.activations) cJSON_AddStringToObject(cfg, "activations", d.activations);
-  cJSON_AddNumberToObject(cfg, "max_examples", (double)d.max_examples);
-  cJSON_AddNumberToObject(cfg, "sample_seed", (double)d.sample_seed);
-  cJSON_AddStringToObject(cfg, "created_by", "opencon");
-  char *js = cJSON_Print(cfg);
-  cJSON_Delete(cfg);
-  int wrc = oc_probe_save(&fit.probe, probe_path, &err) || oc_write_file_atomic(config_path, js, strlen(js), &err);
+  pc.model_id = a.model_id[0] ? a.model_id : (char *)d.model_id;
+  pc.model_family = a.model_family;
+  pc.layer = layer;
+  pc.hidden_size = a.hidden;
+  pc.use_chat_template = a.use_chat_template;
+  pc.calibrated_threshold = fit.val.threshold_at_fpr;
+  oc_probe_provenance pv = {&fit, &t, val_size, target_fpr, a.max_length, d.data_path, d.activations, d.max_examples, d.sample_seed};
+  int wrc = oc_probe_artifact_save(out_dir, &fit.probe, &pc, &pv, &err);
   cJSON *printed = metrics_with_split(&fit, val_size);
   char *ms = cJSON_Print(printed);
   cJSON_Delete(printed);
-  free(js);
   oc_probe_fit_free(&fit);
   oc_activations_free(&a);
   if (wrc) { oc_progress_end(&prog, "failed"); die(&err); free(ms); goto done; }
@@ -320,10 +288,8 @@ static int run_sweep_layers(const cli_args *o) {
   cJSON_Delete(res);
   int wrc = 0;
   if (out_path) {
-    char *svg = oc_path_sibling(out_path, ".svg");
-    wrc = oc_write_file_atomic(out_path, js, strlen(js), &err) || oc_sweep_svg(svg, layers, nl, auc, f1, &err);
-    if (!wrc) fprintf(stderr, "wrote %s and %s\n", out_path, svg);
-    free(svg);
+    wrc = oc_sweep_save(out_path, js, layers, nl, auc, f1, &err);
+    if (!wrc) fprintf(stderr, "wrote %s and its .svg plot\n", out_path);
   }
   free(auc); free(f1);
   if (wrc) { oc_progress_end(&prog, "failed"); die(&err); free(js); goto done; }

@@ -159,6 +159,7 @@ int oc_calibration_save(const char *path, const cJSON *report, const oc_calib_ro
   for (int i = 0; i < nrows; i++) { x[i] = rows[i].threshold; f1[i] = rows[i].f1; br[i] = rows[i].safe_compliance_block_rate; }
   const char *names[2] = {"F1", "safe-compliance block rate"};
   const double *ys[2] = {f1, br};
+  remove(svg); /* a plot beside a report is always that report's: removed before the report is replaced */
   if (oc_write_file_atomic(path, js, strlen(js), err) ||
       oc_svg_plot(svg, "Exchange classifier: block threshold sweep (validation)", "block threshold", x, NULL, nrows, 2, names, ys, err))
     goto done;

@@ -24,6 +24,8 @@ int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, o
 
 static int load(const char *dir, int with_tokenizer, oc_classifier **out, oc_error *err) {
   *out = NULL;
+  /* a classifier directory whose writer was killed between its two renames: set aside, restored here */
+  if (!oc_is_dir(dir) && oc_artifact_dir_recover(dir, err)) return -1;
   oc_classifier *c = calloc(1, sizeof *c);
   if (!c) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   c->allow_threshold = 0.35;
