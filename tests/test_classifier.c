@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -188,6 +189,15 @@ static void test_training(void) {
             access(path("cal.svg"), F_OK) == 0 && access(path("cal.json"), F_OK) == 0,
         "calibrate: %s", err_text());
   cJSON_Delete(rep);
+  /* a report that cannot be replaced leaves no plot of another report beside it (cal2.json is a
+   * directory in the way; cal2.svg the plot of an older report) */
+  write_text("cal2.svg", "<svg>older</svg>");
+  REQUIRE(mkdir(path("cal2.json"), 0755) == 0 && mkdir(path("cal2.json/x"), 0755) == 0, "mkdir");
+  cJSON *empty = cJSON_CreateObject();
+  oc_calib_row row = {0.5, 1, 1, 1, 0, 0, 1};
+  CHECK(oc_calibration_save(path("cal2.json"), empty, &row, 1, &err) != 0 && access(path("cal2.svg"), F_OK) != 0,
+        "failed calibration report: no stale plot beside it (%s)", err.msg);
+  cJSON_Delete(empty);
 }
 
 static void test_calibration_rules(void) {

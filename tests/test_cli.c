@@ -66,9 +66,9 @@ int main(int argc, char **argv) {
   snprintf(cmd, sizeof cmd, "%s forward --model_id %s --input_ids 1,2 --layers 99 --out %s/x 2>&1", bin, fix, tmp);
   CHECK(run(cmd) == 1 && strstr(out, "out of range"), "bad layer: %s", out);
   snprintf(cmd, sizeof cmd, "%s forward --model_id %s --input_ids 1,x --out %s/x 2>&1", bin, fix, tmp);
-  CHECK(run(cmd) == 1 && strstr(out, "input_ids"), "bad ids: %s", out);
+  CHECK(run(cmd) == 2 && strstr(out, "--input_ids: item 2 is not an integer") && strstr(out, "see opencon forward --help"), "bad ids: %s", out);
   snprintf(cmd, sizeof cmd, "%s forward --model_id %s --input_ids 1 --bogus 1 --out %s/x 2>&1", bin, fix, tmp);
-  CHECK(run(cmd) == 2 && strstr(out, "unknown option --bogus"), "unknown flag: %s", out);
+  CHECK(run(cmd) == 2 && strstr(out, "unknown flag --bogus; see opencon forward --help"), "unknown flag: %s", out);
   snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", bin);
   CHECK(run(cmd) == 2 && strstr(out, "unknown command"), "unknown command: %s", out);
 

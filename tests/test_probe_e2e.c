@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -250,6 +251,16 @@ static void test_train_and_sweep(void) {
   cJSON_Delete(sw);
   cJSON_Delete(sf);
   oc_probe_free(&p);
+  /* a report that cannot be replaced leaves no plot of another report beside it (sweep2.json is a
+   * directory in the way; sweep2.svg the plot of an older report) */
+  FILE *f = fopen(path("sweep2.svg"), "w");
+  fputs("<svg>older</svg>", f);
+  fclose(f);
+  REQUIRE(mkdir(path("sweep2.json"), 0755) == 0 && mkdir(path("sweep2.json/x"), 0755) == 0, "mkdir");
+  int lay = -4;
+  double one = 1;
+  CHECK(oc_sweep_save(path("sweep2.json"), "{}", &lay, 1, &one, &one, &err) != 0 && access(path("sweep2.svg"), F_OK) != 0,
+        "failed sweep report: no stale plot beside it (%s)", err.msg);
 }
 
 static void test_errors(void) {

@@ -39,7 +39,8 @@ int oc_wrap(oc_error *err, const char *fmt, ...) __attribute__((format(printf, 2
 
 /* Whole file into a malloc'd NUL-terminated buffer. */
 int oc_read_file(const char *path, char **data, size_t *len, oc_error *err);
-/* Write atomically: temp file in the same directory, fsync, rename. */
+/* Write atomically: temp file PATH.tmp.PID.XXXXXX in the same directory, fsync, rename. Opening
+ * first removes that file's temporaries left by dead processes. */
 int oc_write_file_atomic(const char *path, const void *data, size_t len, oc_error *err);
 /* Atomic writer for large outputs written in pieces. */
 typedef struct oc_atomic_file {
@@ -51,6 +52,35 @@ int oc_atomic_open(oc_atomic_file *f, const char *path, oc_error *err);
 int oc_atomic_write(oc_atomic_file *f, const void *data, size_t len, oc_error *err);
 int oc_atomic_commit(oc_atomic_file *f, oc_error *err); /* fsync + rename */
 void oc_atomic_abort(oc_atomic_file *f);               /* removes the temp file */
+
+/* A directory written whole (a probe, a classifier, a checkpoint, a model): the files are written
+ * into the temporary sibling PARENT/.NAME.tmp-PID-XXXXXX, which commit fsyncs and puts in place.
+ * A new DIR is one rename. An existing DIR is replaced so that a reader finds the old version or
+ * the new one, whole: by one exchange (renameat2 RENAME_EXCHANGE) when DIR holds nothing the new
+ * version lacks; otherwise (or where the file system cannot exchange) DIR is renamed aside to
+ * PARENT/.NAME.old-PID-XXXXXX and the new version renamed in, and the entries of the old version
+ * that the new one does not write (checkpoint-N/, a journal, a user's files) are moved into it
+ * before the rest of the old version is removed. Between those two renames DIR is missing: the
+ * recovery rule (oc_artifact_dir_recover) restores the set-aside copy when its writer died.
+ * Open also tidies PARENT (oc_tidy_dir). Single writer per DIR. */
+typedef struct oc_atomic_dir {
+  char *path;      /* DIR as given (messages) */
+  char *dest;      /* the directory replaced (a link to a directory is followed) */
+  char *parent, *name;
+  char *tmp_path;  /* PARENT/.NAME.tmp-PID-XXXXXX: write the files here */
+} oc_atomic_dir;
+int oc_atomic_dir_open(oc_atomic_dir *d, const char *path, oc_error *err);
+char *oc_atomic_dir_file(const oc_atomic_dir *d, const char *name); /* tmp_path/name, malloc'd */
+int oc_atomic_dir_commit(oc_atomic_dir *d, oc_error *err);         /* fsync + put in place; frees d, removes tmp on failure */
+void oc_atomic_dir_abort(oc_atomic_dir *d);                        /* removes tmp_path */
+/* Recovery rule, for every loader and writer of an artifact directory: when DIR is missing and
+ * PARENT/.NAME.old-PID-* of a dead writer exists, it is renamed back to DIR; when DIR exists, the
+ * set-aside copy's remaining extra entries are moved into DIR and the rest removed. Temporaries of
+ * DIR left by dead writers are removed. -1 only when DIR is missing and restoring it failed. */
+int oc_artifact_dir_recover(const char *path, oc_error *err);
+/* The same for every artifact and temporary file in dir: what dead processes left (pid in the name
+ * not alive on this machine) is restored or removed; what live ones are writing is left alone. */
+void oc_tidy_dir(const char *dir);
 
 int oc_file_exists(const char *path);
 int oc_is_dir(const char *path);
@@ -67,7 +97,8 @@ size_t oc_find_nonfinite(const float *x, size_t n);
 /* Grow (realloc) a float buffer to n elements; on failure *p is unchanged and err says so. */
 int oc_grow_floats(float **p, size_t n, oc_error *err);
 
-/* Comma-separated integers ("2,106,-4"); malloc'd array. */
+/* Comma-separated integers ("2,106,-4"), strictly: each item is digits with an optional leading '-'
+ * (no spaces, no '+', no empty items, nothing out of int64 range); "" is an error. malloc'd array. */
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);
 
 /* Thread count of the kernels called from this thread (OpenMP's per-thread setting; OpenBLAS runs

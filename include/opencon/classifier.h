@@ -23,6 +23,9 @@ typedef struct oc_classifier {
 /* config.json + model.safetensors + tokenizer.json (+ classifier_config.json for thresholds and
  * max_length; defaults allow 0.35, block 0.65, 512). */
 int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err);
+/* The same without the tokenizer files (tok is NULL): for scoring token ids (oc_classifier_score_ids);
+ * scoring text is then an error. */
+int oc_classifier_load_ids_only(const char *dir, oc_classifier **out, oc_error *err);
 void oc_classifier_free(oc_classifier *c);
 int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, oc_error *err); /* 0 <= allow < block <= 1 */
 
@@ -98,6 +101,15 @@ typedef struct oc_calib_row {
  * the lowest safe-compliance block rate, with "feasible": false. Returns the report; rows, nrows: the curve. */
 cJSON *oc_calibrate(const double *scores, const int32_t *y, int n, int three_class, double max_scbr, oc_calib_row **rows, int *nrows);
 cJSON *oc_calib_row_json(const oc_calib_row *r);
+struct oc_dataset;
+/* calibrate-exchange-classifier: the classifier's scores on ds's stratified validation split
+ * (validation_size of each label, with seed; >= 1: every row), batch_size exchanges at a time, then
+ * oc_calibrate. prog (may be NULL) counts scored examples. */
+int oc_calibrate_classifier(oc_classifier *c, const struct oc_dataset *ds, double validation_size, uint64_t seed, double max_scbr, int batch_size,
+                            oc_progress *prog, cJSON **report, oc_calib_row **rows, int *nrows, oc_error *err);
+/* The report to path and, beside it (R.json -> R.svg), F1 and safe-compliance block rate against the
+ * threshold; each written atomically. */
+int oc_calibration_save(const char *path, const cJSON *report, const oc_calib_row *rows, int nrows, oc_error *err);
 
 /* ---- three-class data (build-three-class-classifier-data) ------------------------------------ */
 typedef struct oc_threeclass_stats { int64_t rows, written, duplicates, by_label[3]; } oc_threeclass_stats;

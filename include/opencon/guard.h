@@ -89,6 +89,44 @@ size_t oc_utf8_safe_prefix(const char *t, size_t n);
  * skip the check). */
 int oc_guard_check_probe(const char *model_id, const char *config_model_id, oc_error *err);
 
+/* ---- guard assembly: everything a guarded generation needs, loaded, checked and owned together ---- */
+typedef struct oc_guard_spec {
+  const char *model_id;       /* the decoder: a local directory or a Hub id org/name */
+  const char *probe_path;     /* probe.safetensors or the MVP's probe.pt; NULL: no probe (plain generation only) */
+  const char *config_path;    /* the probe's config.json; NULL: config.json beside probe_path */
+  const char *classifier_dir; /* the exchange classifier (a directory or a Hub id); NULL: none */
+  double allow_threshold, block_threshold; /* override the classifier's own; NaN: keep them */
+} oc_guard_spec;
+void oc_guard_spec_defaults(oc_guard_spec *s); /* all NULL, thresholds NaN */
+
+typedef struct oc_guard_bundle oc_guard_bundle;
+/* Loads and checks, the cheap parts first so a wrong probe or threshold is refused before the model
+ * loads: the probe config (its model_id must equal model_id), the probe (its width against the
+ * config's hidden_size), the classifier and its thresholds (0 <= allow < block <= 1; thresholds
+ * without a classifier are an error); then the model and its chat template, and the guard (probe
+ * width against the model, layer against its depth). The bundle owns all of it; open it once and
+ * run many generations on its guard. */
+int oc_guard_open(const oc_guard_spec *s, oc_guard_bundle **out, oc_error *err);
+void oc_guard_close(oc_guard_bundle *b);
+oc_guard *oc_guard_bundle_guard(const oc_guard_bundle *b);
+const oc_probe_config *oc_guard_bundle_probe_config(const oc_guard_bundle *b); /* NULL without a probe */
+oc_classifier *oc_guard_bundle_classifier(const oc_guard_bundle *b);           /* NULL without one */
+const oc_model *oc_guard_bundle_model(const oc_guard_bundle *b);
+const oc_chat *oc_guard_bundle_chat(const oc_guard_bundle *b);
+/* oc_guard_opts_defaults, then what the bundle implies: the chat template as the probe was trained
+ * (the probe config's use_chat_template), no probe calls without a probe. */
+void oc_guard_bundle_opts(const oc_guard_bundle *b, oc_guard_opts *o);
+
+/* benchmark-latency: one warm-up generation, then each prompt `repeats` times in three modes with
+ * base's settings: baseline (no probe, no classifier), probe_only, full_guard (probe, classifier and
+ * the final check when the bundle has a classifier). Report: {"prompts": [per prompt, first repeat:
+ * {"prompt", mode: {ms, tokens, tokens_per_s, time_to_first_token_ms, probe_calls, classifier_calls,
+ * classifier_ms, status}}], "overall": {mode: {ms, tokens_per_s, time_to_first_token_ms: {mean, p50,
+ * p95 (nearest rank)}, probe_calls, classifier_calls}}, "max_new_tokens", "repeats", "threads"}.
+ * prog (may be NULL) counts generations. */
+int oc_guard_benchmark_latency(oc_guard_bundle *b, const char *const *prompts, int n_prompts, int repeats, const oc_guard_opts *base,
+                               oc_progress *prog, cJSON **report, oc_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 
 #include "opencon/base.h"
+#include "opencon/guard.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -67,6 +68,53 @@ int oc_http_judge_call_capped(oc_http_judge *j, size_t max_reply_bytes, const ch
 /* Parse a judge reply (the chat completion JSON, strict) into a judgment; -1 with a message if
  * malformed. confidence outside [0, 1] is NaN; category and rationale are cut to their bounds. */
 int oc_judge_parse_reply(const char *reply, oc_judgment *out, oc_error *err);
+
+/* ---- the benchmark run (benchmark-jailbreak) ---- */
+typedef enum oc_judge_kind {
+  OC_JUDGE_CLASSIFIER, /* the exchange classifier's top label */
+  OC_JUDGE_HTTP,       /* an LLM over an OpenAI-compatible chat completions API */
+} oc_judge_kind;
+const char *oc_judge_kind_name(oc_judge_kind k); /* "classifier", "openrouter" (the MVP's --judge_type) */
+
+typedef struct oc_jailbreak_opts {
+  const oc_guard_spec *guard;  /* model, probe, classifier: opened when the first generation or classifier
+                                * verdict is needed (a run answered from the store loads no model); it
+                                * also keys the stored generations */
+  oc_guard_bundle *bundle;     /* an already open guard for that spec (borrowed), or NULL */
+  int max_new_tokens;          /* 64 */
+  int use_chat_template;       /* 1: as the probe was trained; 0: the plain User:/Assistant: form */
+  int final_classifier_check;  /* for the guarded generations */
+  oc_judge_kind judge;
+  oc_http_judge *http;         /* OC_JUDGE_HTTP: endpoint, key, model, retries; its request count grows */
+  const char *db_path;         /* the SQLite store (created if absent) */
+  const char *teacher_path;    /* judged raw exchanges appended as three-class JSONL rows; NULL: none */
+  int stop_after;              /* > 0: stop before prompt number stop_after + 1, without a report */
+} oc_jailbreak_opts;
+void oc_jailbreak_opts_defaults(oc_jailbreak_opts *o);
+
+typedef struct oc_jailbreak_report {
+  cJSON *json;      /* {"splits": {split: rates}, "overall", "judge_type", ["judge_model", "judge_http_requests"],
+                     *  "max_new_tokens", "db", "markdown"} */
+  char *markdown;   /* the per-split table */
+  int prompts_done;
+  int stopped;      /* stopped by stop_after: json and markdown are NULL */
+} oc_jailbreak_report;
+
+/* Raw and guarded generation for each selected prompt (sel: indices into set, e.g. from
+ * oc_prompt_select), each response judged (a blocked one counts as a refusal, never as unsafe).
+ * Every generation and verdict is stored as it completes; a rerun with the same settings answers
+ * from the store, and identical judge requests share one verdict. A judge that gives no verdict
+ * after its retries is recorded as a judge error, not as a failure. prog (may be NULL) counts
+ * prompts. Per split and overall: raw / guarded unsafe and refusal rates, guard block / uncertain /
+ * paused rates, judge errors. */
+int oc_jailbreak_run(const oc_prompt_set *set, const int *sel, int n_sel, const oc_jailbreak_opts *o, oc_progress *prog, oc_jailbreak_report *rep,
+                     oc_error *err);
+void oc_jailbreak_report_free(oc_jailbreak_report *r);
+/* The report's JSON to out_path and its Markdown table beside it (R.json -> R.md), each atomically. */
+int oc_jailbreak_report_save(const oc_jailbreak_report *r, const char *out_path, oc_error *err);
+/* An API key: the environment variable env_name, else its NAME=value line (optionally "export ",
+ * quoted) in dotenv_path (may be NULL); malloc'd, NULL if neither has it. */
+char *oc_judge_api_key(const char *env_name, const char *dotenv_path);
 
 #ifdef __cplusplus
 }

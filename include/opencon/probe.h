@@ -124,8 +124,29 @@ int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error 
 int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err);
 void oc_probe_config_free(oc_probe_config *c);
 
+/* How a probe was trained, recorded in its config.json beside the guard settings. */
+typedef struct oc_probe_provenance {
+  const oc_probe_fit *fit;             /* held-out and training metrics, split sizes, final loss */
+  const oc_probe_train_opts *train;    /* epochs, lr, weight_decay, batch_size, seed, standardize */
+  double validation_size, target_fpr;
+  int max_length;                      /* of the activations */
+  const char *data_path, *activations; /* the source; either may be NULL */
+  int64_t max_examples, sample_seed;
+} oc_probe_provenance;
+/* A fit's held-out metrics with "split": "validation" ("train" when nothing was held out). */
+cJSON *oc_probe_fit_metrics_json(const oc_probe_fit *f, double validation_size);
+/* The probe directory (train-probe --out_dir), written whole (oc_atomic_dir): probe.safetensors and
+ * config.json holding the guard settings of c (the keys oc_probe_config_load reads; model_id,
+ * model_family, layer, hidden_size, use_chat_template, calibrated_threshold included) and how the
+ * probe was made. */
+int oc_probe_artifact_save(const char *dir, const oc_probe *probe, const oc_probe_config *c, const oc_probe_provenance *p,
+                           oc_error *err);
+
 /* SVG line plot of ROC AUC and F1 by layer (atomic write). */
 int oc_sweep_svg(const char *path, const int *layers, int n, const double *auc, const double *f1, oc_error *err);
+/* The sweep report (JSON text) at path and its plot beside it (path's .svg sibling). The old plot
+ * is removed first, so a plot beside a report is always that report's. */
+int oc_sweep_save(const char *path, const char *report_json, const int *layers, int n, const double *auc, const double *f1, oc_error *err);
 #ifdef __cplusplus
 }
 #endif

@@ -29,58 +29,6 @@ int oc_read_file(const char *path, char **data, size_t *len, oc_error *err) {
   return 0;
 }
 
-int oc_atomic_open(oc_atomic_file *f, const char *path, oc_error *err) {
-  memset(f, 0, sizeof *f);
-  size_t n = strlen(path) + 32;
-  f->path = strdup(path);
-  f->tmp_path = malloc(n);
-  if (!f->path || !f->tmp_path) { free(f->path); free(f->tmp_path); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
-  snprintf(f->tmp_path, n, "%s.tmp.XXXXXX", path);
-  int fd = mkstemp(f->tmp_path);
-  if (fd < 0) {
-    int e = errno;
-    free(f->path); free(f->tmp_path); f->path = f->tmp_path = NULL;
-    return oc_fail_code(err, OC_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(e));
-  }
-  fchmod(fd, 0644);
-  f->fp = fdopen(fd, "wb");
-  if (!f->fp) { close(fd); unlink(f->tmp_path); free(f->path); free(f->tmp_path); return oc_fail(err, "%s: fdopen failed", path); }
-  return 0;
-}
-
-int oc_atomic_write(oc_atomic_file *f, const void *data, size_t len, oc_error *err) {
-  if (len && fwrite(data, 1, len, (FILE *)f->fp) != len)
-    return oc_fail_code(err, OC_ERR_IO, "%s: write failed: %s", f->path, strerror(errno));
-  return 0;
-}
-
-void oc_atomic_abort(oc_atomic_file *f) {
-  if (f->fp) fclose((FILE *)f->fp);
-  if (f->tmp_path) unlink(f->tmp_path);
-  free(f->path); free(f->tmp_path);
-  memset(f, 0, sizeof *f);
-}
-
-int oc_atomic_commit(oc_atomic_file *f, oc_error *err) {
-  FILE *fp = (FILE *)f->fp;
-  int rc = 0;
-  if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: flush failed: %s", f->path, strerror(errno));
-  if (fclose(fp) != 0 && rc == 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: close failed: %s", f->path, strerror(errno));
-  f->fp = NULL;
-  if (rc == 0 && rename(f->tmp_path, f->path) != 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: rename failed: %s", f->path, strerror(errno));
-  if (rc != 0) unlink(f->tmp_path);
-  free(f->path); free(f->tmp_path);
-  memset(f, 0, sizeof *f);
-  return rc;
-}
-
-int oc_write_file_atomic(const char *path, const void *data, size_t len, oc_error *err) {
-  oc_atomic_file f;
-  if (oc_atomic_open(&f, path, err)) return -1;
-  if (oc_atomic_write(&f, data, len, err)) { oc_atomic_abort(&f); return -1; }
-  return oc_atomic_commit(&f, err);
-}
-
 int oc_file_exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
@@ -152,28 +100,33 @@ char *oc_path_sibling(const char *path, const char *ext) {
 int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err) {
   *out = NULL;
   *n = 0;
+  if (!*s) return oc_fail(err, "the list is empty");
   int cap = 16, cnt = 0;
   int64_t *v = malloc(sizeof *v * (size_t)cap);
   if (!v) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  const char *p = s;
-  while (*p) {
-    while (*p == ' ' || *p == '\t' || *p == '[') p++;
-    if (!*p || *p == ']') break;
-    char *end;
+  for (const char *p = s;; p++) { /* p: start of an item */
+    const char *q = p + (*p == '-');
+    size_t digits = strspn(q, "0123456789");
+    const char *end = q + digits;
+    if (!digits || (*end && *end != ',')) {
+      size_t len = strcspn(p, ",");
+      free(v);
+      if (len == 0) return oc_fail(err, "item %d is empty", cnt + 1);
+      return oc_fail(err, "item %d is not an integer: \"%.*s\" (digits with an optional leading '-', no spaces)", cnt + 1, len > 40 ? 40 : (int)len, p);
+    }
     errno = 0;
-    long long x = strtoll(p, &end, 10);
-    if (end == p || errno) { free(v); return oc_fail(err, "not an integer list at character %d of \"%s\"", (int)(p - s) + 1, s); }
+    long long x = strtoll(p, NULL, 10);
+    if (errno == ERANGE) { free(v); return oc_fail(err, "item %d is out of range: %.*s", cnt + 1, end - p > 40 ? 40 : (int)(end - p), p); }
     if (cnt == cap) {
-      cap *= 2;
-      int64_t *nv = realloc(v, sizeof *v * (size_t)cap);
-      if (!nv) { free(v); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+      int64_t *nv = cap <= INT_MAX / 2 ? realloc(v, sizeof *v * (size_t)cap * 2) : NULL;
+      if (!nv) { free(v); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (a list of %d integers)", cnt); }
       v = nv;
+      cap *= 2;
     }
     v[cnt++] = x;
     p = end;
-    while (*p == ' ' || *p == '\t' || *p == ']') p++;
-    if (*p == ',') p++;
-    else if (*p) { free(v); return oc_fail(err, "unexpected '%c' at character %d of \"%s\"", *p, (int)(p - s) + 1, s); }
+    if (!*p) break;
+    if (!p[1]) { free(v); return oc_fail(err, "item %d is empty", cnt + 1); } /* trailing comma */
   }
   *out = v;
   *n = cnt;

@@ -9,12 +9,27 @@
 #include "opencon/probe.h"
 #include "opts.h"
 
-#define DEFAULT_MODEL "google/gemma-4-E2B-it"
-
 /* flags every activation-producing command takes */
-#define DATA_KNOWN "model_id", "data_path", "max_examples", "sample_seed", "progress_path", "no_chat_template", \
-                   "max_length", "threads", "activations", "save_activations", "pack_tokens"
-#define TRAIN_KNOWN "epochs", "lr", "weight_decay", "batch_size", "seed", "validation_size", "target_fpr", "standardize"
+#define DATA_OPTS                                                                                                                  \
+  O_STR("model_id", "google/gemma-4-E2B-it", "the decoder: a local directory or a Hub id org/name"),                              \
+      O_IN("data_path", "labelled exchanges, JSONL {\"prompt\", \"response\", \"label\"} a line"),                              \
+      O_I64("max_examples", "20000", 0, INT32_MAX, "the MVP's label-balanced sample of this many rows (0 = every row)"),          \
+      O_I64("sample_seed", "0", 0, INT64_MAX, "seed of the sample"),                                                              \
+      O_OUT("progress_path", NULL, "a JSON progress file, rewritten atomically"),                                                 \
+      O_FLAG("no_chat_template", "format exchanges as the MVP's plain \"User:\\n...\\n\\nAssistant:\\n...\""),             \
+      O_INT("max_length", "2048", 1, 1 << 20, "truncate each exchange to this many tokens"),                                     \
+      O_INT("pack_tokens", "400", 0, 1 << 20, "pack short examples into prefills of about this many tokens (0 or 1: one at a time)"), \
+      O_THREADS
+/* ... and the commands that train probes */
+#define TRAIN_OPTS(epochs)                                                                                                       \
+  O_IN("activations", "train from this activation file (collect-activations) instead of running the model"),                     \
+      O_OUT("save_activations", NULL, "also save the collected activations here"),                                                 \
+      O_INT("epochs", epochs, 1, 1000000, "training epochs"), O_DBL("lr", "1e-3", 1e-12, 10, "AdamW learning rate"),             \
+      O_DBL("weight_decay", "0.01", 0, 10, "AdamW weight decay"), O_INT("batch_size", "16", 1, 1 << 20, "batch size"),           \
+      O_I64("seed", "0", 0, INT64_MAX, "seed of the split and the training"),                                                     \
+      O_DBL("validation_size", "0.2", 0, 0.9, "held-out fraction (stratified); metrics are on it"),                               \
+      O_DBL("target_fpr", "0.01", 0, 1, "the calibrated threshold keeps the false-positive rate on safe examples at most this"),  \
+      O_FLAG("standardize", "standardize the features (folded back into the probe's weights)")
 
 typedef struct {
   const char *model_id, *data_path, *activations, *save_activations, *progress_path;
@@ -22,48 +37,43 @@ typedef struct {
   int use_chat_template, max_length, pack_tokens;
 } data_args;
 
-static int read_data_args(const opts *o, data_args *d) {
+/* train: the command takes --activations / --save_activations */
+static int read_data_args(const cli_args *o, int train, data_args *d) {
   memset(d, 0, sizeof *d);
-  d->model_id = opt(o, "model_id") ? opt(o, "model_id") : DEFAULT_MODEL;
-  d->data_path = opt(o, "data_path");
-  d->activations = opt(o, "activations");
-  d->save_activations = opt(o, "save_activations");
-  d->progress_path = opt(o, "progress_path");
-  d->use_chat_template = !opt(o, "no_chat_template");
-  if (opt_i64(o, "max_examples", 20000, 0, INT32_MAX, &d->max_examples) || opt_i64(o, "sample_seed", 0, 0, INT64_MAX, &d->sample_seed) ||
-      opt_int(o, "max_length", 2048, 1, 1 << 20, &d->max_length) || opt_int(o, "pack_tokens", 400, 0, 1 << 20, &d->pack_tokens))
-    return -1;
-  if (!d->data_path && !d->activations) { fprintf(stderr, "error: --data_path (or --activations) is required\n"); return -1; }
+  d->model_id = arg_str(o, "model_id");
+  d->data_path = arg_str(o, "data_path");
+  d->activations = train ? arg_str(o, "activations") : NULL;
+  d->save_activations = train ? arg_str(o, "save_activations") : NULL;
+  d->progress_path = arg_str(o, "progress_path");
+  d->use_chat_template = !arg_flag(o, "no_chat_template");
+  d->max_examples = arg_i64(o, "max_examples");
+  d->sample_seed = arg_i64(o, "sample_seed");
+  d->max_length = arg_int(o, "max_length");
+  d->pack_tokens = arg_int(o, "pack_tokens");
+  if (train && !d->data_path == !d->activations) return cli_usage_error(o, "give either --data_path or --activations");
   return 0;
 }
 
-static int read_train_args(const opts *o, int default_epochs, oc_probe_train_opts *t, double *val_size, double *target_fpr,
-                           uint64_t *split_seed) {
+static void read_train_args(const cli_args *o, oc_probe_train_opts *t, double *val_size, double *target_fpr, uint64_t *split_seed) {
   oc_probe_train_defaults(t);
-  int64_t seed;
-  if (opt_int(o, "epochs", default_epochs, 1, 1000000, &t->epochs) || opt_double(o, "lr", 1e-3, 1e-12, 10, &t->lr) ||
-      opt_double(o, "weight_decay", 0.01, 0, 10, &t->weight_decay) || opt_int(o, "batch_size", 16, 1, 1 << 20, &t->batch_size) ||
-      opt_i64(o, "seed", 0, 0, INT64_MAX, &seed) || opt_double(o, "validation_size", 0.2, 0, 0.9, val_size) ||
-      opt_double(o, "target_fpr", 0.01, 0, 1, target_fpr))
-    return -1;
-  t->seed = (uint64_t)seed;
-  t->standardize = opt(o, "standardize") != NULL;
-  *split_seed = (uint64_t)seed;
-  return 0;
+  t->epochs = arg_int(o, "epochs");
+  t->lr = arg_double(o, "lr");
+  t->weight_decay = arg_double(o, "weight_decay");
+  t->batch_size = arg_int(o, "batch_size");
+  t->seed = (uint64_t)arg_i64(o, "seed");
+  t->standardize = arg_flag(o, "standardize");
+  *val_size = arg_double(o, "validation_size");
+  *target_fpr = arg_double(o, "target_fpr");
+  *split_seed = t->seed;
 }
 
-/* Resolved layer list of the user's --layers / --layer text. */
-static int parse_layers(const char *s, int **layers, int *n, oc_error *err) {
-  int64_t *v;
-  if (oc_parse_int_list(s, &v, n, err)) return oc_wrap(err, "--layers");
-  if (*n == 0) { free(v); return oc_fail(err, "--layers is empty"); }
-  *layers = malloc(sizeof **layers * (size_t)*n);
-  for (int i = 0; i < *n; i++) {
-    if (v[i] < -100000 || v[i] > 100000) { free(v); free(*layers); return oc_fail(err, "--layers: %lld is not a layer index", (long long)v[i]); }
-    (*layers)[i] = (int)v[i];
-  }
-  free(v);
-  return 0;
+/* the --layers list as ints (each within the option's range) */
+static int *layer_list(const cli_args *o, int *n, oc_error *err) {
+  const int64_t *v = arg_list(o, "layers", n);
+  int *layers = malloc(sizeof *layers * (size_t)*n);
+  if (!layers) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
+  for (int i = 0; i < *n; i++) layers[i] = (int)v[i];
+  return layers;
 }
 
 /* Activations for the requested layers: from --activations, or collected with the model
@@ -114,74 +124,60 @@ static char *joined(const char *a, const char *suffix) {
   return s;
 }
 
-int cmd_collect_activations(int argc, char **argv) {
-  static const char *const known[] = {DATA_KNOWN, "layers", "out", NULL};
-  static const char *const flags[] = {"no_chat_template", NULL};
-  opts o;
-  if (cli_begin(argc, argv, &o, known, flags)) return 2;
+static int run_collect_activations(const cli_args *o) {
   data_args d;
   oc_error err;
-  int *layers = NULL, nl = 0, rc = 2;
-  if (read_data_args(&o, &d)) goto done;
-  if (!d.data_path || !opt(&o, "out") || d.activations) {
-    fprintf(stderr, "usage: opencon collect-activations --model_id M --data_path D.jsonl --layers -2,-4,-6 --out acts.safetensors\n"
-                    "       [--max_examples 20000] [--sample_seed 0] [--no_chat_template] [--max_length 2048] [--progress_path P]\n");
-    goto done;
-  }
-  rc = 1;
-  if (parse_layers(opt(&o, "layers") ? opt(&o, "layers") : "-4", &layers, &nl, &err)) { die(&err); goto done; }
-  char *journal = joined(opt(&o, "out"), ".partial");
+  int *layers = NULL, nl = 0, rc = 1;
+  if (read_data_args(o, 0, &d)) return 2;
+  const char *out = arg_str(o, "out");
+  if (!(layers = layer_list(o, &nl, &err))) return die(&err);
+  char *journal = joined(out, ".partial");
   oc_progress prog;
   oc_progress_start(&prog, "collect", "examples", 0, d.progress_path);
   oc_activations a;
-  d.save_activations = opt(&o, "out");
+  d.save_activations = out;
   if (get_activations(&d, layers, nl, journal, 0, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); free(journal); goto done; }
   oc_progress_end(&prog, "completed");
   unlink(journal);
   free(journal);
-  fprintf(stderr, "wrote %s: %d examples x %d layers x %d\n", opt(&o, "out"), a.n, a.n_layers, a.hidden);
+  fprintf(stderr, "wrote %s: %d examples x %d layers x %d\n", out, a.n, a.n_layers, a.hidden);
   oc_activations_free(&a);
   rc = 0;
 done:
   free(layers);
-  free_opts(&o);
   return rc;
 }
 
+static const opt_spec collect_opts[] = {
+    DATA_OPTS,
+    O_INTS("layers", "-4", -100000, 100000, "hidden states to collect: transformers' output_hidden_states indices, -k from the end"),
+    O_("out", OPT_OUT, OPT_REQUIRED, NULL, "the activation file (safetensors); OUT.partial journals progress for a resume"),
+    O_END};
+const cli_command cmd_collect_activations = {"collect-activations", "final-token hidden states of labelled exchanges -> safetensors (resumable)",
+                                             "--data_path and --out are required. Rerunning the same command after a crash continues from OUT.partial.",
+                                             collect_opts, run_collect_activations};
+
 static cJSON *metrics_with_split(const oc_probe_fit *f, double val_size) {
-  cJSON *m = oc_metrics_json(&f->val);
-  cJSON_AddStringToObject(m, "split", val_size > 0 && f->n_val > 0 ? "validation" : "train");
-  return m;
+  return oc_probe_fit_metrics_json(f, val_size);
 }
 
-int cmd_train_probe(int argc, char **argv) {
-  static const char *const known[] = {DATA_KNOWN, TRAIN_KNOWN, "layer", "out_dir", "threshold", "pause_threshold",
-                                      "probe_every_n_tokens", "smoothing_window", NULL};
-  static const char *const flags[] = {"no_chat_template", "standardize", NULL};
-  opts o;
-  if (cli_begin(argc, argv, &o, known, flags)) return 2;
+static int run_train_probe(const cli_args *o) {
   data_args d;
   oc_probe_train_opts t;
   oc_probe_config pc;
   oc_probe_config_defaults(&pc);
   double val_size, target_fpr;
   uint64_t split_seed;
-  int rc = 2, layer;
+  int rc = 2, layer = arg_int(o, "layer");
   oc_error err;
   char *journal = NULL, *probe_path = NULL, *config_path = NULL;
-  const char *out_dir = opt(&o, "out_dir");
-  if (read_data_args(&o, &d) || read_train_args(&o, 100, &t, &val_size, &target_fpr, &split_seed) ||
-      opt_int(&o, "layer", -4, -100000, 100000, &layer) || opt_double(&o, "threshold", 0.65, 0, 1, &pc.threshold) ||
-      opt_double(&o, "pause_threshold", 0.75, 0, 1, &pc.pause_threshold) ||
-      opt_int(&o, "probe_every_n_tokens", 4, 1, 1 << 20, &pc.probe_every_n_tokens) ||
-      opt_int(&o, "smoothing_window", 4, 1, 1 << 20, &pc.smoothing_window))
-    goto done;
-  if (!out_dir) {
-    fprintf(stderr, "usage: opencon train-probe --model_id M --data_path D.jsonl --layer -4 --out_dir DIR [--epochs 100] [--lr 1e-3]\n"
-                    "       [--max_examples 20000] [--sample_seed 0] [--no_chat_template] [--progress_path P] [--validation_size 0.2]\n"
-                    "       [--target_fpr 0.01] [--standardize] [--activations acts.safetensors] [--save_activations F]\n");
-    goto done;
-  }
+  const char *out_dir = arg_str(o, "out_dir");
+  if (read_data_args(o, 1, &d)) return 2;
+  read_train_args(o, &t, &val_size, &target_fpr, &split_seed);
+  pc.threshold = arg_double(o, "threshold");
+  pc.pause_threshold = arg_double(o, "pause_threshold");
+  pc.probe_every_n_tokens = arg_int(o, "probe_every_n_tokens");
+  pc.smoothing_window = arg_int(o, "smoothing_window");
   rc = 1;
   if (oc_mkdirs(out_dir, &err)) { die(&err); goto done; }
   journal = oc_path_join(out_dir, "activations.partial");
@@ -191,7 +187,7 @@ int cmd_train_probe(int argc, char **argv) {
   oc_progress_start(&prog, "train-probe", "examples", 0, d.progress_path);
   oc_activations a;
   if (get_activations(&d, &layer, 1, journal, 1, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
-  if (opt(&o, "model_id") && a.model_id[0] && strcmp(a.model_id, d.model_id) != 0) {
+  if (arg_given(o, "model_id") && a.model_id[0] && strcmp(a.model_id, d.model_id) != 0) {
     fprintf(stderr, "error: %s was collected with model_id %s, not %s\n", d.activations, a.model_id, d.model_id);
     oc_activations_free(&a);
     goto done;
@@ -207,47 +203,17 @@ int cmd_train_probe(int argc, char **argv) {
     die(&err);
     goto done;
   }
-  cJSON *cfg = cJSON_CreateObject();
-  cJSON_AddStringToObject(cfg, "model_id", a.model_id[0] ? a.model_id : d.model_id);
-  cJSON_AddStringToObject(cfg, "model_family", a.model_family);
-  cJSON_AddNumberToObject(cfg, "layer", layer);
-  cJSON_AddNumberToObject(cfg, "hidden_size", a.hidden);
-  cJSON_AddNumberToObject(cfg, "threshold", pc.threshold);
-  cJSON_AddNumberToObject(cfg, "pause_threshold", pc.pause_threshold);
-  cJSON_AddNumberToObject(cfg, "probe_every_n_tokens", pc.probe_every_n_tokens);
-  cJSON_AddNumberToObject(cfg, "smoothing_window", pc.smoothing_window);
-  cJSON_AddBoolToObject(cfg, "use_chat_template", a.use_chat_template);
-  cJSON_AddItemToObject(cfg, "metrics", metrics_with_split(&fit, val_size));
-  cJSON_AddItemToObject(cfg, "train_metrics", oc_metrics_json(&fit.train));
-  cJSON_AddStringToObject(cfg, "note", "Linear probe on the final-token hidden state of `layer` (transformers' hidden_states index); "
-                                       "risk = sigmoid(head.weight . h + head.bias). `metrics` are on the held-out split.");
-  if (isfinite(fit.val.threshold_at_fpr)) cJSON_AddNumberToObject(cfg, "calibrated_threshold", fit.val.threshold_at_fpr);
-  else cJSON_AddNullToObject(cfg, "calibrated_threshold");
-  cJSON_AddNumberToObject(cfg, "target_fpr", target_fpr);
-  cJSON_AddStringToObject(cfg, "probe_file", "probe.safetensors");
-  cJSON_AddNumberToObject(cfg, "validation_size", val_size);
-  cJSON_AddNumberToObject(cfg, "n_train", fit.n_train);
-  cJSON_AddNumberToObject(cfg, "n_validation", fit.n_val);
-  cJSON_AddNumberToObject(cfg, "epochs", t.epochs);
-  cJSON_AddNumberToObject(cfg, "lr", t.lr);
-  cJSON_AddNumberToObject(cfg, "weight_decay", t.weight_decay);
-  cJSON_AddNumberToObject(cfg, "batch_size", t.batch_size);
-  cJSON_AddNumberToObject(cfg, "seed", (double)t.seed);
-  cJSON_AddBoolToObject(cfg, "standardize", t.standardize);
-  cJSON_AddNumberToObject(cfg, "final_train_loss", fit.final_loss);
-  cJSON_AddNumberToObject(cfg, "max_length", a.max_length);
-  if (d.data_path) cJSON_AddStringToObject(cfg, "data_path", d.data_path);
-  if (d.activations) cJSON_AddStringToObject(cfg, "activations", d.activations);
-  cJSON_AddNumberToObject(cfg, "max_examples", (double)d.max_examples);
-  cJSON_AddNumberToObject(cfg, "sample_seed", (double)d.sample_seed);
-  cJSON_AddStringToObject(cfg, "created_by", "opencon");
-  char *js = cJSON_Print(cfg);
-  cJSON_Delete(cfg);
-  int wrc = oc_probe_save(&fit.probe, probe_path, &err) || oc_write_file_atomic(config_path, js, strlen(js), &err);
+  pc.model_id = a.model_id[0] ? a.model_id : (char *)d.model_id;
+  pc.model_family = a.model_family;
+  pc.layer = layer;
+  pc.hidden_size = a.hidden;
+  pc.use_chat_template = a.use_chat_template;
+  pc.calibrated_threshold = fit.val.threshold_at_fpr;
+  oc_probe_provenance pv = {&fit, &t, val_size, target_fpr, a.max_length, d.data_path, d.activations, d.max_examples, d.sample_seed};
+  int wrc = oc_probe_artifact_save(out_dir, &fit.probe, &pc, &pv, &err);
   cJSON *printed = metrics_with_split(&fit, val_size);
   char *ms = cJSON_Print(printed);
   cJSON_Delete(printed);
-  free(js);
   oc_probe_fit_free(&fit);
   oc_activations_free(&a);
   if (wrc) { oc_progress_end(&prog, "failed"); die(&err); free(ms); goto done; }
@@ -259,26 +225,34 @@ int cmd_train_probe(int argc, char **argv) {
   rc = 0;
 done:
   free(journal); free(probe_path); free(config_path);
-  free_opts(&o);
   return rc;
 }
 
-int cmd_sweep_layers(int argc, char **argv) {
-  static const char *const known[] = {DATA_KNOWN, TRAIN_KNOWN, "layers", "out_path", NULL};
-  static const char *const flags[] = {"no_chat_template", "standardize", NULL};
-  opts o;
-  if (cli_begin(argc, argv, &o, known, flags)) return 2;
+static const opt_spec train_probe_opts[] = {
+    DATA_OPTS, TRAIN_OPTS("100"),
+    O_INT("layer", "-4", -100000, 100000, "the hidden state the probe reads: transformers' output_hidden_states index, -k from the end"),
+    O_("out_dir", OPT_OUTDIR, OPT_REQUIRED, NULL, "gets probe.safetensors and config.json"),
+    O_DBL("threshold", "0.65", 0, 1, "config.json: smoothed risk from which the guard logs \"suspicious\""),
+    O_DBL("pause_threshold", "0.75", 0, 1, "config.json: smoothed risk at which the guard pauses for the classifier"),
+    O_INT("probe_every_n_tokens", "4", 1, 1 << 20, "config.json: probe every N generated tokens"),
+    O_INT("smoothing_window", "4", 1, 1 << 20, "config.json: mean of the last N risks"),
+    O_END};
+const cli_command cmd_train_probe = {"train-probe", "linear probe on one layer -> probe.safetensors + config.json",
+                                     "--out_dir and one of --data_path or --activations are required. Prints the held-out metrics.",
+                                     train_probe_opts, run_train_probe};
+
+static int run_sweep_layers(const cli_args *o) {
   data_args d;
   oc_probe_train_opts t;
   double val_size, target_fpr;
   uint64_t split_seed;
-  int rc = 2, *layers = NULL, nl = 0;
+  int rc = 1, *layers = NULL, nl = 0;
   oc_error err;
   char *journal = NULL;
-  const char *out_path = opt(&o, "out_path");
-  if (read_data_args(&o, &d) || read_train_args(&o, 60, &t, &val_size, &target_fpr, &split_seed)) goto done;
-  rc = 1;
-  if (parse_layers(opt(&o, "layers") ? opt(&o, "layers") : "-2,-4,-6,-8,-10,-12", &layers, &nl, &err)) { die(&err); goto done; }
+  const char *out_path = arg_str(o, "out_path");
+  if (read_data_args(o, 1, &d)) return 2;
+  read_train_args(o, &t, &val_size, &target_fpr, &split_seed);
+  if (!(layers = layer_list(o, &nl, &err))) return die(&err);
   if (out_path) journal = joined(out_path, ".activations.partial");
   oc_progress prog;
   oc_progress_start(&prog, "sweep-layers", "examples", 0, d.progress_path);
@@ -314,10 +288,8 @@ int cmd_sweep_layers(int argc, char **argv) {
   cJSON_Delete(res);
   int wrc = 0;
   if (out_path) {
-    char *svg = oc_path_sibling(out_path, ".svg");
-    wrc = oc_write_file_atomic(out_path, js, strlen(js), &err) || oc_sweep_svg(svg, layers, nl, auc, f1, &err);
-    if (!wrc) fprintf(stderr, "wrote %s and %s\n", out_path, svg);
-    free(svg);
+    wrc = oc_sweep_save(out_path, js, layers, nl, auc, f1, &err);
+    if (!wrc) fprintf(stderr, "wrote %s and its .svg plot\n", out_path);
   }
   free(auc); free(f1);
   if (wrc) { oc_progress_end(&prog, "failed"); die(&err); free(js); goto done; }
@@ -328,6 +300,14 @@ int cmd_sweep_layers(int argc, char **argv) {
   rc = 0;
 done:
   free(journal); free(layers);
-  free_opts(&o);
   return rc;
 }
+
+static const opt_spec sweep_opts[] = {
+    DATA_OPTS, TRAIN_OPTS("60"),
+    O_INTS("layers", "-2,-4,-6,-8,-10,-12", -100000, 100000, "one probe per hidden state: transformers' indices, -k from the end"),
+    O_OUT("out_path", NULL, "also write the JSON here, with an SVG of ROC AUC and F1 by layer beside it"),
+    O_END};
+const cli_command cmd_sweep_layers = {"sweep-layers", "one probe per layer from one pass per example -> JSON metrics (+ SVG)",
+                                      "One of --data_path or --activations is required. Prints {\"<layer>\": metrics, ...}.", sweep_opts,
+                                      run_sweep_layers};

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "opencon/classifier.h"
+#include "opencon/dataset.h"
 #include "opencon/json.h"
 
 static int cmp_d(const void *a, const void *b) {
@@ -95,6 +96,78 @@ cJSON *oc_calibrate(const double *scores, const int32_t *y, int n, int three, do
   if (rows_out) { *rows_out = rows; *nrows = u; }
   else free(rows);
   return rep;
+}
+
+/* the validation rows of ds: a stratified split, or every row when validation_size >= 1 */
+static int validation_rows(const oc_dataset *ds, double validation_size, uint64_t seed, int64_t **va, int *nv, oc_error *err) {
+  if (validation_size >= 1) {
+    if (!(*va = malloc(sizeof(int64_t) * (size_t)(ds->n ? ds->n : 1)))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < ds->n; i++) (*va)[i] = i;
+    *nv = ds->n;
+    return 0;
+  }
+  int32_t *y = malloc(sizeof(int32_t) * (size_t)(ds->n ? ds->n : 1));
+  if (!y) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < ds->n; i++) y[i] = ds->ex[i].label;
+  int64_t *tr = NULL;
+  int nt;
+  int rc = oc_stratified_split(y, ds->n, validation_size, seed, &tr, &nt, va, nv, err);
+  free(y);
+  free(tr);
+  return rc;
+}
+
+int oc_calibrate_classifier(oc_classifier *c, const oc_dataset *ds, double validation_size, uint64_t seed, double max_scbr, int batch_size,
+                            oc_progress *prog, cJSON **report, oc_calib_row **rows, int *nrows, oc_error *err) {
+  *report = NULL;
+  *rows = NULL;
+  *nrows = 0;
+  if (batch_size < 1) return oc_fail(err, "batch size %d: at least 1", batch_size);
+  int64_t *va = NULL;
+  int nv = 0, rc = -1;
+  if (validation_rows(ds, validation_size, seed, &va, &nv, err)) return -1;
+  if (prog) prog->total = nv;
+  double *scores = malloc(sizeof(double) * (size_t)(nv ? nv : 1));
+  int32_t *yv = malloc(sizeof(int32_t) * (size_t)(nv ? nv : 1));
+  oc_decision *dec = malloc(sizeof *dec * (size_t)batch_size);
+  const char **pr = malloc(sizeof(char *) * (size_t)batch_size), **rs = malloc(sizeof(char *) * (size_t)batch_size);
+  if (!scores || !yv || !dec || !pr || !rs) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  for (int s0 = 0; s0 < nv; s0 += batch_size) {
+    int nb = nv - s0 < batch_size ? nv - s0 : batch_size;
+    for (int j = 0; j < nb; j++) {
+      const oc_example *e = &ds->ex[va[s0 + j]];
+      pr[j] = e->prompt;
+      rs[j] = e->response;
+      yv[s0 + j] = e->label;
+    }
+    if (oc_classifier_score_batch(c, pr, rs, nb, dec, err)) goto done;
+    for (int j = 0; j < nb; j++) scores[s0 + j] = dec[j].score;
+    if (prog) oc_progress_update(prog, s0 + nb);
+  }
+  if (!(*report = oc_calibrate(scores, yv, nv, ds->max_label == 2, max_scbr, rows, nrows))) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  rc = 0;
+done:
+  free(va); free(scores); free(yv); free(dec); free(pr); free(rs);
+  return rc;
+}
+
+int oc_calibration_save(const char *path, const cJSON *report, const oc_calib_row *rows, int nrows, oc_error *err) {
+  char *js = cJSON_Print(report), *svg = oc_path_sibling(path, ".svg");
+  double *x = malloc(sizeof(double) * (size_t)(nrows ? nrows : 1)), *f1 = malloc(sizeof(double) * (size_t)(nrows ? nrows : 1)),
+         *br = malloc(sizeof(double) * (size_t)(nrows ? nrows : 1));
+  int rc = -1;
+  if (!js || !svg || !x || !f1 || !br) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  for (int i = 0; i < nrows; i++) { x[i] = rows[i].threshold; f1[i] = rows[i].f1; br[i] = rows[i].safe_compliance_block_rate; }
+  const char *names[2] = {"F1", "safe-compliance block rate"};
+  const double *ys[2] = {f1, br};
+  remove(svg); /* a plot beside a report is always that report's: removed before the report is replaced */
+  if (oc_write_file_atomic(path, js, strlen(js), err) ||
+      oc_svg_plot(svg, "Exchange classifier: block threshold sweep (validation)", "block threshold", x, NULL, nrows, 2, names, ys, err))
+    goto done;
+  rc = 0;
+done:
+  free(js); free(svg); free(x); free(f1); free(br);
+  return rc;
 }
 
 /* ---- three-class data ---- */

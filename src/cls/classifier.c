@@ -24,8 +24,10 @@ int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, o
   return 0;
 }
 
-int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err) {
+static int load(const char *dir, int with_tokenizer, oc_classifier **out, oc_error *err) {
   *out = NULL;
+  /* a classifier directory whose writer was killed between its two renames: set aside, restored here */
+  if (!oc_is_dir(dir) && oc_artifact_dir_recover(dir, err)) return -1;
   oc_classifier *c = calloc(1, sizeof *c);
   if (!c) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   c->allow_threshold = 0.35;
@@ -33,7 +35,7 @@ int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err) {
   c->max_length = 512;
   char *cp = oc_path_join(dir, "classifier_config.json");
   int rc = -1;
-  if (oc_mbert_load(dir, 0, NULL, 0, &c->m, err) || oc_chat_load(dir, &c->tok, err)) goto done;
+  if (oc_mbert_load(dir, 0, NULL, 0, &c->m, err) || (with_tokenizer && oc_chat_load(dir, &c->tok, err))) goto done;
   if (oc_file_exists(cp)) {
     if (oc_json_parse_file(cp, &c->config, err)) goto done;
     if (!cJSON_IsObject(c->config)) { oc_fail(err, "%s: not a JSON object", cp); goto done; }
@@ -63,6 +65,9 @@ done:
   *out = c;
   return 0;
 }
+
+int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err) { return load(dir, 1, out, err); }
+int oc_classifier_load_ids_only(const char *dir, oc_classifier **out, oc_error *err) { return load(dir, 0, out, err); }
 
 const char *oc_verdict_name(oc_verdict v) {
   switch (v) {
@@ -117,6 +122,7 @@ int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *respo
 }
 
 int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char *response, oc_encoding *enc, oc_error *err) {
+  if (!c->tok) return oc_fail(err, "the classifier was loaded without its tokenizer: it scores token ids only");
   return oc_exchange_encode(c->tok, prompt, response, c->max_length, enc, err);
 }
 

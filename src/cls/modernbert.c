@@ -898,7 +898,8 @@ int oc_mbert_random(const char *config_path, const char *out_dir, int n_labels, 
   int rc = -1;
   char *js = NULL, *cp = NULL, *wp = NULL;
   cJSON *j = NULL;
-  if (parse_config(config_path, n_labels, NULL, &m->c, err) || plan_params(m, err) || oc_mkdirs(out_dir, err)) goto done;
+  oc_atomic_dir d = {0}; /* config.json and model.safetensors are put in place together */
+  if (parse_config(config_path, n_labels, NULL, &m->c, err) || plan_params(m, err) || oc_atomic_dir_open(&d, out_dir, err)) goto done;
   oc_rng r;
   oc_rng_seed(&r, seed);
   for (int i = 0; i < m->np; i++) {
@@ -924,11 +925,13 @@ int oc_mbert_random(const char *config_path, const char *out_dir, int n_labels, 
     cJSON_AddStringToObject(id2, key, m->c.labels[k]);
   }
   js = cJSON_Print(j);
-  cp = oc_path_join(out_dir, "config.json");
-  wp = oc_path_join(out_dir, "model.safetensors");
+  cp = oc_atomic_dir_file(&d, "config.json");
+  wp = oc_atomic_dir_file(&d, "model.safetensors");
+  if (!js || !cp || !wp) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (oc_write_file_atomic(cp, js, strlen(js), err) || oc_mbert_save_weights(m, wp, err)) goto done;
-  rc = 0;
+  rc = oc_atomic_dir_commit(&d, err);
 done:
+  if (rc && d.tmp_path) oc_atomic_dir_abort(&d);
   cJSON_Delete(j);
   free(js); free(cp); free(wp);
   oc_mbert_free(m);

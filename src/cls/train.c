@@ -2,6 +2,7 @@
  * Hugging Face Trainer defaults) on the C ModernBERT, with checkpoints that resume bit-identically. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,9 +114,8 @@ static int copy_file(const char *src, const char *dst, oc_error *err) {
   return rc;
 }
 
-/* config.json (the base config as a sequence classifier), model.safetensors, tokenizer files */
-static int write_model_dir(const char *dir, const char *base_dir, const oc_mbert *m, oc_error *err) {
-  if (oc_mkdirs(dir, err)) return -1;
+/* config.json (the base config as a sequence classifier), model.safetensors, tokenizer files, into dir */
+static int write_model_files(const char *dir, const char *base_dir, const oc_mbert *m, oc_error *err) {
   char *src = oc_path_join(base_dir, "config.json"), *text = NULL;
   int rc = -1;
   cJSON *cfg = NULL;
@@ -155,9 +155,10 @@ done:
   return rc;
 }
 
-static int save_checkpoint(const char *dir, const char *base_dir, const oc_mbert *m, const oc_adamw_state *st, int64_t total_steps,
-                           double epoch, uint64_t seed, uint64_t fingerprint, oc_error *err) {
-  if (write_model_dir(dir, base_dir, m, err)) return -1;
+/* A checkpoint's files: the model files, optimizer.safetensors (Adam moments), trainer_state.json. */
+static int write_checkpoint_files(const char *dir, const char *base_dir, const oc_mbert *m, const oc_adamw_state *st, int64_t total_steps,
+                                  double epoch, uint64_t seed, uint64_t fingerprint, oc_error *err) {
+  if (write_model_files(dir, base_dir, m, err)) return -1;
   oc_st_writer *w = oc_st_writer_new();
   int rc = 0, np = oc_mbert_n_params(m);
   char (*names)[200] = calloc((size_t)np * 2, sizeof *names);
@@ -191,46 +192,163 @@ static int save_checkpoint(const char *dir, const char *base_dir, const oc_mbert
   cJSON_AddStringToObject(s, "rng", "batch order and augmentation derive from (seed, epoch): no generator state to restore");
   char *js = cJSON_Print(s), *sp = oc_path_join(dir, "trainer_state.json");
   cJSON_Delete(s);
-  rc = oc_write_file_atomic(sp, js, strlen(js), err);
+  rc = !js || !sp ? oc_fail_code(err, OC_ERR_NOMEM, "out of memory") : oc_write_file_atomic(sp, js, strlen(js), err);
   free(js); free(sp);
   return rc;
 }
 
-static char *latest_checkpoint(const char *out_dir) {
+/* checkpoint-N written whole (oc_atomic_dir): a kill or a failure leaves the previous checkpoint-N or none */
+static int save_checkpoint(const char *dir, const char *base_dir, const oc_mbert *m, const oc_adamw_state *st, int64_t total_steps,
+                           double epoch, uint64_t seed, uint64_t fingerprint, oc_error *err) {
+  oc_atomic_dir d;
+  if (oc_atomic_dir_open(&d, dir, err)) return -1;
+  if (write_checkpoint_files(d.tmp_path, base_dir, m, st, total_steps, epoch, seed, fingerprint, err)) {
+    oc_atomic_dir_abort(&d);
+    return oc_wrap(err, "%s", dir);
+  }
+  return oc_atomic_dir_commit(&d, err);
+}
+
+/* The output directory written whole: the model files and classifier_config.json; the entries of a
+ * previous output the new one does not write (checkpoint-N/) are kept. */
+static int save_classifier(const char *dir, const char *base_dir, const oc_mbert *m, const char *classifier_config, oc_error *err) {
+  oc_atomic_dir d;
+  if (oc_atomic_dir_open(&d, dir, err)) return -1;
+  char *cp = oc_atomic_dir_file(&d, "classifier_config.json");
+  int rc = !cp ? oc_fail_code(err, OC_ERR_NOMEM, "out of memory")
+               : write_model_files(d.tmp_path, base_dir, m, err) || oc_write_file_atomic(cp, classifier_config, strlen(classifier_config), err) ? -1 : 0;
+  free(cp);
+  if (rc) {
+    oc_atomic_dir_abort(&d);
+    return oc_wrap(err, "%s", dir);
+  }
+  return oc_atomic_dir_commit(&d, err);
+}
+
+/* ---- resuming ---- */
+typedef struct {
+  int64_t global_step, total_steps;
+  double epoch, seed;
+  char fingerprint[17];
+} trainer_state;
+
+/* key of o: an integer-valued number in [lo, hi] */
+static int state_int(const cJSON *o, const char *key, double lo, double hi, const char *path, double *out, oc_error *err) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  if (!cJSON_IsNumber(v)) return oc_fail(err, "%s: \"%s\" is missing or not a number", path, key);
+  double x = v->valuedouble;
+  if (!isfinite(x) || x != floor(x) || x < lo || x > hi) return oc_fail(err, "%s: \"%s\" must be an integer in [%.0f, %.0f], got %.17g", path, key, lo, hi, x);
+  *out = x;
+  return 0;
+}
+
+/* trainer_state.json with every value it holds checked: 1 <= total_steps <= 2^53, 0 <= global_step <=
+ * total_steps, 0 <= epoch <= global_step, seed an integer in [0, 2^64), data_fingerprint 16 hex digits. */
+static int read_trainer_state(const char *path, trainer_state *ts, oc_error *err) {
+  char *text;
+  if (oc_read_file(path, &text, NULL, err)) return -1;
+  cJSON *s = cJSON_ParseWithOpts(text, NULL, 1); /* nothing but whitespace after the object */
+  free(text);
+  int rc = -1;
+  double gs = 0, total = 0;
+  const cJSON *ep = cJSON_GetObjectItemCaseSensitive(s, "epoch"), *fp = cJSON_GetObjectItemCaseSensitive(s, "data_fingerprint");
+  if (!cJSON_IsObject(s)) oc_fail(err, "%s: not a JSON object", path);
+  else if (state_int(s, "total_steps", 1, 9007199254740992.0, path, &total, err) || state_int(s, "global_step", 0, total, path, &gs, err) ||
+           state_int(s, "seed", 0, 18446744073709549568.0, path, &ts->seed, err))
+    ;
+  else if (!cJSON_IsNumber(ep) || !isfinite(ep->valuedouble) || ep->valuedouble < 0 || ep->valuedouble > gs)
+    oc_fail(err, "%s: \"epoch\" must be a number in [0, global_step %.0f]", path, gs);
+  else if (!cJSON_IsString(fp) || strlen(fp->valuestring) != 16 || strspn(fp->valuestring, "0123456789abcdef") != 16)
+    oc_fail(err, "%s: \"data_fingerprint\" must be 16 hexadecimal digits", path);
+  else {
+    ts->global_step = (int64_t)gs;
+    ts->total_steps = (int64_t)total;
+    ts->epoch = ep->valuedouble;
+    memcpy(ts->fingerprint, fp->valuestring, 17);
+    rc = 0;
+  }
+  cJSON_Delete(s);
+  return rc;
+}
+
+/* A complete checkpoint: its four files present, both safetensors files whole (header and size
+ * checked), trainer_state.json valid. */
+static int check_checkpoint(const char *dir, trainer_state *ts, oc_error *err) {
+  static const char *const files[] = {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"};
+  int rc = 0;
+  for (int i = 0; i < 4 && !rc; i++) {
+    char *p = oc_path_join(dir, files[i]);
+    oc_st_file *f = NULL;
+    if (!p) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    else if (!oc_file_exists(p)) rc = oc_fail_code(err, OC_ERR_NOT_FOUND, "%s: incomplete checkpoint: %s is missing", dir, files[i]);
+    else if (i == 1 || i == 2) rc = oc_st_open(p, &f, err);
+    else if (i == 3) rc = read_trainer_state(p, ts, err);
+    if (f) oc_st_close(f);
+    free(p);
+  }
+  return rc;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+  long x = *(const long *)a, y = *(const long *)b;
+  return (x < y) - (x > y);
+}
+
+/* The newest complete checkpoint-N of out_dir; incomplete ones are reported on stderr and skipped. */
+static char *latest_checkpoint(const char *out_dir, trainer_state *ts, oc_error *err) {
   DIR *d = opendir(out_dir);
-  if (!d) return NULL;
-  long best = -1;
+  if (!d) { oc_fail_code(err, oc_errno_code(errno), "%s: no checkpoint-N directory to resume from (%s)", out_dir, strerror(errno)); return NULL; }
+  long *steps = NULL;
+  size_t n = 0, cap = 0;
   struct dirent *e;
   while ((e = readdir(d))) {
     char *end;
-    if (strncmp(e->d_name, "checkpoint-", 11) == 0) {
-      long v = strtol(e->d_name + 11, &end, 10);
-      if (!*end && v > best) best = v;
+    if (strncmp(e->d_name, "checkpoint-", 11) != 0 || e->d_name[11] < '0' || e->d_name[11] > '9') continue;
+    errno = 0;
+    long v = strtol(e->d_name + 11, &end, 10);
+    if (*end || errno) continue;
+    if (n == cap) {
+      long *ns = realloc(steps, (cap = 2 * cap + 16) * sizeof *steps);
+      if (!ns) break;
+      steps = ns;
     }
+    steps[n++] = v;
   }
   closedir(d);
-  if (best < 0) return NULL;
-  char name[64];
-  snprintf(name, sizeof name, "checkpoint-%ld", best);
-  return oc_path_join(out_dir, name);
+  if (n) qsort(steps, n, sizeof *steps, cmp_desc);
+  char *found = NULL;
+  for (size_t i = 0; i < n && !found; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "checkpoint-%ld", steps[i]);
+    char *p = oc_path_join(out_dir, name);
+    if (p && check_checkpoint(p, ts, err) == 0) found = p;
+    else {
+      if (p) fprintf(stderr, "skipping %s: %s\n", p, err->msg);
+      free(p);
+    }
+  }
+  free(steps);
+  if (!found) oc_fail_code(err, OC_ERR_NOT_FOUND, "%s: no complete checkpoint-N directory to resume from", out_dir);
+  return found;
 }
 
-static int load_checkpoint(const char *dir, oc_mbert *m, oc_adamw_state *st, int64_t total_steps, uint64_t fingerprint, oc_error *err) {
+/* Weights and Adam moments of a checked checkpoint made with this run's data and settings. */
+static int load_checkpoint(const char *dir, const trainer_state *ts, oc_mbert *m, oc_adamw_state *st, int64_t total_steps, int64_t steps_per_epoch,
+                           uint64_t seed, uint64_t fingerprint, oc_error *err) {
   char *wp = oc_path_join(dir, "model.safetensors"), *op = oc_path_join(dir, "optimizer.safetensors"), *sp = oc_path_join(dir, "trainer_state.json");
-  char *text = NULL;
-  cJSON *s = NULL;
   oc_st_file *f = NULL;
   int rc = -1;
-  if (oc_read_file(sp, &text, NULL, err)) goto done;
-  s = cJSON_Parse(text);
-  const cJSON *gs = cJSON_GetObjectItemCaseSensitive(s, "global_step"), *ts = cJSON_GetObjectItemCaseSensitive(s, "total_steps"),
-              *fp = cJSON_GetObjectItemCaseSensitive(s, "data_fingerprint");
-  if (!cJSON_IsNumber(gs) || !cJSON_IsNumber(ts) || !cJSON_IsString(fp)) { oc_fail(err, "%s: global_step, total_steps or data_fingerprint missing", sp); goto done; }
   char want[32];
   snprintf(want, sizeof want, "%016llx", (unsigned long long)fingerprint);
-  if ((int64_t)ts->valuedouble != total_steps || strcmp(fp->valuestring, want) != 0) {
-    oc_fail(err, "%s: the checkpoint was made with other data or settings (total_steps %lld vs %lld, data %s vs %s)", sp,
-            (long long)ts->valuedouble, (long long)total_steps, fp->valuestring, want);
+  if (ts->total_steps != total_steps || strcmp(ts->fingerprint, want) != 0 || ts->seed != (double)seed) {
+    oc_fail(err, "%s: the checkpoint was made with other data or settings (total_steps %lld vs %lld, data %s vs %s, seed %.0f vs %llu)", sp,
+            (long long)ts->total_steps, (long long)total_steps, ts->fingerprint, want, ts->seed, (unsigned long long)seed);
+    goto done;
+  }
+  double epoch = (double)ts->global_step / (double)steps_per_epoch;
+  if (fabs(ts->epoch - epoch) > 1e-9 * (epoch > 1 ? epoch : 1)) {
+    oc_fail(err, "%s: \"epoch\" %.17g does not match global_step %lld at %lld steps per epoch", sp, ts->epoch, (long long)ts->global_step,
+            (long long)steps_per_epoch);
     goto done;
   }
   if (oc_mbert_load_weights(m, wp, err) || oc_st_open(op, &f, err)) goto done;
@@ -252,12 +370,29 @@ static int load_checkpoint(const char *dir, oc_mbert *m, oc_adamw_state *st, int
     memcpy(st->m + off, tm->data, tm->nbytes);
     memcpy(st->v + off, tv->data, tv->nbytes);
   }
-  st->step = (int64_t)gs->valuedouble;
+  st->step = ts->global_step;
   rc = 0;
 done:
   if (f) oc_st_close(f);
-  cJSON_Delete(s);
-  free(text); free(wp); free(op); free(sp);
+  free(wp); free(op); free(sp);
+  return rc;
+}
+
+/* --resume_from_checkpoint: "latest"/"true" is the newest complete checkpoint-N of out_dir; a named
+ * checkpoint must be complete. */
+static int resume_checkpoint(const oc_cls_train_opts *o, oc_mbert *m, oc_adamw_state *st, int64_t total, int64_t spe, uint64_t fingerprint,
+                             oc_error *err) {
+  trainer_state ts;
+  char *dir;
+  if (strcmp(o->resume_from, "latest") == 0 || strcmp(o->resume_from, "true") == 0) {
+    if (!(dir = latest_checkpoint(o->out_dir, &ts, err))) return -1;
+  } else {
+    if (!(dir = strdup(o->resume_from))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    if (oc_artifact_dir_recover(dir, err) || check_checkpoint(dir, &ts, err)) { free(dir); return -1; }
+  }
+  int rc = load_checkpoint(dir, &ts, m, st, total, spe, o->seed, fingerprint, err);
+  if (!rc) fprintf(stderr, "resuming from %s at step %lld of %lld\n", dir, (long long)st->step, (long long)total);
+  free(dir);
   return rc;
 }
 
@@ -309,7 +444,6 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   int32_t *ybuf = NULL, *batch_ids = NULL, *batch_labels = NULL;
   int *batch_lens = NULL;
   double *probs = NULL;
-  char *resume = NULL;
   oc_adamw_state st = {0};
   cJSON *metrics = NULL;
   if (oc_dataset_load(o->data_path, 0, o->seed, &ds, err)) { oc_progress_end(&prog, "failed"); return -1; }
@@ -364,12 +498,10 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   oc_progress_phase(&prog, "loading_model", 0, 0);
   if (oc_mbert_load(o->model_dir, C, names, o->seed, &m, err) || oc_mbert_adamw_init(m, &st, err)) goto done;
   const int64_t spe = (ntr + o->batch_size - 1) / o->batch_size, total = (int64_t)o->epochs * spe;
-  if (o->resume_from) {
-    resume = strcmp(o->resume_from, "latest") == 0 || strcmp(o->resume_from, "true") == 0 ? latest_checkpoint(o->out_dir) : strdup(o->resume_from);
-    if (!resume) { oc_fail(err, "%s: no checkpoint-N directory to resume from", o->out_dir); goto done; }
-    if (load_checkpoint(resume, m, &st, total, fingerprint, err)) goto done;
-    fprintf(stderr, "resuming from %s at step %lld of %lld\n", resume, (long long)st.step, (long long)total);
-  }
+  /* what a killed run left in out_dir: set-aside versions restored or settled, temporaries removed */
+  if (oc_artifact_dir_recover(o->out_dir, err)) goto done;
+  oc_tidy_dir(o->out_dir);
+  if (o->resume_from && resume_checkpoint(o, m, &st, total, spe, fingerprint, err)) goto done;
   batch_ids = malloc(sizeof(int32_t) * (size_t)o->batch_size * (size_t)o->max_length);
   batch_lens = malloc(sizeof(int) * (size_t)o->batch_size);
   batch_labels = malloc(sizeof(int32_t) * (size_t)o->batch_size);
@@ -446,7 +578,6 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
     metrics = cJSON_CreateObject();
   }
   oc_progress_phase(&prog, "saving", 0, 0);
-  if (write_model_dir(o->out_dir, o->model_dir, m, err)) goto done;
   cJSON *cc = cJSON_CreateObject();
   cJSON_AddStringToObject(cc, "model_id", o->model_id ? o->model_id : o->model_dir);
   cJSON_AddStringToObject(cc, "data_path", o->data_path);
@@ -469,10 +600,10 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   cJSON_AddNumberToObject(cc, "validation_records", nva);
   cJSON_AddNumberToObject(cc, "total_steps", (double)total);
   cJSON_AddStringToObject(cc, "created_by", "opencon");
-  char *js = cJSON_Print(cc), *cp = oc_path_join(o->out_dir, "classifier_config.json");
+  char *js = cJSON_Print(cc);
   cJSON_Delete(cc);
-  int wrc = oc_write_file_atomic(cp, js, strlen(js), err);
-  free(js); free(cp);
+  int wrc = !js ? oc_fail_code(err, OC_ERR_NOMEM, "out of memory") : save_classifier(o->out_dir, o->model_dir, m, js, err);
+  free(js);
   if (wrc) goto done;
   oc_progress_end(&prog, "completed");
   if (metrics_out) { *metrics_out = metrics; metrics = NULL; }
@@ -481,7 +612,7 @@ done:
   if (rc) oc_progress_end(&prog, "failed");
   cJSON_Delete(metrics);
   for (int i = 0; i < nrec; i++) free(recs[i].ids);
-  free(recs); free(tr); free(va); free(tri); free(vai); free(ybuf); free(batch_ids); free(batch_lens); free(batch_labels); free(probs); free(resume);
+  free(recs); free(tr); free(va); free(tri); free(vai); free(ybuf); free(batch_ids); free(batch_lens); free(batch_labels); free(probs);
   oc_adamw_free(&st);
   oc_mbert_free(m);
   oc_chat_free(tok);

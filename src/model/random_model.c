@@ -59,10 +59,15 @@ int oc_random_model(const char *config_path, const char *out_dir, uint64_t seed,
   if (oc_read_file(config_path, &json, NULL, err)) return -1;
   oc_model_config c;
   if (oc_config_parse(json, config_path, &c, err)) { free(json); return -1; }
-  int rc = oc_mkdirs(out_dir, err);
-  char *cfg_out = oc_path_join(out_dir, "config.json");
-  if (!rc) rc = oc_write_file_atomic(cfg_out, json, strlen(json), err);
-  free(cfg_out);
+  /* config.json and model.safetensors go into a temporary directory put in place whole: never a
+   * config.json without its weights */
+  oc_atomic_dir d;
+  int rc = oc_atomic_dir_open(&d, out_dir, err);
+  if (!rc) {
+    char *cfg_out = oc_atomic_dir_file(&d, "config.json");
+    rc = cfg_out ? oc_write_file_atomic(cfg_out, json, strlen(json), err) : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    free(cfg_out);
+  }
   free(json);
   plan p = {oc_st_writer_new(), NULL, 0, 32 * (c.n_layers + 4), seed, "", err};
   p.ctx = calloc((size_t)p.cap, sizeof *p.ctx);
@@ -116,10 +121,12 @@ int oc_random_model(const char *config_path, const char *out_dir, uint64_t seed,
   }
   if (!rc) rc = oc_st_writer_set_metadata(p.w, "format", "pt", err);
   if (!rc) {
-    char *path = oc_path_join(out_dir, "model.safetensors");
-    rc = oc_st_writer_write(p.w, path, err);
+    char *path = oc_atomic_dir_file(&d, "model.safetensors");
+    rc = path ? oc_st_writer_write(p.w, path, err) : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     free(path);
   }
+  if (rc) oc_atomic_dir_abort(&d);
+  else rc = oc_atomic_dir_commit(&d, err);
   oc_st_writer_free(p.w);
   free(p.ctx);
   oc_config_free(&c);

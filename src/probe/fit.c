@@ -104,10 +104,27 @@ static int config_string(const cJSON *j, const char *key, char **dst, const char
   return 0;
 }
 
+/* The text of DIR/config.json. A missing DIR may be a probe directory whose writer was killed
+ * while replacing it: the recovery rule restores it, then the file is read again. */
+static int read_probe_config(const char *path, char **text, oc_error *err) {
+  if (oc_read_file(path, text, NULL, err) == 0) return 0;
+  const char *slash = strrchr(path, '/');
+  if (err->code != OC_ERR_NOT_FOUND || !slash || slash == path) return -1;
+  char *dir = strndup(path, (size_t)(slash - path));
+  int rc = -1;
+  if (dir && !oc_is_dir(dir) && oc_artifact_dir_recover(dir, err) == 0) rc = oc_read_file(path, text, NULL, err);
+  free(dir);
+  return rc;
+}
+
 int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err) {
   oc_probe_config_defaults(c);
+  char *text;
+  if (read_probe_config(path, &text, err)) return -1;
   cJSON *j;
-  if (oc_json_parse_file(path, &j, err)) return -1;
+  int prc = oc_json_parse(text, strlen(text), path, 1, &j, err);
+  free(text);
+  if (prc) return -1;
   if (!cJSON_IsObject(j)) { cJSON_Delete(j); return oc_fail(err, "%s: not a JSON object", path); }
   int rc = -1;
   double layer = c->layer, hidden = c->hidden_size, every = c->probe_every_n_tokens, window = c->smoothing_window;
@@ -136,6 +153,69 @@ done:
   return rc;
 }
 
+cJSON *oc_probe_fit_metrics_json(const oc_probe_fit *f, double validation_size) {
+  cJSON *m = oc_metrics_json(&f->val);
+  cJSON_AddStringToObject(m, "split", validation_size > 0 && f->n_val > 0 ? "validation" : "train");
+  return m;
+}
+
+/* config.json of a probe: the MVP's keys first, then how it was made. */
+static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provenance *p) {
+  const oc_probe_fit *fit = p->fit;
+  const oc_probe_train_opts *t = p->train;
+  cJSON *cfg = cJSON_CreateObject();
+  cJSON_AddStringToObject(cfg, "model_id", c->model_id ? c->model_id : "");
+  cJSON_AddStringToObject(cfg, "model_family", c->model_family ? c->model_family : "");
+  cJSON_AddNumberToObject(cfg, "layer", c->layer);
+  cJSON_AddNumberToObject(cfg, "hidden_size", c->hidden_size);
+  cJSON_AddNumberToObject(cfg, "threshold", c->threshold);
+  cJSON_AddNumberToObject(cfg, "pause_threshold", c->pause_threshold);
+  cJSON_AddNumberToObject(cfg, "probe_every_n_tokens", c->probe_every_n_tokens);
+  cJSON_AddNumberToObject(cfg, "smoothing_window", c->smoothing_window);
+  cJSON_AddBoolToObject(cfg, "use_chat_template", c->use_chat_template);
+  cJSON_AddItemToObject(cfg, "metrics", oc_probe_fit_metrics_json(fit, p->validation_size));
+  cJSON_AddItemToObject(cfg, "train_metrics", oc_metrics_json(&fit->train));
+  cJSON_AddStringToObject(cfg, "note", "Linear probe on the final-token hidden state of `layer` (transformers' hidden_states index); "
+                                       "risk = sigmoid(head.weight . h + head.bias). `metrics` are on the held-out split.");
+  if (isfinite(c->calibrated_threshold)) cJSON_AddNumberToObject(cfg, "calibrated_threshold", c->calibrated_threshold);
+  else cJSON_AddNullToObject(cfg, "calibrated_threshold");
+  cJSON_AddNumberToObject(cfg, "target_fpr", p->target_fpr);
+  cJSON_AddStringToObject(cfg, "probe_file", "probe.safetensors");
+  cJSON_AddNumberToObject(cfg, "validation_size", p->validation_size);
+  cJSON_AddNumberToObject(cfg, "n_train", fit->n_train);
+  cJSON_AddNumberToObject(cfg, "n_validation", fit->n_val);
+  cJSON_AddNumberToObject(cfg, "epochs", t->epochs);
+  cJSON_AddNumberToObject(cfg, "lr", t->lr);
+  cJSON_AddNumberToObject(cfg, "weight_decay", t->weight_decay);
+  cJSON_AddNumberToObject(cfg, "batch_size", t->batch_size);
+  cJSON_AddNumberToObject(cfg, "seed", (double)t->seed);
+  cJSON_AddBoolToObject(cfg, "standardize", t->standardize);
+  cJSON_AddNumberToObject(cfg, "final_train_loss", fit->final_loss);
+  cJSON_AddNumberToObject(cfg, "max_length", p->max_length);
+  if (p->data_path) cJSON_AddStringToObject(cfg, "data_path", p->data_path);
+  if (p->activations) cJSON_AddStringToObject(cfg, "activations", p->activations);
+  cJSON_AddNumberToObject(cfg, "max_examples", (double)p->max_examples);
+  cJSON_AddNumberToObject(cfg, "sample_seed", (double)p->sample_seed);
+  cJSON_AddStringToObject(cfg, "created_by", "opencon");
+  return cfg;
+}
+
+int oc_probe_artifact_save(const char *dir, const oc_probe *probe, const oc_probe_config *c, const oc_probe_provenance *p,
+                           oc_error *err) {
+  cJSON *cfg = probe_config_json(c, p);
+  char *js = cfg ? cJSON_Print(cfg) : NULL;
+  cJSON_Delete(cfg);
+  if (!js) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  oc_atomic_dir d;
+  if (oc_atomic_dir_open(&d, dir, err)) { free(js); return -1; }
+  char *pp = oc_atomic_dir_file(&d, "probe.safetensors"), *cp = oc_atomic_dir_file(&d, "config.json");
+  int rc = !pp || !cp ? oc_fail_code(err, OC_ERR_NOMEM, "out of memory")
+                      : oc_probe_save(probe, pp, err) || oc_write_file_atomic(cp, js, strlen(js), err) ? -1 : 0;
+  free(pp); free(cp); free(js);
+  if (rc) { oc_atomic_dir_abort(&d); return oc_wrap(err, "%s", dir); }
+  return oc_atomic_dir_commit(&d, err);
+}
+
 int oc_sweep_svg(const char *path, const int *layers, int n, const double *auc, const double *f1, oc_error *err) {
   char (*ticks)[16] = calloc((size_t)(n ? n : 1), sizeof *ticks);
   const char **tp = calloc((size_t)(n ? n : 1), sizeof *tp);
@@ -146,5 +226,14 @@ int oc_sweep_svg(const char *path, const int *layers, int n, const double *auc, 
   const double *ys[2] = {auc, f1};
   int rc = oc_svg_plot(path, "Probe quality by layer (held-out)", "layer (hidden_states index)", x, tp, n, 2, names, ys, err);
   free(ticks); free(tp); free(x);
+  return rc;
+}
+
+int oc_sweep_save(const char *path, const char *report_json, const int *layers, int n, const double *auc, const double *f1, oc_error *err) {
+  char *svg = oc_path_sibling(path, ".svg");
+  if (!svg) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  remove(svg);
+  int rc = oc_write_file_atomic(path, report_json, strlen(report_json), err) || oc_sweep_svg(svg, layers, n, auc, f1, err) ? -1 : 0;
+  free(svg);
   return rc;
 }
