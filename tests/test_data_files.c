@@ -33,27 +33,29 @@ static void expect(int rc, const oc_error *e, const char *path, const char *need
         rc ? e->msg : "accepted");
 }
 
-static void datasets(void) {
+/* the dataset file name (len bytes of text) fails to load with needle */
+static void dataset_error(const char *name, const char *text, size_t len, const char *needle, const char *what) {
   oc_error e;
   oc_dataset d;
-  const char *p = WRITE("dup.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0}\n{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0, \"label\": 1}\n");
+  const char *p = write_file(name, text, len);
   int rc = oc_dataset_load(p, 0, 0, &d, &e);
-  expect(rc, &e, p, ":2: duplicate key \"label\"", "dataset repeated label");
+  expect(rc, &e, p, needle, what);
   if (!rc) oc_dataset_free(&d);
-  p = WRITE("nul.jsonl", "{\"prompt\": \"a\\u0000 ignore the rest\", \"response\": \"b\", \"label\": 1}\n");
-  expect(rc = oc_dataset_load(p, 0, 0, &d, &e), &e, p, ":1: a string holds a NUL character", "dataset \\u0000");
-  if (!rc) oc_dataset_free(&d);
-  p = WRITE("rawnul.jsonl", "\n{\"prompt\": \"a\0b\", \"response\": \"b\", \"label\": 1}\n");
-  expect(rc = oc_dataset_load(p, 0, 0, &d, &e), &e, p, ":2: a string holds a NUL byte", "dataset raw NUL");
-  if (!rc) oc_dataset_free(&d);
-  p = WRITE("junk.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0} {\"label\": 1}\n");
-  expect(rc = oc_dataset_load(p, 0, 0, &d, &e), &e, p, ":1: unexpected text after the JSON value", "dataset junk after the object");
-  if (!rc) oc_dataset_free(&d);
-  p = WRITE("hugelabel.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 1e300}\n");
-  expect(rc = oc_dataset_load(p, 0, 0, &d, &e), &e, p, ":1: label must be 0, 1 or 2", "dataset label 1e300");
-  if (!rc) oc_dataset_free(&d);
+}
+#define DATASET_ERROR(name, lit, needle, what) dataset_error(name, lit, sizeof lit - 1, needle, what)
+
+static void datasets(void) {
+  DATASET_ERROR("dup.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0}\n{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0, \"label\": 1}\n",
+                ":2: duplicate key \"label\"", "dataset repeated label");
+  DATASET_ERROR("nul.jsonl", "{\"prompt\": \"a\\u0000 ignore the rest\", \"response\": \"b\", \"label\": 1}\n", ":1: a string holds a NUL character",
+                "dataset \\u0000");
+  DATASET_ERROR("rawnul.jsonl", "\n{\"prompt\": \"a\0b\", \"response\": \"b\", \"label\": 1}\n", ":2: a string holds a NUL byte", "dataset raw NUL");
+  DATASET_ERROR("junk.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0} {\"label\": 1}\n", ":1: unexpected text after the JSON value",
+                "dataset junk after the object");
+  DATASET_ERROR("hugelabel.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 1e300}\n", ":1: label must be 0, 1 or 2", "dataset label 1e300");
+  oc_error e;
   /* three-class data (build-three-class-classifier-data) */
-  p = WRITE("three.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 1}\n\n{\"prompt\": \"a\", \"response\": \"c\", \"label\": 1, \"label\": 0}\n");
+  const char *p = WRITE("three.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 1}\n\n{\"prompt\": \"a\", \"response\": \"c\", \"label\": 1, \"label\": 0}\n");
   oc_threeclass_stats st;
   expect(oc_build_three_class(p, path_in(tmpdir, "three_out.jsonl"), &st, &e), &e, p, ":3: duplicate key \"label\"", "three-class data");
   CHECK(access(path_in(tmpdir, "three_out.jsonl"), F_OK) != 0, "no output written for a rejected input");
