@@ -1,10 +1,12 @@
-/* Deterministic mutations of a real torch.save probe, a CSV, a judge reply and JSONL through the
- * fuzz harness (tests/fuzz/fuzz_formats.c): under ASan/UBSan in CI this is the fixed-seed part of
- * fuzzing those parsers. Every case must either work or fail with an error. */
+/* Deterministic mutations of a real torch.save probe, a CSV, a judge reply, JSONL and JSON files,
+ * a JSON document for the strict parser and a CSV prompt set through the fuzz harness
+ * (tests/fuzz/fuzz_formats.c): under ASan/UBSan in CI this is the fixed-seed part of fuzzing
+ * those parsers. Every case must either work or fail with an error. */
 #include <string.h>
 
 #include "check.h"
 #include "opencon/jailbreak.h"
+#include "opencon/json.h"
 #include "opencon/probe.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
@@ -57,6 +59,12 @@ int main(int argc, char **argv) {
   mutate_all(2, reply, sizeof reply - 1, 3000);
   const char jsonl[] = "{\"prompt\": \"p\", \"response\": \"r\", \"label\": 1, \"split\": \"harmful\"}\n{\"prompt\": \"q\", \"response\": \"s\", \"label\": 0}\n";
   mutate_all(3, jsonl, sizeof jsonl - 1, 400);
+  const char jarr[] = "[{\"text\": \"a\", \"label\": \"safe\"}, {\"prompt\": \"b\", \"split\": \"x\"}]";
+  mutate_all(3, jarr, sizeof jarr - 1, 200);
+  const char doc[] = "{\"a\": [1, -2.5e3, true, null, {\"b\": \"\\u00e9\\n\\\\u0000\"}], \"c\": {\"d\": {}, \"e\": []}, \"\\u0066\": \"x\"}\n";
+  mutate_all(4, doc, sizeof doc - 1, 3000);
+  const char pcsv[] = "id,prompt,split\r\n1,\"a, \"\"b\"\"\",s1\r\n2,c,s2\r\n3,d,s1\r\n";
+  mutate_all(5, pcsv, sizeof pcsv - 1, 400);
   /* the unmutated seeds parse (so the mutations start from valid inputs) */
   oc_probe p;
   REQUIRE(oc_read_file(argv[1], &pt, &ptl, &e) == 0, "%s", e.msg);
@@ -69,6 +77,9 @@ int main(int argc, char **argv) {
   oc_judgment j;
   CHECK(oc_judge_parse_reply(reply, &j, &e) == 0 && j.raw_unsafe == 1 && j.unsafe == 1 && j.confidence == 0.5, "seed reply: %s", e.msg);
   oc_judgment_free(&j);
+  cJSON *dj;
+  CHECK(oc_json_parse(doc, sizeof doc - 1, "seed.json", 1, &dj, &e) == 0, "seed JSON document: %s", e.msg);
+  cJSON_Delete(dj);
   printf("%ld inputs run\n", calls);
   return check_summary("formats_mutate");
 }

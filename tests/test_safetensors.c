@@ -1,6 +1,7 @@
 /* safetensors reader/writer: round trip, sharded directories, and hostile headers. */
 #include <math.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -69,8 +70,39 @@ static void hostile(void) {
   expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}     ", 8, "data_offsets");
   expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,8]}}      ", 8, "overflow");
   expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 16, "overlap");
-  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16, "twice");
-  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}} x  ", 8, "trailing");
+  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16, "duplicate key \"a\"");
+  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}} x  ", 8, "unexpected text after the JSON value");
+  /* two __metadata__ entries overflowed the heap (the second table was sized for its own entries,
+   * filled after the first's) */
+  expect_error("{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"},\"__metadata__\":{\"d\":\"4\"}}", 0, "duplicate key \"__metadata__\"");
+  /* an empty tensor sorted between two overlapping ones hid the overlap */
+  expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+               "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 16, "tensors \"a\" and \"b\" overlap");
+  expect_error("{\"a\":{\"dtype\":\"U8\",\"shape\":[100],\"data_offsets\":[0,100]},\"e\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[10,10]},"
+               "\"c\":{\"dtype\":\"U8\",\"shape\":[10],\"data_offsets\":[20,30]}}", 100, "tensors \"a\" and \"c\" overlap");
+  /* empty tensors occupy no bytes: inside or at the edge of another tensor is fine */
+  const char *empties = "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]},\"e\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[4,4]},"
+                        "\"f\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[8,8]},\"b\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[8,16]}}";
+  b = mk(empties, 16, &len);
+  CHECK(oc_st_parse(b, len, "empties", &f, &e) == 0 && oc_st_count(f) == 4, "empty tensors rejected: %s", e.msg);
+  oc_st_close(f);
+  free(b);
+  /* unaligned tensors are copied only after the overlap check: 2000 overlapping views of the
+   * whole data section are an error, not 2000 copies of it */
+  size_t hcap = 200000, hk = 0;
+  char *many = malloc(hcap);
+  hk += (size_t)snprintf(many + hk, hcap - hk, "{");
+  for (int i = 0; i < 2000; i++)
+    hk += (size_t)snprintf(many + hk, hcap - hk, "%s\"t%d\":{\"dtype\":\"F32\",\"shape\":[262144],\"data_offsets\":[1,1048577]}", i ? "," : "", i);
+  hk += (size_t)snprintf(many + hk, hcap - hk, "}");
+  while (hk % 8) many[hk++] = ' '; /* data section 8-aligned: offset 1 is misaligned for F32 */
+  many[hk] = 0;
+  struct rusage ru0, ru1;
+  getrusage(RUSAGE_SELF, &ru0);
+  expect_error(many, 1048577 + 3, "overlap");
+  getrusage(RUSAGE_SELF, &ru1);
+  CHECK(ru1.ru_maxrss - ru0.ru_maxrss < 200 * 1024, "the rejected header grew the peak RSS by %ld KB", ru1.ru_maxrss - ru0.ru_maxrss);
+  free(many);
   expect_error("{\"__metadata__\":{\"k\":1}}               ", 0, "__metadata__");
   expect_error("{\"a\":7}                                  ", 0, "not an object");
 }

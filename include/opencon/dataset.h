@@ -35,7 +35,7 @@ void oc_dataset_free(oc_dataset *d);
 /* FNV-1a 64 of prompt, response and label: identifies an example in activation files. */
 uint64_t oc_example_hash(const oc_example *e);
 
-/* Stratified split: for each label, its indices shuffled with the seed; round(frac * count)
+/* Stratified split of labels 0..2 (others are an error): for each label, its indices shuffled with the seed; round(frac * count)
  * go to validation (at least 1 when frac > 0 and the label has 2+ rows, never all of them).
  * Index arrays are malloc'd. */
 int oc_stratified_split(const int32_t *y, int n, double frac, uint64_t seed, int64_t **train, int *n_train,

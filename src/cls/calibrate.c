@@ -9,6 +9,7 @@
 
 #include "opencon/classifier.h"
 #include "opencon/dataset.h"
+#include "opencon/json.h"
 
 static int cmp_d(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -228,7 +229,8 @@ int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *s
     int blank = 1;
     for (ssize_t i = 0; i < got; i++) if (!isspace((unsigned char)line[i])) blank = 0;
     if (blank) continue;
-    cJSON *row = cJSON_ParseWithLength(line, (size_t)got);
+    cJSON *row;
+    if (oc_json_parse(line, (size_t)got, in, ln, &row, err)) goto done;
     const cJSON *p = row ? cJSON_GetObjectItemCaseSensitive(row, "prompt") : NULL, *r = row ? cJSON_GetObjectItemCaseSensitive(row, "response") : NULL,
                 *l = row ? cJSON_GetObjectItemCaseSensitive(row, "label") : NULL, *nm = row ? cJSON_GetObjectItemCaseSensitive(row, "label_name") : NULL;
     if (!cJSON_IsObject(row) || !cJSON_IsString(p) || !cJSON_IsString(r)) {
@@ -239,7 +241,7 @@ int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *s
     int label = -1;
     if (cJSON_IsString(nm)) {
       for (int k = 0; k < 3; k++) if (strcmp(nm->valuestring, names[k]) == 0) label = k;
-      if (label < 0) { cJSON_Delete(row); oc_fail(err, "%s:%lld: unknown label_name \"%s\"", in, (long long)ln, nm->valuestring); goto done; }
+      if (label < 0) { oc_fail(err, "%s:%lld: unknown label_name \"%.80s\"", in, (long long)ln, nm->valuestring); cJSON_Delete(row); goto done; }
     } else {
       if (!cJSON_IsNumber(l) || (l->valuedouble != 0 && l->valuedouble != 1)) {
         cJSON_Delete(row);

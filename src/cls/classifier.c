@@ -1,6 +1,8 @@
 /* The exchange classifier's decisions, as the MVP makes them. */
 #include "opencon/classifier.h"
 
+#include "opencon/json.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,10 +37,7 @@ static int load(const char *dir, int with_tokenizer, oc_classifier **out, oc_err
   int rc = -1;
   if (oc_mbert_load(dir, 0, NULL, 0, &c->m, err) || (with_tokenizer && oc_chat_load(dir, &c->tok, err))) goto done;
   if (oc_file_exists(cp)) {
-    char *text;
-    if (oc_read_file(cp, &text, NULL, err)) goto done;
-    c->config = cJSON_Parse(text);
-    free(text);
+    if (oc_json_parse_file(cp, &c->config, err)) goto done;
     if (!cJSON_IsObject(c->config)) { oc_fail(err, "%s: not a JSON object", cp); goto done; }
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(c->config, "allow_threshold"), *b = cJSON_GetObjectItemCaseSensitive(c->config, "block_threshold"),
                 *ml = cJSON_GetObjectItemCaseSensitive(c->config, "max_length");

@@ -14,6 +14,7 @@
 
 #include "nn/gemm.h"
 #include "nn/vmath.h"
+#include "opencon/json.h"
 #include "opencon/modernbert.h"
 #include "opencon/safetensors.h"
 
@@ -132,11 +133,8 @@ static int cfg_num(const cJSON *j, const char *k, double def, double *out, const
 static int cfg_bool(const cJSON *j, const char *k) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, k)); }
 
 static int parse_config(const char *path, int n_labels, const char *const *label_names, oc_mbert_config *c, oc_error *err) {
-  char *text;
-  if (oc_read_file(path, &text, NULL, err)) return -1;
-  cJSON *j = cJSON_Parse(text);
-  free(text);
-  if (!j) return oc_fail(err, "%s: not valid JSON", path);
+  cJSON *j;
+  if (oc_json_parse_file(path, &j, err)) return -1;
   int rc = -1;
   memset(c, 0, sizeof *c);
   const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
@@ -898,7 +896,7 @@ int oc_mbert_random(const char *config_path, const char *out_dir, int n_labels, 
   oc_mbert *m = calloc(1, sizeof *m);
   if (!m) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   int rc = -1;
-  char *text = NULL, *js = NULL, *cp = NULL, *wp = NULL;
+  char *js = NULL, *cp = NULL, *wp = NULL;
   cJSON *j = NULL;
   oc_atomic_dir d = {0}; /* config.json and model.safetensors are put in place together */
   if (parse_config(config_path, n_labels, NULL, &m->c, err) || plan_params(m, err) || oc_atomic_dir_open(&d, out_dir, err)) goto done;
@@ -917,9 +915,7 @@ int oc_mbert_random(const char *config_path, const char *out_dir, int n_labels, 
       for (size_t k = 0; k < n; k++) w[k] = v;
     }
   }
-  if (oc_read_file(config_path, &text, NULL, err)) goto done;
-  j = cJSON_Parse(text);
-  if (!j) { oc_fail(err, "%s: not valid JSON", config_path); goto done; }
+  if (oc_json_parse_file(config_path, &j, err)) goto done;
   cJSON_DeleteItemFromObjectCaseSensitive(j, "id2label");
   cJSON_DeleteItemFromObjectCaseSensitive(j, "label2id");
   cJSON *id2 = cJSON_AddObjectToObject(j, "id2label");
@@ -937,7 +933,7 @@ int oc_mbert_random(const char *config_path, const char *out_dir, int n_labels, 
 done:
   if (rc && d.tmp_path) oc_atomic_dir_abort(&d);
   cJSON_Delete(j);
-  free(text); free(js); free(cp); free(wp);
+  free(js); free(cp); free(wp);
   oc_mbert_free(m);
   return rc;
 }

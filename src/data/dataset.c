@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "opencon/dataset.h"
+#include "opencon/json.h"
 
 typedef struct {
   int64_t off;
@@ -15,11 +16,12 @@ typedef struct {
   int8_t label;
 } row_ref;
 
-/* Validate one JSON line; on success fill the fields (borrowed from the parsed object). */
+/* Validate one JSON line (strict JSON: one object, no repeated key, no NUL); on success fill the
+ * fields (borrowed from the parsed object). */
 static int parse_row(const char *buf, size_t len, const char *path, int64_t ln, cJSON **obj, const char **prompt,
                      const char **response, int *label, oc_error *err) {
-  cJSON *o = cJSON_ParseWithLength(buf, len);
-  if (!o) return oc_fail(err, "%s:%lld: not valid JSON", path, (long long)ln);
+  cJSON *o;
+  if (oc_json_parse(buf, len, path, ln, &o, err)) return -1;
   if (!cJSON_IsObject(o)) { cJSON_Delete(o); return oc_fail(err, "%s:%lld: expected a JSON object", path, (long long)ln); }
   const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt"), *r = cJSON_GetObjectItemCaseSensitive(o, "response"),
               *l = cJSON_GetObjectItemCaseSensitive(o, "label");
@@ -29,7 +31,7 @@ static int parse_row(const char *buf, size_t len, const char *path, int64_t ln, 
     cJSON_Delete(o);
     return oc_fail(err, "%s:%lld: \"%s\" must be a string", path, (long long)ln, cJSON_IsString(p) ? "response" : "prompt");
   }
-  if (!cJSON_IsNumber(l) || l->valuedouble != (double)(int)l->valuedouble || l->valuedouble < 0 || l->valuedouble > 2) {
+  if (!cJSON_IsNumber(l) || !(l->valuedouble == 0 || l->valuedouble == 1 || l->valuedouble == 2)) {
     char *s = cJSON_PrintUnformatted(l);
     oc_fail(err, "%s:%lld: label must be 0, 1 or 2, got %s", path, (long long)ln, s ? s : "?");
     free(s);
@@ -80,6 +82,7 @@ int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_da
     int label;
     if (parse_row(line, (size_t)got, path, ln, &o, &p, &r, &label, err)) goto done;
     cJSON_Delete(o);
+    if (n == INT32_MAX) { oc_fail(err, "%s:%lld: more than %d examples", path, (long long)ln, INT32_MAX); goto done; }
     if (n == cap) {
       cap = cap ? cap * 2 : 1024;
       row_ref *nr = realloc(rows, sizeof *rows * (size_t)cap);
@@ -195,7 +198,14 @@ int oc_stratified_split(const int32_t *y, int n, double frac, uint64_t seed, int
   oc_rng rng;
   oc_rng_seed(&rng, seed ^ 0x5eedull);
   int max_label = 0;
-  for (int i = 0; i < n; i++) if (y[i] > max_label) max_label = y[i];
+  for (int i = 0; i < n; i++) {
+    if (y[i] < 0 || y[i] > 2) { /* (a label of 2^31 - 1 made the loop below run 2^31 times) */
+      free(*train); free(*val); free(tmp);
+      *train = *val = NULL;
+      return oc_fail(err, "label %d of row %d is not 0, 1 or 2", (int)y[i], i);
+    }
+    if (y[i] > max_label) max_label = y[i];
+  }
   for (int l = 0; l <= max_label; l++) {
     int c = 0;
     for (int i = 0; i < n; i++) if (y[i] == l) tmp[c++] = i;

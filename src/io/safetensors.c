@@ -1,6 +1,8 @@
 /* safetensors: mmap + a header validated as hostile input. */
 #include "opencon/safetensors.h"
 
+#include "opencon/json.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -117,6 +119,104 @@ void oc_st_close(oc_st_file *f) {
   free(f);
 }
 
+/* __metadata__: string values only, kept as key/value pairs. */
+static int parse_metadata(oc_st_file *f, const cJSON *e, const char *path, oc_error *err) {
+  if (f->meta) return oc_fail(err, "%s: __metadata__ appears twice", path); /* (the strict parser rejects it first) */
+  if (!cJSON_IsObject(e)) return oc_fail(err, "%s: __metadata__ is not an object", path);
+  int nm = cJSON_GetArraySize(e);
+  f->meta = calloc((size_t)nm * 2 + 1, sizeof *f->meta);
+  if (!f->meta) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  for (const cJSON *m = e->child; m; m = m->next) {
+    if (!cJSON_IsString(m)) return oc_fail(err, "%s: __metadata__ value \"%.80s\" is not a string", path, m->string);
+    char *k = strdup(m->string), *v = strdup(m->valuestring);
+    if (!k || !v) { free(k); free(v); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+    f->meta[2 * f->n_meta] = k;
+    f->meta[2 * f->n_meta + 1] = v;
+    f->n_meta++;
+  }
+  return 0;
+}
+
+/* One tensor entry: dtype, shape and data_offsets checked against each other and the data
+ * section; t->data points into the mapping (aligned copies are made after the overlap check). */
+static int parse_tensor(const cJSON *e, const char *name, const char *path, const unsigned char *data, uint64_t data_len, oc_tensor *t,
+                        oc_error *err) {
+  if (!cJSON_IsObject(e)) return oc_fail(err, "%s: tensor \"%s\": entry is not an object", path, name);
+  const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+  const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
+  const cJSON *jo = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+  if (!cJSON_IsString(jd) || dtype_from_name(jd->valuestring, &t->dtype) != 0)
+    return oc_fail(err, "%s: tensor \"%s\": unknown or missing dtype%s%.40s", path, name, cJSON_IsString(jd) ? " " : "",
+                   cJSON_IsString(jd) ? jd->valuestring : "");
+  if (!cJSON_IsArray(js)) return oc_fail(err, "%s: tensor \"%s\": shape is not an array", path, name);
+  int nd = cJSON_GetArraySize(js);
+  if (nd > OC_MAX_DIMS) return oc_fail(err, "%s: tensor \"%s\": %d dimensions (at most %d)", path, name, nd, OC_MAX_DIMS);
+  t->ndim = nd;
+  uint64_t numel = 1;
+  int k = 0;
+  for (const cJSON *d = js->child; d; d = d->next, k++) {
+    uint64_t v;
+    if (json_uint(d, &v) != 0) return oc_fail(err, "%s: tensor \"%s\": shape[%d] is not a non-negative integer", path, name, k);
+    if (v && numel > UINT64_MAX / v) return oc_fail(err, "%s: tensor \"%s\": shape overflows", path, name);
+    numel *= v;
+    t->shape[k] = (int64_t)v;
+  }
+  uint64_t esz = DT[t->dtype].size;
+  if (numel > UINT64_MAX / esz || numel > INT64_MAX) return oc_fail(err, "%s: tensor \"%s\": shape overflows", path, name);
+  if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2) return oc_fail(err, "%s: tensor \"%s\": data_offsets must be [begin, end]", path, name);
+  uint64_t ob, oe;
+  if (json_uint(jo->child, &ob) || json_uint(jo->child->next, &oe) || ob > oe)
+    return oc_fail(err, "%s: tensor \"%s\": data_offsets are not integers with begin <= end", path, name);
+  if (oe > data_len)
+    return oc_fail(err, "%s: tensor \"%s\": data_offsets [%llu, %llu] run past the end of the data (%llu bytes); file truncated?", path, name,
+                   (unsigned long long)ob, (unsigned long long)oe, (unsigned long long)data_len);
+  if (oe - ob != numel * esz)
+    return oc_fail(err, "%s: tensor \"%s\": %s shape needs %llu bytes but data_offsets span %llu", path, name, DT[t->dtype].name,
+                   (unsigned long long)(numel * esz), (unsigned long long)(oe - ob));
+  t->numel = (int64_t)numel;
+  t->nbytes = (size_t)(oe - ob);
+  t->data = data + ob;
+  return 0;
+}
+
+/* No two non-empty tensors share a byte of the data section. Empty tensors are left out: one
+ * sorted between two overlapping tensors would otherwise hide their overlap. */
+static int check_overlaps(const oc_st_file *f, const unsigned char *data, const char *path, oc_error *err) {
+  span *sp = malloc(sizeof *sp * (size_t)(f->n ? f->n : 1));
+  if (!sp) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  int n = 0;
+  for (int i = 0; i < f->n; i++) {
+    const oc_tensor *t = &f->t[i];
+    uint64_t b = (uint64_t)((const unsigned char *)t->data - data);
+    if (t->nbytes) sp[n++] = (span){b, b + t->nbytes, i};
+  }
+  qsort(sp, (size_t)n, sizeof *sp, cmp_span);
+  int rc = 0, last = 0; /* last: the span reaching furthest so far */
+  for (int i = 1; i < n && rc == 0; i++) {
+    if (sp[i].begin < sp[last].end)
+      rc = oc_fail(err, "%s: tensors \"%s\" and \"%s\" overlap in the data section", path, f->t[sp[last].idx].name, f->t[sp[i].idx].name);
+    if (sp[i].end > sp[last].end) last = i;
+  }
+  free(sp);
+  return rc;
+}
+
+/* Unaligned tensors (valid, another writer's layout) get aligned private copies; after the
+ * overlap check, so the copies add up to at most the data section. */
+static int align_tensors(oc_st_file *f, oc_error *err) {
+  for (int i = 0; i < f->n; i++) {
+    oc_tensor *t = &f->t[i];
+    if (((uintptr_t)t->data) % DT[t->dtype].size == 0) continue;
+    if (!f->copies && !(f->copies = calloc((size_t)f->n, sizeof *f->copies))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    void *copy = malloc(t->nbytes ? t->nbytes : 1);
+    if (!copy) return oc_fail_code(err, OC_ERR_NOMEM, "%s: out of memory copying tensor \"%s\" (%zu bytes)", f->path, t->name, t->nbytes);
+    memcpy(copy, t->data, t->nbytes);
+    f->copies[f->n_copies++] = copy;
+    t->data = copy;
+  }
+  return 0;
+}
+
 int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out, oc_error *err) {
   *out = NULL;
   const unsigned char *b = buf;
@@ -126,18 +226,12 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
   if (hlen > MAX_HEADER) return oc_fail(err, "%s: header length %llu exceeds the %u-byte limit", path, (unsigned long long)hlen, MAX_HEADER);
   if (hlen > len - 8) return oc_fail(err, "%s: truncated: header claims %llu bytes but the file has %zu after the length", path, (unsigned long long)hlen, len - 8);
   if (hlen < 2 || b[8] != '{') return oc_fail(err, "%s: header is not a JSON object", path);
-  const char *end_ptr = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts((const char *)b + 8, (size_t)hlen, &end_ptr, 0);
-  if (!root || !cJSON_IsObject(root)) {
-    size_t off = end_ptr ? (size_t)(end_ptr - (const char *)b - 8) : 0;
-    cJSON_Delete(root);
-    return oc_fail(err, "%s: header JSON is malformed near byte %zu", path, off);
-  }
-  for (const char *p = end_ptr; p < (const char *)b + 8 + hlen; p++)
-    if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t' && *p != 0) {
-      cJSON_Delete(root);
-      return oc_fail(err, "%s: trailing bytes after the header JSON object", path);
-    }
+  /* padding after the object: spaces (the format's), or NULs (some writers') */
+  size_t jlen = (size_t)hlen;
+  while (jlen > 0 && (b[8 + jlen - 1] == ' ' || b[8 + jlen - 1] == 0)) jlen--;
+  cJSON *root;
+  if (oc_json_parse((const char *)b + 8, jlen, path, 1, &root, err)) return -1; /* "path:1: ..." (the header is line 1) */
+  if (!cJSON_IsObject(root)) { cJSON_Delete(root); return oc_fail(err, "%s: header is not a JSON object", path); }
   const uint64_t data_len = len - 8 - hlen;
   const unsigned char *data = b + 8 + hlen;
 
@@ -146,100 +240,24 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
   f->path = strdup(path);
   int cap = cJSON_GetArraySize(root);
   f->t = calloc((size_t)(cap > 0 ? cap : 1), sizeof *f->t);
-  span *spans = calloc((size_t)(cap > 0 ? cap : 1), sizeof *spans);
-  if (!f->path || !f->t || !spans) { free(spans); cJSON_Delete(root); oc_st_close(f); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  if (!f->path || !f->t) { cJSON_Delete(root); oc_st_close(f); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   int rc = 0;
-  for (cJSON *e = root->child; e && rc == 0; e = e->next) {
-    const char *name = e->string;
-    if (!name) { rc = oc_fail(err, "%s: header entry without a name", path); break; }
-    if (strcmp(name, "__metadata__") == 0) {
-      if (!cJSON_IsObject(e)) { rc = oc_fail(err, "%s: __metadata__ is not an object", path); break; }
-      int nm = cJSON_GetArraySize(e);
-      f->meta = calloc((size_t)(2 * nm + 1), sizeof *f->meta);
-      if (!f->meta) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
-      for (cJSON *m = e->child; m; m = m->next) {
-        if (!cJSON_IsString(m)) { rc = oc_fail(err, "%s: __metadata__ value \"%s\" is not a string", path, m->string); break; }
-        f->meta[2 * f->n_meta] = strdup(m->string);
-        f->meta[2 * f->n_meta + 1] = strdup(m->valuestring);
-        f->n_meta++;
-      }
-      continue;
-    }
-    if (!cJSON_IsObject(e)) { rc = oc_fail(err, "%s: tensor \"%s\": entry is not an object", path, name); break; }
-    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
-    const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
-    const cJSON *jo = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+  for (const cJSON *e = root->child; e && rc == 0; e = e->next) {
+    if (strcmp(e->string, "__metadata__") == 0) { rc = parse_metadata(f, e, path, err); continue; }
     oc_tensor *t = &f->t[f->n];
     t->file = f->path;
-    if (!cJSON_IsString(jd) || dtype_from_name(jd->valuestring, &t->dtype) != 0) {
-      rc = oc_fail(err, "%s: tensor \"%s\": unknown or missing dtype%s%s", path, name,
-                   cJSON_IsString(jd) ? " " : "", cJSON_IsString(jd) ? jd->valuestring : "");
-      break;
-    }
-    if (!cJSON_IsArray(js)) { rc = oc_fail(err, "%s: tensor \"%s\": shape is not an array", path, name); break; }
-    int nd = cJSON_GetArraySize(js);
-    if (nd > OC_MAX_DIMS) { rc = oc_fail(err, "%s: tensor \"%s\": %d dimensions (at most %d)", path, name, nd, OC_MAX_DIMS); break; }
-    t->ndim = nd;
-    uint64_t numel = 1;
-    int k = 0;
-    for (cJSON *d = js->child; d; d = d->next, k++) {
-      uint64_t v;
-      if (json_uint(d, &v) != 0) { rc = oc_fail(err, "%s: tensor \"%s\": shape[%d] is not a non-negative integer", path, name, k); break; }
-      if (v && numel > UINT64_MAX / v) { rc = oc_fail(err, "%s: tensor \"%s\": shape overflows", path, name); break; }
-      numel *= v;
-      t->shape[k] = (int64_t)v;
-    }
-    if (rc) break;
-    uint64_t esz = DT[t->dtype].size;
-    if (numel > UINT64_MAX / esz) { rc = oc_fail(err, "%s: tensor \"%s\": shape overflows", path, name); break; }
-    if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2) { rc = oc_fail(err, "%s: tensor \"%s\": data_offsets must be [begin, end]", path, name); break; }
-    uint64_t ob, oe;
-    if (json_uint(jo->child, &ob) || json_uint(jo->child->next, &oe) || ob > oe) {
-      rc = oc_fail(err, "%s: tensor \"%s\": data_offsets are not integers with begin <= end", path, name);
-      break;
-    }
-    if (oe > data_len) {
-      rc = oc_fail(err, "%s: tensor \"%s\": data_offsets [%llu, %llu] run past the end of the data (%llu bytes); file truncated?",
-                   path, name, (unsigned long long)ob, (unsigned long long)oe, (unsigned long long)data_len);
-      break;
-    }
-    if (oe - ob != numel * esz) {
-      rc = oc_fail(err, "%s: tensor \"%s\": %s shape needs %llu bytes but data_offsets span %llu", path, name,
-                   DT[t->dtype].name, (unsigned long long)(numel * esz), (unsigned long long)(oe - ob));
-      break;
-    }
-    t->name = strdup(name);
-    if (!t->name) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
-    t->numel = (int64_t)numel;
-    t->nbytes = (size_t)(oe - ob);
-    t->data = data + ob;
-    if (((uintptr_t)t->data) % esz != 0) {
-      /* valid but unaligned (another writer's layout): keep an aligned private copy */
-      void *copy = malloc(t->nbytes ? t->nbytes : 1);
-      void **nc = realloc(f->copies, sizeof *nc * (size_t)(f->n_copies + 1));
-      if (!copy || !nc) { free(copy); if (nc) f->copies = nc; rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); free((char *)t->name); t->name = NULL; break; }
-      f->copies = nc;
-      memcpy(copy, t->data, t->nbytes);
-      f->copies[f->n_copies++] = copy;
-      t->data = copy;
-    }
-    spans[f->n] = (span){ob, oe, f->n};
+    if ((rc = parse_tensor(e, e->string, path, data, data_len, t, err)) != 0) break;
+    if (!(t->name = strdup(e->string))) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
     f->n++;
   }
   cJSON_Delete(root);
-  if (rc == 0) {
-    qsort(spans, (size_t)f->n, sizeof *spans, cmp_span);
-    for (int i = 1; i < f->n && rc == 0; i++)
-      if (spans[i].begin < spans[i - 1].end && spans[i].end > spans[i].begin)
-        rc = oc_fail(err, "%s: tensors \"%s\" and \"%s\" overlap in the data section", path,
-                     f->t[spans[i - 1].idx].name, f->t[spans[i].idx].name);
-  }
-  free(spans);
+  if (rc == 0) rc = check_overlaps(f, data, path, err);
   if (rc == 0) {
     qsort(f->t, (size_t)f->n, sizeof *f->t, cmp_tensor_name);
     for (int i = 1; i < f->n; i++)
       if (strcmp(f->t[i].name, f->t[i - 1].name) == 0) { rc = oc_fail(err, "%s: tensor \"%s\" appears twice", path, f->t[i].name); break; }
   }
+  if (rc == 0) rc = align_tensors(f, err);
   if (rc) { oc_st_close(f); return -1; }
   *out = f;
   return 0;
@@ -324,15 +342,12 @@ int oc_weights_open(const char *dir, oc_weights **out, oc_error *err) {
   if (oc_file_exists(single)) {
     rc = add_file(w, single, err);
   } else if (oc_file_exists(index)) {
-    char *txt = NULL;
-    if ((rc = oc_read_file(index, &txt, NULL, err)) == 0) {
-      root = cJSON_Parse(txt);
-      free(txt);
+    if ((rc = oc_json_parse_file(index, &root, err)) == 0) {
       const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
       if (!cJSON_IsObject(wm)) rc = oc_fail(err, "%s: malformed index: no \"weight_map\" object", index);
       for (const cJSON *e = wm ? wm->child : NULL; e && rc == 0; e = e->next) {
         if (!cJSON_IsString(e) || !valid_shard_name(e->valuestring)) {
-          rc = oc_fail(err, "%s: weight_map[\"%s\"] is not a file name in the model directory", index, e->string);
+          rc = oc_fail(err, "%s: weight_map[\"%.80s\"] is not a file name in the model directory", index, e->string);
           break;
         }
         int seen = 0;
@@ -351,10 +366,10 @@ int oc_weights_open(const char *dir, oc_weights **out, oc_error *err) {
     rc = oc_fail(err, "%s: no model.safetensors or model.safetensors.index.json", dir);
   }
   if (rc == 0) {
-    int total = 0;
+    int64_t total = 0;
     for (int i = 0; i < w->n_files; i++) total += w->files[i]->n;
-    w->all = malloc(sizeof *w->all * (size_t)(total ? total : 1));
-    if (!w->all) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    if (total > INT32_MAX) rc = oc_fail(err, "%s: %lld tensors in %d files is more than a model can have", dir, (long long)total, w->n_files);
+    else if (!(w->all = malloc(sizeof *w->all * (size_t)(total ? total : 1)))) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     for (int i = 0; rc == 0 && i < w->n_files; i++)
       for (int j = 0; j < w->files[i]->n; j++) w->all[w->n++] = &w->files[i]->t[j];
     if (rc == 0) {
@@ -444,13 +459,15 @@ static int writer_push(oc_st_writer *w, const char *name, oc_dtype dt, int ndim,
   if (!e->name) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   e->dt = dt;
   e->ndim = ndim;
-  size_t numel = 1;
+  size_t numel = 1, esz = oc_dtype_size(dt);
+  if (!esz) { free(e->name); return oc_fail(err, "tensor \"%s\": unknown dtype %d", name, (int)dt); }
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0) { free(e->name); return oc_fail(err, "tensor \"%s\": negative dimension", name); }
+    if (shape[i] && numel > (SIZE_MAX / esz) / (size_t)shape[i]) { free(e->name); return oc_fail(err, "tensor \"%s\": shape overflows", name); }
     e->shape[i] = shape[i];
     numel *= (size_t)shape[i];
   }
-  e->nbytes = numel * oc_dtype_size(dt);
+  e->nbytes = numel * esz;
   e->data = data;
   e->fill = fill;
   e->ctx = ctx;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "opencon/json.h"
 #include "opencon/model.h"
 
 static const char *SUPPORTED =
@@ -113,8 +114,9 @@ void oc_config_free(oc_model_config *cfg) {
 
 int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc_error *err) {
   memset(cfg, 0, sizeof *cfg);
-  cJSON *root = cJSON_Parse(json);
-  if (!root || !cJSON_IsObject(root)) {
+  cJSON *root;
+  if (oc_json_parse(json, strlen(json), path, 1, &root, err)) return -1;
+  if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return oc_fail(err, "%s: not a JSON object (malformed config.json)", path);
   }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "opencon/json.h"
 #include "opencon/probe.h"
 
 static void score_rows(const oc_probe *p, const float *X, const int64_t *idx, int n, float *s, int32_t *y,
@@ -120,9 +121,11 @@ int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err) {
   oc_probe_config_defaults(c);
   char *text;
   if (read_probe_config(path, &text, err)) return -1;
-  cJSON *j = cJSON_Parse(text);
+  cJSON *j;
+  int prc = oc_json_parse(text, strlen(text), path, 1, &j, err);
   free(text);
-  if (!j || !cJSON_IsObject(j)) { cJSON_Delete(j); return oc_fail(err, "%s: not a JSON object", path); }
+  if (prc) return -1;
+  if (!cJSON_IsObject(j)) { cJSON_Delete(j); return oc_fail(err, "%s: not a JSON object", path); }
   int rc = -1;
   double layer = c->layer, hidden = c->hidden_size, every = c->probe_every_n_tokens, window = c->smoothing_window;
   if (config_number(j, "layer", 1, &layer, path, err) || config_number(j, "hidden_size", 1, &hidden, path, err) ||

@@ -2,10 +2,13 @@
  * of stored (uncompressed) records <name>/data.pkl, <name>/data/<key>, ... The pickle is run by a
  * small VM that never imports or calls anything: it knows the few globals a state dict uses
  * (collections.OrderedDict, torch._utils._rebuild_tensor_v2, torch.*Storage) and treats every
- * other object as opaque. The file is hostile input: every offset and size is checked. */
+ * other object as opaque. The file is hostile input: every offset and size is checked, sizes are
+ * multiplied with overflow checks, zip entries may not overlap (so CRC checks read each byte of
+ * the file at most once), and the pickle VM's objects, memo and names are bounded. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "opencon/probe.h"
 #include "opencon/safetensors.h"
@@ -14,6 +17,7 @@
 typedef struct {
   char *name;
   uint64_t off, size; /* data offset and size in the file */
+  uint64_t start;     /* the local header's offset: the entry occupies [start, off + size) */
   uint32_t crc;
 } zentry;
 
@@ -29,15 +33,11 @@ static uint32_t rd32(const unsigned char *p) { return rd16(p) | rd16(p + 2) << 1
 static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 static uint32_t crc32_of(const unsigned char *p, size_t n) {
-  static uint32_t table[256];
-  static int init = 0;
-  if (!init) {
-    for (uint32_t i = 0; i < 256; i++) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-      table[i] = c;
-    }
-    init = 1;
+  uint32_t table[256]; /* built per call (2k steps): no shared mutable state */
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    table[i] = c;
   }
   uint32_t c = 0xffffffffu;
   for (size_t i = 0; i < n; i++) c = table[(c ^ p[i]) & 0xff] ^ (c >> 8);
@@ -47,6 +47,40 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
 static void zip_free(zarchive *z) {
   for (int i = 0; i < z->n; i++) free(z->e[i].name);
   free(z->e);
+}
+
+static int cmp_entry_start(const void *a, const void *b) {
+  const zentry *x = *(const zentry *const *)a, *y = *(const zentry *const *)b;
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+static int cmp_entry_name(const void *a, const void *b) {
+  return strcmp((*(const zentry *const *)a)->name, (*(const zentry *const *)b)->name);
+}
+
+/* Entries may neither share bytes (torch.save never writes that; 60k entries aliasing one 4 MB
+ * record made the CRC checks read 240 GB) nor names (readers disagree on which one counts). */
+static int zip_check_layout(const zarchive *z, const char *path, oc_error *err) {
+  const zentry **v = malloc(sizeof *v * (size_t)(z->n ? z->n : 1));
+  if (!v) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < z->n; i++) v[i] = &z->e[i];
+  int rc = 0;
+  qsort(v, (size_t)z->n, sizeof *v, cmp_entry_start);
+  for (int i = 1; i < z->n && !rc; i++)
+    if (v[i]->start < v[i - 1]->off + v[i - 1]->size)
+      rc = oc_fail(err, "%s: zip entries \"%.100s\" and \"%.100s\" overlap (not a torch.save archive)", path, v[i - 1]->name, v[i]->name);
+  qsort(v, (size_t)z->n, sizeof *v, cmp_entry_name);
+  for (int i = 1; i < z->n && !rc; i++)
+    if (strcmp(v[i]->name, v[i - 1]->name) == 0) rc = oc_fail(err, "%s: zip entry \"%.100s\" appears twice", path, v[i]->name);
+  free(v);
+  return rc;
+}
+
+/* An entry's bytes, after its CRC-32 check (each entry is read, and so checked, at most a few times). */
+static int zip_read(const zarchive *z, const zentry *e, const char *path, const unsigned char **data, oc_error *err) {
+  if (crc32_of(z->buf + e->off, (size_t)e->size) != e->crc)
+    return oc_fail(err, "%s: zip entry \"%.100s\" fails its CRC-32 check (corrupt file)", path, e->name);
+  *data = z->buf + e->off;
+  return 0;
 }
 
 static int zip_open(const unsigned char *buf, size_t len, const char *path, zarchive *z, oc_error *err) {
@@ -91,6 +125,7 @@ static int zip_open(const unsigned char *buf, size_t len, const char *path, zarc
       }
       x += 4 + sz;
     }
+    if (memchr(buf + p + 46, 0, nlen)) { zip_free(z); return oc_fail(err, "%s: zip directory entry %llu has a NUL in its name", path, (unsigned long long)i); }
     zentry *e = &z->e[z->n++];
     e->name = strndup((const char *)buf + p + 46, nlen);
     if (!e->name) { zip_free(z); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
@@ -110,11 +145,13 @@ static int zip_open(const unsigned char *buf, size_t len, const char *path, zarc
       zip_free(z);
       return rc;
     }
+    e->start = loff;
     e->off = data;
     e->size = csize;
     e->crc = crc;
     p += 46 + nlen + xlen + clen;
   }
+  if (zip_check_layout(z, path, err)) { zip_free(z); return -1; }
   return 0;
 }
 
@@ -138,34 +175,47 @@ typedef struct pv {
   int ndim;
 } pv;
 
+/* Bounds of the VM: a probe's pickle has a few dozen objects, a large model's state dict some
+ * ten thousand; 1 byte of pickle must not cost more than a few hundred bytes of memory. */
+#define MAX_OBJECTS (1 << 18) /* ~55 MB of objects */
+#define MAX_STACK (1 << 18)
+#define MAX_GLOBAL_NAME 256   /* "module.name" of a GLOBAL */
+
 typedef struct {
   pv **all; int n_all, cap_all; /* every allocation, freed together */
   pv **st; int sp, cap_st;
   pv **memo; int64_t n_memo, n_memo_set;
+  size_t len;                   /* of the pickle: memo indices are below it */
   const char *path;
   oc_error *err;
 } vm;
 
+/* A new object; NULL with m->err filled (out of memory, or more objects than MAX_OBJECTS). */
 static pv *mk(vm *m, pv_kind k) {
+  if (m->n_all >= MAX_OBJECTS) {
+    oc_fail(m->err, "%s: data.pkl builds more than %d objects (not a state dict of a probe)", m->path, MAX_OBJECTS);
+    return NULL;
+  }
   if (m->n_all == m->cap_all) {
     int nc = m->cap_all ? 2 * m->cap_all : 64;
     pv **na = realloc(m->all, sizeof *na * (size_t)nc);
-    if (!na) return NULL;
+    if (!na) { oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory"); return NULL; }
     m->all = na;
     m->cap_all = nc;
   }
   pv *v = calloc(1, sizeof *v);
-  if (!v) return NULL;
+  if (!v) { oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory"); return NULL; }
   v->k = k;
   m->all[m->n_all++] = v;
   return v;
 }
 
+/* v (from mk: NULL means its error is already set) onto the stack */
 static int push(vm *m, pv *v) {
-  if (!v) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+  if (!v) return -1;
   if (m->sp == m->cap_st) {
     int nc = m->cap_st ? 2 * m->cap_st : 64;
-    if (nc > 1 << 20) return oc_fail(m->err, "%s: pickle stack too deep", m->path);
+    if (nc > MAX_STACK) return oc_fail(m->err, "%s: pickle stack deeper than %d", m->path, MAX_STACK);
     pv **ns = realloc(m->st, sizeof *ns * (size_t)nc);
     if (!ns) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
     m->st = ns;
@@ -238,9 +288,10 @@ static void vm_free(vm *m) {
 }
 
 static int memo_put(vm *m, int64_t idx, pv *v) {
-  if (idx < 0 || idx > (1 << 24)) return oc_fail(m->err, "%s: pickle memo index %lld out of range", m->path, (long long)idx);
+  /* the pickler numbers memo entries 0, 1, 2, ...: each costs a byte or more of the pickle */
+  if (idx < 0 || (uint64_t)idx >= m->len) return oc_fail(m->err, "%s: pickle memo index %lld out of range", m->path, (long long)idx);
   if (idx >= m->n_memo) {
-    int64_t nn = idx + 64;
+    int64_t nn = m->n_memo * 2 > idx + 64 ? m->n_memo * 2 : idx + 64;
     pv **nm = realloc(m->memo, sizeof *nm * (size_t)nn);
     if (!nm) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
     memset(nm + m->n_memo, 0, sizeof *nm * (size_t)(nn - m->n_memo));
@@ -271,14 +322,14 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
     case ')': if (push(m, mk(m, PV_TUPLE))) return -1; break;
     case 'N': if (push(m, mk(m, PV_NONE))) return -1; break;
     case 0x88: case 0x89:
-      if (!(v = mk(m, PV_BOOL))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+      if (!(v = mk(m, PV_BOOL))) return -1;
       v->i = op == 0x88;
       if (push(m, v)) return -1;
       break;
     case 'J': case 'K': case 'M': {
       int nb = op == 'J' ? 4 : op == 'K' ? 1 : 2;
       NEED(nb);
-      if (!(v = mk(m, PV_INT))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+      if (!(v = mk(m, PV_INT))) return -1;
       v->i = op == 'J' ? (int64_t)(int32_t)rd32(p + i) : op == 'K' ? p[i] : (int64_t)rd16(p + i);
       i += (size_t)nb;
       if (push(m, v)) return -1;
@@ -293,7 +344,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       for (int k = 0; k < nb; k++) u |= (uint64_t)p[i + k] << (8 * k);
       if (nb > 0 && nb < 8 && (p[i + nb - 1] & 0x80)) u |= ~0ull << (8 * nb);
       i += (size_t)nb;
-      if (!(v = mk(m, PV_INT))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+      if (!(v = mk(m, PV_INT))) return -1;
       v->i = (int64_t)u;
       if (push(m, v)) return -1;
       break;
@@ -303,7 +354,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       uint64_t u = 0;
       for (int k = 0; k < 8; k++) u = u << 8 | p[i + k];
       i += 8;
-      if (!(v = mk(m, PV_FLOAT))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+      if (!(v = mk(m, PV_FLOAT))) return -1;
       memcpy(&v->f, &u, 8);
       if (push(m, v)) return -1;
       break;
@@ -314,17 +365,19 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       else if (op == 0x8d) { NEED(8); n = rd64(p + i); i += 8; }
       else { NEED(4); n = rd32(p + i); i += 4; }
       if (n > len - i) return oc_fail(m->err, "%s: pickle string past the end at byte %zu", m->path, op_at);
-      if (!(v = mk(m, PV_STR)) || !(v->s = strndup((const char *)p + i, (size_t)n))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+      if (!(v = mk(m, PV_STR))) return -1;
+      if (!(v->s = strndup((const char *)p + i, (size_t)n))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       i += (size_t)n;
       if (push(m, v)) return -1;
       break;
     }
-    case 'c': { /* GLOBAL module\nname\n */
-      const unsigned char *a = memchr(p + i, '\n', len - i);
-      if (!a) return oc_fail(m->err, "%s: pickle GLOBAL truncated at byte %zu", m->path, op_at);
-      const unsigned char *b = memchr(a + 1, '\n', len - (size_t)(a + 1 - p));
-      if (!b) return oc_fail(m->err, "%s: pickle GLOBAL truncated at byte %zu", m->path, op_at);
-      if (!(v = mk(m, PV_GLOBAL)) || !(v->s = malloc((size_t)(b - (p + i)) + 1))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+    case 'c': { /* GLOBAL module\nname\n, at most MAX_GLOBAL_NAME bytes */
+      size_t room = len - i < MAX_GLOBAL_NAME + 1 ? len - i : MAX_GLOBAL_NAME + 1;
+      const unsigned char *a = memchr(p + i, '\n', room);
+      const unsigned char *b = a ? memchr(a + 1, '\n', room - (size_t)(a + 1 - (p + i))) : NULL;
+      if (!b) return oc_fail(m->err, "%s: pickle GLOBAL at byte %zu is truncated or longer than %d bytes", m->path, op_at, MAX_GLOBAL_NAME);
+      if (!(v = mk(m, PV_GLOBAL))) return -1;
+      if (!(v->s = malloc((size_t)(b - (p + i)) + 1))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       size_t ml = (size_t)(a - (p + i)), nl = (size_t)(b - a - 1);
       memcpy(v->s, p + i, ml);
       v->s[ml] = '.';
@@ -337,7 +390,10 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
     case 0x93: { /* STACK_GLOBAL */
       POP(name); POP(mod);
       if (name->k != PV_STR || mod->k != PV_STR) return oc_fail(m->err, "%s: bad STACK_GLOBAL at byte %zu", m->path, op_at);
-      if (!(v = mk(m, PV_GLOBAL)) || !(v->s = malloc(strlen(mod->s) + strlen(name->s) + 2))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+      size_t gl = strlen(mod->s) + strlen(name->s) + 1;
+      if (gl > MAX_GLOBAL_NAME) return oc_fail(m->err, "%s: pickle STACK_GLOBAL at byte %zu names more than %d bytes", m->path, op_at, MAX_GLOBAL_NAME);
+      if (!(v = mk(m, PV_GLOBAL))) return -1;
+      if (!(v->s = malloc(gl + 1))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
       sprintf(v->s, "%s.%s", mod->s, name->s);
       if (push(m, v)) return -1;
       break;
@@ -346,7 +402,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
       int k, base;
       if (op == 't') { base = find_mark(m); if (base < 0) return oc_fail(m->err, "%s: TUPLE without MARK at byte %zu", m->path, op_at); k = m->sp - base - 1; }
       else { k = op - 0x84; base = m->sp - k - 1; if (m->sp < k) return oc_fail(m->err, "%s: pickle stack underflow at byte %zu", m->path, op_at); }
-      if (!(v = mk(m, PV_TUPLE))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+      if (!(v = mk(m, PV_TUPLE))) return -1;
       for (int q = 0; q < k; q++) if (append(m, v, m->st[base + 1 + q])) return -1;
       m->sp = op == 't' ? base : m->sp - k;
       if (push(m, v)) return -1;
@@ -358,7 +414,7 @@ static int run_pickle(vm *m, const unsigned char *p, size_t len, pv **result) {
           pid->items[1]->k != PV_GLOBAL || pid->items[2]->k != PV_STR || pid->items[4]->k != PV_INT)
         return oc_fail(m->err, "%s: unexpected persistent id at byte %zu (not a torch storage)", m->path, op_at);
       int ok;
-      if (!(v = mk(m, PV_STORAGE))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
+      if (!(v = mk(m, PV_STORAGE))) return -1;
       v->dt = storage_dtype(pid->items[1]->s, &ok);
       if (!ok) return oc_fail_code(m->err, OC_ERR_UNSUPPORTED, "%s: unsupported storage type %s", m->path, pid->items[1]->s);
       if (!(v->s = strdup(pid->items[2]->s))) return oc_fail_code(m->err, OC_ERR_NOMEM, "out of memory");
@@ -428,24 +484,30 @@ static const pv *dict_get(const pv *d, const char *key) {
 static int tensor_f32(const zarchive *z, const char *prefix, const pv *t, const char *name, const char *path, float **out,
                       int64_t *numel, oc_error *err) {
   if (!t || t->k != PV_TENSOR) return oc_fail(err, "%s: \"%s\" is not a tensor", path, name);
-  int64_t n = 1, expect = 1;
+  int64_t n = 1; /* elements; also the stride a contiguous tensor has at dimension d */
   for (int d = t->ndim - 1; d >= 0; d--) {
     if (t->shape[d] < 0) return oc_fail(err, "%s: tensor \"%s\" has a negative dimension", path, name);
-    if (t->shape[d] != 1 && t->stride[d] != expect) return oc_fail(err, "%s: tensor \"%s\" is not contiguous", path, name);
-    expect *= t->shape[d];
-    n *= t->shape[d];
+    if (t->shape[d] != 1 && t->stride[d] != n) return oc_fail(err, "%s: tensor \"%s\" is not contiguous", path, name);
+    if (__builtin_mul_overflow(n, t->shape[d], &n)) return oc_fail(err, "%s: tensor \"%s\": its shape overflows", path, name);
   }
   const pv *s = t->storage;
   char rec[512];
-  snprintf(rec, sizeof rec, "%sdata/%s", prefix, s->s);
+  if (snprintf(rec, sizeof rec, "%sdata/%s", prefix, s->s) >= (int)sizeof rec)
+    return oc_fail(err, "%s: tensor \"%s\": storage key longer than %zu bytes", path, name, sizeof rec);
   const zentry *e = zip_find(z, rec);
   if (!e) return oc_fail(err, "%s: storage record \"%s\" of tensor \"%s\" missing", path, rec, name);
   size_t es = oc_dtype_size(s->dt);
-  if (t->offset < 0 || n > s->i || t->offset > s->i - n || (uint64_t)s->i * es > e->size)
+  uint64_t storage_bytes; /* numel * element size, which a storage of 2^62 elements overflowed */
+  if (s->i < 0 || __builtin_mul_overflow((uint64_t)s->i, (uint64_t)es, &storage_bytes) || storage_bytes > e->size)
+    return oc_fail(err, "%s: tensor \"%s\": its storage of %lld elements does not fit its record \"%s\" (%llu bytes)", path, name,
+                   (long long)s->i, rec, (unsigned long long)e->size);
+  if (t->offset < 0 || n > s->i || t->offset > s->i - n)
     return oc_fail(err, "%s: tensor \"%s\" lies outside its storage", path, name);
+  const unsigned char *bytes = NULL;
+  if (zip_read(z, e, path, &bytes, err)) return -1;
   float *v = malloc(sizeof *v * (size_t)(n ? n : 1));
   if (!v) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  if (oc_to_f32(s->dt, z->buf + e->off + (size_t)t->offset * es, v, (size_t)n)) {
+  if (oc_to_f32(s->dt, bytes + (size_t)t->offset * es, v, (size_t)n)) {
     free(v);
     return oc_fail(err, "%s: tensor \"%s\" has dtype %s; a probe needs F32, F16 or BF16", path, name, oc_dtype_name(s->dt));
   }
@@ -454,7 +516,14 @@ static int tensor_f32(const zarchive *z, const char *prefix, const pv *t, const 
   return 0;
 }
 
+/* A probe's .pt is a few kB; anything this large is another file (a model checkpoint?). */
+#define MAX_PT_BYTES (256u << 20)
+
 int oc_torch_pt_load_probe(const char *path, oc_probe *p, oc_error *err) {
+  struct stat st;
+  if (stat(path, &st) == 0 && st.st_size > (off_t)MAX_PT_BYTES)
+    return oc_fail(err, "%s: %lld bytes is larger than a probe.pt can be (%u MiB); is this a model checkpoint?", path, (long long)st.st_size,
+                   MAX_PT_BYTES >> 20);
   char *buf;
   size_t len;
   if (oc_read_file(path, &buf, &len, err)) return -1;
@@ -476,18 +545,16 @@ int oc_torch_pt_parse_probe(const void *data, size_t len, const char *path, oc_p
     if (nl >= 8 && strcmp(z.e[i].name + nl - 8, "data.pkl") == 0 && (nl == 8 || z.e[i].name[nl - 9] == '/')) { pk = &z.e[i]; break; }
   }
   if (!pk) { oc_fail(err, "%s: no data.pkl in the archive (not a torch.save file)", path); goto done; }
-  for (int i = 0; i < z.n; i++)
-    if (crc32_of((const unsigned char *)buf + z.e[i].off, (size_t)z.e[i].size) != z.e[i].crc) {
-      oc_fail(err, "%s: zip entry \"%s\" fails its CRC-32 check (corrupt file)", path, z.e[i].name);
-      goto done;
-    }
+  const unsigned char *pkl = NULL;
+  if (zip_read(&z, pk, path, &pkl, err)) goto done; /* the storages are checked as they are read */
   char prefix[512];
   size_t pl = strlen(pk->name) - 8;
   if (pl >= sizeof prefix) { oc_fail(err, "%s: archive name too long", path); goto done; }
   memcpy(prefix, pk->name, pl);
   prefix[pl] = 0;
   pv *root = NULL;
-  if (run_pickle(&m, (const unsigned char *)buf + pk->off, (size_t)pk->size, &root)) goto done;
+  m.len = (size_t)pk->size;
+  if (run_pickle(&m, pkl, (size_t)pk->size, &root)) goto done;
   if (root->k != PV_DICT) { oc_fail(err, "%s: data.pkl does not hold a state dict", path); goto done; }
   const char *wn = "head.weight", *bn = "head.bias";
   if (!dict_get(root, wn) && dict_get(root, "weight")) { wn = "weight"; bn = "bias"; }

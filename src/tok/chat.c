@@ -1,5 +1,7 @@
 #include "opencon/chat.h"
 
+#include "opencon/json.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,19 +53,16 @@ int oc_chat_load(const char *dir, oc_chat **out, oc_error *err) {
   free(p);
   if (rc) { oc_chat_free(c); return -1; }
   p = oc_path_join(dir, "tokenizer_config.json");
-  char *txt = NULL;
   if (oc_file_exists(p)) {
-    if (oc_read_file(p, &txt, NULL, err)) { free(p); oc_chat_free(c); return -1; }
-    c->config = cJSON_Parse(txt);
-    free(txt);
-    if (!cJSON_IsObject(c->config)) { oc_fail(err, "%s: malformed JSON", p); free(p); oc_chat_free(c); return -1; }
+    int prc = oc_json_parse_file(p, &c->config, err);
+    if (prc || !cJSON_IsObject(c->config)) { if (!prc) oc_fail(err, "%s: malformed JSON: not an object", p); free(p); oc_chat_free(c); return -1; }
   } else c->config = cJSON_CreateObject();
   free(p);
   /* special_tokens_map.json fills tokens tokenizer_config.json leaves out */
   p = oc_path_join(dir, "special_tokens_map.json");
-  if (oc_file_exists(p) && oc_read_file(p, &txt, NULL, err) == 0) {
-    cJSON *m = cJSON_Parse(txt);
-    free(txt);
+  if (oc_file_exists(p)) {
+    cJSON *m;
+    if (oc_json_parse_file(p, &m, err)) { free(p); oc_chat_free(c); return -1; }
     for (const cJSON *e = m ? m->child : NULL; e; e = e->next)
       if (!cJSON_GetObjectItemCaseSensitive(c->config, e->string)) cJSON_AddItemToObject(c->config, e->string, cJSON_Duplicate(e, 1));
     cJSON_Delete(m);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "opencon/json.h"
 #include "tok/text.h"
 
 /* ------------------------------------------------------------------ hash maps */
@@ -1306,6 +1307,15 @@ static int jbool(const cJSON *o, const char *k, int def) {
   return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
 }
 
+/* A token id in a JSON value: an integer in [0, bound). */
+static int json_id(const cJSON *v, int64_t bound, int32_t *out) {
+  if (!cJSON_IsNumber(v)) return -1;
+  double d = v->valuedouble;
+  if (!(d >= 0) || d >= (double)bound || d != (double)(int64_t)d) return -1;
+  *out = (int32_t)d;
+  return 0;
+}
+
 /* {"String": s} or {"Regex": r} -> compiled regex (literal escaped) */
 static oc_regex *load_pattern(const lctx *c, const cJSON *pat, const char *where) {
   const char *s = jstr(pat, "String"), *r = jstr(pat, "Regex");
@@ -1456,9 +1466,13 @@ static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const ch
   return push_step(&t->dec, &t->n_dec, s) ? oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory") : 0;
 }
 
-static int load_template(const lctx *c, const cJSON *arr, const cJSON *specials, tmpl_item **out, int *n, const char *where) {
+/* Special-token ids a template may add to one encoding (real ones add 1-4). */
+#define MAX_TEMPLATE_IDS 1024
+
+static int load_template(const lctx *c, const oc_tokenizer *t, const cJSON *arr, const cJSON *specials, tmpl_item **out, int *n,
+                         const char *where) {
   if (!cJSON_IsArray(arr)) return oc_fail(c->err, "%s: %s: not an array", c->path, where);
-  int cnt = cJSON_GetArraySize(arr), i = 0;
+  int cnt = cJSON_GetArraySize(arr), i = 0, total = 0;
   *out = calloc((size_t)(cnt ? cnt : 1), sizeof **out);
   if (!*out) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
   *n = cnt;
@@ -1475,11 +1489,16 @@ static int load_template(const lctx *c, const cJSON *arr, const cJSON *specials,
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(specials, id);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(st, "ids");
     if (!cJSON_IsArray(ids)) return oc_fail(c->err, "%s: %s[%d]: special token \"%s\" is not in special_tokens", c->path, where, i, id);
-    it->n_ids = cJSON_GetArraySize(ids);
-    it->ids = calloc((size_t)(it->n_ids ? it->n_ids : 1), sizeof *it->ids);
+    int ni = cJSON_GetArraySize(ids);
+    if ((total += ni) > MAX_TEMPLATE_IDS)
+      return oc_fail(c->err, "%s: %s: the template adds more than %d special-token ids", c->path, where, MAX_TEMPLATE_IDS);
+    it->ids = calloc((size_t)(ni ? ni : 1), sizeof *it->ids);
     if (!it->ids) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
+    it->n_ids = ni;
     int k = 0;
-    for (const cJSON *x = ids->child; x; x = x->next) it->ids[k++] = x->valueint;
+    for (const cJSON *x = ids->child; x; x = x->next, k++)
+      if (json_id(x, t->n_ids, &it->ids[k]))
+        return oc_fail(c->err, "%s: %s[%d]: special token \"%.80s\": ids[%d] is not a token id (0 to %d)", c->path, where, i, id, k, t->n_ids - 1);
   }
   return 0;
 }
@@ -1502,16 +1521,15 @@ static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char 
     p.kind = PP_TEMPLATE;
     const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "special_tokens");
     snprintf(sub, sizeof sub, "%s.single", where);
-    if (load_template(c, cJSON_GetObjectItemCaseSensitive(o, "single"), sp, &p.single, &p.n_single, sub)) { free_post_step(&p); return -1; }
+    if (load_template(c, t, cJSON_GetObjectItemCaseSensitive(o, "single"), sp, &p.single, &p.n_single, sub)) { free_post_step(&p); return -1; }
     snprintf(sub, sizeof sub, "%s.pair", where);
-    if (load_template(c, cJSON_GetObjectItemCaseSensitive(o, "pair"), sp, &p.pair, &p.n_pair, sub)) { free_post_step(&p); return -1; }
+    if (load_template(c, t, cJSON_GetObjectItemCaseSensitive(o, "pair"), sp, &p.pair, &p.n_pair, sub)) { free_post_step(&p); return -1; }
   } else if (!strcmp(ty, "BertProcessing") || !strcmp(ty, "RobertaProcessing")) {
     p.kind = ty[0] == 'B' ? PP_BERT : PP_ROBERTA;
     const cJSON *cls = cJSON_GetObjectItemCaseSensitive(o, "cls"), *sep = cJSON_GetObjectItemCaseSensitive(o, "sep");
-    if (cJSON_GetArraySize(cls) != 2 || cJSON_GetArraySize(sep) != 2)
-      return oc_fail(c->err, "%s: %s: cls and sep must be [token, id]", c->path, where);
-    p.cls_id = cJSON_GetArrayItem(cls, 1)->valueint;
-    p.sep_id = cJSON_GetArrayItem(sep, 1)->valueint;
+    if (!cJSON_IsArray(cls) || !cJSON_IsArray(sep) || cJSON_GetArraySize(cls) != 2 || cJSON_GetArraySize(sep) != 2 ||
+        json_id(cJSON_GetArrayItem(cls, 1), t->n_ids, &p.cls_id) || json_id(cJSON_GetArrayItem(sep, 1), t->n_ids, &p.sep_id))
+      return oc_fail(c->err, "%s: %s: cls and sep must be [token, id] with a token id (0 to %d)", c->path, where, t->n_ids - 1);
   } else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported post-processor type \"%s\"", c->path, where, ty);
   post_step *np = realloc(t->post, sizeof *np * (size_t)(t->n_post + 1));
   if (!np) { free_post_step(&p); return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory"); }
@@ -1520,23 +1538,28 @@ static int load_post(const lctx *c, const cJSON *o, oc_tokenizer *t, const char 
   return 0;
 }
 
-static int set_id(oc_tokenizer *t, int id, const char *s, lctx *c) {
-  if (id < 0 || id > 50000000) return oc_fail(c->err, "%s: token id %d out of range", c->path, id);
-  if (id >= t->cap_ids) { /* grow geometrically: ids usually arrive in increasing order */
-    int nc = t->cap_ids ? t->cap_ids : 1024;
-    while (nc <= id) nc *= 2;
-    char **na = realloc(t->id_to_tok, sizeof *na * (size_t)nc);
-    if (!na) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
-    t->id_to_tok = na;
-    unsigned char *ns = realloc(t->is_special_id, (size_t)nc);
-    if (!ns) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
-    t->is_special_id = ns;
-    uint32_t *nl = realloc(t->id_len, sizeof *nl * (size_t)nc);
-    if (!nl) return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
-    t->id_len = nl;
-    for (int i = t->cap_ids; i < nc; i++) { na[i] = NULL; ns[i] = 0; nl[i] = 0; }
-    t->cap_ids = nc;
-  }
+/* Unused ids a vocabulary may leave between its entries' ids. */
+#define ID_GAPS 65536
+
+/* The id tables, sized once for the largest valid id of the vocabulary and the added tokens
+ * (ids below bound, entries + ID_GAPS: a file cannot make them much larger than itself; the
+ * invalid ids are reported by the loops that read them). */
+static int alloc_ids(oc_tokenizer *t, const cJSON *vocab, const cJSON *added, int64_t bound, lctx *c) {
+  int32_t id, max_id = -1;
+  for (const cJSON *e = vocab->child; e; e = e->next)
+    if (json_id(e, bound, &id) == 0 && id > max_id) max_id = id;
+  for (const cJSON *e = added ? added->child : NULL; e; e = e->next)
+    if (json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), bound, &id) == 0 && id > max_id) max_id = id;
+  size_t n = max_id >= 0 ? (size_t)max_id + 1 : 1;
+  t->id_to_tok = calloc(n, sizeof *t->id_to_tok);
+  t->id_len = calloc(n, sizeof *t->id_len);
+  t->is_special_id = calloc(n, 1);
+  if (!t->id_to_tok || !t->id_len || !t->is_special_id) return oc_fail_code(c->err, OC_ERR_NOMEM, "%s: out of memory", c->path);
+  t->cap_ids = (int)n;
+  return 0;
+}
+
+static int set_id(oc_tokenizer *t, int32_t id, const char *s, lctx *c) {
   if (id >= t->n_ids) t->n_ids = id + 1;
   free(t->id_to_tok[id]);
   t->id_to_tok[id] = strdup(s);
@@ -1578,11 +1601,11 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   *out = NULL;
   init_byte_tables();
   lctx c = {path, err};
-  const char *endp = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &endp, 0);
-  if (!root || !cJSON_IsObject(root)) {
+  cJSON *root;
+  if (oc_json_parse(json, len, path, 1, &root, err)) return -1;
+  if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
-    return oc_fail(err, "%s: malformed JSON near byte %ld", path, endp ? (long)(endp - json) : 0L);
+    return oc_fail(err, "%s: malformed JSON: not an object", path);
   }
   oc_tokenizer *t = calloc(1, sizeof *t);
   if (!t) { cJSON_Delete(root); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
@@ -1602,11 +1625,29 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
   t->model_wordpiece = !strcmp(mt, "WordPiece");
   const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
   if (!cJSON_IsObject(vocab)) { rc = oc_fail(err, "%s: $.model.vocab: not an object", path); goto done; }
-  if (smap_init(&t->vocab, (uint32_t)cJSON_GetArraySize(vocab))) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+  if (added && !cJSON_IsArray(added)) { rc = oc_fail(err, "%s: $.added_tokens: not an array", path); goto done; }
+  int n_vocab = cJSON_GetArraySize(vocab), na = cJSON_GetArraySize(added);
+  /* ids are bounded by the number of entries that can name one, plus room for gaps (the Rust
+   * library accepts vocabularies with unused ids) */
+  const int64_t id_bound = (int64_t)n_vocab + na + ID_GAPS;
+  if (id_bound > INT32_MAX) { rc = oc_fail(err, "%s: %lld tokens is more than a tokenizer can have", path, (long long)id_bound); goto done; }
+  if ((rc = alloc_ids(t, vocab, added, id_bound, &c))) goto done;
+  if (smap_init(&t->vocab, (uint32_t)n_vocab)) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (const cJSON *e = vocab->child; e && !rc; e = e->next) {
-    if (!cJSON_IsNumber(e)) { rc = oc_fail(err, "%s: $.model.vocab[\"%s\"]: id is not a number", path, e->string); break; }
-    if (smap_put(&t->vocab, e->string, strlen(e->string), e->valueint)) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-    else rc = set_id(t, e->valueint, e->string, &c);
+    int32_t id;
+    if (!cJSON_IsNumber(e)) { rc = oc_fail(err, "%s: $.model.vocab[\"%.80s\"]: id is not a number", path, e->string); break; }
+    if (json_id(e, id_bound, &id)) {
+      rc = oc_fail(err, "%s: $.model.vocab[\"%.80s\"]: id %.15g is out of range: ids are integers below %lld (%d vocabulary entries + %d added tokens + %d)",
+                   path, e->string, e->valuedouble, (long long)id_bound, n_vocab, na, ID_GAPS);
+      break;
+    }
+    if (t->id_to_tok[id]) {
+      rc = oc_fail(err, "%s: $.model.vocab[\"%.80s\"]: id %d is already the id of \"%.80s\"", path, e->string, (int)id, t->id_to_tok[id]);
+      break;
+    }
+    if (smap_put(&t->vocab, e->string, strlen(e->string), id)) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    else rc = set_id(t, id, e->string, &c);
   }
   if (rc) goto done;
   const char *unk = jstr(model, "unk_token");
@@ -1641,31 +1682,40 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
         a = e->child->valuestring; al = strlen(a); b = e->child->next->valuestring; bl = strlen(b);
       } else { rc = oc_fail(err, "%s: $.model.merges[%d]: expected \"left right\" or [left, right]", path, rank); break; }
       int ia = smap_find(&t->vocab, a, al), ib = smap_find(&t->vocab, b, bl);
-      if (ia < 0 || ib < 0) { rc = oc_fail(err, "%s: $.model.merges[%d]: a part is not in the vocabulary", path, rank); break; }
+      if (ia < 0 || ib < 0) {
+        rc = oc_fail(err, "%s: $.model.merges[%d]: \"%.*s\" is not in the vocabulary", path, rank, ia < 0 ? (int)(al > 80 ? 80 : al) : (int)(bl > 80 ? 80 : bl),
+                     ia < 0 ? a : b);
+        break;
+      }
       size_t skip = (pl && bl >= pl && memcmp(b, t->cont_prefix, pl) == 0) ? pl : 0;
       if (al + bl + 1 > bcap) { bcap = (al + bl + 1) * 2; char *nb = realloc(buf, bcap); if (!nb) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; } buf = nb; }
       memcpy(buf, a, al);
       memcpy(buf + al, b + skip, bl - skip);
       int im = smap_find(&t->vocab, buf, al + bl - skip);
-      if (im < 0) { rc = oc_fail(err, "%s: $.model.merges[%d]: merged token is not in the vocabulary", path, rank); break; }
+      if (im < 0) { rc = oc_fail(err, "%s: $.model.merges[%d]: the merged token \"%.*s\" is not in the vocabulary", path, rank, (int)((al + bl - skip) > 80 ? 80 : al + bl - skip), buf); break; }
       pmap_put(&t->merges, ia, ib, rank, im);
     }
     free(buf);
     if (rc) goto done;
   }
   /* added tokens */
-  const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-  if (added && !cJSON_IsArray(added)) { rc = oc_fail(err, "%s: $.added_tokens: not an array", path); goto done; }
-  int na = cJSON_GetArraySize(added), i = 0;
+  int i = 0;
   t->added = calloc((size_t)(na ? na : 1), sizeof *t->added);
   if (!t->added) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (const cJSON *e = added ? added->child : NULL; e && !rc; e = e->next, i++) {
     const char *ct = jstr(e, "content");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
     if (!ct || !*ct || !cJSON_IsNumber(id)) { rc = oc_fail(err, "%s: $.added_tokens[%d]: needs a non-empty \"content\" and an \"id\"", path, i); break; }
+    int32_t aid;
+    if (json_id(id, id_bound, &aid)) {
+      rc = oc_fail(err, "%s: $.added_tokens[%d] \"%.80s\": id %.15g is out of range: ids are integers below %lld (%d vocabulary entries + %d added tokens + %d)",
+                   path, i, ct, id->valuedouble, (long long)id_bound, n_vocab, na, ID_GAPS);
+      break;
+    }
     added_tok *a = &t->added[t->n_added++];
     a->content = strdup(ct);
-    a->id = id->valueint;
+    if (!a->content) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
+    a->id = aid;
     a->special = jbool(e, "special", 0);
     a->lstrip = jbool(e, "lstrip", 0);
     a->rstrip = jbool(e, "rstrip", 0);

@@ -1,20 +1,51 @@
 /* libFuzzer harness for the other hostile inputs: the first byte picks the parser, the rest is
- * its input — 0: a torch.save probe.pt (zip + pickle VM), 1: CSV, 2: a judge reply, 3: probe
- * config JSON / JSONL prompt set through a temporary file. */
+ * its input — 0: a torch.save probe.pt (zip + pickle VM), 1: CSV, 2: a judge reply, 3: a JSONL
+ * or JSON file read as a prompt set, a probe config, a dataset and three-class input, 4: the
+ * strict JSON parser itself (what it accepts prints and parses again, strictly), 5: a CSV prompt
+ * set file. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "opencon/classifier.h"
 #include "opencon/jailbreak.h"
+#include "opencon/json.h"
 #include "opencon/probe.h"
+
+/* the bytes in a temporary file with the given suffix; its path in path (NULL on failure) */
+static char *temp_file(const unsigned char *d, size_t n, const char *suffix, char *path, size_t cap) {
+  snprintf(path, cap, "/tmp/oc_fuzz_XXXXXX%s", suffix);
+  int fd = mkstemps(path, (int)strlen(suffix));
+  if (fd < 0) return NULL;
+  int ok = write(fd, d, n) == (ssize_t)n;
+  close(fd);
+  if (!ok) { unlink(path); return NULL; }
+  return path;
+}
+
+static void strict_json(const unsigned char *d, size_t n) {
+  oc_error e;
+  cJSON *j;
+  if (oc_json_parse((const char *)d, n, "fuzz.json", 1, &j, &e) != 0) return;
+  char *s = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  if (!s) return;
+  if (oc_json_parse(s, strlen(s), "fuzz-printed.json", 1, &j, &e) != 0) {
+    fprintf(stderr, "accepted JSON printed as something it rejects: %s\n", e.msg);
+    abort();
+  }
+  cJSON_Delete(j);
+  free(s);
+}
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   if (size < 1) return 0;
   const unsigned char *d = data + 1;
   size_t n = size - 1;
   oc_error e;
-  switch (data[0] % 4) {
+  char path[64], out[80];
+  switch (data[0] % 6) {
   case 0: {
     oc_probe p;
     if (oc_torch_pt_parse_probe(d, n, "fuzz.pt", &p, &e) == 0) oc_probe_free(&p);
@@ -36,12 +67,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     free(s);
     break;
   }
-  default: {
-    char path[] = "/tmp/oc_fuzz_XXXXXX.jsonl";
-    int fd = mkstemps(path, 6);
-    if (fd < 0) return 0;
-    if (write(fd, d, n) != (ssize_t)n) { close(fd); unlink(path); return 0; }
-    close(fd);
+  case 3: {
+    if (!temp_file(d, n, ".jsonl", path, sizeof path)) return 0;
     oc_prompt_set set = {0};
     oc_prompt_set_load(&set, path, &e);
     oc_prompt_set_free(&set);
@@ -49,6 +76,21 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     if (oc_probe_config_load(path, &pc, &e) == 0) oc_probe_config_free(&pc);
     oc_dataset ds;
     if (oc_dataset_load(path, 2, 1, &ds, &e) == 0) oc_dataset_free(&ds);
+    snprintf(out, sizeof out, "%s.out", path);
+    oc_threeclass_stats st;
+    if (oc_build_three_class(path, out, &st, &e) == 0) unlink(out);
+    unlink(path);
+    break;
+  }
+  case 4: strict_json(d, n); break;
+  default: {
+    if (!temp_file(d, n, ".csv", path, sizeof path)) return 0;
+    oc_prompt_set set = {0};
+    if (oc_prompt_set_load(&set, path, &e) == 0) {
+      int *idx, k;
+      if (oc_prompt_select(&set, 2, NULL, 0, -1, 1, &idx, &k, &e) == 0) free(idx);
+    }
+    oc_prompt_set_free(&set);
     unlink(path);
   }
   }

@@ -1,0 +1,34 @@
+/* opencon — strict JSON for the files people hand us: datasets, prompt sets, config.json,
+ * tokenizer.json, classifier and probe configs. cJSON parses; on top of that a document must be
+ * one value and nothing after it but whitespace, no object may repeat a key at any depth (cJSON
+ * keeps the first of two, Python the last: a label would flip silently between the two), no
+ * string may hold a NUL (raw or \u0000; cJSON cuts the string there) or a raw control character
+ * (Python's json.loads rejects those too), and nesting is at most OC_JSON_MAX_DEPTH deep. */
+#ifndef OPENCON_JSON_H
+#define OPENCON_JSON_H
+#include <cjson/cJSON.h>
+
+#include "opencon/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OC_JSON_MAX_DEPTH 128
+
+/* Parse text[0, len) (NUL bytes in it are content, not its end). Errors read "path:LINE: ...",
+ * where first_line is the line number of text[0]: 1 for a whole file, a JSONL row's own number
+ * for that row. *out is NULL on failure; the caller cJSON_Delete()s it on success. */
+int oc_json_parse(const char *text, size_t len, const char *path, int64_t first_line, cJSON **out, oc_error *err);
+/* Read a whole file and parse it with oc_json_parse. */
+int oc_json_parse_file(const char *path, cJSON **out, oc_error *err);
+/* A random seed (getrandom, else the clock) for hash tables keyed by strings from a file, so that
+ * the file cannot pick keys that all collide (which would make the table quadratic). */
+uint64_t oc_hash_seed(void);
+/* A seeded hash of a NUL-terminated string for such tables. */
+uint64_t oc_hash_str(const char *s, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,255 @@
+/* Strict JSON (include/opencon/json.h): cJSON parses; a scan of the raw text checks what cJSON
+ * cannot see (NUL and control characters in strings, nesting depth, text after the value), and a
+ * walk of the parsed tree finds repeated keys. Errors are located by line; a repeated key is
+ * located by scanning the text again only when one is found, so a valid document pays for one
+ * parse, one linear scan and one hash of each object's keys. */
+#include "opencon/json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* Line and column (both from 1; first_line numbers text[0]'s line) of byte off. */
+static void locate(const char *text, size_t off, int64_t first_line, int64_t *line, int64_t *col) {
+  int64_t l = first_line;
+  size_t bol = 0;
+  for (const char *p = text; (p = memchr(p, '\n', off - (size_t)(p - text))) != NULL; p++) {
+    l++;
+    bol = (size_t)(p - text) + 1;
+  }
+  *line = l;
+  *col = (int64_t)(off - bol) + 1;
+}
+
+static int fail_at(oc_error *err, const char *path, const char *text, size_t off, int64_t first_line, const char *what) {
+  int64_t line, col;
+  locate(text, off, first_line, &line, &col);
+  return oc_fail(err, "%s:%lld: %s at column %lld", path, (long long)line, what, (long long)col);
+}
+
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Bytes the scan stops at, inside a string (quote, backslash, control characters) and between
+ * tokens (quote, brackets, control characters other than whitespace); tables keep the loops
+ * that skip everything else tight (a tokenizer.json is 10-30 MB). */
+#define CTRL_0_8 1, 1, 1, 1, 1, 1, 1, 1, 1
+#define CTRL_14_31 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+static const unsigned char STOP_IN_STRING[256] = {CTRL_0_8, 1, 1, 1, 1, 1, CTRL_14_31, ['"'] = 1, ['\\'] = 1};
+static const unsigned char STOP_BETWEEN[256] = {CTRL_0_8, 0 /* \t */, 0 /* \n */, 1, 1, 0 /* \r */, CTRL_14_31,
+                                                ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1};
+
+/* The string starting at text[i] (its opening quote), in text cJSON has already accepted: the
+ * index just past its closing quote. *bad receives the offset of the first NUL (raw or \u0000)
+ * or raw control character, or stays untouched. */
+static size_t skip_string(const char *s, size_t i, size_t *bad) {
+  for (i++;; i++) {
+    while (!STOP_IN_STRING[(unsigned char)s[i]]) i++;
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"') return i + 1;
+    if (c < 0x20 && *bad == (size_t)-1) *bad = i;
+    if (c == '\\') {
+      if (s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0 && *bad == (size_t)-1) *bad = i;
+      i++;
+    }
+  }
+}
+
+/* NUL and control characters (in strings and between tokens) and the nesting depth, over text[0, end). */
+static int scan_text(const char *s, size_t end, const char *path, int64_t first_line, oc_error *err) {
+  int depth = 0;
+  for (size_t i = 0; i < end;) {
+    while (i < end && !STOP_BETWEEN[(unsigned char)s[i]]) i++;
+    if (i == end) break;
+    char c = s[i];
+    if (c == '"') {
+      size_t bad = (size_t)-1;
+      i = skip_string(s, i, &bad);
+      if (bad != (size_t)-1) {
+        unsigned char b = (unsigned char)s[bad];
+        char what[96];
+        if (b == 0) snprintf(what, sizeof what, "a string holds a NUL byte");
+        else if (b == '\\') snprintf(what, sizeof what, "a string holds a NUL character (\\u0000)");
+        else snprintf(what, sizeof what, "a string holds the raw control character 0x%02x (write it escaped)", b);
+        return fail_at(err, path, s, bad, first_line, what);
+      }
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      if (++depth > OC_JSON_MAX_DEPTH) {
+        char what[64];
+        snprintf(what, sizeof what, "nested deeper than %d levels", OC_JSON_MAX_DEPTH);
+        return fail_at(err, path, s, i, first_line, what);
+      }
+    } else if (c == '}' || c == ']') depth--;
+    else /* a control character: cJSON skips these as whitespace */
+      return fail_at(err, path, s, i, first_line, c ? "a control character outside a string" : "a NUL byte outside a string");
+    i++;
+  }
+  return 0;
+}
+
+/* ---- repeated keys ---- */
+typedef struct {
+  int64_t objects;   /* objects visited so far, in document order */
+  int64_t dup_obj;   /* the object with a repeated key (-1: none) */
+  int dup_key;       /* the member index of the repeat in it */
+  const char *dup_name;
+} dup_walk;
+
+uint64_t oc_hash_seed(void) {
+  uint64_t seed;
+  if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed) return seed;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return oc_mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)&ts);
+}
+
+uint64_t oc_hash_str(const char *s, uint64_t seed) {
+  uint64_t h = 0xcbf29ce484222325ull ^ seed; /* FNV-1a from a secret start, then a full mix */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return oc_mix64(h);
+}
+
+/* The keys of one object seen so far: compared pairwise while there are few, then an
+ * open-addressing set that keeps each key's hash, so neither probing nor growing reads the
+ * strings again (most objects are small; a tokenizer vocabulary has 250k keys). The hash is
+ * seeded at random: a file cannot choose keys that collide. */
+#define FEW_KEYS 16
+typedef struct { const char *k; uint64_t h; } slot;
+typedef struct {
+  const char *few[FEW_KEYS];
+  slot *set;
+  size_t n, cap;
+  uint64_t seed; /* of the hash, chosen when the set is first built */
+} keyset;
+
+static int set_insert(slot *set, size_t cap, const char *k, uint64_t h) { /* 1: already there */
+  size_t i = (size_t)h & (cap - 1);
+  while (set[i].k) {
+    if (set[i].h == h && strcmp(set[i].k, k) == 0) return 1;
+    i = (i + 1) & (cap - 1);
+  }
+  set[i] = (slot){k, h};
+  return 0;
+}
+
+/* 1: k was already in the set, 0: added, -1: out of memory. */
+static int keyset_add(keyset *ks, const char *k) {
+  if (ks->n < FEW_KEYS) {
+    for (size_t i = 0; i < ks->n; i++) if (strcmp(ks->few[i], k) == 0) return 1;
+    ks->few[ks->n++] = k;
+    return 0;
+  }
+  if (2 * (ks->n + 1) > ks->cap) {
+    size_t nc = ks->cap ? 2 * ks->cap : 4 * FEW_KEYS;
+    slot *ns = calloc(nc, sizeof *ns);
+    if (!ns) return -1;
+    for (size_t i = 0; i < ks->cap; i++) if (ks->set[i].k) set_insert(ns, nc, ks->set[i].k, ks->set[i].h);
+    if (!ks->set) {
+      ks->seed = oc_hash_seed();
+      for (size_t i = 0; i < FEW_KEYS; i++) set_insert(ns, nc, ks->few[i], oc_hash_str(ks->few[i], ks->seed));
+    }
+    free(ks->set);
+    ks->set = ns;
+    ks->cap = nc;
+  }
+  if (set_insert(ks->set, ks->cap, k, oc_hash_str(k, ks->seed))) return 1;
+  ks->n++;
+  return 0;
+}
+
+/* Pre-order walk (the order objects open in the text) that stops at the first repeat. One pass
+ * over each node list, type bits read directly: this runs over every node of a 30 MB
+ * tokenizer.json, and following the list pointers is most of its cost. */
+static int walk(const cJSON *v, dup_walk *w) {
+  int is_obj = (v->type & 0xff) == cJSON_Object, rc = 0, j = 0;
+  int64_t me = is_obj ? w->objects++ : -1;
+  keyset ks;
+  ks.n = ks.cap = 0;
+  ks.set = NULL;
+  for (const cJSON *c = v->child; c; c = c->next, j++) {
+    if (is_obj) {
+      int seen = keyset_add(&ks, c->string);
+      if (seen < 0) { rc = -1; break; }
+      if (seen) {
+        w->dup_obj = me;
+        w->dup_key = j;
+        w->dup_name = c->string;
+        break;
+      }
+    }
+    if ((c->type & (cJSON_Object | cJSON_Array)) && ((rc = walk(c, w)) != 0 || w->dup_obj >= 0)) break;
+  }
+  free(ks.set);
+  return rc;
+}
+
+/* Offset of member key_no of the obj_no-th object (document order) in the text. */
+static size_t find_key(const char *s, size_t end, int64_t obj_no, int key_no) {
+  struct { int64_t no; int keys, is_obj, want_key; } st[OC_JSON_MAX_DEPTH + 1];
+  int d = -1;
+  int64_t objects = 0;
+  size_t bad = (size_t)-1;
+  for (size_t i = 0; i < end;) {
+    char c = s[i];
+    if (c == '"') {
+      if (d >= 0 && st[d].is_obj && st[d].want_key) {
+        if (st[d].no == obj_no && st[d].keys == key_no) return i;
+        st[d].keys++;
+        st[d].want_key = 0;
+      }
+      i = skip_string(s, i, &bad);
+      continue;
+    }
+    if ((c == '{' || c == '[') && d < OC_JSON_MAX_DEPTH) {
+      d++;
+      st[d].is_obj = c == '{';
+      st[d].no = c == '{' ? objects++ : -1;
+      st[d].keys = 0;
+      st[d].want_key = 1;
+    } else if ((c == '}' || c == ']') && d >= 0) d--;
+    else if (c == ',' && d >= 0) st[d].want_key = 1;
+    i++;
+  }
+  return 0;
+}
+
+int oc_json_parse(const char *text, size_t len, const char *path, int64_t first_line, cJSON **out, oc_error *err) {
+  *out = NULL;
+  const char *endp = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &endp, 0);
+  if (!root) {
+    size_t off = endp && endp >= text && endp <= text + len ? (size_t)(endp - text) : 0;
+    return fail_at(err, path, text, off, first_line, "not valid JSON: malformed JSON");
+  }
+  size_t end = (size_t)(endp - text);
+  for (size_t i = end; i < len; i++)
+    if (!is_ws(text[i])) {
+      cJSON_Delete(root);
+      return fail_at(err, path, text, i, first_line, "unexpected text after the JSON value");
+    }
+  if (scan_text(text, end, path, first_line, err)) { cJSON_Delete(root); return -1; }
+  dup_walk w = {0, -1, 0, NULL};
+  if (walk(root, &w)) { cJSON_Delete(root); return oc_fail_code(err, OC_ERR_NOMEM, "%s: out of memory", path); }
+  if (w.dup_obj >= 0) {
+    char what[160];
+    snprintf(what, sizeof what, "duplicate key \"%.80s\"", w.dup_name);
+    int rc = fail_at(err, path, text, find_key(text, end, w.dup_obj, w.dup_key), first_line, what);
+    cJSON_Delete(root);
+    return rc;
+  }
+  *out = root;
+  return 0;
+}
+
+int oc_json_parse_file(const char *path, cJSON **out, oc_error *err) {
+  *out = NULL;
+  char *text;
+  size_t len;
+  if (oc_read_file(path, &text, &len, err)) return -1;
+  int rc = oc_json_parse(text, len, path, 1, out, err);
+  free(text);
+  return rc;
+}

@@ -1,0 +1,98 @@
+/* The strict JSON helper (opencon/json.h): what it accepts parses as cJSON does; repeated keys,
+ * NULs, raw control characters, text after the value and deep nesting are errors naming the file
+ * and the line. */
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "opencon/json.h"
+
+static void expect_error(const char *text, size_t len, int64_t first_line, const char *needle) {
+  oc_error e = {0};
+  cJSON *j = (cJSON *)1;
+  int rc = oc_json_parse(text, len, "x.json", first_line, &j, &e);
+  CHECK(rc != 0 && j == NULL, "accepted: %.*s", (int)(len > 200 ? 200 : len), text);
+  CHECK(rc != 0 && strstr(e.msg, needle) != NULL, "error for %.*s should contain \"%s\", got: %s", (int)(len > 200 ? 200 : len), text, needle,
+        rc ? e.msg : "");
+  CHECK(rc != 0 && e.code == OC_ERR_INVALID, "error code %d", e.code);
+}
+#define BAD(lit, needle) expect_error(lit, sizeof lit - 1, 1, needle)
+
+static cJSON *ok(const char *text, size_t len) {
+  oc_error e = {0};
+  cJSON *j = NULL;
+  CHECK(oc_json_parse(text, len, "x.json", 1, &j, &e) == 0 && j, "rejected %s: %s", text, e.msg);
+  return j;
+}
+#define OK(lit) ok(lit, sizeof lit - 1)
+
+int main(void) {
+  /* valid documents parse to the same values cJSON gives */
+  cJSON *j = OK("{\"a\": [1, {\"b\": \"x\\ty\"}], \"c\": {\"a\": 2}, \"d\": \"\\u00e9\\\\u0000\"}\n  \r\n");
+  if (j) {
+    CHECK(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "a"), 0)->valuedouble == 1, "a[0]");
+    CHECK(strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "a"), 1), "b")->valuestring, "x\ty") == 0, "escaped tab");
+    /* an escaped backslash followed by u0000 is text, not a NUL */
+    CHECK(strcmp(cJSON_GetObjectItem(j, "d")->valuestring, "\xc3\xa9\\u0000") == 0, "\\\\u0000 is text: %s", cJSON_GetObjectItem(j, "d")->valuestring);
+    cJSON_Delete(j);
+  }
+  cJSON_Delete(OK("[]"));
+  cJSON_Delete(OK("\"s\""));
+
+  /* repeated keys: cJSON keeps the first, Python the last */
+  BAD("{\"label\": 0, \"label\": 1}", "x.json:1: duplicate key \"label\"");
+  BAD("{\"a\": {\"b\": 1},\n \"c\": [{\"k\": 1},\n {\"k\": 2, \"z\": 0, \"k\": 3}]}", "x.json:3: duplicate key \"k\"");
+  BAD("{\"a\": 1, \"\\u0061\": 2}", "duplicate key \"a\""); /* the same key spelled with an escape */
+  const char *row = "{\"prompt\": \"p\", \"response\": \"r\", \"response\": \"s\"}";
+  expect_error(row, strlen(row), 41, "x.json:41: duplicate key \"response\"");
+  /* a large object (hashed, not compared pairwise): the repeat is found at its line */
+  char big[40000];
+  size_t k = (size_t)sprintf(big, "{\"vocab\": {\n");
+  for (int i = 0; i < 2000; i++) k += (size_t)sprintf(big + k, "\"t%d\": %d,\n", i, i);
+  k += (size_t)sprintf(big + k, "\"t1234\": 5}}");
+  expect_error(big, k, 1, "x.json:2002: duplicate key \"t1234\"");
+  k = (size_t)sprintf(big, "{\"vocab\": {\n");
+  for (int i = 0; i < 2000; i++) k += (size_t)sprintf(big + k, "\"t%d\": %d,\n", i, i);
+  k += (size_t)sprintf(big + k, "\"t2000\": 5}, \"t1\": {\"t1\": 0}}"); /* the same name in different objects is fine */
+  cJSON_Delete(ok(big, k));
+
+  /* NUL in a string, raw or escaped (cJSON would cut the string there), and raw control characters */
+  BAD("{\"a\": \"x\\u0000y\"}", "x.json:1: a string holds a NUL character (\\u0000)");
+  BAD("{\"a\\u0000b\": 1}", "NUL character");
+  expect_error("{\"a\": \"x\0y\"}", 12, 1, "a string holds a NUL byte");
+  BAD("{\"a\": \"x\ty\"}", "raw control character 0x09");
+  BAD("{\n\"a\": \"x\ny\"}", "x.json:2: a string holds the raw control character 0x0a");
+  expect_error("\0{\"a\": 1}", 9, 1, "NUL byte outside a string");
+  BAD("{\"a\":\x01 1}", "control character outside a string");
+
+  /* one value, then only whitespace (JSONL: junk after a row's object) */
+  BAD("{\"a\": 1} x", "x.json:1: unexpected text after the JSON value at column 10");
+  BAD("{\"a\": 1}{\"a\": 2}", "unexpected text");
+  expect_error("{\"a\": 1}\n\0", 10, 1, "unexpected text");
+  BAD("{\"a\": 1,\n \"b\": }", "x.json:2: not valid JSON");
+  BAD("", "not valid JSON");
+  BAD("   \n ", "not valid JSON");
+
+  /* nesting depth */
+  char deep[2 * OC_JSON_MAX_DEPTH + 8];
+  for (int d = 0; d < OC_JSON_MAX_DEPTH; d++) { deep[d] = '['; deep[2 * OC_JSON_MAX_DEPTH - 1 - d] = ']'; }
+  cJSON_Delete(ok(deep, 2 * OC_JSON_MAX_DEPTH));
+  char deeper[2 * OC_JSON_MAX_DEPTH + 8];
+  for (int d = 0; d <= OC_JSON_MAX_DEPTH; d++) { deeper[d] = '['; deeper[2 * OC_JSON_MAX_DEPTH + 1 - d] = ']'; }
+  expect_error(deeper, 2 * OC_JSON_MAX_DEPTH + 2, 1, "nested deeper than");
+
+  /* files: the path and line in the message */
+  char path[] = "/tmp/oc_json_XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0, "mkstemp");
+  const char doc[] = "{\n  \"num_labels\": 2,\n  \"num_labels\": 3\n}\n";
+  REQUIRE(write(fd, doc, sizeof doc - 1) == (ssize_t)(sizeof doc - 1), "write");
+  close(fd);
+  oc_error e;
+  char want[64];
+  snprintf(want, sizeof want, "%s:3: duplicate key \"num_labels\"", path);
+  CHECK(oc_json_parse_file(path, &j, &e) != 0 && strstr(e.msg, want), "file error: %s", e.msg);
+  unlink(path);
+  CHECK(oc_json_parse_file(path, &j, &e) != 0 && e.code == OC_ERR_NOT_FOUND, "missing file: %s", e.msg);
+  return check_summary("json");
+}
