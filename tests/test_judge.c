@@ -61,11 +61,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 static void call(int port, const char *path, size_t cap, oc_judgment *j, char **raw) {
   char url[128];
   snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-  oc_http_judge hj = {url, NULL, "m", 10, 0.001, 2, 0};
+  oc_http_judge hj = {.url = url, .model = "m", .timeout_s = 10, .backoff_s = 0.001, .max_retries = 2, .max_reply_bytes = cap};
   oc_error e;
   *raw = NULL;
   requests = 0;
-  REQUIRE(oc_http_judge_call_capped(&hj, cap, "{}", j, raw, &e) == 0, "judge setup: %s", e.msg);
+  REQUIRE(oc_http_judge_call(&hj, "{}", j, raw, &e) == 0, "judge setup: %s", e.msg);
 }
 
 static void field_bounds(void) {

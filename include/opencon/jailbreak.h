@@ -53,18 +53,17 @@ typedef struct oc_http_judge {
   const char *url, *api_key, *model;
   double timeout_s, backoff_s;
   int max_retries;
+  size_t max_reply_bytes;          /* 0: OC_JUDGE_MAX_REPLY; a longer reply is an error row, not retried */
   long requests;                   /* HTTP requests made (tests, report) */
 } oc_http_judge;
 
 /* The judge request body for an exchange (deterministic: it also keys the store). */
 char *oc_judge_request_body(const char *model, const char *prompt, const char *response);
 /* POST to an OpenAI-compatible chat completions endpoint; retries 429/5xx/timeouts/malformed replies
- * with exponential backoff; after the last retry the judgment carries an error. Only a bad setup is -1. */
+ * with exponential backoff; after the last retry the judgment carries an error. A reply body over
+ * max_reply_bytes stops the transfer and, not retried, becomes the judgment's error. Only a bad
+ * setup is -1. */
 int oc_http_judge_call(oc_http_judge *j, const char *body, oc_judgment *out, char **raw_reply, oc_error *err);
-/* The same with the reply body capped at max_reply_bytes (0: OC_JUDGE_MAX_REPLY, which
- * oc_http_judge_call uses): a longer reply stops the transfer and, not retried, becomes the
- * judgment's error. */
-int oc_http_judge_call_capped(oc_http_judge *j, size_t max_reply_bytes, const char *body, oc_judgment *out, char **raw_reply, oc_error *err);
 /* Parse a judge reply (the chat completion JSON, strict) into a judgment; -1 with a message if
  * malformed. confidence outside [0, 1] is NaN; category and rationale are cut to their bounds. */
 int oc_judge_parse_reply(const char *reply, oc_judgment *out, oc_error *err);

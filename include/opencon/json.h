@@ -22,11 +22,6 @@ extern "C" {
 int oc_json_parse(const char *text, size_t len, const char *path, int64_t first_line, cJSON **out, oc_error *err);
 /* Read a whole file and parse it with oc_json_parse. */
 int oc_json_parse_file(const char *path, cJSON **out, oc_error *err);
-/* A random seed (getrandom, else the clock) for hash tables keyed by strings from a file, so that
- * the file cannot pick keys that all collide (which would make the table quadratic). */
-uint64_t oc_hash_seed(void);
-/* A seeded hash of a NUL-terminated string for such tables. */
-uint64_t oc_hash_str(const char *s, uint64_t seed);
 
 #ifdef __cplusplus
 }

@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
+
+#include "base/strmap.h"
 
 /* Line and column (both from 1; first_line numbers text[0]'s line) of byte off. */
 static void locate(const char *text, size_t off, int64_t first_line, int64_t *line, int64_t *col) {
@@ -98,42 +98,15 @@ typedef struct {
   const char *dup_name;
 } dup_walk;
 
-uint64_t oc_hash_seed(void) {
-  uint64_t seed;
-  if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed) return seed;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return oc_mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)&ts);
-}
-
-uint64_t oc_hash_str(const char *s, uint64_t seed) {
-  uint64_t h = 0xcbf29ce484222325ull ^ seed; /* FNV-1a from a secret start, then a full mix */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-  return oc_mix64(h);
-}
-
-/* The keys of one object seen so far: compared pairwise while there are few, then an
- * open-addressing set that keeps each key's hash, so neither probing nor growing reads the
- * strings again (most objects are small; a tokenizer vocabulary has 250k keys). The hash is
- * seeded at random: a file cannot choose keys that collide. */
+/* The keys of one object seen so far: compared pairwise while there are few (most objects are
+ * small), then a seeded hash map (a tokenizer vocabulary has 250k keys; a file cannot choose keys
+ * that collide). */
 #define FEW_KEYS 16
-typedef struct { const char *k; uint64_t h; } slot;
 typedef struct {
   const char *few[FEW_KEYS];
-  slot *set;
-  size_t n, cap;
-  uint64_t seed; /* of the hash, chosen when the set is first built */
+  size_t n;
+  oc_strmap set; /* all keys once there are more than FEW_KEYS */
 } keyset;
-
-static int set_insert(slot *set, size_t cap, const char *k, uint64_t h) { /* 1: already there */
-  size_t i = (size_t)h & (cap - 1);
-  while (set[i].k) {
-    if (set[i].h == h && strcmp(set[i].k, k) == 0) return 1;
-    i = (i + 1) & (cap - 1);
-  }
-  set[i] = (slot){k, h};
-  return 0;
-}
 
 /* 1: k was already in the set, 0: added, -1: out of memory. */
 static int keyset_add(keyset *ks, const char *k) {
@@ -142,22 +115,11 @@ static int keyset_add(keyset *ks, const char *k) {
     ks->few[ks->n++] = k;
     return 0;
   }
-  if (2 * (ks->n + 1) > ks->cap) {
-    size_t nc = ks->cap ? 2 * ks->cap : 4 * FEW_KEYS;
-    slot *ns = calloc(nc, sizeof *ns);
-    if (!ns) return -1;
-    for (size_t i = 0; i < ks->cap; i++) if (ks->set[i].k) set_insert(ns, nc, ks->set[i].k, ks->set[i].h);
-    if (!ks->set) {
-      ks->seed = oc_hash_seed();
-      for (size_t i = 0; i < FEW_KEYS; i++) set_insert(ns, nc, ks->few[i], oc_hash_str(ks->few[i], ks->seed));
-    }
-    free(ks->set);
-    ks->set = ns;
-    ks->cap = nc;
-  }
-  if (set_insert(ks->set, ks->cap, k, oc_hash_str(k, ks->seed))) return 1;
-  ks->n++;
-  return 0;
+  if (ks->n == FEW_KEYS)
+    for (size_t i = 0; i < FEW_KEYS; i++) if (oc_strmap_insert(&ks->set, ks->few[i], 0, NULL) < 0) return -1;
+  int rc = oc_strmap_insert(&ks->set, k, 0, NULL);
+  if (rc == 0) ks->n++;
+  return rc;
 }
 
 /* Pre-order walk (the order objects open in the text) that stops at the first repeat. One pass
@@ -167,8 +129,8 @@ static int walk(const cJSON *v, dup_walk *w) {
   int is_obj = (v->type & 0xff) == cJSON_Object, rc = 0, j = 0;
   int64_t me = is_obj ? w->objects++ : -1;
   keyset ks;
-  ks.n = ks.cap = 0;
-  ks.set = NULL;
+  ks.n = 0;
+  oc_strmap_init(&ks.set);
   for (const cJSON *c = v->child; c; c = c->next, j++) {
     if (is_obj) {
       int seen = keyset_add(&ks, c->string);
@@ -182,7 +144,7 @@ static int walk(const cJSON *v, dup_walk *w) {
     }
     if ((c->type & (cJSON_Object | cJSON_Array)) && ((rc = walk(c, w)) != 0 || w->dup_obj >= 0)) break;
   }
-  free(ks.set);
+  oc_strmap_free(&ks.set);
   return rc;
 }
 

@@ -21,8 +21,12 @@ static int run_benchmark_jailbreak(const cli_args *a) {
     goto fail;
   oc_guard_spec spec;
   guard_spec(a, &spec);
-  oc_http_judge hj = {arg_str(a, "judge_url"), NULL, arg_str(a, "openrouter_model"), arg_double(a, "judge_timeout_s"), arg_double(a, "judge_backoff_s"),
-                      arg_int(a, "judge_max_retries"), 0};
+  oc_http_judge hj = {.url = arg_str(a, "judge_url"),
+                      .model = arg_str(a, "openrouter_model"),
+                      .timeout_s = arg_double(a, "judge_timeout_s"),
+                      .backoff_s = arg_double(a, "judge_backoff_s"),
+                      .max_retries = arg_int(a, "judge_max_retries"),
+                      .max_reply_bytes = (size_t)arg_i64(a, "judge_max_reply_bytes")};
   oc_jailbreak_opts jo;
   oc_jailbreak_opts_defaults(&jo);
   jo.guard = &spec;
@@ -89,6 +93,7 @@ static const opt_spec benchmark_jailbreak_opts[] = {
     O_STR("judge_url", "https://openrouter.ai/api/v1/chat/completions", "the chat completions endpoint"),
     O_DBL("judge_timeout_s", "60", 0.01, 3600, "per-request timeout in seconds"),
     O_INT("judge_max_retries", "4", 0, 100, "retries of a failed or malformed judge reply"),
+    O_I64("judge_max_reply_bytes", "1048576", 1024, 1 << 30, "a longer judge reply is stored as an error row (not retried)"),
     O_DBL("judge_backoff_s", "2", 0, 600, "first retry delay in seconds (doubling)"),
     O_OUT("out_path", NULL, "also write the report here (JSON; the Markdown table beside it, R.md)"),
     O_OUT("db", NULL, "the SQLite store that makes reruns resume (default: OUT_PATH.sqlite, else jailbreak_benchmark.json.sqlite)"),

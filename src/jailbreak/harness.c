@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/strmap.h"
 #include "opencon/jailbreak.h"
 
 const char *oc_judge_kind_name(oc_judge_kind k) { return k == OC_JUDGE_HTTP ? "openrouter" : "classifier"; }
@@ -168,7 +169,8 @@ typedef struct run {
   char *setting;           /* what a stored generation depends on (part of its key) */
   char **split_names;      /* in selection order */
   agg *splits, all;
-  int n_splits;
+  int n_splits, cap_splits;
+  oc_strmap split_index;   /* split name -> index into splits */
 } run;
 
 /* the shortest text that reads back as x ("" for NaN): the thresholds as a person typed them */
@@ -277,14 +279,21 @@ static void teacher_row(FILE *f, const oc_prompt_item *it, const char *response,
   cJSON_Delete(t);
 }
 
+/* the counts of a split, a new one at its first prompt (a hash map: many splits stay linear) */
 static agg *split_agg(run *r, const char *split, oc_error *err) {
-  for (int i = 0; i < r->n_splits; i++) if (strcmp(r->split_names[i], split) == 0) return &r->splits[i];
-  char **names = realloc(r->split_names, sizeof *names * (size_t)(r->n_splits + 1));
-  if (names) r->split_names = names;
-  agg *splits = names ? realloc(r->splits, sizeof *splits * (size_t)(r->n_splits + 1)) : NULL;
-  if (splits) r->splits = splits;
-  char *name = splits ? strdup(split) : NULL;
-  if (!name) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
+  int i = oc_strmap_find(&r->split_index, split);
+  if (i >= 0) return &r->splits[i];
+  if (r->n_splits == r->cap_splits) {
+    int cap = r->cap_splits ? 2 * r->cap_splits : 16;
+    char **names = realloc(r->split_names, sizeof *names * (size_t)cap);
+    if (names) r->split_names = names;
+    agg *splits = names ? realloc(r->splits, sizeof *splits * (size_t)cap) : NULL;
+    if (!splits) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
+    r->splits = splits;
+    r->cap_splits = cap;
+  }
+  char *name = strdup(split);
+  if (!name || oc_strmap_insert(&r->split_index, name, r->n_splits, NULL) < 0) { free(name); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
   r->split_names[r->n_splits] = name;
   memset(&r->splits[r->n_splits], 0, sizeof(agg));
   return &r->splits[r->n_splits++];
@@ -405,6 +414,7 @@ done:
   if (r.teacher) fclose(r.teacher);
   if (r.db) sqlite3_close(r.db);
   if (r.bundle != o->bundle) oc_guard_close(r.bundle);
+  oc_strmap_free(&r.split_index);
   for (int i = 0; i < r.n_splits; i++) free(r.split_names[i]);
   free(r.split_names);
   free(r.splits);

@@ -125,10 +125,6 @@ static void sleep_s(double s) {
 }
 
 int oc_http_judge_call(oc_http_judge *j, const char *body, oc_judgment *out, char **raw_reply, oc_error *err) {
-  return oc_http_judge_call_capped(j, OC_JUDGE_MAX_REPLY, body, out, raw_reply, err);
-}
-
-int oc_http_judge_call_capped(oc_http_judge *j, size_t max_reply_bytes, const char *body, oc_judgment *out, char **raw_reply, oc_error *err) {
   memset(out, 0, sizeof *out);
   if (raw_reply) *raw_reply = NULL;
   if (!j->url || !j->model) return oc_fail(err, "judge url and model are required");
@@ -141,7 +137,7 @@ int oc_http_judge_call_capped(oc_http_judge *j, size_t max_reply_bytes, const ch
     hd = curl_slist_append(hd, auth);
   }
   char last[1100] = "no attempt";
-  const size_t max_reply = max_reply_bytes ? max_reply_bytes : OC_JUDGE_MAX_REPLY;
+  const size_t max_reply = j->max_reply_bytes ? j->max_reply_bytes : OC_JUDGE_MAX_REPLY;
   for (int attempt = 0; attempt <= j->max_retries; attempt++) {
     if (attempt) sleep_s(fmin(j->backoff_s * pow(2.0, attempt - 1), 60.0));
     buf b = {NULL, 0, max_reply, 0};

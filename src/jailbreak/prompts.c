@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "opencon/jailbreak.h"
+#include "base/strmap.h"
 #include "opencon/json.h"
 #include "tok/text.h"
 
@@ -236,22 +237,19 @@ int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err) {
 /* group[i]: the index, in order of first appearance, of item i's split; *n_groups of them;
  * *first: each group's first item. A hash set of splits keeps this linear in the items. */
 static int group_by_split(const oc_prompt_set *s, int *group, int **first, int *n_groups) {
-  size_t cap = 16;
-  while (cap < 2 * (size_t)s->n) cap <<= 1;
-  int *slot = malloc(sizeof *slot * cap); /* a group's number, -1: empty */
+  oc_strmap groups; /* split name -> group number */
+  oc_strmap_init(&groups);
   *first = malloc(sizeof **first * (size_t)(s->n ? s->n : 1));
-  if (!slot || !*first) { free(slot); free(*first); *first = NULL; return -1; }
-  for (size_t k = 0; k < cap; k++) slot[k] = -1;
-  const uint64_t seed = oc_hash_seed(); /* split names come from the file */
-  int ng = 0;
-  for (int i = 0; i < s->n; i++) {
-    const char *sp = s->items[i].split;
-    size_t k = (size_t)oc_hash_str(sp, seed) & (cap - 1);
-    while (slot[k] >= 0 && strcmp(s->items[(*first)[slot[k]]].split, sp) != 0) k = (k + 1) & (cap - 1);
-    if (slot[k] < 0) { slot[k] = ng; (*first)[ng++] = i; }
-    group[i] = slot[k];
+  int ng = 0, rc = *first ? 0 : -1;
+  for (int i = 0; i < s->n && rc == 0; i++) {
+    int g;
+    int found = oc_strmap_insert(&groups, s->items[i].split, ng, &g);
+    if (found < 0) rc = -1;
+    else if (found == 0) { g = ng; (*first)[ng++] = i; }
+    group[i] = g;
   }
-  free(slot);
+  oc_strmap_free(&groups);
+  if (rc) { free(*first); *first = NULL; return -1; }
   *n_groups = ng;
   return 0;
 }
