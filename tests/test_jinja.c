@@ -83,7 +83,7 @@ int main(void) {
   expect_error("a\n{% if x %}", NULL, "t:2:4: 'if' without 'endif'");
   expect_error("{{ 1 + }}", NULL, "t:1:8");
   expect_error("ok\n  {% include 'x' %}", NULL, "t:2:6: unsupported template statement 'include'");
-  expect_error("{{ x | frobnicate }}", NULL, "unsupported filter 'frobnicate'");
+  expect_error("{% if false %}{{ x | frobnicate }}{% endif %}", NULL, "t:1:20: no filter named 'frobnicate'");
   expect_error("{{ raise_exception('bad roles') }}", NULL, "bad roles");
   expect_error("{{ 'unterminated }}", NULL, "t:1:1: unclosed tag");
   expect_error("{{ x.y }}", NULL, "'x' is undefined");
