@@ -89,19 +89,26 @@ struct val {
   unsigned char is_ns;    /* dict: a namespace() object */
   unsigned char is_tuple; /* list: a Python tuple */
   unsigned char is_iter;  /* list: a generator (select, map, ...): truthy, no len(), not printable */
-  long long i;            /* bool / int */
-  double f;
-  const char *s;          /* str (NUL-terminated) */
-  size_t n;               /* str length in bytes */
-  val **items;            /* list items / dict values */
-  val **keys;             /* dict keys (any hashable value) */
-  int len, cap;
-  int *hidx;              /* dict: open-addressing index (entry + 1, 0 = empty), once it has many keys */
-  int hcap;
-  const void *node;       /* macro */
-  int fn;                 /* builtin id */
-  val *self;              /* bound method */
-  const char *name;       /* method / macro name */
+  union {
+    long long i; /* bool / int */
+    double f;
+    struct {
+      const char *s; /* str (NUL-terminated) */
+      size_t n;      /* its length in bytes */
+    };
+    struct {
+      val **items; /* list items / dict values */
+      val **keys;  /* dict keys (any hashable value) */
+      int *hidx;   /* dict: open-addressing index (entry + 1, 0 = empty), once it has many keys */
+      int len, cap, hcap;
+    };
+    struct {
+      const void *node; /* macro */
+      const char *name; /* macro / method / builtin name */
+      val *self;        /* bound method */
+      int fn;           /* builtin id */
+    };
+  };
 };
 
 /* ------------------------------------------------------------------ syntax tree */
@@ -1605,7 +1612,7 @@ static val *from_json(rctx *r, const cJSON *j, int depth) {
 static void frame_set(rctx *r, frame *f, const char *name, val *v) {
   for (int i = 0; i < f->n; i++) if (!strcmp(f->names[i], name)) { f->vals[i] = v; return; }
   if (f->n == f->cap) {
-    int nc = f->cap ? f->cap * 2 : 8;
+    int nc = f->cap ? f->cap * 2 : 4;
     const char **nn = ralloc(r, sizeof *nn * (size_t)nc);
     val **nv = ralloc(r, sizeof *nv * (size_t)nc);
     if (f->n) { memcpy(nn, f->names, sizeof *nn * (size_t)f->n); memcpy(nv, f->vals, sizeof *nv * (size_t)f->n); }
@@ -2106,43 +2113,57 @@ static val *splitlines_str(rctx *r, const val *s, int keepends) {
   return l;
 }
 
-/* str.replace(old, new, count): an empty `old` inserts `new` around every code point */
+/* memmem, with memchr for one-byte needles (the common case, and much faster per call) */
+static const char *find_bytes(const char *h, size_t hn, const char *nd, size_t nn) {
+  if (nn == 1) return memchr(h, nd[0], hn);
+  return memmem(h, hn, nd, nn);
+}
+
+/* str.replace(old, new, count): an empty `old` inserts `new` around every code point. The
+ * result's size is known (and checked) before it is built, in one buffer. */
 static val *replace_str(rctx *r, const val *s, const val *from, const val *to, long long count) {
   if (from->t != V_STR || to->t != V_STR) rerr(r, 0, 0, "replace() arguments must be str");
   charge_bytes(r, s->n);
-  size_t cnt = 0;
+  size_t cnt = 0, limit = count < 0 ? (size_t)-1 : (size_t)count;
   if (from->n == 0) cnt = cp_count(s->s, s->n) + 1;
-  else for (const char *p = s->s, *h; (h = memmem(p, s->n - (size_t)(p - s->s), from->s, from->n)); p = h + from->n) cnt++;
-  if (count >= 0 && (unsigned long long)count < cnt) cnt = (size_t)count;
-  /* result length, checked against the string limit before anything is built */
+  else
+    for (const char *p = s->s, *h; cnt < limit && (h = find_bytes(p, s->n - (size_t)(p - s->s), from->s, from->n)); p = h + from->n) cnt++;
+  if (cnt > limit) cnt = limit;
+  charge(r, (long long)cnt);
   size_t out_len = s->n;
   if (to->n > from->n) {
     size_t grow = to->n - from->n;
-    if (cnt && grow > (OC_TEMPLATE_MAX_OUTPUT - s->n) / cnt) check_strlen(r, (size_t)-1);
+    if (cnt && grow > (OC_TEMPLATE_MAX_OUTPUT - (s->n < OC_TEMPLATE_MAX_OUTPUT ? s->n : OC_TEMPLATE_MAX_OUTPUT)) / cnt)
+      check_strlen(r, (size_t)-1);
     out_len += grow * cnt;
   } else out_len -= (from->n - to->n) * cnt;
   check_strlen(r, out_len);
-  sbuf b = {0};
-  size_t pos = 0;
+  charge_bytes(r, out_len);
+  char *o = ralloc(r, out_len + 1);
+  size_t pos = 0, k = 0;
   for (size_t done = 0; done < cnt; done++) {
-    if (from->n == 0) {
-      sb_add(r, &b, to->s, to->n);
-      if (pos < s->n) {
-        size_t l = (size_t)oc_utf8_len((unsigned char)s->s[pos]);
-        if (pos + l > s->n) l = s->n - pos;
-        sb_add(r, &b, s->s + pos, l);
-        pos += l;
-      }
-      continue;
+    size_t at = pos, skip = 0;
+    if (from->n) at = (size_t)(find_bytes(s->s + pos, s->n - pos, from->s, from->n) - s->s), skip = from->n;
+    memcpy(o + k, s->s + pos, at - pos);
+    k += at - pos;
+    memcpy(o + k, to->s, to->n);
+    k += to->n;
+    pos = at + skip;
+    if (!from->n && pos < s->n) { /* empty `old`: then one code point */
+      size_t l = (size_t)oc_utf8_len((unsigned char)s->s[pos]);
+      if (l > s->n - pos) l = s->n - pos;
+      memcpy(o + k, s->s + pos, l);
+      k += l;
+      pos += l;
     }
-    const char *h = memmem(s->s + pos, s->n - pos, from->s, from->n);
-    size_t at = (size_t)(h - s->s);
-    sb_add(r, &b, s->s + pos, at - pos);
-    sb_add(r, &b, to->s, to->n);
-    pos = at + from->n;
   }
-  sb_add(r, &b, s->s + pos, s->n - pos);
-  return sb_val(r, &b);
+  memcpy(o + k, s->s + pos, s->n - pos);
+  k += s->n - pos;
+  o[k] = 0;
+  val *v = V(r, V_STR);
+  v->s = o;
+  v->n = k;
+  return v;
 }
 
 /* str * n (n may be 0 or negative: empty) */
