@@ -278,6 +278,11 @@ def build_cases(env):
                 case = {"template": str(path), "config": toks, "messages": msgs, "add_generation_prompt": add_gen,
                         "options": options, "now": NOW}
                 cases.append((label, case, expected))
+    # the fuzzing seeds of tests/test_text_mutate.c (deep nesting, repetition, number edges, features)
+    seed_vars = {"messages": CONVERSATIONS["tool_call"], "tools": TOOLS}
+    for path in sorted((FIXTURES / "templates" / "hostile").glob("*.jinja")):
+        source = path.read_text(encoding="utf-8")
+        cases.append((f"seed {path.name}", {"source": source, "vars": seed_vars, "now": NOW}, py_render(env, source, seed_vars)))
     for i, (source, variables) in enumerate(SNIPPETS):
         cases.append((f"snippet {i}: {source[:70]!r}", {"source": source, "vars": variables, "now": NOW},
                       py_render(env, source, variables)))
