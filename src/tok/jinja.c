@@ -3207,7 +3207,7 @@ static val *make_range(rctx *r, const expr *e, callargs *a) {
   if (count > OC_TEMPLATE_MAX_RANGE)
     rerr(r, e->line, e->col, "range too big: the sandbox allows at most %d items (jinja2's MAX_RANGE)", OC_TEMPLATE_MAX_RANGE);
   val *l = vlist(r, 0);
-  for (unsigned long long k = 0; k < count; k++) list_push(r, l, vint(r, lo + (long long)k * st));
+  for (unsigned long long k = 0; k < count; k++) list_push(r, l, vint(r, (long long)((unsigned long long)lo + k * (unsigned long long)st))); /* in range; unsigned: no overflow on the way */
   return l;
 }
 
