@@ -165,6 +165,7 @@ struct stmt {
   const char **params;
   expr **defaults;
   int nparams;
+  int uses_varargs, uses_kwargs; /* the body names varargs / kwargs: extra arguments land there */
 };
 
 struct oc_template {
@@ -190,6 +191,13 @@ typedef struct {
   jmp_buf jb;
   int depth; /* recursion of the parser (brackets, nested blocks) */
   int loops; /* for-loop bodies around the statement being parsed (break / continue need one) */
+  struct stmt *macro; /* the macro whose body is being parsed */
+  /* Unknown filter and test names: jinja2 rejects them when it compiles the template, except
+   * inside an if statement or an inline if (outside any loop or macro there), where using one is
+   * an error only when it runs. They are collected while parsing and checked at the end. */
+  int soft;                       /* parsing inside an if statement's condition or bodies */
+  struct unknown_name { const struct expr *e; int soft; } *unknown;
+  int nunknown, capunknown;
 } pctx;
 
 enum { T_EOF, T_NAME, T_INT, T_FLOAT, T_STR, T_OP };
@@ -561,6 +569,8 @@ static expr *parse_primary(pctx *p, tokstream *ts) {
     if (!strcmp(t->s, "none") || !strcmp(t->s, "None")) return lit_expr(p, t, V_NONE);
     e = mk(p, E_NAME, t);
     e->name = t->s;
+    if (p->macro && !strcmp(t->s, "varargs")) p->macro->uses_varargs = 1;
+    if (p->macro && !strcmp(t->s, "kwargs")) p->macro->uses_kwargs = 1;
     return e;
   case T_OP:
     if (is_op(t, "(")) {
@@ -658,6 +668,25 @@ static expr *parse_postfix(pctx *p, tokstream *ts, expr *e) {
   }
 }
 
+static void note_unknown(pctx *p, const expr *e) {
+  if (p->nunknown == p->capunknown) {
+    int nc = p->capunknown ? p->capunknown * 2 : 8;
+    p->unknown = ar_resize(p->ar, p->unknown, p->nunknown, nc, sizeof *p->unknown);
+    if (!p->unknown) perr_code(p, OC_ERR_NOMEM, 0, 0, "out of memory");
+    p->capunknown = nc;
+  }
+  p->unknown[p->nunknown].e = e;
+  p->unknown[p->nunknown++].soft = p->soft > 0;
+}
+
+static void check_unknown_names(pctx *p) {
+  for (int i = 0; i < p->nunknown; i++)
+    if (!p->unknown[i].soft) {
+      const expr *e = p->unknown[i].e;
+      perr(p, e->line, e->col, "no %s named '%s'", e->k == E_FILTER ? "filter" : "test", e->name);
+    }
+}
+
 /* name [(args)] after '|' (or at the start of a filter block) */
 static expr *parse_one_filter(pctx *p, tokstream *ts, expr *e, const tok *at) {
   expr *f = mk(p, E_FILTER, at);
@@ -672,8 +701,7 @@ static expr *parse_one_filter(pctx *p, tokstream *ts, expr *e, const tok *at) {
     memcpy(nm + l1 + 1, more, l2 + 1);
     f->name = nm;
   }
-  if (!in_names(filter_names, f->name) && !in_names(unsupported_filters, f->name))
-    perr(p, at->line, at->col, "no filter named '%s'", f->name);
+  if (!in_names(filter_names, f->name) && !in_names(unsupported_filters, f->name)) note_unknown(p, f);
   if (accept_op(ts, "(")) { enter_parse(p, at); parse_call_args(p, ts, f); p->depth--; }
   return fin(p, f);
 }
@@ -688,7 +716,7 @@ static expr *parse_filters(pctx *p, tokstream *ts, expr *e) {
       x->a = e;
       x->negate = accept_name(ts, "not");
       x->name = expect_name(p, ts);
-      if (!in_names(test_names, x->name)) perr(p, t->line, t->col, "no test named '%s'", x->name);
+      if (!in_names(test_names, x->name)) note_unknown(p, x);
       if (accept_op(ts, "(")) { enter_parse(p, t); parse_call_args(p, ts, x); p->depth--; }
       else {
         tok *u = peek(ts);
@@ -814,13 +842,17 @@ static expr *parse_or(pctx *p, tokstream *ts) {
 static expr *parse_expr(pctx *p, tokstream *ts) {
   tok *t0 = peek(ts);
   enter_parse(p, t0);
+  int first_unknown = p->nunknown;
   expr *e = parse_or(p, ts);
   tok *t;
   while ((t = peek(ts)) && accept_name(ts, "if")) {
+    p->soft++; /* the whole inline if is soft for unknown names, its first arm included */
     expr *c = mk(p, E_COND, t);
     c->a = e;
     c->b = parse_or(p, ts);
     if (accept_name(ts, "else")) c->c = parse_expr(p, ts);
+    p->soft--;
+    for (int i = first_unknown; i < p->nunknown; i++) p->unknown[i].soft = 1;
     e = fin(p, c);
   }
   p->depth--;
@@ -946,12 +978,17 @@ static void split_template(pctx *p, const char *src, chunks *out) {
     if (b < n && (src[b] == '-' || src[b] == '+')) b++;
     size_t e = b;
     char q = 0;
+    int open = 0; /* brackets: inside them `}}` and `%}` are operators, as in Jinja's lexer */
     while (e + 1 < n) {
       if (kind != '#') {
         if (q) { if (src[e] == '\\') { e += 2; continue; } if (src[e] == q) q = 0; e++; continue; }
         if (src[e] == '\'' || src[e] == '"') { q = src[e++]; continue; }
       }
-      if (src[e] == close[0] && src[e + 1] == close[1]) break;
+      if (!open && src[e] == close[0] && src[e + 1] == close[1]) break;
+      if (kind != '#') {
+        if (src[e] == '(' || src[e] == '[' || src[e] == '{') open++;
+        else if (open && (src[e] == ')' || src[e] == ']' || src[e] == '}')) open--;
+      }
       e++;
     }
     line_col(&lp, j, &line, &col);
@@ -1047,6 +1084,7 @@ static expr *parse_block_filter(pctx *p, tokstream *ts, const tok *at) {
 
 static void parse_if(pctx *p, chunks *cs, body *b, tokstream *ts, const tok *kw) {
   stmt *s = mkstmt(p, S_IF, kw);
+  p->soft++;
   int cap = 0, bcap = 0;
   grow_ptrs(p, (void **)&s->conds, 0, &cap, sizeof *s->conds);
   grow_ptrs(p, (void **)&s->bodies, 0, &bcap, sizeof *s->bodies);
@@ -1069,6 +1107,7 @@ static void parse_if(pctx *p, chunks *cs, body *b, tokstream *ts, const tok *kw)
       break;
     } else { expect_end(p, &et); break; }
   }
+  p->soft--;
   body_push(p, b, s);
 }
 
@@ -1089,12 +1128,15 @@ static void parse_for(pctx *p, chunks *cs, body *b, tokstream *ts, const tok *kw
   expect_end(p, ts);
   static const char *const ends_for[] = {"else", "endfor", NULL};
   tokstream et;
+  int soft = p->soft;
   p->loops++;
+  p->soft = 0; /* a loop body is an inner frame for jinja2: not soft */
   const char *got = parse_body(p, cs, &s->b, ends_for, &et);
   p->loops--;
   if (!got) perr(p, kw->line, kw->col, "'for' without 'endfor'");
   expect_end(p, &et);
   if (!strcmp(got, "else")) parse_block_to(p, cs, &s->else_body, "endfor", kw);
+  p->soft = soft;
   body_push(p, b, s);
 }
 
@@ -1136,9 +1178,15 @@ static void parse_macro(pctx *p, chunks *cs, body *b, tokstream *ts, const tok *
   }
   expect_end(p, ts);
   int loops = p->loops; /* a macro body is outside any loop around its definition */
+  stmt *outer = p->macro;
+  int soft = p->soft;
   p->loops = 0;
+  p->macro = s;
+  p->soft = 0;
   parse_block_to(p, cs, &s->b, "endmacro", kw);
   p->loops = loops;
+  p->macro = outer;
+  p->soft = soft;
   body_push(p, b, s);
 }
 
@@ -1227,6 +1275,7 @@ static int parse_guarded(pctx *p, const char *src, body *root) {
   chunks cs = {0};
   split_template(p, normalize_source(p, src), &cs);
   parse_body(p, &cs, root, NULL, NULL);
+  check_unknown_names(p);
   return 0;
 }
 
@@ -3153,16 +3202,24 @@ static callargs eval_args(rctx *r, const expr *e, frame *f) {
   return a;
 }
 
+/* a macro call: parameters from positional, keyword and default arguments; extra ones go to
+ * varargs / kwargs when the body names them (else they are errors, as in jinja2) */
 static val *call_macro(rctx *r, const expr *e, val *m, callargs *a) {
   const stmt *s = m->node;
-  if (a->npos > s->nparams) rerr(r, e->line, e->col, "macro '%s' takes not more than %d argument(s)", s->attr, s->nparams);
+  if (a->npos > s->nparams && !s->uses_varargs)
+    rerr(r, e->line, e->col, "macro '%s' takes not more than %d argument(s)", s->attr, s->nparams);
+  val *varargs = vlist(r, 1), *kwargs = V(r, V_DICT);
+  for (int i = s->nparams; i < a->npos; i++) list_push(r, varargs, a->pos[i]);
   for (int k = 0; k < a->nkw; k++) {
     int found = -1;
     for (int i = 0; i < s->nparams; i++) if (!strcmp(s->params[i], a->kwn[k])) found = i;
-    if (found < 0) rerr(r, e->line, e->col, "macro '%s' takes no keyword argument '%s'", s->attr, a->kwn[k]);
-    if (found < a->npos) rerr(r, e->line, e->col, "macro '%s' got multiple values for argument '%s'", s->attr, a->kwn[k]);
+    if (found < 0 && !s->uses_kwargs) rerr(r, e->line, e->col, "macro '%s' takes no keyword argument '%s'", s->attr, a->kwn[k]);
+    if (found < 0) dict_set(r, kwargs, vcstr(r, a->kwn[k]), a->kwv[k]);
+    else if (found < a->npos) rerr(r, e->line, e->col, "macro '%s' got multiple values for argument '%s'", s->attr, a->kwn[k]);
   }
   frame *mf = new_frame(r, r->globals);
+  frame_set(r, mf, "varargs", varargs);
+  frame_set(r, mf, "kwargs", kwargs);
   for (int i = 0; i < s->nparams; i++) {
     val *v = arg(a, s->params[i], i);
     if (!v) v = s->defaults[i] ? eval(r, s->defaults[i], mf) : vundef(r);
