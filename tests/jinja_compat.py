@@ -87,6 +87,31 @@ TOOLS = [
             "safe": {"type": "boolean", "description": "Safe search"}},
             "required": ["queries"]}}},
 ]
+# a schema with what real tool definitions carry: nested objects, arrays of objects, enums of
+# numbers, oneOf, nullable, defaults of every type, examples, a return type
+TOOLS_COMPLEX = [
+    {"type": "function", "function": {
+        "name": "book_trip", "description": "Book a trip with flights and hotels.",
+        "parameters": {"type": "object", "properties": {
+            "traveler": {"type": "object", "description": "Who travels", "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 80},
+                "age": {"type": "integer", "minimum": 0, "maximum": 130, "nullable": True}},
+                "required": ["name"]},
+            "legs": {"type": "array", "description": "Flight legs", "items": {"type": "object", "properties": {
+                "from": {"type": "string", "format": "iata"}, "to": {"type": "string"},
+                "date": {"type": "string", "format": "date", "examples": ["2025-01-31"]}}, "required": ["from", "to"]}},
+            "class": {"type": "string", "enum": ["economy", "business"], "default": "economy"},
+            "seats": {"type": "integer", "enum": [1, 2, 4], "default": 1},
+            "budget": {"oneOf": [{"type": "number", "description": "in euros"}, {"type": "string", "format": "currency"}]},
+            "tags": {"type": ["string", "null"], "description": "Free text"},
+            "flexible": {"type": "boolean", "default": False},
+            "extras": {"type": "object", "additionalProperties": {"type": "string"}},
+            "matrix": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}},
+            "required": ["traveler", "legs"]},
+        "return": {"type": "object", "description": "The booking"}}},
+    {"type": "function", "function": {"name": "ping", "description": "No parameters.",
+                                      "parameters": {"type": "object", "properties": {}}}},
+]
 DOCS = [{"title": "Moon", "text": "The Moon orbits the Earth.", "doc_id": 1},
         {"title": "Sun", "text": "The Sun is a star.", "doc_id": 2}]
 TRICKY = "Ünïcödé — 日本語 😀 \"double\" 'single' \\ back\\slash {{ not a tag }} {% nor this %}\ttab\n\nline  "
@@ -126,6 +151,8 @@ CONVERSATIONS = {
 # (conversation, options) pairs per template; tools go in options as oc_chat_render takes them
 VARIANTS = [(name, {}) for name in CONVERSATIONS] + [
     ("single", {"tools": TOOLS}),
+    ("single", {"tools": TOOLS_COMPLEX}),
+    ("tool_call", {"tools": TOOLS_COMPLEX}),
     ("tool_call", {"tools": TOOLS}),
     ("tool_call_str", {"tools": TOOLS}),
     ("system_multi", {"tools": TOOLS}),
