@@ -1355,6 +1355,14 @@ static void *ralloc(rctx *r, size_t n) {
   return p;
 }
 
+/* ar_resize for the renderer: an arena copy of an array with room for newcap elements */
+static void *rresize(rctx *r, const void *arr, int n, int newcap, size_t elem) {
+  void *p = ar_resize(r->ar, arr, n, newcap, elem);
+  if (!p) rerr_code(r, OC_ERR_NOMEM, 0, 0, "out of memory");
+  check_memory(r);
+  return p;
+}
+
 static void charge(rctx *r, long long units) {
   r->steps += units;
   if (r->steps > OC_TEMPLATE_MAX_STEPS) rerr(r, 0, 0, "template exceeds its work budget (%lld steps)", OC_TEMPLATE_MAX_STEPS);
@@ -1419,9 +1427,7 @@ static void list_push(rctx *r, val *l, val *x) {
   if (l->len == l->cap) {
     if (l->len >= OC_TEMPLATE_MAX_ITEMS) rerr(r, 0, 0, "list or dict longer than %d items", OC_TEMPLATE_MAX_ITEMS);
     int nc = l->cap ? l->cap * 2 : 8;
-    val **ni = ralloc(r, sizeof *ni * (size_t)nc);
-    if (l->len) memcpy(ni, l->items, sizeof *ni * (size_t)l->len);
-    l->items = ni;
+    l->items = rresize(r, l->items, l->len, nc, sizeof *l->items);
     l->cap = nc;
     charge(r, l->len >> 3);
   }
@@ -1617,10 +1623,8 @@ static void dict_set(rctx *r, val *d, val *k, val *x) {
   if (d->len == d->cap) {
     if (d->len >= OC_TEMPLATE_MAX_ITEMS) rerr(r, 0, 0, "list or dict longer than %d items", OC_TEMPLATE_MAX_ITEMS);
     int nc = d->cap ? d->cap * 2 : 8;
-    val **ni = ralloc(r, sizeof *ni * (size_t)nc), **nk = ralloc(r, sizeof *nk * (size_t)nc);
-    if (d->len) { memcpy(ni, d->items, sizeof *ni * (size_t)d->len); memcpy(nk, d->keys, sizeof *nk * (size_t)d->len); }
-    d->items = ni;
-    d->keys = nk;
+    d->items = rresize(r, d->items, d->len, nc, sizeof *d->items);
+    d->keys = rresize(r, d->keys, d->len, nc, sizeof *d->keys);
     d->cap = nc;
   }
   d->keys[d->len] = k;
@@ -1662,11 +1666,8 @@ static void frame_set(rctx *r, frame *f, const char *name, val *v) {
   for (int i = 0; i < f->n; i++) if (!strcmp(f->names[i], name)) { f->vals[i] = v; return; }
   if (f->n == f->cap) {
     int nc = f->cap ? f->cap * 2 : 4;
-    const char **nn = ralloc(r, sizeof *nn * (size_t)nc);
-    val **nv = ralloc(r, sizeof *nv * (size_t)nc);
-    if (f->n) { memcpy(nn, f->names, sizeof *nn * (size_t)f->n); memcpy(nv, f->vals, sizeof *nv * (size_t)f->n); }
-    f->names = nn;
-    f->vals = nv;
+    f->names = rresize(r, f->names, f->n, nc, sizeof *f->names);
+    f->vals = rresize(r, f->vals, f->n, nc, sizeof *f->vals);
     f->cap = nc;
   }
   f->names[f->n] = name;
@@ -3410,9 +3411,7 @@ static void assign_targets(rctx *r, const stmt *s, frame *f, val *v) {
 static val *capture(rctx *r, const body *b, frame *f) {
   if (r->nsaved == r->capsaved) {
     int nc = r->capsaved ? r->capsaved * 2 : 16;
-    outbuf *ns = ralloc(r, sizeof *ns * (size_t)nc);
-    if (r->nsaved) memcpy(ns, r->saved, sizeof *ns * (size_t)r->nsaved);
-    r->saved = ns;
+    r->saved = rresize(r, r->saved, r->nsaved, nc, sizeof *r->saved);
     r->capsaved = nc;
   }
   r->saved[r->nsaved++] = r->o;
