@@ -255,6 +255,13 @@ SNIPPETS = [
     ("{{ range(3)|list }}|{{ range(1, 10, 3)|list }}|{{ range(5, 0, -2)|list }}|{{ range(0)|list }}|{{ range(100000)|length }}", {}),
     ("a\n  {% if true %}\n  b\n  {% endif %}\nc|  {{- ' x ' -}}  |{# note #} d\n{%+ if true %}e{% endif +%}\nf\n{% raw %}{{ not evaluated }}{% endraw %}\n", {}),
     ("line1\r\nline2\rline3\n{% if true -%}\r\n  x\r\n{%- endif %}\n\n", {}),
+    ("x\u00a0\u3000 {%- if true %}y{% endif -%}\u00a0\u200bz|{{\u00a0 1 }}|{{ {'a': {'b': {}}} }}|{{ {'a': 1}}}|{{ \"}}\" }}", {}),
+    ("{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, 3, x=4) }}|{% macro n(x, y=x) %}{{ x }}{{ y }}{% endmacro %}{{ n(1) }}", {}),
+    ("{% if false %}{{ x|frobnicate }}{% endif %}{{ 0|bool if false else 'n' }}|{{ x|frob if false else 'n' }}", {}),
+    ("{% for x in [1,2,3] %}{{ loop.previtem }}-{{ loop.nextitem }},{% endfor %}|{% for a in [1,2] %}{% for b in [3] %}{{ loop.index }}{{ a }}{{ b }}{% endfor %}{% endfor %}", {}),
+    ("{{ ['é', '\u200b', '\u00a0', '\u2028', '😀', '\ufeff', '\x85', '\\', \"'\"] }}|{{ {'é': ('ü',)} }}|{{ 1.1 * 3 }}|{{ 100 / 7 }}|{{ 2 ** 3 ** 2 }}", {}),
+    ("{{ {'b': 1, 'a': {'d': 1, 'c': 2}}|tojson(sort_keys=true, indent=1) }}|{{ [1]|tojson(separators=(';', '=')) }}|{{ [[]]|tojson(indent=2) }}", {}),
+    ("{{ 1 if false else x|frob }}", {}), ("{% for i in [] %}{{ i|frob }}{% endfor %}", {}), ("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}", {}),
     ("{{ raise_exception('custom failure') }}", {}),
     ("{% if messages[0].role == 'system' %}{{ raise_exception('no system') }}{% endif %}ok", {"messages": [{"role": "user"}]}),
     # errors jinja2 also raises

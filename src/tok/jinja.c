@@ -80,6 +80,28 @@ static void *ar_resize(arena *a, const void *arr, int n, int newcap, size_t elem
   return nv;
 }
 
+/* ------------------------------------------------------------------ Python whitespace */
+/* str.isspace(): Unicode White_Space and the separators \x1c-\x1f. Jinja strips it (the - markers,
+ * spaces inside tags) and so do str.strip and split. */
+static int is_ws_py(uint32_t c) { return oc_is_whitespace(c) || (c >= 0x1c && c <= 0x1f); }
+
+/* bytes of the whitespace character starting at s[i] (0 if none) */
+static size_t ws_at(const char *s, size_t i, size_t n) {
+  if (i >= n) return 0;
+  if ((unsigned char)s[i] < 0x80) return is_ws_py((unsigned char)s[i]) ? 1 : 0;
+  uint32_t cp;
+  int l = oc_utf8_decode(s + i, n - i, &cp);
+  return is_ws_py(cp) ? (size_t)l : 0;
+}
+
+/* bytes of the whitespace character ending at s[end] (exclusive), not before s[start] (0 if none) */
+static size_t ws_before(const char *s, size_t start, size_t end) {
+  if (end <= start) return 0;
+  size_t q = end - 1;
+  while (q > start && ((unsigned char)s[q] & 0xC0) == 0x80 && end - q < 4) q--;
+  return ws_at(s, q, end) == end - q ? end - q : 0;
+}
+
 /* ------------------------------------------------------------------ values */
 enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_MACRO, V_FUNC, V_METHOD };
 
@@ -377,7 +399,7 @@ static void lex_tag(pctx *p, const char *s, size_t n, int line, int col, tokstre
   ts->pos = 0;
   size_t i = 0;
   while (1) {
-    while (i < n && isspace((unsigned char)s[i])) { if (s[i] == '\n') { line++; col = 1; } else col++; i++; }
+    for (size_t w; (w = ws_at(s, i, n));) { if (s[i] == '\n') { line++; col = 1; } else col++; i += w; }
     if (ts->n + 1 >= cap) {
       cap *= 2;
       ts->v = ar_resize(p->ar, ts->v, ts->n, cap, sizeof *ts->v);
@@ -953,12 +975,12 @@ static void split_template(pctx *p, const char *src, chunks *out) {
     if (!kind) j = n;
     /* text i..j */
     size_t ts = i, te = j;
-    if (strip_next) while (ts < te && isspace((unsigned char)src[ts])) ts++;
+    if (strip_next) for (size_t w; ts < te && (w = ws_at(src, ts, te));) ts += w;
     else if (trim_nl && ts < te && src[ts] == '\n') ts++;
     strip_next = trim_nl = 0;
     if (kind) {
       int minus = j + 2 < n && src[j + 2] == '-', plus = j + 2 < n && src[j + 2] == '+';
-      if (minus) while (te > ts && isspace((unsigned char)src[te - 1])) te--;
+      if (minus) for (size_t w; (w = ws_before(src, ts, te));) te -= w;
       else if ((kind == '%' || kind == '#') && !plus) {
         /* lstrip_blocks: only spaces and tabs between the line start and the tag */
         size_t q = te;
@@ -1017,9 +1039,9 @@ static void split_template(pctx *p, const char *src, chunks *out) {
         size_t tagstart = (size_t)(end - src);
         while (src[tagstart] != '{' || src[tagstart + 1] != '%') tagstart--;
         size_t rs = after, re_ = tagstart;
-        if (rminus) while (rs < re_ && isspace((unsigned char)src[rs])) rs++;
+        if (rminus) for (size_t w; rs < re_ && (w = ws_at(src, rs, re_));) rs += w;
         else if (!rplus && rs < re_ && src[rs] == '\n') rs++;
-        if (src[tagstart + 2] == '-') while (re_ > rs && isspace((unsigned char)src[re_ - 1])) re_--;
+        if (src[tagstart + 2] == '-') for (size_t w; (w = ws_before(src, rs, re_));) re_ -= w;
         else if (src[tagstart + 2] != '+') {
           size_t w = re_;
           while (w > rs && (src[w - 1] == ' ' || src[w - 1] == '\t')) w--;
@@ -1949,7 +1971,6 @@ static void sort_by_keys(rctx *r, val **items, val **keys, int n, int reverse) {
 }
 
 /* ------------------------------------------------------------------ UTF-8 strings as Python sees them */
-static int is_ws_py(uint32_t c) { return oc_is_whitespace(c) || (c >= 0x1c && c <= 0x1f); }
 
 static size_t cp_count(const char *s, size_t n) {
   size_t c = 0;
