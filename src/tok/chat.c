@@ -29,9 +29,10 @@ int oc_chat_render_opts(const oc_template *t, const cJSON *cfg, const cJSON *mes
     const char *v = cfg ? special_value(cfg, keys[i]) : NULL;
     if (v) cJSON_AddStringToObject(vars, keys[i], v);
   }
+  /* an option named like a variable above replaces it: the renderer takes the last of a name
+   * given twice (deleting the earlier one here was quadratic in the number of options) */
   for (const cJSON *o = options ? options->child : NULL; o; o = o->next) {
     if (!strcmp(o->string, "tools")) continue;
-    cJSON_DeleteItemFromObjectCaseSensitive(vars, o->string);
     cJSON_AddItemToObject(vars, o->string, cJSON_Duplicate(o, 1));
   }
   int rc = oc_template_render_opts(t, vars, topts, out, NULL, err);

@@ -1327,6 +1327,7 @@ struct frame {
   const char **names;
   val **vals;
   int n, cap;
+  val *vars; /* the globals: a dict (hashed), as the caller's variables may be many */
 };
 
 typedef struct {
@@ -1684,7 +1685,17 @@ static val *from_json(rctx *r, const cJSON *j, int depth) {
   return d;
 }
 
+/* a name's value in a scope; local scopes are short arrays (a scan costs a step per 4 names),
+ * the globals a dict */
 static void frame_set(rctx *r, frame *f, const char *name, val *v) {
+  if (f->vars) {
+    val *key = V(r, V_STR);
+    key->s = name;
+    key->n = strlen(name);
+    dict_set(r, f->vars, key, v);
+    return;
+  }
+  charge(r, f->n >> 2);
   for (int i = 0; i < f->n; i++) if (!strcmp(f->names[i], name)) { f->vals[i] = v; return; }
   if (f->n == f->cap) {
     int nc = f->cap ? f->cap * 2 : 4;
@@ -1696,9 +1707,16 @@ static void frame_set(rctx *r, frame *f, const char *name, val *v) {
   f->vals[f->n++] = v;
 }
 
-static val *lookup(frame *f, const char *name) {
-  for (; f; f = f->parent)
+static val *lookup(rctx *r, frame *f, const char *name) {
+  for (; f; f = f->parent) {
+    if (f->vars) {
+      val *x = dict_get_str(r, f->vars, name, strlen(name));
+      if (x) return x;
+      continue;
+    }
+    charge(r, f->n >> 2);
     for (int i = f->n - 1; i >= 0; i--) if (!strcmp(f->names[i], name)) return f->vals[i];
+  }
   return NULL;
 }
 
@@ -3350,7 +3368,7 @@ static val *eval_call(rctx *r, const expr *e, frame *f) {
 static val *eval_node(rctx *r, const expr *e, frame *f) {
   switch (e->k) {
   case E_LIT: return e->lit;
-  case E_NAME: { val *v = lookup(f, e->name); return v ? v : vundef(r); }
+  case E_NAME: { val *v = lookup(r, f, e->name); return v ? v : vundef(r); }
   case E_ATTR: return get_attr(r, e, eval(r, e->a, f), e->name);
   case E_ITEM: { val *o = eval(r, e->a, f); return get_item(r, e, o, eval(r, e->b, f)); }
   case E_SLICE: {
@@ -3511,7 +3529,7 @@ static void exec_stmt(rctx *r, const stmt *s, frame *f) {
   case S_SET: {
     val *v = eval(r, s->e, f);
     if (s->attr) {
-      val *ns = lookup(f, s->targets[0]);
+      val *ns = lookup(r, f, s->targets[0]);
       if (!ns || ns->t != V_DICT || !ns->is_ns)
         rerr(r, s->line, s->col, "cannot assign attribute on non-namespace object '%s'", s->targets[0]);
       val *key = V(r, V_STR);
@@ -3555,6 +3573,7 @@ static void exec_body(rctx *r, const body *b, frame *f) {
 static int render_guarded(rctx *r, const oc_template *t, const cJSON *vars) {
   if (setjmp(r->jb)) return -1;
   frame *g = new_frame(r, NULL);
+  g->vars = V(r, V_DICT);
   r->globals = g;
   static const struct { const char *n; int id; } fns[] = {
     {"raise_exception", F_RAISE}, {"namespace", F_NAMESPACE}, {"range", F_RANGE}, {"dict", F_DICT}, {"strftime_now", F_STRFTIME},
