@@ -18,8 +18,10 @@ extern "C" {
  * OC_ERR_INVALID) naming the template line; real chat templates stay far below them (a
  * thousands-of-messages conversation renders to a few MB with a few million steps).
  *
- * Parsing: expressions (operators, filter chains, attribute and call chains, brackets) and
- * blocks may nest this deep in the template source. */
+ * Parsing: a template's source is at most this long (real ones are under 20 KB) ... */
+#define OC_TEMPLATE_MAX_SOURCE ((size_t)4 << 20)
+/* ... and its expressions (operators, filter chains, attribute and call chains, brackets) and
+ * blocks nest at most this deep. */
 #define OC_TEMPLATE_MAX_NESTING 256
 /* Rendering: nested evaluation (expressions, blocks and macro calls together, like Python's
  * recursion limit), and the nesting of values that are printed, compared or serialized. */
@@ -30,7 +32,7 @@ extern "C" {
 #define OC_TEMPLATE_MAX_ITEMS (1 << 20)
 /* Items of one range(), as in Jinja's sandbox (jinja2.sandbox.MAX_RANGE). */
 #define OC_TEMPLATE_MAX_RANGE 100000
-/* Bytes one render may allocate for values and output buffers. */
+/* Bytes one render may allocate for values and output buffers (and a parse for its syntax tree). */
 #define OC_TEMPLATE_MAX_MEMORY ((size_t)512 << 20)
 /* Work budget of one render: one step per evaluated expression or statement, one per 64 bytes
  * of strings and lists built or searched, one per item compared or copied, one per 4 names a

@@ -206,11 +206,14 @@ static void fail_at(oc_error *err, oc_errcode code, const char *tname, int line,
 }
 
 /* ------------------------------------------------------------------ tag lexer */
+typedef struct tok tok;
 typedef struct {
   arena *ar;
   oc_error *err;
   const char *tname;
   jmp_buf jb;
+  tok *toks; /* the token buffer of the tag being parsed */
+  int ntoks;
   int depth; /* recursion of the parser (brackets, nested blocks) */
   int loops; /* for-loop bodies around the statement being parsed (break / continue need one) */
   struct stmt *macro; /* the macro whose body is being parsed */
@@ -223,14 +226,14 @@ typedef struct {
 } pctx;
 
 enum { T_EOF, T_NAME, T_INT, T_FLOAT, T_STR, T_OP };
-typedef struct {
+struct tok {
   int k;
   const char *s; /* name / op / decoded string */
   size_t n;
   long long i;
   double f;
   int line, col;
-} tok;
+};
 
 typedef struct {
   tok *v;
@@ -251,6 +254,8 @@ static void perr_code(pctx *p, oc_errcode code, int line, int col, const char *f
 static void *palloc(pctx *p, size_t n) {
   void *q = ar_alloc(p->ar, n);
   if (!q) perr_code(p, OC_ERR_NOMEM, 0, 0, "out of memory");
+  if (p->ar->bytes > OC_TEMPLATE_MAX_MEMORY)
+    perr(p, 0, 0, "template needs more than %zu MiB of memory to parse", OC_TEMPLATE_MAX_MEMORY >> 20);
   return q;
 }
 
@@ -391,20 +396,21 @@ static size_t decode_escapes(pctx *p, const char *s, size_t n, char *o, int line
   return k;
 }
 
-/* tokenize the inside of a tag; line/col track positions in the template */
+/* tokenize the inside of a tag into the parser's token buffer (reused from tag to tag: each
+ * tag's tokens are parsed before the next tag is read; what nodes keep is copied out) */
 static void lex_tag(pctx *p, const char *s, size_t n, int line, int col, tokstream *ts) {
-  int cap = 16;
-  ts->v = palloc(p, sizeof(tok) * (size_t)cap);
   ts->n = 0;
   ts->pos = 0;
   size_t i = 0;
   while (1) {
     for (size_t w; (w = ws_at(s, i, n));) { if (s[i] == '\n') { line++; col = 1; } else col++; i += w; }
-    if (ts->n + 1 >= cap) {
-      cap *= 2;
-      ts->v = ar_resize(p->ar, ts->v, ts->n, cap, sizeof *ts->v);
-      if (!ts->v) perr_code(p, OC_ERR_NOMEM, line, col, "out of memory");
+    if (ts->n + 1 >= p->ntoks) {
+      int nc = p->ntoks ? p->ntoks * 2 : 64;
+      p->toks = ar_resize(p->ar, p->toks, ts->n, nc, sizeof *p->toks);
+      if (!p->toks) perr_code(p, OC_ERR_NOMEM, line, col, "out of memory");
+      p->ntoks = nc;
     }
+    ts->v = p->toks;
     tok *t = &ts->v[ts->n];
     memset(t, 0, sizeof *t);
     t->line = line;
@@ -1307,6 +1313,12 @@ int oc_template_parse(const char *src, const char *name, oc_template **out, oc_e
   if (!t) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   t->name = strdup(name ? name : "template");
   if (!t->name) { free(t); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  size_t n = strlen(src);
+  if (n > OC_TEMPLATE_MAX_SOURCE) {
+    oc_fail(err, "%s: template of %zu bytes is larger than %zu KiB", t->name, n, OC_TEMPLATE_MAX_SOURCE >> 10);
+    oc_template_free(t);
+    return -1;
+  }
   pctx p;
   memset(&p, 0, sizeof p);
   p.ar = &t->ar;
@@ -1335,11 +1347,14 @@ typedef struct {
   size_t len, cap;
 } outbuf;
 
+typedef struct tok tok;
 typedef struct {
   arena *ar;
   oc_error *err;
   const char *tname;
   jmp_buf jb;
+  tok *toks; /* the token buffer of the tag being parsed */
+  int ntoks;
   outbuf o;           /* the text being written */
   outbuf *saved;      /* the buffers of enclosing macro calls and set / filter blocks */
   int nsaved, capsaved;
