@@ -62,6 +62,8 @@ static void semantics(void) {
   expect("{{ 1 }} {{ 1.5 }} {{ 2.0 }} {{ true }} {{ none }} {{ [1, 'a'] }} {{ {'k': \"it's\"} }}", NULL,
          "1 1.5 2.0 True None [1, 'a'] {'k': \"it's\"}");
   expect("{{ x }}|{{ x is defined }}|{{ y is none }}", "{\"y\": null}", "|False|True");
+  /* JSON integers up to double precision stay integers (9e15 and up once printed as floats) */
+  expect("{{ x }}|{{ y }}|{{ z }}", "{\"x\": 9007199254740991, \"y\": 1e20, \"z\": -12}", "9007199254740991|1e+20|-12");
   expect("{{ 1e15 }} {{ 1e16 }} {{ 0.0001 }} {{ 0.00001 }} {{ 1.5e300 }} {{ 0.1 + 0.2 }}", NULL,
          "1000000000000000.0 1e+16 0.0001 1e-05 1.5e+300 0.30000000000000004");
   /* arithmetic, integer division and modulo follow Python */

@@ -1684,8 +1684,9 @@ static val *from_json(rctx *r, const cJSON *j, int depth) {
   if (cJSON_IsBool(j)) return vbool(r, cJSON_IsTrue(j));
   if (cJSON_IsNumber(j)) {
     double d = j->valuedouble;
-    /* integral JSON numbers are Python ints (cJSON does not keep whether "1.0" had a point) */
-    if (d == floor(d) && fabs(d) < 9e15) return vint(r, (long long)d);
+    /* integral JSON numbers are Python ints: cJSON keeps neither whether "1.0" had a point nor
+     * digits past double precision (2^53) */
+    if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) return vint(r, (long long)d);
     return vfloat(r, d);
   }
   if (cJSON_IsString(j)) return vcstr(r, j->valuestring);
