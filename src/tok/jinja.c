@@ -2898,7 +2898,7 @@ static val *f_round(rctx *r, const expr *e, val *v, callargs *a) {
       if (prec < 0) rerr_unsupported(r, e->line, e->col, "round to negative precision is not supported");
       return vfloat(r, d);
     }
-    char buf[400];
+    char buf[640]; /* 309 integer digits of DBL_MAX, the point, 300 decimals, sign */
     snprintf(buf, sizeof buf, "%.*f", (int)prec, d); /* glibc rounds the exact binary value half-even, as Python */
     return vfloat(r, strtod(buf, NULL));
   }
