@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Developer check (not run by CI): render every expect(...) case of tests/test_jinja.c with
-Python Jinja2 set up like transformers' apply_chat_template and report any difference from the
-expected string written in the test. Run with /usr/bin/python3 (Debian's python3-jinja2).
-Last run: Jinja2 3.1.2, 0 differences."""
+"""Render every expect(...) case of tests/test_jinja.c with Python jinja2 set up like
+transformers' apply_chat_template (tests/jinja_compat.py's environment) and report any difference
+from the expected string written in the test (ctest jinja_expectations). Run with /usr/bin/python3
+(Debian's python3-jinja2)."""
 import json
 import os
 import re
@@ -57,7 +57,8 @@ def main(path):
         if got != want:
             bad += 1
             print("DIFF", repr(tmpl), "\n  jinja2:", repr(got), "\n  test  :", repr(want))
-    print(f"{n} cases, {bad} differ")
+    print(f"jinja_expectations: {n} cases")
+    print(f"{n - bad} passed, {bad} failed")
     return 1 if bad else 0
 
 
