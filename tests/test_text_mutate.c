@@ -1,7 +1,9 @@
-/* Deterministic mutations of real chat templates and a small tokenizer.json run through the
- * fuzz harness (tests/fuzz/fuzz_text.c): under ASan/UBSan in CI this is the fixed-seed part
- * of fuzzing the template parser and the tokenizer.json loader. Every case must either work
- * or fail with an error; the unmutated seeds must work. */
+/* Deterministic mutations of real chat templates, hostile template seeds (deep nesting, huge
+ * repetition, number edges) and small tokenizer.json files run through the fuzz harness
+ * (tests/fuzz/fuzz_text.c): under ASan/UBSan in CI this is the fixed-seed part of fuzzing the
+ * template parser and renderer (with its limits) and the tokenizer.json loader. Every case must
+ * either work or fail with an error; the unmutated seeds must parse.
+ * usage: test_text_mutate [--iterations N] FILE... (N mutations of each following file, default 600) */
 #include <string.h>
 
 #include "check.h"
@@ -14,10 +16,12 @@ static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
 
 int main(int argc, char **argv) {
-  REQUIRE(argc >= 2, "usage: test_text_mutate FILE...");
+  REQUIRE(argc >= 2, "usage: test_text_mutate [--iterations N] FILE...");
+  int iterations = 600;
   oc_error e;
   static const char pool[] = "{}%#-+'\"()[]|.,:=~ \n\\ifendforsetmacroloop";
   for (int a = 1; a < argc; a++) {
+    if (!strcmp(argv[a], "--iterations") && a + 1 < argc) { iterations = atoi(argv[++a]); continue; }
     char *src;
     size_t len;
     REQUIRE(oc_read_file(argv[a], &src, &len, &e) == 0, "%s", e.msg);
@@ -29,7 +33,7 @@ int main(int argc, char **argv) {
     oc_template_free(t);
     oc_tokenizer_free(tok);
     unsigned char *m = malloc(len + 64);
-    for (int it = 0; it < 600; it++) {
+    for (int it = 0; it < iterations; it++) {
       memcpy(m, src, len);
       size_t n = len;
       int edits = 1 + (int)(next() % 4);

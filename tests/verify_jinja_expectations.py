@@ -1,13 +1,13 @@
-#!/usr/bin/env python3
-"""Developer check (not run by CI): render every expect(...) case of tests/test_jinja.c with
-Python Jinja2 set up like transformers' apply_chat_template and report any difference from the
-expected string written in the test. Last run: Jinja2 3.1.6, 0 differences."""
+#!/usr/bin/python3
+"""Render every expect(...) case of tests/test_jinja.c with Python jinja2 set up like
+transformers' apply_chat_template (tests/jinja_compat.py's environment) and report any difference
+from the expected string written in the test (ctest jinja_expectations). Run with /usr/bin/python3
+(Debian's python3-jinja2)."""
 import json
+import os
 import re
 import sys
-
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+import time
 
 
 def c_literals(s):
@@ -37,9 +37,15 @@ def c_literals(s):
 
 
 def main(path):
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    # jinja2 set up as tests/jinja_compat.py sets it up (transformers' settings), with the clock
+    # test_jinja.c pins: 2024-07-26 00:00:00, shown in UTC
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import jinja_compat
+
+    jinja_compat.NOW = 1721952000
+    os.environ["TZ"] = "UTC0"
+    time.tzset()
+    env = jinja_compat.make_env()
     bad = n = 0
     for call in re.findall(r"\bexpect\((.*?)\);\n", open(path).read(), re.S):
         args = c_literals(call)
@@ -51,7 +57,8 @@ def main(path):
         if got != want:
             bad += 1
             print("DIFF", repr(tmpl), "\n  jinja2:", repr(got), "\n  test  :", repr(want))
-    print(f"{n} cases, {bad} differ")
+    print(f"jinja_expectations: {n} cases")
+    print(f"{n - bad} passed, {bad} failed")
     return 1 if bad else 0
 
 

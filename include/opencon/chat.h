@@ -14,6 +14,7 @@ typedef struct oc_chat {
   oc_tokenizer *tok;
   oc_template *tmpl;     /* NULL when the directory has no chat template */
   cJSON *config;         /* tokenizer_config.json (or an empty object) */
+  oc_template_opts render_opts; /* how oc_chat_format_exchange renders (zero: the current time) */
 } oc_chat;
 
 /* Load tokenizer.json, tokenizer_config.json (+ special_tokens_map.json) and the chat
@@ -26,6 +27,9 @@ void oc_chat_free(oc_chat *c);
  * tools from options, documents=None, the other options as extra variables). */
 int oc_chat_render(const oc_template *t, const cJSON *tokenizer_config, const cJSON *messages, int add_generation_prompt,
                    const cJSON *options, char **out, oc_error *err);
+/* oc_chat_render with render options (topts NULL: the current time for strftime_now) */
+int oc_chat_render_opts(const oc_template *t, const cJSON *tokenizer_config, const cJSON *messages, int add_generation_prompt,
+                        const cJSON *options, const oc_template_opts *topts, char **out, oc_error *err);
 
 /* The MVP's exchange text: with the model template (response NULL -> generation prompt;
  * Qwen3 gets enable_thinking=false), or the plain "User:\n...\n\nAssistant:\n..." form. */

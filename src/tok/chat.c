@@ -14,6 +14,11 @@ static const char *special_value(const cJSON *cfg, const char *key) {
 
 int oc_chat_render(const oc_template *t, const cJSON *cfg, const cJSON *messages, int add_gen, const cJSON *options,
                    char **out, oc_error *err) {
+  return oc_chat_render_opts(t, cfg, messages, add_gen, options, NULL, out, err);
+}
+
+int oc_chat_render_opts(const oc_template *t, const cJSON *cfg, const cJSON *messages, int add_gen, const cJSON *options,
+                        const oc_template_opts *topts, char **out, oc_error *err) {
   cJSON *vars = cJSON_CreateObject();
   if (!vars) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   cJSON_AddItemToObject(vars, "messages", cJSON_Duplicate(messages, 1));
@@ -26,12 +31,13 @@ int oc_chat_render(const oc_template *t, const cJSON *cfg, const cJSON *messages
     const char *v = cfg ? special_value(cfg, keys[i]) : NULL;
     if (v) cJSON_AddStringToObject(vars, keys[i], v);
   }
+  /* an option named like a variable above replaces it: the renderer takes the last of a name
+   * given twice (deleting the earlier one here was quadratic in the number of options) */
   for (const cJSON *o = options ? options->child : NULL; o; o = o->next) {
     if (!strcmp(o->string, "tools")) continue;
-    cJSON_DeleteItemFromObjectCaseSensitive(vars, o->string);
     cJSON_AddItemToObject(vars, o->string, cJSON_Duplicate(o, 1));
   }
-  int rc = oc_template_render(t, vars, out, NULL, err);
+  int rc = oc_template_render_opts(t, vars, topts, out, NULL, err);
   cJSON_Delete(vars);
   return rc;
 }
@@ -117,7 +123,7 @@ int oc_chat_format_exchange(const oc_chat *c, const char *prompt, const char *re
   }
   /* Qwen3: the exchange format has thinking off */
   cJSON_AddFalseToObject(opts, "enable_thinking");
-  int rc = oc_chat_render(c->tmpl, c->config, msgs, response == NULL, opts, out, err);
+  int rc = oc_chat_render_opts(c->tmpl, c->config, msgs, response == NULL, opts, &c->render_opts, out, err);
   cJSON_Delete(msgs);
   cJSON_Delete(opts);
   return rc;
