@@ -120,14 +120,17 @@ static void test_state_validation(void) {
     CHECK(rc != 0 && strstr(err.msg, "c/checkpoint-3/trainer_state.json") && strstr(err.msg, bad[i].want), "%s = %s: %s", bad[i].key,
           bad[i].value ? bad[i].value : "(none)", err.msg);
   }
-  static const char *const not_objects[] = {"[]", "{", "", "{\"global_step\": 3} junk"};
+  static const struct { const char *text, *want; } not_objects[] = {{"[]", "trainer_state.json: not a JSON object"},
+                                                                      {"{", "trainer_state.json:1: not valid JSON"},
+                                                                      {"", "trainer_state.json:1: not valid JSON"},
+                                                                      {"{\"global_step\": 3} junk", "trainer_state.json:1: unexpected text after the JSON value"}};
   for (size_t i = 0; i < sizeof not_objects / sizeof *not_objects; i++) {
     fresh_copy();
     FILE *f = fopen("c/checkpoint-3/trainer_state.json", "w");
-    fputs(not_objects[i], f);
+    fputs(not_objects[i].text, f);
     fclose(f);
     int rc = train("c", "c/checkpoint-3", 1, 0, 3, &err);
-    CHECK(rc != 0 && strstr(err.msg, "trainer_state.json: not a JSON object"), "trainer_state.json \"%s\": %s", not_objects[i], err.msg);
+    CHECK(rc != 0 && strstr(err.msg, not_objects[i].want), "trainer_state.json \"%s\": %s", not_objects[i].text, err.msg);
   }
 }
 

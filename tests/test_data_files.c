@@ -109,8 +109,19 @@ static void configs(const char *cls_dir) {
   if (!rc) oc_probe_config_free(&pc);
   oc_model_config mc;
   const char *cfg = "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64,\n\"num_hidden_layers\": 2, \"num_hidden_layers\": 200}";
-  rc = oc_config_parse(cfg, "m/config.json", &mc, &e);
+  rc = oc_config_parse(cfg, strlen(cfg), "m/config.json", &mc, &e);
   expect(rc, &e, "m/config.json", ":2: duplicate key \"num_hidden_layers\"", "model config.json");
+  if (!rc) oc_config_free(&mc);
+  /* sizes that drive allocations are bounded (a billion layers allocated and touched layer_types) */
+  const char *huge = "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"num_hidden_layers\": 1000000000, "
+                     "\"num_attention_heads\": 4, \"intermediate_size\": 128, \"vocab_size\": 100}";
+  rc = oc_config_parse(huge, strlen(huge), "m/config.json", &mc, &e);
+  expect(rc, &e, "m/config.json", "num_hidden_layers 1000000000 <= 1024", "a billion layers");
+  if (!rc) oc_config_free(&mc);
+  /* a NUL inside config.json is an error, not the end of the text */
+  const char nul[] = "{\"architectures\": [\"LlamaForCausalLM\"]}\0junk";
+  rc = oc_config_parse(nul, sizeof nul - 1, "m/config.json", &mc, &e);
+  expect(rc, &e, "m/config.json", "", "NUL inside config.json");
   if (!rc) oc_config_free(&mc);
 
   /* a classifier directory: config.json, classifier_config.json, tokenizer_config.json */

@@ -73,6 +73,10 @@ int main(void) {
     oc_encoding enc;
     CHECK(oc_tokenizer_encode(t, "ab<x>", NULL, 0, 0, &enc, &e) == 0 && enc.n == 2 && enc.ids[0] == 3 && enc.ids[1] == 9, "encode: %s", e.msg);
     oc_encoding_free(&enc);
+    /* a first word with no ids (no unknown token): the word cache was given ids->v + 0 on a NULL
+     * ids->v (undefined behaviour found by fuzz_text) */
+    CHECK(oc_tokenizer_encode(t, "zz", NULL, 0, 0, &enc, &e) == 0 && enc.n == 0, "a word without ids encodes to none: %s", e.msg);
+    oc_encoding_free(&enc);
     oc_tokenizer_free(t);
   }
   return check_summary("tokenizer_load");

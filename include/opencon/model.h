@@ -44,7 +44,15 @@ typedef struct oc_model_config {
 
 /* Parse config.json text. `path` names the file in errors. Unknown architectures are an
  * error listing the supported ones. */
-int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc_error *err);
+/* Bounds of config.json sizes (far above every supported model; a hostile config cannot make the
+ * loader allocate for a billion layers). */
+#define OC_MAX_LAYERS 1024
+#define OC_MAX_HIDDEN 65536
+#define OC_MAX_HEADS 1024
+#define OC_MAX_INTERMEDIATE (1 << 20)
+#define OC_MAX_VOCAB (1 << 24)
+/* json[0, len) (a NUL byte in it is an error, not its end) */
+int oc_config_parse(const char *json, size_t len, const char *path, oc_model_config *cfg, oc_error *err);
 void oc_config_free(oc_model_config *cfg);
 /* Per-layer geometry */
 int oc_config_type_head_dim(const oc_model_config *c, oc_layer_type type); /* head dim of a layer type */

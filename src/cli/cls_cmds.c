@@ -8,6 +8,7 @@
 #include "opencon/classifier.h"
 #include "opencon/hub.h"
 #include "opencon/probe.h"
+#include "opencon/json.h"
 #include "opts.h"
 
 static int resolve(const char *id, char **dir, oc_error *err) { return oc_resolve_model(id, NULL, dir, err); }
@@ -67,10 +68,15 @@ static int run_classify(const cli_args *o) {
       ssize_t got = getline(&line, &cap, f);
       if (got > 0) {
         ln++;
-        cJSON *row = cJSON_ParseWithLength(line, (size_t)got);
+        if (strspn(line, " \t\r\n") == (size_t)got) continue; /* a blank line */
+        cJSON *row = NULL;
+        oc_error jerr;
+        if (oc_json_parse(line, (size_t)got, path, ln, &row, &jerr)) {
+          fprintf(stderr, "error: %s\n", jerr.msg);
+          ok = 0;
+          break;
+        }
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(row, "prompt"), *r = cJSON_GetObjectItemCaseSensitive(row, "response");
-        int blank = row == NULL && strspn(line, " \t\r\n") == (size_t)got;
-        if (blank) continue;
         if (!cJSON_IsString(p) || (r && !cJSON_IsString(r))) {
           fprintf(stderr, "error: %s:%lld: expected an object with string \"prompt\" (and \"response\")\n", path, (long long)ln);
           cJSON_Delete(row);

@@ -9,6 +9,7 @@
 #include "opencon/model.h"
 #include "opencon/modernbert.h"
 #include "opencon/safetensors.h"
+#include "opencon/json.h"
 #include "opts.h"
 
 #define O_MODEL O_("model_id", OPT_STR, OPT_REQUIRED, NULL, "the model: a local directory or a Hub id org/name")
@@ -183,9 +184,11 @@ static int tokenize_jsonl(const cli_args *a, const oc_chat *c, const char *path,
   char *line = NULL;
   size_t cap = 0;
   int ln = 0, rc = 0;
-  while (!rc && getline(&line, &cap, f) > 0) {
+  ssize_t got;
+  while (!rc && (got = getline(&line, &cap, f)) > 0) {
     ln++;
-    cJSON *row = cJSON_Parse(line);
+    cJSON *row = NULL;
+    if (oc_json_parse(line, (size_t)got, path, ln, &row, err)) { rc = -1; break; }
     const cJSON *t = row ? cJSON_GetObjectItemCaseSensitive(row, "text") : NULL, *as = row ? cJSON_GetObjectItemCaseSensitive(row, "add_special_tokens") : NULL;
     oc_encoding e;
     if (!cJSON_IsString(t)) rc = oc_fail(err, "%s:%d: expected a JSON object with a \"text\" string", path, ln);

@@ -10,6 +10,7 @@
 
 #include "opencon/classifier.h"
 #include "opencon/dataset.h"
+#include "opencon/json.h"
 #include "opencon/safetensors.h"
 
 void oc_cls_train_defaults(oc_cls_train_opts *o) {
@@ -116,11 +117,11 @@ static int copy_file(const char *src, const char *dst, oc_error *err) {
 
 /* config.json (the base config as a sequence classifier), model.safetensors, tokenizer files, into dir */
 static int write_model_files(const char *dir, const char *base_dir, const oc_mbert *m, oc_error *err) {
-  char *src = oc_path_join(base_dir, "config.json"), *text = NULL;
+  char *src = oc_path_join(base_dir, "config.json");
   int rc = -1;
   cJSON *cfg = NULL;
-  if (oc_read_file(src, &text, NULL, err)) goto done;
-  cfg = cJSON_Parse(text);
+  if (!src) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (oc_json_parse_file(src, &cfg, err)) goto done;
   if (!cJSON_IsObject(cfg)) { oc_fail(err, "%s: not a JSON object", src); goto done; }
   const oc_mbert_config *c = oc_mbert_cfg(m);
   cJSON *arch = cJSON_CreateArray();
@@ -151,7 +152,7 @@ static int write_model_files(const char *dir, const char *base_dir, const oc_mbe
   }
 done:
   cJSON_Delete(cfg);
-  free(src); free(text);
+  free(src);
   return rc;
 }
 
@@ -245,10 +246,8 @@ static int state_int(const cJSON *o, const char *key, double lo, double hi, cons
 /* trainer_state.json with every value it holds checked: 1 <= total_steps <= 2^53, 0 <= global_step <=
  * total_steps, 0 <= epoch <= global_step, seed an integer in [0, 2^64), data_fingerprint 16 hex digits. */
 static int read_trainer_state(const char *path, trainer_state *ts, oc_error *err) {
-  char *text;
-  if (oc_read_file(path, &text, NULL, err)) return -1;
-  cJSON *s = cJSON_ParseWithOpts(text, NULL, 1); /* nothing but whitespace after the object */
-  free(text);
+  cJSON *s = NULL;
+  if (oc_json_parse_file(path, &s, err)) return -1;
   int rc = -1;
   double gs = 0, total = 0;
   const cJSON *ep = cJSON_GetObjectItemCaseSensitive(s, "epoch"), *fp = cJSON_GetObjectItemCaseSensitive(s, "data_fingerprint");

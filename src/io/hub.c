@@ -1,5 +1,6 @@
 /* --model_id resolution: local dir, Hugging Face cache layout, or download from the Hub. */
 #include "opencon/hub.h"
+#include "opencon/json.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -237,8 +238,11 @@ int oc_hub_download(const char *repo_id, const oc_hub_options *o, char **snapsho
     free(s.mem);
     return oc_fail(err, "%s: HTTP %ld%s", url, status, status == 401 || status == 403 ? " (gated or private: set HF_TOKEN)" : status == 404 ? " (no such model or revision)" : "");
   }
-  cJSON *root = cJSON_Parse(s.mem ? s.mem : "");
+  cJSON *root = NULL;
+  oc_error jerr;
+  int bad = oc_json_parse(s.mem ? s.mem : "", s.len, url, 1, &root, &jerr);
   free(s.mem);
+  if (bad) return oc_fail(err, "resolving %s: %s", repo_id, jerr.msg);
   const cJSON *sha = root ? cJSON_GetObjectItemCaseSensitive(root, "sha") : NULL;
   const cJSON *sib = root ? cJSON_GetObjectItemCaseSensitive(root, "siblings") : NULL;
   if (!cJSON_IsString(sha) || !is_commit_hash(sha->valuestring) || !cJSON_IsArray(sib)) {

@@ -112,10 +112,10 @@ void oc_config_free(oc_model_config *cfg) {
   cfg->layer_types = NULL;
 }
 
-int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc_error *err) {
+int oc_config_parse(const char *json, size_t len, const char *path, oc_model_config *cfg, oc_error *err) {
   memset(cfg, 0, sizeof *cfg);
   cJSON *root;
-  if (oc_json_parse(json, strlen(json), path, 1, &root, err)) return -1;
+  if (oc_json_parse(json, len, path, 1, &root, err)) return -1;
   if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return oc_fail(err, "%s: not a JSON object (malformed config.json)", path);
@@ -146,6 +146,15 @@ int oc_config_parse(const char *json, const char *path, oc_model_config *cfg, oc
     goto done;
   if (cfg->hidden <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->intermediate <= 0 || cfg->vocab <= 0 || cfg->n_kv_heads <= 0) {
     rc = oc_fail(err, "%s: hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size and vocab_size must be positive", path);
+    goto done;
+  }
+  /* sizes that drive allocations before any tensor is seen: bounded far above every real model */
+  if (cfg->n_layers > OC_MAX_LAYERS || cfg->hidden > OC_MAX_HIDDEN || cfg->n_heads > OC_MAX_HEADS || cfg->n_kv_heads > cfg->n_heads ||
+      cfg->intermediate > OC_MAX_INTERMEDIATE || cfg->vocab > OC_MAX_VOCAB) {
+    rc = oc_fail(err, "%s: sizes out of range (num_hidden_layers %d <= %d, hidden_size %d <= %d, num_attention_heads %d <= %d, "
+                      "num_key_value_heads %d <= heads, intermediate_size %d <= %d, vocab_size %d <= %d)",
+                 path, cfg->n_layers, OC_MAX_LAYERS, cfg->hidden, OC_MAX_HIDDEN, cfg->n_heads, OC_MAX_HEADS, cfg->n_kv_heads, cfg->intermediate,
+                 OC_MAX_INTERMEDIATE, cfg->vocab, OC_MAX_VOCAB);
     goto done;
   }
   if (cfg->n_heads % cfg->n_kv_heads) { rc = oc_fail(err, "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)", path, cfg->n_heads, cfg->n_kv_heads); goto done; }

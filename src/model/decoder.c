@@ -148,10 +148,11 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   *out = NULL;
   char *cpath = oc_path_join(dir, "config.json");
   char *json = NULL;
-  if (oc_read_file(cpath, &json, NULL, err)) { free(cpath); return -1; }
+  size_t jlen = 0;
+  if (oc_read_file(cpath, &json, &jlen, err)) { free(cpath); return -1; }
   oc_model *m = calloc(1, sizeof *m);
   if (!m) { free(cpath); free(json); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
-  int rc = oc_config_parse(json, cpath, &m->cfg, err);
+  int rc = oc_config_parse(json, jlen, cpath, &m->cfg, err);
   free(json);
   free(cpath);
   if (rc) { free(m); return -1; }

@@ -56,9 +56,10 @@ static int add(plan *p, const char *name, int ndim, int64_t d0, int64_t d1, int 
 
 int oc_random_model(const char *config_path, const char *out_dir, uint64_t seed, oc_error *err) {
   char *json = NULL;
-  if (oc_read_file(config_path, &json, NULL, err)) return -1;
+  size_t jlen = 0;
+  if (oc_read_file(config_path, &json, &jlen, err)) return -1;
   oc_model_config c;
-  if (oc_config_parse(json, config_path, &c, err)) { free(json); return -1; }
+  if (oc_config_parse(json, jlen, config_path, &c, err)) { free(json); return -1; }
   /* config.json and model.safetensors go into a temporary directory put in place whole: never a
    * config.json without its weights */
   oc_atomic_dir d;

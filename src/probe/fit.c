@@ -106,13 +106,13 @@ static int config_string(const cJSON *j, const char *key, char **dst, const char
 
 /* The text of DIR/config.json. A missing DIR may be a probe directory whose writer was killed
  * while replacing it: the recovery rule restores it, then the file is read again. */
-static int read_probe_config(const char *path, char **text, oc_error *err) {
-  if (oc_read_file(path, text, NULL, err) == 0) return 0;
+static int read_probe_config(const char *path, char **text, size_t *len, oc_error *err) {
+  if (oc_read_file(path, text, len, err) == 0) return 0;
   const char *slash = strrchr(path, '/');
   if (err->code != OC_ERR_NOT_FOUND || !slash || slash == path) return -1;
   char *dir = strndup(path, (size_t)(slash - path));
   int rc = -1;
-  if (dir && !oc_is_dir(dir) && oc_artifact_dir_recover(dir, err) == 0) rc = oc_read_file(path, text, NULL, err);
+  if (dir && !oc_is_dir(dir) && oc_artifact_dir_recover(dir, err) == 0) rc = oc_read_file(path, text, len, err);
   free(dir);
   return rc;
 }
@@ -120,9 +120,10 @@ static int read_probe_config(const char *path, char **text, oc_error *err) {
 int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err) {
   oc_probe_config_defaults(c);
   char *text;
-  if (read_probe_config(path, &text, err)) return -1;
+  size_t len;
+  if (read_probe_config(path, &text, &len, err)) return -1;
   cJSON *j;
-  int prc = oc_json_parse(text, strlen(text), path, 1, &j, err);
+  int prc = oc_json_parse(text, len, path, 1, &j, err);
   free(text);
   if (prc) return -1;
   if (!cJSON_IsObject(j)) { cJSON_Delete(j); return oc_fail(err, "%s: not a JSON object", path); }

@@ -869,7 +869,7 @@ static int encode_word(const oc_tokenizer *t, const char *w, size_t len, ivec *i
   if (hit < 0) return -1;
   if (!hit) {
     rc = t->model_wordpiece ? wordpiece_word(t, w, len, ids) : bpe_word(t, w, len, ids);
-    if (!rc) cache_put(mt, w, len, ids->v + before, ids->n - before);
+    if (!rc) cache_put(mt, w, len, ids->n > before ? ids->v + before : NULL, ids->n - before); /* a word may give no ids (ids->v still NULL) */
   }
   for (int k = before; toks && k < ids->n && !rc; k++) {
     int32_t id = ids->v[k];

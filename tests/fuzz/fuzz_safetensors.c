@@ -20,12 +20,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     if (acc == 0xFFFFFFFFu) return -1; /* keep the reads */
   }
   /* the same bytes as config.json text */
-  char *txt = malloc(size + 1);
-  if (!txt) return 0;
-  memcpy(txt, data, size);
-  txt[size] = 0;
   oc_model_config c;
-  if (oc_config_parse(txt, "fuzz/config.json", &c, &e) == 0) oc_config_free(&c);
-  free(txt);
+  if (oc_config_parse((const char *)data, size, "fuzz/config.json", &c, &e) == 0) oc_config_free(&c);
   return 0;
 }
