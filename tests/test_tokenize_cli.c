@@ -3,6 +3,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include <cjson/cJSON.h>
+
 #include "check.h"
 #include "opencon/base.h"
 
@@ -38,6 +40,21 @@ int main(int argc, char **argv) {
         "qwen3 chat: %s", out);
   snprintf(cmd, sizeof cmd, "%s tokenize --model_id %s --text \"$(printf 'bad \\377')\" 2>&1", bin, tmp);
   CHECK(run(cmd) == 1 && strstr(out, "UTF-8"), "invalid UTF-8: %s", out);
+  /* strftime_now with the clock pinned by OPENCON_TEMPLATE_NOW (reproducible renders of dated templates) */
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/dated && cp %s/tokenizer.json %s/dated/ && printf '%%s' '{\"chat_template\": \"{{ strftime_now(\\\"%%Y-%%m-%%d\\\") }} {{ messages[0].content }}\"}' > %s/dated/tokenizer_config.json",
+           tmp, mb, tmp, tmp);
+  REQUIRE(system(cmd) == 0, "dated template dir");
+  snprintf(cmd, sizeof cmd, "TZ=UTC OPENCON_TEMPLATE_NOW=86400 %s tokenize --model_id %s/dated --chat --prompt hi", bin, tmp);
+  int rc = run(cmd);
+  cJSON *j = cJSON_Parse(out), *ids = cJSON_GetObjectItem(j, "ids");
+  char list[1024] = "";
+  for (const cJSON *x = ids ? ids->child : NULL; x; x = x->next)
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", x == ids->child ? "" : ",", x->valueint);
+  cJSON_Delete(j);
+  snprintf(cmd, sizeof cmd, "%s detokenize --model_id %s/dated --ids %s", bin, tmp, list);
+  CHECK(rc == 0 && run(cmd) == 0 && strcmp(out, "1970-01-02 hi\n") == 0, "pinned clock: \"%s\"", out);
+  snprintf(cmd, sizeof cmd, "OPENCON_TEMPLATE_NOW=yesterday %s tokenize --model_id %s/dated --chat --prompt hi 2>&1", bin, tmp);
+  CHECK(run(cmd) == 1 && strstr(out, "OPENCON_TEMPLATE_NOW must be seconds"), "a bad pinned clock is an error: %s", out);
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
   if (system(cmd)) {}
   return check_summary("tokenize_cli");

@@ -96,6 +96,7 @@ typedef struct oc_guard_spec {
   const char *config_path;    /* the probe's config.json; NULL: config.json beside probe_path */
   const char *classifier_dir; /* the exchange classifier (a directory or a Hub id); NULL: none */
   double allow_threshold, block_threshold; /* override the classifier's own; NaN: keep them */
+  oc_template_opts template_opts; /* how the chat template renders (zero: transformers' behaviour, the current time) */
 } oc_guard_spec;
 void oc_guard_spec_defaults(oc_guard_spec *s); /* all NULL, thresholds NaN */
 

@@ -9,7 +9,7 @@
 #include "opencon/guard.h"
 #include "opts.h"
 
-void guard_spec(const cli_args *a, oc_guard_spec *s) {
+int guard_spec(const cli_args *a, oc_guard_spec *s, oc_error *err) {
   oc_guard_spec_defaults(s);
   s->model_id = arg_str(a, "model_id");
   s->probe_path = arg_str(a, "probe_path");
@@ -17,6 +17,7 @@ void guard_spec(const cli_args *a, oc_guard_spec *s) {
   s->classifier_dir = arg_str(a, "classifier_dir");
   s->allow_threshold = arg_double(a, "classifier_allow_threshold");
   s->block_threshold = arg_double(a, "classifier_block_threshold");
+  return cli_template_opts(&s->template_opts, err);
 }
 
 /* the generation flags both commands take, over the bundle's defaults */
@@ -33,11 +34,10 @@ static void event_stderr(void *ud, const char *json) { (void)ud; fprintf(stderr,
 static int run_guarded_generate(const cli_args *a) {
   oc_error err = {0};
   oc_guard_spec spec;
-  guard_spec(a, &spec);
   oc_guard_bundle *b = NULL;
   FILE *trace = NULL;
   int rc = 1;
-  if (oc_guard_open(&spec, &b, &err)) goto fail;
+  if (guard_spec(a, &spec, &err) || oc_guard_open(&spec, &b, &err)) goto fail;
   oc_guard_opts go;
   gen_opts(a, b, &go);
   go.temperature = arg_double(a, "temperature");
@@ -98,7 +98,7 @@ static int run_benchmark_latency(const cli_args *a) {
                                          "Write a short poem about the ocean", "How should a web application store user passwords?"};
   oc_error err = {0};
   oc_guard_spec spec;
-  guard_spec(a, &spec);
+  if (guard_spec(a, &spec, &err)) return die(&err);
   int np, repeats = arg_int(a, "repeats");
   const char *const *prompts = arg_all(a, "prompt", &np);
   if (!np) { prompts = defaults; np = 4; }

@@ -20,7 +20,7 @@ static int run_benchmark_jailbreak(const cli_args *a) {
                        arg_i64(a, "seed"), &sel, &nsel, &err))
     goto fail;
   oc_guard_spec spec;
-  guard_spec(a, &spec);
+  if (guard_spec(a, &spec, &err)) goto fail;
   oc_http_judge hj = {.url = arg_str(a, "judge_url"),
                       .model = arg_str(a, "openrouter_model"),
                       .timeout_s = arg_double(a, "judge_timeout_s"),

@@ -356,10 +356,26 @@ int load_model(const char *model_id, oc_model **m, oc_error *err) {
   return rc;
 }
 
+int cli_template_opts(oc_template_opts *o, oc_error *err) {
+  memset(o, 0, sizeof *o);
+  const char *v = getenv("OPENCON_TEMPLATE_NOW");
+  if (!v || !*v) return 0;
+  char *end;
+  errno = 0;
+  long long t = strtoll(v, &end, 10);
+  if (end == v || *end || errno || t < 0 || t > 253402300799LL) /* up to 9999-12-31 */
+    return oc_fail(err, "OPENCON_TEMPLATE_NOW must be seconds since the Unix epoch (0 to 253402300799), got \"%s\"", v);
+  o->pin_clock = 1;
+  o->now = t;
+  return 0;
+}
+
 int load_chat(const char *model_id, oc_chat **c, oc_error *err) {
   char *dir = NULL;
-  if (oc_resolve_model(model_id, NULL, &dir, err)) return -1;
+  oc_template_opts to;
+  if (cli_template_opts(&to, err) || oc_resolve_model(model_id, NULL, &dir, err)) return -1;
   int rc = oc_chat_load(dir, c, err);
   free(dir);
+  if (rc == 0) (*c)->render_opts = to;
   return rc;
 }

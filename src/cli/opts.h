@@ -114,7 +114,11 @@ const char *const *arg_all(const cli_args *a, const char *name, int *n);
       {.name = "classifier_block_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1,                                           \
        .help = "classifier score from which the response is blocked (default: the classifier's own)"}
 struct oc_guard_spec;
-void guard_spec(const cli_args *a, struct oc_guard_spec *s); /* the spec GUARD_OPTS name */
+/* the spec GUARD_OPTS name, with cli_template_opts */
+int guard_spec(const cli_args *a, struct oc_guard_spec *s, oc_error *err);
+/* the chat template's clock: pinned by OPENCON_TEMPLATE_NOW (seconds since the epoch) for
+ * reproducible renders of templates that print today's date, else the current time */
+int cli_template_opts(oc_template_opts *o, oc_error *err);
 
 int die(const oc_error *e); /* prints "error: msg", returns 1 */
 int load_model(const char *model_id, oc_model **m, oc_error *err);
