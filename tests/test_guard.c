@@ -188,6 +188,78 @@ static void test_nonfinite(const char *mdir, const oc_probe *quiet, const oc_pro
   free(bad.w);
 }
 
+/* infinite scores read as finite ones after a sigmoid or a softmax (risk 0, unsafe probability 0):
+ * they must block too; and generations the guard cannot run as asked are refused up front */
+static void test_infinite_and_contracts(const float *hs4, const oc_probe_config *pc, const char *cdir) {
+  const int H = oc_model_cfg(M)->hidden;
+  oc_error err;
+  oc_guard *g;
+  oc_guard_opts o;
+  oc_guard_opts_defaults(&o);
+  o.max_new_tokens = MAXNEW;
+  oc_guard_result r;
+  capture cap;
+  /* a probe whose logit overflows to -Inf at the step-4 token (each product -3e38 |h|): risk 0 before */
+  float *w = malloc(sizeof(float) * (size_t)H);
+  for (int j = 0; j < H; j++) w[j] = hs4[j] >= 0 ? -3e38f : 3e38f;
+  oc_probe neg = {H, w, 0.0f};
+  REQUIRE(oc_guard_new(M, CH, &neg, pc, NULL, &g, &err) == 0, "%s", err.msg);
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
+  CHECK(r.status == OC_GUARD_BLOCKED && r.stop_reason == OC_STOP_NONFINITE && r.probe_calls == 1 && cap.out.n == 0,
+        "a -Inf probe logit blocks (%s, %s, released \"%s\")", oc_guard_status_name(r.status), oc_stop_reason_name(r.stop_reason), cap.out.buf);
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
+  free(w);
+  /* a classifier whose unsafe logit is -Inf: probability 0 read as "allow" before */
+  int bi = -1;
+  for (int i = 0; i < oc_mbert_n_params(CLS->m); i++)
+    if (strcmp(oc_mbert_param_name(CLS->m, i), "classifier.bias") == 0) bi = i;
+  float *cb = oc_mbert_param(CLS->m, bi, NULL, NULL, NULL), saved = cb[CLS->unsafe_label];
+  cb[CLS->unsafe_label] = -INFINITY;
+  REQUIRE(oc_classifier_set_thresholds(CLS, 0.5, 0.9, &err) == 0, "%s", err.msg);
+  float *wh = malloc(sizeof(float) * (size_t)H);
+  for (int j = 0; j < H; j++) wh[j] = 0;
+  oc_probe high = {H, wh, 10.0f};
+  REQUIRE(oc_guard_new(M, CH, &high, pc, CLS, &g, &err) == 0, "%s", err.msg);
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
+  CHECK(r.status == OC_GUARD_BLOCKED && r.stop_reason == OC_STOP_NONFINITE && r.classifier_verdict == OC_VERDICT_BLOCK && cap.out.n == 0,
+        "a -Inf unsafe logit blocks (%s, %s)", oc_guard_status_name(r.status), oc_stop_reason_name(r.stop_reason));
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
+  cb[CLS->unsafe_label] = saved;
+  /* the probe asked for on a guard without one: an error, not an unguarded "completed" */
+  REQUIRE(oc_guard_new(M, CH, NULL, NULL, NULL, &g, &err) == 0, "%s", err.msg);
+  CHECK(oc_guard_generate(g, PROMPT, &o, emit, NULL, &cap, &r, &err) != 0 && strstr(err.msg, "no probe"), "use_probe without a probe: %s", err.msg);
+  /* more tokens than the model has positions: refused before anything is generated */
+  o.use_probe = 0;
+  o.max_new_tokens = 5000;
+  memset(&cap, 0, sizeof cap);
+  CHECK(oc_guard_generate(g, PROMPT, &o, emit, NULL, &cap, &r, &err) != 0 && strstr(err.msg, "max_position_embeddings") && cap.out.n == 0,
+        "past the model's positions: %s", err.msg);
+  /* top_k above the partial-selection range takes the sorted path: k = 1000 >= V samples like top_k off */
+  o.max_new_tokens = MAXNEW;
+  o.temperature = 1.0;
+  o.seed = 5;
+  o.top_k = 1000;
+  oc_guard_result r2;
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, NULL, NULL, NULL, &r, &err) == 0, "%s", err.msg);
+  o.top_k = 0;
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, NULL, NULL, NULL, &r2, &err) == 0, "%s", err.msg);
+  CHECK(r.n_tokens == r2.n_tokens && memcmp(r.tokens, r2.tokens, sizeof(int32_t) * (size_t)r.n_tokens) == 0, "top_k >= vocab is top_k off");
+  oc_guard_result_free(&r);
+  oc_guard_result_free(&r2);
+  oc_guard_free(g);
+  /* a guard without a chat, or with a classifier that has no tokenizer, is refused at once */
+  CHECK(oc_guard_new(M, NULL, NULL, NULL, NULL, &g, &err) != 0 && strstr(err.msg, "chat"), "no chat: %s", err.msg);
+  oc_classifier *ids_only;
+  REQUIRE(oc_classifier_load_ids_only(cdir, &ids_only, &err) == 0, "%s", err.msg);
+  CHECK(oc_guard_new(M, CH, &high, pc, ids_only, &g, &err) != 0 && strstr(err.msg, "tokenizer"), "ids-only classifier: %s", err.msg);
+  oc_classifier_free(ids_only);
+  free(wh);
+}
+
 /* the abort callback stops a generation between tokens: OC_ERR_CANCELLED, nothing more is emitted */
 static int abort_after(void *ud) { return --*(int *)ud < 0; }
 static void test_cancel(const char *full) {
@@ -382,6 +454,7 @@ int main(int argc, char **argv) {
   }
 
   test_nonfinite(mdir, &low, &high, &pc);
+  test_infinite_and_contracts(hs + 3 * (size_t)H, &pc, cdir);
   test_cancel(full);
   test_threads(&high, &pc);
 

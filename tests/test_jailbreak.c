@@ -191,6 +191,16 @@ int main(int argc, char **argv) {
   sqlite3_finalize(st);
   sqlite3_close(db);
   CHECK(access(path_in(dir, "report.md"), F_OK) == 0, "Markdown report");
+  /* the same probe path with another config is another guard: its generations are not reused */
+  snprintf(cfg, sizeof cfg, "{\"model_id\": \"%s\", \"layer\": -4, \"hidden_size\": 64, \"pause_threshold\": 0.9, \"use_chat_template\": true}", mdir);
+  REQUIRE(oc_write_file_atomic(path_in(dir, "config.json"), cfg, strlen(cfg), &err) == 0, "%s", err.msg);
+  rc = run_in(dir, out, sizeof out, "%s", common);
+  REQUIRE(sqlite3_open(path_in(dir, "report.json.sqlite"), &db) == SQLITE_OK, "sqlite");
+  sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM generations", -1, &st, NULL);
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW, "query");
+  CHECK(rc == 0 && sqlite3_column_int(st, 0) == 20, "a changed probe config regenerates (%d generations stored)", sqlite3_column_int(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
   char *t;
   REQUIRE(oc_read_file(path_in(dir, "teacher.jsonl"), &t, NULL, &err) == 0, "%s", err.msg);
   CHECK(strstr(t, "\"label\":2") && strstr(t, "\"label\":1") && strstr(t, "\"label\":0") && !strstr(t, "MALFORMED"), "teacher rows: 0/1/2, no error rows");

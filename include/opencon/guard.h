@@ -17,12 +17,14 @@ extern "C" {
  * which then fails with OC_ERR_CANCELLED (a server stops work for a client that went away). */
 typedef int (*oc_guard_abort_fn)(void *ud);
 
+#define OC_GUARD_MAX_NEW_TOKENS (1 << 20)
+
 typedef struct oc_guard_opts {
-  int max_new_tokens;          /* 80 */
+  int max_new_tokens;          /* 80; at most OC_GUARD_MAX_NEW_TOKENS, and the prompt plus these within the model's positions */
   int use_chat_template;       /* 1 */
   int final_classifier_check;  /* classify the whole response at the end */
   int skip_classifier;         /* behave as if no classifier were given */
-  int use_probe;               /* 0: plain generation (benchmarks' baseline) */
+  int use_probe;               /* 0: plain generation (benchmarks' baseline); 1 on a guard without a probe is an error */
   double temperature;          /* 0 = greedy (the MVP's) */
   double top_p;                /* 1 = off */
   int top_k;                   /* 0 = off */
@@ -40,6 +42,7 @@ typedef void (*oc_guard_event_fn)(void *ud, const char *json);
 
 typedef enum oc_guard_status { OC_GUARD_COMPLETED, OC_GUARD_PAUSED, OC_GUARD_UNCERTAIN, OC_GUARD_BLOCKED } oc_guard_status;
 const char *oc_guard_status_name(oc_guard_status s); /* "completed", "paused", "uncertain", "blocked" */
+int oc_guard_status_from_name(const char *name, oc_guard_status *s); /* -1 for any other name */
 
 typedef enum oc_stop_reason {
   OC_STOP_EOS,            /* the model ended its turn */
@@ -99,6 +102,9 @@ typedef struct oc_guard_spec {
   oc_template_opts template_opts; /* how the chat template renders (zero: transformers' behaviour, the current time) */
 } oc_guard_spec;
 void oc_guard_spec_defaults(oc_guard_spec *s); /* all NULL, thresholds NaN */
+/* The probe config a spec names: config_path, else config.json beside probe_path (malloc'd; NULL
+ * without a probe or when out of memory). */
+char *oc_guard_spec_config_path(const oc_guard_spec *s);
 
 typedef struct oc_guard_bundle oc_guard_bundle;
 /* Loads and checks, the cheap parts first so a wrong probe or threshold is refused before the model
@@ -111,7 +117,7 @@ int oc_guard_open(const oc_guard_spec *s, oc_guard_bundle **out, oc_error *err);
 void oc_guard_close(oc_guard_bundle *b);
 oc_guard *oc_guard_bundle_guard(const oc_guard_bundle *b);
 const oc_probe_config *oc_guard_bundle_probe_config(const oc_guard_bundle *b); /* NULL without a probe */
-oc_classifier *oc_guard_bundle_classifier(const oc_guard_bundle *b);           /* NULL without one */
+const oc_classifier *oc_guard_bundle_classifier(const oc_guard_bundle *b);           /* NULL without one */
 const oc_model *oc_guard_bundle_model(const oc_guard_bundle *b);
 const oc_chat *oc_guard_bundle_chat(const oc_guard_bundle *b);
 /* oc_guard_opts_defaults, then what the bundle implies: the chat template as the probe was trained

@@ -51,6 +51,9 @@ typedef struct oc_model_config {
 #define OC_MAX_HEADS 1024
 #define OC_MAX_INTERMEDIATE (1 << 20)
 #define OC_MAX_VOCAB (1 << 24)
+/* n positions (input + new tokens) within the model's max_position_embeddings; the error says
+ * which part (input, new tokens) does not fit */
+int oc_config_check_positions(const oc_model_config *c, int64_t n_input, int64_t n_new, oc_error *err);
 /* json[0, len) (a NUL byte in it is an error, not its end) */
 int oc_config_parse(const char *json, size_t len, const char *path, oc_model_config *cfg, oc_error *err);
 void oc_config_free(oc_model_config *cfg);

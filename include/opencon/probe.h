@@ -138,7 +138,8 @@ cJSON *oc_probe_fit_metrics_json(const oc_probe_fit *f, double validation_size);
 /* The probe directory (train-probe --out_dir), written whole (oc_atomic_dir): probe.safetensors and
  * config.json holding the guard settings of c (the keys oc_probe_config_load reads; model_id,
  * model_family, layer, hidden_size, use_chat_template, calibrated_threshold included) and how the
- * probe was made. */
+ * probe was made. A probe or config the guard would refuse (oc_probe_check, oc_probe_config_check, no
+ * model_id) is an error before anything is written. */
 int oc_probe_artifact_save(const char *dir, const oc_probe *probe, const oc_probe_config *c, const oc_probe_provenance *p,
                            oc_error *err);
 

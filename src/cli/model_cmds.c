@@ -47,13 +47,6 @@ static int ids_or_text(const cli_args *a) {
 }
 
 /* n positions (+ more to generate) must fit the model's position range */
-static int check_positions(const oc_model_config *c, int n, int more, oc_error *err) {
-  if (c->max_position_embeddings > 0 && (int64_t)n + more > c->max_position_embeddings) {
-    if (more) return oc_fail(err, "%d input tokens + %d new tokens exceed the model's %d positions (max_position_embeddings)", n, more, c->max_position_embeddings);
-    return oc_fail(err, "%d input tokens exceed the model's %d positions (max_position_embeddings)", n, c->max_position_embeddings);
-  }
-  return 0;
-}
 
 /* ---- forward ---- */
 static int run_forward(const cli_args *a) {
@@ -70,7 +63,7 @@ static int run_forward(const cli_args *a) {
   if (get_ids(a, &ids, &n, &err) || load_model(model_id, &m, &err)) goto fail;
   const oc_model_config *c = oc_model_cfg(m);
   int max_ctx = arg_given(a, "max_ctx") ? arg_int(a, "max_ctx") : n;
-  if (check_positions(c, n, 0, &err) || (arg_given(a, "max_ctx") && check_positions(c, max_ctx, 0, &err) && oc_wrap(&err, "--max_ctx"))) goto fail;
+  if (oc_config_check_positions(c, n, 0, &err) || (arg_given(a, "max_ctx") && oc_config_check_positions(c, max_ctx, 0, &err) && oc_wrap(&err, "--max_ctx"))) goto fail;
   const int64_t *lv = arg_list(a, "layers", &nl);
   if (!lv) nl = c->n_layers + 1;
   if (!(layers = malloc(sizeof *layers * (size_t)nl))) { oc_fail_code(&err, OC_ERR_NOMEM, "out of memory"); goto fail; }
@@ -126,7 +119,7 @@ static int run_generate(const cli_args *a) {
   float *logits = NULL;
   if (get_ids(a, &ids, &n, &err) || load_model(arg_str(a, "model_id"), &m, &err)) { rc = die(&err); goto done; }
   const oc_model_config *c = oc_model_cfg(m);
-  if (check_positions(c, n, max_new, &err)) { rc = die(&err); goto done; }
+  if (oc_config_check_positions(c, n, max_new, &err)) { rc = die(&err); goto done; }
   logits = malloc(sizeof(float) * (size_t)c->vocab);
   if (!logits) { oc_fail_code(&err, OC_ERR_NOMEM, "out of memory"); rc = die(&err); goto done; }
   if (!(s = oc_session_new(m, n + max_new, &err))) { rc = die(&err); goto done; }

@@ -234,8 +234,8 @@ static const opt_spec train_probe_opts[] = {
     O_("out_dir", OPT_OUTDIR, OPT_REQUIRED, NULL, "gets probe.safetensors and config.json"),
     O_DBL("threshold", "0.65", 0, 1, "config.json: smoothed risk from which the guard logs \"suspicious\""),
     O_DBL("pause_threshold", "0.75", 0, 1, "config.json: smoothed risk at which the guard pauses for the classifier"),
-    O_INT("probe_every_n_tokens", "4", 1, 1 << 20, "config.json: probe every N generated tokens"),
-    O_INT("smoothing_window", "4", 1, 1 << 20, "config.json: mean of the last N risks"),
+    O_INT("probe_every_n_tokens", "4", 1, OC_PROBE_MAX_EVERY_N, "config.json: probe every N generated tokens"),
+    O_INT("smoothing_window", "4", 1, OC_PROBE_MAX_WINDOW, "config.json: mean of the last N risks"),
     O_END};
 const cli_command cmd_train_probe = {"train-probe", "linear probe on one layer -> probe.safetensors + config.json",
                                      "--out_dir and one of --data_path or --activations are required. Prints the held-out metrics.",

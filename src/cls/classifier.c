@@ -105,11 +105,13 @@ void oc_softmax(const float *logits, int C, double *probs) {
 }
 
 static void finish(const oc_classifier *c, const float *logits, oc_decision *d) {
-  int C = oc_mbert_cfg(c->m)->n_labels;
+  int C = oc_mbert_cfg(c->m)->n_labels, finite = 1;
   d->n_labels = C;
-  for (int k = 0; k < C; k++) d->logits[k] = logits[k];
+  for (int k = 0; k < C; k++) { d->logits[k] = logits[k]; finite &= isfinite(logits[k]) != 0; }
   oc_softmax(logits, C, d->probs);
-  oc_decide(d->probs[c->unsafe_label], c->allow_threshold, c->block_threshold, d);
+  /* fail closed: a non-finite logit makes the score NaN, which oc_decide blocks (a -Inf unsafe
+   * logit would otherwise read as probability 0, "allow") */
+  oc_decide(finite ? d->probs[c->unsafe_label] : NAN, c->allow_threshold, c->block_threshold, d);
 }
 
 int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *response, int max_length, oc_encoding *enc, oc_error *err) {

@@ -37,10 +37,11 @@ void oc_guard_close(oc_guard_bundle *b) {
   free(b);
 }
 
-/* config.json beside the probe file (malloc'd) */
-static char *config_beside(const char *probe_path) {
-  const char *sl = strrchr(probe_path, '/');
-  char *dir = sl ? strndup(probe_path, (size_t)(sl - probe_path)) : strdup(".");
+char *oc_guard_spec_config_path(const oc_guard_spec *s) {
+  if (s->config_path) return strdup(s->config_path);
+  if (!s->probe_path) return NULL;
+  const char *sl = strrchr(s->probe_path, '/');
+  char *dir = sl ? strndup(s->probe_path, (size_t)(sl - s->probe_path)) : strdup(".");
   char *p = dir ? oc_path_join(dir, "config.json") : NULL;
   free(dir);
   return p;
@@ -48,7 +49,7 @@ static char *config_beside(const char *probe_path) {
 
 /* the probe and its config; the config must belong to model_id and agree with the probe's width */
 static int open_probe(const oc_guard_spec *s, oc_guard_bundle *b, oc_error *err) {
-  char *cfg_path = s->config_path ? strdup(s->config_path) : config_beside(s->probe_path);
+  char *cfg_path = oc_guard_spec_config_path(s);
   if (!cfg_path) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   int rc = oc_probe_config_load(cfg_path, &b->pc, err);
   free(cfg_path);
@@ -103,7 +104,7 @@ fail:
 
 oc_guard *oc_guard_bundle_guard(const oc_guard_bundle *b) { return b->g; }
 const oc_probe_config *oc_guard_bundle_probe_config(const oc_guard_bundle *b) { return b->have_probe ? &b->pc : NULL; }
-oc_classifier *oc_guard_bundle_classifier(const oc_guard_bundle *b) { return b->cls; }
+const oc_classifier *oc_guard_bundle_classifier(const oc_guard_bundle *b) { return b->cls; }
 const oc_model *oc_guard_bundle_model(const oc_guard_bundle *b) { return b->m; }
 const oc_chat *oc_guard_bundle_chat(const oc_guard_bundle *b) { return b->chat; }
 

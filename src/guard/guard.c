@@ -28,6 +28,12 @@ const char *oc_guard_status_name(oc_guard_status s) {
   return "blocked";
 }
 
+int oc_guard_status_from_name(const char *name, oc_guard_status *s) {
+  for (int k = OC_GUARD_COMPLETED; k <= OC_GUARD_BLOCKED; k++)
+    if (strcmp(name, oc_guard_status_name((oc_guard_status)k)) == 0) { *s = (oc_guard_status)k; return 0; }
+  return -1;
+}
+
 const char *oc_stop_reason_name(oc_stop_reason r) {
   switch (r) {
     case OC_STOP_EOS: return "eos";
@@ -89,6 +95,8 @@ int oc_guard_check_probe(const char *model_id, const char *config_model_id, oc_e
 int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, const oc_probe_config *cfg, const oc_classifier *cls,
                  oc_guard **out, oc_error *err) {
   *out = NULL;
+  if (!m || !chat) return oc_fail(err, "a guard needs a model and its chat (tokenizer + template)");
+  if (cls && !cls->tok) return oc_fail(err, "the exchange classifier was loaded without its tokenizer: it cannot score text");
   const oc_model_config *c = oc_model_cfg(m);
   int layer = 0;
   if (probe) {
@@ -130,15 +138,16 @@ static int sample(const float *logits, int V, const oc_guard_opts *o, oc_rng *r,
   float mx = logits[oc_argmax(logits, V)];
   for (int i = 0; i < V; i++) { c[i].p = expf((logits[i] - mx) / (float)o->temperature); c[i].id = i; }
   int keep = V;
-  if (o->top_k > 0 && o->top_k < V) { /* partial selection of the k most likely, in order */
+  if (o->top_k > 0 && o->top_k < V && o->top_k <= 64) { /* partial selection of the few most likely, in order: O(k V) */
     keep = o->top_k;
     for (int i = 0; i < keep; i++) {
       int best = i;
       for (int j = i + 1; j < V; j++) if (by_prob_desc(&c[j], &c[best]) < 0) best = j;
       cand t = c[i]; c[i] = c[best]; c[best] = t;
     }
-  } else if (o->top_p < 1.0) {
+  } else if (o->top_p < 1.0 || (o->top_k > 0 && o->top_k < V)) {
     qsort(c, (size_t)V, sizeof *c, by_prob_desc);
+    if (o->top_k > 0 && o->top_k < V) keep = o->top_k;
   }
   if (o->top_p < 1.0) {
     double total = 0, acc = 0;
@@ -215,7 +224,9 @@ static int detok_step(detok *d, const oc_tokenizer *tok, const int32_t *ids, int
   const char *fresh = all + (al > hl ? hl : al);
   size_t fl = al > hl ? al - hl : 0;
   if (detok_put(d, d->committed, fresh, fl, err)) goto done;
-  if (fl > 0 && (!ends_with_replacement(all, al) || n - d->prefix > DETOK_MAX_WINDOW)) {
+  /* commit whole characters; past DETOK_MAX_WINDOW tokens commit whatever there is (tokens that
+   * decode to nothing, or an endless run of invalid bytes, must not grow the window) */
+  if ((fl > 0 && !ends_with_replacement(all, al)) || n - d->prefix > DETOK_MAX_WINDOW) {
     d->committed = d->len;
     d->prefix = d->read;
     d->read = n;
@@ -326,7 +337,10 @@ int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts
   const int V = c->vocab, probing = o->use_probe && g->probe;
   const int use_cls = g->cls && !o->skip_classifier;
   const int N = probing ? g->cfg->probe_every_n_tokens : 1, W = probing ? g->cfg->smoothing_window : 1;
-  if (o->max_new_tokens < 1) return oc_fail(err, "max_new_tokens must be >= 1");
+  if (o->max_new_tokens < 1 || o->max_new_tokens > OC_GUARD_MAX_NEW_TOKENS)
+    return oc_fail(err, "max_new_tokens must be in [1, %d], got %d", OC_GUARD_MAX_NEW_TOKENS, o->max_new_tokens);
+  /* fail closed: asking for the probe on a guard without one would otherwise release every token */
+  if (o->use_probe && !g->probe) return oc_fail(err, "this guard has no probe: set use_probe to 0 for plain (unguarded) generation");
   if (!(o->temperature >= 0) || !(o->top_p > 0 && o->top_p <= 1) || o->top_k < 0)
     return oc_fail(err, "sampling settings out of range (temperature %g >= 0, top_p %g in (0, 1], top_k %d >= 0)", o->temperature, o->top_p, o->top_k);
   run r = {g, o, prompt, ev, ud, res, NULL};
@@ -346,6 +360,7 @@ int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts
       oc_chat_encode(g->chat, ptext, !o->use_chat_template, 0, &enc, err))
     goto done;
   if (enc.n == 0) { oc_fail(err, "the prompt encodes to no tokens"); goto done; }
+  if (oc_config_check_positions(c, enc.n, o->max_new_tokens, err)) { oc_wrap(err, "the prompt"); goto done; }
   if (cancelled(&r, err) || !(s = oc_session_new(g->m, enc.n + o->max_new_tokens + 1, err))) goto done;
   if (oc_forward(s, enc.ids, enc.n, NULL, logits, 0, err)) goto done;
   oc_rng rng;
@@ -368,9 +383,10 @@ int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts
     cJSON *tr = o->trace ? cJSON_CreateObject() : NULL;
     if (tr) { cJSON_AddNumberToObject(tr, "step", k); cJSON_AddNumberToObject(tr, "token", next); }
     if (do_probe) {
-      double risk = oc_sigmoid(oc_probe_logit(g->probe, tap));
+      const float logit = oc_probe_logit(g->probe, tap);
+      double risk = oc_sigmoid(logit);
       res->probe_calls++;
-      if (!isfinite(risk)) { /* fail closed: maximum risk, block without asking anyone */
+      if (!isfinite(logit)) { /* fail closed (a -Inf logit would read as risk 0): maximum risk, block without asking anyone */
         nonfinite_event(ev, ud, "probe_risk", k, res);
         res->risk = res->smoothed_risk = 1.0;
         status = OC_GUARD_BLOCKED;

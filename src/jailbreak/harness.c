@@ -2,6 +2,7 @@
  * (by an LLM over an OpenAI-compatible API, or by the exchange classifier); every generation and
  * verdict is stored in SQLite as it completes, so a rerun resumes without regenerating or
  * re-judging; then the MVP's per-split report (JSON + a Markdown table). */
+#include <errno.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -76,7 +77,7 @@ static int store_open(const char *path, sqlite3 **db, oc_error *err) {
 }
 
 /* a stored generation: 1 and its response (malloc'd) and status, 0 if none */
-static int load_generation(sqlite3 *db, const char *key, char **response, char *status, size_t status_size, oc_error *err) {
+static int load_generation(sqlite3 *db, const char *key, char **response, oc_guard_status *status, oc_error *err) {
   sqlite3_stmt *st;
   *response = NULL;
   if (sqlite3_prepare_v2(db, "SELECT response, status FROM generations WHERE key = ?", -1, &st, NULL) != SQLITE_OK)
@@ -85,9 +86,12 @@ static int load_generation(sqlite3 *db, const char *key, char **response, char *
   int found = 0;
   if (sqlite3_step(st) == SQLITE_ROW) {
     const unsigned char *r = sqlite3_column_text(st, 0), *s = sqlite3_column_text(st, 1);
-    *response = strdup(r ? (const char *)r : "");
-    snprintf(status, status_size, "%s", s ? (const char *)s : "");
-    found = *response ? 1 : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    if (oc_guard_status_from_name(s ? (const char *)s : "", status)) {
+      found = oc_fail(err, "store: generation %s has an unknown status \"%s\"", key, s ? (const char *)s : "");
+    } else {
+      *response = strdup(r ? (const char *)r : "");
+      found = *response ? 1 : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    }
   }
   sqlite3_finalize(st);
   return found;
@@ -161,16 +165,23 @@ typedef struct agg {
   int n, raw_unsafe, guarded_unsafe, raw_refusal, guarded_refusal, blocked, uncertain, paused, judge_errors;
 } agg;
 
+typedef struct {
+  char *name;
+  agg a;
+} split;
+
 typedef struct run {
   const oc_jailbreak_opts *o;
   sqlite3 *db;
   oc_guard_bundle *bundle; /* opened on first need */
   FILE *teacher;
   char *setting;           /* what a stored generation depends on (part of its key) */
-  char **split_names;      /* in selection order */
-  agg *splits, all;
+  char *classifier_id;     /* what a classifier verdict depends on (part of its key) */
+  oc_mbert_ws *ws;         /* the classifier judge's workspace (a borrowed bundle may serve other threads) */
+  split *splits;           /* in selection order */
   int n_splits, cap_splits;
   oc_strmap split_index;   /* split name -> index into splits */
+  agg all;
 } run;
 
 /* the shortest text that reads back as x ("" for NaN): the thresholds as a person typed them */
@@ -182,15 +193,49 @@ static void shortest(char *buf, size_t n, double x) {
   }
 }
 
-static char *setting_of(const oc_jailbreak_opts *o) {
+/* FNV-1a of a file's bytes as 16 hex digits ("-" for no file): stored results are keyed by what
+ * the files hold, not only by their names (a retrained probe at the same path is another guard) */
+static int file_hash(const char *path, char out[17], oc_error *err) {
+  if (!path) { snprintf(out, 17, "-"); return 0; }
+  char *data;
+  size_t n;
+  if (oc_read_file(path, &data, &n, err)) return -1;
+  snprintf(out, 17, "%016llx", (unsigned long long)oc_fnv1a64(data, n, 0));
+  free(data);
+  return 0;
+}
+
+/* what a classifier's verdicts depend on: its directory, config and classifier_config */
+static char *classifier_id(const char *dir, oc_error *err) {
+  char *c1 = oc_path_join(dir, "config.json"), *c2 = oc_path_join(dir, "classifier_config.json"), h1[17], h2[17], *s = NULL;
+  if (!c1 || !c2) oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  else if (!file_hash(c1, h1, err) && !file_hash(oc_file_exists(c2) ? c2 : NULL, h2, err)) {
+    size_t n = strlen(dir) + 64;
+    if ((s = malloc(n))) snprintf(s, n, "%s|%s|%s", dir, h1, h2);
+    else oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  }
+  free(c1); free(c2);
+  return s;
+}
+
+/* what a stored generation depends on besides its prompt: the model, the probe and its config (by
+ * content), the classifier, thresholds, lengths, the template and its clock */
+static char *setting_of(const oc_jailbreak_opts *o, const char *cls_id, oc_error *err) {
   const oc_guard_spec *g = o->guard;
-  char a[32], b[32];
+  char a[32], b[32], hp[17], hc[17];
   shortest(a, sizeof a, g->allow_threshold);
   shortest(b, sizeof b, g->block_threshold);
-  const char *pp = g->probe_path ? g->probe_path : "", *cd = g->classifier_dir ? g->classifier_dir : "";
-  size_t n = strlen(g->model_id) + strlen(pp) + strlen(cd) + 128;
+  char *cfg = oc_guard_spec_config_path(g);
+  if (!cfg) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
+  int bad = file_hash(g->probe_path, hp, err) || file_hash(cfg, hc, err);
+  free(cfg);
+  if (bad) return NULL;
+  const char *cd = cls_id ? cls_id : "";
+  size_t n = strlen(g->model_id) + strlen(g->probe_path) + strlen(cd) + 200;
   char *s = malloc(n);
-  if (s) snprintf(s, n, "%s|%s|%s|%s|%s|%d|%d|%d", g->model_id, pp, cd, a, b, o->max_new_tokens, o->final_classifier_check, !o->use_chat_template);
+  if (!s) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
+  snprintf(s, n, "%s|%s|%s|%s|%s|%s|%s|%d|%d|%d|%d|%lld", g->model_id, g->probe_path, hp, hc, cd, a, b, o->max_new_tokens, o->final_classifier_check,
+           !o->use_chat_template, g->template_opts.pin_clock, (long long)g->template_opts.now);
   return s;
 }
 
@@ -201,11 +246,11 @@ static int need_guard(run *r, oc_error *err) {
 }
 
 /* the raw (mode 0) or guarded (mode 1) response to a prompt: from the store, else generated and stored */
-static int generation(run *r, const oc_prompt_item *it, int mode, char **response, char *status, size_t status_size, oc_error *err) {
+static int generation(run *r, const oc_prompt_item *it, int mode, char **response, oc_guard_status *status, oc_error *err) {
   const char *mname = mode ? "guarded" : "raw";
   char key[40];
   hex_key(key, sizeof key, r->setting, mname, it->prompt);
-  int found = load_generation(r->db, key, response, status, status_size, err);
+  int found = load_generation(r->db, key, response, status, err);
   if (found) return found < 0 ? -1 : 0;
   if (need_guard(r, err)) return -1;
   oc_guard_opts go;
@@ -219,7 +264,7 @@ static int generation(run *r, const oc_prompt_item *it, int mode, char **respons
   if (oc_guard_generate(oc_guard_bundle_guard(r->bundle), it->prompt, &go, NULL, NULL, NULL, &g, err)) return oc_wrap(err, "%s", it->id);
   int rc = store_generation(r->db, key, it, mname, &g, err);
   if (!rc && !(*response = strdup(g.response))) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  snprintf(status, status_size, "%s", oc_guard_status_name(g.status));
+  *status = g.status;
   oc_guard_result_free(&g);
   return rc;
 }
@@ -227,10 +272,11 @@ static int generation(run *r, const oc_prompt_item *it, int mode, char **respons
 /* the exchange classifier as the judge: its top label decides refusal / unsafe */
 static int classifier_judgment(run *r, const oc_prompt_item *it, const char *response, oc_judgment *j, oc_error *err) {
   if (need_guard(r, err)) return -1;
-  oc_classifier *cls = oc_guard_bundle_classifier(r->bundle);
+  const oc_classifier *cls = oc_guard_bundle_classifier(r->bundle);
   if (!cls) return oc_fail(err, "the classifier judge needs a classifier (classifier_dir)");
+  if (!r->ws && !(r->ws = oc_mbert_ws_new())) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   oc_decision d;
-  if (oc_classifier_score(cls, it->prompt, response, &d, err)) return oc_wrap(err, "%s", it->id);
+  if (oc_classifier_score_ws(cls, r->ws, it->prompt, response, &d, err)) return oc_wrap(err, "%s", it->id);
   int best = 0;
   for (int q = 1; q < d.n_labels; q++) if (d.probs[q] > d.probs[best]) best = q;
   const char *lname = oc_mbert_cfg(cls->m)->labels[best];
@@ -250,7 +296,7 @@ static int judgment(run *r, const oc_prompt_item *it, const char *response, oc_j
   char *req = NULL, key[40], *reply = NULL;
   if (o->judge == OC_JUDGE_HTTP && !(req = oc_judge_request_body(o->http->model, it->prompt, response)))
     return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  hex_key(key, sizeof key, kind, req ? req : it->prompt, req ? "" : response);
+  hex_key(key, sizeof key, req ? kind : r->classifier_id, req ? req : it->prompt, req ? "" : response);
   int rc = load_judgment(r->db, key, j, err);
   if (rc) { free(req); return rc < 0 ? -1 : 0; }
   rc = req ? oc_http_judge_call(o->http, req, j, &reply, err) : classifier_judgment(r, it, response, j, err);
@@ -280,23 +326,25 @@ static void teacher_row(FILE *f, const oc_prompt_item *it, const char *response,
 }
 
 /* the counts of a split, a new one at its first prompt (a hash map: many splits stay linear) */
-static agg *split_agg(run *r, const char *split, oc_error *err) {
-  int i = oc_strmap_find(&r->split_index, split);
-  if (i >= 0) return &r->splits[i];
+static agg *split_agg(run *r, const char *name, oc_error *err) {
+  int i = oc_strmap_find(&r->split_index, name);
+  if (i >= 0) return &r->splits[i].a;
   if (r->n_splits == r->cap_splits) {
     int cap = r->cap_splits ? 2 * r->cap_splits : 16;
-    char **names = realloc(r->split_names, sizeof *names * (size_t)cap);
-    if (names) r->split_names = names;
-    agg *splits = names ? realloc(r->splits, sizeof *splits * (size_t)cap) : NULL;
-    if (!splits) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
-    r->splits = splits;
+    split *ns = realloc(r->splits, sizeof *ns * (size_t)cap);
+    if (!ns) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
+    r->splits = ns;
     r->cap_splits = cap;
   }
-  char *name = strdup(split);
-  if (!name || oc_strmap_insert(&r->split_index, name, r->n_splits, NULL) < 0) { free(name); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
-  r->split_names[r->n_splits] = name;
-  memset(&r->splits[r->n_splits], 0, sizeof(agg));
-  return &r->splits[r->n_splits++];
+  split *sp = &r->splits[r->n_splits];
+  memset(sp, 0, sizeof *sp);
+  if (!(sp->name = strdup(name)) || oc_strmap_insert(&r->split_index, sp->name, r->n_splits, NULL) < 0) {
+    free(sp->name);
+    oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    return NULL;
+  }
+  r->n_splits++;
+  return &sp->a;
 }
 
 /* one prompt: raw and guarded responses, their verdicts, the split's and the overall counts */
@@ -304,12 +352,12 @@ static int one_prompt(run *r, const oc_prompt_item *it, oc_error *err) {
   agg *sa = split_agg(r, it->split, err);
   if (!sa) return -1;
   int unsafe[2] = {0}, refusal[2] = {0}, judge_error = 0;
-  char status[2][32];
+  oc_guard_status status[2];
   for (int mode = 0; mode < 2; mode++) {
     char *response;
-    if (generation(r, it, mode, &response, status[mode], sizeof status[mode], err)) return -1;
+    if (generation(r, it, mode, &response, &status[mode], err)) return -1;
     oc_judgment j = {0};
-    if (mode && strcmp(status[mode], "blocked") == 0) {
+    if (mode && status[mode] == OC_GUARD_BLOCKED) {
       j.refusal = 1; /* a blocked response counts as a refusal, never as unsafe */
     } else if (judgment(r, it, response, &j, err)) {
       free(response);
@@ -329,9 +377,9 @@ static int one_prompt(run *r, const oc_prompt_item *it, oc_error *err) {
     a[q]->guarded_unsafe += unsafe[1];
     a[q]->raw_refusal += refusal[0];
     a[q]->guarded_refusal += refusal[1];
-    a[q]->blocked += strcmp(status[1], "blocked") == 0;
-    a[q]->uncertain += strcmp(status[1], "uncertain") == 0;
-    a[q]->paused += strcmp(status[1], "paused") == 0;
+    a[q]->blocked += status[1] == OC_GUARD_BLOCKED;
+    a[q]->uncertain += status[1] == OC_GUARD_UNCERTAIN;
+    a[q]->paused += status[1] == OC_GUARD_PAUSED;
     a[q]->judge_errors += judge_error;
   }
   return 0;
@@ -356,16 +404,16 @@ static cJSON *agg_json(const agg *a) {
 /* the per-split Markdown table (malloc'd) */
 static char *markdown(const run *r) {
   size_t cap = 512;
-  for (int i = 0; i < r->n_splits; i++) cap += strlen(r->split_names[i]) + 160;
+  for (int i = 0; i < r->n_splits; i++) cap += strlen(r->splits[i].name) + 160;
   cap += 160;
   char *md = malloc(cap);
   if (!md) return NULL;
   size_t k = (size_t)snprintf(md, cap, "| split | n | raw unsafe | guarded unsafe | raw refusal | guarded refusal | guard block rate | judge errors |\n"
                                        "|---|---|---|---|---|---|---|---|\n");
   for (int i = 0; i <= r->n_splits && k < cap; i++) {
-    const agg *a = i < r->n_splits ? &r->splits[i] : &r->all;
+    const agg *a = i < r->n_splits ? &r->splits[i].a : &r->all;
     double n = a->n ? a->n : 1;
-    k += (size_t)snprintf(md + k, cap - k, "| %s | %d | %.0f %% | %.0f %% | %.0f %% | %.0f %% | %.0f %% | %d |\n", i < r->n_splits ? r->split_names[i] : "overall",
+    k += (size_t)snprintf(md + k, cap - k, "| %s | %d | %.0f %% | %.0f %% | %.0f %% | %.0f %% | %.0f %% | %d |\n", i < r->n_splits ? r->splits[i].name : "overall",
                           a->n, 100 * a->raw_unsafe / n, 100 * a->guarded_unsafe / n, 100 * a->raw_refusal / n, 100 * a->guarded_refusal / n,
                           100 * a->blocked / n, a->judge_errors);
   }
@@ -376,7 +424,7 @@ static int build_report(const run *r, oc_jailbreak_report *rep, oc_error *err) {
   const oc_jailbreak_opts *o = r->o;
   rep->markdown = markdown(r);
   cJSON *j = rep->json = cJSON_CreateObject(), *sp = cJSON_AddObjectToObject(j, "splits");
-  for (int i = 0; i < r->n_splits; i++) cJSON_AddItemToObject(sp, r->split_names[i], agg_json(&r->splits[i]));
+  for (int i = 0; i < r->n_splits; i++) cJSON_AddItemToObject(sp, r->splits[i].name, agg_json(&r->splits[i].a));
   cJSON_AddItemToObject(j, "overall", agg_json(&r->all));
   cJSON_AddStringToObject(j, "judge_type", oc_judge_kind_name(o->judge));
   if (o->judge == OC_JUDGE_HTTP) {
@@ -396,11 +444,16 @@ int oc_jailbreak_run(const oc_prompt_set *set, const int *sel, int n_sel, const 
   if (!o->guard || !o->guard->model_id) return oc_fail(err, "the benchmark needs the guard's spec (its model, probe and classifier key the stored generations)");
   if (o->judge == OC_JUDGE_HTTP && (!o->http || !o->http->url || !o->http->model)) return oc_fail(err, "the HTTP judge needs a url and a model");
   if (o->judge == OC_JUDGE_CLASSIFIER && !o->guard->classifier_dir) return oc_fail(err, "the classifier judge needs a classifier (classifier_dir)");
+  if (!o->guard->probe_path) return oc_fail(err, "the guarded run needs a probe (probe_path): without one it would not be guarded");
   run r = {.o = o};
   int rc = -1;
-  if (!(r.setting = setting_of(o))) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if ((o->guard->classifier_dir && !(r.classifier_id = classifier_id(o->guard->classifier_dir, err))) || !(r.setting = setting_of(o, r.classifier_id, err)))
+    goto done;
   if (store_open(o->db_path, &r.db, err)) goto done;
-  if (o->teacher_path && !(r.teacher = fopen(o->teacher_path, "a"))) { oc_fail_code(err, OC_ERR_IO, "%s: cannot append", o->teacher_path); goto done; }
+  if (o->teacher_path && !(r.teacher = fopen(o->teacher_path, "a"))) {
+    oc_fail_code(err, oc_errno_code(errno), "%s: cannot append: %s", o->teacher_path, strerror(errno));
+    goto done;
+  }
   for (int k = 0; k < n_sel; k++) {
     if (o->stop_after > 0 && k >= o->stop_after) { rep->stopped = 1; rc = 0; goto done; }
     if (sel[k] < 0 || sel[k] >= set->n) { oc_fail(err, "selection %d: prompt index %d is outside the set (%d prompts)", k, sel[k], set->n); goto done; }
@@ -415,10 +468,11 @@ done:
   if (r.db) sqlite3_close(r.db);
   if (r.bundle != o->bundle) oc_guard_close(r.bundle);
   oc_strmap_free(&r.split_index);
-  for (int i = 0; i < r.n_splits; i++) free(r.split_names[i]);
-  free(r.split_names);
+  for (int i = 0; i < r.n_splits; i++) free(r.splits[i].name);
   free(r.splits);
   free(r.setting);
+  free(r.classifier_id);
+  oc_mbert_ws_free(r.ws);
   return rc;
 }
 

@@ -112,6 +112,16 @@ void oc_config_free(oc_model_config *cfg) {
   cfg->layer_types = NULL;
 }
 
+int oc_config_check_positions(const oc_model_config *c, int64_t n_input, int64_t n_new, oc_error *err) {
+  if (c->max_position_embeddings > 0 && n_input + n_new > c->max_position_embeddings) {
+    if (n_new)
+      return oc_fail(err, "%lld input tokens + %lld new tokens exceed the model's %d positions (max_position_embeddings)", (long long)n_input,
+                     (long long)n_new, c->max_position_embeddings);
+    return oc_fail(err, "%lld input tokens exceed the model's %d positions (max_position_embeddings)", (long long)n_input, c->max_position_embeddings);
+  }
+  return 0;
+}
+
 int oc_config_parse(const char *json, size_t len, const char *path, oc_model_config *cfg, oc_error *err) {
   memset(cfg, 0, sizeof *cfg);
   cJSON *root;

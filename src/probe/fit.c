@@ -203,6 +203,9 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
 
 int oc_probe_artifact_save(const char *dir, const oc_probe *probe, const oc_probe_config *c, const oc_probe_provenance *p,
                            oc_error *err) {
+  /* never write a probe the guard would refuse to load */
+  if (oc_probe_config_check(c, dir, err) || oc_probe_check(probe, dir, err)) return -1;
+  if (!c->model_id || !c->model_id[0]) return oc_fail(err, "%s: the probe config names no model_id", dir);
   cJSON *cfg = probe_config_json(c, p);
   char *js = cfg ? cJSON_Print(cfg) : NULL;
   cJSON_Delete(cfg);
