@@ -71,7 +71,11 @@ typedef struct oc_atomic_dir {
 } oc_atomic_dir;
 int oc_atomic_dir_open(oc_atomic_dir *d, const char *path, oc_error *err);
 char *oc_atomic_dir_file(const oc_atomic_dir *d, const char *name); /* tmp_path/name, malloc'd */
-int oc_atomic_dir_commit(oc_atomic_dir *d, oc_error *err);         /* fsync + put in place; frees d, removes tmp on failure */
+/* fsync + put in place; frees d. -1 before the new version is in place: the old one (if any) is
+ * untouched and tmp removed; -1 after it (only a failed fsync of the parent): the new version is in
+ * place but may not be durable. Settling the old version's leftovers is best effort (oc_tidy_dir
+ * finishes it) and never an error. */
+int oc_atomic_dir_commit(oc_atomic_dir *d, oc_error *err);
 void oc_atomic_dir_abort(oc_atomic_dir *d);                        /* removes tmp_path */
 /* Recovery rule, for every loader and writer of an artifact directory: when DIR is missing and
  * PARENT/.NAME.old-PID-* of a dead writer exists, it is renamed back to DIR; when DIR exists, the

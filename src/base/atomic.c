@@ -363,9 +363,12 @@ static int replace_aside(oc_atomic_dir *d, oc_error *err) {
     rc = oc_fail_code(err, OC_ERR_IO, "%s: rename failed: %s", d->path, strerror(errno));
     rename(old, d->dest); /* put the old version back; if that fails too, the recovery rule restores it */
   } else {
-    /* the new version is in place; the set-aside copy goes to the now free temporary name */
-    rc = settle_aside(old, d->dest, d->tmp_path, err);
-    if (fsync_dir(d->parent) != 0 && rc == 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: fsync failed: %s", d->parent, strerror(errno));
+    /* the new version is in place (committed: no error from here on but the parent's fsync); the
+     * set-aside copy goes to the now free temporary name. Settling it is best effort: what a
+     * failure leaves, the recovery rule finishes at the next tidy. */
+    oc_error ignored;
+    settle_aside(old, d->dest, d->tmp_path, &ignored);
+    if (fsync_dir(d->parent) != 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: fsync failed: %s", d->parent, strerror(errno));
   }
   free(old);
   return rc;

@@ -1,6 +1,7 @@
 /* classify, train-exchange-classifier, calibrate-exchange-classifier, build-three-class-classifier-data */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +24,10 @@ static int load_classifier(const char *id, int ids_only, double allow, double bl
   return oc_classifier_set_thresholds(*c, isnan(allow) ? (*c)->allow_threshold : allow, isnan(block) ? (*c)->block_threshold : block, err);
 }
 
-static void print_json(cJSON *o) {
-  char *s = cJSON_PrintUnformatted(o);
-  printf("%s\n", s);
-  free(s);
+static int print_json(cJSON *o) {
+  int rc = cli_print_json(o, 0, NULL);
   cJSON_Delete(o);
+  return rc;
 }
 
 static int run_classify(const cli_args *o) {
@@ -57,7 +57,7 @@ static int run_classify(const cli_args *o) {
   } else if (arg_given(o, "jsonl")) {
     const char *path = arg_str(o, "jsonl");
     FILE *f = fopen(path, "rb");
-    if (!f) { oc_fail_code(&err, OC_ERR_IO, "%s: cannot open", path); die(&err); goto done; }
+    if (!f) { oc_fail_code(&err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno)); die(&err); goto done; }
     char *line = NULL, *pr[1024], *rs[1024];
     int64_t lines[1024];
     size_t cap = 0;
@@ -85,8 +85,14 @@ static int run_classify(const cli_args *o) {
         }
         pr[n] = strdup(p->valuestring);
         rs[n] = strdup(r ? r->valuestring : "");
-        lines[n++] = ln;
         cJSON_Delete(row);
+        if (!pr[n] || !rs[n]) {
+          free(pr[n]); free(rs[n]);
+          fprintf(stderr, "error: out of memory\n");
+          ok = 0;
+          break;
+        }
+        lines[n++] = ln;
       }
       if ((got <= 0 && n > 0) || n == bs) {
         if (oc_classifier_score_batch(c, (const char *const *)pr, (const char *const *)rs, n, ds, &err)) { die(&err); ok = 0; }
@@ -161,9 +167,7 @@ static int run_train_exchange_classifier(const cli_args *o) {
   cJSON *metrics = NULL;
   int rc = oc_cls_train(&t, &metrics, &err) ? die(&err) : 0;
   if (metrics) {
-    char *s = cJSON_Print(metrics);
-    printf("%s\n", s);
-    free(s);
+    if (cli_print_json(metrics, 1, NULL)) rc = 1;
     cJSON_Delete(metrics);
     fprintf(stderr, "wrote %s\n", t.out_dir);
   }
@@ -214,17 +218,13 @@ static int run_calibrate_exchange_classifier(const cli_args *o) {
   int nr = 0;
   int crc = oc_calibrate_classifier(c, &ds, vs, (uint64_t)seed, mx, bs, &prog, &rep, &rows, &nr, &err);
   oc_progress_end(&prog, NULL);
-  if (!crc) {
-    char *js = cJSON_Print(rep);
-    printf("%s\n", js);
-    free(js);
-  }
-  if (!crc && arg_given(o, "out_path")) {
+  int print_failed = !crc && cli_print_json(rep, 1, NULL);
+  if (!crc && !print_failed && arg_given(o, "out_path")) {
     char *svg = oc_path_sibling(arg_str(o, "out_path"), ".svg");
     if (!(crc = oc_calibration_save(arg_str(o, "out_path"), rep, rows, nr, &err))) fprintf(stderr, "wrote %s and %s\n", arg_str(o, "out_path"), svg);
     free(svg);
   }
-  rc = crc ? die(&err) : 0;
+  rc = crc ? die(&err) : print_failed;
   free(rows);
   cJSON_Delete(rep);
 done:

@@ -57,6 +57,7 @@ static int run_guarded_generate(const cli_args *a) {
   char *js = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
   oc_guard_result_free(&r);
+  if (!js) { oc_fail_code(&err, OC_ERR_NOMEM, "out of memory"); goto fail; }
   printf("\n%s\n", js);
   int wrc = arg_given(a, "out_path") && oc_write_file_atomic(arg_str(a, "out_path"), js, strlen(js), &err);
   free(js);
@@ -115,6 +116,7 @@ static int run_benchmark_latency(const cli_args *a) {
   if (rc) return rc;
   char *js = cJSON_Print(rep);
   cJSON_Delete(rep);
+  if (!js) { fprintf(stderr, "error: out of memory\n"); return 1; }
   printf("%s\n", js);
   if (arg_given(a, "out_path") && oc_write_file_atomic(arg_str(a, "out_path"), js, strlen(js), &err)) rc = die(&err);
   free(js);
@@ -228,9 +230,7 @@ static int run_demo(const cli_args *a) {
     oc_guard_result r;
     if (oc_guard_generate(oc_guard_bundle_guard(b), prompts[p], &g, demo_emit, demo_event, NULL, &r, &err)) { rc = die(&err); break; }
     cJSON *j = oc_guard_result_json(&r);
-    char *js = cJSON_PrintUnformatted(j);
-    printf("   result: %s\n", js);
-    free(js);
+    cli_print_json(j, 0, "   result: ");
     cJSON_Delete(j);
     oc_guard_result_free(&r);
   }

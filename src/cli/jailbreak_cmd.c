@@ -60,6 +60,7 @@ static int run_benchmark_jailbreak(const cli_args *a) {
     goto done;
   }
   char *js = cJSON_Print(rep.json);
+  if (!js) { oc_fail_code(&err, OC_ERR_NOMEM, "out of memory"); goto fail; }
   printf("%s\n", js);
   free(js);
   fprintf(stderr, "%s", rep.markdown);

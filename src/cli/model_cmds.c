@@ -1,5 +1,6 @@
 /* forward, generate, tokenize, detokenize, random-model, download: the decoder and tokenizer commands. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,16 +165,14 @@ static void print_encoding(const oc_encoding *e, int pieces) {
     cJSON *t = cJSON_AddArrayToObject(o, "tokens");
     for (int i = 0; i < e->n; i++) cJSON_AddItemToArray(t, cJSON_CreateString(e->tokens[i]));
   }
-  char *s = cJSON_PrintUnformatted(o);
-  printf("%s\n", s);
-  free(s);
+  cli_print_json(o, 0, NULL);
   cJSON_Delete(o);
 }
 
 /* one encoding per {"text", "add_special_tokens"?} line of path ("-": stdin) */
 static int tokenize_jsonl(const cli_args *a, const oc_chat *c, const char *path, oc_error *err) {
   FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
-  if (!f) return oc_fail_code(err, OC_ERR_IO, "%s: cannot open", path);
+  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
   char *line = NULL;
   size_t cap = 0;
   int ln = 0, rc = 0;

@@ -379,3 +379,11 @@ int load_chat(const char *model_id, oc_chat **c, oc_error *err) {
   if (rc == 0) (*c)->render_opts = to;
   return rc;
 }
+
+int cli_print_json(const cJSON *j, int formatted, const char *prefix) {
+  char *s = j ? (formatted ? cJSON_Print(j) : cJSON_PrintUnformatted(j)) : NULL;
+  if (!s) { fprintf(stderr, "error: out of memory\n"); return 1; }
+  printf("%s%s\n", prefix ? prefix : "", s);
+  free(s);
+  return 0;
+}

@@ -119,6 +119,8 @@ int guard_spec(const cli_args *a, struct oc_guard_spec *s, oc_error *err);
 /* the chat template's clock: pinned by OPENCON_TEMPLATE_NOW (seconds since the epoch) for
  * reproducible renders of templates that print today's date, else the current time */
 int cli_template_opts(oc_template_opts *o, oc_error *err);
+/* j as one line (formatted: indented) on stdout, after prefix; 0, or 1 after "error: out of memory" */
+int cli_print_json(const cJSON *j, int formatted, const char *prefix);
 
 int die(const oc_error *e); /* prints "error: msg", returns 1 */
 int load_model(const char *model_id, oc_model **m, oc_error *err);

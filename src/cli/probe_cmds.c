@@ -216,6 +216,7 @@ static int run_train_probe(const cli_args *o) {
   cJSON_Delete(printed);
   oc_probe_fit_free(&fit);
   oc_activations_free(&a);
+  if (!wrc && !ms) wrc = oc_fail_code(&err, OC_ERR_NOMEM, "out of memory");
   if (wrc) { oc_progress_end(&prog, "failed"); die(&err); free(ms); goto done; }
   oc_progress_end(&prog, "completed");
   unlink(journal); /* the probe is written: the collection journal is no longer needed */
@@ -264,6 +265,14 @@ static int run_sweep_layers(const cli_args *o) {
   oc_progress_phase(&prog, "training_probe", 0, steps_per * nl);
   cJSON *res = cJSON_CreateObject();
   double *auc = malloc(sizeof(double) * (size_t)nl), *f1 = malloc(sizeof(double) * (size_t)nl);
+  if (!res || !auc || !f1) {
+    oc_fail_code(&err, OC_ERR_NOMEM, "out of memory");
+    oc_progress_end(&prog, "failed");
+    cJSON_Delete(res); free(auc); free(f1);
+    oc_activations_free(&a);
+    die(&err);
+    goto done;
+  }
   for (int i = 0; i < nl; i++) {
     oc_probe_fit fit;
     prog.base = steps_per * i;
@@ -286,8 +295,8 @@ static int run_sweep_layers(const cli_args *o) {
   oc_activations_free(&a);
   char *js = cJSON_Print(res);
   cJSON_Delete(res);
-  int wrc = 0;
-  if (out_path) {
+  int wrc = js ? 0 : oc_fail_code(&err, OC_ERR_NOMEM, "out of memory");
+  if (out_path && !wrc) {
     wrc = oc_sweep_save(out_path, js, layers, nl, auc, f1, &err);
     if (!wrc) fprintf(stderr, "wrote %s and its .svg plot\n", out_path);
   }

@@ -324,6 +324,7 @@ static int check_finite(const float *x, size_t n, const char *path, const char *
 
 int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names, uint64_t init_seed, oc_mbert **out, oc_error *err) {
   *out = NULL;
+  oc_blas_init();
   oc_mbert *m = calloc(1, sizeof *m);
   if (!m || !(m->ws = oc_mbert_ws_new())) { free(m); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   char *cp = oc_path_join(dir, "config.json"), *wp = oc_path_join(dir, "model.safetensors");

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/gemm.h"
 #include "nn/kernels.h"
 #include "nn/vmath.h"
 #include "opencon/model.h"
@@ -146,6 +147,7 @@ static int bind_layer(binder *b, int i) {
 
 int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   *out = NULL;
+  oc_blas_init();
   char *cpath = oc_path_join(dir, "config.json");
   char *json = NULL;
   size_t jlen = 0;

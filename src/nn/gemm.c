@@ -1,6 +1,8 @@
 #include "nn/gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
+#include <pthread.h>
 
 /* Block size from the shape only (never the thread count): about 4 blocks, at least 128 rows.
  * Every block call packs the whole other operand, so fewer, larger blocks waste less. */
@@ -31,3 +33,12 @@ void oc_gemm(int transA, int transB, int M, int N, int K, const float *A, int ld
     }
   }
 }
+
+void openblas_set_num_threads(int);
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_single_threaded(void) {
+  int n = omp_get_max_threads(); /* OpenBLAS's OpenMP build also sets this thread's OpenMP count */
+  openblas_set_num_threads(1);
+  omp_set_num_threads(n);
+}
+void oc_blas_init(void) { pthread_once(&blas_once, blas_single_threaded); }

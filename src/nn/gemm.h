@@ -3,5 +3,9 @@
  * one single-threaded sgemm inside our OpenMP loop: bit-identical with any thread count. */
 #ifndef OC_GEMM_H
 #define OC_GEMM_H
+/* Once per process: OpenBLAS's own threading off (our OpenMP loops own the threads; each sgemm
+ * call is one block). The calling thread's OpenMP thread count is kept. Model loaders call it, so
+ * a program that never calls oc_set_threads gets the same results. */
+void oc_blas_init(void);
 void oc_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 #endif
