@@ -72,8 +72,9 @@ static int same_file(const char *a, const char *b) {
 static void fresh_copy(void) { REQUIRE(sh("rm -rf c && cp -a ck c%s%s", "", "") == 0, "copy"); }
 
 /* checkpoint-3/trainer_state.json with key set to the JSON value (NULL: removed) */
-static void set_state(const char *key, const char *value) {
-  cJSON *s = read_json_file("ck/checkpoint-3/trainer_state.json");
+/* c/checkpoint-3's trainer_state.json: from's, with key set to value (NULL: removed) */
+static void edit_state(const char *from, const char *key, const char *value) {
+  cJSON *s = read_json_file(from);
   REQUIRE(s, "trainer_state.json");
   cJSON_DeleteItemFromObjectCaseSensitive(s, key);
   if (value) cJSON_AddItemToObject(s, key, cJSON_Parse(value));
@@ -84,6 +85,7 @@ static void set_state(const char *key, const char *value) {
   free(js);
   cJSON_Delete(s);
 }
+static void set_state(const char *key, const char *value) { edit_state("ck/checkpoint-3/trainer_state.json", key, value); }
 
 static void test_state_validation(void) {
   static const struct {
@@ -106,8 +108,9 @@ static void test_state_validation(void) {
       {"seed", "0.5", "\"seed\" must be an integer"},
       {"data_fingerprint", "\"xyz\"", "\"data_fingerprint\" must be 16 hexadecimal digits"},
       {"data_fingerprint", "12345", "\"data_fingerprint\" must be 16 hexadecimal digits"},
+      {"seed", "99", "\"seed\" and \"seed_hex\" disagree"},
+      {"seed_hex", "\"xyz\"", "\"seed_hex\" must be 16 hexadecimal digits"},
       /* valid values that do not belong to this run */
-      {"seed", "99", "other data or settings"},
       {"total_steps", "8", "other data or settings"},
       {"data_fingerprint", "\"0123456789abcdef\"", "other data or settings"},
       {"epoch", "0.75", "\"epoch\" 0.75 does not match global_step 3 at 2 steps per epoch"},
@@ -119,6 +122,16 @@ static void test_state_validation(void) {
     int rc = train("c", "c/checkpoint-3", 1, 0, 3, &err);
     CHECK(rc != 0 && strstr(err.msg, "c/checkpoint-3/trainer_state.json") && strstr(err.msg, bad[i].want), "%s = %s: %s", bad[i].key,
           bad[i].value ? bad[i].value : "(none)", err.msg);
+  }
+  /* another seed, written both ways (exact hex, and the number alone as before seed_hex existed) */
+  const char *seeds[][2] = {{"seed_hex", "\"0000000000000063\""}, {"seed_hex", NULL}};
+  for (int k = 0; k < 2; k++) {
+    fresh_copy();
+    set_state("seed", "99");
+    edit_state("c/checkpoint-3/trainer_state.json", seeds[k][0], seeds[k][1]);
+    int rc = train("c", "c/checkpoint-3", 1, 0, 3, &err);
+    CHECK(rc != 0 && strstr(err.msg, "other data or settings") && strstr(err.msg, "seed 99 vs 3"), "seed 99 (%s): %s", seeds[k][1] ? "hex" : "number only",
+          err.msg);
   }
   static const struct { const char *text, *want; } not_objects[] = {{"[]", "trainer_state.json: not a JSON object"},
                                                                       {"{", "trainer_state.json:1: not valid JSON"},

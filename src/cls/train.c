@@ -186,7 +186,10 @@ static int write_checkpoint_files(const char *dir, const char *base_dir, const o
   cJSON_AddNumberToObject(s, "global_step", (double)st->step);
   cJSON_AddNumberToObject(s, "total_steps", (double)total_steps);
   cJSON_AddNumberToObject(s, "epoch", epoch);
-  cJSON_AddNumberToObject(s, "seed", (double)seed);
+  cJSON_AddNumberToObject(s, "seed", (double)seed); /* the Trainer's key (a JSON number: exact only below 2^53) */
+  char seed_hex[17];
+  snprintf(seed_hex, sizeof seed_hex, "%016llx", (unsigned long long)seed);
+  cJSON_AddStringToObject(s, "seed_hex", seed_hex); /* exact, for the resume check */
   char fp[32];
   snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
   cJSON_AddStringToObject(s, "data_fingerprint", fp);
@@ -230,6 +233,8 @@ static int save_classifier(const char *dir, const char *base_dir, const oc_mbert
 typedef struct {
   int64_t global_step, total_steps;
   double epoch, seed;
+  int have_seed_hex;
+  uint64_t seed_hex; /* exact seed (checkpoints written since seed_hex exists) */
   char fingerprint[17];
 } trainer_state;
 
@@ -250,7 +255,8 @@ static int read_trainer_state(const char *path, trainer_state *ts, oc_error *err
   if (oc_json_parse_file(path, &s, err)) return -1;
   int rc = -1;
   double gs = 0, total = 0;
-  const cJSON *ep = cJSON_GetObjectItemCaseSensitive(s, "epoch"), *fp = cJSON_GetObjectItemCaseSensitive(s, "data_fingerprint");
+  const cJSON *ep = cJSON_GetObjectItemCaseSensitive(s, "epoch"), *fp = cJSON_GetObjectItemCaseSensitive(s, "data_fingerprint"),
+              *sh = cJSON_GetObjectItemCaseSensitive(s, "seed_hex");
   if (!cJSON_IsObject(s)) oc_fail(err, "%s: not a JSON object", path);
   else if (state_int(s, "total_steps", 1, 9007199254740992.0, path, &total, err) || state_int(s, "global_step", 0, total, path, &gs, err) ||
            state_int(s, "seed", 0, 18446744073709549568.0, path, &ts->seed, err))
@@ -259,7 +265,13 @@ static int read_trainer_state(const char *path, trainer_state *ts, oc_error *err
     oc_fail(err, "%s: \"epoch\" must be a number in [0, global_step %.0f]", path, gs);
   else if (!cJSON_IsString(fp) || strlen(fp->valuestring) != 16 || strspn(fp->valuestring, "0123456789abcdef") != 16)
     oc_fail(err, "%s: \"data_fingerprint\" must be 16 hexadecimal digits", path);
+  else if (sh && (!cJSON_IsString(sh) || strlen(sh->valuestring) != 16 || strspn(sh->valuestring, "0123456789abcdef") != 16))
+    oc_fail(err, "%s: \"seed_hex\" must be 16 hexadecimal digits", path);
+  else if (sh && (double)strtoull(sh->valuestring, NULL, 16) != ts->seed)
+    oc_fail(err, "%s: \"seed\" and \"seed_hex\" disagree", path);
   else {
+    ts->have_seed_hex = sh != NULL;
+    if (sh) ts->seed_hex = strtoull(sh->valuestring, NULL, 16);
     ts->global_step = (int64_t)gs;
     ts->total_steps = (int64_t)total;
     ts->epoch = ep->valuedouble;
@@ -339,7 +351,8 @@ static int load_checkpoint(const char *dir, const trainer_state *ts, oc_mbert *m
   int rc = -1;
   char want[32];
   snprintf(want, sizeof want, "%016llx", (unsigned long long)fingerprint);
-  if (ts->total_steps != total_steps || strcmp(ts->fingerprint, want) != 0 || ts->seed != (double)seed) {
+  int same_seed = ts->have_seed_hex ? ts->seed_hex == seed : ts->seed == (double)seed;
+  if (ts->total_steps != total_steps || strcmp(ts->fingerprint, want) != 0 || !same_seed) {
     oc_fail(err, "%s: the checkpoint was made with other data or settings (total_steps %lld vs %lld, data %s vs %s, seed %.0f vs %llu)", sp,
             (long long)ts->total_steps, (long long)total_steps, ts->fingerprint, want, ts->seed, (unsigned long long)seed);
     goto done;
