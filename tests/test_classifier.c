@@ -70,6 +70,32 @@ static void test_decisions(void) {
   char ids[4096] = "";
   for (int i = 0; i < e.n; i++) snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%d", i ? "," : "", e.ids[i]);
   oc_encoding_free(&e);
+  /* over max_length the response keeps its end and the prompt its start: a long benign prompt
+   * (many-shot style) cannot push the response out of the classifier's view, nor a long benign
+   * preamble the harmful end of a response */
+  {
+    char *longp = malloc(20001), *longr = malloc(20100), *text;
+    size_t tl;
+    for (int i = 0; i < 20000; i++) longp[i] = "benign words "[i % 13];
+    longp[20000] = 0;
+    for (int i = 0; i < 20000; i++) longr[i] = "filler text "[i % 12];
+    strcpy(longr + 20000, " HARMFUL-ENDING");
+    REQUIRE(oc_exchange_encode(c->tok, longp, "short SECRET reply", 64, &e, &err) == 0, "%s", err.msg);
+    REQUIRE(oc_tokenizer_decode(c->tok->tok, e.ids, e.n, 1, &text, &tl, &err) == 0, "%s", err.msg);
+    CHECK(e.n <= 64 && e.n >= 60 && strncmp(text, "User:\nbenign", 12) == 0 && tl > 18 && strcmp(text + tl - 18, "short SECRET reply") == 0,
+          "a long prompt: its start and the whole response (%d tokens: \"%s\")", e.n, text);
+    free(text);
+    oc_encoding_free(&e);
+    REQUIRE(oc_exchange_encode(c->tok, longp, longr, 64, &e, &err) == 0, "%s", err.msg);
+    REQUIRE(oc_tokenizer_decode(c->tok->tok, e.ids, e.n, 1, &text, &tl, &err) == 0, "%s", err.msg);
+    CHECK(e.n <= 64 && e.n >= 56 && strncmp(text, "User:\nbenign", 12) == 0 && strstr(text, "Assistant:") && tl > 15 &&
+              strcmp(text + tl - 15, " HARMFUL-ENDING") == 0,
+          "a long response: the prompt's start and the response's end (%d tokens: \"%s\")", e.n, text);
+    free(text);
+    oc_encoding_free(&e);
+    free(longp);
+    free(longr);
+  }
   int rc = run("%s classify --classifier_dir %s --prompt '%s' --response '%s'", cli, cdir, p[0], r[0]);
   cJSON *j = cJSON_Parse(out);
   const char *fields[] = {"verdict", "score", "reason", "allow_threshold", "block_threshold", "label_scores", NULL};

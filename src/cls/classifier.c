@@ -114,13 +114,84 @@ static void finish(const oc_classifier *c, const float *logits, oc_decision *d) 
   oc_decide(finite ? d->probs[c->unsafe_label] : NAN, c->allow_threshold, c->block_threshold, d);
 }
 
-int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *response, int max_length, oc_encoding *enc, oc_error *err) {
-  char *text;
-  if (oc_chat_format_exchange(NULL, prompt, response ? response : "", 0, &text, err)) return -1;
-  int rc = oc_chat_encode(tok, text, 1, max_length, enc, err);
-  free(text);
-  if (!rc && enc->n == 0) { oc_encoding_free(enc); return oc_fail(err, "the exchange encodes to no tokens"); }
+/* The exchange text of prompt[0, pn) and the response's last rn bytes, encoded untruncated. */
+static int encode_cut(const oc_chat *tok, const char *prompt, size_t pn, const char *response, size_t rn, oc_encoding *enc, oc_error *err) {
+  char *p = strndup(prompt, pn), *r = strdup(response + strlen(response) - rn), *text = NULL;
+  int rc = -1;
+  if (!p || !r) oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  else if (!oc_chat_format_exchange(NULL, p, r, 0, &text, err)) rc = oc_chat_encode(tok, text, 1, 0, enc, err);
+  free(p); free(r); free(text);
   return rc;
+}
+
+/* Token count of the exchange cut to prompt[0, pn) and the response's last rn bytes; -1 on error. */
+static int cut_tokens(const oc_chat *tok, const char *prompt, size_t pn, const char *response, size_t rn, oc_error *err) {
+  oc_encoding e;
+  if (encode_cut(tok, prompt, pn, response, rn, &e, err)) return -1;
+  int n = e.n;
+  oc_encoding_free(&e);
+  return n;
+}
+
+static size_t char_floor(const char *s, size_t k) { /* k moved back to a character start */
+  while (k > 0 && ((unsigned char)s[k] & 0xc0) == 0x80) k--;
+  return k;
+}
+
+/* The longest cut (bytes, on a character boundary, in [0, hi]) for which fits(cut) holds, given
+ * that it holds for 0: binary search over byte counts, each probe one encode. */
+typedef struct { const oc_chat *tok; const char *prompt, *response; size_t pn, rn; int which, limit; } cut_probe;
+static int cut_fits(cut_probe *c, size_t k, oc_error *err) {
+  size_t pn = c->which == 0 ? k : c->pn, rn = c->which == 1 ? k : c->rn;
+  int n = cut_tokens(c->tok, c->prompt, pn, c->response, rn, err);
+  return n < 0 ? -1 : n <= c->limit;
+}
+static int longest_cut(cut_probe *c, const char *s, size_t hi, size_t *out, oc_error *err) {
+  size_t lo = 0; /* fits */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo + 1) / 2, k = c->which == 0 ? char_floor(s, mid) : strlen(s) - char_floor(s, strlen(s) - mid);
+    if (k <= lo) { hi = mid - 1; continue; }
+    int f = cut_fits(c, k, err);
+    if (f < 0) return -1;
+    if (f) lo = k; else hi = mid - 1;
+  }
+  *out = lo;
+  return 0;
+}
+
+int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *response, int max_length, oc_encoding *enc, oc_error *err) {
+  if (!response) response = "";
+  const size_t pl = strlen(prompt), rl = strlen(response);
+  if (encode_cut(tok, prompt, pl, response, rl, enc, err)) return -1;
+  if (enc->n == 0) { oc_encoding_free(enc); return oc_fail(err, "the exchange encodes to no tokens"); }
+  if (max_length <= 0 || enc->n <= max_length) return 0;
+  oc_encoding_free(enc);
+  /* Too long. The newest response text is what the guard must judge, so the response keeps its END;
+   * the prompt keeps its start. The whole response and as much prompt as fits, else a prompt start
+   * of at most a quarter of the text's tokens and as much of the response's end as fits. */
+  cut_probe c = {tok, prompt, response, 0, rl, 0, max_length};
+  size_t pn = 0, rn = rl;
+  int f = cut_fits(&c, 0, err);
+  if (f < 0) return -1;
+  if (f) {
+    if (longest_cut(&c, prompt, pl, &pn, err)) return -1;
+  } else {
+    c.rn = 0;
+    int frame = cut_tokens(tok, prompt, 0, response, 0, err); /* "User:", "Assistant:", special tokens */
+    if (frame < 0) return -1;
+    c.limit = frame + (max_length - frame) / 4;
+    if (longest_cut(&c, prompt, pl, &pn, err)) return -1;
+    c.pn = pn;
+    c.which = 1;
+    c.limit = max_length;
+    if (longest_cut(&c, response, rl, &rn, err)) return -1;
+  }
+  if (encode_cut(tok, prompt, pn, response, rn, enc, err)) return -1;
+  if (enc->n > max_length) { /* the frame itself ("User:", "Assistant:", special tokens) exceeds max_length */
+    oc_encoding_free(enc);
+    return oc_fail(err, "max_length %d cannot hold an exchange (%d tokens without text)", max_length, cut_tokens(tok, prompt, 0, response, 0, err));
+  }
+  return 0;
 }
 
 int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char *response, oc_encoding *enc, oc_error *err) {
