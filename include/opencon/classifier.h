@@ -28,6 +28,10 @@ int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err);
 int oc_classifier_load_ids_only(const char *dir, oc_classifier **out, oc_error *err);
 void oc_classifier_free(oc_classifier *c);
 int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, oc_error *err); /* 0 <= allow < block <= 1 */
+/* A classifier by local directory or Hub id (oc_resolve_model), its thresholds replaced by allow /
+ * block unless NaN (then checked as oc_classifier_set_thresholds does); ids_only: loaded without
+ * its tokenizer (oc_classifier_load_ids_only). *out is NULL on failure. */
+int oc_classifier_open(const char *id, int ids_only, double allow, double block, oc_classifier **out, oc_error *err);
 
 typedef enum oc_verdict { OC_VERDICT_ALLOW, OC_VERDICT_UNCERTAIN, OC_VERDICT_BLOCK } oc_verdict;
 const char *oc_verdict_name(oc_verdict v); /* "allow", "uncertain", "block" */

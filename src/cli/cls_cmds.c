@@ -12,18 +12,6 @@
 #include "opencon/json.h"
 #include "opts.h"
 
-static int resolve(const char *id, char **dir, oc_error *err) { return oc_resolve_model(id, NULL, dir, err); }
-
-/* --classifier_dir, with its thresholds replaced by allow / block unless NaN; ids_only: without its tokenizer */
-static int load_classifier(const char *id, int ids_only, double allow, double block, oc_classifier **c, oc_error *err) {
-  char *dir;
-  if (resolve(id, &dir, err)) return -1;
-  int rc = (ids_only ? oc_classifier_load_ids_only : oc_classifier_load)(dir, c, err);
-  free(dir);
-  if (rc) return -1;
-  return oc_classifier_set_thresholds(*c, isnan(allow) ? (*c)->allow_threshold : allow, isnan(block) ? (*c)->block_threshold : block, err);
-}
-
 static int print_json(cJSON *o) {
   int rc = cli_print_json(o, 0, NULL);
   cJSON_Delete(o);
@@ -37,7 +25,7 @@ static int run_classify(const cli_args *o) {
   oc_error err;
   oc_classifier *c = NULL;
   int rc = 1, bs = arg_int(o, "batch_size");
-  if (load_classifier(arg_str(o, "classifier_dir"), arg_given(o, "input_ids"), arg_double(o, "allow_threshold"), arg_double(o, "block_threshold"), &c,
+  if (oc_classifier_open(arg_str(o, "classifier_dir"), arg_given(o, "input_ids"), arg_double(o, "allow_threshold"), arg_double(o, "block_threshold"), &c,
                       &err)) {
     die(&err);
     goto done;
@@ -162,7 +150,7 @@ static int run_train_exchange_classifier(const cli_args *o) {
   t.out_dir = arg_str(o, "out_dir");
   t.progress_path = arg_str(o, "progress_path");
   t.resume_from = arg_str(o, "resume_from_checkpoint");
-  if (resolve(t.model_id, &dir, &err)) return die(&err);
+  if (oc_resolve_model(t.model_id, NULL, &dir, &err)) return die(&err);
   t.model_dir = dir;
   cJSON *metrics = NULL;
   int rc = oc_cls_train(&t, &metrics, &err) ? die(&err) : 0;
@@ -207,7 +195,7 @@ static int run_calibrate_exchange_classifier(const cli_args *o) {
   int rc = 1, bs = arg_int(o, "batch_size");
   double vs = arg_double(o, "validation_size"), mx = arg_double(o, "max_safe_compliance_block_rate");
   int64_t seed = arg_i64(o, "seed");
-  if (load_classifier(arg_str(o, "classifier_dir"), 0, NAN, NAN, &c, &err) || oc_dataset_load(arg_str(o, "data_path"), 0, (uint64_t)seed, &ds, &err)) {
+  if (oc_classifier_open(arg_str(o, "classifier_dir"), 0, NAN, NAN, &c, &err) || oc_dataset_load(arg_str(o, "data_path"), 0, (uint64_t)seed, &ds, &err)) {
     die(&err);
     goto done;
   }

@@ -157,10 +157,6 @@ const cli_command cmd_collect_activations = {"collect-activations", "final-token
                                              "--data_path and --out are required. Rerunning the same command after a crash continues from OUT.partial.",
                                              collect_opts, run_collect_activations};
 
-static cJSON *metrics_with_split(const oc_probe_fit *f, double val_size) {
-  return oc_probe_fit_metrics_json(f, val_size);
-}
-
 static int run_train_probe(const cli_args *o) {
   data_args d;
   oc_probe_train_opts t;
@@ -211,7 +207,7 @@ static int run_train_probe(const cli_args *o) {
   pc.calibrated_threshold = fit.val.threshold_at_fpr;
   oc_probe_provenance pv = {&fit, &t, val_size, target_fpr, a.max_length, d.data_path, d.activations, d.max_examples, d.sample_seed};
   int wrc = oc_probe_artifact_save(out_dir, &fit.probe, &pc, &pv, &err);
-  cJSON *printed = metrics_with_split(&fit, val_size);
+  cJSON *printed = oc_probe_fit_metrics_json(&fit, val_size);
   char *ms = cJSON_Print(printed);
   cJSON_Delete(printed);
   oc_probe_fit_free(&fit);
@@ -286,7 +282,7 @@ static int run_sweep_layers(const cli_args *o) {
     }
     char key[32];
     snprintf(key, sizeof key, "%d", layers[i]);
-    cJSON_AddItemToObject(res, key, metrics_with_split(&fit, val_size));
+    cJSON_AddItemToObject(res, key, oc_probe_fit_metrics_json(&fit, val_size));
     auc[i] = fit.val.roc_auc;
     f1[i] = fit.val.f1;
     oc_probe_fit_free(&fit);

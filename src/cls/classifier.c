@@ -1,12 +1,13 @@
 /* The exchange classifier's decisions, as the MVP makes them. */
 #include "opencon/classifier.h"
 
-#include "opencon/json.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "opencon/hub.h"
+#include "opencon/json.h"
 
 void oc_classifier_free(oc_classifier *c) {
   if (!c) return;
@@ -68,6 +69,23 @@ done:
 
 int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err) { return load(dir, 1, out, err); }
 int oc_classifier_load_ids_only(const char *dir, oc_classifier **out, oc_error *err) { return load(dir, 0, out, err); }
+
+int oc_classifier_open(const char *id, int ids_only, double allow, double block, oc_classifier **out, oc_error *err) {
+  char *dir;
+  *out = NULL;
+  if (oc_resolve_model(id, NULL, &dir, err)) return -1;
+  oc_classifier *c;
+  int rc = load(dir, !ids_only, &c, err);
+  free(dir);
+  if (rc) return -1;
+  double a = isnan(allow) ? c->allow_threshold : allow, b = isnan(block) ? c->block_threshold : block;
+  if (oc_classifier_set_thresholds(c, a, b, err)) {
+    oc_classifier_free(c);
+    return oc_wrap(err, "classifier thresholds (allow %g, block %g)", a, b);
+  }
+  *out = c;
+  return 0;
+}
 
 const char *oc_verdict_name(oc_verdict v) {
   switch (v) {

@@ -64,19 +64,6 @@ static int open_probe(const oc_guard_spec *s, oc_guard_bundle *b, oc_error *err)
   return 0;
 }
 
-/* the classifier, with the spec's thresholds over its own */
-static int open_classifier(const oc_guard_spec *s, oc_guard_bundle *b, oc_error *err) {
-  char *dir;
-  if (oc_resolve_model(s->classifier_dir, NULL, &dir, err)) return -1;
-  int rc = oc_classifier_load(dir, &b->cls, err);
-  free(dir);
-  if (rc) return -1;
-  double a = isnan(s->allow_threshold) ? b->cls->allow_threshold : s->allow_threshold;
-  double k = isnan(s->block_threshold) ? b->cls->block_threshold : s->block_threshold;
-  if (oc_classifier_set_thresholds(b->cls, a, k, err)) return oc_wrap(err, "classifier thresholds (allow %g, block %g)", a, k);
-  return 0;
-}
-
 int oc_guard_open(const oc_guard_spec *s, oc_guard_bundle **out, oc_error *err) {
   *out = NULL;
   if (!s->model_id || !*s->model_id) return oc_fail(err, "the guard needs a model_id");
@@ -87,7 +74,7 @@ int oc_guard_open(const oc_guard_spec *s, oc_guard_bundle **out, oc_error *err) 
   if (!b) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   char *dir = NULL;
   /* the cheap checks first: a wrong probe or threshold is refused before the model loads */
-  if ((s->probe_path && open_probe(s, b, err)) || (s->classifier_dir && open_classifier(s, b, err))) goto fail;
+  if ((s->probe_path && open_probe(s, b, err)) || (s->classifier_dir && oc_classifier_open(s->classifier_dir, 0, s->allow_threshold, s->block_threshold, &b->cls, err))) goto fail;
   if (oc_resolve_model(s->model_id, NULL, &dir, err) || oc_model_load(dir, &b->m, err) || oc_chat_load(dir, &b->chat, err))
     goto fail;
   b->chat->render_opts = s->template_opts;
