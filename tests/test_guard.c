@@ -138,11 +138,22 @@ static void test_nonfinite(const char *mdir, const oc_probe *quiet, const oc_pro
   capture cap;
   memset(&cap, 0, sizeof cap);
   REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
-  /* a quiet probe (bias -10) on NaN activations: without the check the risk was NaN, never >= pause */
-  CHECK(r.status == OC_GUARD_BLOCKED && r.stop_reason == OC_STOP_NONFINITE && r.nonfinite == 1 && r.probe_calls == 1 && r.risk == 1.0 &&
-            strcmp(r.response, OC_REFUSAL) == 0 && cap.out.n == 0 && strstr(cap.ev.buf, "\"event\":\"nonfinite\"") && strstr(cap.ev.buf, "probe_risk"),
-        "NaN activations: blocked at the first probe step, nothing released (%s, %s, events %s)", oc_guard_status_name(r.status),
+  /* a quiet probe (bias -10) on NaN activations: without the checks the risk was NaN, never >= pause;
+   * the NaN logits of the prompt's forward block before the first token */
+  CHECK(r.status == OC_GUARD_BLOCKED && r.stop_reason == OC_STOP_NONFINITE && r.nonfinite == 1 && r.n_tokens == 0 && strcmp(r.response, OC_REFUSAL) == 0 &&
+            cap.out.n == 0 && strstr(cap.ev.buf, "\"event\":\"nonfinite\"") && strstr(cap.ev.buf, "\"what\":\"logits\""),
+        "NaN activations: blocked before the first token, nothing released (%s, %s, events %s)", oc_guard_status_name(r.status),
         oc_stop_reason_name(r.stop_reason), cap.ev.buf);
+  oc_guard_result r2;
+  o.temperature = 1.0;
+  o.top_k = 5;
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r2, &err) == 0, "%s", err.msg);
+  CHECK(r2.status == OC_GUARD_BLOCKED && r2.stop_reason == OC_STOP_NONFINITE && cap.out.n == 0, "NaN logits block when sampling too (%s)",
+        oc_stop_reason_name(r2.stop_reason));
+  oc_guard_result_free(&r2);
+  o.temperature = 0;
+  o.top_k = 0;
   cJSON *j = oc_guard_result_json(&r);
   CHECK(strcmp(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "nonfinite") == 0 && strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "blocked") == 0,
         "the result JSON says blocked / nonfinite");
@@ -258,6 +269,40 @@ static void test_infinite_and_contracts(const float *hs4, const oc_probe_config 
   CHECK(oc_guard_new(M, CH, &high, pc, ids_only, &g, &err) != 0 && strstr(err.msg, "tokenizer"), "ids-only classifier: %s", err.msg);
   oc_classifier_free(ids_only);
   free(wh);
+}
+
+/* tokens after the last probe step (a stream shorter than probe_every_n_tokens, or one that ends
+ * between steps) are read once more before they are released: they never pass unprobed */
+static void test_tail(const oc_probe *quiet, const oc_probe *high, const oc_probe_config *pc, const char *prefix3) {
+  oc_guard *g;
+  oc_error err;
+  oc_guard_opts o;
+  oc_guard_opts_defaults(&o);
+  o.max_new_tokens = 3; /* probe_every_n_tokens 4: no regular probe step */
+  oc_guard_result r;
+  capture cap;
+  REQUIRE(oc_guard_new(M, CH, high, pc, NULL, &g, &err) == 0, "%s", err.msg);
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
+  CHECK(r.status == OC_GUARD_PAUSED && r.probe_calls == 1 && cap.out.n == 0 && r.held_response_chars > 0,
+        "3 tokens, a pausing probe: read at the end, held (%s, %d probe calls, released \"%s\")", oc_guard_status_name(r.status), r.probe_calls, cap.out.buf);
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
+  REQUIRE(oc_guard_new(M, CH, quiet, pc, NULL, &g, &err) == 0, "%s", err.msg);
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
+  CHECK(r.status == OC_GUARD_COMPLETED && r.probe_calls == 1 && strcmp(cap.out.buf, prefix3) == 0 && strcmp(r.response, prefix3) == 0,
+        "3 tokens, a quiet probe: read at the end, released (%s, %d probe calls)", oc_guard_status_name(r.status), r.probe_calls);
+  oc_guard_result_free(&r);
+  o.max_new_tokens = 6; /* one regular step (4), then tokens 5 and 6 read at the end */
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, NULL, NULL, NULL, &r, &err) == 0, "%s", err.msg);
+  CHECK(r.status == OC_GUARD_COMPLETED && r.probe_calls == 2, "6 tokens: the step-4 reading and a final one (%d)", r.probe_calls);
+  oc_guard_result_free(&r);
+  o.max_new_tokens = 8; /* the last token is a probe step: no extra reading */
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, NULL, NULL, NULL, &r, &err) == 0, "%s", err.msg);
+  CHECK(r.probe_calls == 2, "8 tokens: two readings (%d)", r.probe_calls);
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
 }
 
 /* the abort callback stops a generation between tokens: OC_ERR_CANCELLED, nothing more is emitted */
@@ -455,6 +500,9 @@ int main(int argc, char **argv) {
 
   test_nonfinite(mdir, &low, &high, &pc);
   test_infinite_and_contracts(hs + 3 * (size_t)H, &pc, cdir);
+  char *prefix3 = decode(toks, 3);
+  test_tail(&low, &high, &pc, prefix3);
+  free(prefix3);
   test_cancel(full);
   test_threads(&high, &pc);
 

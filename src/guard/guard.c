@@ -293,7 +293,15 @@ typedef struct {
   oc_guard_event_fn ev;
   void *ud;
   oc_guard_result *res;
-  oc_mbert_ws *ws; /* this generation's classifier workspace (made at its first call) */
+  oc_mbert_ws *ws;        /* this generation's classifier workspace (made at its first call) */
+  int use_cls;
+  double *risks;          /* the last W readings, a ring */
+  int W, nrisk;
+  int probed;             /* tokens covered by the last probe reading */
+  detok dt;               /* the text generated so far */
+  releaser rel;           /* what of it was released */
+  oc_guard_status status;
+  int stopped;
 } run;
 
 static int cancelled(const run *r, oc_error *err) {
@@ -321,10 +329,77 @@ static int classify(run *r, const char *name, int step, const char *text, oc_dec
   return 0;
 }
 
-/* the status and stop reason of a verdict that stops the stream */
-static void stop_on(oc_guard_result *res, const oc_decision *d, oc_guard_status *status) {
-  *status = d->verdict == OC_VERDICT_BLOCK ? OC_GUARD_BLOCKED : OC_GUARD_UNCERTAIN;
-  res->stop_reason = !isfinite(d->score) ? OC_STOP_NONFINITE : d->verdict == OC_VERDICT_BLOCK ? OC_STOP_BLOCKED : OC_STOP_UNCERTAIN;
+/* stop the stream with a status and its reason */
+static void stop(run *r, oc_guard_status status, oc_stop_reason why) {
+  r->status = status;
+  r->res->stop_reason = why;
+  r->stopped = 1;
+}
+
+/* the stop of a verdict other than allow */
+static void stop_on(run *r, const oc_decision *d) {
+  stop(r, d->verdict == OC_VERDICT_BLOCK ? OC_GUARD_BLOCKED : OC_GUARD_UNCERTAIN,
+       !isfinite(d->score) ? OC_STOP_NONFINITE : d->verdict == OC_VERDICT_BLOCK ? OC_STOP_BLOCKED : OC_STOP_UNCERTAIN);
+}
+
+/* A probe reading of the hidden state h of the newest token (step k): the MVP's smoothing and
+ * decisions. Below the pause threshold the pending text is released (all of it when final);
+ * at or above it the classifier decides, or the stream pauses. A logit that is not finite is
+ * maximum risk: blocked without asking anyone (a -Inf logit would read as risk 0). */
+static int probe_reading(run *r, int k, const float *h, int final, cJSON *tr, oc_error *err) {
+  const oc_guard *g = r->g;
+  oc_guard_result *res = r->res;
+  const float logit = oc_probe_logit(g->probe, h);
+  const double risk = oc_sigmoid(logit);
+  res->probe_calls++;
+  r->probed = res->n_tokens;
+  if (tr && final) cJSON_AddBoolToObject(tr, "final_probe", 1);
+  if (!isfinite(logit)) {
+    nonfinite_event(r->ev, r->ud, "probe_risk", k, res);
+    res->risk = res->smoothed_risk = 1.0;
+    stop(r, OC_GUARD_BLOCKED, OC_STOP_NONFINITE);
+    if (tr) cJSON_AddStringToObject(tr, "decision", "nonfinite");
+    return 0;
+  }
+  r->risks[r->nrisk % r->W] = risk;
+  r->nrisk++;
+  int cnt = r->nrisk < r->W ? r->nrisk : r->W;
+  double sm = 0;
+  for (int i = 0; i < cnt; i++) sm += r->risks[i];
+  sm /= cnt;
+  res->risk = risk;
+  res->smoothed_risk = sm;
+  if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
+  if (sm < g->cfg->pause_threshold) {
+    release(&r->rel, r->dt.text, r->dt.len, final);
+    if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");
+    if (sm >= g->cfg->threshold) risk_event(r->ev, r->ud, "suspicious", k, sm);
+    return 0;
+  }
+  risk_event(r->ev, r->ud, "pause", k, sm);
+  if (!r->use_cls) {
+    stop(r, OC_GUARD_PAUSED, OC_STOP_PAUSED);
+    if (tr) cJSON_AddStringToObject(tr, "decision", "paused");
+    return 0;
+  }
+  oc_decision d;
+  if (classify(r, "classifier", k, r->dt.text, &d, err)) return -1;
+  if (tr) {
+    cJSON_AddStringToObject(tr, "decision", oc_verdict_name(d.verdict));
+    cJSON_AddItemToObject(tr, "classifier_score", isfinite(d.score) ? cJSON_CreateNumber(d.score) : cJSON_CreateNull());
+  }
+  if (d.verdict == OC_VERDICT_ALLOW) release(&r->rel, r->dt.text, r->dt.len, final);
+  else stop_on(r, &d);
+  return 0;
+}
+
+static void trace_line(const run *r, cJSON *tr) {
+  if (!tr) return;
+  cJSON_AddNumberToObject(tr, "released_bytes", (double)r->rel.released);
+  char *line = cJSON_PrintUnformatted(tr);
+  if (line) fprintf(r->o->trace, "%s\n", line);
+  free(line);
+  cJSON_Delete(tr);
 }
 
 int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts *o, oc_guard_emit_fn emit, oc_guard_event_fn ev, void *ud,
@@ -335,26 +410,24 @@ int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts
   const double t_start = oc_now();
   const oc_model_config *c = oc_model_cfg(g->m);
   const int V = c->vocab, probing = o->use_probe && g->probe;
-  const int use_cls = g->cls && !o->skip_classifier;
-  const int N = probing ? g->cfg->probe_every_n_tokens : 1, W = probing ? g->cfg->smoothing_window : 1;
+  const int N = probing ? g->cfg->probe_every_n_tokens : 1;
   if (o->max_new_tokens < 1 || o->max_new_tokens > OC_GUARD_MAX_NEW_TOKENS)
     return oc_fail(err, "max_new_tokens must be in [1, %d], got %d", OC_GUARD_MAX_NEW_TOKENS, o->max_new_tokens);
   /* fail closed: asking for the probe on a guard without one would otherwise release every token */
   if (o->use_probe && !g->probe) return oc_fail(err, "this guard has no probe: set use_probe to 0 for plain (unguarded) generation");
   if (!(o->temperature >= 0) || !(o->top_p > 0 && o->top_p <= 1) || o->top_k < 0)
     return oc_fail(err, "sampling settings out of range (temperature %g >= 0, top_p %g in (0, 1], top_k %d >= 0)", o->temperature, o->top_p, o->top_k);
-  run r = {g, o, prompt, ev, ud, res, NULL};
+  run r = {.g = g, .o = o, .prompt = prompt, .ev = ev, .ud = ud, .res = res, .use_cls = g->cls && !o->skip_classifier,
+           .W = probing ? g->cfg->smoothing_window : 1, .rel = {emit, ud, 0}, .status = OC_GUARD_COMPLETED};
   char *ptext = NULL;
   oc_encoding enc = {0};
   oc_session *s = NULL;
-  detok dt = {0};
   float *logits = malloc(sizeof(float) * (size_t)V), *tap = malloc(sizeof(float) * (size_t)c->hidden);
   cand *cands = NULL;
-  double *risks = calloc((size_t)W, sizeof(double));
+  r.risks = calloc((size_t)r.W, sizeof(double));
   res->tokens = malloc(sizeof(int32_t) * (size_t)o->max_new_tokens);
-  int rc = -1, nrisk = 0;
-  releaser rel = {emit, ud, 0};
-  if (!logits || !tap || !risks || !res->tokens) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  int rc = -1, fed = 0; /* fed: tokens fed back to the model (the tap holds the last one's hidden state) */
+  if (!logits || !tap || !r.risks || !res->tokens) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (o->temperature > 0 && !(cands = malloc(sizeof *cands * (size_t)V))) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (oc_chat_format_exchange(g->chat, prompt, NULL, o->use_chat_template, &ptext, err) ||
       oc_chat_encode(g->chat, ptext, !o->use_chat_template, 0, &enc, err))
@@ -365,88 +438,53 @@ int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts
   if (oc_forward(s, enc.ids, enc.n, NULL, logits, 0, err)) goto done;
   oc_rng rng;
   oc_rng_seed(&rng, o->seed);
-  int stopped = 0;
-  oc_guard_status status = OC_GUARD_COMPLETED;
+  oc_taps taps = {1, &g->layer, 1, (int[]){-1}, tap};
   res->stop_reason = OC_STOP_MAX_NEW_TOKENS;
-  for (int k = 1; k <= o->max_new_tokens && !stopped; k++) {
+  for (int k = 1; k <= o->max_new_tokens && !r.stopped; k++) {
     if (cancelled(&r, err)) goto done;
+    if (oc_find_nonfinite(logits, (size_t)V) < (size_t)V) { /* a broken forward: nothing it produced may be trusted */
+      nonfinite_event(ev, ud, "logits", k, res);
+      stop(&r, OC_GUARD_BLOCKED, OC_STOP_NONFINITE);
+      break;
+    }
     int32_t next = sample(logits, V, o, &rng, cands);
     if (k == 1) res->ttft_ms = 1e3 * (oc_now() - t_start);
     if (oc_is_eos(c, next) || next == g->eos_extra) { res->stop_reason = OC_STOP_EOS; break; }
     res->tokens[res->n_tokens++] = next;
-    if (detok_step(&dt, g->chat->tok, res->tokens, res->n_tokens, err)) goto done;
+    if (detok_step(&r.dt, g->chat->tok, res->tokens, res->n_tokens, err)) goto done;
     int do_probe = probing && k % N == 0;
-    if (do_probe || k < o->max_new_tokens) {
-      oc_taps taps = {1, &g->layer, 1, (int[]){-1}, tap};
-      if (oc_forward(s, &next, 1, do_probe ? &taps : NULL, logits, 0, err)) goto done;
+    if (do_probe || k < o->max_new_tokens) { /* the last token is fed only when a reading needs it */
+      if (oc_forward(s, &next, 1, probing ? &taps : NULL, logits, 0, err)) goto done;
+      fed = k;
     }
     cJSON *tr = o->trace ? cJSON_CreateObject() : NULL;
     if (tr) { cJSON_AddNumberToObject(tr, "step", k); cJSON_AddNumberToObject(tr, "token", next); }
-    if (do_probe) {
-      const float logit = oc_probe_logit(g->probe, tap);
-      double risk = oc_sigmoid(logit);
-      res->probe_calls++;
-      if (!isfinite(logit)) { /* fail closed (a -Inf logit would read as risk 0): maximum risk, block without asking anyone */
-        nonfinite_event(ev, ud, "probe_risk", k, res);
-        res->risk = res->smoothed_risk = 1.0;
-        status = OC_GUARD_BLOCKED;
-        res->stop_reason = OC_STOP_NONFINITE;
-        stopped = 1;
-        if (tr) cJSON_AddStringToObject(tr, "decision", "nonfinite");
-      } else {
-        risks[nrisk % W] = risk;
-        nrisk++;
-        int cnt = nrisk < W ? nrisk : W;
-        double sm = 0;
-        for (int i = 0; i < cnt; i++) sm += risks[i];
-        sm /= cnt;
-        res->risk = risk;
-        res->smoothed_risk = sm;
-        if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
-        if (sm >= g->cfg->pause_threshold) {
-          risk_event(ev, ud, "pause", k, sm);
-          if (!use_cls) {
-            status = OC_GUARD_PAUSED;
-            res->stop_reason = OC_STOP_PAUSED;
-            stopped = 1;
-            if (tr) cJSON_AddStringToObject(tr, "decision", "paused");
-          } else {
-            oc_decision d;
-            if (classify(&r, "classifier", k, dt.text, &d, err)) { cJSON_Delete(tr); goto done; }
-            if (tr) {
-              cJSON_AddStringToObject(tr, "decision", oc_verdict_name(d.verdict));
-              cJSON_AddItemToObject(tr, "classifier_score", isfinite(d.score) ? cJSON_CreateNumber(d.score) : cJSON_CreateNull());
-            }
-            if (d.verdict == OC_VERDICT_ALLOW) release(&rel, dt.text, dt.len, 0);
-            else { stop_on(res, &d, &status); stopped = 1; }
-          }
-        } else {
-          release(&rel, dt.text, dt.len, 0);
-          if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");
-          if (sm >= g->cfg->threshold) risk_event(ev, ud, "suspicious", k, sm);
-        }
-      }
-    } else if (!probing) {
-      release(&rel, dt.text, dt.len, 0); /* no probe: nothing holds the stream */
-    }
-    if (tr) {
-      cJSON_AddNumberToObject(tr, "released_bytes", (double)rel.released);
-      char *line = cJSON_PrintUnformatted(tr);
-      if (line) fprintf(o->trace, "%s\n", line);
-      free(line);
-      cJSON_Delete(tr);
-    }
+    if (do_probe && probe_reading(&r, k, tap, 0, tr, err)) { cJSON_Delete(tr); goto done; }
+    if (!probing) release(&r.rel, r.dt.text, r.dt.len, 0); /* no probe: nothing holds the stream */
+    trace_line(&r, tr);
   }
-  if (!stopped && use_cls && o->final_classifier_check) {
+  /* Tokens after the last reading (a stream that ended between probe steps) are read once more
+   * before anything of them is released: a short answer must not pass unprobed. */
+  if (!r.stopped && probing && res->n_tokens > r.probed) {
+    if (fed < res->n_tokens) {
+      if (oc_forward(s, &res->tokens[res->n_tokens - 1], 1, &taps, logits, 0, err)) goto done;
+      fed = res->n_tokens;
+    }
+    cJSON *tr = o->trace ? cJSON_CreateObject() : NULL;
+    if (tr) { cJSON_AddNumberToObject(tr, "step", res->n_tokens); cJSON_AddNumberToObject(tr, "token", res->tokens[res->n_tokens - 1]); }
+    if (probe_reading(&r, res->n_tokens, tap, 1, tr, err)) { cJSON_Delete(tr); goto done; }
+    trace_line(&r, tr);
+  }
+  if (!r.stopped && r.use_cls && o->final_classifier_check) {
     oc_decision d;
-    if (classify(&r, "final_check", 0, dt.text ? dt.text : "", &d, err)) goto done;
-    if (d.verdict != OC_VERDICT_ALLOW) { stop_on(res, &d, &status); stopped = 1; }
+    if (classify(&r, "final_check", 0, r.dt.text ? r.dt.text : "", &d, err)) goto done;
+    if (d.verdict != OC_VERDICT_ALLOW) stop_on(&r, &d);
   }
-  if (!stopped && dt.text) release(&rel, dt.text, dt.len, 1);
-  res->status = status;
-  res->held_response_chars = dt.text ? (int)utf8_chars(dt.text + rel.released, dt.len - rel.released) : 0;
-  if (status == OC_GUARD_BLOCKED) res->response = strdup(OC_REFUSAL);
-  else res->response = strndup(dt.text ? dt.text : "", rel.released);
+  if (!r.stopped && r.dt.text) release(&r.rel, r.dt.text, r.dt.len, 1);
+  res->status = r.status;
+  res->held_response_chars = r.dt.text ? (int)utf8_chars(r.dt.text + r.rel.released, r.dt.len - r.rel.released) : 0;
+  if (r.status == OC_GUARD_BLOCKED) res->response = strdup(OC_REFUSAL);
+  else res->response = strndup(r.dt.text ? r.dt.text : "", r.rel.released);
   if (!res->response) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   res->total_ms = 1e3 * (oc_now() - t_start);
   rc = 0;
@@ -454,7 +492,7 @@ done:
   oc_session_free(s);
   oc_mbert_ws_free(r.ws);
   oc_encoding_free(&enc);
-  free(ptext); free(dt.text); free(logits); free(tap); free(risks); free(cands);
+  free(ptext); free(r.dt.text); free(logits); free(tap); free(r.risks); free(cands);
   if (rc) { free(res->tokens); free(res->response); memset(res, 0, sizeof *res); }
   return rc;
 }
