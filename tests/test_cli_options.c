@@ -115,12 +115,12 @@ static void test_values(const char *mdir, const char *tmp) {
   }
   const char *bad_doubles[] = {"nan", "inf", "-inf", "0x1p3", "1e", ".", "' 1'", "1,5", NULL};
   for (const char **b = bad_doubles; *b; b++)
-    CHECK(run("guarded-generate --probe_path /dev/null --prompt x --temperature=%s", *b) == 2 &&
+    CHECK(run("guarded-generate --probe_path $OC_EMPTY --prompt x --temperature=%s", *b) == 2 &&
               strstr(out, "--temperature must be a number from 0 to 100;"),
           "--temperature %s: %s", *b, out);
-  CHECK(run("guarded-generate --probe_path /dev/null --prompt x --temperature 1e999") == 2 && strstr(out, "--temperature must be from 0 to 100; got 1e999"),
+  CHECK(run("guarded-generate --probe_path $OC_EMPTY --prompt x --temperature 1e999") == 2 && strstr(out, "--temperature must be from 0 to 100; got 1e999"),
         "--temperature overflow: %s", out);
-  CHECK(run("guarded-generate --probe_path /dev/null --prompt x --top_p 0") == 2 && strstr(out, "--top_p must be from 1e-06 to 1; got 0"), "--top_p 0: %s",
+  CHECK(run("guarded-generate --probe_path $OC_EMPTY --prompt x --top_p 0") == 2 && strstr(out, "--top_p must be from 1e-06 to 1; got 0"), "--top_p 0: %s",
         out);
   /* --threads: 0..1024 in the table, and at most 4 per core */
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -138,15 +138,45 @@ static void test_values(const char *mdir, const char *tmp) {
   CHECK(run("forward --model_id %s --input_ids 1 --out %s", mdir, tmp) == 2 && strstr(out, "--out") && strstr(out, "is a directory"), "--out DIR: %s", out);
   CHECK(run("train-probe --data_path %s/../nonexistent.jsonl --out_dir %s/x", tmp, tmp) == 2 && strstr(out, "--data_path") && strstr(out, "no such file"),
         "--data_path missing: %s", out);
+  /* FIFOs and devices: an input that would block forever, an output that must never be replaced
+   * by a file (as root, --out /dev/null would have replaced /dev/null); a missing directory */
+  char fifo[600];
+  snprintf(fifo, sizeof fifo, "%s/fifo", tmp);
+  REQUIRE(mkfifo(fifo, 0644) == 0, "mkfifo");
+  CHECK(run("tokenize --model_id %s --file %s", mdir, fifo) == 2 && strstr(out, "is a device, FIFO or socket; a regular file is expected"), "--file FIFO: %s", out);
+  CHECK(run("forward --model_id %s --input_ids 1 --out %s", mdir, fifo) == 2 && strstr(out, "is never replaced"), "--out FIFO: %s", out);
+  CHECK(run("forward --model_id %s --input_ids 1 --out /dev/null", mdir) == 2 && strstr(out, "is never replaced"), "--out /dev/null: %s", out);
+  struct stat fst;
+  CHECK(stat(fifo, &fst) == 0 && S_ISFIFO(fst.st_mode) && stat("/dev/null", &fst) == 0 && S_ISCHR(fst.st_mode), "the FIFO and /dev/null are untouched");
+  CHECK(run("forward --model_id %s --input_ids 1 --out %s/no/such/dir/x.safetensors", mdir, tmp) == 2 && strstr(out, "its directory does not exist"),
+        "--out in a missing directory: %s", out);
+  CHECK(run("train-probe --data_path $OC_EMPTY --out_dir %s/p --progress_path %s/no/such/progress.json", tmp, tmp) == 2 &&
+            strstr(out, "--progress_path") && strstr(out, "its directory does not exist"),
+        "--progress_path in a missing directory: %s", out);
+  /* the library refuses them too, whoever calls it */
+  oc_error e;
+  char *txt;
+  CHECK(oc_read_file(fifo, &txt, NULL, &e) != 0 && strstr(e.msg, "not a regular file"), "oc_read_file on a FIFO returns at once: %s", e.msg);
+  CHECK(oc_write_file_atomic(fifo, "x", 1, &e) != 0 && strstr(e.msg, "never replaced") && stat(fifo, &fst) == 0 && S_ISFIFO(fst.st_mode),
+        "oc_write_file_atomic over a FIFO: %s", e.msg);
+  char target[600], link[600];
+  snprintf(target, sizeof target, "%s/target.json", tmp);
+  snprintf(link, sizeof link, "%s/link.json", tmp);
+  REQUIRE(oc_write_file_atomic(target, "old", 3, &e) == 0 && symlink(target, link) == 0, "symlink");
+  size_t tl = 0;
+  CHECK(oc_write_file_atomic(link, "new", 3, &e) == 0 && lstat(link, &fst) == 0 && S_ISLNK(fst.st_mode) && oc_read_file(target, &txt, &tl, &e) == 0 &&
+            tl == 3 && memcmp(txt, "new", 3) == 0,
+        "a symlink to a regular file is written through, and stays a link: %s", e.msg);
+  if (tl) free(txt);
   /* repeated, missing and misplaced values */
   CHECK(run("generate --model_id %s --input_ids 1 --max_new_tokens 1 --max_new_tokens 2", mdir) == 2 && strstr(out, "--max_new_tokens is given twice"),
         "repeated flag: %s", out);
   CHECK(run("generate --model_id %s --input_ids 1 --max_new_tokens", mdir) == 2 && strstr(out, "--max_new_tokens needs a value"), "missing value: %s", out);
-  CHECK(run("guarded-generate --probe_path /dev/null --prompt --max_new_tokens 3") == 2 && strstr(out, "--prompt needs a value, but the next argument is --max_new_tokens"),
+  CHECK(run("guarded-generate --probe_path $OC_EMPTY --prompt --max_new_tokens 3") == 2 && strstr(out, "--prompt needs a value, but the next argument is --max_new_tokens"),
         "value that is a flag: %s", out);
   CHECK(run("generate --input_ids 1") == 2 && strstr(out, "--model_id is required; see opencon generate --help"), "required flag: %s", out);
   CHECK(run("generate --model_id %s --input_ids 1 stray", mdir) == 2 && strstr(out, "unexpected argument \"stray\""), "positional: %s", out);
-  CHECK(run("benchmark-jailbreak --probe_path /dev/null --dataset_path /dev/null --judge_type foo") == 2 &&
+  CHECK(run("benchmark-jailbreak --probe_path $OC_EMPTY --dataset_path $OC_EMPTY --judge_type foo") == 2 &&
             strstr(out, "--judge_type must be one of classifier|openrouter; got \"foo\""),
         "choice: %s", out);
   CHECK(run("classify --classifier_dir x --prompt p --allow_threshold 1.5") == 2 && strstr(out, "--allow_threshold must be from 0 to 1; got 1.5"),
@@ -216,7 +246,7 @@ static void test_ids(const char *mdir, const char *cdir, const char *tmp) {
   CHECK(run("forward --model_id %s --input_ids 1,2 --layers 4294967297 --out %s/f.safetensors", mdir, tmp) == 2 &&
             strstr(out, "--layers: item 1 is 4294967297; each must be from -100000 to 100000") && access(path_in(tmp, "f.safetensors"), F_OK) != 0,
         "--layers 4294967297: %s", out);
-  CHECK(run("sweep-layers --activations /dev/null --layers=-2,4294967297") == 2 && strstr(out, "--layers: item 2 is 4294967297"), "sweep --layers: %s", out);
+  CHECK(run("sweep-layers --activations $OC_EMPTY --layers=-2,4294967297") == 2 && strstr(out, "--layers: item 2 is 4294967297"), "sweep --layers: %s", out);
   /* detokenize: ids that wrapped (4294967297 -> 1) or were dropped (unknown ids) */
   CHECK(run("detokenize --model_id %s --ids 1,4294967297", mdir) == 2 && strstr(out, "item 2 is 4294967297"), "detokenize wrap: %s", out);
   CHECK(run("detokenize --model_id %s --ids 1,-1", mdir) == 2 && strstr(out, "item 2 is -1"), "detokenize negative: %s", out);
@@ -341,6 +371,13 @@ int main(int argc, char **argv) {
   const char *mdir = argv[2], *cdir = argv[3];
   char tmp[] = "/tmp/oc_cli_opts_XXXXXX";
   REQUIRE(mkdtemp(tmp), "mkdtemp");
+  /* a regular empty file for flags whose content the tested error comes before ($OC_EMPTY in run()) */
+  char empty[600];
+  snprintf(empty, sizeof empty, "%s/empty", tmp);
+  FILE *ef = fopen(empty, "w");
+  REQUIRE(ef, "%s", empty);
+  fclose(ef);
+  setenv("OC_EMPTY", empty, 1);
   test_int_list();
   test_help();
   test_values(mdir, tmp);

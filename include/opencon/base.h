@@ -2,6 +2,7 @@
 #ifndef OPENCON_BASE_H
 #define OPENCON_BASE_H
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -37,7 +38,10 @@ oc_errcode oc_errno_code(int e);
 /* Prefix an existing message: "context: previous message"; the code is kept. Returns -1. */
 int oc_wrap(oc_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Whole file into a malloc'd NUL-terminated buffer. */
+/* Open an input for reading: only a regular file (a directory, device, FIFO or socket is an error
+ * naming the path, never a read that blocks forever or streams without end). */
+FILE *oc_fopen_regular(const char *path, oc_error *err);
+/* Whole file into a malloc'd NUL-terminated buffer (oc_fopen_regular). */
 int oc_read_file(const char *path, char **data, size_t *len, oc_error *err);
 /* Write atomically: temp file PATH.tmp.PID.XXXXXX in the same directory, fsync, rename. Opening
  * first removes that file's temporaries left by dead processes. */

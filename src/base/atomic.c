@@ -233,8 +233,36 @@ int oc_artifact_dir_recover(const char *path, oc_error *err) {
 }
 
 /* ---- files --------------------------------------------------------------------------------- */
+static int atomic_open_at(oc_atomic_file *f, const char *path, oc_error *err);
+
+/* What an atomic write of path replaces: nothing, or a regular file. A symlink to a regular file
+ * is written through (*target: the file it names, malloc'd); a device, FIFO, socket or directory
+ * is never replaced (as root, --out_path /dev/null would have turned /dev/null into a file). */
+static int write_target(const char *path, char **target, oc_error *err) {
+  struct stat st;
+  *target = NULL;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT) return 0;
+    return oc_fail_code(err, oc_errno_code(errno), "%s: %s", path, strerror(errno));
+  }
+  if (S_ISREG(st.st_mode)) return 0;
+  if (!S_ISLNK(st.st_mode)) return oc_fail(err, "%s exists and is not a regular file (a directory, device, FIFO or socket is never replaced)", path);
+  if (stat(path, &st) != 0) return oc_fail(err, "%s is a symbolic link to nothing (%s)", path, strerror(errno));
+  if (!S_ISREG(st.st_mode)) return oc_fail(err, "%s links to something that is not a regular file (never replaced)", path);
+  if (!(*target = realpath(path, NULL))) return oc_fail_code(err, oc_errno_code(errno), "%s: %s", path, strerror(errno));
+  return 0;
+}
+
 int oc_atomic_open(oc_atomic_file *f, const char *path, oc_error *err) {
   memset(f, 0, sizeof *f);
+  char *target;
+  if (write_target(path, &target, err)) return -1;
+  int rc = atomic_open_at(f, target ? target : path, err);
+  free(target);
+  return rc;
+}
+
+static int atomic_open_at(oc_atomic_file *f, const char *path, oc_error *err) {
   char *parent, *name;
   if (split_path(path, &parent, &name, err)) return -1;
   oc_error ignored;

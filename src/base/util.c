@@ -11,9 +11,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+FILE *oc_fopen_regular(const char *path, oc_error *err) {
+  /* O_NONBLOCK: opening a FIFO with no writer returns at once (then it is refused) */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) { oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno)); return NULL; }
+  struct stat st;
+  if (fstat(fd, &st) != 0) { oc_fail_code(err, OC_ERR_IO, "%s: %s", path, strerror(errno)); close(fd); return NULL; }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    oc_fail(err, "%s is not a regular file (%s)", path, S_ISDIR(st.st_mode) ? "a directory" : "a device, FIFO or socket");
+    return NULL;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  FILE *f = fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
+  if (!f) { close(fd); oc_fail_code(err, OC_ERR_IO, "%s: cannot open: %s", path, strerror(errno)); }
+  return f;
+}
+
 int oc_read_file(const char *path, char **data, size_t *len, oc_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
+  FILE *f = oc_fopen_regular(path, err);
+  if (!f) return -1;
   if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return oc_fail_code(err, OC_ERR_IO, "%s: cannot seek", path); }
   long sz = ftell(f);
   if (sz < 0) { fclose(f); return oc_fail_code(err, OC_ERR_IO, "%s: cannot tell size", path); }

@@ -18,6 +18,18 @@ static void vusage(const cli_command *c, const char *fmt, va_list ap) {
   fprintf(stderr, "; see opencon %s --help\n", c->name);
 }
 
+/* the directory a path would be created in exists */
+static int parent_is_dir(const char *path) {
+  const char *sl = strrchr(path, '/');
+  if (!sl) return 1;
+  if (sl == path) return 1; /* "/name" */
+  char *dir = strndup(path, (size_t)(sl - path));
+  struct stat st;
+  int ok = dir && stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+  free(dir);
+  return ok;
+}
+
 static int usage_error(const cli_command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int usage_error(const cli_command *c, const char *fmt, ...) {
   va_list ap;
@@ -122,10 +134,14 @@ static int set_value(const cli_command *c, const opt_spec *s, const char *t, opt
       if ((s->attr & OPT_STDIN) && strcmp(t, "-") == 0) break;
       if (stat(t, &st) != 0) return usage_error(c, "--%s %s: %s", s->name, t, errno == ENOENT ? "no such file" : strerror(errno));
       if (S_ISDIR(st.st_mode)) return usage_error(c, "--%s %s is a directory; a file is expected", s->name, t);
+      if (!S_ISREG(st.st_mode)) return usage_error(c, "--%s %s is a device, FIFO or socket; a regular file is expected", s->name, t);
       break;
     case OPT_OUT:
       if (!*t) return usage_error(c, "--%s is empty (a file name is expected)", s->name);
       if (stat(t, &st) == 0 && S_ISDIR(st.st_mode)) return usage_error(c, "--%s %s is a directory; a file to write is expected", s->name, t);
+      if (stat(t, &st) == 0 && !S_ISREG(st.st_mode))
+        return usage_error(c, "--%s %s is a device, FIFO or socket; it is never replaced (a regular file to write is expected)", s->name, t);
+      if (!parent_is_dir(t)) return usage_error(c, "--%s %s: its directory does not exist", s->name, t);
       break;
     case OPT_OUTDIR:
       if (!*t) return usage_error(c, "--%s is empty (a directory name is expected)", s->name);

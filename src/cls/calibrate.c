@@ -211,8 +211,8 @@ static int row_is_refusal(const cJSON *row, const char *response) {
 int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *st, oc_error *err) {
   static const char *const names[3] = {"safe_compliance", "safe_refusal", "unsafe_compliance"};
   memset(st, 0, sizeof *st);
-  FILE *f = fopen(in, "rb");
-  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", in, strerror(errno));
+  FILE *f = oc_fopen_regular(in, err);
+  if (!f) return -1;
   oc_atomic_file af;
   if (oc_atomic_open(&af, out, err)) { fclose(f); return -1; }
   size_t hcap = 1 << 16, hn = 0;

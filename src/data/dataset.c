@@ -58,8 +58,8 @@ static int cmp_off(const void *a, const void *b) {
 
 int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_dataset *out, oc_error *err) {
   memset(out, 0, sizeof *out);
-  FILE *f = fopen(path, "rb");
-  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
+  FILE *f = oc_fopen_regular(path, err);
+  if (!f) return -1;
   row_ref *rows = NULL;
   int64_t n = 0, cap = 0, ln = 0, off = 0;
   char *line = NULL;

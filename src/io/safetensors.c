@@ -265,7 +265,7 @@ int oc_st_parse(const void *buf, size_t len, const char *path, oc_st_file **out,
 
 int oc_st_open(const char *path, oc_st_file **out, oc_error *err) {
   *out = NULL;
-  int fd = open(path, O_RDONLY);
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO opens at once, then is refused */
   if (fd < 0) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return oc_fail(err, "%s: not a regular file", path); }

@@ -192,8 +192,8 @@ int oc_probe_check(const oc_probe *p, const char *where, oc_error *err) {
 
 int oc_probe_load(const char *path, oc_probe *p, oc_error *err) {
   memset(p, 0, sizeof *p);
-  FILE *f = fopen(path, "rb");
-  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open probe: %s", path, strerror(errno));
+  FILE *f = oc_fopen_regular(path, err);
+  if (!f) return oc_wrap(err, "probe");
   unsigned char magic[4] = {0};
   size_t got = fread(magic, 1, 4, f);
   fclose(f);
