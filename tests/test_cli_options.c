@@ -168,6 +168,17 @@ static void test_values(const char *mdir, const char *tmp) {
             tl == 3 && memcmp(txt, "new", 3) == 0,
         "a symlink to a regular file is written through, and stays a link: %s", e.msg);
   if (tl) free(txt);
+  CHECK(run("forward --help=false") == 2 && strstr(out, "--help takes no value"), "--help=false: %s", out);
+  /* an output directory that cannot be written whole is refused before any work (the journal of
+   * the collection was left in it) */
+  char cwd_cmd[1400];
+  snprintf(cwd_cmd, sizeof cwd_cmd, "cd %s && mkdir -p here && cd here && HF_HUB_OFFLINE=1 %s train-probe --model_id %s --data_path $OC_EMPTY --out_dir . 2>&1; ls -A", tmp,
+           bin, mdir);
+  CHECK(run_capture(cwd_cmd, out, sizeof out) == 0 && strstr(out, "must be named by its own name") && !strstr(out, "activations.partial"),
+        "--out_dir . refused before collecting: %s", out);
+  oc_classifier *nc;
+  CHECK(oc_classifier_open("/nonexistent/classifier", 0, NAN, NAN, &nc, &e) != 0 && e.code == OC_ERR_NOT_FOUND, "a missing directory is not_found (%s): %s",
+        oc_errcode_name(e.code), e.msg);
   /* repeated, missing and misplaced values */
   CHECK(run("generate --model_id %s --input_ids 1 --max_new_tokens 1 --max_new_tokens 2", mdir) == 2 && strstr(out, "--max_new_tokens is given twice"),
         "repeated flag: %s", out);

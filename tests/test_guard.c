@@ -511,6 +511,19 @@ int main(int argc, char **argv) {
   oc_guard *g;
   CHECK(oc_guard_new(M, CH, &wrong, &pc, NULL, &g, &err) != 0 && strstr(err.msg, "hidden size"), "probe of another hidden size refused");
   CHECK(oc_guard_check_probe("org/a", "org/b", &err) != 0 && strstr(err.msg, "org/b"), "probe of another model refused");
+  CHECK(oc_guard_check_probe("org/a", NULL, &err) != 0 && strstr(err.msg, "names no model_id"), "a config without model_id refused: %s", err.msg);
+  char spelled[1100];
+  snprintf(spelled, sizeof spelled, "%s/./", mdir);
+  CHECK(oc_guard_check_probe(spelled, mdir, &err) == 0, "one directory spelled two ways is one model: %s", err.msg);
+  CHECK(oc_guard_check_probe(cdir, mdir, &err) != 0, "another directory is another model");
+  /* the family the probe config names must be this model's (a directory named like another model) */
+  oc_probe_config fam = pc;
+  fam.model_family = "llama";
+  CHECK(oc_guard_new(M, CH, &low, &fam, NULL, &g, &err) != 0 && strstr(err.msg, "\"llama\" model") && strstr(err.msg, "gemma4"),
+        "a probe trained on another family refused: %s", err.msg);
+  fam.model_family = "gemma4_text";
+  CHECK(oc_guard_new(M, CH, &low, &fam, NULL, &g, &err) == 0, "the family by model_type (gemma4_text) accepted: %s", err.msg);
+  oc_guard_free(g);
   const char *u = "ab\xc3\xa9"; /* "abé" */
   CHECK(oc_utf8_safe_prefix(u, 4) == 4 && oc_utf8_safe_prefix(u, 3) == 2 && oc_utf8_safe_prefix("a\xe2\x82", 3) == 1 &&
             oc_utf8_safe_prefix("ab\xef\xbf\xbd", 5) == 2 && oc_utf8_safe_prefix("\xf0\x9f\x98\x80", 4) == 4,

@@ -86,6 +86,9 @@ void oc_atomic_dir_abort(oc_atomic_dir *d);                        /* removes tm
  * set-aside copy's remaining extra entries are moved into DIR and the rest removed. Temporaries of
  * DIR left by dead writers are removed. -1 only when DIR is missing and restoring it failed. */
 int oc_artifact_dir_recover(const char *path, oc_error *err);
+/* Whether path can be written whole (named by its own name, not /, . or ..; a directory if it
+ * exists): a job checks it before the work whose result it will hold. */
+int oc_artifact_dir_check(const char *path, oc_error *err);
 /* The same for every artifact and temporary file in dir: what dead processes left (pid in the name
  * not alive on this machine) is restored or removed; what live ones are writing is left alone. */
 void oc_tidy_dir(const char *dir);

@@ -51,6 +51,7 @@ typedef struct oc_model_config {
 #define OC_MAX_HEADS 1024
 #define OC_MAX_INTERMEDIATE (1 << 20)
 #define OC_MAX_VOCAB (1 << 24)
+const char *oc_family_name(oc_family f); /* "llama", "qwen3", "gemma3", "gemma4" */
 /* n positions (input + new tokens) within the model's max_position_embeddings; the error says
  * which part (input, new tokens) does not fit */
 int oc_config_check_positions(const oc_model_config *c, int64_t n_input, int64_t n_new, oc_error *err);

@@ -46,7 +46,6 @@ int oc_activations_load(const char *path, oc_activations *a, oc_error *err);
 /* Index into a->layers of a layer (matched on the resolved hidden-state index); -1 if absent. */
 int oc_activations_find(const oc_activations *a, int layer);
 void oc_activations_free(oc_activations *a);
-const char *oc_family_name(oc_family f);
 
 /* ---- probe ----------------------------------------------------------------------------- */
 typedef struct oc_probe {

@@ -433,3 +433,12 @@ int oc_atomic_dir_commit(oc_atomic_dir *d, oc_error *err) {
   dir_free(d);
   return rc;
 }
+
+int oc_artifact_dir_check(const char *path, oc_error *err) {
+  char *parent, *name;
+  if (split_path(path, &parent, &name, err)) return -1;
+  free(parent); free(name);
+  struct stat st;
+  if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) return oc_fail(err, "%s exists and is not a directory", path);
+  return 0;
+}

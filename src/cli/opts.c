@@ -237,8 +237,10 @@ static int apply_threads(const cli_args *a) {
 }
 
 int cli_run(const cli_command *c, int argc, char **argv) {
-  for (int i = 0; i < argc; i++)
+  for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { cli_print_help(c, stdout); return 0; }
+    if (strncmp(argv[i], "--help=", 7) == 0) return usage_error(c, "--help takes no value");
+  }
   cli_args a;
   int rc = parse(c, argc, argv, &a);
   if (!rc) rc = apply_threads(&a);

@@ -175,7 +175,7 @@ static int run_train_probe(const cli_args *o) {
   pc.probe_every_n_tokens = arg_int(o, "probe_every_n_tokens");
   pc.smoothing_window = arg_int(o, "smoothing_window");
   rc = 1;
-  if (oc_mkdirs(out_dir, &err)) { die(&err); goto done; }
+  if (oc_artifact_dir_check(out_dir, &err) || oc_mkdirs(out_dir, &err)) { die(&err); goto done; }
   journal = oc_path_join(out_dir, "activations.partial");
   probe_path = oc_path_join(out_dir, "probe.safetensors");
   config_path = oc_path_join(out_dir, "config.json");

@@ -443,6 +443,7 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
     return oc_fail(err, "epochs, batch_size (1..1024), max_length (>= 2) and learning_rate must be positive");
   if (!(o->allow_threshold >= 0 && o->allow_threshold < o->block_threshold && o->block_threshold <= 1))
     return oc_fail(err, "thresholds must satisfy 0 <= allow < block <= 1");
+  if (oc_artifact_dir_check(o->out_dir, err)) return -1; /* before any work whose result it will hold */
   oc_progress prog;
   oc_progress_start(&prog, "train-exchange-classifier", "steps", 0, o->progress_path);
   oc_progress_keys(&prog, "step", "total_steps");

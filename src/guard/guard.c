@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct oc_guard {
   const oc_model *m;
@@ -83,10 +84,19 @@ cJSON *oc_guard_result_json(const oc_guard_result *r) {
   return o;
 }
 
+/* two spellings of one local directory ("m", "./m/", a symlink to it) */
+static int same_directory(const char *a, const char *b) {
+  char *ra = realpath(a, NULL), *rb = ra ? realpath(b, NULL) : NULL;
+  int same = ra && rb && strcmp(ra, rb) == 0 && oc_is_dir(ra);
+  free(ra);
+  free(rb);
+  return same;
+}
+
 int oc_guard_check_probe(const char *model_id, const char *config_model_id, oc_error *err) {
   if (!config_model_id || !config_model_id[0])
     return oc_fail(err, "the probe config names no model_id (a probe reads one model's hidden states; its config must say which)");
-  if (!model_id || strcmp(model_id, config_model_id) != 0)
+  if (!model_id || (strcmp(model_id, config_model_id) != 0 && !same_directory(model_id, config_model_id)))
     return oc_fail(err, "the probe was trained for model_id \"%s\", not \"%s\" (a probe reads one model's hidden states)", config_model_id,
                    model_id ? model_id : "(none)");
   return 0;
@@ -103,6 +113,11 @@ int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, 
     if (!cfg) return oc_fail(err, "a probe needs its config (layer, thresholds)");
     if (oc_probe_config_check(cfg, "probe config", err) || oc_probe_check(probe, "probe", err)) return -1;
     if (probe->hidden != c->hidden) return oc_fail(err, "the probe reads %d features, the model's hidden size is %d", probe->hidden, c->hidden);
+    /* a probe config that names its model family must name this one: a local directory named like
+     * another model's Hub id cannot pass the model_id check with another architecture behind it */
+    const char *fam = oc_family_name(c->family);
+    if (cfg->model_family && cfg->model_family[0] && strncasecmp(cfg->model_family, fam, strlen(fam)) != 0)
+      return oc_fail(err, "the probe was trained on a \"%s\" model; this model is \"%s\" (a probe reads one model's hidden states)", cfg->model_family, fam);
     if ((layer = oc_hidden_index(c, cfg->layer, err)) < 0) return oc_wrap(err, "probe layer");
   }
   oc_guard *g = calloc(1, sizeof *g);

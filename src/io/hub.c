@@ -291,7 +291,7 @@ int oc_resolve_model(const char *model_id, const oc_hub_options *o, char **dir, 
     return 0;
   }
   if (model_id[0] == '/' || model_id[0] == '.' || !valid_repo_id(model_id))
-    return oc_fail(err, "%s: no such directory, and not a Hub id of the form org/name", model_id);
+    return oc_fail_code(err, OC_ERR_NOT_FOUND, "%s: no such directory, and not a Hub id of the form org/name", model_id);
   if ((*dir = oc_hub_find_cached(model_id, o))) return 0;
   const char *off = getenv("HF_HUB_OFFLINE");
   if ((o && o->offline) || (off && strcmp(off, "0") != 0 && *off)) {

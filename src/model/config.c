@@ -112,6 +112,16 @@ void oc_config_free(oc_model_config *cfg) {
   cfg->layer_types = NULL;
 }
 
+const char *oc_family_name(oc_family f) {
+  switch (f) {
+  case OC_FAM_LLAMA: return "llama";
+  case OC_FAM_QWEN3: return "qwen3";
+  case OC_FAM_GEMMA3: return "gemma3";
+  case OC_FAM_GEMMA4: return "gemma4";
+  }
+  return "unknown";
+}
+
 int oc_config_check_positions(const oc_model_config *c, int64_t n_input, int64_t n_new, oc_error *err) {
   if (c->max_position_embeddings > 0 && n_input + n_new > c->max_position_embeddings) {
     if (n_new)

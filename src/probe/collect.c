@@ -13,16 +13,6 @@
 #define JOURNAL_MAGIC "OCACTJ01"
 #define RECORD_MAGIC 0x31434552u /* "REC1" */
 
-const char *oc_family_name(oc_family f) {
-  switch (f) {
-  case OC_FAM_LLAMA: return "llama";
-  case OC_FAM_QWEN3: return "qwen3";
-  case OC_FAM_GEMMA3: return "gemma3";
-  case OC_FAM_GEMMA4: return "gemma4";
-  }
-  return "unknown";
-}
-
 void oc_activations_free(oc_activations *a) {
   if (a->X)
     for (int l = 0; l < a->n_layers; l++) free(a->X[l]);

@@ -73,7 +73,7 @@ void oc_probe_config_free(oc_probe_config *c) {
 
 int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error *err) {
   if (!(c->threshold >= 0 && c->threshold <= 1 && c->pause_threshold >= 0 && c->pause_threshold <= 1))
-    return oc_fail(err, "%s: threshold and pause_threshold must be in [0, 1] (got %g and %g)", where, c->threshold, c->pause_threshold);
+    return oc_fail(err, "%s: threshold and pause_threshold must be in [0, 1] (got %.17g and %.17g)", where, c->threshold, c->pause_threshold);
   if (c->probe_every_n_tokens < 1 || c->probe_every_n_tokens > OC_PROBE_MAX_EVERY_N)
     return oc_fail(err, "%s: probe_every_n_tokens must be in [1, %d], got %d", where, OC_PROBE_MAX_EVERY_N, c->probe_every_n_tokens);
   if (c->smoothing_window < 1 || c->smoothing_window > OC_PROBE_MAX_WINDOW)
@@ -91,7 +91,7 @@ static int config_number(const cJSON *j, const char *key, int is_int, double *ds
   if (!v || cJSON_IsNull(v)) return 0;
   if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return oc_fail(err, "%s: \"%s\" must be a finite number", path, key);
   double x = v->valuedouble;
-  if (is_int && (x != floor(x) || x < -2147483648.0 || x > 2147483647.0)) return oc_fail(err, "%s: \"%s\" must be an integer, got %g", path, key, x);
+  if (is_int && (x != floor(x) || x < -2147483648.0 || x > 2147483647.0)) return oc_fail(err, "%s: \"%s\" must be an integer in [-2147483648, 2147483647], got %.17g", path, key, x);
   *dst = x;
   return 0;
 }
