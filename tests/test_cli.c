@@ -92,6 +92,15 @@ int main(int argc, char **argv) {
   } else CHECK(0, "%s", e.msg);
   snprintf(cmd, sizeof cmd, "%s generate --model_id %s --input_ids 1,2,3 --max_new_tokens 4 --no_eos_stop 2>&1 >/dev/null", bin, rdir);
   CHECK(run(cmd) == 0, "random model does not run: %s", out);
+  /* the kind of checkpoint is config.json's model_type, not any mention of a name in its text */
+  snprintf(cmd, sizeof cmd, "sed 's/{/{\"_name_or_path\": \"modernbert\", /' %s > %s/named.json && %s random-model --config %s/named.json --out %s/rand2 2>&1 && "
+                            "%s random-model --config %s/../modernbert-tiny/config.json --out %s/bert 2>&1 && %s classify --classifier_dir %s/bert --input_ids 1,2,3 2>&1",
+           cfg, tmp, bin, tmp, tmp, bin, fix, tmp, bin, tmp);
+  CHECK(run(cmd) == 0 && strstr(out, "\"verdict\""), "random-model by model_type (a decoder config naming modernbert; a ModernBERT): %s", out);
+  snprintf(rdir, sizeof rdir, "%s/rand2", tmp);
+  oc_model *rm = NULL;
+  CHECK(oc_model_load(rdir, &rm, &e) == 0, "the decoder config naming modernbert made a decoder: %s", e.msg);
+  oc_model_free(rm);
   free(cfg);
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
   if (system(cmd)) {}

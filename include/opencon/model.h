@@ -114,8 +114,11 @@ int oc_hidden_index(const oc_model_config *c, int idx, oc_error *err);
 int oc_argmax(const float *x, int n);
 int oc_is_eos(const oc_model_config *c, int id);
 
-/* random-model: random BF16 weights with the real names and shapes of a config. */
+/* random-model: random BF16 weights with the real names and shapes of a decoder config. */
 int oc_random_model(const char *config_path, const char *out_dir, uint64_t seed, oc_error *err);
+/* A random checkpoint of whatever config.json describes: a ModernBERT classifier (model_type
+ * "modernbert", 3 labels: oc_mbert_random) or a decoder (oc_random_model). */
+int oc_random_checkpoint(const char *config_path, const char *out_dir, uint64_t seed, oc_error *err);
 
 #ifdef __cplusplus
 }

@@ -296,12 +296,7 @@ const cli_command cmd_detokenize = {"detokenize", "text of token ids", NULL, det
 static int run_random_model(const cli_args *a) {
   oc_error err;
   const char *cfg = arg_str(a, "config"), *out = arg_str(a, "out");
-  uint64_t seed = (uint64_t)arg_i64(a, "seed");
-  char *text = NULL;
-  if (oc_read_file(cfg, &text, NULL, &err)) return die(&err);
-  int is_bert = strstr(text, "\"modernbert\"") != NULL;
-  free(text);
-  if (is_bert ? oc_mbert_random(cfg, out, 3, seed, &err) : oc_random_model(cfg, out, seed, &err)) return die(&err);
+  if (oc_random_checkpoint(cfg, out, (uint64_t)arg_i64(a, "seed"), &err)) return die(&err);
   fprintf(stderr, "wrote %s/model.safetensors\n", out);
   return 0;
 }

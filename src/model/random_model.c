@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "opencon/json.h"
 #include "opencon/model.h"
+#include "opencon/modernbert.h"
 
 typedef struct {
   uint64_t seed;
@@ -132,4 +134,13 @@ int oc_random_model(const char *config_path, const char *out_dir, uint64_t seed,
   free(p.ctx);
   oc_config_free(&c);
   return rc;
+}
+
+int oc_random_checkpoint(const char *config_path, const char *out_dir, uint64_t seed, oc_error *err) {
+  cJSON *cfg;
+  if (oc_json_parse_file(config_path, &cfg, err)) return -1;
+  const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
+  int is_bert = cJSON_IsString(mt) && strcmp(mt->valuestring, "modernbert") == 0;
+  cJSON_Delete(cfg);
+  return is_bert ? oc_mbert_random(config_path, out_dir, 3, seed, err) : oc_random_model(config_path, out_dir, seed, err);
 }
