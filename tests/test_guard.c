@@ -342,12 +342,14 @@ static void test_threads(const oc_probe *high, const oc_probe_config *pc) {
   REQUIRE(oc_guard_new(M, CH, high, pc, CLS, &g, &err) == 0, "%s", err.msg);
   job jobs[3];
   memset(jobs, 0, sizeof jobs);
+  oc_mbert_ws *ws = oc_mbert_ws_new(); /* a caller-owned workspace for one of the threads (a server's worker keeps one) */
   for (int i = 0; i < 3; i++) {
     jobs[i].g = g;
     oc_guard_opts_defaults(&jobs[i].o);
     jobs[i].o.max_new_tokens = MAXNEW;
     jobs[i].o.final_classifier_check = 1;
   }
+  jobs[2].o.cls_ws = ws;
   gen_thread(&jobs[0]);
   pthread_t t[2];
   for (int i = 0; i < 2; i++) REQUIRE(pthread_create(&t[i], NULL, gen_thread, &jobs[1 + i]) == 0, "pthread_create");
@@ -359,6 +361,7 @@ static void test_threads(const oc_probe *high, const oc_probe_config *pc) {
           "concurrent generation %d equals the sequential one (%d classifier calls, score %g vs %g)", i, jobs[i].r.classifier_calls,
           jobs[i].r.classifier_score, jobs[0].r.classifier_score);
   for (int i = 0; i < 3; i++) oc_guard_result_free(&jobs[i].r);
+  oc_mbert_ws_free(ws);
   oc_guard_free(g);
 }
 

@@ -32,6 +32,8 @@ typedef struct oc_guard_opts {
   FILE *trace;                 /* JSONL per step, or NULL */
   oc_guard_abort_fn should_abort; /* NULL: never */
   void *abort_ud;
+  oc_mbert_ws *cls_ws;         /* the classifier's workspace, owned by the caller and used by one generation at a time
+                                  (a server keeps one per worker: its buffers stay grown); NULL: one per generation */
 } oc_guard_opts;
 void oc_guard_opts_defaults(oc_guard_opts *o);
 

@@ -308,7 +308,7 @@ typedef struct {
   oc_guard_event_fn ev;
   void *ud;
   oc_guard_result *res;
-  oc_mbert_ws *ws;        /* this generation's classifier workspace (made at its first call) */
+  oc_mbert_ws *ws;        /* this generation's classifier workspace (made at its first call) when the caller gives none */
   int use_cls;
   double *risks;          /* the last W readings, a ring */
   int W, nrisk;
@@ -328,9 +328,10 @@ static int cancelled(const run *r, oc_error *err) {
 /* classify prompt + text; the verdict is a block when the score is not finite (oc_decide) */
 static int classify(run *r, const char *name, int step, const char *text, oc_decision *d, oc_error *err) {
   if (cancelled(r, err)) return -1;
-  if (!r->ws && !(r->ws = oc_mbert_ws_new())) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  oc_mbert_ws *ws = r->o->cls_ws;
+  if (!ws && !(ws = r->ws) && !(ws = r->ws = oc_mbert_ws_new())) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   double t0 = oc_now();
-  if (oc_classifier_score_ws(r->g->cls, r->ws, r->prompt, text, d, err)) return oc_wrap(err, "exchange classifier");
+  if (oc_classifier_score_ws(r->g->cls, ws, r->prompt, text, d, err)) return oc_wrap(err, "exchange classifier");
   oc_guard_result *res = r->res;
   res->classifier_ms += 1e3 * (oc_now() - t0);
   res->classifier_calls++;
