@@ -3,6 +3,7 @@
 #define OPENCON_PROBE_H
 #include "opencon/base.h"
 #include "opencon/chat.h"
+#include "opencon/template.h"
 #include "opencon/dataset.h"
 #include "opencon/model.h"
 
@@ -40,6 +41,26 @@ typedef struct oc_collect_opts {
  * (the caller removes it once the result is saved). */
 int oc_collect_activations(const oc_model *m, const oc_chat *chat, const oc_dataset *ds, const oc_collect_opts *o,
                            oc_activations *out, oc_progress *prog, oc_error *err);
+/* Where a probe job's activations come from: a saved collection, or the model run over a dataset. */
+typedef struct oc_activation_source {
+  const char *activations;  /* a saved collection (collect-activations --out); NULL: collect */
+  const char *model_id;     /* a local directory or a Hub id (collecting) */
+  const char *data_path;    /* JSONL exchanges (collecting) */
+  int64_t max_examples;     /* the MVP's balanced sample (0: every row) */
+  uint64_t sample_seed;
+  int use_chat_template, max_length, pack_tokens;
+  oc_template_opts template_opts; /* the chat template's clock */
+  const char *journal;      /* the collection's resume journal; NULL: none */
+  const char *save_to;      /* also save the collection here; NULL: don't */
+  int binary;               /* refuse labels other than 0/1 and fewer than 4 examples before running the model */
+} oc_activation_source;
+/* What a collection read from its dataset (for the caller to report). */
+typedef struct oc_collection_counts { int64_t rows_in_file, selected, by_label[3]; } oc_collection_counts;
+/* The activations of the requested layers (hidden-state indices as given): loaded from src->activations
+ * (each layer must be in it), or collected (oc_collect_activations) after loading the dataset, the
+ * model and its chat. counts (may be NULL) receives the dataset's counts when collecting. */
+int oc_activations_get(const oc_activation_source *src, const int *layers, int n_layers, oc_progress *prog, oc_activations *out,
+                       oc_collection_counts *counts, oc_error *err);
 /* safetensors: X.<layer> [N, H] F32, y [N] I32, line [N] I64, hash [N] U64, metadata. Atomic. */
 int oc_activations_save(const oc_activations *a, const char *path, oc_error *err);
 int oc_activations_load(const char *path, oc_activations *a, oc_error *err);

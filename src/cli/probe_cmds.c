@@ -76,46 +76,18 @@ static int *layer_list(const cli_args *o, int *n, oc_error *err) {
   return layers;
 }
 
-/* Activations for the requested layers: from --activations, or collected with the model
- * (resumable through journal). binary: refuse three-class labels before running the model. */
+/* the activations of the requested layers (oc_activations_get), with the dataset's counts printed */
 static int get_activations(const data_args *d, const int *layers, int n_layers, const char *journal, int binary, oc_progress *prog,
                            oc_activations *a, oc_error *err) {
-  if (d->activations) {
-    if (oc_progress_phase(prog, "loading_activations", 0, 0), oc_activations_load(d->activations, a, err)) return -1;
-    for (int i = 0; i < n_layers; i++)
-      if (oc_activations_find(a, layers[i]) < 0) {
-        char have[256] = "";
-        for (int l = 0; l < a->n_layers && strlen(have) < 200; l++) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%d", l ? "," : "", a->layers[l]);
-        oc_activations_free(a);
-        return oc_fail(err, "%s: layer %d was not collected (it has %s)", d->activations, layers[i], have);
-      }
-    return 0;
-  }
-  oc_progress_phase(prog, "loading_model", 0, 0);
-  oc_dataset ds;
-  if (oc_dataset_load(d->data_path, d->max_examples, (uint64_t)d->sample_seed, &ds, err)) return -1;
-  if (binary && ds.max_label > 1) {
-    int64_t line = 0;
-    for (int i = 0; i < ds.n && !line; i++) if (ds.ex[i].label > 1) line = ds.ex[i].line;
-    oc_dataset_free(&ds);
-    return oc_fail(err, "%s:%lld: label 2: a probe needs binary labels (0 safe, 1 unsafe)", d->data_path, (long long)line);
-  }
-  if (binary && ds.n < 4) { oc_dataset_free(&ds); return oc_fail(err, "%s: need at least 4 examples, got %d", d->data_path, ds.n); }
-  fprintf(stderr, "%s: %lld rows, %d selected (label 0: %lld, 1: %lld, 2: %lld)\n", d->data_path, (long long)ds.rows_in_file, ds.n,
-          (long long)ds.label_counts[0], (long long)ds.label_counts[1], (long long)ds.label_counts[2]);
-  oc_model *m = NULL;
-  oc_chat *c = NULL;
-  int rc = -1;
-  if (load_model(d->model_id, &m, err) || load_chat(d->model_id, &c, err)) goto done;
-  oc_collect_opts co = {d->model_id, d->use_chat_template, d->max_length, n_layers, layers, journal, d->pack_tokens};
-  if (oc_collect_activations(m, c, &ds, &co, a, prog, err)) goto done;
-  if (d->save_activations && oc_activations_save(a, d->save_activations, err)) { oc_activations_free(a); goto done; }
-  rc = 0;
-done:
-  oc_chat_free(c);
-  oc_model_free(m);
-  oc_dataset_free(&ds);
-  return rc;
+  oc_activation_source src = {.activations = d->activations, .model_id = d->model_id, .data_path = d->data_path, .max_examples = d->max_examples,
+                              .sample_seed = (uint64_t)d->sample_seed, .use_chat_template = d->use_chat_template, .max_length = d->max_length,
+                              .pack_tokens = d->pack_tokens, .journal = journal, .save_to = d->save_activations, .binary = binary};
+  oc_collection_counts n;
+  if (cli_template_opts(&src.template_opts, err) || oc_activations_get(&src, layers, n_layers, prog, a, &n, err)) return -1;
+  if (!d->activations)
+    fprintf(stderr, "%s: %lld rows, %lld selected (label 0: %lld, 1: %lld, 2: %lld)\n", d->data_path, (long long)n.rows_in_file, (long long)n.selected,
+            (long long)n.by_label[0], (long long)n.by_label[1], (long long)n.by_label[2]);
+  return 0;
 }
 
 static char *joined(const char *a, const char *suffix) {

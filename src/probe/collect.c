@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "opencon/hub.h"
 #include "opencon/probe.h"
 #include "opencon/safetensors.h"
 
@@ -371,5 +372,53 @@ done:
   if (rc) oc_activations_free(a);
   free(lv);
   oc_st_close(f);
+  return rc;
+}
+
+int oc_activations_get(const oc_activation_source *src, const int *layers, int n_layers, oc_progress *prog, oc_activations *a,
+                       oc_collection_counts *counts, oc_error *err) {
+  if (counts) memset(counts, 0, sizeof *counts);
+  if (src->activations) {
+    if (oc_progress_phase(prog, "loading_activations", 0, 0), oc_activations_load(src->activations, a, err)) return -1;
+    for (int i = 0; i < n_layers; i++)
+      if (oc_activations_find(a, layers[i]) < 0) {
+        char have[256] = "";
+        for (int l = 0; l < a->n_layers && strlen(have) < 200; l++) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%d", l ? "," : "", a->layers[l]);
+        oc_activations_free(a);
+        return oc_fail(err, "%s: layer %d was not collected (it has %s)", src->activations, layers[i], have);
+      }
+    return 0;
+  }
+  if (!src->model_id || !src->data_path) return oc_fail(err, "collecting activations needs a model and a dataset");
+  oc_progress_phase(prog, "loading_model", 0, 0);
+  oc_dataset ds;
+  if (oc_dataset_load(src->data_path, src->max_examples, src->sample_seed, &ds, err)) return -1;
+  if (src->binary && ds.max_label > 1) {
+    int64_t line = 0;
+    for (int i = 0; i < ds.n && !line; i++) if (ds.ex[i].label > 1) line = ds.ex[i].line;
+    oc_dataset_free(&ds);
+    return oc_fail(err, "%s:%lld: label 2: a probe needs binary labels (0 safe, 1 unsafe)", src->data_path, (long long)line);
+  }
+  if (src->binary && ds.n < 4) { oc_dataset_free(&ds); return oc_fail(err, "%s: need at least 4 examples, got %d", src->data_path, ds.n); }
+  if (counts) {
+    counts->rows_in_file = ds.rows_in_file;
+    counts->selected = ds.n;
+    memcpy(counts->by_label, ds.label_counts, sizeof counts->by_label);
+  }
+  oc_model *m = NULL;
+  oc_chat *c = NULL;
+  char *dir = NULL;
+  int rc = -1;
+  if (oc_resolve_model(src->model_id, NULL, &dir, err) || oc_model_load(dir, &m, err) || oc_chat_load(dir, &c, err)) goto done;
+  c->render_opts = src->template_opts;
+  oc_collect_opts co = {src->model_id, src->use_chat_template, src->max_length, n_layers, layers, src->journal, src->pack_tokens};
+  if (oc_collect_activations(m, c, &ds, &co, a, prog, err)) goto done;
+  if (src->save_to && oc_activations_save(a, src->save_to, err)) { oc_activations_free(a); goto done; }
+  rc = 0;
+done:
+  free(dir);
+  oc_chat_free(c);
+  oc_model_free(m);
+  oc_dataset_free(&ds);
   return rc;
 }
