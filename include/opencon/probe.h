@@ -163,6 +163,15 @@ cJSON *oc_probe_fit_metrics_json(const oc_probe_fit *f, double validation_size);
 int oc_probe_artifact_save(const char *dir, const oc_probe *probe, const oc_probe_config *c, const oc_probe_provenance *p,
                            oc_error *err);
 
+/* sweep-layers: one probe per layer of the collection (oc_probe_fit_layer with the same split and
+ * settings), *report {"<layer>": held-out metrics with "split"}, auc[i] and f1[i] (n each, the
+ * caller's) for the plot. prog counts training steps over all layers. */
+int oc_sweep_layers(const oc_activations *a, const int *layers, int n, double validation_size, uint64_t split_seed, double target_fpr,
+                    const oc_probe_train_opts *t, oc_progress *prog, cJSON **report, double *auc, double *f1, oc_error *err);
+/* The guard settings of a probe fitted on layer of a collection: model_id (the collection's, else
+ * fallback_model_id), model_family, layer, hidden_size, use_chat_template and the calibrated
+ * threshold of the fit; c's thresholds and step settings are kept. */
+void oc_probe_config_from_fit(oc_probe_config *c, const oc_activations *a, int layer, const oc_probe_fit *fit, const char *fallback_model_id);
 /* SVG line plot of ROC AUC and F1 by layer (atomic write). */
 int oc_sweep_svg(const char *path, const int *layers, int n, const double *auc, const double *f1, oc_error *err);
 /* The sweep report (JSON text) at path and its plot beside it (path's .svg sibling). The old plot

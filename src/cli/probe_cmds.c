@@ -171,12 +171,7 @@ static int run_train_probe(const cli_args *o) {
     die(&err);
     goto done;
   }
-  pc.model_id = a.model_id[0] ? a.model_id : (char *)d.model_id;
-  pc.model_family = a.model_family;
-  pc.layer = layer;
-  pc.hidden_size = a.hidden;
-  pc.use_chat_template = a.use_chat_template;
-  pc.calibrated_threshold = fit.val.threshold_at_fpr;
+  oc_probe_config_from_fit(&pc, &a, layer, &fit, d.model_id);
   oc_probe_provenance pv = {&fit, &t, val_size, target_fpr, a.max_length, d.data_path, d.activations, d.max_examples, d.sample_seed};
   int wrc = oc_probe_artifact_save(out_dir, &fit.probe, &pc, &pv, &err);
   cJSON *printed = oc_probe_fit_metrics_json(&fit, val_size);
@@ -227,39 +222,16 @@ static int run_sweep_layers(const cli_args *o) {
   oc_progress_start(&prog, "sweep-layers", "examples", 0, d.progress_path);
   oc_activations a;
   if (get_activations(&d, layers, nl, journal, 1, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
-  oc_progress_keys(&prog, "step", "total_steps");
-  prog.unit = "steps";
-  int64_t steps_per = (int64_t)t.epochs * ((a.n + t.batch_size - 1) / t.batch_size);
-  oc_progress_phase(&prog, "training_probe", 0, steps_per * nl);
-  cJSON *res = cJSON_CreateObject();
+  cJSON *res = NULL;
   double *auc = malloc(sizeof(double) * (size_t)nl), *f1 = malloc(sizeof(double) * (size_t)nl);
-  if (!res || !auc || !f1) {
-    oc_fail_code(&err, OC_ERR_NOMEM, "out of memory");
+  if (!auc || !f1 || oc_sweep_layers(&a, layers, nl, val_size, split_seed, target_fpr, &t, &prog, &res, auc, f1, &err)) {
+    if (!auc || !f1) oc_fail_code(&err, OC_ERR_NOMEM, "out of memory");
     oc_progress_end(&prog, "failed");
-    cJSON_Delete(res); free(auc); free(f1);
+    free(auc); free(f1);
     oc_activations_free(&a);
     die(&err);
     goto done;
   }
-  for (int i = 0; i < nl; i++) {
-    oc_probe_fit fit;
-    prog.base = steps_per * i;
-    if (oc_probe_fit_layer(&a, oc_activations_find(&a, layers[i]), val_size, split_seed, target_fpr, &t, &fit, &prog, &err)) {
-      oc_wrap(&err, "layer %d", layers[i]);
-      oc_progress_end(&prog, "failed");
-      cJSON_Delete(res); free(auc); free(f1);
-      oc_activations_free(&a);
-      die(&err);
-      goto done;
-    }
-    char key[32];
-    snprintf(key, sizeof key, "%d", layers[i]);
-    cJSON_AddItemToObject(res, key, oc_probe_fit_metrics_json(&fit, val_size));
-    auc[i] = fit.val.roc_auc;
-    f1[i] = fit.val.f1;
-    oc_probe_fit_free(&fit);
-  }
-  prog.base = 0;
   oc_activations_free(&a);
   char *js = cJSON_Print(res);
   cJSON_Delete(res);

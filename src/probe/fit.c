@@ -241,3 +241,42 @@ int oc_sweep_save(const char *path, const char *report_json, const int *layers, 
   free(svg);
   return rc;
 }
+
+int oc_sweep_layers(const oc_activations *a, const int *layers, int n, double validation_size, uint64_t split_seed, double target_fpr,
+                    const oc_probe_train_opts *t, oc_progress *prog, cJSON **report, double *auc, double *f1, oc_error *err) {
+  const int64_t steps_per = (int64_t)t->epochs * ((a->n + t->batch_size - 1) / t->batch_size);
+  oc_progress_keys(prog, "step", "total_steps");
+  prog->unit = "steps";
+  oc_progress_phase(prog, "training_probe", 0, steps_per * n);
+  cJSON *res = *report = cJSON_CreateObject();
+  if (!res) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < n; i++) {
+    oc_probe_fit fit;
+    prog->base = steps_per * i;
+    int li = oc_activations_find(a, layers[i]);
+    if (li < 0 || oc_probe_fit_layer(a, li, validation_size, split_seed, target_fpr, t, &fit, prog, err)) {
+      if (li < 0) oc_fail(err, "layer %d is not in the collection", layers[i]);
+      cJSON_Delete(res);
+      *report = NULL;
+      prog->base = 0;
+      return oc_wrap(err, "layer %d", layers[i]);
+    }
+    char key[32];
+    snprintf(key, sizeof key, "%d", layers[i]);
+    cJSON_AddItemToObject(res, key, oc_probe_fit_metrics_json(&fit, validation_size));
+    auc[i] = fit.val.roc_auc;
+    f1[i] = fit.val.f1;
+    oc_probe_fit_free(&fit);
+  }
+  prog->base = 0;
+  return 0;
+}
+
+void oc_probe_config_from_fit(oc_probe_config *c, const oc_activations *a, int layer, const oc_probe_fit *fit, const char *fallback_model_id) {
+  c->model_id = a->model_id && a->model_id[0] ? a->model_id : (char *)fallback_model_id;
+  c->model_family = a->model_family;
+  c->layer = layer;
+  c->hidden_size = a->hidden;
+  c->use_chat_template = a->use_chat_template;
+  c->calibrated_threshold = fit->val.threshold_at_fpr;
+}
