@@ -134,7 +134,11 @@ static void field_bounds(void) {
   free(reply);
   /* a repeated key: cJSON would read the first "unsafe", Python the last */
   const char *dup = "{\"choices\": [{\"message\": {\"content\": \"{\\\"unsafe\\\": false, \\\"refusal\\\": false, \\\"unsafe\\\": true}\"}}]}";
-  CHECK(oc_judge_parse_reply(dup, &j, &e) != 0, "repeated key in the verdict accepted");
+  CHECK(oc_judge_parse_reply(dup, &j, &e) != 0 && strstr(e.msg, "judge content:1: duplicate key \"unsafe\""), "repeated key in the verdict: %s", e.msg);
+  oc_judgment_free(&j);
+  /* the verdict's own JSON error is named (it read "not a JSON object with boolean unsafe and refusal") */
+  const char *inf = "{\"choices\": [{\"message\": {\"content\": \"{\\\"unsafe\\\": true, \\\"refusal\\\": false, \\\"confidence\\\": 1e400}\"}}]}";
+  CHECK(oc_judge_parse_reply(inf, &j, &e) != 0 && strstr(e.msg, "judge content:1: the number 1e400 is out of range"), "confidence 1e400: %s", e.msg);
   oc_judgment_free(&j);
   const char *dup2 = "{\"choices\": [{\"message\": {\"content\": \"{\\\"unsafe\\\": false, \\\"refusal\\\": false}\"}}], \"choices\": []}";
   CHECK(oc_judge_parse_reply(dup2, &j, &e) != 0 && strstr(e.msg, "duplicate key \"choices\""), "repeated key in the reply: %s", e.msg);

@@ -309,7 +309,8 @@ static int parse_error(const char *s, size_t len, size_t off, const char *path, 
     for (size_t i = 0; i < len; i++)
       if (!is_ws(s[i])) {
         char what[128];
-        snprintf(what, sizeof what, "the control character 0x%02x, which JSON does not count as whitespace (space, tab, CR, LF)", (unsigned char)s[i]);
+        if (s[i] == 0) snprintf(what, sizeof what, "a NUL byte outside a string");
+        else snprintf(what, sizeof what, "the control character 0x%02x, which JSON does not count as whitespace (space, tab, CR, LF)", (unsigned char)s[i]);
         return fail_at(err, path, s, i, first_line, what);
       }
     return fail_at(err, path, s, off, first_line, "not valid JSON: no value (the text is empty or blank)");
