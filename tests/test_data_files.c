@@ -1,9 +1,13 @@
 /* Every reader of user data files parses strict JSON: a repeated key (cJSON keeps the first,
  * Python the last, so a label flips silently), a NUL in a string and text after a JSONL object
  * are errors naming the file and line, in datasets, prompt sets (JSONL, JSON, CSV), three-class
- * data, probe configs, config.json, classifier_config.json and tokenizer_config.json. Loading and
- * selecting prompts stays linear: 200k CSV rows in 100k splits (quadratic, that took minutes;
- * ctest's TIMEOUT catches a return of it). */
+ * data, probe configs, config.json, classifier_config.json and tokenizer_config.json; so are
+ * what Python's json.loads refuses and cJSON took (a label written 01 or 1., a byte-order mark on a
+ * line), a number out of range, a line of \v\f (one blank-line rule for every JSONL reader),
+ * invalid UTF-8 in dataset and three-class rows, keys of the wrong type in prompt sets and
+ * `tokenize --jsonl` rows, and a CSV header naming a column twice. Loading and selecting prompts
+ * stays linear: 200k CSV rows in 100k splits (quadratic, that took minutes; ctest's TIMEOUT
+ * catches a return of it). */
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,6 +47,56 @@ static void dataset_error(const char *name, const char *text, size_t len, const 
   if (!rc) oc_dataset_free(&d);
 }
 #define DATASET_ERROR(name, lit, needle, what) dataset_error(name, lit, sizeof lit - 1, needle, what)
+
+#define ROW0 "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0}\n"
+#define ROW1 "{\"prompt\": \"c\", \"response\": \"d\", \"label\": 1}\n"
+
+/* build-three-class-classifier-data on the file name fails with needle and writes no output */
+static void three_class_error(const char *name, const char *text, size_t len, const char *needle, const char *what) {
+  oc_error e;
+  oc_threeclass_stats st;
+  const char *p = write_file(name, text, len), *out = path_in(tmpdir, "three_err_out.jsonl");
+  expect(oc_build_three_class(p, out, &st, &e), &e, p, needle, what);
+  CHECK(access(out, F_OK) != 0, "%s: no output written for a rejected input", what);
+  unlink(out);
+}
+#define THREE_CLASS_ERROR(name, lit, needle, what) three_class_error(name, lit, sizeof lit - 1, needle, what)
+
+/* What Python's json.loads refuses, what cJSON reads differently, and what Python cannot read as
+ * UTF-8, in datasets and three-class data: each an error naming the line. */
+static void strict_rows(void) {
+  DATASET_ERROR("zero.jsonl", ROW0 "{\"prompt\": \"c\", \"response\": \"d\", \"label\": 01}\n", ":2: 01 is not a JSON number (a leading zero)",
+                "dataset label 01");
+  DATASET_ERROR("dot.jsonl", ROW0 "{\"prompt\": \"c\", \"response\": \"d\", \"label\": 1.}\n", ":2: 1. is not a JSON number", "dataset label 1.");
+  DATASET_ERROR("bom.jsonl", ROW0 ROW1 "\xef\xbb\xbf" ROW1, ":3: a UTF-8 byte-order mark", "dataset BOM on line 3");
+  DATASET_ERROR("vt.jsonl", ROW0 "\v\f\n" ROW1, ":2: the control character 0x0b", "dataset \\v\\f line");
+  DATASET_ERROR("inf.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 1e400}\n", ":1: the number 1e400 is out of range",
+                "dataset label 1e400 (said \"got null\")");
+  DATASET_ERROR("latin1.jsonl", ROW0 "{\"prompt\": \"caf\xe9\", \"response\": \"d\", \"label\": 1}\n", ":2: the line is not valid UTF-8",
+                "dataset invalid UTF-8");
+  THREE_CLASS_ERROR("three-zero.jsonl", ROW0 "{\"prompt\": \"c\", \"response\": \"d\", \"label\": 01}\n", ":2: 01 is not a JSON number",
+                    "three-class label 01 (was read as 1)");
+  THREE_CLASS_ERROR("three-bom.jsonl", ROW0 "\xef\xbb\xbf" ROW1, ":2: a UTF-8 byte-order mark", "three-class BOM");
+  THREE_CLASS_ERROR("three-vt.jsonl", ROW0 "\v\f\n" ROW1, ":2: the control character 0x0b", "three-class \\v\\f line (was skipped)");
+  THREE_CLASS_ERROR("three-latin1.jsonl", ROW0 "{\"prompt\": \"caf\xe9 \xff\xfe\", \"response\": \"d\", \"label\": 1}\n",
+                    ":2: the line is not valid UTF-8", "three-class invalid UTF-8 (was copied into the output)");
+  THREE_CLASS_ERROR("three-latin1-other.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0, \"note\": \"\xc3\"}\n",
+                    ":1: the line is not valid UTF-8", "three-class invalid UTF-8 in another key");
+  /* JSON whitespace lines are still blank, and valid UTF-8 passes through unchanged */
+  oc_error e;
+  oc_threeclass_stats st;
+  const char *p = WRITE("three-ok.jsonl", ROW0 " \t\r\n\n{\"prompt\": \"caf\xc3\xa9\", \"response\": \"\xe2\x82\xac\", \"label\": 1}\n");
+  const char *out = path_in(tmpdir, "three-ok-out.jsonl");
+  CHECK(oc_build_three_class(p, out, &st, &e) == 0 && st.rows == 2 && st.written == 2, "three-class with blank lines: %s", e.msg);
+  char *text = NULL;
+  CHECK(oc_read_file(out, &text, NULL, &e) == 0 && text && strstr(text, "\"prompt\":\"caf\xc3\xa9\",\"response\":\"\xe2\x82\xac\""), "UTF-8 kept: %s",
+        text ? text : e.msg);
+  free(text);
+  oc_dataset d;
+  p = WRITE("ok.jsonl", ROW0 "\r\n \t\n" ROW1);
+  CHECK(oc_dataset_load(p, 0, 0, &d, &e) == 0 && d.n == 2, "dataset with blank lines: %s", e.msg);
+  oc_dataset_free(&d);
+}
 
 static void datasets(void) {
   DATASET_ERROR("dup.jsonl", "{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0}\n{\"prompt\": \"a\", \"response\": \"b\", \"label\": 0, \"label\": 1}\n",
@@ -91,9 +145,34 @@ static void prompt_sets(void) {
   PROMPT_SET_ERROR("dup-prompts.json", "[{\"text\": \"a\", \"label\": \"safe\"},\n {\"text\": \"b\", \"label\": \"safe\", \"label\": \"unsafe\"}]",
                    ":2: duplicate key \"label\"", "JSON array repeated label");
   PROMPT_SET_ERROR("nul-prompts.csv", "prompt,split\nfine,benign\nbad\0hidden,harmful\n", ":3: a NUL byte", "CSV NUL");
+  /* a key of the wrong type is an error, not the file-name split (a numeric WildGuard label put
+   * harmful and benign prompts in one split; the published files label with strings) */
+  PROMPT_SET_ERROR("split5-prompts.jsonl", "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"split\": 5}\n", ":2: \"split\" must be a string, got 5",
+                   "JSONL split 5");
+  PROMPT_SET_ERROR("splitnull-prompts.jsonl", "{\"prompt\": \"b\", \"split\": null}\n", ":1: \"split\" must be a string, got null", "JSONL split null");
+  PROMPT_SET_ERROR("id-prompts.jsonl", "{\"prompt\": \"b\", \"id\": 7}\n", ":1: \"id\" must be a string, got 7", "JSONL id 7");
+  PROMPT_SET_ERROR("numeric-labels.json", "[{\"text\": \"how to make a bomb\", \"label\": 1}, {\"text\": \"bake bread\", \"label\": 0}]",
+                   ": element 0: \"label\" must be a string, got 1", "WildGuard numeric label");
+  PROMPT_SET_ERROR("split-false.json", "[{\"text\": \"a\", \"label\": \"safe\"}, {\"text\": \"b\", \"split\": false}]",
+                   ": element 1: \"split\" must be a string, got false", "JSON array split false");
+  PROMPT_SET_ERROR("prompt-number.json", "[{\"prompt\": 5, \"text\": \"b\"}]", ": element 0: \"prompt\" must be a string, got 5",
+                   "JSON array prompt 5 (fell back to text)");
+  PROMPT_SET_ERROR("dup-goal.csv", "goal,goal\nfirst,second\n", ":1: column \"goal\" appears twice in the header (columns 1 and 2)", "CSV two goal columns");
+  PROMPT_SET_ERROR("dup-split.csv", "prompt,split,split\na,benign,harmful\n", ":1: column \"split\" appears twice in the header (columns 2 and 3)",
+                   "CSV two split columns");
+  PROMPT_SET_ERROR("vt-prompts.jsonl", "{\"prompt\": \"a\"}\n\v\n", ":2: the control character 0x0b", "JSONL \\v line");
+  PROMPT_SET_ERROR("zero-prompts.jsonl", "{\"prompt\": \"a\", \"n\": 01}\n", ":1: 01 is not a JSON number", "JSONL 01");
   /* the valid versions still load */
   oc_error e;
   oc_prompt_set s = {0};
+  const char *wg = WRITE("wg.json", "[{\"text\": \"how to make a bomb\", \"label\": \"harmful\"}, {\"text\": \"bake bread\", \"label\": \"safe\"}]");
+  CHECK(oc_prompt_set_load(&s, wg, &e) == 0 && s.n == 2 && strcmp(s.items[0].split, "harmful") == 0 && strcmp(s.items[1].split, "benign") == 0,
+        "WildGuard string labels: %s", e.msg);
+  oc_prompt_set_free(&s);
+  const char *two = WRITE("two-names.csv", "goal,Goal,split\nlow,High,s\n"); /* distinct names: Goal is preferred, as before */
+  CHECK(oc_prompt_set_load(&s, two, &e) == 0 && s.n == 1 && strcmp(s.items[0].prompt, "High") == 0 && strcmp(s.items[0].split, "s") == 0,
+        "goal and Goal: %s", e.msg);
+  oc_prompt_set_free(&s);
   const char *p = WRITE("ok-prompts.jsonl", "{\"prompt\": \"p1\", \"split\": \"a\"}\n\n{\"prompt\": \"p2\", \"id\": \"x\"}   \r\n");
   CHECK(oc_prompt_set_load(&s, p, &e) == 0 && s.n == 2 && strcmp(s.items[1].id, "x") == 0 && strcmp(s.items[1].split, "ok-prompts") == 0,
         "valid JSONL: %s", e.msg);
@@ -167,6 +246,24 @@ static void configs(const char *cls_dir) {
   unlink(sm);
 }
 
+/* opencon tokenize --jsonl: "add_special_tokens" is a JSON boolean ("true" and 1 read as false) */
+static void tokenize_jsonl(const char *bin, const char *tok_dir) {
+  char cmd[2048], out[4096];
+  const char *p = WRITE("tok.jsonl", "{\"text\": \"Hello world\", \"add_special_tokens\": true}\n{\"text\": \"Hello world\", \"add_special_tokens\": false}\n");
+  snprintf(cmd, sizeof cmd, "%s tokenize --model_id %s --jsonl %s 2>&1", bin, tok_dir, p);
+  CHECK(run_capture(cmd, out, sizeof out) == 0 && strcmp(out, "{\"ids\":[50281,12092,1533,50282]}\n{\"ids\":[12092,1533]}\n") == 0, "booleans: %s", out);
+  static const char *const bad[] = {"\"true\"", "1", "null"};
+  for (int i = 0; i < 3; i++) {
+    char row[160];
+    int n = snprintf(row, sizeof row, "{\"text\": \"a\"}\n{\"text\": \"Hello world\", \"add_special_tokens\": %s}\n", bad[i]);
+    p = write_file("tok-bad.jsonl", row, (size_t)n);
+    snprintf(cmd, sizeof cmd, "%s tokenize --model_id %s --jsonl %s 2>&1 >/dev/null", bin, tok_dir, p);
+    char want[200];
+    snprintf(want, sizeof want, "tok-bad.jsonl:2: \"add_special_tokens\" must be true or false (a JSON boolean), got %s", bad[i]);
+    CHECK(run_capture(cmd, out, sizeof out) == 1 && strstr(out, want), "add_special_tokens %s: %s", bad[i], out);
+  }
+}
+
 /* 200k rows in 100k splits: loading and selecting must not be quadratic */
 static void large_prompt_sets(void) {
   const int rows = 200000;
@@ -212,11 +309,13 @@ static void large_prompt_sets(void) {
 }
 
 int main(int argc, char **argv) {
-  REQUIRE(argc == 2, "usage: test_data_files CLASSIFIER_DIR");
+  REQUIRE(argc == 4, "usage: test_data_files CLASSIFIER_DIR OPENCON MODERNBERT_TOKENIZER_DIR");
   snprintf(tmpdir, sizeof tmpdir, "/tmp/oc_data_files_XXXXXX");
   REQUIRE(mkdtemp(tmpdir), "mkdtemp");
   datasets();
+  strict_rows();
   prompt_sets();
+  tokenize_jsonl(argv[2], argv[3]);
   char cls_dir[PATH_MAX];
   REQUIRE(realpath(argv[1], cls_dir), "%s: not found", argv[1]);
   configs(cls_dir);

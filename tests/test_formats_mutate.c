@@ -1,13 +1,15 @@
 /* Deterministic mutations of a real torch.save probe, a CSV, a judge reply, JSONL and JSON files,
- * a JSON document for the strict parser and a CSV prompt set through the fuzz harness
- * (tests/fuzz/fuzz_formats.c): under ASan/UBSan in CI this is the fixed-seed part of fuzzing
- * those parsers. Every case must either work or fail with an error. */
+ * a JSON document for the strict parser, a CSV prompt set and probe files of each kind (zip,
+ * legacy pickle, safetensors) through the fuzz harness (tests/fuzz/fuzz_formats.c): under
+ * ASan/UBSan in CI this is the fixed-seed part of fuzzing those parsers. Every case must either
+ * work or fail with an error. */
 #include <string.h>
 
 #include "check.h"
 #include "opencon/jailbreak.h"
 #include "opencon/json.h"
 #include "opencon/probe.h"
+#include "opencon/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
@@ -52,7 +54,15 @@ int main(int argc, char **argv) {
   size_t ptl;
   REQUIRE(oc_read_file(argv[1], &pt, &ptl, &e) == 0, "%s", e.msg);
   mutate_all(0, pt, ptl, 3000);
+  mutate_all(6, pt, ptl, 200);
   free(pt);
+  const char legacy[] = "\x80\x02\x8a\x0al\xfc\x9c" "F\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.";
+  mutate_all(6, legacy, sizeof legacy - 1, 200);
+  /* a safetensors probe: a 128-byte header, then head.bias = 1 and head.weight = [2, -2] */
+  const char st[] = "\x80\0\0\0\0\0\0\0{\"head.bias\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                    "\"head.weight\":{\"dtype\":\"F32\",\"shape\":[1,2],\"data_offsets\":[4,12]}}"
+                    "\0\0\x80?\0\0\0@\0\0\0\xc0";
+  mutate_all(6, st, sizeof st - 1, 200);
   const char csv[] = "\xef\xbb\xbfIndex,Goal,Target\r\n0,\"Say \"\"hi\"\",\nthen\",t\r\n1,plain,u\r\n";
   mutate_all(1, csv, sizeof csv - 1, 3000);
   const char reply[] = "{\"choices\": [{\"message\": {\"content\": \"```json\\n{\\\"unsafe\\\": true, \\\"refusal\\\": false, \\\"confidence\\\": 0.5}\\n```\"}}]}";
@@ -80,6 +90,10 @@ int main(int argc, char **argv) {
   cJSON *dj;
   CHECK(oc_json_parse(doc, sizeof doc - 1, "seed.json", 1, &dj, &e) == 0, "seed JSON document: %s", e.msg);
   cJSON_Delete(dj);
+  oc_st_file *sf;
+  int rc = oc_st_parse(st, sizeof st - 1, "seed.safetensors", &sf, &e);
+  CHECK(rc == 0 && oc_st_count(sf) == 2 && ((const float *)oc_st_get(sf, "head.weight")->data)[1] == -2.0f, "seed safetensors: %s", e.msg);
+  if (rc == 0) oc_st_close(sf);
   printf("%ld inputs run\n", calls);
   return check_summary("formats_mutate");
 }

@@ -1,6 +1,6 @@
 /* The strict JSON helper (opencon/json.h): what it accepts parses as cJSON does; repeated keys,
- * NULs, raw control characters, text after the value and deep nesting are errors naming the file
- * and the line. */
+ * NULs, raw control characters, text after the value, deep nesting, numbers outside JSON's grammar
+ * or a double's range and a byte-order mark are errors naming the file and the line. */
 #include <string.h>
 #include <unistd.h>
 
@@ -71,7 +71,59 @@ int main(void) {
   expect_error("{\"a\": 1}\n\0", 10, 1, "unexpected text");
   BAD("{\"a\": 1,\n \"b\": }", "x.json:2: not valid JSON");
   BAD("", "not valid JSON");
-  BAD("   \n ", "not valid JSON");
+  BAD("   \n ", "not valid JSON: no value");
+
+  /* numbers: what Python's json.loads accepts, and nothing cJSON's strtod would also take */
+  j = OK("[0, -0, 12, -5, 1.5, -0.25, 1e5, 1E+5, 2.5e-3, 1e-400, 1.7976931348623157e308]");
+  if (j) {
+    const double want[] = {0, 0, 12, -5, 1.5, -0.25, 1e5, 1e5, 2.5e-3, 0, 1.7976931348623157e308};
+    int i = 0;
+    for (const cJSON *x = j->child; x; x = x->next, i++) CHECK(i < 11 && x->valuedouble == want[i], "number %d: %g", i, x->valuedouble);
+    CHECK(i == 11, "%d numbers", i);
+    cJSON_Delete(j);
+  }
+  cJSON_Delete(OK("-3"));
+  cJSON_Delete(OK("{\"n\": \"01 1. +1 NaN\"}")); /* in a string they are text */
+  BAD("{\"label\": 01}", "x.json:1: 01 is not a JSON number (a leading zero) at column 11");
+  BAD("[-01]", "-01 is not a JSON number (a leading zero)");
+  BAD("[00]", "00 is not a JSON number (a leading zero)");
+  BAD("{\"label\": 1.}", "x.json:1: 1. is not a JSON number (no digit after the '.') at column 11");
+  BAD("[1.e5]", "1.e5 is not a JSON number (no digit after the '.')");
+  BAD("[-.5]", "-.5 is not a JSON number (no digit before the '.')");
+  BAD("[.5]", ".5 is not a JSON number (no digit before the '.')");
+  BAD("{\"a\":\n +1}", "x.json:2: +1 is not a JSON number (a leading '+') at column 2");
+  BAD("[0x10]", "0x10 is not a JSON number (a hexadecimal number)");
+  BAD("[NaN]", "NaN is not a JSON number (JSON has no NaN or Infinity)");
+  BAD("[1, Infinity]", "Infinity is not a JSON number");
+  BAD("{\"a\": -Infinity}", "-Infinity is not a JSON number");
+  BAD("[1e]", "1e is not a JSON number (no digit in the exponent)");
+  BAD("[1.5.3]", "1.5.3 is not a JSON number");
+  BAD("[-]", "- is not a JSON number");
+  /* past a double's range: an error naming what was written (cJSON holds it as inf, a label's
+   * message said "got null") */
+  BAD("{\"a\": [1,\n 2, {\"label\": 1e400}]}", "x.json:2: the number 1e400 is out of range");
+  BAD("-1e400", "the number -1e400 is out of range");
+  char digits[400];
+  memset(digits, '9', 330);
+  digits[330] = 0;
+  expect_error(digits, 330, 1, "is out of range");
+
+  /* a UTF-8 byte-order mark: cJSON skips one at the start, Python refuses it */
+  BAD("\xef\xbb\xbf{\"a\": 1}", "x.json:1: a UTF-8 byte-order mark");
+  BAD("\xef\xbb\xbf{\"a\": 1}", "remove it");
+  const char bom_row[] = "\xef\xbb\xbf{\"prompt\": \"p\"}\n";
+  expect_error(bom_row, sizeof bom_row - 1, 6, "x.json:6: a UTF-8 byte-order mark");
+  BAD(" \xef\xbb\xbf[1]", "byte-order mark");
+  BAD("[1,\xef\xbb\xbf 2]", "byte-order mark");
+  cJSON_Delete(OK("[\"\xef\xbb\xbf\"]")); /* U+FEFF inside a string is text */
+
+  /* whitespace is JSON's: \v and \f are not, and a line of only them is not blank */
+  BAD("\v\f\n", "the control character 0x0b, which JSON does not count as whitespace");
+  BAD("{\"a\": 1}\f", "unexpected text after the JSON value");
+  BAD("\f{\"a\": 1}", "control character outside a string");
+  CHECK(oc_json_blank("", 0) && oc_json_blank(" \t\r\n", 4), "JSON whitespace is blank");
+  CHECK(!oc_json_blank("\v", 1) && !oc_json_blank(" \f\n", 3) && !oc_json_blank("\xef\xbb\xbf\n", 4) && !oc_json_blank(" x", 2),
+        "\\v, \\f, a BOM or text make a line a row");
 
   /* nesting depth */
   char deep[2 * OC_JSON_MAX_DEPTH + 8];

@@ -1,7 +1,10 @@
 /* The HTTP judge against a loopback server (libmicrohttpd): a reply body over the cap (1 MiB by
  * default; a 300 MB reply used to take 942 MB) is a judgment error, with or without a
- * Content-Length, and is not retried; the parsed fields are bounded; a reply with a repeated key
- * is malformed, not a guess. */
+ * Content-Length, and is not retried; so are headers over their cap (one 1 MB header read "Out of
+ * memory"); the parsed fields are bounded; a reply with a repeated key, "choices" given as an
+ * object or bytes that are not UTF-8 are malformed, not a verdict; what is kept for the store
+ * (reply, error) is valid UTF-8; only http and https URLs are fetched (file:///etc/passwd put the
+ * file into the error row). */
 #include <math.h>
 #include <microhttpd.h>
 #include <string.h>
@@ -47,6 +50,35 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     memset(b, ' ', n);
     memcpy(b + n - strlen(VERDICT), VERDICT, strlen(VERDICT));
     r = MHD_create_response_from_buffer(n, b, MHD_RESPMEM_MUST_FREE);
+  } else if (strcmp(url, "/bigheader") == 0 || strcmp(url, "/manyheaders") == 0) { /* one 1 MB header; 2000 of 64 bytes */
+    r = MHD_create_response_from_buffer(strlen(VERDICT), (void *)VERDICT, MHD_RESPMEM_PERSISTENT);
+    int big = strcmp(url, "/bigheader") == 0;
+    size_t vl = big ? 1u << 20 : 50;
+    char *v = malloc(vl + 1), name[32];
+    memset(v, 'a', vl);
+    v[vl] = 0;
+    for (int i = 0; i < (big ? 1 : 2000); i++) {
+      snprintf(name, sizeof name, "X-H%d", i);
+      if (MHD_add_response_header(r, name, v) != MHD_YES) fprintf(stderr, "cannot add header %s\n", name);
+    }
+    free(v);
+  } else if (strcmp(url, "/latin1") == 0) { /* the verdict with "r" written as the bytes ff fe */
+    static char bad[512];
+    const char *at = strstr(VERDICT, "\\\"r\\\"");
+    size_t k = (size_t)(at - VERDICT) + 2;
+    memcpy(bad, VERDICT, k);
+    memcpy(bad + k, "\xff\xfe", 2);
+    strcpy(bad + k + 2, VERDICT + k + 1);
+    r = MHD_create_response_from_buffer(strlen(bad), bad, MHD_RESPMEM_PERSISTENT);
+  } else if (strcmp(url, "/err500") == 0) { /* the error quotes 200 bytes of the body: the cut falls inside an é */
+    static char body[260];
+    memset(body, 'a', 199);
+    for (int i = 0; i < 20; i++) memcpy(body + 199 + 2 * i, "\xc3\xa9", 2);
+    body[239] = 0;
+    r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result res = MHD_queue_response(c, 500, r);
+    MHD_destroy_response(r);
+    return res;
   } else if (strcmp(url, "/dup") == 0) {
     static const char dup[] = "{\"choices\": [{\"message\": {\"content\": \"{\\\"unsafe\\\": false, \\\"refusal\\\": false, \\\"unsafe\\\": true}\"}}]}";
     r = MHD_create_response_from_buffer(strlen(dup), (void *)dup, MHD_RESPMEM_PERSISTENT);
@@ -102,17 +134,55 @@ static void field_bounds(void) {
   free(reply);
   /* a repeated key: cJSON would read the first "unsafe", Python the last */
   const char *dup = "{\"choices\": [{\"message\": {\"content\": \"{\\\"unsafe\\\": false, \\\"refusal\\\": false, \\\"unsafe\\\": true}\"}}]}";
-  CHECK(oc_judge_parse_reply(dup, &j, &e) != 0, "repeated key in the verdict accepted");
+  CHECK(oc_judge_parse_reply(dup, &j, &e) != 0 && strstr(e.msg, "judge content:1: duplicate key \"unsafe\""), "repeated key in the verdict: %s", e.msg);
+  oc_judgment_free(&j);
+  /* the verdict's own JSON error is named (it read "not a JSON object with boolean unsafe and refusal") */
+  const char *inf = "{\"choices\": [{\"message\": {\"content\": \"{\\\"unsafe\\\": true, \\\"refusal\\\": false, \\\"confidence\\\": 1e400}\"}}]}";
+  CHECK(oc_judge_parse_reply(inf, &j, &e) != 0 && strstr(e.msg, "judge content:1: the number 1e400 is out of range"), "confidence 1e400: %s", e.msg);
   oc_judgment_free(&j);
   const char *dup2 = "{\"choices\": [{\"message\": {\"content\": \"{\\\"unsafe\\\": false, \\\"refusal\\\": false}\"}}], \"choices\": []}";
   CHECK(oc_judge_parse_reply(dup2, &j, &e) != 0 && strstr(e.msg, "duplicate key \"choices\""), "repeated key in the reply: %s", e.msg);
   oc_judgment_free(&j);
+  /* "choices" must be a list: cJSON_GetArrayItem also indexes an object's members */
+  const char *obj = "{\"choices\": {\"first\": {\"message\": {\"content\": \"{\\\"unsafe\\\": true, \\\"refusal\\\": false}\"}}}}";
+  CHECK(oc_judge_parse_reply(obj, &j, &e) != 0 && strstr(e.msg, "\"choices\" is not a list of objects"), "choices as an object: %s", e.msg);
+  oc_judgment_free(&j);
+  const char *lst = "{\"choices\": [{\"message\": {\"content\": \"{\\\"unsafe\\\": true, \\\"refusal\\\": false}\"}}]}";
+  CHECK(oc_judge_parse_reply(lst, &j, &e) == 0 && j.unsafe == 1, "the same verdict in a list: %s", e.msg);
+  oc_judgment_free(&j);
+  const char *msgs[] = {"{\"choices\": [5]}", "{\"choices\": []}", "[{\"message\": {\"content\": \"x\"}}]",
+                        "{\"choices\": [{\"message\": [{\"content\": \"{\\\"unsafe\\\": true, \\\"refusal\\\": false}\"}]}]}"};
+  for (int i = 0; i < 4; i++) {
+    CHECK(oc_judge_parse_reply(msgs[i], &j, &e) != 0, "malformed reply accepted: %s", msgs[i]);
+    oc_judgment_free(&j);
+  }
+}
+
+/* only http:// and https:// are fetched, checked before any request */
+static void schemes(void) {
+  static const char *const bad[] = {"file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://x", "dict://x", "127.0.0.1:1/x", "", "FILE:///etc/passwd"};
+  for (int i = 0; i < 7; i++) {
+    oc_http_judge hj = {.url = bad[i], .model = "m", .timeout_s = 1, .max_retries = 0};
+    oc_judgment j;
+    oc_error e;
+    char *raw = NULL;
+    CHECK(oc_http_judge_call(&hj, "{}", &j, &raw, &e) != 0 && strstr(e.msg, "is not an http:// or https:// URL") && hj.requests == 0 && !j.error &&
+              !raw,
+          "%s: %s", bad[i], e.msg);
+  }
+  oc_error e;
+  oc_http_judge ok = {.url = "HTTPS://openrouter.ai/api/v1/chat/completions", .model = "m"};
+  CHECK(oc_http_judge_check(&ok, &e) == 0, "https in capitals: %s", e.msg);
+  ok.url = "http://127.0.0.1:8080/v1";
+  CHECK(oc_http_judge_check(&ok, &e) == 0, "http: %s", e.msg);
 }
 
 int main(void) {
   field_bounds();
+  schemes();
+  /* (a connection's memory pool holds the response headers: room for the 1 MB one) */
   struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL, handler, NULL,
-                                          MHD_OPTION_END);
+                                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(4u << 20), MHD_OPTION_END);
   REQUIRE(d, "cannot start the loopback server");
   int port = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port;
   oc_judgment j;
@@ -138,6 +208,31 @@ int main(void) {
     oc_judgment_free(&j);
     free(raw);
   }
+  /* headers over the cap: one header of 1 MB (libcurl says "Out of memory" for a line over its own
+   * 100 KiB), and 2000 small ones (about 110 KB): an error saying so, not retried */
+  const char *hpaths[2] = {"/bigheader", "/manyheaders"};
+  for (int k = 0; k < 2; k++) {
+    call(port, hpaths[k], 0, &j, &raw);
+    CHECK(j.error && strstr(j.error, "the reply's headers are larger than the 65536-byte limit") && requests == 1 && !raw, "%s: error %s, %d requests",
+          hpaths[k], j.error ? j.error : "(none)", requests);
+    oc_judgment_free(&j);
+    free(raw);
+  }
+  /* not UTF-8: malformed (retried), and the reply kept with U+FFFD for the bad bytes */
+  call(port, "/latin1", 0, &j, &raw);
+  CHECK(j.error && strstr(j.error, "malformed reply: not valid UTF-8") && requests == 3, "invalid UTF-8: %s, %d requests", j.error ? j.error : "(none)",
+        requests);
+  const char *at = raw ? strstr(raw, "rationale") : NULL;
+  CHECK(at && strncmp(at, "rationale\\\": \\\"\xef\xbf\xbd\xef\xbf\xbd\\\"}", 22) == 0 && strlen(raw) == strlen(VERDICT) - 1 + 6,
+        "the kept reply: %s", raw ? raw : "(none)");
+  oc_judgment_free(&j);
+  free(raw);
+  /* an error quoting a cut reply stays valid UTF-8 (the cut character becomes U+FFFD) */
+  call(port, "/err500", 0, &j, &raw);
+  size_t el = j.error ? strlen(j.error) : 0;
+  CHECK(el > 5 && strstr(j.error, "HTTP 500: aaa") && memcmp(j.error + el - 4, "a\xef\xbf\xbd", 4) == 0, "cut error: %s", j.error ? j.error : "(none)");
+  oc_judgment_free(&j);
+  free(raw);
   /* a malformed (repeated-key) reply is retried, then recorded as an error with the reply */
   call(port, "/dup", 0, &j, &raw);
   CHECK(j.error && strstr(j.error, "malformed reply") && requests == 3 && raw, "repeated key: %s, %d requests", j.error ? j.error : "(none)", requests);

@@ -1,6 +1,9 @@
 /* probe.pt (torch.save's zip + pickle) as hostile input, on archives built here byte by byte: a
  * storage of 2^62 elements, a shape whose product overflows, 60k zip entries aliasing one 4 MB
- * record, repeated names, and pickles that ask the VM for huge memo tables, object counts or names. */
+ * record, repeated names, and pickles that ask the VM for huge memo tables, object counts or names.
+ * A probe file's kind comes from its first bytes: the legacy torch.save format (a bare pickle) and
+ * a damaged zip say what they are (both were read as safetensors: "header length ... exceeds the
+ * limit"), and safetensors files whose header length starts with the same bytes still load. */
 #include <string.h>
 #include <unistd.h>
 
@@ -125,6 +128,76 @@ static void expect_pickle_error(bytes *pkl, const char *needle, const char *what
   free(pkl->d);
 }
 
+/* the bytes as a file; oc_probe_load of it fails with needle (and code, unless 0) */
+static const char *as_file(const void *d, size_t n) {
+  static char path[32];
+  snprintf(path, sizeof path, "/tmp/oc_kind_pt_XXXXXX");
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0 && write(fd, d, n) == (ssize_t)n && close(fd) == 0, "cannot write %s", path);
+  return path;
+}
+static void expect_load_error(const void *d, size_t n, const char *needle, oc_errcode code, const char *what) {
+  const char *path = as_file(d, n);
+  oc_probe p;
+  oc_error e = {0};
+  int rc = oc_probe_load(path, &p, &e);
+  CHECK(rc != 0 && strstr(e.msg, needle) && strstr(e.msg, path) && (!code || e.code == code), "%s: should fail with \"%s\", got: %s", what, needle,
+        rc ? e.msg : "accepted");
+  if (rc == 0) oc_probe_free(&p);
+  unlink(path);
+}
+
+/* a safetensors probe (head.bias, head.weight [1, 4]) whose header is padded to hlen bytes */
+static bytes safetensors_probe(size_t hlen) {
+  bytes b = {0};
+  char hdr[256];
+  int n = snprintf(hdr, sizeof hdr, "{\"head.bias\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                                    "\"head.weight\":{\"dtype\":\"F32\",\"shape\":[1,4],\"data_offsets\":[4,20]}}");
+  REQUIRE((size_t)n <= hlen, "header too long");
+  put_le(&b, hlen, 8);
+  put(&b, hdr, (size_t)n);
+  for (size_t i = (size_t)n; i < hlen; i++) put_u8(&b, ' ');
+  put(&b, &B, sizeof B);
+  put(&b, W, sizeof W);
+  return b;
+}
+
+static void file_kinds(const bytes *pkl, const bytes *pt) {
+  /* torch.save before PyTorch 1.6 (or _use_new_zipfile_serialization=False): a bare pickle */
+  expect_load_error(pkl->d, pkl->n, "a legacy torch.save file (a bare pickle, protocol 2", OC_ERR_UNSUPPORTED, "legacy pickle");
+  expect_load_error(pkl->d, pkl->n, "re-save it with torch >= 1.6", OC_ERR_UNSUPPORTED, "legacy pickle: what to do");
+  /* damaged zips: an end record alone, a truncated archive, a damaged first record */
+  unsigned char eocd[22] = {'P', 'K', 5, 6};
+  expect_load_error(eocd, sizeof eocd, "an empty zip archive", 0, "a zip end record alone (read as a 101010256-byte safetensors header)");
+  expect_load_error(pt->d, pt->n / 2, "not a valid zip archive", 0, "a truncated probe.pt");
+  expect_load_error("PK", 2, "not a valid zip archive", 0, "two bytes");
+  bytes bad = {0};
+  put(&bad, pt->d, pt->n);
+  bad.d[2] = 7;
+  bad.d[3] = 8;
+  expect_load_error(bad.d, bad.n, "bad local header", 0, "a damaged first zip record");
+  free(bad.d);
+  /* the good archive as a file still loads */
+  const char *path = as_file(pt->d, pt->n);
+  oc_probe p;
+  oc_error e;
+  CHECK(oc_probe_load(path, &p, &e) == 0 && p.hidden == 4 && memcmp(p.w, W, sizeof W) == 0 && p.b == B, "probe.pt file: %s", e.msg);
+  oc_probe_free(&p);
+  unlink(path);
+  /* safetensors whose header length begins with a pickle marker (0x0280) or "PK" (0x4b50) */
+  const size_t hlens[3] = {0x280, 0x4b50, 128};
+  for (int i = 0; i < 3; i++) {
+    bytes st = safetensors_probe(hlens[i]);
+    path = as_file(st.d, st.n);
+    memset(&p, 0, sizeof p);
+    CHECK(oc_probe_load(path, &p, &e) == 0 && p.hidden == 4 && memcmp(p.w, W, sizeof W) == 0 && p.b == B, "safetensors, header of %zu bytes: %s", hlens[i],
+          e.msg);
+    oc_probe_free(&p);
+    unlink(path);
+    free(st.d);
+  }
+}
+
 int main(void) {
   oc_error e;
   oc_probe p;
@@ -136,6 +209,7 @@ int main(void) {
     CHECK(p.hidden == 4 && memcmp(p.w, W, sizeof W) == 0 && p.b == B, "built probe values");
     oc_probe_free(&p);
   }
+  file_kinds(&pkl, &pt);
   free(pt.d);
   free(pkl.d);
 

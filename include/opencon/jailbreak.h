@@ -25,7 +25,9 @@ typedef struct oc_prompt_set {
  * UTF-8 BOM). CSV prompt column: prompt | Goal | goal | text | question; split: a split column, else a
  * label column (XSTest's safe/unsafe -> benign/harmful), else the file name (harmful-behaviors ->
  * harmful, benign-behaviors -> benign, judge-comparison -> judge_comparison, else the stem). Invalid
- * UTF-8 bytes become U+FFFD. Errors name the file and line. */
+ * UTF-8 bytes become U+FFFD. Errors name the file and line (a JSON array's element): a "prompt",
+ * "text", "split", "label" or "id" that is present but not a string (a numeric label or a null split
+ * would silently fall back to the file-name split), a CSV header naming a column it reads twice. */
 int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err);
 void oc_prompt_set_free(oc_prompt_set *s);
 /* RFC 4180 CSV into rows of fields (cJSON array of arrays of strings). */
@@ -47,6 +49,7 @@ typedef struct oc_judgment {
 void oc_judgment_free(oc_judgment *j);
 
 #define OC_JUDGE_MAX_REPLY (1u << 20)  /* bytes of an HTTP reply body, by default */
+#define OC_JUDGE_MAX_HEADERS (64u << 10) /* bytes of an HTTP reply's headers (a longer one is an error row) */
 #define OC_JUDGE_MAX_RATIONALE 2048    /* bytes of a judgment's rationale kept (cut at a character) */
 
 typedef struct oc_http_judge {
@@ -57,12 +60,17 @@ typedef struct oc_http_judge {
   long requests;                   /* HTTP requests made (tests, report) */
 } oc_http_judge;
 
+/* The settings a request needs: a url and a model; the url http:// or https:// (file://, ftp://
+ * and the rest of libcurl's schemes are refused before any request). */
+int oc_http_judge_check(const oc_http_judge *j, oc_error *err);
 /* The judge request body for an exchange (deterministic: it also keys the store). */
 char *oc_judge_request_body(const char *model, const char *prompt, const char *response);
 /* POST to an OpenAI-compatible chat completions endpoint; retries 429/5xx/timeouts/malformed replies
  * with exponential backoff; after the last retry the judgment carries an error. A reply body over
- * max_reply_bytes stops the transfer and, not retried, becomes the judgment's error. Only a bad
- * setup is -1. */
+ * max_reply_bytes, or headers over OC_JUDGE_MAX_HEADERS, stops the transfer and, not retried,
+ * becomes the judgment's error. A reply that is not valid UTF-8 is malformed; *raw_reply and the
+ * error are always valid UTF-8 (invalid bytes as U+FFFD: SQLite TEXT that Python can read). Only a
+ * bad setup (oc_http_judge_check) is -1. */
 int oc_http_judge_call(oc_http_judge *j, const char *body, oc_judgment *out, char **raw_reply, oc_error *err);
 /* Parse a judge reply (the chat completion JSON, strict) into a judgment; -1 with a message if
  * malformed. confidence outside [0, 1] is NaN; category and rationale are cut to their bounds. */

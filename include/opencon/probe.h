@@ -103,7 +103,8 @@ int oc_probe_check(const oc_probe *p, const char *where, oc_error *err);
 /* probe.safetensors (head.weight [1,H], head.bias [1]), atomic */
 int oc_probe_save(const oc_probe *p, const char *path, oc_error *err);
 /* probe.safetensors, or a probe.pt written by torch.save(state_dict) (zip + pickle); checked with
- * oc_probe_check */
+ * oc_probe_check. The legacy torch.save format (a bare pickle, PyTorch < 1.6) is an
+ * OC_ERR_UNSUPPORTED error that says so; a damaged zip's error says it is not a valid zip. */
 int oc_probe_load(const char *path, oc_probe *p, oc_error *err);
 /* The .pt reader on bytes in memory (fuzzing); path names the source in errors. */
 int oc_torch_pt_parse_probe(const void *data, size_t len, const char *path, oc_probe *p, oc_error *err);

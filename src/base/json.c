@@ -1,13 +1,16 @@
 /* Strict JSON (include/opencon/json.h): cJSON parses; a scan of the raw text checks what cJSON
- * cannot see (NUL and control characters in strings, nesting depth, text after the value), and a
- * walk of the parsed tree finds repeated keys. Errors are located by line; a repeated key is
- * located by scanning the text again only when one is found, so a valid document pays for one
- * parse, one linear scan and one hash of each object's keys. */
+ * cannot see (NUL and control characters in strings, nesting depth, numbers outside the JSON
+ * grammar, text after the value), and a walk of the parsed tree finds repeated keys and numbers
+ * too large for a double. Errors are located by line; a repeated key or a huge number is located
+ * by scanning the text again only when one is found, so a valid document pays for one parse, one
+ * linear scan and one hash of each object's keys. */
 #include "opencon/json.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/strmap.h"
 
@@ -31,14 +34,86 @@ static int fail_at(oc_error *err, const char *path, const char *text, size_t off
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
+int oc_json_blank(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!is_ws(s[i])) return 0;
+  return 1;
+}
+
+static int is_bom(const char *s, size_t n) { return n >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0; }
+
+static int bom_error(oc_error *err, const char *path, const char *text, size_t off, int64_t first_line) {
+  return fail_at(err, path, text, off, first_line,
+                 "a UTF-8 byte-order mark (bytes EF BB BF: JSON has none, Python's json.loads refuses it; remove it)");
+}
+
 /* Bytes the scan stops at, inside a string (quote, backslash, control characters) and between
- * tokens (quote, brackets, control characters other than whitespace); tables keep the loops
- * that skip everything else tight (a tokenizer.json is 10-30 MB). */
+ * tokens (quote, brackets, the first byte of a number, control characters other than whitespace);
+ * tables keep the loops that skip everything else tight (a tokenizer.json is 10-30 MB). */
 #define CTRL_0_8 1, 1, 1, 1, 1, 1, 1, 1, 1
 #define CTRL_14_31 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+#define DIGITS ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1
 static const unsigned char STOP_IN_STRING[256] = {CTRL_0_8, 1, 1, 1, 1, 1, CTRL_14_31, ['"'] = 1, ['\\'] = 1};
 static const unsigned char STOP_BETWEEN[256] = {CTRL_0_8, 0 /* \t */, 0 /* \n */, 1, 1, 0 /* \r */, CTRL_14_31,
-                                                ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1};
+                                                ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1, ['-'] = 1, DIGITS};
+
+/* ---- numbers ---- */
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+/* bytes of a word-like token: a number, or what someone may have written for one (0x1f, NaN, +1) */
+static int is_word(char c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' || c == '-' || c == '.' || c == '_'; }
+
+static size_t word_end(const char *s, size_t i, size_t end) {
+  while (i < end && is_word(s[i])) i++;
+  return i;
+}
+
+static int word_is(const char *s, size_t i, size_t end, const char *w) {
+  size_t n = strlen(w);
+  return word_end(s, i, end) - i == n && strncasecmp(s + i, w, n) == 0;
+}
+
+/* NaN, Infinity and their spellings, which Python's json.dumps writes for non-finite floats */
+static int non_finite_word(const char *s, size_t i, size_t end) {
+  static const char *const words[] = {"nan", "-nan", "infinity", "-infinity", "inf", "-inf"};
+  if (is_digit(s[i])) return 0;
+  for (size_t k = 0; k < sizeof words / sizeof *words; k++)
+    if (word_is(s, i, end, words[k])) return 1;
+  return 0;
+}
+
+/* The token at s[i] (i < end) against RFC 8259's number, -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?,
+ * followed by no further word byte: NULL if it is one (*next: the index just past it), else what
+ * is wrong with it. Python's json.loads accepts exactly these numbers (and NaN, Infinity). */
+static const char *number_problem(const char *s, size_t i, size_t end, size_t *next) {
+  if (non_finite_word(s, i, end)) return "JSON has no NaN or Infinity";
+  if (s[i] == '+') return "a leading '+'";
+  size_t j = i + (s[i] == '-');
+  if (j < end && s[j] == '.') return "no digit before the '.'";
+  if (j == end || !is_digit(s[j])) return "no digit after the '-'";
+  if (s[j] == '0' && j + 1 < end && (s[j + 1] == 'x' || s[j + 1] == 'X')) return "a hexadecimal number";
+  if (s[j] == '0' && j + 1 < end && is_digit(s[j + 1])) return "a leading zero";
+  while (j < end && is_digit(s[j])) j++;
+  if (j < end && s[j] == '.') {
+    if (++j == end || !is_digit(s[j])) return "no digit after the '.'";
+    while (j < end && is_digit(s[j])) j++;
+  }
+  if (j < end && (s[j] == 'e' || s[j] == 'E')) {
+    j++;
+    if (j < end && (s[j] == '+' || s[j] == '-')) j++;
+    if (j == end || !is_digit(s[j])) return "no digit in the exponent";
+    while (j < end && is_digit(s[j])) j++;
+  }
+  if (j < end && is_word(s[j])) return "text after the number";
+  *next = j;
+  return NULL;
+}
+
+static int number_error(oc_error *err, const char *path, const char *s, size_t i, size_t end, int64_t first_line, const char *why) {
+  char what[160];
+  int n = (int)(word_end(s, i, end) - i);
+  snprintf(what, sizeof what, "%.*s%s is not a JSON number (%s)", n > 40 ? 40 : n, s + i, n > 40 ? "..." : "", why);
+  return fail_at(err, path, s, i, first_line, what);
+}
 
 /* The string starting at text[i] (its opening quote), in text cJSON has already accepted: the
  * index just past its closing quote. *bad receives the offset of the first NUL (raw or \u0000)
@@ -56,7 +131,8 @@ static size_t skip_string(const char *s, size_t i, size_t *bad) {
   }
 }
 
-/* NUL and control characters (in strings and between tokens) and the nesting depth, over text[0, end). */
+/* NUL and control characters (in strings and between tokens), numbers and the nesting depth, over
+ * text[0, end). */
 static int scan_text(const char *s, size_t end, const char *path, int64_t first_line, oc_error *err) {
   int depth = 0;
   for (size_t i = 0; i < end;) {
@@ -76,6 +152,13 @@ static int scan_text(const char *s, size_t end, const char *path, int64_t first_
       }
       continue;
     }
+    if (c == '-' || is_digit(c)) {
+      size_t next;
+      const char *why = number_problem(s, i, end, &next);
+      if (why) return number_error(err, path, s, i, end, first_line, why);
+      i = next;
+      continue;
+    }
     if (c == '{' || c == '[') {
       if (++depth > OC_JSON_MAX_DEPTH) {
         char what[64];
@@ -90,13 +173,22 @@ static int scan_text(const char *s, size_t end, const char *path, int64_t first_
   return 0;
 }
 
-/* ---- repeated keys ---- */
+/* ---- repeated keys, numbers out of range ---- */
 typedef struct {
   int64_t objects;   /* objects visited so far, in document order */
   int64_t dup_obj;   /* the object with a repeated key (-1: none) */
   int dup_key;       /* the member index of the repeat in it */
   const char *dup_name;
-} dup_walk;
+  int64_t numbers;   /* numbers visited so far, in document order */
+  int64_t huge;      /* the number too large for a double (cJSON holds it as +-inf; -1: none) */
+} tree_walk;
+
+static int found(const tree_walk *w) { return w->dup_obj >= 0 || w->huge >= 0; }
+
+static void count_number(const cJSON *v, tree_walk *w) {
+  if (!isfinite(v->valuedouble)) w->huge = w->numbers;
+  w->numbers++;
+}
 
 /* The keys of one object seen so far: compared pairwise while there are few (most objects are
  * small), then a seeded hash map (a tokenizer vocabulary has 250k keys; a file cannot choose keys
@@ -122,10 +214,11 @@ static int keyset_add(keyset *ks, const char *k) {
   return rc;
 }
 
-/* Pre-order walk (the order objects open in the text) that stops at the first repeat. One pass
- * over each node list, type bits read directly: this runs over every node of a 30 MB
- * tokenizer.json, and following the list pointers is most of its cost. */
-static int walk(const cJSON *v, dup_walk *w) {
+/* Pre-order walk (the order objects and numbers appear in the text) that stops at the first
+ * repeated key or number out of range. One pass over each node list, type bits read directly:
+ * this runs over every node of a 30 MB tokenizer.json, and following the list pointers is most
+ * of its cost. */
+static int walk(const cJSON *v, tree_walk *w) {
   int is_obj = (v->type & 0xff) == cJSON_Object, rc = 0, j = 0;
   int64_t me = is_obj ? w->objects++ : -1;
   keyset ks;
@@ -142,7 +235,10 @@ static int walk(const cJSON *v, dup_walk *w) {
         break;
       }
     }
-    if ((c->type & (cJSON_Object | cJSON_Array)) && ((rc = walk(c, w)) != 0 || w->dup_obj >= 0)) break;
+    if ((c->type & 0xff) == cJSON_Number) {
+      count_number(c, w);
+      if (w->huge >= 0) break;
+    } else if ((c->type & (cJSON_Object | cJSON_Array)) && ((rc = walk(c, w)) != 0 || found(w))) break;
   }
   oc_strmap_free(&ks.set);
   return rc;
@@ -178,14 +274,58 @@ static size_t find_key(const char *s, size_t end, int64_t obj_no, int key_no) {
   return 0;
 }
 
+/* Offset of the number_no-th number (document order) in text that passed scan_text. */
+static size_t find_number(const char *s, size_t end, int64_t number_no) {
+  size_t bad = (size_t)-1, next;
+  int64_t numbers = 0;
+  for (size_t i = 0; i < end;) {
+    char c = s[i];
+    if (c == '"') { i = skip_string(s, i, &bad); continue; }
+    if (c == '-' || is_digit(c)) {
+      if (numbers++ == number_no || number_problem(s, i, end, &next)) return i;
+      i = next;
+      continue;
+    }
+    i++;
+  }
+  return 0;
+}
+
+/* Why cJSON stopped at text[off]: a number written outside the JSON grammar (cJSON stops inside
+ * or after 0x1f, +1, .5, NaN), a byte-order mark, a control character in a blank document; else
+ * the general message. */
+static int parse_error(const char *s, size_t len, size_t off, const char *path, int64_t first_line, oc_error *err) {
+  size_t a = off;
+  while (a > 0 && off - a < 64 && is_word(s[a - 1])) a--;
+  size_t next;
+  const char *why;
+  int numberish = a < len && (a == 0 || s[a - 1] != '"') &&
+                  (is_digit(s[a]) || s[a] == '-' || s[a] == '+' || s[a] == '.' || non_finite_word(s, a, len));
+  if (numberish && (why = number_problem(s, a, len, &next)) != NULL) return number_error(err, path, s, a, len, first_line, why);
+  if (is_bom(s + off, len - off)) return bom_error(err, path, s, off, first_line);
+  size_t k = 0;
+  while (k < len && (unsigned char)s[k] <= ' ') k++;
+  if (k == len) { /* nothing but whitespace and control characters */
+    for (size_t i = 0; i < len; i++)
+      if (!is_ws(s[i])) {
+        char what[128];
+        if (s[i] == 0) snprintf(what, sizeof what, "a NUL byte outside a string");
+        else snprintf(what, sizeof what, "the control character 0x%02x, which JSON does not count as whitespace (space, tab, CR, LF)", (unsigned char)s[i]);
+        return fail_at(err, path, s, i, first_line, what);
+      }
+    return fail_at(err, path, s, off, first_line, "not valid JSON: no value (the text is empty or blank)");
+  }
+  return fail_at(err, path, s, off, first_line, "not valid JSON: malformed JSON");
+}
+
 int oc_json_parse(const char *text, size_t len, const char *path, int64_t first_line, cJSON **out, oc_error *err) {
   *out = NULL;
+  size_t lead = 0;
+  while (lead < len && is_ws(text[lead])) lead++;
+  if (is_bom(text + lead, len - lead)) return bom_error(err, path, text, lead, first_line); /* (cJSON skips one at offset 0) */
   const char *endp = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(text, len, &endp, 0);
-  if (!root) {
-    size_t off = endp && endp >= text && endp <= text + len ? (size_t)(endp - text) : 0;
-    return fail_at(err, path, text, off, first_line, "not valid JSON: malformed JSON");
-  }
+  if (!root) return parse_error(text, len, endp && endp >= text && endp <= text + len ? (size_t)(endp - text) : 0, path, first_line, err);
   size_t end = (size_t)(endp - text);
   for (size_t i = end; i < len; i++)
     if (!is_ws(text[i])) {
@@ -193,8 +333,17 @@ int oc_json_parse(const char *text, size_t len, const char *path, int64_t first_
       return fail_at(err, path, text, i, first_line, "unexpected text after the JSON value");
     }
   if (scan_text(text, end, path, first_line, err)) { cJSON_Delete(root); return -1; }
-  dup_walk w = {0, -1, 0, NULL};
-  if (walk(root, &w)) { cJSON_Delete(root); return oc_fail_code(err, OC_ERR_NOMEM, "%s: out of memory", path); }
+  tree_walk w = {0, -1, 0, NULL, 0, -1};
+  if ((root->type & 0xff) == cJSON_Number) count_number(root, &w);
+  else if (walk(root, &w)) { cJSON_Delete(root); return oc_fail_code(err, OC_ERR_NOMEM, "%s: out of memory", path); }
+  if (w.huge >= 0) {
+    size_t at = find_number(text, end, w.huge);
+    char what[160];
+    int n = (int)(word_end(text, at, end) - at);
+    snprintf(what, sizeof what, "the number %.*s%s is out of range (a double holds at most about 1.8e308)", n > 40 ? 40 : n, text + at, n > 40 ? "..." : "");
+    cJSON_Delete(root);
+    return fail_at(err, path, text, at, first_line, what);
+  }
   if (w.dup_obj >= 0) {
     char what[160];
     snprintf(what, sizeof what, "duplicate key \"%.80s\"", w.dup_name);

@@ -169,7 +169,8 @@ static void print_encoding(const oc_encoding *e, int pieces) {
   cJSON_Delete(o);
 }
 
-/* one encoding per {"text", "add_special_tokens"?} line of path ("-": stdin) */
+/* one encoding per {"text", "add_special_tokens"?} line of path ("-": stdin); add_special_tokens is
+ * a JSON boolean ("true" or 1 would otherwise read as false) */
 static int tokenize_jsonl(const cli_args *a, const oc_chat *c, const char *path, oc_error *err) {
   FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
   if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
@@ -183,8 +184,12 @@ static int tokenize_jsonl(const cli_args *a, const oc_chat *c, const char *path,
     if (oc_json_parse(line, (size_t)got, path, ln, &row, err)) { rc = -1; break; }
     const cJSON *t = row ? cJSON_GetObjectItemCaseSensitive(row, "text") : NULL, *as = row ? cJSON_GetObjectItemCaseSensitive(row, "add_special_tokens") : NULL;
     oc_encoding e;
-    if (!cJSON_IsString(t)) rc = oc_fail(err, "%s:%d: expected a JSON object with a \"text\" string", path, ln);
-    else if (oc_chat_encode(c, t->valuestring, as ? cJSON_IsTrue(as) : !arg_flag(a, "no_special"), arg_int(a, "max_length"), &e, err))
+    if (!cJSON_IsObject(row) || !cJSON_IsString(t)) rc = oc_fail(err, "%s:%d: expected a JSON object with a \"text\" string", path, ln);
+    else if (as && !cJSON_IsBool(as)) {
+      char *v = cJSON_PrintUnformatted(as);
+      rc = oc_fail(err, "%s:%d: \"add_special_tokens\" must be true or false (a JSON boolean), got %.40s", path, ln, v ? v : "?");
+      free(v);
+    } else if (oc_chat_encode(c, t->valuestring, as ? cJSON_IsTrue(as) : !arg_flag(a, "no_special"), arg_int(a, "max_length"), &e, err))
       rc = oc_wrap(err, "%s:%d", path, ln);
     else {
       print_encoding(&e, arg_flag(a, "pieces"));

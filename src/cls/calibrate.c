@@ -10,6 +10,7 @@
 #include "opencon/classifier.h"
 #include "opencon/dataset.h"
 #include "opencon/json.h"
+#include "tok/text.h"
 
 static int cmp_d(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -226,9 +227,9 @@ int oc_build_three_class(const char *in, const char *out, oc_threeclass_stats *s
   while ((got = getline(&line, &lcap, f)) > 0) {
     ln++;
     if (ln == 1 && strncmp(line, "version https://git-lfs.github.com/spec/v1", 42) == 0) { oc_fail(err, "%s: this is a Git LFS pointer, not the data: run git lfs pull", in); goto done; }
-    int blank = 1;
-    for (ssize_t i = 0; i < got; i++) if (!isspace((unsigned char)line[i])) blank = 0;
-    if (blank) continue;
+    if (oc_json_blank(line, (size_t)got)) continue;
+    /* the output must be readable where the input was (Python reads both as UTF-8) */
+    if (!oc_utf8_valid(line, (size_t)got)) { oc_fail(err, "%s:%lld: the line is not valid UTF-8", in, (long long)ln); goto done; }
     cJSON *row;
     if (oc_json_parse(line, (size_t)got, in, ln, &row, err)) goto done;
     const cJSON *p = row ? cJSON_GetObjectItemCaseSensitive(row, "prompt") : NULL, *r = row ? cJSON_GetObjectItemCaseSensitive(row, "response") : NULL,

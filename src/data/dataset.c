@@ -8,6 +8,7 @@
 
 #include "opencon/dataset.h"
 #include "opencon/json.h"
+#include "tok/text.h"
 
 typedef struct {
   int64_t off;
@@ -16,11 +17,12 @@ typedef struct {
   int8_t label;
 } row_ref;
 
-/* Validate one JSON line (strict JSON: one object, no repeated key, no NUL); on success fill the
- * fields (borrowed from the parsed object). */
+/* Validate one JSON line (UTF-8, as Python reads the file; strict JSON: one object, no repeated
+ * key, no NUL); on success fill the fields (borrowed from the parsed object). */
 static int parse_row(const char *buf, size_t len, const char *path, int64_t ln, cJSON **obj, const char **prompt,
                      const char **response, int *label, oc_error *err) {
   cJSON *o;
+  if (!oc_utf8_valid(buf, len)) return oc_fail(err, "%s:%lld: the line is not valid UTF-8", path, (long long)ln);
   if (oc_json_parse(buf, len, path, ln, &o, err)) return -1;
   if (!cJSON_IsObject(o)) { cJSON_Delete(o); return oc_fail(err, "%s:%lld: expected a JSON object", path, (long long)ln); }
   const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt"), *r = cJSON_GetObjectItemCaseSensitive(o, "response"),
@@ -43,12 +45,6 @@ static int parse_row(const char *buf, size_t len, const char *path, int64_t ln, 
   *response = r->valuestring;
   *label = (int)l->valuedouble;
   return 0;
-}
-
-static int is_blank(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return 0;
-  return 1;
 }
 
 static int cmp_off(const void *a, const void *b) {
@@ -75,7 +71,7 @@ int oc_dataset_load(const char *path, int64_t max_examples, uint64_t seed, oc_da
       oc_fail(err, "%s: this is a Git LFS pointer, not the data: run git lfs pull", path);
       goto done;
     }
-    if (is_blank(line, (size_t)got)) continue;
+    if (oc_json_blank(line, (size_t)got)) continue;
     if (got > 0x7fffffff) { oc_fail(err, "%s:%lld: line longer than 2 GiB", path, (long long)ln); goto done; }
     cJSON *o;
     const char *p, *r;

@@ -134,7 +134,21 @@ static const char *stem_split(const char *path, char *buf, size_t n) {
   return buf;
 }
 
-/* A JSON array of {"prompt" | "text", "split"?, "label"?} (WildGuard's layout). */
+/* A key of a row that is present but not a string: an error naming where (a key that is absent
+ * takes its default; one of another type must not: "split": 5 or "label": 1 would fall back to
+ * the file-name split and mix harmful and benign prompts in one split). */
+static int not_a_string(const cJSON *row, const char *key, const char *path, const char *where, long long at, oc_error *err) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, key);
+  if (!v || cJSON_IsString(v)) return 0;
+  char *shown = cJSON_PrintUnformatted(v);
+  oc_fail(err, "%s%s%lld: \"%s\" must be a string, got %.40s%s", path, where, at, key, shown ? shown : "?",
+          shown && strlen(shown) > 40 ? "..." : "");
+  free(shown);
+  return -1;
+}
+
+/* A JSON array of {"prompt" | "text", "split"?, "label"?} (WildGuard's layout: "label" is a string,
+ * safe / harmful; the published files have no numeric labels). */
 static int load_json_array(oc_prompt_set *s, const char *text, size_t len, const char *path, const char *stem, const char *def_split,
                            oc_error *err) {
   cJSON *arr;
@@ -142,13 +156,19 @@ static int load_json_array(oc_prompt_set *s, const char *text, size_t len, const
   if (!cJSON_IsArray(arr)) { cJSON_Delete(arr); return oc_fail(err, "%s: not a JSON array", path); }
   int i = 0, rc = 0;
   for (const cJSON *e = arr->child; e && !rc; e = e->next, i++) {
-    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(e, "prompt"), *sp = cJSON_GetObjectItemCaseSensitive(e, "split"),
+    if (!cJSON_IsObject(e)) { rc = oc_fail(err, "%s: element %d is not a JSON object", path, i); break; }
+    const char *pkey = cJSON_GetObjectItemCaseSensitive(e, "prompt") ? "prompt" : "text";
+    if (not_a_string(e, pkey, path, ": element ", i, err) || not_a_string(e, "split", path, ": element ", i, err) ||
+        not_a_string(e, "label", path, ": element ", i, err)) {
+      rc = -1;
+      break;
+    }
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(e, pkey), *sp = cJSON_GetObjectItemCaseSensitive(e, "split"),
                 *lb = cJSON_GetObjectItemCaseSensitive(e, "label");
-    if (!cJSON_IsString(pr)) pr = cJSON_GetObjectItemCaseSensitive(e, "text");
-    if (!cJSON_IsString(pr)) { rc = oc_fail(err, "%s: element %d has no string \"prompt\" or \"text\"", path, i); break; }
+    if (!pr) { rc = oc_fail(err, "%s: element %d has no \"prompt\" or \"text\"", path, i); break; }
     char idb[300];
     snprintf(idb, sizeof idb, "%s:%d", stem, i);
-    const char *split = cJSON_IsString(sp) ? sp->valuestring : cJSON_IsString(lb) ? label_split(lb->valuestring) : def_split;
+    const char *split = sp ? sp->valuestring : lb ? label_split(lb->valuestring) : def_split;
     rc = add(s, pr->valuestring, split, idb, err);
   }
   cJSON_Delete(arr);
@@ -156,7 +176,7 @@ static int load_json_array(oc_prompt_set *s, const char *text, size_t len, const
 }
 
 /* JSONL: one {"prompt", "split"?, "id"?} a line (strict JSON: nothing after the object, no
- * repeated key, no NUL), blank lines skipped. */
+ * repeated key, no NUL; "split" and "id", when present, strings), blank lines skipped. */
 static int load_jsonl(oc_prompt_set *s, const char *text, size_t len, const char *path, const char *stem, const char *def_split, oc_error *err) {
   int64_t line = 0;
   const char *p = text, *end = text + len;
@@ -164,17 +184,19 @@ static int load_jsonl(oc_prompt_set *s, const char *text, size_t len, const char
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
     line++;
-    size_t k = 0;
-    while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
-    if (k < n) {
+    if (!oc_json_blank(p, n)) {
       cJSON *o;
       if (oc_json_parse(p, n, path, line, &o, err)) return -1;
       const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt"), *sp = cJSON_GetObjectItemCaseSensitive(o, "split"),
                   *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-      if (!cJSON_IsString(pr)) { cJSON_Delete(o); return oc_fail(err, "%s:%lld: expected a JSON object with a string \"prompt\"", path, (long long)line); }
+      if (!cJSON_IsObject(o) || !cJSON_IsString(pr)) {
+        cJSON_Delete(o);
+        return oc_fail(err, "%s:%lld: expected a JSON object with a string \"prompt\"", path, (long long)line);
+      }
+      if (not_a_string(o, "split", path, ":", line, err) || not_a_string(o, "id", path, ":", line, err)) { cJSON_Delete(o); return -1; }
       char idb[300];
       snprintf(idb, sizeof idb, "%s:%lld", stem, (long long)line);
-      int arc = add(s, pr->valuestring, cJSON_IsString(sp) ? sp->valuestring : def_split, cJSON_IsString(id) ? id->valuestring : idb, err);
+      int arc = add(s, pr->valuestring, sp ? sp->valuestring : def_split, id ? id->valuestring : idb, err);
       cJSON_Delete(o);
       if (arc) return -1;
     }
@@ -189,15 +211,24 @@ static int load_csv(oc_prompt_set *s, const char *text, size_t len, const char *
   cJSON *rows;
   if (oc_csv_parse(text, len, path, &rows, err)) return -1;
   const cJSON *hdr = rows->child;
-  int pc = -1, pc_rank = 99, sc = -1, lc = -1, ic = -1, nh = 0;
-  static const char *const pnames[] = {"prompt", "Goal", "goal", "text", "question"}; /* in order of preference */
-  for (const cJSON *h = hdr ? hdr->child : NULL; h; h = h->next, nh++) {
-    for (int k = 0; k < (int)(sizeof pnames / sizeof *pnames); k++)
-      if (k < pc_rank && strcmp(h->valuestring, pnames[k]) == 0) { pc = nh; pc_rank = k; }
-    if (strcmp(h->valuestring, "split") == 0) sc = nh;
-    if (strcmp(h->valuestring, "label") == 0) lc = nh; /* XSTest: safe / unsafe */
-    if (strcmp(h->valuestring, "id") == 0 || strcmp(h->valuestring, "Index") == 0) ic = nh;
-  }
+  /* the columns read, in order of preference within a role; each may appear once (with two
+   * "goal" or two "split" columns, which one counts would be a guess) */
+  static const char *const cols[] = {"prompt", "Goal", "goal", "text", "question", "split", "label" /* XSTest: safe / unsafe */, "id", "Index"};
+  enum { N_PROMPT_NAMES = 5, COL_SPLIT = 5, COL_LABEL = 6, COL_ID = 7, N_COLS = 9 };
+  int at[N_COLS], nh = 0;
+  for (int k = 0; k < N_COLS; k++) at[k] = -1;
+  for (const cJSON *h = hdr ? hdr->child : NULL; h; h = h->next, nh++)
+    for (int k = 0; k < N_COLS; k++) {
+      if (strcmp(h->valuestring, cols[k]) != 0) continue;
+      if (at[k] >= 0) {
+        int rc = oc_fail(err, "%s:1: column \"%s\" appears twice in the header (columns %d and %d)", path, cols[k], at[k] + 1, nh + 1);
+        cJSON_Delete(rows);
+        return rc;
+      }
+      at[k] = nh;
+    }
+  int pc = -1, sc = at[COL_SPLIT], lc = at[COL_LABEL], ic = at[COL_ID] >= 0 ? at[COL_ID] : at[COL_ID + 1];
+  for (int k = N_PROMPT_NAMES - 1; k >= 0; k--) if (at[k] >= 0) pc = at[k];
   if (pc < 0) { cJSON_Delete(rows); return oc_fail(err, "%s:1: no prompt column (prompt, Goal, goal, text or question)", path); }
   const char **f = malloc(sizeof *f * (size_t)nh);
   if (!f) { cJSON_Delete(rows); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }

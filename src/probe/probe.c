@@ -190,15 +190,38 @@ int oc_probe_check(const oc_probe *p, const char *where, oc_error *err) {
   return 0;
 }
 
+/* What a probe file is, from its first 9 bytes: safetensors (a little-endian header length up to
+ * 100 MiB, then '{'), else a zip ("PK": torch.save since PyTorch 1.6, or a damaged one), else a
+ * bare pickle (the protocol marker 0x80, then a protocol 2 to 5: torch.save before 1.6, or with
+ * _use_new_zipfile_serialization=False). Anything else is left to the safetensors reader. */
+typedef enum { PROBE_FILE_SAFETENSORS, PROBE_FILE_ZIP, PROBE_FILE_PICKLE } probe_file_kind;
+static probe_file_kind probe_file_kind_of(const unsigned char *b, size_t got) {
+  uint64_t hlen = 0;
+  for (size_t i = 0; i < 8 && i < got; i++) hlen |= (uint64_t)b[i] << (8 * i);
+  if (got == 9 && b[8] == '{' && hlen <= (100u << 20)) return PROBE_FILE_SAFETENSORS;
+  if (got >= 2 && b[0] == 'P' && b[1] == 'K') return PROBE_FILE_ZIP;
+  if (got >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5) return PROBE_FILE_PICKLE;
+  return PROBE_FILE_SAFETENSORS;
+}
+
 int oc_probe_load(const char *path, oc_probe *p, oc_error *err) {
   memset(p, 0, sizeof *p);
   FILE *f = oc_fopen_regular(path, err);
   if (!f) return oc_wrap(err, "probe");
-  unsigned char magic[4] = {0};
-  size_t got = fread(magic, 1, 4, f);
+  unsigned char magic[9] = {0};
+  size_t got = fread(magic, 1, sizeof magic, f);
   fclose(f);
-  int rc = got == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4 ? oc_torch_pt_load_probe(path, p, err)
-                                                                                          : probe_from_st(path, p, err);
+  int rc;
+  switch (probe_file_kind_of(magic, got)) {
+    case PROBE_FILE_ZIP: rc = oc_torch_pt_load_probe(path, p, err); break;
+    case PROBE_FILE_PICKLE:
+      return oc_fail_code(err, OC_ERR_UNSUPPORTED,
+                          "%s: a legacy torch.save file (a bare pickle, protocol %d: written by PyTorch before 1.6 or with "
+                          "_use_new_zipfile_serialization=False), which is not supported: re-save it with torch >= 1.6 "
+                          "(torch.save(torch.load(f), f)) or as safetensors",
+                          path, magic[1]);
+    default: rc = probe_from_st(path, p, err);
+  }
   if (rc == 0 && oc_probe_check(p, path, err)) { oc_probe_free(p); return -1; }
   return rc;
 }

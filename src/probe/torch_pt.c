@@ -87,12 +87,12 @@ static int zip_open(const unsigned char *buf, size_t len, const char *path, zarc
   memset(z, 0, sizeof *z);
   z->buf = buf;
   z->len = len;
-  if (len < 22) return oc_fail(err, "%s: not a zip archive (too short)", path);
+  if (len < 22) return oc_fail(err, "%s: not a valid zip archive (%zu bytes, too short)", path, len);
   size_t eocd = (size_t)-1;
   size_t lo = len > 22 + 65535 ? len - 22 - 65535 : 0;
   for (size_t i = len - 22 + 1; i-- > lo;)
     if (rd32(buf + i) == 0x06054b50u) { eocd = i; break; }
-  if (eocd == (size_t)-1) return oc_fail(err, "%s: zip end-of-central-directory record not found (truncated file?)", path);
+  if (eocd == (size_t)-1) return oc_fail(err, "%s: not a valid zip archive: its end-of-central-directory record is missing (truncated or damaged file?)", path);
   uint64_t count = rd16(buf + eocd + 10), cd_size = rd32(buf + eocd + 12), cd_off = rd32(buf + eocd + 16);
   if (count == 0xffff || cd_size == 0xffffffffu || cd_off == 0xffffffffu) { /* zip64 */
     if (eocd < 20 || rd32(buf + eocd - 20) != 0x07064b50u) return oc_fail(err, "%s: zip64 locator missing", path);
@@ -544,7 +544,11 @@ int oc_torch_pt_parse_probe(const void *data, size_t len, const char *path, oc_p
     size_t nl = strlen(z.e[i].name);
     if (nl >= 8 && strcmp(z.e[i].name + nl - 8, "data.pkl") == 0 && (nl == 8 || z.e[i].name[nl - 9] == '/')) { pk = &z.e[i]; break; }
   }
-  if (!pk) { oc_fail(err, "%s: no data.pkl in the archive (not a torch.save file)", path); goto done; }
+  if (!pk) {
+    if (z.n == 0) oc_fail(err, "%s: an empty zip archive (no entries; a damaged file, not a torch.save file)", path);
+    else oc_fail(err, "%s: no data.pkl in the archive (not a torch.save file)", path);
+    goto done;
+  }
   const unsigned char *pkl = NULL;
   if (zip_read(&z, pk, path, &pkl, err)) goto done; /* the storages are checked as they are read */
   char prefix[512];

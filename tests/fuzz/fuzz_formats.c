@@ -2,7 +2,8 @@
  * its input — 0: a torch.save probe.pt (zip + pickle VM), 1: CSV, 2: a judge reply, 3: a JSONL
  * or JSON file read as a prompt set, a probe config, a dataset and three-class input, 4: the
  * strict JSON parser itself (what it accepts prints and parses again, strictly), 5: a CSV prompt
- * set file. */
+ * set file, 6: a probe file of any kind (oc_probe_load tells safetensors, a torch.save zip and a
+ * legacy pickle apart by their first bytes). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   size_t n = size - 1;
   oc_error e;
   char path[64], out[80];
-  switch (data[0] % 6) {
+  switch (data[0] % 7) {
   case 0: {
     oc_probe p;
     if (oc_torch_pt_parse_probe(d, n, "fuzz.pt", &p, &e) == 0) oc_probe_free(&p);
@@ -83,6 +84,13 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     break;
   }
   case 4: strict_json(d, n); break;
+  case 6: {
+    if (!temp_file(d, n, ".pt", path, sizeof path)) return 0;
+    oc_probe p;
+    if (oc_probe_load(path, &p, &e) == 0) oc_probe_free(&p);
+    unlink(path);
+    break;
+  }
   default: {
     if (!temp_file(d, n, ".csv", path, sizeof path)) return 0;
     oc_prompt_set set = {0};
