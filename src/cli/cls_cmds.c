@@ -44,8 +44,8 @@ static int run_classify(const cli_args *o) {
     print_json(oc_decision_json(c, &d, 1));
   } else if (arg_given(o, "jsonl")) {
     const char *path = arg_str(o, "jsonl");
-    FILE *f = fopen(path, "rb");
-    if (!f) { oc_fail_code(&err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno)); die(&err); goto done; }
+    FILE *f = oc_fopen_regular(path, &err);
+    if (!f) { die(&err); goto done; }
     char *line = NULL, *pr[1024], *rs[1024];
     int64_t lines[1024];
     size_t cap = 0;
@@ -56,7 +56,7 @@ static int run_classify(const cli_args *o) {
       ssize_t got = getline(&line, &cap, f);
       if (got > 0) {
         ln++;
-        if (strspn(line, " \t\r\n") == (size_t)got) continue; /* a blank line */
+        if (oc_json_blank(line, (size_t)got)) continue;
         cJSON *row = NULL;
         oc_error jerr;
         if (oc_json_parse(line, (size_t)got, path, ln, &row, &jerr)) {

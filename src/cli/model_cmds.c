@@ -172,8 +172,8 @@ static void print_encoding(const oc_encoding *e, int pieces) {
 /* one encoding per {"text", "add_special_tokens"?} line of path ("-": stdin); add_special_tokens is
  * a JSON boolean ("true" or 1 would otherwise read as false) */
 static int tokenize_jsonl(const cli_args *a, const oc_chat *c, const char *path, oc_error *err) {
-  FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
-  if (!f) return oc_fail_code(err, oc_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
+  FILE *f = strcmp(path, "-") ? oc_fopen_regular(path, err) : stdin;
+  if (!f) return -1;
   char *line = NULL;
   size_t cap = 0;
   int ln = 0, rc = 0;

@@ -443,6 +443,7 @@ int oc_jailbreak_run(const oc_prompt_set *set, const int *sel, int n_sel, const 
   if (!o->db_path) return oc_fail(err, "the benchmark needs a store (db_path)");
   if (!o->guard || !o->guard->model_id) return oc_fail(err, "the benchmark needs the guard's spec (its model, probe and classifier key the stored generations)");
   if (o->judge == OC_JUDGE_HTTP && (!o->http || !o->http->url || !o->http->model)) return oc_fail(err, "the HTTP judge needs a url and a model");
+  if (o->judge == OC_JUDGE_HTTP && oc_http_judge_check(o->http, err)) return -1; /* a file:// judge is refused before any model loads */
   if (o->judge == OC_JUDGE_CLASSIFIER && !o->guard->classifier_dir) return oc_fail(err, "the classifier judge needs a classifier (classifier_dir)");
   if (!o->guard->probe_path) return oc_fail(err, "the guarded run needs a probe (probe_path): without one it would not be guarded");
   run r = {.o = o};
