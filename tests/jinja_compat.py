@@ -7,7 +7,8 @@ of expression snippets with jinja2 set up exactly as transformers' apply_chat_te
 (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loopcontrols + the generation tag,
 raise_exception, strftime_now, transformers' tojson), renders the same cases with opencon through
 tests/jinja_render.c, and compares. A case passes when both give the same text, or both fail (when
-jinja2's failure is raise_exception(msg), opencon's error must carry msg too).
+jinja2's failure is raise_exception(msg), an undefined value used, an attribute the sandbox refuses
+or an assertion of its compiler, opencon's error must carry jinja2's message too).
 
 Usage: /usr/bin/python3 tests/jinja_compat.py JINJA_RENDER_BINARY [--verbose]
 Needs Debian's python3-jinja2 (scripts/install-deps.sh); no network.
@@ -24,6 +25,7 @@ from pathlib import Path
 try:
     import jinja2
     from jinja2 import nodes
+    from jinja2.exceptions import SecurityError, TemplateAssertionError, UndefinedError
     from jinja2.ext import Extension, loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 except ImportError:
@@ -264,6 +266,21 @@ SNIPPETS = [
     ("{{ 1 if false else x|frob }}", {}), ("{% for i in [] %}{{ i|frob }}{% endfor %}", {}), ("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}", {}),
     ("{{ raise_exception('custom failure') }}", {}),
     ("{% if messages[0].role == 'system' %}{{ raise_exception('no system') }}{% endif %}ok", {"messages": [{"role": "user"}]}),
+    # the hostile-input review's silent differences: int's base and Python's number parsing, exact
+    # int/float comparison, the final sigma, loop.cycle / loop.changed, sandboxed attributes
+    ("{{ '0x1A'|int(0, 16) }}|{{ '0x1A'|int(base=16) }}|{{ '0b11'|int(0, 2) }}|{{ '0o17'|int(0, 0) }}|{{ '010'|int(0, 0) }}|{{ '0_0'|int(5, 0) }}|{{ '0x_1a'|int(0, 16) }}|{{ '0x__1a'|int(0, 16) }}|{{ '12'|int(0, 1) }}|{{ '12'|int(0, 'x') }}|{{ '12'|int(0, none) }}|{{ '1e3'|int(0, 16) }}|{{ 'z'|int(0, 36) }}|{{ ' -0o17 '|int(0, 8) }}|{{ '0x1A'|int(0, 37) }}", {}),
+    ("{{ '３'|int }}|{{ '٣'|int + 1 }}|{{ '１_０'|int }}|{{ '３.５'|float }}|{{ '３.５'|int }}|{{ '\u00a03\u2003'|int }}|{{ 'Ａ'|int(0, 16) }}|{{ '𝟗'|int }}|{{ '1\\x00'|float }}|{{ '²'|int(5) }}|{{ s|int }}", {"s": "\u0e53\u0e52"}),
+    ("{{ 9007199254740993 == 9007199254740992.0 }}|{{ 9223372036854775807 == 9223372036854775808.0 }}|{{ 9007199254740993 > 9007199254740992.0 }}|{{ [9007199254740993, 9007199254740992.0]|max }}|{{ 1 <= (1e400 - 1e400) }}|{{ 1 >= (1e400 - 1e400) }}|{{ {9200000000000000000: 'a'}[9.2e18] }}|{{ -2 < -2.5 }}|{{ [1, 2] < [1, 2.5] }}|{{ 1e400 > 9223372036854775807 }}", {}),
+    ("{{ 'ΣΑΣ'|lower }}|{{ 'ΟΔΟΣ ΣΑΣ.'|lower }}|{{ 'Σ'|lower }}|{{ 'AΣ\u0301'|lower }}|{{ 'AΣb'|lower }}|{{ 'ΑΣ'.lower() }}|{{ 'ΑΣ'|lower|upper }}|{{ 'ªΣ'|lower }}|{{ 'Σ\u00adΑ'|lower }}", {}),
+    ("{% for x in [1, 2, 3] %}{{ loop.cycle('a', 'b') }}{{ loop.changed(x // 2) }}{% endfor %}|{% for x in [1, 1] %}{{ loop.changed() }}{% endfor %}|{% for x in [1] %}{{ loop }}{% endfor %}", {}),
+    ("{{ ''.__class__ }}|{{ ''.__class__ is defined }}|{{ ''.__mro__ }}|{{ {'__x': 1}.__x }}|{{ ''['__class__'] }}|{{ ''|attr('__class__') }}|{{ ''.__class__ ~ 'a' }}", {}),
+    # errors jinja2 words the same way: an undefined value used, an attribute the sandbox refuses, its compiler's assertions
+    ("{% for x in [1, 2] %}{% set loop = 5 %}{% endfor %}", {}), ("{% for loop in [1] %}{% endfor %}", {}),
+    ("{% if false %}{% for x in [] %}{% set a, loop = 1, 2 %}{% endfor %}{% endif %}", {}),
+    ("{{ ''.__class__.__mro__ }}", {}), ("{{ ''.__len__() }}", {}), ("{{ d.a.b }}", {"d": {}}), ("{{ [1][5].x }}", {}),
+    ("{{ none.x.y }}", {}), ("{{ namespace().a.b }}", {}), ("{% for x in [1] %}{{ loop.foo.bar }}{% endfor %}", {}),
+    ("{% for x in [1] %}{{ loop.cycle() }}{% endfor %}", {}), ("{{ ([]|first).x }}", {}), ("{{ (1 if false).x }}", {}),
+    ("{% macro f(a) %}{{ a.x }}{% endmacro %}{{ f() }}", {}), ("{{ x|frobnicate }}|{{ y is frobnicated }}", {}),
     # errors jinja2 also raises
     ("{{ 'a' + 1 }}", {}), ("{{ 1 // 0 }}", {}), ("{{ x.y }}", {}), ("{{ none|list }}", {}), ("{{ 'x' in none }}", {}),
     ("{{ range(1000000)|length }}", {}), ("{{ [1]|select|length }}", {}), ("{{ {[1]: 2} }}", {}), ("{{ x|tojson }}", {}),
@@ -286,6 +303,8 @@ def py_render(env, source, variables):
         return True, text, None
     except RaiseException as e:
         return False, str(e), "raise"
+    except (UndefinedError, SecurityError, TemplateAssertionError) as e:  # opencon words these as jinja2 does
+        return False, str(e), "message"
     except Exception as e:  # noqa: BLE001 - any jinja2 failure is a failure to compare with
         return False, f"{type(e).__name__}: {e}", "error"
 
@@ -349,7 +368,7 @@ def main():
         if ok and got["ok"] and got["text"] == text:
             passed += 1
             continue
-        if not ok and not got["ok"] and (kind != "raise" or text in got["error"]):
+        if not ok and not got["ok"] and (kind is None or kind == "error" or text in got["error"]):
             passed += 1
             both_failed += 1
             if verbose:

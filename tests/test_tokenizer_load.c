@@ -1,6 +1,8 @@
 /* tokenizer.json as hostile input: ids are bounded by the number of entries (a vocabulary id of
  * 50M used to allocate 864 MB), an id names one token, merges and post-processors refer only to
- * tokens that exist, and the file is strict JSON (a repeated vocabulary key is an error). */
+ * tokens that exist, the file is strict JSON (a repeated vocabulary key is an error), and no
+ * normalizer, pre-tokenizer or decoder can multiply the text (a Replace of a -> 10,000 a's applied
+ * three times made 4 bytes allocate gigabytes). */
 #include <string.h>
 
 #include "check.h"
@@ -21,6 +23,103 @@ static void expect_error(const char *json, const char *needle) {
 static const char *bpe(char *buf, size_t n, const char *vocab, const char *merges, const char *extra) {
   snprintf(buf, n, "{\"model\": {\"type\": \"BPE\", \"vocab\": {%s}, \"merges\": [%s]}%s%s}", vocab, merges, *extra ? ", " : "", extra);
   return buf;
+}
+
+/* a string of n copies of c (malloc'd) */
+static char *copies(char c, int n) {
+  char *s = malloc((size_t)n + 1);
+  memset(s, c, (size_t)n);
+  s[n] = 0;
+  return s;
+}
+
+/* a tokenizer of the BPE vocabulary {a, b, " "} with the given components (JSON members) */
+static oc_tokenizer *with_components(const char *members) {
+  size_t n = strlen(members) + 256;
+  char *json = malloc(n);
+  snprintf(json, n, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \" \": 2}, \"merges\": []}, %s}", members);
+  oc_tokenizer *t = NULL;
+  oc_error e;
+  CHECK(oc_tokenizer_load_json(json, strlen(json), PATH, &t, &e) == 0, "load: %s", e.msg);
+  free(json);
+  return t;
+}
+
+/* encoding `text` fails with an error containing needle (NULL: succeeds) */
+static void expect_encode(const oc_tokenizer *t, const char *text, const char *needle, const char *what) {
+  oc_encoding enc;
+  oc_error e = {0};
+  int rc = t ? oc_tokenizer_encode(t, text, NULL, 0, 0, &enc, &e) : -1;
+  if (needle) CHECK(rc != 0 && strstr(e.msg, needle) && e.code == OC_ERR_INVALID, "%s: want an error with \"%s\", got %s", what, needle, rc ? e.msg : "success");
+  else CHECK(rc == 0, "%s: %s", what, e.msg);
+  if (!rc) oc_encoding_free(&enc);
+}
+
+/* a tokenizer with the given components encodes text with an error containing needle (NULL: without) */
+static void expect_component(const char *members, const char *text, const char *needle, const char *what) {
+  oc_tokenizer *t = with_components(members);
+  expect_encode(t, text, needle, what);
+  oc_tokenizer_free(t);
+}
+
+/* every step's output is bounded by 32 times the pipeline's input + 4096 bytes */
+static void growth_limits(void) {
+  char m[30000];
+  /* the review's normalizer: a -> 10,000 a's; 4 bytes would pass 4224 at the first step */
+  char *big = copies('a', 10000);
+  snprintf(m, sizeof m,
+           "\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}, \"content\": \"%s\"}]}", big);
+  oc_tokenizer *t = with_components(m);
+  expect_encode(t, "aaaa", "t/tokenizer.json: $.normalizer.normalizers[0] (Replace): the text would grow past 4224 bytes, the limit for 4 bytes of text (32 times them + 4096 bytes)", "a -> 10,000 a's");
+  expect_encode(t, "bbbb", NULL, "no a to replace");
+  oc_tokenizer_free(t);
+  /* steps that each stay under 32x compound: the limit is the pipeline's input, so the third fails */
+  char *r16 = copies('a', 16);
+  snprintf(m, sizeof m, "\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [");
+  for (int i = 0; i < 3; i++)
+    snprintf(m + strlen(m), sizeof m - strlen(m), "%s{\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}, \"content\": \"%s\"}", i ? ", " : "", r16);
+  snprintf(m + strlen(m), sizeof m - strlen(m), "]}");
+  expect_component(m, "aaaa", "$.normalizer.normalizers[2] (Replace): the text would grow past 4224 bytes", "16x three times");
+  /* a regex Replace and a Prepend */
+  snprintf(m, sizeof m, "\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"a*\"}, \"content\": \"%s\"}", big);
+  expect_component(m, "ab", "$.normalizer (Replace): the text would grow past 4160 bytes", "a regex Replace");
+  snprintf(m, sizeof m, "\"normalizer\": {\"type\": \"Prepend\", \"prepend\": \"%s\"}", big);
+  expect_component(m, "a", "$.normalizer (Prepend): the text would grow past 4128 bytes", "a long Prepend");
+  /* a pre-tokenizer: Metaspace's replacement for each space */
+  snprintf(m, sizeof m, "\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"%s\", \"prepend_scheme\": \"never\", \"split\": false}", big);
+  t = with_components(m);
+  expect_encode(t, "a a", "$.pre_tokenizer (Metaspace): the text would grow past 4192 bytes", "a long Metaspace replacement");
+  expect_encode(t, "aaa", NULL, "no space to replace");
+  oc_tokenizer_free(t);
+  /* a decoder: Replace a -> 40 a's on 3000 tokens passes 32 x 3000 + 4096 */
+  char *r40 = copies('a', 40);
+  snprintf(m, sizeof m, "\"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}, \"content\": \"%s\"}]}", r40);
+  t = with_components(m);
+  int32_t *ids = calloc(3000, sizeof *ids);
+  char *text = NULL;
+  size_t len;
+  oc_error e = {0};
+  int rc = t ? oc_tokenizer_decode(t, ids, 3000, 0, &text, &len, &e) : 0;
+  CHECK(rc != 0 && strstr(e.msg, "t/tokenizer.json: $.decoder.decoders[1] (Replace): the text would grow past 100096 bytes, the limit for 3000 bytes of tokens"),
+        "decoder growth: got %s", rc ? e.msg : "success");
+  free(text);
+  text = NULL;
+  CHECK(t && oc_tokenizer_decode(t, ids, 100, 0, &text, &len, &e) == 0 && len == 4000, "100 tokens decode to 4000 bytes: %s", e.msg);
+  free(text);
+  free(ids);
+  oc_tokenizer_free(t);
+  /* real expansions stay inside: NFKC makes 33 bytes of U+FDFA (3 bytes), a Metaspace space 3 bytes */
+  t = with_components("\"normalizer\": {\"type\": \"NFKC\"}, \"pre_tokenizer\": {\"type\": \"Metaspace\"}");
+  char *fdfa = malloc(3 * 2000 + 1);
+  for (int i = 0; i < 2000; i++) memcpy(fdfa + 3 * i, "\xEF\xB7\xBA", 3);
+  fdfa[6000] = 0;
+  expect_encode(t, fdfa, NULL, "NFKC of 2000 U+FDFA");
+  expect_encode(t, "\xEF\xB7\xBA", NULL, "NFKC of one U+FDFA");
+  free(fdfa);
+  oc_tokenizer_free(t);
+  free(big);
+  free(r16);
+  free(r40);
 }
 
 int main(void) {
@@ -79,5 +178,6 @@ int main(void) {
     oc_encoding_free(&enc);
     oc_tokenizer_free(t);
   }
+  growth_limits();
   return check_summary("tokenizer_load");
 }

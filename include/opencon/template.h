@@ -52,6 +52,8 @@ typedef struct oc_template_opts {
  * and column. */
 int oc_template_parse(const char *src, const char *name, oc_template **out, oc_error *err);
 void oc_template_free(oc_template *t);
+/* the name given to oc_template_parse (errors name it) */
+const char *oc_template_name(const oc_template *t);
 /* Render with the variables of a JSON object (messages, add_generation_prompt, bos_token, ...;
  * of a name given twice the last counts, as in Python's json). raise_exception(msg) in the
  * template becomes an error carrying msg. opts may be NULL. */

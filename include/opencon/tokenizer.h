@@ -9,6 +9,16 @@ extern "C" {
 
 typedef struct oc_tokenizer oc_tokenizer;
 
+/* Growth limit of the pipeline: a normalizer, pre-tokenizer or decoder step may make at most
+ * OC_TOKENIZER_MAX_GROWTH times the bytes of the text given to encode (of the token strings given
+ * to decode) + OC_TOKENIZER_GROWTH_SLACK bytes; a step that would make more is an error naming it
+ * (OC_ERR_INVALID), found before it allocates more. Real pipelines stay far below: Unicode
+ * normalization makes at most 11 times a character's bytes (NFKC of U+FDFA), a Metaspace space 3,
+ * byte-level characters 2. A Replace step of tokenizer.json (a -> 10,000 a's, three times) once
+ * made 4 bytes of text into gigabytes. */
+#define OC_TOKENIZER_MAX_GROWTH 32
+#define OC_TOKENIZER_GROWTH_SLACK 4096
+
 typedef struct oc_encoding {
   int32_t *ids;
   int32_t *type_ids;

@@ -6,10 +6,69 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* the special tokens of tokenizer_config.json that apply_chat_template passes to a template */
+static const char *const SPECIAL_KEYS[] = {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"};
+enum { N_SPECIAL_KEYS = sizeof SPECIAL_KEYS / sizeof *SPECIAL_KEYS };
+
+/* a special token's text: a string or {"content": string, ...} (transformers' AddedToken);
+ * oc_chat_load has rejected any other shape */
 static const char *special_value(const cJSON *cfg, const char *key) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
   if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
   return cJSON_IsString(v) && *v->valuestring ? v->valuestring : NULL;
+}
+
+/* The special-token fields of a tokenizer_config.json or special_tokens_map.json (`path`): each
+ * absent, null, a string or an object with a "content" string. Any other value (an object without
+ * "content", a number) was once taken as no token at all, and a template then failed much later
+ * with "'bos_token' is undefined". */
+static int check_special_tokens(const cJSON *cfg, const char *path, oc_error *err) {
+  for (int i = 0; i < N_SPECIAL_KEYS; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, SPECIAL_KEYS[i]);
+    if (!v || cJSON_IsNull(v) || cJSON_IsString(v)) continue;
+    const cJSON *content = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "content") : NULL;
+    if (!cJSON_IsString(content))
+      return oc_fail(err, "%s: \"%s\" must be a string or an object with a \"content\" string%s", path, SPECIAL_KEYS[i],
+                     cJSON_IsObject(v) ? (content ? " (its \"content\" is not a string)" : " (the object has no \"content\")") : "");
+  }
+  return 0;
+}
+
+/* tokenizer_config.json's "chat_template": absent, null, a string, or a list of {"name": string,
+ * "template": string} (the one named "default" is used); *src receives a malloc'd copy of the
+ * template to use, or NULL */
+static int config_template(const cJSON *cfg, const char *path, char **src, oc_error *err) {
+  *src = NULL;
+  const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+  if (!ct || cJSON_IsNull(ct)) return 0;
+  if (cJSON_IsString(ct)) {
+    if (!(*src = strdup(ct->valuestring))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    return 0;
+  }
+  if (!cJSON_IsArray(ct))
+    return oc_fail(err, "%s: \"chat_template\" must be a string or a list of {\"name\", \"template\"} objects", path);
+  int i = 0;
+  for (const cJSON *x = ct->child; x; x = x->next, i++) {
+    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(x, "name"), *tp = cJSON_GetObjectItemCaseSensitive(x, "template");
+    if (!cJSON_IsString(nm) || !cJSON_IsString(tp))
+      return oc_fail(err, "%s: \"chat_template\"[%d] must be an object with \"name\" and \"template\" strings", path, i);
+    if (!*src && !strcmp(nm->valuestring, "default") && !(*src = strdup(tp->valuestring)))
+      return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  }
+  return 0;
+}
+
+/* chat_template.jinja: a NUL byte in it is an error (the template is parsed as a C string, so
+ * everything after a NUL, the user's message included, would silently be lost) */
+static int read_template_file(const char *path, char **src, oc_error *err) {
+  size_t n;
+  if (oc_read_file(path, src, &n, err)) return -1;
+  const char *nul = memchr(*src, 0, n);
+  if (!nul) return 0;
+  oc_fail(err, "%s: the template contains a NUL byte (at byte %zu); a chat template is text", path, (size_t)(nul - *src));
+  free(*src);
+  *src = NULL;
+  return -1;
 }
 
 int oc_chat_render(const oc_template *t, const cJSON *cfg, const cJSON *messages, int add_gen, const cJSON *options,
@@ -26,10 +85,9 @@ int oc_chat_render_opts(const oc_template *t, const cJSON *cfg, const cJSON *mes
   const cJSON *tools = options ? cJSON_GetObjectItemCaseSensitive(options, "tools") : NULL;
   cJSON_AddItemToObject(vars, "tools", tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
   cJSON_AddNullToObject(vars, "documents");
-  static const char *keys[] = {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"};
-  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-    const char *v = cfg ? special_value(cfg, keys[i]) : NULL;
-    if (v) cJSON_AddStringToObject(vars, keys[i], v);
+  for (int i = 0; i < N_SPECIAL_KEYS; i++) {
+    const char *v = cfg ? special_value(cfg, SPECIAL_KEYS[i]) : NULL;
+    if (v) cJSON_AddStringToObject(vars, SPECIAL_KEYS[i], v);
   }
   /* an option named like a variable above replaces it: the renderer takes the last of a name
    * given twice (deleting the earlier one here was quadratic in the number of options) */
@@ -37,8 +95,19 @@ int oc_chat_render_opts(const oc_template *t, const cJSON *cfg, const cJSON *mes
     if (!strcmp(o->string, "tools")) continue;
     cJSON_AddItemToObject(vars, o->string, cJSON_Duplicate(o, 1));
   }
-  int rc = oc_template_render_opts(t, vars, topts, out, NULL, err);
+  size_t len;
+  int rc = oc_template_render_opts(t, vars, topts, out, &len, err);
   cJSON_Delete(vars);
+  /* the prompt goes on as a C string (to the tokenizer, the guard, the classifier): a NUL the
+   * template wrote ('\x00') would cut it there, silently dropping what follows */
+  const char *nul = rc ? NULL : memchr(*out, 0, len);
+  if (nul) {
+    oc_fail(err, "%s: the rendered prompt contains a NUL character (at byte %zu of %zu); a prompt is never passed on cut short",
+            oc_template_name(t), (size_t)(nul - *out), len);
+    free(*out);
+    *out = NULL;
+    return -1;
+  }
   return rc;
 }
 
@@ -50,50 +119,56 @@ void oc_chat_free(oc_chat *c) {
   free(c);
 }
 
+/* a JSON object file of the model directory into *out (an error unless it holds an object) */
+static int read_object(const char *path, cJSON **out, oc_error *err) {
+  *out = NULL;
+  if (oc_json_parse_file(path, out, err)) return -1;
+  if (cJSON_IsObject(*out)) return 0;
+  cJSON_Delete(*out);
+  *out = NULL;
+  return oc_fail(err, "%s: malformed JSON: not an object", path);
+}
+
+/* tokenizer_config.json (+ special_tokens_map.json for the tokens it leaves out) into c->config,
+ * and the template it holds (*src, NULL when none) */
+static int load_config(oc_chat *c, const char *dir, char **src, oc_error *err) {
+  char *p = oc_path_join(dir, "tokenizer_config.json");
+  int rc = 0;
+  if (oc_file_exists(p)) rc = read_object(p, &c->config, err) || check_special_tokens(c->config, p, err) || config_template(c->config, p, src, err);
+  else if (!(c->config = cJSON_CreateObject())) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  free(p);
+  if (rc) return -1;
+  p = oc_path_join(dir, "special_tokens_map.json");
+  cJSON *m = NULL;
+  if (oc_file_exists(p)) rc = read_object(p, &m, err) || check_special_tokens(m, p, err);
+  for (const cJSON *e = m ? m->child : NULL; e && !rc; e = e->next)
+    if (!cJSON_GetObjectItemCaseSensitive(c->config, e->string)) cJSON_AddItemToObject(c->config, e->string, cJSON_Duplicate(e, 1));
+  cJSON_Delete(m);
+  free(p);
+  return rc ? -1 : 0;
+}
+
 int oc_chat_load(const char *dir, oc_chat **out, oc_error *err) {
   *out = NULL;
   oc_chat *c = calloc(1, sizeof *c);
   if (!c) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  char *p = oc_path_join(dir, "tokenizer.json");
+  char *p = oc_path_join(dir, "tokenizer.json"), *src = NULL;
   int rc = oc_tokenizer_load_file(p, &c->tok, err);
   free(p);
-  if (rc) { oc_chat_free(c); return -1; }
-  p = oc_path_join(dir, "tokenizer_config.json");
-  if (oc_file_exists(p)) {
-    int prc = oc_json_parse_file(p, &c->config, err);
-    if (prc || !cJSON_IsObject(c->config)) { if (!prc) oc_fail(err, "%s: malformed JSON: not an object", p); free(p); oc_chat_free(c); return -1; }
-  } else c->config = cJSON_CreateObject();
-  free(p);
-  /* special_tokens_map.json fills tokens tokenizer_config.json leaves out */
-  p = oc_path_join(dir, "special_tokens_map.json");
-  if (oc_file_exists(p)) {
-    cJSON *m;
-    if (oc_json_parse_file(p, &m, err)) { free(p); oc_chat_free(c); return -1; }
-    for (const cJSON *e = m ? m->child : NULL; e; e = e->next)
-      if (!cJSON_GetObjectItemCaseSensitive(c->config, e->string)) cJSON_AddItemToObject(c->config, e->string, cJSON_Duplicate(e, 1));
-    cJSON_Delete(m);
-  }
-  free(p);
+  if (rc || load_config(c, dir, &src, err)) { free(src); oc_chat_free(c); return -1; }
   /* chat template: chat_template.jinja, else tokenizer_config.json's chat_template */
   p = oc_path_join(dir, "chat_template.jinja");
-  char *src = NULL;
   if (oc_file_exists(p)) {
-    if (oc_read_file(p, &src, NULL, err)) { free(p); oc_chat_free(c); return -1; }
-  } else {
-    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(c->config, "chat_template");
-    if (cJSON_IsString(ct)) src = strdup(ct->valuestring);
-    else if (cJSON_IsArray(ct)) /* [{name, template}]: the "default" one */
-      for (const cJSON *x = ct->child; x && !src; x = x->next) {
-        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(x, "name"), *tp = cJSON_GetObjectItemCaseSensitive(x, "template");
-        if (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default") && cJSON_IsString(tp)) src = strdup(tp->valuestring);
-      }
-  }
-  if (src) {
-    rc = oc_template_parse(src, p, &c->tmpl, err);
     free(src);
-    if (rc) { free(p); oc_chat_free(c); return -1; }
+    rc = read_template_file(p, &src, err);
+  } else {
+    free(p);
+    p = oc_path_join(dir, "tokenizer_config.json");
   }
+  if (!rc && src) rc = oc_template_parse(src, p, &c->tmpl, err);
+  free(src);
   free(p);
+  if (rc) { oc_chat_free(c); return -1; }
   *out = c;
   return 0;
 }

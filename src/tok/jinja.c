@@ -111,6 +111,7 @@ struct val {
   unsigned char is_ns;    /* dict: a namespace() object */
   unsigned char is_tuple; /* list: a Python tuple */
   unsigned char is_iter;  /* list: a generator (select, map, ...): truthy, no len(), not printable */
+  unsigned char is_loop;  /* dict: a for loop's `loop` object (jinja2's LoopContext) */
   union {
     long long i; /* bool / int */
     double f;
@@ -127,11 +128,23 @@ struct val {
     struct {
       const void *node; /* macro */
       const char *name; /* macro / method / builtin name */
-      val *self;        /* bound method */
+      val *self;        /* bound method; loop.cycle: the loop; loop.changed: its last arguments */
       int fn;           /* builtin id */
     };
+    struct {            /* undefined: why, for the error that using it raises (jinja2's hint) */
+      int why;          /* U_* */
+      const char *what; /* the name or attribute, or the whole message (U_HINT) */
+      const val *obj;   /* the object without that attribute or item */
+      const val *key;   /* U_ITEM: the missing key */
+      int line;         /* U_COND: the inline if's line */
+    } u;
   };
 };
+
+/* why a value is undefined: an unknown name, an attribute or item the object lacks, an attribute
+ * the sandbox refuses, a macro parameter not given, an inline if without else that was false, a
+ * message (first of an empty list, ...), or nothing known */
+enum { U_PLAIN, U_NAME, U_ATTR, U_ITEM, U_UNSAFE, U_PARAM, U_COND, U_HINT };
 
 /* ------------------------------------------------------------------ syntax tree */
 enum {
@@ -216,6 +229,7 @@ typedef struct {
   int ntoks;
   int depth; /* recursion of the parser (brackets, nested blocks) */
   int loops; /* for-loop bodies around the statement being parsed (break / continue need one) */
+  int in_for; /* for statements around it, macro definitions included (no assignment to `loop` there) */
   struct stmt *macro; /* the macro whose body is being parsed */
   /* Unknown filter and test names: jinja2 rejects them when it compiles the template, except
    * inside an if statement or an inline if (outside any loop or macro there), where using one is
@@ -468,6 +482,14 @@ static const char *expect_name(pctx *p, tokstream *ts) {
   if (t->k != T_NAME) perr(p, t->line, t->col, "expected a name");
   return t->s;
 }
+/* a name a statement assigns (set, for): jinja2 refuses `loop` anywhere inside a for statement,
+ * its own target included, when it compiles the template (TemplateAssertionError) */
+static const char *expect_target(pctx *p, tokstream *ts, int in_for) {
+  tok *t = peek(ts);
+  const char *n = expect_name(p, ts);
+  if (in_for && !strcmp(n, "loop")) perr(p, t->line, t->col, "Can't assign to special loop variable in for-loop target");
+  return n;
+}
 
 /* ------------------------------------------------------------------ filter and test names */
 /* jinja2 rejects unknown filter and test names when it compiles a template */
@@ -711,7 +733,7 @@ static void check_unknown_names(pctx *p) {
   for (int i = 0; i < p->nunknown; i++)
     if (!p->unknown[i].soft) {
       const expr *e = p->unknown[i].e;
-      perr(p, e->line, e->col, "no %s named '%s'", e->k == E_FILTER ? "filter" : "test", e->name);
+      perr(p, e->line, e->col, "No %s named '%s'.", e->k == E_FILTER ? "filter" : "test", e->name); /* jinja2's words */
     }
 }
 
@@ -1145,7 +1167,7 @@ static void parse_for(pctx *p, chunks *cs, body *b, tokstream *ts, const tok *kw
   int paren = accept_op(ts, "(");
   do {
     if (s->ntargets == 8) perr(p, kw->line, kw->col, "too many loop variables");
-    s->targets[s->ntargets++] = expect_name(p, ts);
+    s->targets[s->ntargets++] = expect_target(p, ts, 1);
   } while (accept_op(ts, ","));
   if (paren) expect_op(p, ts, ")");
   if (!accept_name(ts, "in")) perr(p, kw->line, kw->col, "expected 'in' in for loop");
@@ -1158,12 +1180,14 @@ static void parse_for(pctx *p, chunks *cs, body *b, tokstream *ts, const tok *kw
   tokstream et;
   int soft = p->soft;
   p->loops++;
+  p->in_for++;
   p->soft = 0; /* a loop body is an inner frame for jinja2: not soft */
   const char *got = parse_body(p, cs, &s->b, ends_for, &et);
   p->loops--;
   if (!got) perr(p, kw->line, kw->col, "'for' without 'endfor'");
   expect_end(p, &et);
   if (!strcmp(got, "else")) parse_block_to(p, cs, &s->else_body, "endfor", kw);
+  p->in_for--;
   p->soft = soft;
   body_push(p, b, s);
 }
@@ -1172,10 +1196,16 @@ static void parse_set(pctx *p, chunks *cs, body *b, tokstream *ts, const tok *kw
   stmt *s = mkstmt(p, S_SET, kw);
   s->targets = palloc(p, sizeof(char *) * 8);
   s->targets[s->ntargets++] = expect_name(p, ts);
-  if (accept_op(ts, ".")) s->attr = expect_name(p, ts);
-  else while (accept_op(ts, ",")) {
-    if (s->ntargets == 8) perr(p, kw->line, kw->col, "too many targets");
-    s->targets[s->ntargets++] = expect_name(p, ts);
+  if (accept_op(ts, ".")) s->attr = expect_name(p, ts); /* ns.attr: not a name assignment */
+  else {
+    if (p->in_for && !strcmp(s->targets[0], "loop")) {
+      const tok *t = &ts->v[ts->pos - 1];
+      perr(p, t->line, t->col, "Can't assign to special loop variable in for-loop target");
+    }
+    while (accept_op(ts, ",")) {
+      if (s->ntargets == 8) perr(p, kw->line, kw->col, "too many targets");
+      s->targets[s->ntargets++] = expect_target(p, ts, p->in_for);
+    }
   }
   if (accept_op(ts, "=")) {
     s->e = parse_tuple(p, ts);
@@ -1297,6 +1327,8 @@ void oc_template_free(oc_template *t) {
   free(t->name);
   free(t);
 }
+
+const char *oc_template_name(const oc_template *t) { return t->name; }
 
 static int parse_guarded(pctx *p, const char *src, body *root) {
   if (setjmp(p->jb)) return -1;
@@ -1460,6 +1492,15 @@ static val *vint(rctx *r, long long i) { val *v = V(r, V_INT); v->i = i; return 
 static val *vbool(rctx *r, int b) { val *v = V(r, V_BOOL); v->i = b != 0; return v; }
 static val *vfloat(rctx *r, double f) { val *v = V(r, V_FLOAT); v->f = f; return v; }
 static val *vundef(rctx *r) { return V(r, V_UNDEF); }
+/* an undefined value that knows why (undefined_error words it) */
+static val *vundef_why(rctx *r, int why, const char *what, const val *obj, const val *key) {
+  val *v = V(r, V_UNDEF);
+  v->u.why = why;
+  v->u.what = what;
+  v->u.obj = obj;
+  v->u.key = key;
+  return v;
+}
 
 static void list_push(rctx *r, val *l, val *x) {
   if (l->len == l->cap) {
@@ -1485,7 +1526,7 @@ static const char *type_name(const val *v) {
   case V_FLOAT: return "float";
   case V_STR: return "str";
   case V_LIST: return v->is_iter ? "generator" : v->is_tuple ? "tuple" : "list";
-  case V_DICT: return v->is_ns ? "Namespace" : "dict";
+  case V_DICT: return v->is_ns ? "Namespace" : v->is_loop ? "LoopContext" : "dict";
   case V_MACRO: return "Macro";
   default: return "function";
   }
@@ -1540,6 +1581,29 @@ static int num_of(const val *v, double *d) {
   return 0;
 }
 
+static int is_num(const val *v) { return is_int(v) || v->t == V_FLOAT; }
+
+/* An int against a float, exactly, as Python compares them (9007199254740993 == 9007199254740992.0
+ * is False although the int rounds to that double): -1, 0, 1, or 2 when f is NaN (unordered). */
+static int cmp_int_float(long long i, double f) {
+  if (isnan(f)) return 2;
+  if (f >= 9223372036854775808.0) return -1; /* (+inf too) */
+  if (f < -9223372036854775808.0) return 1;
+  long long t = (long long)f; /* f truncated: exact in this range */
+  if (i != t) return i < t ? -1 : 1;
+  double frac = f - (double)t; /* exact: t is f's integer part */
+  return frac > 0 ? -1 : frac < 0 ? 1 : 0;
+}
+
+/* Python's ordering of two numbers (int, bool, float): -1, 0, 1, or 2 when unordered (a NaN) */
+static int num_cmp(const val *a, const val *b) {
+  if (is_int(a) && is_int(b)) return a->i < b->i ? -1 : a->i > b->i;
+  if (is_int(a)) return cmp_int_float(a->i, b->f);
+  if (is_int(b)) { int c = cmp_int_float(b->i, a->f); return c == 2 ? 2 : -c; }
+  if (isnan(a->f) || isnan(b->f)) return 2;
+  return a->f < b->f ? -1 : a->f > b->f;
+}
+
 /* ------------------------------------------------------------------ equality, hashing, dicts */
 static void check_depth(rctx *r, int depth) {
   if (depth > OC_TEMPLATE_MAX_DEPTH) rerr(r, 0, 0, "value nested too deeply (more than %d levels)", OC_TEMPLATE_MAX_DEPTH);
@@ -1550,11 +1614,7 @@ static int dict_find(rctx *r, const val *d, const val *k);
 /* Python ==: numbers across int/float/bool, lists and tuples never equal each other, dicts by
  * key; a generator, namespace or function is equal only to itself; undefined equals undefined */
 static int equal(rctx *r, const val *a, const val *b, int depth) {
-  double x, y;
-  if (num_of(a, &x) && num_of(b, &y)) {
-    if (is_int(a) && is_int(b)) return a->i == b->i;
-    return x == y;
-  }
+  if (is_num(a) && is_num(b)) return num_cmp(a, b) == 0;
   if (a->t != b->t) return 0;
   switch (a->t) {
   case V_NONE: case V_UNDEF: return 1;
@@ -1606,7 +1666,7 @@ static uint64_t hash_val(rctx *r, const val *k) {
   switch (k->t) {
   case V_BOOL: case V_INT: return mix64((uint64_t)k->i);
   case V_FLOAT: {
-    if (k->f == floor(k->f) && fabs(k->f) < 9.2e18) return mix64((uint64_t)(long long)k->f);
+    if (k->f == floor(k->f) && k->f >= -9223372036854775808.0 && k->f < 9223372036854775808.0) return mix64((uint64_t)(long long)k->f);
     uint64_t b;
     memcpy(&b, &k->f, sizeof b);
     return mix64(b);
@@ -1843,6 +1903,11 @@ static void to_str(rctx *r, sbuf *b, const val *v, int repr, int depth) {
     sb_str(r, b, v->is_tuple ? (v->len == 1 ? ",)" : ")") : "]");
     break;
   case V_DICT:
+    if (v->is_loop) { /* jinja2's LoopContext repr: <LoopContext index/length> */
+      snprintf(num, sizeof num, "<LoopContext %lld/%lld>", dict_get_str(r, v, "index", 5)->i, dict_get_str(r, v, "length", 6)->i);
+      sb_str(r, b, num);
+      break;
+    }
     sb_str(r, b, v->is_ns ? "<Namespace {" : "{");
     to_str_items(r, b, v, depth);
     sb_str(r, b, v->is_ns ? "}>" : "}");
@@ -1857,6 +1922,38 @@ static val *str_of(rctx *r, const val *v) {
   sbuf b = {0};
   to_str(r, &b, v, 0, 0);
   return sb_val(r, &b);
+}
+
+/* jinja2's object_type_repr: how an UndefinedError names the type of an object */
+static const char *object_type_repr(const val *o, char *buf, size_t n) {
+  if (o->t == V_NONE) return "None";
+  if (o->t == V_DICT && o->is_ns) return "jinja2.utils.Namespace object";
+  if (o->t == V_DICT && o->is_loop) return "jinja2.runtime.LoopContext object";
+  snprintf(buf, n, "%s object", type_name(o));
+  return buf;
+}
+
+/* The error jinja2 raises where an undefined value is used (an attribute or item of it, a call,
+ * an operand), worded from what the value knows of why it is undefined ('x' is undefined, 'str
+ * object' has no attribute 'foo', access to attribute '__class__' of 'str' object is unsafe.);
+ * `at` is the expression that gave it, named when the value knows nothing */
+static void undefined_error(rctx *r, int line, int col, const val *u, const expr *at) __attribute__((noreturn));
+static void undefined_error(rctx *r, int line, int col, const val *u, const expr *at) {
+  char tb[64];
+  switch (u->u.why) {
+  case U_NAME: rerr(r, line, col, "'%s' is undefined", u->u.what);
+  case U_ATTR: rerr(r, line, col, "'%s' has no attribute '%s'", object_type_repr(u->u.obj, tb, sizeof tb), u->u.what);
+  case U_ITEM: {
+    sbuf b = {0};
+    to_str(r, &b, u->u.key, 1, 0);
+    rerr(r, line, col, "%s has no element %.*s", object_type_repr(u->u.obj, tb, sizeof tb), (int)(b.n > 200 ? 200 : b.n), b.s);
+  }
+  case U_UNSAFE: rerr(r, line, col, "access to attribute '%s' of '%s' object is unsafe.", u->u.what, type_name(u->u.obj));
+  case U_PARAM: rerr(r, line, col, "parameter '%s' was not provided", u->u.what);
+  case U_COND: rerr(r, line, col, "the inline if-expression on line %d evaluated to false and no else section was defined.", u->u.line);
+  case U_HINT: rerr(r, line, col, "%s", u->u.what);
+  }
+  rerr(r, line, col, "'%s' is undefined", at && at->k == E_NAME ? at->name : "value");
 }
 
 /* json.dumps options: transformers' tojson passes ensure_ascii, indent, separators, sort_keys */
@@ -1939,7 +2036,7 @@ static void to_json(rctx *r, sbuf *b, const val *v, const json_opts *o, int leve
     for (int i = 0; i < v->len; i++) order[i] = i;
     if (dict && o->sort_keys) /* insertion sort: stable, and dicts a template builds are small */
       for (int i = 1; i < v->len; i++)
-        for (int k = i; k > 0 && compare(r, v->keys[order[k - 1]], v->keys[order[k]], 0) > 0; k--) {
+        for (int k = i; k > 0 && compare(r, v->keys[order[k - 1]], v->keys[order[k]], 0) == 1; k--) {
           int t = order[k]; order[k] = order[k - 1]; order[k - 1] = t;
         }
     for (int i = 0; i < v->len; i++) {
@@ -1958,14 +2055,11 @@ static void to_json(rctx *r, sbuf *b, const val *v, const json_opts *o, int leve
 }
 
 /* ------------------------------------------------------------------ ordering */
-/* Python's < as a three-way comparison: numbers, strings (code points = UTF-8 bytes), lists
- * and tuples element by element; anything else is an error, as in Python */
+/* Python's < as a three-way comparison: numbers (2 when a NaN makes them unordered: every one
+ * of < <= > >= is false), strings (code points = UTF-8 bytes), lists and tuples element by
+ * element; anything else is an error, as in Python */
 static int compare(rctx *r, const val *a, const val *b, int depth) {
-  double x, y;
-  if (num_of(a, &x) && num_of(b, &y)) {
-    if (is_int(a) && is_int(b)) return a->i < b->i ? -1 : a->i > b->i;
-    return x < y ? -1 : x > y;
-  }
+  if (is_num(a) && is_num(b)) return num_cmp(a, b);
   if (a->t == V_STR && b->t == V_STR) {
     size_t m = a->n < b->n ? a->n : b->n;
     charge_bytes(r, m);
@@ -1991,7 +2085,7 @@ static void sort_by_keys(rctx *r, val **items, val **keys, int n, int reverse) {
       int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, i = lo, j = mid, k = lo;
       while (i < mid && j < hi) {
         int c = compare(r, keys[j], keys[i], 0);
-        int take_right = reverse ? c > 0 : c < 0;
+        int take_right = reverse ? c == 1 : c == -1;
         if (take_right) { ti[k] = items[j]; tk[k++] = keys[j++]; }
         else { ti[k] = items[i]; tk[k++] = keys[i++]; }
       }
@@ -2026,11 +2120,66 @@ static size_t *cp_offsets(rctx *r, const char *s, size_t n, size_t *count) {
   return o;
 }
 
+/* Unicode's Cased: upper-, lower- and titlecase letters, the characters that have a case mapping
+ * (Ⅰ, Ⓐ), and those of Other_Lowercase / Other_Uppercase that have none and are not modifier
+ * letters (ª º and the squared and negative squared capital letters) */
+static int is_cased(uint32_t cp) {
+  if (cp == 0xAA || cp == 0xBA || (cp >= 0x1F130 && cp <= 0x1F149) || (cp >= 0x1F150 && cp <= 0x1F169) || (cp >= 0x1F170 && cp <= 0x1F189))
+    return 1;
+  int cat = utf8proc_category((utf8proc_int32_t)cp);
+  return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT ||
+         utf8proc_tolower((utf8proc_int32_t)cp) != (utf8proc_int32_t)cp || utf8proc_toupper((utf8proc_int32_t)cp) != (utf8proc_int32_t)cp;
+}
+
+/* Unicode's Case_Ignorable: marks, format characters, modifier letters and symbols, and the
+ * apostrophes, periods and colons that may sit inside a word (Word_Break MidLetter, MidNumLet,
+ * Single_Quote) */
+static int is_case_ignorable(uint32_t cp) {
+  static const uint32_t mid[] = {0x27, 0x2E, 0x3A, 0xB7, 0x387, 0x55F, 0x5F4, 0x2018, 0x2019, 0x2024, 0x2027, 0xFE13, 0xFE52, 0xFE55, 0xFF07, 0xFF0E, 0xFF1A};
+  for (size_t i = 0; i < sizeof mid / sizeof *mid; i++) if (cp == mid[i]) return 1;
+  int cat = utf8proc_category((utf8proc_int32_t)cp);
+  return cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_ME || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_LM ||
+         cat == UTF8PROC_CATEGORY_SK;
+}
+
+/* Whether the capital sigma at s[i] ends a word (Unicode's Final_Sigma condition, which Python's
+ * str.lower() applies: a cased letter before it and none after it, case-ignorable characters
+ * skipped on both sides). Each run of case-ignorable characters is walked by at most the two
+ * sigmas around it, so a string costs linear time. */
+static int final_sigma(const char *s, size_t n, size_t i) {
+  uint32_t cp = 0;
+  size_t j = i;
+  int before = 0;
+  while (j > 0) {
+    size_t q = j - 1;
+    while (q > 0 && ((unsigned char)s[q] & 0xC0) == 0x80 && j - q < 4) q--;
+    oc_utf8_decode(s + q, j - q, &cp);
+    j = q;
+    if (!is_case_ignorable(cp)) { before = is_cased(cp); break; }
+  }
+  if (!before) return 0;
+  for (j = i + 2; j < n;) { /* after the sigma (2 bytes) */
+    j += (size_t)oc_utf8_decode(s + j, n - j, &cp);
+    if (!is_case_ignorable(cp)) return !is_cased(cp);
+  }
+  return 1;
+}
+
+/* str.upper() / str.lower(): Unicode's simple case mappings, and for lower() the final sigma
+ * (Σ at the end of a word becomes ς, as in Python: 'ΣΑΣ'.lower() is 'σας') */
 static val *case_str(rctx *r, const char *s, size_t n, int upper) {
   size_t ol;
   charge_bytes(r, n);
   char *o = upper ? oc_utf8_upper(s, n, &ol) : oc_utf8_lower(s, n, &ol);
   if (!o) rerr_code(r, OC_ERR_NOMEM, 0, 0, "out of memory");
+  /* each code point maps to one code point, and σ and ς have Σ's length: walk both strings */
+  for (size_t i = 0, k = 0; !upper && i < n && k < ol;) {
+    uint32_t cp, ocp;
+    int l = oc_utf8_decode(s + i, n - i, &cp), lo = oc_utf8_decode(o + k, ol - k, &ocp);
+    if (cp == 0x3A3 && ocp == 0x3C3 && final_sigma(s, n, i)) o[k + 1] = (char)0x82; /* U+03C3 CF 83 -> U+03C2 CF 82 */
+    i += (size_t)l;
+    k += (size_t)lo;
+  }
   val *v = NULL;
   if (ol <= OC_TEMPLATE_MAX_OUTPUT) v = vstr(r, o, ol);
   free(o);
@@ -2330,31 +2479,77 @@ static const char *const list_methods[] = {"count", "index", "copy", NULL};
 static const char *const unsafe_methods[] = {"append", "extend", "insert", "pop", "remove", "reverse", "sort", "clear",
                                               "update", "setdefault", "popitem", "add", "discard", NULL};
 
-/* getattr(o, name) in the sandbox: a Python attribute (method) or NULL */
+/* Whether o has the attribute `name` starting with '_' in Python 3.11 (every object's own, and its
+ * type's): jinja2's sandbox refuses to read those (''.__class__ is "unsafe"); such a name that the
+ * type lacks is an ordinary missing attribute. Macros, functions and loop objects are taken to
+ * have object's attributes only. */
+static int py_private_attr(const val *o, const char *name) {
+  static const char object_attrs[] = " __class__ __delattr__ __dir__ __doc__ __eq__ __format__ __ge__ __getattribute__ __getstate__"
+    " __gt__ __hash__ __init__ __init_subclass__ __le__ __lt__ __ne__ __new__ __reduce__ __reduce_ex__ __repr__ __setattr__"
+    " __sizeof__ __str__ __subclasshook__ ";
+  static const char str_attrs[] = " __add__ __contains__ __getitem__ __getnewargs__ __iter__ __len__ __mod__ __mul__ __rmod__ __rmul__ ";
+  static const char list_attrs[] = " __add__ __class_getitem__ __contains__ __delitem__ __getitem__ __iadd__ __imul__ __iter__ __len__"
+    " __mul__ __reversed__ __rmul__ __setitem__ ";
+  static const char tuple_attrs[] = " __add__ __class_getitem__ __contains__ __getitem__ __getnewargs__ __iter__ __len__ __mul__ __rmul__ ";
+  static const char dict_attrs[] = " __class_getitem__ __contains__ __delitem__ __getitem__ __ior__ __iter__ __len__ __or__ __reversed__"
+    " __ror__ __setitem__ ";
+  static const char float_attrs[] = " __abs__ __add__ __bool__ __ceil__ __divmod__ __float__ __floor__ __floordiv__ __getformat__"
+    " __getnewargs__ __int__ __mod__ __mul__ __neg__ __pos__ __pow__ __radd__ __rdivmod__ __rfloordiv__ __rmod__ __rmul__"
+    " __round__ __rpow__ __rsub__ __rtruediv__ __sub__ __truediv__ __trunc__ ";
+  static const char int_attrs[] = " __and__ __index__ __invert__ __lshift__ __or__ __rand__ __rlshift__ __ror__ __rrshift__ __rshift__"
+    " __rxor__ __xor__ "; /* with float's, less __getformat__ */
+  char key[80];
+  size_t n = strlen(name);
+  if (name[0] != '_' || n > 64) return 0;
+  if (o->t == V_DICT && o->is_ns) return !strcmp(name, "__class__") || !strcmp(name, "_Namespace__attrs");
+  snprintf(key, sizeof key, " %s ", name);
+  if (strstr(object_attrs, key)) return 1;
+  switch (o->t) {
+  case V_STR: return strstr(str_attrs, key) != NULL;
+  case V_LIST: return !o->is_iter && strstr(o->is_tuple ? tuple_attrs : list_attrs, key) != NULL;
+  case V_DICT: return !o->is_loop && strstr(dict_attrs, key) != NULL;
+  case V_NONE: return !strcmp(name, "__bool__");
+  case V_BOOL: case V_INT: return strstr(int_attrs, key) || (strstr(float_attrs, key) && strcmp(name, "__getformat__"));
+  case V_FLOAT: return strstr(float_attrs, key) != NULL;
+  default: return 0;
+  }
+}
+
+/* getattr(o, name) of Python: a method of a str, list or dict (a loop object and a namespace have
+ * none), or NULL */
 static val *py_attr(rctx *r, val *o, const char *name) {
-  const char *const *names = o->t == V_STR ? str_methods : o->t == V_DICT && !o->is_ns ? dict_methods
+  const char *const *names = o->t == V_STR ? str_methods : o->t == V_DICT && !o->is_ns && !o->is_loop ? dict_methods
                              : o->t == V_LIST && !o->is_iter ? list_methods : NULL;
   if (!names) return NULL;
-  if ((o->t == V_DICT || o->t == V_LIST) && in_names(unsafe_methods, name)) return vundef(r);
   for (int i = 0; names[i]; i++)
     if (!strcmp(names[i], name)) { val *m = V(r, V_METHOD); m->self = o; m->name = names[i]; return m; }
   return NULL;
 }
 
+/* getattr(o, name) as jinja2's sandbox reads it: an attribute the sandbox refuses (one starting
+ * with '_', a method that mutates) is an undefined value whose use is an error naming it; else
+ * the Python attribute (a namespace's are its values), or NULL when o has none */
+static val *sandbox_attr(rctx *r, val *o, const char *name) {
+  int mutable_obj = (o->t == V_DICT && !o->is_ns && !o->is_loop) || (o->t == V_LIST && !o->is_iter);
+  if (py_private_attr(o, name) || (mutable_obj && in_names(unsafe_methods, name))) return vundef_why(r, U_UNSAFE, name, o, NULL);
+  if (o->t == V_DICT && o->is_ns) return dict_get_str(r, o, name, strlen(name));
+  return py_attr(r, o, name);
+}
+
 /* obj.name: the attribute first (a dict's `items` is the method even when it has an "items"
- * key), then the item; undefined when neither exists (None.x too) */
+ * key; a loop's attributes are its entries), then the item; undefined when neither exists (None.x
+ * too) */
 static val *get_attr(rctx *r, const expr *e, val *o, const char *name) {
-  if (o->t == V_UNDEF) rerr(r, e->line, e->col, "'%s' is undefined", e->a && e->a->k == E_NAME ? e->a->name : "value");
-  if (o->t == V_DICT && o->is_ns) { val *x = dict_get_str(r, o, name, strlen(name)); return x ? x : vundef(r); }
-  val *m = py_attr(r, o, name);
+  if (o->t == V_UNDEF) undefined_error(r, e->line, e->col, o, e->a);
+  val *m = sandbox_attr(r, o, name);
   if (m) return m;
-  if (o->t == V_DICT) { val *x = dict_get_str(r, o, name, strlen(name)); if (x) return x; }
-  return vundef(r);
+  if (o->t == V_DICT && !o->is_ns) { val *x = dict_get_str(r, o, name, strlen(name)); if (x) return x; }
+  return vundef_why(r, U_ATTR, name, o, NULL);
 }
 
 /* obj[key]: the item first, then (for a string key) the attribute; undefined when neither */
 static val *get_item(rctx *r, const expr *e, val *o, val *k) {
-  if (o->t == V_UNDEF) rerr(r, e->line, e->col, "'%s' is undefined", e->a && e->a->k == E_NAME ? e->a->name : "value");
+  if (o->t == V_UNDEF) undefined_error(r, e->line, e->col, o, e->a);
   if (o->t == V_DICT && hashable(k, 0)) {
     int i = dict_find(r, o, k);
     if (i >= 0) return o->items[i];
@@ -2368,8 +2563,11 @@ static val *get_item(rctx *r, const expr *e, val *o, val *k) {
     if (i < 0) i += n;
     if (i >= 0 && i < n) return off ? vstr(r, o->s + off[i], off[i + 1] - off[i]) : vstr(r, o->s + i, 1);
   }
-  if (k->t == V_STR && !(o->t == V_DICT && o->is_ns)) { val *m = py_attr(r, o, k->s); if (m) return m; }
-  return vundef(r);
+  if (k->t == V_STR) {
+    val *m = sandbox_attr(r, o, k->s);
+    return m ? m : vundef_why(r, U_ATTR, k->s, o, NULL);
+  }
+  return vundef_why(r, U_ITEM, NULL, o, k);
 }
 
 /* Python slice bounds for a sequence of n items (PySlice_AdjustIndices): *count items from
@@ -2775,13 +2973,13 @@ static val *f_unique(rctx *r, const expr *e, val *v, callargs *a) {
 static val *f_minmax(rctx *r, const expr *e, val *v, callargs *a, int want_max) {
   val *cs = arg(a, "case_sensitive", 0), *attr = arg(a, "attribute", 1);
   val *l = to_list(r, e->line, e->col, v);
-  if (!l->len) return vundef(r);
+  if (!l->len) return vundef_why(r, U_HINT, "No aggregated item, sequence was empty.", NULL, NULL);
   int best = 0;
   val *bk = sort_key(r, e, l->items[0], attr, cs && truthy(cs));
   for (int i = 1; i < l->len; i++) {
     val *k = sort_key(r, e, l->items[i], attr, cs && truthy(cs));
     int c = compare(r, k, bk, 0);
-    if (want_max ? c > 0 : c < 0) { best = i; bk = k; }
+    if (want_max ? c == 1 : c == -1) { best = i; bk = k; }
   }
   return l->items[best];
 }
@@ -2796,13 +2994,60 @@ static val *f_sum(rctx *r, const expr *e, val *v, callargs *a) {
   return acc;
 }
 
-/* Python int(str): optional sign, digits with single '_' between them, surrounding whitespace */
+/* The value of a Unicode decimal digit (category Nd), else -1. Unicode encodes every set of
+ * decimal digits as one run of ten code points from 0 to 9 (sets may follow one another, as the
+ * mathematical digits do, five sets in a row), so the value is the distance from the start of the
+ * run of Nd code points, modulo 10; runs are at most 50 long. */
+static int decimal_value(uint32_t cp) {
+  if (cp < 0x80) return cp >= '0' && cp <= '9' ? (int)(cp - '0') : -1;
+  if (utf8proc_category((utf8proc_int32_t)cp) != UTF8PROC_CATEGORY_ND) return -1;
+  uint32_t start = cp;
+  while (start > 0 && utf8proc_category((utf8proc_int32_t)(start - 1)) == UTF8PROC_CATEGORY_ND) start--;
+  return (int)((cp - start) % 10);
+}
+
+/* The text Python's int() and float() parse for a str: each Unicode decimal digit becomes its
+ * ASCII digit ('３' and '٣' are 3) and each whitespace character a space; any other non-ASCII
+ * character makes the number invalid ('?'), as in CPython's
+ * _PyUnicode_TransformDecimalAndSpaceToASCII. ASCII text is returned as it is. */
+static const char *py_number_text(rctx *r, const char *s, size_t n, size_t *out_n) {
+  size_t i = 0;
+  while (i < n && (unsigned char)s[i] < 0x80) i++;
+  *out_n = n;
+  if (i == n) return s;
+  char *o = ralloc(r, n + 1);
+  size_t k = 0;
+  for (i = 0; i < n;) {
+    uint32_t cp;
+    i += (size_t)oc_utf8_decode(s + i, n - i, &cp);
+    int d = decimal_value(cp);
+    o[k++] = cp < 0x80 ? (char)cp : d >= 0 ? (char)('0' + d) : is_ws_py(cp) ? ' ' : '?';
+  }
+  o[k] = 0;
+  *out_n = k;
+  return o;
+}
+
+/* Python int(str, base) on py_number_text's ASCII: surrounding whitespace, a sign, the prefix
+ * 0x / 0o / 0b (base 0 picks the base by it, and then forbids other leading zeros: "010"; base 16,
+ * 8 or 2 allows its own prefix), digits with single '_' between them (one '_' may follow a
+ * prefix). base is 0 or 2..36. 1: a number (*overflow when it does not fit 64 bits); 0: not one */
 static int parse_py_int(const char *s, size_t n, int base, long long *out, int *overflow) {
   size_t i = 0;
   while (i < n && is_ws_py((unsigned char)s[i])) i++;
   while (n > i && is_ws_py((unsigned char)s[n - 1])) n--;
   int neg = 0;
   if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+  char prefix = i + 1 < n && s[i] == '0' ? (char)tolower((unsigned char)s[i + 1]) : 0;
+  int zeros_only = 0; /* base 0 without a prefix: a leading zero allows only zeros ("00", "0_0") */
+  if (base == 0) {
+    base = prefix == 'x' ? 16 : prefix == 'o' ? 8 : prefix == 'b' ? 2 : 10;
+    zeros_only = base == 10 && i < n && s[i] == '0';
+  }
+  if ((base == 16 && prefix == 'x') || (base == 8 && prefix == 'o') || (base == 2 && prefix == 'b')) {
+    i += 2;
+    if (i < n && s[i] == '_') i++;
+  }
   unsigned long long v = 0;
   int nd = 0;
   *overflow = 0;
@@ -2814,13 +3059,14 @@ static int parse_py_int(const char *s, size_t n, int base, long long *out, int *
     else v = v * (unsigned)base + (unsigned)d;
     nd++;
   }
-  if (!nd) return 0;
+  if (!nd || (zeros_only && (v || *overflow))) return 0;
   if (v > (unsigned long long)LLONG_MAX + (unsigned long long)neg) *overflow = 1;
   *out = neg ? (long long)(0 - v) : (long long)v;
   return 1;
 }
 
-/* Python float(str): decimal, inf, nan (no hex, which strtod would take), '_' between digits */
+/* Python float(str) on py_number_text's ASCII: decimal, inf, nan (no hex, which strtod would
+ * take), '_' between digits */
 static int parse_py_float(const char *s, size_t n, double *out) {
   size_t i = 0;
   while (i < n && is_ws_py((unsigned char)s[i])) i++;
@@ -2831,7 +3077,7 @@ static int parse_py_float(const char *s, size_t n, double *out) {
   for (size_t q = i; q < n; q++) {
     char c = s[q];
     if (c == '_') { if (!k || !isdigit((unsigned char)buf[k - 1]) || q + 1 >= n || !isdigit((unsigned char)s[q + 1])) return 0; continue; }
-    if (c == 'x' || c == 'X' || c == 'p' || c == 'P') return 0;
+    if (!c || c == 'x' || c == 'X' || c == 'p' || c == 'P') return 0; /* (strtod would stop at a NUL) */
     buf[k++] = c;
   }
   buf[k] = 0;
@@ -2853,24 +3099,26 @@ static val *float_to_int(rctx *r, const expr *e, double d) {
   return vint(r, (long long)t);
 }
 
-/* jinja2's int filter: int(value), else int(float(value)), else the default */
+/* jinja2's int filter: int(value, base) for a str (int(value) otherwise), else int(float(value)),
+ * else the default. A base that is not an int, or not 0 or 2..36, makes Python raise the
+ * TypeError / ValueError jinja2 catches: the float conversion decides then. */
 static val *f_int(rctx *r, const expr *e, val *v, callargs *a) {
-  val *dflt = arg(a, "default", 0);
-  long long base = int_arg(r, e, arg(a, "base", 1), "base", 10);
-  if (base < 2 || base > 36) rerr(r, e->line, e->col, "int() base must be >= 2 and <= 36");
+  val *dflt = arg(a, "default", 0), *bv = arg(a, "base", 1);
   if (!dflt) dflt = vint(r, 0);
   if (is_int(v)) return vint(r, v->i);
   if (v->t == V_FLOAT) { val *x = float_to_int(r, e, v->f); return x ? x : dflt; }
-  if (v->t == V_STR) {
-    long long x;
-    int ovf;
-    if (parse_py_int(v->s, v->n, (int)base, &x, &ovf)) {
-      if (ovf) rerr(r, e->line, e->col, "integer %.40s does not fit in 64 bits", v->s);
-      return vint(r, x);
-    }
-    double d;
-    if (parse_py_float(v->s, v->n, &d)) { val *y = float_to_int(r, e, d); return y ? y : dflt; }
+  if (v->t != V_STR) return dflt;
+  long long base = !bv ? 10 : is_int(bv) ? bv->i : -1;
+  size_t n;
+  const char *s = py_number_text(r, v->s, v->n, &n);
+  long long x;
+  int ovf;
+  if ((base == 0 || (base >= 2 && base <= 36)) && parse_py_int(s, n, (int)base, &x, &ovf)) {
+    if (ovf) rerr(r, e->line, e->col, "integer %.40s does not fit in 64 bits", v->s);
+    return vint(r, x);
   }
+  double d;
+  if (parse_py_float(s, n, &d)) { val *y = float_to_int(r, e, d); return y ? y : dflt; }
   return dflt;
 }
 
@@ -2878,7 +3126,11 @@ static val *f_float(rctx *r, val *v, callargs *a) {
   val *dflt = arg(a, "default", 0);
   double d;
   if (num_of(v, &d)) return vfloat(r, d);
-  if (v->t == V_STR && parse_py_float(v->s, v->n, &d)) return vfloat(r, d);
+  if (v->t == V_STR) {
+    size_t n;
+    const char *s = py_number_text(r, v->s, v->n, &n);
+    if (parse_py_float(s, n, &d)) return vfloat(r, d);
+  }
   return dflt ? dflt : vfloat(r, 0.0);
 }
 
@@ -2988,13 +3240,13 @@ static val *filter_impl(rctx *r, const expr *e, const char *name, val *v, callar
   if (!strcmp(name, "list")) return list_copy(r, e->line, e->col, v);
   if (!strcmp(name, "first")) {
     val *l = to_list(r, e->line, e->col, v);
-    return l->len ? l->items[0] : vundef(r);
+    return l->len ? l->items[0] : vundef_why(r, U_HINT, "No first item, sequence was empty.", NULL, NULL);
   }
   if (!strcmp(name, "last")) {
     if (v->t == V_LIST && v->is_iter) rerr(r, e->line, e->col, "'generator' object is not reversible");
     if (v->t == V_DICT && !v->is_ns) rerr(r, e->line, e->col, "last of a mapping is not supported");
     val *l = to_list(r, e->line, e->col, v);
-    return l->len ? l->items[l->len - 1] : vundef(r);
+    return l->len ? l->items[l->len - 1] : vundef_why(r, U_HINT, "No last item, sequence was empty.", NULL, NULL);
   }
   if (!strcmp(name, "join")) return f_join(r, e, v, a);
   if (!strcmp(name, "map")) return f_map(r, e, v, a);
@@ -3032,12 +3284,11 @@ static val *filter_impl(rctx *r, const expr *e, const char *name, val *v, callar
   }
   if (!strcmp(name, "attr")) {
     if (!a0 || a0->t != V_STR) rerr(r, e->line, e->col, "attr needs an attribute name");
-    if (v->t == V_DICT && v->is_ns) { val *x = dict_get_str(r, v, a0->s, a0->n); return x ? x : vundef(r); }
-    val *m = py_attr(r, v, a0->s);
-    return m ? m : vundef(r);
+    val *m = sandbox_attr(r, v, a0->s); /* getattr only: a dict's keys are not attributes */
+    return m ? m : vundef_why(r, U_ATTR, a0->s, v, NULL);
   }
   if (in_names(unsupported_filters, name)) rerr_unsupported(r, e->line, e->col, "unsupported filter '%s'", name);
-  rerr(r, e->line, e->col, "no filter named '%s'", name);
+  rerr(r, e->line, e->col, "No filter named '%s' found.", name); /* jinja2's words when one runs */
 }
 
 static val *apply_filter(rctx *r, const expr *e, const char *name, val *v, callargs *a) {
@@ -3055,8 +3306,10 @@ static int cmp_op(rctx *r, int line, int col, int op, val *a, val *b) {
   case C_IN: return contains(r, line, col, b, a);
   case C_NOTIN: return !contains(r, line, col, b, a);
   }
-  if (a->t == V_UNDEF || b->t == V_UNDEF) rerr(r, line, col, "comparison with an undefined value");
+  if (a->t == V_UNDEF) undefined_error(r, line, col, a, NULL);
+  if (b->t == V_UNDEF) undefined_error(r, line, col, b, NULL);
   int c = compare(r, a, b, 0);
+  if (c == 2) return 0; /* unordered */
   switch (op) {
   case C_LE: return c <= 0;
   case C_GE: return c >= 0;
@@ -3113,7 +3366,7 @@ static int test_impl(rctx *r, const expr *e, const char *name, val *v, callargs 
       if (!a0) rerr(r, e->line, e->col, "test '%s' needs an argument", name);
       return cmp_op(r, e->line, e->col, cmps[i].op, v, a0);
     }
-  rerr(r, e->line, e->col, "no test named '%s'", name);
+  rerr(r, e->line, e->col, "No test named '%s' found.", name);
 }
 
 static int apply_test(rctx *r, const expr *e, const char *name, val *v, callargs *a) {
@@ -3170,10 +3423,8 @@ static val *arith(rctx *r, const expr *e, int op, val *a, val *b) {
     sb_add(r, &s, y->s, y->n);
     return sb_val(r, &s);
   }
-  if (a->t == V_UNDEF || b->t == V_UNDEF) {
-    const expr *u = a->t == V_UNDEF ? e->a : e->b;
-    rerr(r, e->line, e->col, "'%s' is undefined", u && u->k == E_NAME ? u->name : "value");
-  }
+  if (a->t == V_UNDEF) undefined_error(r, e->line, e->col, a, e->a);
+  if (b->t == V_UNDEF) undefined_error(r, e->line, e->col, b, e->b);
   if (op == '+' && a->t == V_STR && b->t == V_STR) {
     sbuf s = {0};
     sb_add(r, &s, a->s, a->n);
@@ -3246,7 +3497,7 @@ static val *eval(rctx *r, const expr *e, frame *f);
 static void exec_body(rctx *r, const body *b, frame *f);
 static val *capture(rctx *r, const body *b, frame *f);
 
-enum { F_RAISE = 1, F_NAMESPACE, F_RANGE, F_DICT, F_STRFTIME, F_CYCLER, F_JOINER, F_LIPSUM };
+enum { F_RAISE = 1, F_NAMESPACE, F_RANGE, F_DICT, F_STRFTIME, F_CYCLER, F_JOINER, F_LIPSUM, F_LOOP_CYCLE, F_LOOP_CHANGED };
 
 static callargs eval_args(rctx *r, const expr *e, frame *f) {
   callargs a = {0};
@@ -3278,7 +3529,7 @@ static val *call_macro(rctx *r, const expr *e, val *m, callargs *a) {
   frame_set(r, mf, "kwargs", kwargs);
   for (int i = 0; i < s->nparams; i++) {
     val *v = arg(a, s->params[i], i);
-    if (!v) v = s->defaults[i] ? eval(r, s->defaults[i], mf) : vundef(r);
+    if (!v) v = s->defaults[i] ? eval(r, s->defaults[i], mf) : vundef_why(r, U_PARAM, s->params[i], NULL, NULL);
     frame_set(r, mf, s->params[i], v);
   }
   return capture(r, &s->b, mf); /* a macro renders into its own buffer and returns the text */
@@ -3359,6 +3610,22 @@ static val *strftime_now(rctx *r, const expr *e, callargs *a) {
   return vstr(r, buf, len);
 }
 
+/* loop.cycle(*args): the argument for this iteration (index0 modulo their count);
+ * loop.changed(*args): whether the arguments differ from those of its last call in the loop */
+static val *loop_method(rctx *r, const expr *e, val *fn, callargs *a) {
+  if (a->nkw) rerr(r, e->line, e->col, "%s() got an unexpected keyword argument '%s'", fn->name, a->kwn[0]);
+  if (fn->fn == F_LOOP_CYCLE) {
+    if (!a->npos) rerr(r, e->line, e->col, "no items for cycling given");
+    return a->pos[dict_get_str(r, fn->self, "index0", 6)->i % a->npos];
+  }
+  val *args = vlist(r, 1), *last = fn->self;
+  for (int i = 0; i < a->npos; i++) list_push(r, args, a->pos[i]);
+  if (last->len && equal(r, last->items[0], args, 0)) return vbool(r, 0);
+  if (last->len) last->items[0] = args;
+  else list_push(r, last, args);
+  return vbool(r, 1);
+}
+
 static val *eval_call(rctx *r, const expr *e, frame *f) {
   val *fn = eval(r, e->a, f);
   callargs a = eval_args(r, e, f);
@@ -3374,24 +3641,25 @@ static val *eval_call(rctx *r, const expr *e, frame *f) {
     case F_NAMESPACE: case F_DICT: return make_dict(r, e, &a, fn->fn == F_NAMESPACE);
     case F_RANGE: return make_range(r, e, &a);
     case F_STRFTIME: return strftime_now(r, e, &a);
+    case F_LOOP_CYCLE: case F_LOOP_CHANGED: return loop_method(r, e, fn, &a);
     default: rerr_unsupported(r, e->line, e->col, "'%s' is not supported", fn->name);
     }
   }
-  if (fn->t == V_UNDEF) rerr(r, e->line, e->col, "'%s' is undefined", e->a->k == E_NAME ? e->a->name : "value");
+  if (fn->t == V_UNDEF) undefined_error(r, e->line, e->col, fn, e->a);
   rerr(r, e->line, e->col, "'%s' object is not callable", type_name(fn));
 }
 
 static val *eval_node(rctx *r, const expr *e, frame *f) {
   switch (e->k) {
   case E_LIT: return e->lit;
-  case E_NAME: { val *v = lookup(r, f, e->name); return v ? v : vundef(r); }
+  case E_NAME: { val *v = lookup(r, f, e->name); return v ? v : vundef_why(r, U_NAME, e->name, NULL, NULL); }
   case E_ATTR: return get_attr(r, e, eval(r, e->a, f), e->name);
   case E_ITEM: { val *o = eval(r, e->a, f); return get_item(r, e, o, eval(r, e->b, f)); }
   case E_SLICE: {
     val *o = eval(r, e->a, f);
     val *lo = e->b ? eval(r, e->b, f) : NULL, *hi = e->c ? eval(r, e->c, f) : NULL;
     val *st = e->args[0] ? eval(r, e->args[0], f) : NULL;
-    if (o->t == V_UNDEF) rerr(r, e->line, e->col, "'%s' is undefined", e->a->k == E_NAME ? e->a->name : "value");
+    if (o->t == V_UNDEF) undefined_error(r, e->line, e->col, o, e->a);
     return do_slice(r, o, lo, hi, st);
   }
   case E_CALL: return eval_call(r, e, f);
@@ -3403,7 +3671,7 @@ static val *eval_node(rctx *r, const expr *e, frame *f) {
   }
   case E_NEG: case E_POS: {
     val *v = eval(r, e->a, f);
-    if (v->t == V_UNDEF) rerr(r, e->line, e->col, "'%s' is undefined", e->a->k == E_NAME ? e->a->name : "value");
+    if (v->t == V_UNDEF) undefined_error(r, e->line, e->col, v, e->a);
     if (is_int(v)) {
       if (e->k == E_POS) return vint(r, v->i);
       if (v->i == LLONG_MIN) overflow(r, e, "unary -");
@@ -3425,7 +3693,13 @@ static val *eval_node(rctx *r, const expr *e, frame *f) {
     }
     return vbool(r, 1);
   }
-  case E_COND: return truthy(eval(r, e->b, f)) ? eval(r, e->a, f) : (e->c ? eval(r, e->c, f) : vundef(r));
+  case E_COND: {
+    if (truthy(eval(r, e->b, f))) return eval(r, e->a, f);
+    if (e->c) return eval(r, e->c, f);
+    val *u = vundef_why(r, U_COND, NULL, NULL, NULL);
+    u->u.line = e->line;
+    return u;
+  }
   case E_LIST: {
     val *l = vlist(r, e->op == 1);
     for (int i = 0; i < e->nargs; i++) list_push(r, l, eval(r, e->args[i], f));
@@ -3490,7 +3764,7 @@ static val *filter_text(rctx *r, const expr *chain, val *text, frame *f) {
 }
 
 static const char *const loop_keys[] = {"index", "index0", "revindex", "revindex0", "first", "last", "length", "previtem",
-                                        "nextitem", "depth", "depth0"};
+                                        "nextitem", "depth", "depth0", "cycle", "changed"};
 enum { N_LOOP_KEYS = sizeof loop_keys / sizeof *loop_keys };
 
 static void exec_for(rctx *r, const stmt *s, frame *f) {
@@ -3508,12 +3782,22 @@ static void exec_for(rctx *r, const stmt *s, frame *f) {
   int n = items->len;
   val **keys = ralloc(r, sizeof *keys * N_LOOP_KEYS);
   for (int i = 0; i < N_LOOP_KEYS; i++) keys[i] = vcstr(r, loop_keys[i]);
+  /* loop.changed(...) compares with the arguments of its last call in this loop (none yet) */
+  val *changed = V(r, V_FUNC);
+  changed->fn = F_LOOP_CHANGED;
+  changed->name = "loop.changed";
+  changed->self = vlist(r, 0);
   for (int k = 0; k < n; k++) {
     frame *lf = new_frame(r, f);
-    val *loop = V(r, V_DICT);
+    val *loop = V(r, V_DICT), *cycle = V(r, V_FUNC);
+    loop->is_loop = 1;
+    cycle->fn = F_LOOP_CYCLE;
+    cycle->name = "loop.cycle";
+    cycle->self = loop;
     val *vals[N_LOOP_KEYS] = {vint(r, k + 1), vint(r, k), vint(r, n - k), vint(r, n - k - 1), vbool(r, k == 0), vbool(r, k == n - 1),
-                              vint(r, n), k > 0 ? items->items[k - 1] : vundef(r), k + 1 < n ? items->items[k + 1] : vundef(r),
-                              vint(r, 1), vint(r, 0)};
+                              vint(r, n), k > 0 ? items->items[k - 1] : vundef_why(r, U_HINT, "there is no previous item", NULL, NULL),
+                              k + 1 < n ? items->items[k + 1] : vundef_why(r, U_HINT, "there is no next item", NULL, NULL),
+                              vint(r, 1), vint(r, 0), cycle, changed};
     loop->keys = keys; /* shared: loop objects are never modified */
     loop->items = ralloc(r, sizeof *loop->items * N_LOOP_KEYS);
     memcpy(loop->items, vals, sizeof vals);

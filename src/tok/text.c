@@ -175,11 +175,21 @@ int oc_is_punctuation(uint32_t c) {
   return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
 }
 
-int oc_str_replace(const char *s, size_t n, const char *from, const char *to, char **out, size_t *out_len) {
+int oc_str_replace(const char *s, size_t n, const char *from, const char *to, size_t max_out, char **out, size_t *out_len) {
   size_t fl = strlen(from), tl = strlen(to), cnt = 0;
-  if (fl == 0) { *out = strndup(s, n); *out_len = n; return *out ? 0 : -1; }
+  *out = NULL;
+  if (fl == 0) {
+    if (n > max_out) return OC_TEXT_TOO_LONG;
+    *out = strndup(s, n);
+    *out_len = n;
+    return *out ? 0 : -1;
+  }
   for (size_t i = 0; i + fl <= n;) { if (memcmp(s + i, from, fl) == 0) { cnt++; i += fl; } else i++; }
-  char *o = malloc(n + cnt * (tl > fl ? tl - fl : 0) + 1);
+  /* the length is known before anything is built: n + cnt * (tl - fl), checked for overflow */
+  size_t grow = tl > fl ? tl - fl : 0;
+  if (grow && cnt > (max_out - (n < max_out ? n : max_out)) / grow) return OC_TEXT_TOO_LONG;
+  if (n + cnt * grow > max_out) return OC_TEXT_TOO_LONG;
+  char *o = malloc(n + cnt * grow + 1);
   if (!o) return -1;
   size_t k = 0;
   for (size_t i = 0; i < n;) {
@@ -279,13 +289,16 @@ int oc_regex_search(const oc_regex *r, const char *s, size_t n, size_t from, siz
   return out;
 }
 
-int oc_regex_replace_all(const oc_regex *r, const char *s, size_t n, const char *repl, char **out, size_t *out_len) {
+int oc_regex_replace_all(const oc_regex *r, const char *s, size_t n, const char *repl, size_t max_out, char **out, size_t *out_len) {
   size_t rl = strlen(repl), cap = n + 16, k = 0, pos = 0, prev = 0, ms, me;
+  *out = NULL;
   char *o = malloc(cap);
   if (!o) return -1;
   int rc;
   while (pos <= n && (rc = oc_regex_search(r, s, n, pos, &ms, &me)) == 1) {
+    /* the output so far + this match's replacement + the rest of the text, each below n + max_out */
     size_t need = k + (ms - prev) + rl + (n - me) + 1;
+    if (rl > max_out || need - 1 > max_out) { free(o); return OC_TEXT_TOO_LONG; }
     if (need > cap) { cap = need * 2; char *no = realloc(o, cap); if (!no) { free(o); return -1; } o = no; }
     memcpy(o + k, s + prev, ms - prev);
     k += ms - prev;

@@ -21,8 +21,12 @@ int oc_is_numeric(uint32_t cp);     /* Nd, Nl, No */
 int oc_is_alnum(uint32_t cp);       /* letters and numbers */
 int oc_is_punctuation(uint32_t cp); /* ASCII punctuation or Unicode P* */
 
-/* literal replace of every occurrence of `from` (non-empty) */
-int oc_str_replace(const char *s, size_t n, const char *from, const char *to, char **out, size_t *out_len);
+/* What oc_str_replace and oc_regex_replace_all return when the result would be longer than
+ * max_out bytes (nothing is built; -1 is out of memory or a regex failure). */
+#define OC_TEXT_TOO_LONG (-2)
+/* literal replace of every occurrence of `from` (empty: the text unchanged); the result's length is
+ * computed first and bounded by max_out */
+int oc_str_replace(const char *s, size_t n, const char *from, const char *to, size_t max_out, char **out, size_t *out_len);
 
 typedef struct oc_regex oc_regex;
 oc_regex *oc_regex_new(const char *pattern, char *msg, size_t msg_size); /* Oniguruma, Ruby syntax, UTF-8 */
@@ -39,6 +43,8 @@ int oc_split_fast_kind(const char *pattern);
 size_t oc_split_fast_match(int kind, const char *s, size_t n, size_t p);
 int oc_regex_fast_kind(const oc_regex *re);
 void oc_regex_set_fast(oc_regex *re, int on);
-int oc_regex_replace_all(const oc_regex *re, const char *s, size_t n, const char *repl, char **out, size_t *out_len);
+/* every match (empty ones too) replaced by repl; OC_TEXT_TOO_LONG as soon as the result would pass
+ * max_out bytes */
+int oc_regex_replace_all(const oc_regex *re, const char *s, size_t n, const char *repl, size_t max_out, char **out, size_t *out_len);
 
 #endif

@@ -4,6 +4,7 @@
 #include "opencon/tokenizer.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <oniguruma.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -158,6 +159,7 @@ enum { PP_TEMPLATE, PP_BERT, PP_ROBERTA, PP_BYTELEVEL };
 
 typedef struct {
   int kind;
+  char *name;       /* "PATH: $.normalizer.normalizers[1] (Replace)": errors name the step */
   oc_regex *re;     /* REPLACE (regex or escaped literal), SPLIT */
   char *s1, *s2;    /* REPLACE content / PREPEND / METASPACE replacement / STRIP content / WORDPIECE prefix */
   int a, b, c;      /* flags: STRIP left,right; BYTELEVEL add_prefix_space,use_regex; SPLIT behavior,invert; ... */
@@ -244,6 +246,15 @@ typedef struct {
 
 #define P_S(v, i) ((v)->buf + (v)->p[i].off)
 
+/* the next capacity of an array of cap elements that must hold need: doubled, at most INT_MAX
+ * (-1 when need is past that) */
+static int grow_cap(int cap, int64_t need) {
+  if (need > INT_MAX) return -1;
+  int64_t nc = cap ? (int64_t)cap * 2 : 32;
+  while (nc < need) nc *= 2;
+  return nc > INT_MAX ? INT_MAX : (int)nc;
+}
+
 /* Append n bytes + a NUL to a growing byte buffer; *off receives where they start. */
 static int buf_append(char **buf, size_t *used, size_t *cap, const char *s, size_t n, size_t *off) {
   if (*used + n + 1 > *cap) {
@@ -262,8 +273,8 @@ static int buf_append(char **buf, size_t *used, size_t *cap, const char *s, size
 
 static int pieces_push(pieces *v, const char *s, size_t len, int32_t added, int at_origin) {
   if (v->n == v->cap) {
-    int nc = v->cap ? v->cap * 2 : 16;
-    piece *np = realloc(v->p, sizeof *np * (size_t)nc);
+    int nc = grow_cap(v->cap, (int64_t)v->n + 1);
+    piece *np = nc < 0 ? NULL : realloc(v->p, sizeof *np * (size_t)nc);
     if (!np) return -1;
     v->p = np;
     v->cap = nc;
@@ -285,44 +296,41 @@ enum { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
 
 typedef struct { size_t s, e; int m; } span;
 
-/* Split s[0..len) into out by match spans (covering the string), applying the behavior. */
+/* Split s[0..len) into out by match spans (covering the string), applying the behavior. The
+ * spans are rewritten in place (the kept ones never pass the one being read), not copied: a split
+ * of a long text holds one span array, 24 bytes a span. */
 static int split_spans(const char *ps, int at_origin, span *sp, int ns, int behavior, pieces *out) {
-  span *r = malloc(sizeof *r * (size_t)(ns ? ns : 1));
-  if (!r) return -1;
-  int nr = 0;
+  int first = 0, end = 0; /* the kept spans: sp[first..end) */
   if (behavior == B_REMOVED) {
-    for (int i = 0; i < ns; i++) if (!sp[i].m) r[nr++] = sp[i];
+    for (int i = 0; i < ns; i++) if (!sp[i].m) sp[end++] = sp[i];
   } else if (behavior == B_ISOLATED) {
-    for (int i = 0; i < ns; i++) r[nr++] = sp[i];
+    end = ns;
   } else if (behavior == B_MERGED_PREV) {
     int prev = 0;
     for (int i = 0; i < ns; i++) {
-      if (sp[i].m && !prev) {
-        if (nr) r[nr - 1].e = sp[i].e;
-        else r[nr++] = sp[i];
-      } else r[nr++] = sp[i];
-      prev = sp[i].m;
+      int m = sp[i].m;
+      if (m && !prev && end) sp[end - 1].e = sp[i].e;
+      else sp[end++] = sp[i];
+      prev = m;
     }
-  } else if (behavior == B_MERGED_NEXT) {
+  } else if (behavior == B_MERGED_NEXT) { /* from the end: kept spans fill sp from the back */
     int prev = 0;
+    first = end = ns;
     for (int i = ns - 1; i >= 0; i--) {
-      if (sp[i].m && !prev) {
-        if (nr) r[nr - 1].s = sp[i].s;
-        else r[nr++] = sp[i];
-      } else r[nr++] = sp[i];
-      prev = sp[i].m;
+      int m = sp[i].m;
+      if (m && !prev && first < ns) sp[first].s = sp[i].s;
+      else sp[--first] = sp[i];
+      prev = m;
     }
-    for (int i = 0; i < nr / 2; i++) { span t = r[i]; r[i] = r[nr - 1 - i]; r[nr - 1 - i] = t; }
   } else { /* contiguous */
     for (int i = 0; i < ns; i++) {
-      if (nr && r[nr - 1].m == sp[i].m) r[nr - 1].e = sp[i].e;
-      else r[nr++] = sp[i];
+      if (end && sp[end - 1].m == sp[i].m) sp[end - 1].e = sp[i].e;
+      else sp[end++] = sp[i];
     }
   }
   int rc = 0;
-  for (int i = 0; i < nr && !rc; i++)
-    if (r[i].e > r[i].s) rc = pieces_push(out, ps + r[i].s, r[i].e - r[i].s, -1, at_origin && r[i].s == 0);
-  free(r);
+  for (int i = first; i < end && !rc; i++)
+    if (sp[i].e > sp[i].s) rc = pieces_push(out, ps + sp[i].s, sp[i].e - sp[i].s, -1, at_origin && sp[i].s == 0);
   return rc;
 }
 
@@ -423,10 +431,28 @@ static char *byte_level_map(const unsigned char *src, size_t n, char *small, siz
   return b;
 }
 
+/* ------------------------------------------------------------------ growth limit */
+/* The most text the steps of a pipeline may make of n bytes: each normalizer's output (all
+ * segments of the text together), each pre-tokenizer's and each decoder's is at most
+ * OC_TOKENIZER_MAX_GROWTH * n + OC_TOKENIZER_GROWTH_SLACK bytes. Measured against the pipeline's
+ * input, not each step's, so that steps cannot compound; a step that would pass it stops
+ * (OC_TEXT_TOO_LONG) before building more. */
+static size_t growth_limit(size_t n) {
+  if (n > (SIZE_MAX - OC_TOKENIZER_GROWTH_SLACK) / OC_TOKENIZER_MAX_GROWTH) return SIZE_MAX;
+  return n * OC_TOKENIZER_MAX_GROWTH + OC_TOKENIZER_GROWTH_SLACK;
+}
+
+/* the error for a step that would pass growth_limit(n) (n: bytes of the text or of the tokens) */
+static int growth_error(oc_error *err, const step *st, const char *what, size_t n) {
+  return oc_fail(err, "%s: the text would grow past %zu bytes, the limit for %zu bytes of %s (%d times them + %d bytes)", st->name,
+                 growth_limit(n), n, what, OC_TOKENIZER_MAX_GROWTH, OC_TOKENIZER_GROWTH_SLACK);
+}
+
 /* ------------------------------------------------------------------ normalizers */
 /* *origin is cleared when the normalizer removes the text's first characters, so that the
- * first remaining character no longer sits at offset 0 of the original (Metaspace "first"). */
-static int apply_normalizer(const step *st, char **s, size_t *len, int *origin) {
+ * first remaining character no longer sits at offset 0 of the original (Metaspace "first").
+ * 0, -1 (out of memory, a regex failure) or OC_TEXT_TOO_LONG (the output would pass max_out). */
+static int apply_normalizer(const step *st, char **s, size_t *len, int *origin, size_t max_out) {
   char *out = NULL;
   size_t ol = 0;
   switch (st->kind) {
@@ -442,12 +468,14 @@ static int apply_normalizer(const step *st, char **s, size_t *len, int *origin) 
   case N_REPLACE: {
     size_t ms, me;
     if (!*st->s1 && oc_regex_search(st->re, *s, *len, 0, &ms, &me) == 1 && ms == 0 && me > 0) *origin = 0;
-    if (oc_regex_replace_all(st->re, *s, *len, st->s1, &out, &ol)) return -1;
+    int rc = oc_regex_replace_all(st->re, *s, *len, st->s1, max_out, &out, &ol);
+    if (rc) return rc;
     break;
   }
   case N_PREPEND:
     if (*len == 0) return 0;
     ol = strlen(st->s1) + *len;
+    if (ol > max_out) return OC_TEXT_TOO_LONG;
     out = malloc(ol + 1);
     if (!out) return -1;
     memcpy(out, st->s1, strlen(st->s1));
@@ -470,6 +498,7 @@ static int apply_normalizer(const step *st, char **s, size_t *len, int *origin) 
     if (!out) return -1;
     break;
   }
+  if (ol > max_out) { free(out); return OC_TEXT_TOO_LONG; } /* (Unicode normalization, lowercase: at most 11x) */
   free(*s);
   *s = out;
   *len = ol;
@@ -481,10 +510,14 @@ static int pred_digit(uint32_t cp) { return oc_is_numeric(cp); }
 static int pred_punct(uint32_t cp) { return oc_is_punctuation(cp); }
 static int pred_space(uint32_t cp) { return oc_is_whitespace(cp); }
 
-static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, pieces *out) {
+/* One pre-tokenizer over every piece: 0, -1 (out of memory, a regex failure) or OC_TEXT_TOO_LONG
+ * (the pieces' text would pass max_out bytes) */
+static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, pieces *out, size_t max_out) {
   pieces parts = {0}; /* ByteLevel scratch, reused across pieces */
   int result = 0;
   for (int i = 0; i < in->n && !result; i++) {
+    size_t out_text = out->used - (size_t)out->n; /* the pieces' bytes without their NULs */
+    if (out_text > max_out) { result = OC_TEXT_TOO_LONG; break; }
     const piece *p = &in->p[i];
     const char *ps = P_S(in, i);
     if (p->added >= 0) { if (pieces_push(out, ps, p->len, p->added, p->at_origin)) result = -1; continue; }
@@ -521,7 +554,8 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
     case P_METASPACE: {
       size_t rl = strlen(st->s1), nl;
       char *r;
-      if (oc_str_replace(ps, p->len, " ", st->s1, &r, &nl)) { result = -1; break; }
+      int src = oc_str_replace(ps, p->len, " ", st->s1, max_out - out_text, &r, &nl);
+      if (src) { result = src; break; }
       int prepend = (st->a == 0 || (st->a == 1 && p->at_origin)) && !(nl >= rl && memcmp(r, st->s1, rl) == 0);
       if (prepend) {
         char *r2 = malloc(nl + rl + 1);
@@ -544,6 +578,7 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
     }
     if (rc) result = -1;
   }
+  if (!result && out->used - (size_t)out->n > max_out) result = OC_TEXT_TOO_LONG;
   pieces_free(&parts);
   return result;
 }
@@ -556,10 +591,9 @@ typedef struct {
 
 /* append x[0..k) (growing by doubling) */
 static int ivec_append(ivec *v, const int32_t *x, int k) {
-  if (v->n + k > v->cap) {
-    int nc = v->cap ? v->cap * 2 : 32;
-    while (nc < v->n + k) nc *= 2;
-    int32_t *nv = realloc(v->v, sizeof *nv * (size_t)nc);
+  if ((int64_t)v->n + k > v->cap) {
+    int nc = grow_cap(v->cap, (int64_t)v->n + k); /* (more than INT_MAX ids: an error) */
+    int32_t *nv = nc < 0 ? NULL : realloc(v->v, sizeof *nv * (size_t)nc);
     if (!nv) return -1;
     v->v = nv;
     v->cap = nc;
@@ -616,11 +650,15 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
   }
   if (pending_unk && ivec_push(&sym, t->unk_id)) goto oom;
   /* merge: repeatedly the lowest-ranked adjacent pair, leftmost first (as the Rust library's
-   * priority queue). Symbols form a linked list; heap entries are checked for staleness. */
+   * priority queue). Symbols form a linked list; a heap entry is (rank, position of the left
+   * symbol), and it is stale when the pair now at that position is not the merge of that rank (a
+   * rank names one pair of the merges list). 8 bytes an entry: a SentencePiece-style tokenizer
+   * (Gemma) merges a whole line as one word, 2 entries per character at most. */
   if (sym.n > 1) {
     int n = sym.n;
+    if (n > (INT_MAX - 4) / 2) goto oom;
     int32_t *prev = malloc(sizeof(int32_t) * 2 * (size_t)n);
-    typedef struct { int32_t rank, pos, left, right, mid; } hent;
+    typedef struct { int32_t rank, pos; } hent;
     hent *heap = malloc(sizeof(hent) * (size_t)(2 * n + 4));
     if (!prev || !heap) { free(prev); free(heap); goto oom; }
     int32_t *next = prev + n;
@@ -630,7 +668,7 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
     for (int k = 0; k < n; k++) { prev[k] = k - 1; next[k] = k + 1 < n ? k + 1 : -1; }
     for (int k = 0; k + 1 < n; k++) {
       int32_t r, id;
-      if (pmap_get(&t->merges, sym.v[k], sym.v[k + 1], &r, &id)) HPUSH(((hent){r, k, sym.v[k], sym.v[k + 1], id}));
+      if (pmap_get(&t->merges, sym.v[k], sym.v[k + 1], &r, &id)) HPUSH(((hent){r, k}));
     }
     while (hn > 0) {
       hent top = heap[0];
@@ -646,14 +684,15 @@ static int bpe_word(const oc_tokenizer *t, const char *w, size_t len, ivec *out)
       }
       if (hn > 0) heap[i] = last;
       int l = top.pos, r = next[l];
-      if (sym.v[l] == -1 || r < 0 || sym.v[l] != top.left || sym.v[r] != top.right) continue; /* stale */
-      sym.v[l] = top.mid;
+      int32_t rank, mid;
+      if (sym.v[l] == -1 || r < 0 || !pmap_get(&t->merges, sym.v[l], sym.v[r], &rank, &mid) || rank != top.rank) continue; /* stale */
+      sym.v[l] = mid;
       sym.v[r] = -1;
       next[l] = next[r];
       if (next[r] >= 0) prev[next[r]] = l;
       int32_t rr, id;
-      if (prev[l] >= 0 && pmap_get(&t->merges, sym.v[prev[l]], sym.v[l], &rr, &id)) HPUSH(((hent){rr, prev[l], sym.v[prev[l]], sym.v[l], id}));
-      if (next[l] >= 0 && pmap_get(&t->merges, sym.v[l], sym.v[next[l]], &rr, &id)) HPUSH(((hent){rr, l, sym.v[l], sym.v[next[l]], id}));
+      if (prev[l] >= 0 && pmap_get(&t->merges, sym.v[prev[l]], sym.v[l], &rr, &id)) HPUSH(((hent){rr, prev[l]}));
+      if (next[l] >= 0 && pmap_get(&t->merges, sym.v[l], sym.v[next[l]], &rr, &id)) HPUSH(((hent){rr, l}));
     }
 #undef HPUSH
 #undef HLESS
@@ -832,33 +871,39 @@ static int split_added(const oc_tokenizer *t, const char *ps, size_t plen, int a
 }
 
 /* ------------------------------------------------------------------ encode */
-/* strings with explicit lengths (decoded text may hold NUL characters), stored back to back
- * in one buffer; SV(v, i) is valid until the next push */
+/* Strings stored back to back in one buffer, each followed by a NUL: string i starts at off[i]
+ * and ends one byte before the next one starts (or before `used`), so its length needs no array
+ * of its own and may count NUL characters (decoded text can hold them). SV(v, i) is valid until
+ * the next push. */
 typedef struct {
-  size_t *off, *l;
+  size_t *off;
   int n, cap;
   char *buf;
   size_t used, bcap;
 } svec;
 
 #define SV(v, i) ((v)->buf + (v)->off[i])
+static size_t SVL(const svec *v, int i) { return (i + 1 < v->n ? v->off[i + 1] : v->used) - v->off[i] - 1; }
 
 static int svec_push_n(svec *v, const char *s, size_t n) {
   if (v->n == v->cap) {
-    int nc = v->cap ? v->cap * 2 : 32;
-    size_t *no = realloc(v->off, sizeof *no * (size_t)nc);
+    int nc = grow_cap(v->cap, (int64_t)v->n + 1);
+    size_t *no = nc < 0 ? NULL : realloc(v->off, sizeof *no * (size_t)nc);
     if (!no) return -1;
     v->off = no;
-    size_t *nl = realloc(v->l, sizeof *nl * (size_t)nc);
-    if (!nl) return -1;
-    v->l = nl;
     v->cap = nc;
   }
   if (buf_append(&v->buf, &v->used, &v->bcap, s, n, &v->off[v->n])) return -1;
-  v->l[v->n++] = n;
+  v->n++;
   return 0;
 }
-static void svec_free(svec *v) { free(v->off); free(v->l); free(v->buf); memset(v, 0, sizeof *v); }
+/* keep the first n strings */
+static void svec_truncate(svec *v, int n) {
+  if (n >= v->n) return;
+  v->used = v->off[n];
+  v->n = n;
+}
+static void svec_free(svec *v) { free(v->off); free(v->buf); memset(v, 0, sizeof *v); }
 
 
 /* One pre-token through the model (word cache first), appending ids (and token strings). */
@@ -918,6 +963,9 @@ static int encode_bytelevel(const oc_tokenizer *t, const char *s, size_t n, ivec
 static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec *ids, svec *toks, oc_error *err) {
   if (!oc_utf8_valid(text, len)) return oc_fail(err, "text is not valid UTF-8");
   pieces raw = {0}, segs = {0}, cur = {0}, nxt = {0};
+  const size_t limit = growth_limit(len);
+  size_t normalized = 0; /* bytes the normalizers made of the segments before the current one */
+  const step *grew = NULL;
   int rc = split_added(t, text, len, 1, 0, &raw);
   for (int i = 0; i < raw.n && !rc; i++) {
     const char *rs = P_S(&raw, i);
@@ -929,20 +977,26 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
     if (!s) { rc = -1; break; }
     memcpy(s, rs, sl);
     s[sl] = 0;
-    for (int k = 0; k < t->n_norm && !rc; k++) rc = apply_normalizer(&t->norm[k], &s, &sl, &origin);
+    for (int k = 0; k < t->n_norm && !rc; k++)
+      if ((rc = apply_normalizer(&t->norm[k], &s, &sl, &origin, limit - normalized)) == OC_TEXT_TOO_LONG) grew = &t->norm[k];
+    normalized += rc ? 0 : sl;
     if (!rc) rc = split_added(t, s, sl, origin, 1, &segs);
     free(s);
   }
   pieces_free(&raw);
-  if (rc) { pieces_free(&segs); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory or normalizer failure"); }
+  if (rc) {
+    pieces_free(&segs);
+    return grew ? growth_error(err, grew, "text", len) : oc_fail_code(err, OC_ERR_NOMEM, "out of memory or normalizer failure");
+  }
   cur = segs;
   if (!t->fused_re || !t->fast_paths)
     for (int k = 0; k < t->n_pre && !rc; k++) {
       memset(&nxt, 0, sizeof nxt);
-      rc = apply_pretok(t, &t->pre[k], &cur, &nxt);
+      if ((rc = apply_pretok(t, &t->pre[k], &cur, &nxt, limit)) == OC_TEXT_TOO_LONG) grew = &t->pre[k];
       pieces_free(&cur);
       cur = nxt;
     }
+  if (grew) { pieces_free(&cur); return growth_error(err, grew, "text", len); }
   for (int i = 0; i < cur.n && !rc; i++) {
     const char *cs = P_S(&cur, i);
     if (cur.p[i].added >= 0) rc = ivec_push(ids, cur.p[i].added) || (toks && svec_push_n(toks, cs, cur.p[i].len));
@@ -973,97 +1027,167 @@ int oc_tokenizer_encode(const oc_tokenizer *t, const char *text, const char *tex
   return oc_tokenizer_encode_n(t, text, strlen(text), text_pair, text_pair ? strlen(text_pair) : 0, add_special, max_length, out, err);
 }
 
+/* The longest_first truncation of the Rust library: how many ids of each sequence stay (*n1, *n2)
+ * within max_length, counting the special tokens the post-processor will add */
+static void truncate_lengths(const oc_tokenizer *t, int pair, int add_special, int max_length, int *n1, int *n2) {
+  int budget = max_length - (add_special ? n_added_specials(t, pair) : 0);
+  if (budget < 0) budget = 0;
+  if (!pair) { if (*n1 > budget) *n1 = budget; return; }
+  int a = *n1, b = *n2;
+  if ((int64_t)a + b <= budget) return;
+  /* the shorter keeps what it can, else both get half, the longer one the odd token */
+  int swap = a > b;
+  if (swap) { int x = a; a = b; b = x; }
+  const int shorter = a;
+  b = a > budget ? a : (a > budget - a ? a : budget - a);
+  if ((int64_t)a + b > budget) { a = budget / 2; b = a + budget % 2; }
+  /* Measured on the Rust library (tokenizers 0.23.2, every a, b <= 9, budget <= 9): when even the
+   * shorter sequence alone reaches max_length, the odd token stays with the second sequence
+   * instead of going back to the longer one. */
+  if (swap && shorter < max_length) { int x = a; a = b; b = x; }
+  if (*n1 > a) *n1 = a;
+  if (*n2 > b) *n2 = b;
+}
+
+/* One part of an encoding's layout: special-token ids the post-processor adds, or sequence A / B. */
+typedef struct {
+  const int32_t *ids; /* the special ids; NULL: a sequence */
+  int n, seq, type_id;
+} layout_part;
+
+/* The layout the post-processor gives an encoding of na (+ nb) ids; *np parts into parts (room for
+ * the template's items + 6). The last non-ByteLevel processor decides (ByteLevel only trims offsets);
+ * a template sets type ids even without special tokens, as in Rust. */
+static void post_layout(const oc_tokenizer *t, int pair, int add_special, int na, int nb, layout_part *parts, int *np) {
+  const post_step *tp = NULL;
+  for (int i = 0; i < t->n_post; i++) if (t->post[i].kind != PP_BYTELEVEL) tp = &t->post[i];
+  int k = 0;
+#define PART(ids_, n_, seq_, ty_) (parts[k++] = (layout_part){(ids_), (n_), (seq_), (ty_)})
+  if (tp && tp->kind == PP_TEMPLATE) {
+    const tmpl_item *it = pair ? tp->pair : tp->single;
+    int ni = pair ? tp->n_pair : tp->n_single;
+    for (int i = 0; i < ni; i++)
+      if (!it[i].is_special) PART(NULL, it[i].seq ? nb : na, it[i].seq, it[i].type_id);
+      else if (add_special) PART(it[i].ids, it[i].n_ids, 0, it[i].type_id);
+  } else if (tp && add_special) { /* BERT / RoBERTa */
+    PART(&tp->cls_id, 1, 0, 0);
+    PART(NULL, na, 0, 0);
+    PART(&tp->sep_id, 1, 0, 0);
+    if (pair) {
+      int ty = tp->kind == PP_BERT ? 1 : 0;
+      if (tp->kind == PP_ROBERTA) PART(&tp->sep_id, 1, 0, 0);
+      PART(NULL, nb, 1, ty);
+      PART(&tp->sep_id, 1, 0, ty);
+    }
+  } else {
+    PART(NULL, na, 0, 0);
+    if (pair) PART(NULL, nb, 1, tp && tp->kind == PP_ROBERTA ? 0 : 1);
+  }
+#undef PART
+  *np = k;
+}
+
+/* Lay the encoding out in place, without copying the text's ids and token strings again (a
+ * 32 MB text of 23M tokens took 1.1 GB here when they were copied into new arrays): A's id array
+ * grows to the whole encoding and A's ids move to where the layout puts them first; B's ids and
+ * the special ids are written around them. With tokens, A's string offsets get the same treatment,
+ * B's strings and the special tokens' are appended to A's buffer, which becomes the encoding's
+ * blob, and the offsets turn into pointers into it where they lie. */
+static int lay_out(const oc_tokenizer *t, const layout_part *parts, int np, ivec *a, const ivec *b, svec *ta, const svec *tb,
+                   int want_tokens, oc_encoding *out, oc_error *err) {
+  int64_t total = 0;
+  int posa = -1;
+  for (int i = 0; i < np; i++) {
+    if (!parts[i].ids && !parts[i].seq && posa < 0) posa = (int)total;
+    total += parts[i].n;
+  }
+  if (total > INT_MAX) return oc_fail(err, "the encoding would have %lld tokens, more than %d", (long long)total, INT_MAX);
+  const int n = (int)total;
+  const size_t cells = n ? (size_t)n : 1;
+  int32_t *ids = realloc(a->v, sizeof *ids * cells), *types = malloc(sizeof *types * cells);
+  if (ids) { a->v = ids; a->cap = (int)cells; }
+  size_t *offs = NULL;
+  if (ids && want_tokens && (offs = realloc(ta->off, sizeof *offs * cells))) { ta->off = offs; ta->cap = (int)cells; }
+  size_t bbase = 0;
+  if (!ids || !types || (want_tokens && (!offs || buf_append(&ta->buf, &ta->used, &ta->bcap, tb->buf ? tb->buf : "", tb->used, &bbase)))) {
+    free(types);
+    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  }
+  if (posa > 0) {
+    memmove(ids + posa, ids, sizeof *ids * (size_t)a->n);
+    if (want_tokens) memmove(offs + posa, offs, sizeof *offs * (size_t)a->n);
+  }
+  int pos = 0;
+  for (int i = 0; i < np; pos += parts[i++].n) {
+    const layout_part *p = &parts[i];
+    for (int j = 0; j < p->n; j++) types[pos + j] = p->type_id;
+    if (p->ids) {
+      memcpy(ids + pos, p->ids, sizeof *ids * (size_t)p->n);
+      for (int j = 0; want_tokens && j < p->n; j++) {
+        const char *ts = oc_tokenizer_id_to_token(t, p->ids[j]);
+        if (buf_append(&ta->buf, &ta->used, &ta->bcap, ts ? ts : "", ts ? t->id_len[p->ids[j]] : 0, &offs[pos + j])) {
+          free(types);
+          return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+        }
+      }
+    } else if (p->seq) {
+      if (p->n) memcpy(ids + pos, b->v, sizeof *ids * (size_t)p->n);
+      for (int j = 0; want_tokens && j < p->n; j++) offs[pos + j] = bbase + tb->off[j];
+    } else if (pos != posa) { /* sequence A a second time */
+      memcpy(ids + pos, ids + posa, sizeof *ids * (size_t)p->n);
+      if (want_tokens) memcpy(offs + pos, offs + posa, sizeof *offs * (size_t)p->n);
+    }
+  }
+  out->ids = ids;
+  out->type_ids = types;
+  out->n = n;
+  a->v = NULL;
+  if (!want_tokens) return 0;
+  /* offsets -> pointers, in the same cells (copied through memcpy: a cell holds a size_t, then a char *) */
+  _Static_assert(sizeof(size_t) == sizeof(char *), "token offsets and pointers share their cells");
+  for (int i = 0; i < n; i++) {
+    size_t o;
+    memcpy(&o, &offs[i], sizeof o);
+    char *ptr = ta->buf + o;
+    memcpy(&offs[i], &ptr, sizeof ptr);
+  }
+  out->tokens = (char **)(void *)offs;
+  out->tok_blob = ta->buf;
+  ta->off = NULL;
+  ta->buf = NULL;
+  return 0;
+}
+
 /* want_tokens = 0: ids and type ids only (out->tokens stays NULL) */
 static int encode_impl(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
                        int add_special, int max_length, int want_tokens, oc_encoding *out, oc_error *err) {
   memset(out, 0, sizeof *out);
-  ivec a = {0}, b = {0}, ids = {0}, types = {0};
-  svec ta = {0}, tb = {0}, toks = {0};
+  ivec a = {0}, b = {0};
+  svec ta = {0}, tb = {0};
   svec *pta = want_tokens ? &ta : NULL, *ptb = want_tokens ? &tb : NULL;
-  int rc = 0;
+  int rc = -1, pair = text_pair != NULL;
+  layout_part *parts = NULL;
   err->msg[0] = 0;
-  if (encode_one(t, text, len, &a, pta, err) || (text_pair && encode_one(t, text_pair, pair_len, &b, ptb, err))) { rc = -1; goto done; }
+  if (encode_one(t, text, len, &a, pta, err) || (pair && encode_one(t, text_pair, pair_len, &b, ptb, err))) goto done;
   if (max_length > 0) {
-    int budget = max_length - (add_special ? n_added_specials(t, text_pair != NULL) : 0);
-    if (budget < 0) budget = 0;
-    int n1 = a.n, n2 = b.n;
-    if (!text_pair) n1 = budget;
-    else if (n1 + n2 > budget) {
-      /* the Rust library's longest_first: the shorter keeps what it can, else both get half,
-       * the longer one the odd token */
-      int swap = n1 > n2;
-      if (swap) { int x = n1; n1 = n2; n2 = x; }
-      const int shorter = n1;
-      n2 = n1 > budget ? n1 : (n1 > budget - n1 ? n1 : budget - n1);
-      if (n1 + n2 > budget) { n1 = budget / 2; n2 = n1 + budget % 2; }
-      /* Measured on the Rust library (tokenizers 0.23.2, every a, b <= 9, budget <= 9): when
-       * even the shorter sequence alone reaches max_length, the odd token stays with the
-       * second sequence instead of going back to the longer one. */
-      if (swap && shorter < max_length) { int x = n1; n1 = n2; n2 = x; }
-    }
-    if (a.n > n1) a.n = n1;
-    if (b.n > n2) b.n = n2;
-    if (ta.n > n1) ta.n = n1;
-    if (tb.n > n2) tb.n = n2;
+    truncate_lengths(t, pair, add_special, max_length, &a.n, &b.n);
+    svec_truncate(&ta, a.n);
+    svec_truncate(&tb, b.n);
   }
-  /* post-processing: the last non-ByteLevel processor decides the layout (ByteLevel only trims offsets) */
-  const post_step *tp = NULL;
-  for (int i = 0; i < t->n_post; i++) if (t->post[i].kind != PP_BYTELEVEL) tp = &t->post[i];
-#define ADD(id, ty, tok) do { if (ivec_push(&ids, (id)) || ivec_push(&types, (ty)) || (want_tokens && svec_push_n(&toks, (tok), strlen(tok)))) rc = -1; } while (0)
-#define ADD_SEQ(iv_, tv_, ty_) for (int j_ = 0; j_ < (iv_).n; j_++) ADD((iv_).v[j_], (ty_), want_tokens ? SV(&(tv_), j_) : "")
-  if (tp && tp->kind == PP_TEMPLATE) {
-    /* the template sets type ids even without special tokens */
-    const tmpl_item *it = text_pair ? tp->pair : tp->single;
-    int ni = text_pair ? tp->n_pair : tp->n_single;
-    for (int k = 0; k < ni; k++) {
-      if (it[k].is_special) {
-        if (add_special)
-          for (int j = 0; j < it[k].n_ids; j++) { const char *ts = oc_tokenizer_id_to_token(t, it[k].ids[j]); ADD(it[k].ids[j], it[k].type_id, ts ? ts : ""); }
-      } else if (it[k].seq) ADD_SEQ(b, tb, it[k].type_id);
-      else ADD_SEQ(a, ta, it[k].type_id);
-    }
-  } else if (tp && add_special) { /* BERT / RoBERTa */
-    const char *cls = oc_tokenizer_id_to_token(t, tp->cls_id), *sep = oc_tokenizer_id_to_token(t, tp->sep_id);
-    cls = cls ? cls : "";
-    sep = sep ? sep : "";
-    ADD(tp->cls_id, 0, cls);
-    ADD_SEQ(a, ta, 0);
-    ADD(tp->sep_id, 0, sep);
-    if (text_pair) {
-      int ty = tp->kind == PP_BERT ? 1 : 0;
-      if (tp->kind == PP_ROBERTA) ADD(tp->sep_id, 0, sep);
-      ADD_SEQ(b, tb, ty);
-      ADD(tp->sep_id, ty, sep);
-    }
-  } else {
-    ADD_SEQ(a, ta, 0);
-    if (text_pair) ADD_SEQ(b, tb, tp && tp->kind == PP_ROBERTA ? 0 : 1);
-  }
-#undef ADD
-#undef ADD_SEQ
+  int max_parts = 6; /* RoBERTa: <s> A </s> </s> B </s> */
+  for (int i = 0; i < t->n_post; i++) max_parts += t->post[i].n_single + t->post[i].n_pair;
+  if (!(parts = malloc(sizeof *parts * (size_t)max_parts))) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  int np;
+  post_layout(t, pair, add_special, a.n, b.n, parts, &np);
+  rc = lay_out(t, parts, np, &a, &b, &ta, &tb, want_tokens, out, err);
 done:
+  free(parts);
   free(a.v);
   free(b.v);
   svec_free(&ta);
   svec_free(&tb);
-  if (rc) {
-    free(ids.v);
-    free(types.v);
-    svec_free(&toks);
-    return err->msg[0] ? -1 : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  }
-  out->ids = ids.v;
-  out->type_ids = types.v;
-  out->n = ids.n;
-  if (!want_tokens) return 0;
-  /* tokens point into one blob owned by the encoding */
-  out->tokens = calloc((size_t)(toks.n ? toks.n : 1), sizeof *out->tokens);
-  if (!out->tokens) { svec_free(&toks); oc_encoding_free(out); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
-  out->tok_blob = toks.buf ? toks.buf : NULL;
-  for (int i = 0; i < toks.n; i++) out->tokens[i] = toks.buf + toks.off[i];
-  toks.buf = NULL;
-  svec_free(&toks);
-  return 0;
+  if (rc && !err->msg[0]) oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  return rc ? -1 : 0;
 }
 
 int oc_tokenizer_encode_n(const oc_tokenizer *t, const char *text, size_t len, const char *text_pair, size_t pair_len,
@@ -1107,7 +1231,7 @@ static char *cleanup_tokenization(const char *s, size_t n, size_t *out_len) {
   for (size_t k = 0; k < sizeof from / sizeof *from; k++) {
     char *nx;
     size_t nl;
-    if (oc_str_replace(cur, cl, from[k], to[k], &nx, &nl)) { free(cur); return NULL; }
+    if (oc_str_replace(cur, cl, from[k], to[k], SIZE_MAX, &nx, &nl)) { free(cur); return NULL; } /* (never longer) */
     free(cur);
     cur = nx;
     cl = nl;
@@ -1116,7 +1240,9 @@ static char *cleanup_tokenization(const char *s, size_t n, size_t *out_len) {
   return cur;
 }
 
-static int apply_decoder(const step *st, svec *in, svec *out) {
+/* One decoder over the token strings: 0, -1 (out of memory) or OC_TEXT_TOO_LONG (its output
+ * would pass max_out bytes) */
+static int apply_decoder(const step *st, svec *in, svec *out, size_t max_out) {
   int rc = 0;
   switch (st->kind) {
   case D_BYTELEVEL: {
@@ -1125,7 +1251,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     if (!bytes) return -1;
     for (int i = 0; i < in->n; i++) {
       const char *s = SV(in, i);
-      size_t sl = in->l[i], start = n;
+      size_t sl = SVL(in, i), start = n;
       int ok = 1;
       for (size_t k = 0; k < sl;) {
         uint32_t cp;
@@ -1154,7 +1280,9 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     for (int i = 0; i < in->n && !rc; i++) {
       char *r;
       size_t rl;
-      if (oc_str_replace(SV(in, i), in->l[i], st->s1, st->s2, &r, &rl)) return -1;
+      size_t out_text = out->used - (size_t)out->n; /* the strings' bytes without their NULs */
+      int src = out_text > max_out ? OC_TEXT_TOO_LONG : oc_str_replace(SV(in, i), SVL(in, i), st->s1, st->s2, max_out - out_text, &r, &rl);
+      if (src) return src;
       rc = svec_push_n(out, r, rl);
       free(r);
     }
@@ -1164,7 +1292,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     size_t rn = 0;
     for (int i = 0; i <= in->n && !rc; i++) {
       unsigned b;
-      if (i < in->n && in->l[i] == 6 && byte_token(SV(in, i), &b) && rn < sizeof run) { run[rn++] = (char)b; continue; }
+      if (i < in->n && SVL(in, i) == 6 && byte_token(SV(in, i), &b) && rn < sizeof run) { run[rn++] = (char)b; continue; }
       if (rn) {
         if (oc_utf8_valid(run, rn)) rc = svec_push_n(out, run, rn);
         else {
@@ -1178,18 +1306,18 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
       }
       if (i < in->n && !rc) {
         if (byte_token(SV(in, i), &b)) { run[rn++] = (char)b; continue; }
-        rc = svec_push_n(out, SV(in, i), in->l[i]);
+        rc = svec_push_n(out, SV(in, i), SVL(in, i));
       }
     }
     break;
   }
   case D_FUSE: {
     size_t tot = 0;
-    for (int i = 0; i < in->n; i++) tot += in->l[i];
+    for (int i = 0; i < in->n; i++) tot += SVL(in, i);
     char *j = malloc(tot + 1);
     if (!j) return -1;
     size_t k = 0;
-    for (int i = 0; i < in->n; i++) { memcpy(j + k, SV(in, i), in->l[i]); k += in->l[i]; }
+    for (int i = 0; i < in->n; i++) { memcpy(j + k, SV(in, i), SVL(in, i)); k += SVL(in, i); }
     rc = svec_push_n(out, j, k);
     free(j);
     break;
@@ -1197,7 +1325,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
   case D_STRIP:
     for (int i = 0; i < in->n && !rc; i++) {
       const char *s = SV(in, i);
-      size_t sl = in->l[i], cl = strlen(st->s1), a = 0, e = sl;
+      size_t sl = SVL(in, i), cl = strlen(st->s1), a = 0, e = sl;
       for (int k = 0; k < st->a && cl && a + cl <= e && memcmp(s + a, st->s1, cl) == 0; k++) a += cl;
       for (int k = 0; k < st->b && cl && e >= a + cl && memcmp(s + e - cl, st->s1, cl) == 0; k++) e -= cl;
       rc = svec_push_n(out, s + a, e - a);
@@ -1207,7 +1335,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     for (int i = 0; i < in->n && !rc; i++) {
       char *r;
       size_t rl;
-      if (oc_str_replace(SV(in, i), in->l[i], st->s1, " ", &r, &rl)) return -1;
+      if (oc_str_replace(SV(in, i), SVL(in, i), st->s1, " ", SIZE_MAX, &r, &rl)) return -1; /* (never longer) */
       size_t off = (i == 0 && st->a != 2 && rl && r[0] == ' ') ? 1 : 0;
       rc = svec_push_n(out, r + off, rl - off);
       free(r);
@@ -1217,7 +1345,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     for (int i = 0; i < in->n && !rc; i++) {
       const char *s = SV(in, i);
       size_t pl = strlen(st->s1);
-      size_t sl = in->l[i];
+      size_t sl = SVL(in, i);
       char *tok = malloc(sl + 2);
       if (!tok) return -1;
       size_t tl;
@@ -1237,6 +1365,7 @@ static int apply_decoder(const step *st, svec *in, svec *out) {
     }
     break;
   }
+  if (!rc && out->used - (size_t)out->n > max_out) rc = OC_TEXT_TOO_LONG;
   return rc;
 }
 
@@ -1250,21 +1379,24 @@ int oc_tokenizer_decode(const oc_tokenizer *t, const int32_t *ids, int n, int sk
     if (skip_special && oc_tokenizer_is_special(t, ids[i])) continue;
     if (svec_push_n(&cur, s, strlen(s))) { svec_free(&cur); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   }
+  const size_t in_text = cur.used - (size_t)cur.n, limit = growth_limit(in_text);
   for (int k = 0; k < t->n_dec; k++) {
     svec nxt = {0};
-    if (apply_decoder(&t->dec[k], &cur, &nxt)) { svec_free(&cur); svec_free(&nxt); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+    int rc = apply_decoder(&t->dec[k], &cur, &nxt, limit);
     svec_free(&cur);
+    if (rc) svec_free(&nxt);
+    if (rc) return rc == OC_TEXT_TOO_LONG ? growth_error(err, &t->dec[k], "tokens", in_text) : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     cur = nxt;
   }
   size_t tot = 0;
-  for (int i = 0; i < cur.n; i++) tot += cur.l[i] + 1;
+  for (int i = 0; i < cur.n; i++) tot += SVL(&cur, i) + 1;
   char *o = malloc(tot + 1);
   if (!o) { svec_free(&cur); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   size_t k = 0;
   for (int i = 0; i < cur.n; i++) {
     if (!t->n_dec && i) o[k++] = ' ';
-    memcpy(o + k, SV(&cur, i), cur.l[i]);
-    k += cur.l[i];
+    memcpy(o + k, SV(&cur, i), SVL(&cur, i));
+    k += SVL(&cur, i);
   }
   o[k] = 0;
   svec_free(&cur);
@@ -1337,10 +1469,18 @@ static int behavior_of(const char *b) {
   return -1;
 }
 
-static int push_step(step **arr, int *n, step s) {
+/* append a loaded step, named by the file, its JSON path and its type */
+static int push_step(const lctx *c, step **arr, int *n, step s, const char *where, const char *type) {
+  size_t nl = strlen(c->path) + strlen(where) + strlen(type) + 8;
   step *na = realloc(*arr, sizeof *na * (size_t)(*n + 1));
-  if (!na) return -1;
-  *arr = na;
+  if (na) *arr = na;
+  if (!na || !(s.name = malloc(nl))) {
+    oc_regex_free(s.re);
+    free(s.s1);
+    free(s.s2);
+    return oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory");
+  }
+  snprintf(s.name, nl, "%s: %s (%s)", c->path, where, type);
   na[(*n)++] = s;
   return 0;
 }
@@ -1388,7 +1528,7 @@ static int load_normalizer(const lctx *c, const cJSON *o, oc_tokenizer *t, const
     const char *ct = jstr(o, "content");
     s.s1 = strdup(ct ? ct : "");
   } else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported normalizer type \"%s\"", c->path, where, ty);
-  return push_step(&t->norm, &t->n_norm, s) ? oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory") : 0;
+  return push_step(c, &t->norm, &t->n_norm, s, where, ty);
 }
 
 static int prepend_scheme(const cJSON *o) {
@@ -1427,7 +1567,7 @@ static int load_pretok(const lctx *c, const cJSON *o, oc_tokenizer *t, const cha
     s.a = behavior_of(jstr(o, "behavior"));
     if (s.a < 0) return oc_fail(c->err, "%s: %s.behavior: unknown", c->path, where);
   } else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported pre-tokenizer type \"%s\"", c->path, where, ty);
-  return push_step(&t->pre, &t->n_pre, s) ? oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory") : 0;
+  return push_step(c, &t->pre, &t->n_pre, s, where, ty);
 }
 
 static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const char *where) {
@@ -1463,7 +1603,7 @@ static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const ch
     s.s1 = strdup(p ? p : "##");
     s.a = jbool(o, "cleanup", 1);
   } else return oc_fail_code(c->err, OC_ERR_UNSUPPORTED, "%s: %s: unsupported decoder type \"%s\"", c->path, where, ty);
-  return push_step(&t->dec, &t->n_dec, s) ? oc_fail_code(c->err, OC_ERR_NOMEM, "out of memory") : 0;
+  return push_step(c, &t->dec, &t->n_dec, s, where, ty);
 }
 
 /* Special-token ids a template may add to one encoding (real ones add 1-4). */
@@ -1583,7 +1723,7 @@ void oc_tokenizer_free(oc_tokenizer *t) {
   step *lists[3] = {t->norm, t->pre, t->dec};
   int ns[3] = {t->n_norm, t->n_pre, t->n_dec};
   for (int l = 0; l < 3; l++) {
-    for (int i = 0; i < ns[l]; i++) { oc_regex_free(lists[l][i].re); free(lists[l][i].s1); free(lists[l][i].s2); }
+    for (int i = 0; i < ns[l]; i++) { oc_regex_free(lists[l][i].re); free(lists[l][i].s1); free(lists[l][i].s2); free(lists[l][i].name); }
     free(lists[l]);
   }
   for (int i = 0; i < t->n_post; i++) free_post_step(&t->post[i]);
