@@ -158,15 +158,26 @@ const cli_command cmd_generate = {"generate", "greedy continuation (KV cache) of
                                   generate_opts, run_generate};
 
 /* ---- tokenize ---- */
-static void print_encoding(const oc_encoding *e, int pieces) {
-  cJSON *o = cJSON_CreateObject(), *ids = cJSON_AddArrayToObject(o, "ids");
-  for (int i = 0; i < e->n; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(e->ids[i]));
+/* {"ids": [...], "tokens": [...]} on one line, written as it goes (a cJSON node per id made a
+ * 32 MB line take 2.4 GB); each token string escaped by cJSON */
+static int print_encoding(const oc_encoding *e, int pieces, oc_error *err) {
+  fputs("{\"ids\":[", stdout);
+  for (int i = 0; i < e->n; i++) printf(i ? ",%d" : "%d", e->ids[i]);
+  putchar(']');
   if (pieces) {
-    cJSON *t = cJSON_AddArrayToObject(o, "tokens");
-    for (int i = 0; i < e->n; i++) cJSON_AddItemToArray(t, cJSON_CreateString(e->tokens[i]));
+    fputs(",\"tokens\":[", stdout);
+    for (int i = 0; i < e->n; i++) {
+      cJSON *t = cJSON_CreateString(e->tokens[i]);
+      char *js = t ? cJSON_PrintUnformatted(t) : NULL;
+      cJSON_Delete(t);
+      if (!js) { putchar('\n'); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+      printf("%s%s", i ? "," : "", js);
+      free(js);
+    }
+    putchar(']');
   }
-  cli_print_json(o, 0, NULL);
-  cJSON_Delete(o);
+  puts("}");
+  return 0;
 }
 
 /* one encoding per {"text", "add_special_tokens"?} line of path ("-": stdin); add_special_tokens is
@@ -192,7 +203,7 @@ static int tokenize_jsonl(const cli_args *a, const oc_chat *c, const char *path,
     } else if (oc_chat_encode(c, t->valuestring, as ? cJSON_IsTrue(as) : !arg_flag(a, "no_special"), arg_int(a, "max_length"), &e, err))
       rc = oc_wrap(err, "%s:%d", path, ln);
     else {
-      print_encoding(&e, arg_flag(a, "pieces"));
+      rc = print_encoding(&e, arg_flag(a, "pieces"), err);
       oc_encoding_free(&e);
     }
     cJSON_Delete(row);
@@ -228,8 +239,9 @@ static int run_tokenize(const cli_args *a) {
   }
   oc_encoding e;
   if (oc_chat_encode(c, text, add_special, arg_int(a, "max_length"), &e, &err)) goto fail;
-  print_encoding(&e, arg_flag(a, "pieces"));
+  int prc = print_encoding(&e, arg_flag(a, "pieces"), &err);
   oc_encoding_free(&e);
+  if (prc) goto fail;
   rc = 0;
   goto done;
 fail:
