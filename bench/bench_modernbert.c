@@ -14,7 +14,7 @@ int main(int argc, char **argv) {
   oc_set_threads(argc > 2 ? atoi(argv[2]) : 0);
   oc_error err;
   oc_mbert *m;
-  if (oc_mbert_load(argv[1], 0, NULL, 0, &m, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+  if (oc_mbert_load(argv[1], &m, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
   const int T = 512, B = 8;
   int32_t *ids = malloc(sizeof(int32_t) * T * B), labels[8];
   oc_rng r;

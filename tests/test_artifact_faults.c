@@ -319,7 +319,7 @@ static int save_random_mbert(const char *dir, int v, oc_error *err) { return oc_
 static int load_mbert(const char *dir, int v, oc_error *err) {
   (void)v;
   oc_mbert *m;
-  if (oc_mbert_load(dir, 3, NULL, 0, &m, err)) return -1;
+  if (oc_mbert_load(dir, &m, err)) return -1;
   oc_mbert_free(m);
   return 0;
 }

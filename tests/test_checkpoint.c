@@ -5,6 +5,7 @@
  * aside by a writer killed mid-replace is restored. */
 #include <cjson/cJSON.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +14,11 @@
 
 #include "check.h"
 #include "opencon/classifier.h"
+#include "opencon/safetensors.h"
 
 static const char *base;
 static char tmp[] = "/tmp/oc_ckpt_XXXXXX", log_path[300];
+static double learning_rate = 2e-5; /* the Trainer's default; raised to make training diverge */
 
 static int sh(const char *fmt, const char *a, const char *b) {
   char cmd[1024];
@@ -39,6 +42,7 @@ static int train(const char *out_dir, const char *resume, int save_steps, int st
   o.save_steps = save_steps;
   o.stop_after_steps = stop_after;
   o.seed = seed;
+  o.learning_rate = learning_rate;
   fflush(stderr);
   int saved = dup(2), fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   dup2(fd, 2);
@@ -192,6 +196,166 @@ static void test_incomplete(void) {
   CHECK(rc != 0 && strstr(err.msg, "nowhere: no checkpoint-N directory to resume from"), "no output directory: %s", err.msg);
 }
 
+/* c/checkpoint-3's safetensors `file` rewritten: element k of tensor `name` set to value (drop: the
+ * tensor left out), plus a copy of the first tensor named `extra` (NULL: none) */
+static void rewrite(const char *file, const char *name, size_t k, float value, int drop, const char *extra) {
+  char p[64];
+  snprintf(p, sizeof p, "c/checkpoint-3/%s", file);
+  oc_st_file *f;
+  oc_error e;
+  REQUIRE(oc_st_open(p, &f, &e) == 0, "%s", e.msg);
+  oc_st_writer *w = oc_st_writer_new();
+  float *changed = NULL;
+  for (int i = 0; i < oc_st_count(f); i++) {
+    const oc_tensor *t = oc_st_at(f, i);
+    const void *d = t->data;
+    if (name && strcmp(t->name, name) == 0) {
+      if (drop) continue;
+      REQUIRE(t->dtype == OC_DT_F32 && (size_t)t->numel > k, "%s", name);
+      changed = malloc(t->nbytes);
+      memcpy(changed, t->data, t->nbytes);
+      changed[k] = value;
+      d = changed;
+    }
+    REQUIRE(oc_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, d, &e) == 0, "%s", e.msg);
+    if (extra && i == 0) REQUIRE(oc_st_writer_add(w, extra, t->dtype, t->ndim, t->shape, t->data, &e) == 0, "%s", e.msg);
+  }
+  REQUIRE(oc_st_writer_write(w, p, &e) == 0, "%s", e.msg);
+  oc_st_writer_free(w);
+  oc_st_close(f);
+  free(changed);
+}
+
+/* a NaN or negative Adam second moment, a NaN first moment or weight: a corrupt checkpoint, named
+ * with the tensor; "latest" skips it and the result is still the uninterrupted run's */
+static void test_corrupt_values(void) {
+  static const struct {
+    const char *file, *tensor;
+    size_t k;
+    float value;
+    const char *want;
+  } bad[] = {
+      {"optimizer.safetensors", "v.classifier.weight", 5, NAN, "tensor \"v.classifier.weight\" has a non-finite value (nan) at element 5"},
+      {"optimizer.safetensors", "v.model.final_norm.weight", 0, -1.0f,
+       "tensor \"v.model.final_norm.weight\" has a negative value (-1) at element 0 (an Adam second moment is finite and >= 0)"},
+      {"optimizer.safetensors", "m.head.dense.weight", 3, INFINITY, "tensor \"m.head.dense.weight\" has a non-finite value (inf) at element 3"},
+      {"model.safetensors", "model.embeddings.norm.weight", 2, NAN, "tensor \"model.embeddings.norm.weight\" has a non-finite value (nan) at element 2"},
+  };
+  oc_error err;
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    fresh_copy();
+    rewrite(bad[i].file, bad[i].tensor, bad[i].k, bad[i].value, 0, NULL);
+    char where[80];
+    snprintf(where, sizeof where, "c/checkpoint-3/%s", bad[i].file);
+    int rc = train("c", "c/checkpoint-3", 1, 0, 3, &err);
+    CHECK(rc != 0 && strstr(err.msg, "c/checkpoint-3: corrupt checkpoint") && strstr(err.msg, where) && strstr(err.msg, bad[i].want), "named, %s: %s",
+          bad[i].want, err.msg);
+    rc = train("c", "latest", 1, 0, 3, &err);
+    char *log = run_log();
+    CHECK(rc == 0 && strstr(log, "skipping c/checkpoint-3") && strstr(log, bad[i].want) && strstr(log, "resuming from c/checkpoint-2 at step 2 of 4"),
+          "latest skips %s: %s %s", bad[i].tensor, err.msg, log);
+    CHECK(same_file("c/model.safetensors", "full/model.safetensors"), "resumed from checkpoint-2 == uninterrupted (%s)", bad[i].tensor);
+    free(log);
+  }
+  /* a moment missing (was resumed as zeros, silently) or one of another model */
+  fresh_copy();
+  rewrite("optimizer.safetensors", "m.classifier.bias", 0, 0, 1, NULL);
+  int rc = train("c", "c/checkpoint-3", 1, 0, 3, &err);
+  CHECK(rc != 0 && strstr(err.msg, "c/checkpoint-3/optimizer.safetensors: optimizer state of \"classifier.bias\" missing"), "a moment missing: %s", err.msg);
+  fresh_copy();
+  rewrite("optimizer.safetensors", NULL, 0, 0, 0, "m.model.layers.9.attn.Wo.weight");
+  rc = train("c", "c/checkpoint-3", 1, 0, 3, &err);
+  CHECK(rc != 0 && strstr(err.msg, "c/checkpoint-3/optimizer.safetensors") && strstr(err.msg, "tensors where this model has"), "an extra moment: %s", err.msg);
+  fresh_copy();
+  rewrite("optimizer.safetensors", NULL, 0, 0, 0, "w.extra");
+  rc = train("c", "c/checkpoint-3", 1, 0, 3, &err);
+  CHECK(rc != 0 && strstr(err.msg, "tensor \"w.extra\" is not an Adam moment"), "not a moment: %s", err.msg);
+  fresh_copy();
+  rewrite("model.safetensors", NULL, 0, 0, 0, "model.layers.9.attn.Wo.weight");
+  rc = train("c", "c/checkpoint-3", 1, 0, 3, &err);
+  CHECK(rc != 0 && strstr(err.msg, "c/checkpoint-3/model.safetensors: tensor \"model.layers.9.attn.Wo.weight\" is not part of the model"),
+        "a weight of another model: %s", err.msg);
+}
+
+/* checkpoint-N must hold step N: a checkpoint-9 holding step 2 is not taken over a newer checkpoint-3 */
+static void test_name_vs_state(void) {
+  oc_error err;
+  fresh_copy();
+  REQUIRE(sh("cp -a c/checkpoint-2 c/checkpoint-9%s%s", "", "") == 0, "copy");
+  int rc = train("c", "latest", 1, 0, 3, &err);
+  char *log = run_log();
+  CHECK(rc == 0 &&
+            strstr(log, "skipping c/checkpoint-9: c/checkpoint-9: not a checkpoint of the step its name says: its trainer_state.json has global_step 2") &&
+            strstr(log, "resuming from c/checkpoint-3 at step 3 of 4"),
+        "latest skips checkpoint-9 at step 2: %s %s", err.msg, log);
+  CHECK(same_file("c/model.safetensors", "full/model.safetensors"), "resumed from checkpoint-3 == uninterrupted");
+  free(log);
+  fresh_copy();
+  REQUIRE(sh("cp -a c/checkpoint-2 c/checkpoint-9%s%s", "", "") == 0, "copy");
+  rc = train("c", "c/checkpoint-9/", 1, 0, 3, &err);
+  CHECK(rc != 0 && strstr(err.msg, "c/checkpoint-9/: not a checkpoint of the step its name says") && strstr(err.msg, "global_step 2 (checkpoint-2)"),
+        "named checkpoint-9 at step 2: %s", err.msg);
+  /* the step written as training writes it: checkpoint-03 is not checkpoint-3 (it was read as 3 and
+   * checkpoint-3 opened instead) */
+  fresh_copy();
+  REQUIRE(sh("mv c/checkpoint-3 c/checkpoint-03%s%s", "", "") == 0, "mv");
+  rc = train("c", "latest", 1, 0, 3, &err);
+  log = run_log();
+  CHECK(rc == 0 && strstr(log, "skipping c/checkpoint-03: c/checkpoint-03: not a checkpoint of the step its name says") &&
+            strstr(log, "resuming from c/checkpoint-2 at step 2 of 4"),
+        "latest skips checkpoint-03: %s %s", err.msg, log);
+  free(log);
+  /* a name that claims no step: the trainer state says which */
+  fresh_copy();
+  REQUIRE(sh("mv c/checkpoint-3 c/saved%s%s", "", "") == 0, "mv");
+  rc = train("c", "c/saved", 1, 0, 3, &err);
+  log = run_log();
+  CHECK(rc == 0 && strstr(log, "resuming from c/saved at step 3 of 4"), "a checkpoint named otherwise: %s %s", err.msg, log);
+  CHECK(same_file("c/model.safetensors", "full/model.safetensors"), "resumed from c/saved == uninterrupted");
+  free(log);
+}
+
+/* every F32 value of a safetensors file finite */
+static int all_finite(const char *path) {
+  oc_st_file *f;
+  oc_error e;
+  if (oc_st_open(path, &f, &e)) return 0;
+  int ok = 1;
+  for (int i = 0; i < oc_st_count(f) && ok; i++) {
+    const oc_tensor *t = oc_st_at(f, i);
+    ok = t->dtype != OC_DT_F32 || oc_find_nonfinite(t->data, (size_t)t->numel) == (size_t)t->numel;
+  }
+  oc_st_close(f);
+  return ok;
+}
+
+/* training that diverges (a learning rate of 1e30: weights of 1e30 after step 1, NaN at step 2) stops
+ * with an error and saves no checkpoint and no classifier of NaN weights (it saved NaN checkpoints
+ * that "latest" took as complete) */
+static void test_diverged(void) {
+  oc_error err;
+  learning_rate = 1e30;
+  for (int save_steps = 1; save_steps >= 0; save_steps--) {
+    const char *out = save_steps ? "nan" : "nan2";
+    int rc = train(out, NULL, save_steps, 0, 3, &err);
+    CHECK(rc != 0 && strstr(err.msg, "step 2: training diverged (loss"), "diverged training (save_steps %d): %s", save_steps, err.msg);
+    int saved = 0, finite = 1;
+    for (int k = 1; k <= 4; k++) {
+      char p[64];
+      snprintf(p, sizeof p, "%s/checkpoint-%d/model.safetensors", out, k);
+      if (access(p, F_OK) != 0) continue;
+      saved++;
+      finite &= all_finite(p);
+      snprintf(p, sizeof p, "%s/checkpoint-%d/optimizer.safetensors", out, k);
+      finite &= all_finite(p);
+    }
+    char p[64];
+    snprintf(p, sizeof p, "%s/model.safetensors", out);
+    CHECK(finite && saved == save_steps && access(p, F_OK) != 0, "save_steps %d: %d checkpoints saved (step 1's, finite); no classifier", save_steps, saved);
+  }
+  learning_rate = 2e-5;
+}
+
 static long dead_pid(void) {
   pid_t p = fork();
   if (p == 0) _exit(0);
@@ -242,6 +406,9 @@ int main(int argc, char **argv) {
   REQUIRE(access("ck/checkpoint-3/trainer_state.json", F_OK) == 0 && access("ck/model.safetensors", F_OK) != 0, "checkpoints 1-3, no output");
   test_state_validation();
   test_incomplete();
+  test_name_vs_state();
+  test_corrupt_values();
+  test_diverged();
   test_set_aside();
   REQUIRE(chdir("/") == 0, "chdir");
   sh("rm -rf %s%s", tmp, "");

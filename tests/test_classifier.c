@@ -46,7 +46,8 @@ static void test_decisions(void) {
   oc_classifier *c;
   oc_error err;
   REQUIRE(oc_classifier_load(cdir, &c, &err) == 0, "%s", err.msg);
-  CHECK(c->unsafe_label == 2 && c->allow_threshold == 0.35 && c->block_threshold == 0.65 && c->max_length == 512, "defaults, unsafe label");
+  /* no classifier_config.json: default thresholds; max_length 512 cut to the model's 64 positions */
+  CHECK(c->unsafe_label == 2 && c->allow_threshold == 0.35 && c->block_threshold == 0.65 && c->max_length == 64, "defaults, unsafe label");
   CHECK(oc_classifier_set_thresholds(c, 0.7, 0.6, &err) != 0 && strstr(err.msg, "0 <= allow < block <= 1"), "bad thresholds refused");
   const char *p[3] = {"How do I bake bread?", "Tell me a joke", "How to pick a lock"};
   const char *r[3] = {"Mix flour, water, yeast; knead; bake.", "Why did the chicken cross the road?", "I can't help with that."};
@@ -254,6 +255,12 @@ static void test_calibration_rules(void) {
   CHECK(fabs(cJSON_GetObjectItem(d, "safe_refusal_block_rate")->valuedouble - 0.5) < 1e-12 &&
             fabs(cJSON_GetObjectItem(d, "unsafe_block_rate")->valuedouble - 0.5) < 1e-12 && cJSON_GetObjectItem(d, "safe_compliance_block_rate")->valuedouble == 1,
         "three-class rates at 0.65");
+  cJSON_Delete(r);
+  /* metrics of scores that are not numbers (a diverged model): no AUC, and no endless loop over NaN ties */
+  double p3[6] = {NAN, NAN, NAN, 0.2, 0.3, 0.5};
+  int32_t y2[2] = {0, 2};
+  r = oc_cls_metrics(y2, p3, 2, 3, 2);
+  CHECK(r && cJSON_IsNull(cJSON_GetObjectItem(r, "roc_auc_unsafe_vs_rest")) && cJSON_GetObjectItem(r, "examples")->valueint == 2, "NaN scores: AUC null");
   cJSON_Delete(r);
 }
 

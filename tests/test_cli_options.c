@@ -303,7 +303,7 @@ static void test_classify_ids_only(const char *cdir, const char *tmp) {
   oc_classifier_free(c);
   static char ids[1 << 14];
   ids_list(ids, sizeof ids, 513, 40);
-  CHECK(run("classify --classifier_dir %s --input_ids %s", dir, ids) == 1 && strstr(out, "at most 512 (its max_length)"), "too many ids: %.200s", out);
+  CHECK(run("classify --classifier_dir %s --input_ids %s", dir, ids) == 1 && strstr(out, "at most 64 (its max_length)"), "too many ids: %.200s", out);
 }
 
 /* --skip_classifier=false must not skip the classifier (it did: any value counted as set) */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "opencon/modernbert.h"
@@ -86,7 +87,7 @@ static void check_grads(oc_mbert *m, const oc_st_file *ref, const char *dir) {
 static void run(const char *dir, int full) {
   oc_error err;
   oc_mbert *m;
-  REQUIRE(oc_mbert_load(dir, 0, NULL, 0, &m, &err) == 0, "%s", err.msg);
+  REQUIRE(oc_mbert_load(dir, &m, &err) == 0, "%s", err.msg);
   char rp[512];
   snprintf(rp, sizeof rp, "%s/reference.safetensors", dir);
   oc_st_file *ref;
@@ -172,7 +173,7 @@ static void run(const char *dir, int full) {
   /* finite differences (double-sided, f32 forward) on a few elements of different tensors */
   if (full) {
     oc_mbert_free(m);
-    REQUIRE(oc_mbert_load(dir, 0, NULL, 0, &m, &err) == 0, "%s", err.msg);
+    REQUIRE(oc_mbert_load(dir, &m, &err) == 0, "%s", err.msg);
     REQUIRE(oc_mbert_loss_backward(m, &mb, b.labels, &loss, NULL, &err) == 0, "%s", err.msg);
     const char *names[] = {"model.layers.1.attn.Wqkv.weight", "model.layers.3.mlp.Wi.weight", "head.dense.weight", "model.embeddings.norm.weight",
                            "model.layers.2.attn_norm.weight", "classifier.bias"};
@@ -214,7 +215,7 @@ static void run(const char *dir, int full) {
 static void run_long(const char *dir, const char *ref_path) {
   oc_error err;
   oc_mbert *m;
-  REQUIRE(oc_mbert_load(dir, 0, NULL, 0, &m, &err) == 0, "%s", err.msg);
+  REQUIRE(oc_mbert_load(dir, &m, &err) == 0, "%s", err.msg);
   oc_st_file *ref;
   REQUIRE(oc_st_open(ref_path, &ref, &err) == 0, "%s", err.msg);
   batch b = load_batch(ref);
@@ -230,7 +231,8 @@ static void run_long(const char *dir, const char *ref_path) {
   oc_mbert_free(m);
 }
 
-/* a base (masked-LM style) checkpoint: no classifier.*, no id2label -> a fresh head like transformers */
+/* a base (masked-LM style) checkpoint: no classifier.*, no id2label, a decoder.bias -> a fresh head
+ * like transformers when fine-tuning starts; refused as a classifier to score */
 static void base_checkpoint(const char *dir) {
   char tmp[] = "/tmp/oc_mbert_base_XXXXXX", p[600], q[600];
   REQUIRE(mkdtemp(tmp), "mkdtemp");
@@ -244,6 +246,9 @@ static void base_checkpoint(const char *dir) {
     if (strncmp(t->name, "classifier.", 11) == 0) continue;
     REQUIRE(oc_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, &err) == 0, "%s", err.msg);
   }
+  static float decoder_bias[512];
+  const int64_t vshape[1] = {512};
+  REQUIRE(oc_st_writer_add(w, "decoder.bias", OC_DT_F32, 1, vshape, decoder_bias, &err) == 0, "%s", err.msg);
   snprintf(q, sizeof q, "%s/model.safetensors", tmp);
   REQUIRE(oc_st_writer_write(w, q, &err) == 0, "%s", err.msg);
   oc_st_writer_free(w);
@@ -261,8 +266,10 @@ static void base_checkpoint(const char *dir) {
   free(text);
   const char *names[3] = {"safe_compliance", "safe_refusal", "unsafe_compliance"};
   oc_mbert *m, *ref;
-  REQUIRE(oc_mbert_load(tmp, 3, names, 5, &m, &err) == 0, "%s", err.msg);
-  REQUIRE(oc_mbert_load(dir, 0, NULL, 0, &ref, &err) == 0, "%s", err.msg);
+  CHECK(oc_mbert_load(tmp, &m, &err) != 0 && strstr(err.msg, "tensor \"classifier.weight\" missing"), "a base checkpoint is no classifier to score: %s",
+        err.msg);
+  REQUIRE(oc_mbert_load_for_training(tmp, 3, names, 5, &m, &err) == 0, "%s", err.msg);
+  REQUIRE(oc_mbert_load(dir, &ref, &err) == 0, "%s", err.msg);
   int wi = -1, bi = -1, di = -1;
   for (int i = 0; i < oc_mbert_n_params(m); i++) {
     if (!strcmp(oc_mbert_param_name(m, i), "classifier.weight")) wi = i;
@@ -285,7 +292,22 @@ static void base_checkpoint(const char *dir) {
   CHECK(strcmp(oc_mbert_cfg(m)->labels[2], "unsafe_compliance") == 0, "label names from the data");
   oc_mbert_free(m);
   oc_mbert_free(ref);
-  CHECK(oc_mbert_load(dir, 2, NULL, 0, &m, &err) != 0 && strstr(err.msg, "3 labels"), "label count mismatch refused: %s", err.msg);
+  CHECK(oc_mbert_load_for_training(dir, 2, NULL, 0, &m, &err) != 0 && strstr(err.msg, "3 labels"), "label count mismatch refused: %s", err.msg);
+  /* weights that are not finite are never written; a weights file with a tensor the model lacks is refused */
+  REQUIRE(oc_mbert_load(dir, &m, &err) == 0, "%s", err.msg);
+  snprintf(q, sizeof q, "%s/w.safetensors", tmp);
+  int64_t n;
+  float *head = oc_mbert_param(m, wi, &n, NULL, NULL);
+  float keep = head[7];
+  head[7] = NAN;
+  CHECK(oc_mbert_save_weights(m, q, &err) != 0 && strstr(err.msg, "not written: tensor \"classifier.weight\" has a non-finite value (nan) at element 7") &&
+            access(q, F_OK) != 0,
+        "NaN weights not saved: %s", err.msg);
+  head[7] = keep;
+  snprintf(p, sizeof p, "%s/model.safetensors", tmp);
+  CHECK(oc_mbert_load_weights(m, p, &err) != 0 && strstr(err.msg, "tensor \"classifier.weight\" missing"), "weights without the head: %s", err.msg);
+  REQUIRE(oc_mbert_save_weights(m, q, &err) == 0 && oc_mbert_load_weights(m, q, &err) == 0, "round trip: %s", err.msg);
+  oc_mbert_free(m);
   char cmd[700];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
   if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);

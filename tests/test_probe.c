@@ -107,6 +107,16 @@ static void test_split(void) {
   CHECK(oc_stratified_split(y, 23, 1.0, 3, &tr, &nt, &va, &nv, &err) != 0, "validation_size 1 refused");
 }
 
+static void test_metrics_nan(void) {
+  /* a NaN score (a broken probe) has no ranking: NaN, not a loop that never ends */
+  float sc[4] = {0.2f, NAN, 0.7f, 0.9f};
+  int32_t y[4] = {0, 0, 1, 1};
+  CHECK(isnan(oc_roc_auc(sc, y, 4)), "ROC AUC with a NaN score is NaN");
+  oc_metrics m;
+  oc_binary_metrics(sc, y, 4, 0.01, &m);
+  CHECK(isnan(m.roc_auc), "binary metrics with a NaN score finish");
+}
+
 static void test_metrics(void) {
   /* sklearn's documented example: roc_auc_score([0,0,1,1], [0.1,0.4,0.35,0.8]) == 0.75 */
   float s1[] = {0.1f, 0.4f, 0.35f, 0.8f};
@@ -356,6 +366,7 @@ int main(int argc, char **argv) {
   test_loader();
   test_split();
   test_metrics();
+  test_metrics_nan();
   test_adamw_steps();
   test_separable();
   test_torch_pt(argv[1]); /* torch.save's layout rebuilt with the standard library */

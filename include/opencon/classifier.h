@@ -14,17 +14,21 @@ extern "C" {
 typedef struct oc_classifier {
   oc_mbert *m;
   oc_chat *tok;
-  int unsafe_label;   /* "unsafe" or "unsafe_compliance", else the last label */
+  int unsafe_label;   /* "unsafe" or "unsafe_compliance" (both: a load error), else the last label */
   double allow_threshold, block_threshold;
   int max_length;
   cJSON *config;      /* classifier_config.json (or an empty object) */
 } oc_classifier;
 
-/* config.json + model.safetensors + tokenizer.json (+ classifier_config.json for thresholds and
- * max_length; defaults allow 0.35, block 0.65, 512). */
+/* config.json + model.safetensors (every tensor: oc_mbert_load) + tokenizer.json + optional
+ * classifier_config.json: thresholds (defaults allow 0.35, block 0.65), max_length (default 512, or
+ * max_position_embeddings if smaller; from the file an integer from oc_exchange_min_length up to
+ * max_position_embeddings) and label_mapping (must agree with id2label). Only a classifier_config.json
+ * that does not exist at all means the defaults: a dangling symlink or a directory is an error
+ * naming it. */
 int oc_classifier_load(const char *dir, oc_classifier **out, oc_error *err);
 /* The same without the tokenizer files (tok is NULL): for scoring token ids (oc_classifier_score_ids);
- * scoring text is then an error. */
+ * scoring text is then an error, and max_length is checked only against [3, max_position_embeddings]. */
 int oc_classifier_load_ids_only(const char *dir, oc_classifier **out, oc_error *err);
 void oc_classifier_free(oc_classifier *c);
 int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, oc_error *err); /* 0 <= allow < block <= 1 */
@@ -49,6 +53,9 @@ typedef struct oc_decision {
 /* The MVP's plain exchange text ("User:\n{prompt}\n\nAssistant:\n{response}") -> ids with [CLS]/[SEP],
  * truncated to max_length; an exchange that encodes to nothing is an error. */
 int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *response, int max_length, oc_encoding *enc, oc_error *err);
+/* The smallest max_length that holds an exchange: its frame ("User:", "Assistant:", [CLS], [SEP]) and
+ * one token of text (below it every exchange would read the same); -1 on error. */
+int oc_exchange_min_length(const oc_chat *tok, oc_error *err);
 /* oc_exchange_encode with the classifier's tokenizer and max_length */
 int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char *response, oc_encoding *enc, oc_error *err);
 /* probabilities of C logits (max-subtracted, in double) */
@@ -62,7 +69,7 @@ int oc_classifier_score_ws(const oc_classifier *c, oc_mbert_ws *ws, const char *
 int oc_classifier_score_batch(oc_classifier *c, const char *const *prompts, const char *const *responses, int n, oc_decision *out,
                               oc_error *err);
 int oc_classifier_score(oc_classifier *c, const char *prompt, const char *response, oc_decision *out, oc_error *err);
-/* Score given token ids (inspection). */
+/* Score given token ids (inspection); at most max_position_embeddings of them. */
 int oc_classifier_score_ids(oc_classifier *c, const int32_t *ids, int n, oc_decision *out, oc_error *err);
 /* verdict from a score: >= block -> block; >= allow -> uncertain; else allow. A NaN or Inf score
  * is a block (fail closed: it can only come from a broken input or model). */

@@ -54,6 +54,7 @@ typedef struct oc_metrics {
 /* scores = P(unsafe); labels 0/1. threshold_at_fpr: the smallest threshold t with
  * #{safe: score >= t} <= target_fpr * #safe. */
 void oc_binary_metrics(const float *scores, const int32_t *y, int n, double target_fpr, oc_metrics *m);
+/* NaN when a class is missing or a score is NaN */
 double oc_roc_auc(const float *scores, const int32_t *y, int n);
 /* {"accuracy":..,...} as a cJSON object (NaN -> null) */
 cJSON *oc_metrics_json(const oc_metrics *m);

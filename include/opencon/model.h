@@ -42,8 +42,6 @@ typedef struct oc_model_config {
   int max_position_embeddings;
 } oc_model_config;
 
-/* Parse config.json text. `path` names the file in errors. Unknown architectures are an
- * error listing the supported ones. */
 /* Bounds of config.json sizes (far above every supported model; a hostile config cannot make the
  * loader allocate for a billion layers). */
 #define OC_MAX_LAYERS 1024
@@ -52,10 +50,17 @@ typedef struct oc_model_config {
 #define OC_MAX_INTERMEDIATE (1 << 20)
 #define OC_MAX_VOCAB (1 << 24)
 const char *oc_family_name(oc_family f); /* "llama", "qwen3", "gemma3", "gemma4" */
+/* max_position_embeddings: positions are exact in f32 (rope angles) only below 2^24 */
+#define OC_MAX_POSITIONS (1 << 24)
 /* n positions (input + new tokens) within the model's max_position_embeddings; the error says
  * which part (input, new tokens) does not fit */
 int oc_config_check_positions(const oc_model_config *c, int64_t n_input, int64_t n_new, oc_error *err);
-/* json[0, len) (a NUL byte in it is an error, not its end) */
+/* Parse config.json text json[0, len) (a NUL byte in it is an error, not its end); `path` names the
+ * file in errors. Unknown architectures are an error listing the supported ones. Every value read
+ * is checked for its type and range, each error naming the key, the valid range and the value:
+ * integers are JSON integers within the bounds above (max_position_embeddings >= 1, token ids in
+ * [0, vocab_size), eos_token_id an id or a flat list of at most OC_MAX_EOS), flags JSON booleans,
+ * strings strings, eps / thetas / scales / softcap finite and positive. */
 int oc_config_parse(const char *json, size_t len, const char *path, oc_model_config *cfg, oc_error *err);
 void oc_config_free(oc_model_config *cfg);
 /* Per-layer geometry */

@@ -8,28 +8,43 @@ extern "C" {
 #endif
 
 #define OC_MBERT_MAX_LABELS 16
+/* Bounds of config.json values (far above ModernBERT-large; sizes drive allocations before any tensor
+ * is read). Every value read is checked for its type and range with an error naming the file, the
+ * key, the valid range and the value. */
+#define OC_MBERT_MAX_VOCAB (1 << 24)
+#define OC_MBERT_MAX_HIDDEN 65536
+#define OC_MBERT_MAX_INTERMEDIATE (1 << 20)
+#define OC_MBERT_MAX_LAYERS 1024
+#define OC_MBERT_MAX_POSITIONS (1 << 24)
 typedef struct oc_mbert_config {
   int vocab, hidden, inter, n_layers, n_heads, head_dim, n_labels;
-  int local_attention;  /* sliding layers: key j visible to query i iff |i - j| <= local_attention / 2 */
+  int local_attention;  /* positive, even; sliding layers: key j visible to query i iff |i - j| <= local_attention / 2 */
+  int max_position_embeddings; /* >= 3: [CLS] token [SEP] */
   int pad_id, cls_id, sep_id;
   int pool_cls;         /* classifier_pooling: 1 "cls" (position 0), 0 "mean" */
   int head_bias;        /* classifier_bias: head.dense has a bias */
   double eps;           /* norm_eps */
   double theta_full, theta_sliding;
   int *sliding;         /* [n_layers] */
-  char labels[OC_MBERT_MAX_LABELS][64];
+  char labels[OC_MBERT_MAX_LABELS][64]; /* id2label: distinct, non-empty (label2id, num_labels agree) */
   double initializer_range, initializer_cutoff;
 } oc_mbert_config;
 
 typedef struct oc_mbert oc_mbert;
 
-/* Load a ModernBertForSequenceClassification directory or a base checkpoint (ModernBertForMaskedLM):
- * config.json + model.safetensors (F32/F16/BF16). Missing classifier.* (and head.*) are initialised
- * like transformers (trunc_normal with the config's stds, our RNG from init_seed). n_labels > 0 and
- * label names (may be NULL) set the head size when config.json has no id2label; a checkpoint whose
- * id2label disagrees with n_labels is an error. */
-int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names, uint64_t init_seed, oc_mbert **out,
-                  oc_error *err);
+/* A trained ModernBertForSequenceClassification directory, to score: config.json + model.safetensors
+ * (F32/F16/BF16) holding every tensor of the model and nothing else. A missing tensor (the
+ * classification head included) or one the config has no place for is an error naming it; a NaN or
+ * Inf weight too. Labels from id2label (else num_labels, default 2, named LABEL_i). */
+int oc_mbert_load(const char *dir, oc_mbert **out, oc_error *err);
+/* The start of fine-tuning (train-exchange-classifier): a classifier directory as oc_mbert_load takes
+ * it, or a base ModernBertForMaskedLM checkpoint, whose missing classification head (classifier.*,
+ * head.*) is initialised like transformers (trunc_normal with the config's stds, our RNG from
+ * init_seed) and whose masked-LM decoder.* is ignored. n_labels > 0 and label names (may be NULL)
+ * set the head size when config.json has no id2label; a checkpoint whose id2label disagrees with
+ * n_labels is an error. */
+int oc_mbert_load_for_training(const char *dir, int n_labels, const char *const *label_names, uint64_t init_seed, oc_mbert **out,
+                               oc_error *err);
 void oc_mbert_free(oc_mbert *m);
 const oc_mbert_config *oc_mbert_cfg(const oc_mbert *m);
 
@@ -83,9 +98,13 @@ float *oc_mbert_param(oc_mbert *m, int i, int64_t *numel, int *ndim, int64_t sha
 float *oc_mbert_grad(oc_mbert *m, int i);
 int oc_mbert_param_decays(const oc_mbert *m, int i);
 size_t oc_mbert_total_params(const oc_mbert *m);
-/* model.safetensors with the Hugging Face names (F32), atomic */
+/* Every weight finite, else an error "what: tensor NAME has a non-finite value (V) at element K". */
+int oc_mbert_check_finite(const oc_mbert *m, const char *what, oc_error *err);
+/* model.safetensors with the Hugging Face names (F32), atomic; weights that are not all finite are
+ * not written (an error naming the tensor and element) */
 int oc_mbert_save_weights(const oc_mbert *m, const char *path, oc_error *err);
-/* replace the weights with those of a safetensors file written by oc_mbert_save_weights */
+/* replace the weights with those of a safetensors file written by oc_mbert_save_weights: every
+ * tensor F32, finite, of the model's shape, and no other tensor */
 int oc_mbert_load_weights(oc_mbert *m, const char *path, oc_error *err);
 
 /* A random F32 checkpoint with the real names and shapes of a ModernBERT config.json (benchmarks). */

@@ -364,3 +364,14 @@ int oc_json_parse_file(const char *path, cJSON **out, oc_error *err) {
   free(text);
   return rc;
 }
+
+const char *oc_json_shown(const cJSON *v, char *buf, size_t size) {
+  char *text = v ? cJSON_PrintUnformatted(v) : NULL;
+  const char *t = text ? text : "?";
+  size_t n = strlen(t);
+  if (n < size) snprintf(buf, size, "%s", t);
+  else if (size > 4) snprintf(buf, size, "%.*s...", (int)(size - 4), t);
+  else if (size) buf[0] = 0;
+  cJSON_free(text);
+  return buf;
+}

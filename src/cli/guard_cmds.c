@@ -205,7 +205,7 @@ static int run_demo(const cli_args *a) {
            probe_dir, "--epochs", "30", "--max_length", "96", threads, (char *)NULL) ||
       call(&cmd_build_three_class, "2. three-class classifier data from the labelled exchanges", "--input", data, "--output", three, (char *)NULL) ||
       call(&cmd_train_exchange_classifier, "3. fine-tune the ModernBERT exchange classifier", "--model_id", bert, "--data_path", three, "--out_dir",
-           cls_dir, "--epochs", "3", "--batch_size", "8", "--max_length", "96", "--learning_rate", "5e-4", "--prefix_augment", "--logging_steps=0", threads,
+           cls_dir, "--epochs", "3", "--batch_size", "8", "--max_length", "64", "--learning_rate", "5e-4", "--prefix_augment", "--logging_steps=0", threads,
            (char *)NULL))
     return 1;
   oc_guard_spec spec;

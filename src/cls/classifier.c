@@ -1,10 +1,12 @@
 /* The exchange classifier's decisions, as the MVP makes them. */
 #include "opencon/classifier.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "opencon/hub.h"
 #include "opencon/json.h"
@@ -25,6 +27,75 @@ int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, o
   return 0;
 }
 
+/* classifier_config.json: a name that does not exist at all means the defaults; anything else that
+ * cannot be read as a regular file (a dangling symlink, as a Hugging Face cache with a missing blob
+ * leaves it, or a directory) is an error naming it, never a silent fall back to thresholds nobody
+ * calibrated. *out is NULL when absent. */
+static int read_optional_json(const char *path, cJSON **out, oc_error *err) {
+  struct stat st;
+  *out = NULL;
+  if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : oc_fail_code(err, oc_errno_code(errno), "%s: %s", path, strerror(errno));
+  if (S_ISLNK(st.st_mode) && stat(path, &st) != 0)
+    return oc_fail_code(err, oc_errno_code(errno), "%s is a symbolic link to a missing file (%s)", path, strerror(errno));
+  if (oc_json_parse_file(path, out, err)) return -1;
+  return cJSON_IsObject(*out) ? 0 : oc_fail(err, "%s: not a JSON object", path);
+}
+
+/* The unsafe label: "unsafe" or "unsafe_compliance", else the last; both present is an error (which
+ * one would the score be?). */
+static int find_unsafe_label(const oc_mbert_config *mc, const char *cfg_path, int *out, oc_error *err) {
+  *out = -1;
+  for (int i = 0; i < mc->n_labels; i++) {
+    if (strcmp(mc->labels[i], "unsafe") != 0 && strcmp(mc->labels[i], "unsafe_compliance") != 0) continue;
+    if (*out >= 0)
+      return oc_fail(err, "%s: id2label has both \"%s\" (%d) and \"%s\" (%d): which one is the unsafe label is ambiguous", cfg_path,
+                     mc->labels[*out], *out, mc->labels[i], i);
+    *out = i;
+  }
+  if (*out < 0) *out = mc->n_labels - 1;
+  return 0;
+}
+
+/* classifier_config.json's thresholds, max_length and label_mapping (training writes it: name -> id,
+ * which must be id2label's). */
+static int apply_classifier_config(oc_classifier *c, const char *cp, oc_error *err) {
+  const oc_mbert_config *mc = oc_mbert_cfg(c->m);
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(c->config, "allow_threshold"), *b = cJSON_GetObjectItemCaseSensitive(c->config, "block_threshold"),
+              *ml = cJSON_GetObjectItemCaseSensitive(c->config, "max_length"), *lm = cJSON_GetObjectItemCaseSensitive(c->config, "label_mapping");
+  if ((a && !cJSON_IsNumber(a)) || (b && !cJSON_IsNumber(b)) || (ml && !cJSON_IsNumber(ml)))
+    return oc_fail(err, "%s: allow_threshold, block_threshold and max_length must be numbers", cp);
+  if (oc_classifier_set_thresholds(c, a ? a->valuedouble : 0.35, b ? b->valuedouble : 0.65, err)) return oc_wrap(err, "%s", cp);
+  /* [CLS] + one token + [SEP] at least (with the tokenizer: the exchange's frame + one token, checked
+   * by the caller); at most the model's positions */
+  if (ml && !(ml->valuedouble >= 3 && ml->valuedouble <= mc->max_position_embeddings && ml->valuedouble == floor(ml->valuedouble)))
+    return oc_fail(err, "%s: max_length must be an integer in [3, %d] (the model's max_position_embeddings), got %g", cp, mc->max_position_embeddings,
+                   ml->valuedouble);
+  if (ml) c->max_length = (int)ml->valuedouble;
+  if (lm && !cJSON_IsNull(lm)) {
+    int ok = cJSON_IsObject(lm) && cJSON_GetArraySize(lm) == mc->n_labels;
+    for (int i = 0; i < mc->n_labels && ok; i++) {
+      const cJSON *v = cJSON_GetObjectItemCaseSensitive(lm, mc->labels[i]);
+      ok = cJSON_IsNumber(v) && v->valuedouble == i;
+    }
+    if (!ok) return oc_fail(err, "%s: label_mapping contradicts config.json's id2label (each of its %d names must map to its id)", cp, mc->n_labels);
+  }
+  return 0;
+}
+
+/* With the tokenizer: max_length must hold the exchange's frame and at least one token of text.
+ * cp: the classifier_config.json that set max_length, NULL for the default; mp: config.json. */
+static int check_max_length_holds_frame(const oc_classifier *c, const char *cp, const char *mp, oc_error *err) {
+  int least = oc_exchange_min_length(c->tok, err);
+  if (least < 0) return -1;
+  const int mpe = oc_mbert_cfg(c->m)->max_position_embeddings;
+  if (c->max_length >= least) return 0;
+  if (least > mpe || !cp)
+    return oc_fail(err, "%s: max_position_embeddings %d leaves no room for an exchange (at least %d tokens: its frame and one token of text)", mp, mpe,
+                   least);
+  return oc_fail(err, "%s: max_length %d cannot hold an exchange (its frame and one token of text take %d); valid range [%d, %d]", cp, c->max_length,
+                 least, least, mpe);
+}
+
 static int load(const char *dir, int with_tokenizer, oc_classifier **out, oc_error *err) {
   *out = NULL;
   /* a classifier directory whose writer was killed between its two renames: set aside, restored here */
@@ -33,35 +104,21 @@ static int load(const char *dir, int with_tokenizer, oc_classifier **out, oc_err
   if (!c) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   c->allow_threshold = 0.35;
   c->block_threshold = 0.65;
-  c->max_length = 512;
-  char *cp = oc_path_join(dir, "classifier_config.json");
+  char *cp = oc_path_join(dir, "classifier_config.json"), *mp = oc_path_join(dir, "config.json");
   int rc = -1;
-  if (oc_mbert_load(dir, 0, NULL, 0, &c->m, err) || (with_tokenizer && oc_chat_load(dir, &c->tok, err))) goto done;
-  if (oc_file_exists(cp)) {
-    if (oc_json_parse_file(cp, &c->config, err)) goto done;
-    if (!cJSON_IsObject(c->config)) { oc_fail(err, "%s: not a JSON object", cp); goto done; }
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(c->config, "allow_threshold"), *b = cJSON_GetObjectItemCaseSensitive(c->config, "block_threshold"),
-                *ml = cJSON_GetObjectItemCaseSensitive(c->config, "max_length");
-    if ((a && !cJSON_IsNumber(a)) || (b && !cJSON_IsNumber(b)) || (ml && !cJSON_IsNumber(ml))) {
-      oc_fail(err, "%s: allow_threshold, block_threshold and max_length must be numbers", cp);
-      goto done;
-    }
-    if (oc_classifier_set_thresholds(c, a ? a->valuedouble : 0.35, b ? b->valuedouble : 0.65, err)) { oc_wrap(err, "%s", cp); goto done; }
-    if (ml && !(ml->valuedouble >= 1 && ml->valuedouble <= 65536 && ml->valuedouble == floor(ml->valuedouble))) {
-      oc_fail(err, "%s: max_length must be an integer in [1, 65536], got %g", cp, ml->valuedouble);
-      goto done;
-    }
-    if (ml) c->max_length = (int)ml->valuedouble;
-  } else {
-    c->config = cJSON_CreateObject();
-  }
+  if (!cp || !mp) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (oc_mbert_load(dir, &c->m, err) || (with_tokenizer && oc_chat_load(dir, &c->tok, err))) goto done;
   const oc_mbert_config *mc = oc_mbert_cfg(c->m);
-  c->unsafe_label = mc->n_labels - 1;
-  for (int i = 0; i < mc->n_labels; i++)
-    if (strcmp(mc->labels[i], "unsafe") == 0 || strcmp(mc->labels[i], "unsafe_compliance") == 0) c->unsafe_label = i;
+  if (find_unsafe_label(mc, mp, &c->unsafe_label, err)) goto done;
+  c->max_length = mc->max_position_embeddings < 512 ? mc->max_position_embeddings : 512; /* the default, within the model */
+  if (read_optional_json(cp, &c->config, err)) goto done;
+  if (!c->config && !(c->config = cJSON_CreateObject())) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  const char *ml_from = cJSON_GetObjectItemCaseSensitive(c->config, "max_length") ? cp : NULL;
+  if (apply_classifier_config(c, cp, err) || (c->tok && check_max_length_holds_frame(c, ml_from, mp, err))) goto done;
   rc = 0;
 done:
   free(cp);
+  free(mp);
   if (rc) { oc_classifier_free(c); return -1; }
   *out = c;
   return 0;
@@ -177,6 +234,11 @@ static int longest_cut(cut_probe *c, const char *s, size_t hi, size_t *out, oc_e
   return 0;
 }
 
+int oc_exchange_min_length(const oc_chat *tok, oc_error *err) {
+  int frame = cut_tokens(tok, "", 0, "", 0, err);
+  return frame < 0 ? -1 : frame + 1;
+}
+
 int oc_exchange_encode(const oc_chat *tok, const char *prompt, const char *response, int max_length, oc_encoding *enc, oc_error *err) {
   if (!response) response = "";
   const size_t pl = strlen(prompt), rl = strlen(response);
@@ -219,6 +281,8 @@ int oc_classifier_encode(const oc_classifier *c, const char *prompt, const char 
 
 int oc_classifier_score_ids(oc_classifier *c, const int32_t *ids, int n, oc_decision *out, oc_error *err) {
   float logits[OC_MBERT_MAX_LABELS];
+  const int mpe = oc_mbert_cfg(c->m)->max_position_embeddings;
+  if (n > mpe) return oc_fail(err, "%d token ids exceed the classifier's %d positions (max_position_embeddings)", n, mpe);
   oc_mbert_batch b = {ids, &n, 1};
   if (oc_mbert_forward(c->m, &b, logits, err)) return -1;
   finish(c, logits, out);

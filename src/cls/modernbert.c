@@ -116,27 +116,83 @@ void oc_mbert_free(oc_mbert *m) {
 }
 
 /* ---------------------------------------------------------------- config */
-static int cfg_int(const cJSON *j, const char *k, int def, int *out, const char *path, oc_error *err) {
+/* k as an integer in [lo, hi]; absent or null: def. Anything else is an error naming the key, the
+ * valid range and the value. */
+static int cfg_int(const cJSON *j, const char *k, int def, int lo, int hi, int *out, const char *path, oc_error *err) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
   if (!v || cJSON_IsNull(v)) { *out = def; return 0; }
-  if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9) return oc_fail(err, "%s: \"%s\" must be an integer", path, k);
+  if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) || v->valuedouble != floor(v->valuedouble)) {
+    char shown[48];
+    return oc_fail(err, "%s: \"%s\" must be an integer in [%d, %d], got %s", path, k, lo, hi, oc_json_shown(v, shown, sizeof shown));
+  }
   *out = (int)v->valuedouble;
   return 0;
 }
 static int cfg_num(const cJSON *j, const char *k, double def, double *out, const char *path, oc_error *err) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
   if (!v || cJSON_IsNull(v)) { *out = def; return 0; }
-  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return oc_fail(err, "%s: \"%s\" must be a finite number", path, k);
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+    char shown[48];
+    return oc_fail(err, "%s: \"%s\" must be a finite number, got %s", path, k, oc_json_shown(v, shown, sizeof shown));
+  }
   *out = v->valuedouble;
   return 0;
 }
-static int cfg_bool(const cJSON *j, const char *k) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, k)); }
+/* a flag is a JSON boolean (absent or null: false); "yes" or 1 is an error, not a guess */
+static int cfg_bool(const cJSON *j, const char *k, int *out, const char *path, oc_error *err) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+  *out = cJSON_IsTrue(v);
+  if (!v || cJSON_IsNull(v) || cJSON_IsBool(v)) return 0;
+  char shown[48];
+  return oc_fail(err, "%s: \"%s\" must be true or false, got %s", path, k, oc_json_shown(v, shown, sizeof shown));
+}
+
+/* id2label (and label2id, num_labels beside it) of a checkpoint that has labels: keys "0".."n-1",
+ * names non-empty, at most 63 bytes and distinct (scores are reported by name and the unsafe label
+ * is found by name: two labels of one name would make both ambiguous); label2id, when present, the
+ * exact inverse; num_labels, when present, n. */
+static int parse_labels(const cJSON *j, const cJSON *id2, int n_labels, const char *path, oc_mbert_config *c, oc_error *err) {
+  int have = cJSON_GetArraySize(id2);
+  if (have < 2 || have > OC_MBERT_MAX_LABELS) return oc_fail(err, "%s: id2label has %d labels (2..%d)", path, have, OC_MBERT_MAX_LABELS);
+  if (n_labels > 0 && n_labels != have) return oc_fail(err, "%s: the checkpoint has %d labels, the data needs %d", path, have, n_labels);
+  const cJSON *num = cJSON_GetObjectItemCaseSensitive(j, "num_labels");
+  if (num && !cJSON_IsNull(num) && !(cJSON_IsNumber(num) && num->valuedouble == have)) {
+    char shown[48];
+    return oc_fail(err, "%s: num_labels %s contradicts the %d labels of id2label", path, oc_json_shown(num, shown, sizeof shown), have);
+  }
+  c->n_labels = have;
+  for (int i = 0; i < have; i++) {
+    char key[16];
+    snprintf(key, sizeof key, "%d", i);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(id2, key);
+    if (!cJSON_IsString(v)) return oc_fail(err, "%s: id2label lacks \"%d\" (keys must be 0..%d, names strings)", path, i, have - 1);
+    size_t len = strlen(v->valuestring);
+    if (len == 0 || len >= sizeof c->labels[i]) return oc_fail(err, "%s: id2label \"%d\": a label name has 1..%zu bytes", path, i, sizeof c->labels[i] - 1);
+    memcpy(c->labels[i], v->valuestring, len + 1);
+    for (int k = 0; k < i; k++)
+      if (strcmp(c->labels[k], c->labels[i]) == 0) return oc_fail(err, "%s: id2label names labels %d and %d both \"%s\" (label names must be distinct)", path, k, i, c->labels[i]);
+  }
+  const cJSON *l2i = cJSON_GetObjectItemCaseSensitive(j, "label2id");
+  if (!l2i || cJSON_IsNull(l2i)) return 0;
+  if (!cJSON_IsObject(l2i) || cJSON_GetArraySize(l2i) != have)
+    return oc_fail(err, "%s: label2id must map the %d names of id2label to their ids", path, have);
+  for (int i = 0; i < have; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(l2i, c->labels[i]);
+    if (!cJSON_IsNumber(v) || v->valuedouble != i) {
+      char shown[48];
+      return oc_fail(err, "%s: label2id contradicts id2label: \"%s\" is id %d in id2label, %s in label2id", path, c->labels[i], i,
+                     v ? oc_json_shown(v, shown, sizeof shown) : "missing");
+    }
+  }
+  return 0;
+}
 
 static int parse_config(const char *path, int n_labels, const char *const *label_names, oc_mbert_config *c, oc_error *err) {
   cJSON *j;
   if (oc_json_parse_file(path, &j, err)) return -1;
   int rc = -1;
   memset(c, 0, sizeof *c);
+  if (!cJSON_IsObject(j)) { oc_fail(err, "%s: not a JSON object", path); goto done; }
   const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
   if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "modernbert") != 0) {
     oc_fail(err, "%s: model_type is %s, expected \"modernbert\" (the exchange classifier is a ModernBertForSequenceClassification)", path,
@@ -144,21 +200,31 @@ static int parse_config(const char *path, int n_labels, const char *const *label
     goto done;
   }
   int gevery = 3;
-  if (cfg_int(j, "vocab_size", 50368, &c->vocab, path, err) || cfg_int(j, "hidden_size", 768, &c->hidden, path, err) ||
-      cfg_int(j, "intermediate_size", 1152, &c->inter, path, err) || cfg_int(j, "num_hidden_layers", 22, &c->n_layers, path, err) ||
-      cfg_int(j, "num_attention_heads", 12, &c->n_heads, path, err) || cfg_int(j, "local_attention", 128, &c->local_attention, path, err) ||
-      cfg_int(j, "global_attn_every_n_layers", 3, &gevery, path, err) || cfg_int(j, "pad_token_id", 50283, &c->pad_id, path, err) ||
-      cfg_int(j, "cls_token_id", 50281, &c->cls_id, path, err) || cfg_int(j, "sep_token_id", 50282, &c->sep_id, path, err) ||
+  /* sizes bounded far above ModernBERT-large (they drive allocations before any tensor is seen) */
+  if (cfg_int(j, "vocab_size", 50368, 1, OC_MBERT_MAX_VOCAB, &c->vocab, path, err) ||
+      cfg_int(j, "hidden_size", 768, 1, OC_MBERT_MAX_HIDDEN, &c->hidden, path, err) ||
+      cfg_int(j, "intermediate_size", 1152, 1, OC_MBERT_MAX_INTERMEDIATE, &c->inter, path, err) ||
+      cfg_int(j, "num_hidden_layers", 22, 1, OC_MBERT_MAX_LAYERS, &c->n_layers, path, err) ||
+      cfg_int(j, "num_attention_heads", 12, 1, c->hidden, &c->n_heads, path, err) ||
+      cfg_int(j, "global_attn_every_n_layers", 3, 1, OC_MBERT_MAX_LAYERS, &gevery, path, err) ||
+      /* a sequence is [CLS] ... [SEP] around at least one token */
+      cfg_int(j, "max_position_embeddings", 8192, 3, OC_MBERT_MAX_POSITIONS, &c->max_position_embeddings, path, err) ||
+      cfg_int(j, "local_attention", 128, 2, OC_MBERT_MAX_POSITIONS, &c->local_attention, path, err) ||
+      cfg_int(j, "pad_token_id", 50283, 0, c->vocab - 1, &c->pad_id, path, err) ||
+      cfg_int(j, "cls_token_id", 50281, 0, c->vocab - 1, &c->cls_id, path, err) ||
+      cfg_int(j, "sep_token_id", 50282, 0, c->vocab - 1, &c->sep_id, path, err) ||
       cfg_num(j, "norm_eps", 1e-5, &c->eps, path, err) || cfg_num(j, "global_rope_theta", 160000.0, &c->theta_full, path, err) ||
       cfg_num(j, "local_rope_theta", 10000.0, &c->theta_sliding, path, err) ||
       cfg_num(j, "initializer_range", 0.02, &c->initializer_range, path, err) ||
       cfg_num(j, "initializer_cutoff_factor", 2.0, &c->initializer_cutoff, path, err))
     goto done;
-  if (c->vocab < 1 || c->hidden < 1 || c->inter < 1 || c->n_layers < 1 || c->n_layers > 1024 || c->n_heads < 1 ||
-      c->hidden % c->n_heads || (c->hidden / c->n_heads) % 2 || gevery < 1 || c->local_attention < 0) {
-    oc_fail(err, "%s: inconsistent sizes (hidden %d, heads %d, layers %d)", path, c->hidden, c->n_heads, c->n_layers);
+  if (c->hidden % c->n_heads || (c->hidden / c->n_heads) % 2) {
+    oc_fail(err, "%s: hidden_size %d must be num_attention_heads %d times an even head size", path, c->hidden, c->n_heads);
     goto done;
   }
+  /* the sliding window is local_attention / 2 to each side: an odd value would be cut silently (0
+   * would let each token see only itself) */
+  if (c->local_attention % 2) { oc_fail(err, "%s: local_attention must be a positive even window, got %d", path, c->local_attention); goto done; }
   /* a NaN or a non-positive eps turns every LayerNorm into NaN (and a NaN score into "allow" in a
    * comparison that is not written for it): refuse such configs */
   if (!(c->eps > 0 && c->eps < 1)) { oc_fail(err, "%s: norm_eps must be in (0, 1), got %g", path, c->eps); goto done; }
@@ -166,10 +232,20 @@ static int parse_config(const char *path, int n_labels, const char *const *label
     oc_fail(err, "%s: rope thetas must be finite and > 1 (global %g, local %g)", path, c->theta_full, c->theta_sliding);
     goto done;
   }
+  /* the fresh head's truncated normal: a positive std, and a cut of at least one std (resampling
+   * until a draw falls within a smaller cut takes ever longer; at 0 it never ends) */
+  if (!(c->initializer_range > 0 && c->initializer_range <= 1 && c->initializer_cutoff >= 1)) {
+    oc_fail(err, "%s: initializer_range must be in (0, 1] and initializer_cutoff_factor >= 1 (got %g, %g)", path, c->initializer_range,
+            c->initializer_cutoff);
+    goto done;
+  }
   c->head_dim = c->hidden / c->n_heads;
   const char *unsupported[] = {"attention_bias", "mlp_bias", "norm_bias"};
-  for (int i = 0; i < 3; i++)
-    if (cfg_bool(j, unsupported[i])) { oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: %s = true is not supported (ModernBERT-base has none)", path, unsupported[i]); goto done; }
+  for (int i = 0; i < 3; i++) {
+    int on;
+    if (cfg_bool(j, unsupported[i], &on, path, err)) goto done;
+    if (on) { oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: %s = true is not supported (ModernBERT-base has none)", path, unsupported[i]); goto done; }
+  }
   const char *drops[] = {"embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout"};
   for (int i = 0; i < 4; i++) {
     double d;
@@ -184,7 +260,7 @@ static int parse_config(const char *path, int n_labels, const char *const *label
       goto done;
     }
   }
-  c->head_bias = cfg_bool(j, "classifier_bias");
+  if (cfg_bool(j, "classifier_bias", &c->head_bias, path, err)) goto done;
   const cJSON *pool = cJSON_GetObjectItemCaseSensitive(j, "classifier_pooling");
   c->pool_cls = !pool || (cJSON_IsString(pool) && strcmp(pool->valuestring, "cls") == 0);
   if (pool && !(cJSON_IsString(pool) && (strcmp(pool->valuestring, "cls") == 0 || strcmp(pool->valuestring, "mean") == 0))) {
@@ -208,11 +284,13 @@ static int parse_config(const char *path, int n_labels, const char *const *label
     }
   }
   const cJSON *rp = cJSON_GetObjectItemCaseSensitive(j, "rope_parameters");
-  if (rp) {
+  if (rp && !cJSON_IsNull(rp)) {
+    if (!cJSON_IsObject(rp)) { oc_fail(err, "%s: rope_parameters must be an object", path); goto done; }
     const char *kinds[2] = {"full_attention", "sliding_attention"};
     double *th[2] = {&c->theta_full, &c->theta_sliding};
     for (int k = 0; k < 2; k++) {
       const cJSON *o = cJSON_GetObjectItemCaseSensitive(rp, kinds[k]);
+      if (o && !cJSON_IsObject(o)) { oc_fail(err, "%s: rope_parameters.%s must be an object", path, kinds[k]); goto done; }
       const cJSON *rt = o ? cJSON_GetObjectItemCaseSensitive(o, "rope_type") : NULL;
       if (rt && (!cJSON_IsString(rt) || strcmp(rt->valuestring, "default"))) { oc_fail(err, "%s: only rope_type \"default\" is supported", path); goto done; }
       if (o && cfg_num(o, "rope_theta", *th[k], th[k], path, err)) goto done;
@@ -220,24 +298,14 @@ static int parse_config(const char *path, int n_labels, const char *const *label
     }
   }
   const cJSON *id2 = cJSON_GetObjectItemCaseSensitive(j, "id2label");
-  int have = id2 && cJSON_IsObject(id2) ? cJSON_GetArraySize(id2) : 0;
-  if (have > 0) {
-    if (have > OC_MBERT_MAX_LABELS) { oc_fail(err, "%s: %d labels (at most %d)", path, have, OC_MBERT_MAX_LABELS); goto done; }
-    if (n_labels > 0 && n_labels != have) {
-      oc_fail(err, "%s: the checkpoint has %d labels, the data needs %d", path, have, n_labels);
-      goto done;
-    }
-    c->n_labels = have;
-    for (int i = 0; i < have; i++) {
-      char key[16];
-      snprintf(key, sizeof key, "%d", i);
-      const cJSON *v = cJSON_GetObjectItemCaseSensitive(id2, key);
-      if (!cJSON_IsString(v)) { oc_fail(err, "%s: id2label lacks \"%d\"", path, i); goto done; }
-      snprintf(c->labels[i], sizeof c->labels[i], "%s", v->valuestring);
-    }
+  if (id2 && !cJSON_IsNull(id2) && !cJSON_IsObject(id2)) { oc_fail(err, "%s: id2label must be an object", path); goto done; }
+  if (cJSON_IsObject(id2) && cJSON_GetArraySize(id2) > 0) {
+    if (parse_labels(j, id2, n_labels, path, c, err)) goto done;
   } else {
+    const cJSON *l2i = cJSON_GetObjectItemCaseSensitive(j, "label2id");
+    if (l2i && !cJSON_IsNull(l2i) && !(cJSON_IsObject(l2i) && !l2i->child)) { oc_fail(err, "%s: label2id without id2label (which name has which id?)", path); goto done; }
     int nl = n_labels > 0 ? n_labels : 0;
-    if (!nl && cfg_int(j, "num_labels", 2, &nl, path, err)) goto done;
+    if (!nl && cfg_int(j, "num_labels", 2, 2, OC_MBERT_MAX_LABELS, &nl, path, err)) goto done;
     if (nl < 2 || nl > OC_MBERT_MAX_LABELS) { oc_fail(err, "%s: need 2..%d labels, got %d", path, OC_MBERT_MAX_LABELS, nl); goto done; }
     c->n_labels = nl;
     for (int i = 0; i < nl; i++) snprintf(c->labels[i], sizeof c->labels[i], "%s", label_names && label_names[i] ? label_names[i] : "");
@@ -322,14 +390,37 @@ static int check_finite(const float *x, size_t n, const char *path, const char *
   return i < n ? oc_fail(err, "%s: tensor \"%s\" has a non-finite value (%g) at element %zu", path, name, (double)x[i], i) : 0;
 }
 
-int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names, uint64_t init_seed, oc_mbert **out, oc_error *err) {
+/* A fresh classification head like transformers' _init_weights: classifier.weight trunc_normal with
+ * std 1/sqrt(hidden), head.dense with the output-layer std, head.norm ones, biases zero. */
+static void init_head_param(const oc_mbert *m, int i, float *dst, size_t numel, oc_rng *rng) {
+  if (i == m->gp[P_CLS_W]) trunc_normal(dst, numel, 1.0 / sqrt((double)m->c.hidden), m->c.initializer_cutoff, rng);
+  else if (i == m->gp[P_DENSE]) trunc_normal(dst, numel, m->c.initializer_range / sqrt(2.0 * m->c.n_layers), m->c.initializer_cutoff, rng);
+  else if (i == m->gp[P_HEAD_NORM]) for (size_t k = 0; k < numel; k++) dst[k] = 1.0f;
+  else memset(dst, 0, numel * sizeof(float));
+}
+
+/* A tensor of the file this model has no place for (a layer beyond num_hidden_layers, a norm bias
+ * the config says is absent, a head of another layout) would be silently ignored: refused, naming
+ * it. A base checkpoint's masked-LM decoder (decoder.*) is what fine-tuning replaces. */
+static int check_no_unused(const oc_mbert *m, const oc_st_file *f, int used, int for_training, const char *wp, oc_error *err) {
+  for (int k = 0; k < oc_st_count(f) && used < oc_st_count(f); k++) {
+    const char *name = oc_st_at(f, k)->name;
+    int known = for_training && strncmp(name, "decoder.", 8) == 0;
+    for (int i = 0; i < m->np && !known; i++) known = m->p[i].present && strcmp(m->p[i].name, name) == 0;
+    if (!known) return oc_fail(err, "%s: tensor \"%s\" is not part of the model config.json describes", wp, name);
+  }
+  return 0;
+}
+
+static int load(const char *dir, int n_labels, const char *const *label_names, uint64_t init_seed, int for_training, oc_mbert **out,
+                oc_error *err) {
   *out = NULL;
   oc_blas_init();
   oc_mbert *m = calloc(1, sizeof *m);
   if (!m || !(m->ws = oc_mbert_ws_new())) { free(m); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   char *cp = oc_path_join(dir, "config.json"), *wp = oc_path_join(dir, "model.safetensors");
   oc_st_file *f = NULL;
-  int rc = -1;
+  int rc = -1, used = 0;
   if (parse_config(cp, n_labels, label_names, &m->c, err) || plan_params(m, err)) goto done;
   if (oc_st_open(wp, &f, err)) goto done;
   oc_rng rng;
@@ -341,16 +432,18 @@ int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names,
     size_t numel = (size_t)q->shape[0] * (size_t)(q->ndim == 2 ? q->shape[1] : 1);
     float *dst = m->w + q->off;
     if (!t) {
-      /* a base (masked-LM) checkpoint: only the classification head may be missing */
+      /* only the start of fine-tuning from a base (masked-LM) checkpoint may lack the classification
+       * head; a classifier that scores with a freshly initialised head gives confident verdicts of nothing */
       int is_head = strncmp(q->name, "classifier.", 11) == 0 || strncmp(q->name, "head.", 5) == 0;
-      if (!is_head) { oc_fail(err, "%s: tensor \"%s\" missing", wp, q->name); goto done; }
-      if (i == m->gp[P_CLS_W]) trunc_normal(dst, numel, 1.0 / sqrt((double)m->c.hidden), m->c.initializer_cutoff, &rng);
-      else if (i == m->gp[P_DENSE])
-        trunc_normal(dst, numel, m->c.initializer_range / sqrt(2.0 * m->c.n_layers), m->c.initializer_cutoff, &rng);
-      else if (i == m->gp[P_HEAD_NORM]) for (size_t k = 0; k < numel; k++) dst[k] = 1.0f;
-      else memset(dst, 0, numel * sizeof(float));
+      if (!for_training || !is_head) {
+        oc_fail(err, "%s: tensor \"%s\" missing%s", wp, q->name,
+                is_head ? " (a base checkpoint without a trained head can only start train-exchange-classifier)" : "");
+        goto done;
+      }
+      init_head_param(m, i, dst, numel, &rng);
       continue;
     }
+    used++;
     int ok = t->ndim == q->ndim && t->shape[0] == q->shape[0] && (q->ndim == 1 || t->shape[1] == q->shape[1]);
     if (!ok) {
       oc_fail(err, "%s: tensor \"%s\" has shape [%lld%s%lld], config.json implies [%lld%s%lld]", wp, q->name, (long long)t->shape[0],
@@ -361,6 +454,7 @@ int oc_mbert_load(const char *dir, int n_labels, const char *const *label_names,
     if (oc_to_f32(t->dtype, t->data, dst, numel)) { oc_fail(err, "%s: tensor \"%s\" has dtype %s (need F32, F16 or BF16)", wp, q->name, oc_dtype_name(t->dtype)); goto done; }
     if (check_finite(dst, numel, wp, q->name, err)) goto done;
   }
+  if (check_no_unused(m, f, used, for_training, wp, err)) goto done;
   const int hd = m->c.head_dim;
   for (int k = 0; k < 2; k++) {
     m->inv_freq[k] = malloc(sizeof(float) * (size_t)(hd / 2));
@@ -375,6 +469,12 @@ done:
   if (rc) { oc_wrap(err, "loading classifier %s", dir); oc_mbert_free(m); }
   else *out = m;
   return rc;
+}
+
+int oc_mbert_load(const char *dir, oc_mbert **out, oc_error *err) { return load(dir, 0, NULL, 0, 0, out, err); }
+
+int oc_mbert_load_for_training(const char *dir, int n_labels, const char *const *label_names, uint64_t init_seed, oc_mbert **out, oc_error *err) {
+  return load(dir, n_labels, label_names, init_seed, 1, out, err);
 }
 
 /* ---------------------------------------------------------------- buffers */
@@ -860,7 +960,21 @@ void oc_mbert_clip_and_step(oc_mbert *m, oc_adamw_state *st, double lr, double w
 }
 
 /* ---------------------------------------------------------------- weights i/o */
+int oc_mbert_check_finite(const oc_mbert *m, const char *what, oc_error *err) {
+  for (int i = 0; i < m->np; i++) {
+    const param *q = &m->p[i];
+    size_t n = (size_t)q->shape[0] * (size_t)(q->ndim == 2 ? q->shape[1] : 1), k = q->present ? oc_find_nonfinite(m->w + q->off, n) : n;
+    if (k < n) return oc_fail(err, "%s: tensor \"%s\" has a non-finite value (%g) at element %zu", what, q->name, (double)m->w[q->off + k], k);
+  }
+  return 0;
+}
+
 int oc_mbert_save_weights(const oc_mbert *m, const char *path, oc_error *err) {
+  /* weights that are not finite are never written: the classifier would score NaN, and a checkpoint
+   * of them would resume into NaN */
+  char what[1100];
+  snprintf(what, sizeof what, "%s: not written", path);
+  if (oc_mbert_check_finite(m, what, err)) return -1;
   oc_st_writer *w = oc_st_writer_new();
   int rc = 0;
   for (int i = 0; i < m->np && !rc; i++) {
@@ -876,7 +990,7 @@ int oc_mbert_save_weights(const oc_mbert *m, const char *path, oc_error *err) {
 int oc_mbert_load_weights(oc_mbert *m, const char *path, oc_error *err) {
   oc_st_file *f;
   if (oc_st_open(path, &f, err)) return -1;
-  int rc = 0;
+  int rc = 0, used = 0;
   for (int i = 0; i < m->np && !rc; i++) {
     const param *q = &m->p[i];
     if (!q->present) continue;
@@ -886,8 +1000,10 @@ int oc_mbert_load_weights(oc_mbert *m, const char *path, oc_error *err) {
     else {
       memcpy(m->w + q->off, t->data, n * sizeof(float));
       rc = check_finite(m->w + q->off, n, path, q->name, err);
+      used++;
     }
   }
+  if (!rc) rc = check_no_unused(m, f, used, 0, path, err);
   oc_st_close(f);
   return rc;
 }

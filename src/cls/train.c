@@ -81,7 +81,8 @@ cJSON *oc_cls_metrics(const int32_t *y, const double *probs, int n, int C, int u
   int32_t *yb = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
   if (s && yb) {
     for (int i = 0; i < n; i++) { s[i] = (float)probs[(size_t)i * C + unsafe_label]; yb[i] = y[i] == unsafe_label; }
-    double auc = oc_roc_auc(s, yb, n);
+    /* no AUC of scores that are not numbers (oc_roc_auc's tie grouping never ends on a NaN) */
+    double auc = oc_find_nonfinite(s, (size_t)n) < (size_t)n ? NAN : oc_roc_auc(s, yb, n);
     cJSON *v = isfinite(auc) ? cJSON_CreateNumber(auc) : cJSON_CreateNull();
     cJSON_AddItemToObject(o, C == 2 ? "roc_auc" : "roc_auc_unsafe_vs_rest", v);
   }
@@ -156,7 +157,19 @@ done:
   return rc;
 }
 
-/* A checkpoint's files: the model files, optimizer.safetensors (Adam moments), trainer_state.json. */
+/* x[0, n) of tensor `name` finite (and, nonneg, >= 0: an Adam second moment); the first element that
+ * is not, as an error naming where (a file) and the tensor. */
+static int check_values(const float *x, size_t n, int nonneg, const char *where, const char *name, oc_error *err) {
+  for (size_t k = 0; k < n; k++)
+    if (!isfinite(x[k]) || (nonneg && x[k] < 0))
+      return oc_fail(err, "%s: tensor \"%s\" has %s value (%g) at element %zu%s", where, name, isfinite(x[k]) ? "a negative" : "a non-finite",
+                     (double)x[k], k, nonneg ? " (an Adam second moment is finite and >= 0)" : "");
+  return 0;
+}
+
+/* A checkpoint's files: the model files, optimizer.safetensors (Adam moments), trainer_state.json.
+ * Weights or moments that are not finite are not written (training diverged): a checkpoint of them
+ * would resume into NaN. */
 static int write_checkpoint_files(const char *dir, const char *base_dir, const oc_mbert *m, const oc_adamw_state *st, int64_t total_steps,
                                   double epoch, uint64_t seed, uint64_t fingerprint, oc_error *err) {
   if (write_model_files(dir, base_dir, m, err)) return -1;
@@ -173,7 +186,9 @@ static int write_checkpoint_files(const char *dir, const char *base_dir, const o
     size_t off = (size_t)(p - base);
     snprintf(names[2 * i], sizeof names[0], "m.%s", oc_mbert_param_name(m, i));
     snprintf(names[2 * i + 1], sizeof names[0], "v.%s", oc_mbert_param_name(m, i));
-    rc = oc_st_writer_add(w, names[2 * i], OC_DT_F32, ndim, shape, st->m + off, err) ||
+    rc = check_values(st->m + off, (size_t)numel, 0, "optimizer.safetensors not written", names[2 * i], err) ||
+         check_values(st->v + off, (size_t)numel, 1, "optimizer.safetensors not written", names[2 * i + 1], err) ||
+         oc_st_writer_add(w, names[2 * i], OC_DT_F32, ndim, shape, st->m + off, err) ||
          oc_st_writer_add(w, names[2 * i + 1], OC_DT_F32, ndim, shape, st->v + off, err);
   }
   char *op = oc_path_join(dir, "optimizer.safetensors");
@@ -282,8 +297,40 @@ static int read_trainer_state(const char *path, trainer_state *ts, oc_error *err
   return rc;
 }
 
+/* The tensors of a checkpoint's safetensors file as training wrote them: F32 and finite; in
+ * optimizer.safetensors only Adam moments, m.* and v.* (v >= 0). A NaN there would resume into NaN
+ * weights that the next save would call a checkpoint. */
+static int check_checkpoint_tensors(const oc_st_file *f, int optimizer, const char *path, oc_error *err) {
+  for (int i = 0; i < oc_st_count(f); i++) {
+    const oc_tensor *t = oc_st_at(f, i);
+    int second = optimizer && strncmp(t->name, "v.", 2) == 0;
+    if (optimizer && !second && strncmp(t->name, "m.", 2) != 0) return oc_fail(err, "%s: tensor \"%s\" is not an Adam moment (m.*, v.*)", path, t->name);
+    if (t->dtype != OC_DT_F32) return oc_fail(err, "%s: tensor \"%s\" is %s, a checkpoint holds F32", path, t->name, oc_dtype_name(t->dtype));
+    if (check_values(t->data, (size_t)t->numel, second, path, t->name, err)) return -1;
+  }
+  return 0;
+}
+
+/* A directory named checkpoint-N claims step N: trainer_state.json's global_step must be that step,
+ * written as training writes it (a checkpoint-9 holding step 4 would be taken by "latest" over a
+ * newer complete checkpoint-6). Other names claim no step. */
+static int check_name_matches_step(const char *dir, int64_t global_step, oc_error *err) {
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/') n--;
+  size_t b = n;
+  while (b > 0 && dir[b - 1] != '/') b--;
+  const char *base = dir + b;
+  size_t bl = n - b;
+  if (bl <= 11 || strncmp(base, "checkpoint-", 11) != 0 || strspn(base + 11, "0123456789") != bl - 11) return 0;
+  char want[40];
+  snprintf(want, sizeof want, "checkpoint-%lld", (long long)global_step);
+  if (strlen(want) == bl && strncmp(base, want, bl) == 0) return 0;
+  return oc_fail(err, "%s: not a checkpoint of the step its name says: its trainer_state.json has global_step %lld (%s)", dir, (long long)global_step, want);
+}
+
 /* A complete checkpoint: its four files present, both safetensors files whole (header and size
- * checked), trainer_state.json valid. */
+ * checked) with F32 finite values (Adam second moments >= 0), trainer_state.json valid and its
+ * global_step the N of the directory's name checkpoint-N. */
 static int check_checkpoint(const char *dir, trainer_state *ts, oc_error *err) {
   static const char *const files[] = {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"};
   int rc = 0;
@@ -291,17 +338,22 @@ static int check_checkpoint(const char *dir, trainer_state *ts, oc_error *err) {
     char *p = oc_path_join(dir, files[i]);
     oc_st_file *f = NULL;
     if (!p) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-    else if (!oc_file_exists(p)) rc = oc_fail_code(err, OC_ERR_NOT_FOUND, "%s: incomplete checkpoint: %s is missing", dir, files[i]);
-    else if (i == 1 || i == 2) rc = oc_st_open(p, &f, err);
+    else if (!oc_file_exists(p)) rc = oc_fail_code(err, OC_ERR_NOT_FOUND, "%s: incomplete checkpoint: %s is missing (or not a regular file)", dir, files[i]);
+    else if (i == 1 || i == 2) rc = oc_st_open(p, &f, err) ? -1 : check_checkpoint_tensors(f, i == 2, p, err) ? oc_wrap(err, "%s: corrupt checkpoint", dir) : 0;
     else if (i == 3) rc = read_trainer_state(p, ts, err);
     if (f) oc_st_close(f);
     free(p);
   }
-  return rc;
+  return rc ? rc : check_name_matches_step(dir, ts->global_step, err);
 }
 
-static int cmp_desc(const void *a, const void *b) {
-  long x = *(const long *)a, y = *(const long *)b;
+typedef struct {
+  long step;
+  char *name;
+} ckpt_entry;
+
+static int cmp_step_desc(const void *a, const void *b) {
+  long x = ((const ckpt_entry *)a)->step, y = ((const ckpt_entry *)b)->step;
   return (x < y) - (x > y);
 }
 
@@ -309,37 +361,39 @@ static int cmp_desc(const void *a, const void *b) {
 static char *latest_checkpoint(const char *out_dir, trainer_state *ts, oc_error *err) {
   DIR *d = opendir(out_dir);
   if (!d) { oc_fail_code(err, oc_errno_code(errno), "%s: no checkpoint-N directory to resume from (%s)", out_dir, strerror(errno)); return NULL; }
-  long *steps = NULL;
+  ckpt_entry *ents = NULL;
   size_t n = 0, cap = 0;
+  int oom = 0;
   struct dirent *e;
-  while ((e = readdir(d))) {
+  while ((e = readdir(d)) && !oom) {
     char *end;
     if (strncmp(e->d_name, "checkpoint-", 11) != 0 || e->d_name[11] < '0' || e->d_name[11] > '9') continue;
     errno = 0;
     long v = strtol(e->d_name + 11, &end, 10);
     if (*end || errno) continue;
     if (n == cap) {
-      long *ns = realloc(steps, (cap = 2 * cap + 16) * sizeof *steps);
-      if (!ns) break;
-      steps = ns;
+      ckpt_entry *ne = realloc(ents, (cap = 2 * cap + 16) * sizeof *ents);
+      if (!ne) { oom = 1; break; }
+      ents = ne;
     }
-    steps[n++] = v;
+    if (!(ents[n].name = strdup(e->d_name))) { oom = 1; break; }
+    ents[n++].step = v;
   }
   closedir(d);
-  if (n) qsort(steps, n, sizeof *steps, cmp_desc);
   char *found = NULL;
-  for (size_t i = 0; i < n && !found; i++) {
-    char name[64];
-    snprintf(name, sizeof name, "checkpoint-%ld", steps[i]);
-    char *p = oc_path_join(out_dir, name);
+  if (oom) oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  else if (n) qsort(ents, n, sizeof *ents, cmp_step_desc);
+  for (size_t i = 0; i < n && !found && !oom; i++) {
+    char *p = oc_path_join(out_dir, ents[i].name);
     if (p && check_checkpoint(p, ts, err) == 0) found = p;
     else {
       if (p) fprintf(stderr, "skipping %s: %s\n", p, err->msg);
       free(p);
     }
   }
-  free(steps);
-  if (!found) oc_fail_code(err, OC_ERR_NOT_FOUND, "%s: no complete checkpoint-N directory to resume from", out_dir);
+  for (size_t i = 0; i < n; i++) free(ents[i].name);
+  free(ents);
+  if (!found && !oom) oc_fail_code(err, OC_ERR_NOT_FOUND, "%s: no complete checkpoint-N directory to resume from", out_dir);
   return found;
 }
 
@@ -365,15 +419,16 @@ static int load_checkpoint(const char *dir, const trainer_state *ts, oc_mbert *m
   }
   if (oc_mbert_load_weights(m, wp, err) || oc_st_open(op, &f, err)) goto done;
   const float *base = oc_mbert_param(m, 0, NULL, NULL, NULL);
+  int moments = 0;
   for (int i = 0; i < oc_mbert_n_params(m); i++) {
     int64_t numel;
     const float *p = oc_mbert_param(m, i, &numel, NULL, NULL);
     if (!p) continue;
+    moments += 2;
     char n1[200], n2[200];
     snprintf(n1, sizeof n1, "m.%s", oc_mbert_param_name(m, i));
     snprintf(n2, sizeof n2, "v.%s", oc_mbert_param_name(m, i));
     const oc_tensor *tm = oc_st_get(f, n1), *tv = oc_st_get(f, n2);
-    if (!tm && !tv) continue;
     if (!tm || !tv || tm->numel != numel || tv->numel != numel || tm->dtype != OC_DT_F32 || tv->dtype != OC_DT_F32) {
       oc_fail(err, "%s: optimizer state of \"%s\" missing or of the wrong shape", op, oc_mbert_param_name(m, i));
       goto done;
@@ -381,6 +436,10 @@ static int load_checkpoint(const char *dir, const trainer_state *ts, oc_mbert *m
     size_t off = (size_t)(p - base);
     memcpy(st->m + off, tm->data, tm->nbytes);
     memcpy(st->v + off, tv->data, tv->nbytes);
+  }
+  if (oc_st_count(f) != moments) {
+    oc_fail(err, "%s: %d tensors where this model has %d Adam moments (the optimizer state of another model)", op, oc_st_count(f), moments);
+    goto done;
   }
   st->step = ts->global_step;
   rc = 0;
@@ -473,6 +532,12 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   if (!is_val) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (int i = 0; i < nva_ex; i++) is_val[vai[i]] = 1;
   if (oc_chat_load(o->model_dir, &tok, err)) { free(is_val); goto done; }
+  int least = oc_exchange_min_length(tok, err);
+  if (least < 0 || o->max_length < least) {
+    if (least >= 0) oc_fail(err, "max_length %d cannot hold an exchange (its frame and one token of text take %d)", o->max_length, least);
+    free(is_val);
+    goto done;
+  }
   int copies = o->prefix_augment ? (o->prefix_copies > 0 ? o->prefix_copies : 1) : 0;
   recs = calloc((size_t)ds.n * (size_t)(1 + copies), sizeof *recs);
   if (!recs) { free(is_val); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
@@ -509,7 +574,12 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   fprintf(stderr, "%s: %d examples -> %d records (%d train, %d validation), %d labels\n", o->data_path, ds.n, nrec, ntr, nva, C);
 
   oc_progress_phase(&prog, "loading_model", 0, 0);
-  if (oc_mbert_load(o->model_dir, C, names, o->seed, &m, err) || oc_mbert_adamw_init(m, &st, err)) goto done;
+  if (oc_mbert_load_for_training(o->model_dir, C, names, o->seed, &m, err) || oc_mbert_adamw_init(m, &st, err)) goto done;
+  if (o->max_length > oc_mbert_cfg(m)->max_position_embeddings) {
+    oc_fail(err, "max_length %d exceeds the model's %d positions (max_position_embeddings of %s/config.json)", o->max_length,
+            oc_mbert_cfg(m)->max_position_embeddings, o->model_dir);
+    goto done;
+  }
   const int64_t spe = (ntr + o->batch_size - 1) / o->batch_size, total = (int64_t)o->epochs * spe;
   /* what a killed run left in out_dir: set-aside versions restored or settled, temporaries removed */
   if (oc_artifact_dir_recover(o->out_dir, err)) goto done;
@@ -548,6 +618,12 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
     if (oc_mbert_loss_backward(m, &b, batch_labels, &loss, NULL, err)) { oc_wrap(err, "step %lld", (long long)k + 1); free(perm); free(permi); goto done; }
     double lr = o->learning_rate * (double)(total - k) / (double)total, gn, cc;
     oc_mbert_clip_and_step(m, &st, lr, o->weight_decay, o->max_grad_norm, &gn, &cc);
+    /* diverged: the weights are (or will be) NaN; nothing is saved from here */
+    if (!isfinite(loss) || !isfinite(gn)) {
+      oc_fail(err, "step %lld: training diverged (loss %g, gradient norm %g); no checkpoint or classifier is written from it", (long long)k + 1,
+              (double)loss, gn);
+      free(perm); free(permi); goto done;
+    }
     loss_acc += loss;
     loss_n++;
     double epoch_f = (double)(k + 1) / (double)spe;
@@ -578,6 +654,8 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
     }
   }
   free(perm); free(permi);
+  /* the last update can overflow weights whose gradients were finite */
+  if (oc_mbert_check_finite(m, "training diverged: the final weights are not finite", err)) goto done;
   oc_progress_phase(&prog, "evaluating", 0, nva);
   int unsafe = C - 1;
   if (nva > 0) {

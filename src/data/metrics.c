@@ -18,7 +18,12 @@ double oc_roc_auc(const float *scores, const int32_t *y, int n) {
   scored *v = malloc(sizeof *v * (size_t)(n ? n : 1));
   if (!v) return NAN;
   int64_t np = 0;
-  for (int i = 0; i < n; i++) { v[i].s = scores[i]; v[i].y = y[i] != 0; np += v[i].y; }
+  for (int i = 0; i < n; i++) {
+    if (isnan(scores[i])) { free(v); return NAN; } /* no ranking (and NaN != NaN never ended the tie loop below) */
+    v[i].s = scores[i];
+    v[i].y = y[i] != 0;
+    np += v[i].y;
+  }
   int64_t nn = n - np;
   if (np == 0 || nn == 0) { free(v); return NAN; }
   qsort(v, (size_t)n, sizeof *v, cmp_scored);

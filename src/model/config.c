@@ -1,5 +1,6 @@
 /* config.json -> oc_model_config for the supported decoder families. */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,15 +26,19 @@ static const cJSON *get(const ctx *c, const char *key) {
   return (v && !cJSON_IsNull(v)) ? v : NULL;
 }
 
-static int get_int(const ctx *c, const char *key, int def, int required, int *out) {
+/* key as an integer in [lo, hi]; absent or null: def, or an error when required. A string, a
+ * fraction, a list or a number out of range is an error naming the key, the range and the value. */
+static int get_int(const ctx *c, const char *key, int def, int required, int lo, int hi, int *out) {
   const cJSON *v = get(c, key);
   if (!v) {
     if (required) return oc_fail(c->err, "%s: required key \"%s\" is missing", c->path, key);
     *out = def;
     return 0;
   }
-  if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < -1 || v->valuedouble > 1e9)
-    return oc_fail(c->err, "%s: \"%s\" must be an integer", c->path, key);
+  if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) || v->valuedouble != floor(v->valuedouble)) {
+    char shown[48];
+    return oc_fail(c->err, "%s: \"%s\" must be an integer in [%d, %d], got %s", c->path, key, lo, hi, oc_json_shown(v, shown, sizeof shown));
+  }
   *out = (int)v->valuedouble;
   return 0;
 }
@@ -41,20 +46,44 @@ static int get_int(const ctx *c, const char *key, int def, int required, int *ou
 static int get_double(const ctx *c, const char *key, double def, double *out) {
   const cJSON *v = get(c, key);
   if (!v) { *out = def; return 0; }
-  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return oc_fail(c->err, "%s: \"%s\" must be a finite number", c->path, key);
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+    char shown[48];
+    return oc_fail(c->err, "%s: \"%s\" must be a finite number, got %s", c->path, key, oc_json_shown(v, shown, sizeof shown));
+  }
   *out = v->valuedouble;
   return 0;
 }
 
-static int get_bool(const ctx *c, const char *key, int def) {
-  const cJSON *v = get(c, key);
-  if (!v) return def;
-  return cJSON_IsTrue(v) ? 1 : 0;
+/* get_double for a value that must be positive (thetas, scales, caps) */
+static int get_positive(const ctx *c, const char *key, double def, double *out) {
+  if (get_double(c, key, def, out)) return -1;
+  return *out > 0 ? 0 : oc_fail(c->err, "%s: \"%s\" must be positive, got %g", c->path, key, *out);
 }
 
-static const char *get_str(const ctx *c, const char *key) {
+/* A flag is a JSON boolean (transformers reads "yes" or 1 as truthy, we would have read them as
+ * false: neither guesses). Absent or null: def. */
+static int get_bool(const ctx *c, const char *key, int def, int *out) {
   const cJSON *v = get(c, key);
-  return cJSON_IsString(v) ? v->valuestring : NULL;
+  if (!v) { *out = def; return 0; }
+  if (!cJSON_IsBool(v)) {
+    char shown[48];
+    return oc_fail(c->err, "%s: \"%s\" must be true or false, got %s", c->path, key, oc_json_shown(v, shown, sizeof shown));
+  }
+  *out = cJSON_IsTrue(v) ? 1 : 0;
+  return 0;
+}
+
+/* A string value; absent or null: NULL with 0, another type: an error. */
+static int get_str(const ctx *c, const char *key, const char **out) {
+  const cJSON *v = get(c, key);
+  *out = NULL;
+  if (!v) return 0;
+  if (!cJSON_IsString(v)) {
+    char shown[48];
+    return oc_fail(c->err, "%s: \"%s\" must be a string, got %s", c->path, key, oc_json_shown(v, shown, sizeof shown));
+  }
+  *out = v->valuestring;
+  return 0;
 }
 
 static int parse_rope(const ctx *c, const cJSON *o, double def_theta, oc_rope_params *r, const char *where) {
@@ -65,8 +94,10 @@ static int parse_rope(const ctx *c, const cJSON *o, double def_theta, oc_rope_pa
   r->kind = OC_ROPE_DEFAULT;
   if (!o || cJSON_IsNull(o)) return 0;
   if (!cJSON_IsObject(o)) return oc_fail(c->err, "%s: %s must be an object", c->path, where);
-  const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
-  if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(o, "type");
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type"), *legacy = cJSON_GetObjectItemCaseSensitive(o, "type");
+  if ((t && !cJSON_IsNull(t) && !cJSON_IsString(t)) || (legacy && !cJSON_IsNull(legacy) && !cJSON_IsString(legacy)))
+    return oc_fail(c->err, "%s: %s.rope_type must be a string", c->path, where);
+  if (!cJSON_IsString(t)) t = legacy;
   const char *kind = cJSON_IsString(t) ? t->valuestring : "default";
   if (strcmp(kind, "default") == 0) r->kind = OC_ROPE_DEFAULT;
   else if (strcmp(kind, "linear") == 0) r->kind = OC_ROPE_LINEAR;
@@ -76,7 +107,8 @@ static int parse_rope(const ctx *c, const cJSON *o, double def_theta, oc_rope_pa
   const cJSON *v;
 #define NUM(key, field)                                                                                  \
   if ((v = cJSON_GetObjectItemCaseSensitive(o, key)) && !cJSON_IsNull(v)) {                              \
-    if (!cJSON_IsNumber(v)) return oc_fail(c->err, "%s: %s.%s must be a number", c->path, where, key);   \
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))                                                 \
+      return oc_fail(c->err, "%s: %s.%s must be a finite number", c->path, where, key);                  \
     r->field = v->valuedouble;                                                                           \
   }
   NUM("rope_theta", theta)
@@ -96,13 +128,23 @@ static int parse_rope(const ctx *c, const cJSON *o, double def_theta, oc_rope_pa
   return 0;
 }
 
-static int add_eos(oc_model_config *cfg, const cJSON *v) {
-  if (!v) return 0;
-  if (cJSON_IsNumber(v)) {
-    for (int i = 0; i < cfg->n_eos; i++) if (cfg->eos_token_ids[i] == v->valueint) return 0;
-    if (cfg->n_eos < OC_MAX_EOS) cfg->eos_token_ids[cfg->n_eos++] = v->valueint;
-  } else if (cJSON_IsArray(v)) {
-    for (const cJSON *e = v->child; e; e = e->next) add_eos(cfg, e);
+/* eos_token_id: an id or a flat list of ids, each an integer in [0, vocab_size); at most OC_MAX_EOS
+ * distinct ids (a stop id silently dropped would let generation run past the end of an answer). */
+static int add_eos(const ctx *c, oc_model_config *cfg, const cJSON *v, const char *where) {
+  if (!v || cJSON_IsNull(v)) return 0;
+  const cJSON *one = cJSON_IsArray(v) ? v->child : v;
+  for (; one; one = cJSON_IsArray(v) ? one->next : NULL) {
+    double x = cJSON_IsNumber(one) ? one->valuedouble : -1;
+    if (!(x >= 0 && x < cfg->vocab && x == floor(x))) {
+      char shown[48];
+      return oc_fail(c->err, "%s: %s must be a token id in [0, %d] or a list of them, got %s", c->path, where, cfg->vocab - 1,
+                     oc_json_shown(v, shown, sizeof shown));
+    }
+    int id = (int)x, seen = 0;
+    for (int i = 0; i < cfg->n_eos; i++) seen |= cfg->eos_token_ids[i] == id;
+    if (seen) continue;
+    if (cfg->n_eos == OC_MAX_EOS) return oc_fail(c->err, "%s: %s lists more than %d distinct ids", c->path, where, OC_MAX_EOS);
+    cfg->eos_token_ids[cfg->n_eos++] = id;
   }
   return 0;
 }
@@ -123,7 +165,7 @@ const char *oc_family_name(oc_family f) {
 }
 
 int oc_config_check_positions(const oc_model_config *c, int64_t n_input, int64_t n_new, oc_error *err) {
-  if (c->max_position_embeddings > 0 && n_input + n_new > c->max_position_embeddings) {
+  if (n_input + n_new > c->max_position_embeddings) {
     if (n_new)
       return oc_fail(err, "%lld input tokens + %lld new tokens exceed the model's %d positions (max_position_embeddings)", (long long)n_input,
                      (long long)n_new, c->max_position_embeddings);
@@ -143,10 +185,15 @@ int oc_config_parse(const char *json, size_t len, const char *path, oc_model_con
   ctx c = {root, root, path, err};
   const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
   const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
-  const char *arch = (cJSON_IsArray(archs) && cJSON_IsString(archs->child)) ? archs->child->valuestring : "";
   const cJSON *mtj = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-  const char *mt = cJSON_IsString(mtj) ? mtj->valuestring : "";
   int rc = 0;
+  if ((archs && !cJSON_IsNull(archs) && !(cJSON_IsArray(archs) && (!archs->child || cJSON_IsString(archs->child)))) ||
+      (mtj && !cJSON_IsNull(mtj) && !cJSON_IsString(mtj))) {
+    rc = oc_fail(err, "%s: \"architectures\" must be a list of names and \"model_type\" a string", path);
+    goto done;
+  }
+  const char *arch = (cJSON_IsArray(archs) && cJSON_IsString(archs->child)) ? archs->child->valuestring : "";
+  const char *mt = cJSON_IsString(mtj) ? mtj->valuestring : "";
   snprintf(cfg->architecture, sizeof cfg->architecture, "%s", *arch ? arch : mt);
   if (strncmp(arch, "Gemma4", 6) == 0 || strcmp(mt, "gemma4") == 0 || strcmp(mt, "gemma4_text") == 0) cfg->family = OC_FAM_GEMMA4;
   else if (strncmp(arch, "Gemma3", 6) == 0 || strcmp(mt, "gemma3") == 0 || strcmp(mt, "gemma3_text") == 0) cfg->family = OC_FAM_GEMMA3;
@@ -157,51 +204,57 @@ int oc_config_parse(const char *json, size_t len, const char *path, oc_model_con
                  *arch ? arch : "?", mt, SUPPORTED);
     goto done;
   }
-  if ((cfg->family == OC_FAM_GEMMA4 || cfg->family == OC_FAM_GEMMA3) && cJSON_IsObject(tc)) c.text = tc;
   int gemma = cfg->family == OC_FAM_GEMMA3 || cfg->family == OC_FAM_GEMMA4;
+  if (gemma && tc && !cJSON_IsNull(tc)) {
+    if (!cJSON_IsObject(tc)) { rc = oc_fail(err, "%s: \"text_config\" must be an object", path); goto done; }
+    c.text = tc;
+  }
 
-  if ((rc = get_int(&c, "hidden_size", 0, 1, &cfg->hidden)) || (rc = get_int(&c, "num_hidden_layers", 0, 1, &cfg->n_layers)) ||
-      (rc = get_int(&c, "num_attention_heads", 0, 1, &cfg->n_heads)) || (rc = get_int(&c, "intermediate_size", 0, 1, &cfg->intermediate)) ||
-      (rc = get_int(&c, "vocab_size", 0, 1, &cfg->vocab)) || (rc = get_int(&c, "num_key_value_heads", cfg->n_heads, 0, &cfg->n_kv_heads)))
-    goto done;
-  if (cfg->hidden <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->intermediate <= 0 || cfg->vocab <= 0 || cfg->n_kv_heads <= 0) {
-    rc = oc_fail(err, "%s: hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size and vocab_size must be positive", path);
-    goto done;
-  }
   /* sizes that drive allocations before any tensor is seen: bounded far above every real model */
-  if (cfg->n_layers > OC_MAX_LAYERS || cfg->hidden > OC_MAX_HIDDEN || cfg->n_heads > OC_MAX_HEADS || cfg->n_kv_heads > cfg->n_heads ||
-      cfg->intermediate > OC_MAX_INTERMEDIATE || cfg->vocab > OC_MAX_VOCAB) {
-    rc = oc_fail(err, "%s: sizes out of range (num_hidden_layers %d <= %d, hidden_size %d <= %d, num_attention_heads %d <= %d, "
-                      "num_key_value_heads %d <= heads, intermediate_size %d <= %d, vocab_size %d <= %d)",
-                 path, cfg->n_layers, OC_MAX_LAYERS, cfg->hidden, OC_MAX_HIDDEN, cfg->n_heads, OC_MAX_HEADS, cfg->n_kv_heads, cfg->intermediate,
-                 OC_MAX_INTERMEDIATE, cfg->vocab, OC_MAX_VOCAB);
+  if ((rc = get_int(&c, "hidden_size", 0, 1, 1, OC_MAX_HIDDEN, &cfg->hidden)) ||
+      (rc = get_int(&c, "num_hidden_layers", 0, 1, 1, OC_MAX_LAYERS, &cfg->n_layers)) ||
+      (rc = get_int(&c, "num_attention_heads", 0, 1, 1, OC_MAX_HEADS, &cfg->n_heads)) ||
+      (rc = get_int(&c, "intermediate_size", 0, 1, 1, OC_MAX_INTERMEDIATE, &cfg->intermediate)) ||
+      (rc = get_int(&c, "vocab_size", 0, 1, 1, OC_MAX_VOCAB, &cfg->vocab)) ||
+      (rc = get_int(&c, "num_key_value_heads", cfg->n_heads, 0, 1, cfg->n_heads, &cfg->n_kv_heads)))
     goto done;
-  }
   if (cfg->n_heads % cfg->n_kv_heads) { rc = oc_fail(err, "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)", path, cfg->n_heads, cfg->n_kv_heads); goto done; }
   int def_hd = cfg->family == OC_FAM_QWEN3 ? 128 : cfg->hidden / cfg->n_heads;
-  if ((rc = get_int(&c, "head_dim", def_hd, 0, &cfg->head_dim))) goto done;
-  if (cfg->head_dim <= 0 || cfg->head_dim % 2) { rc = oc_fail(err, "%s: head_dim must be positive and even", path); goto done; }
+  if ((rc = get_int(&c, "head_dim", def_hd, 0, 1, OC_MAX_HIDDEN, &cfg->head_dim))) goto done;
+  if (cfg->head_dim % 2) { rc = oc_fail(err, "%s: head_dim must be positive and even, got %d", path, cfg->head_dim); goto done; }
   cfg->global_head_dim = cfg->head_dim;
   if ((rc = get_double(&c, "rms_norm_eps", 1e-6, &cfg->eps))) goto done;
   /* a non-positive eps makes RMSNorm of a zero row NaN (and so every risk read after it) */
   if (!(cfg->eps > 0 && cfg->eps < 1)) { rc = oc_fail(err, "%s: rms_norm_eps must be in (0, 1), got %g", path, cfg->eps); goto done; }
-  if ((rc = get_int(&c, "max_position_embeddings", 8192, 0, &cfg->max_position_embeddings))) goto done;
-  if ((rc = get_int(&c, "bos_token_id", -1, 0, &cfg->bos_token_id)) || (rc = get_int(&c, "pad_token_id", -1, 0, &cfg->pad_token_id))) goto done;
-  add_eos(cfg, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"));
-  if (c.text != root) add_eos(cfg, cJSON_GetObjectItemCaseSensitive(c.text, "eos_token_id"));
-  if (get_bool(&c, "attention_bias", 0) || get_bool(&c, "mlp_bias", 0)) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: attention_bias/mlp_bias checkpoints are not supported", path); goto done; }
+  /* 0 or -1 would switch the position check off */
+  if ((rc = get_int(&c, "max_position_embeddings", 8192, 0, 1, OC_MAX_POSITIONS, &cfg->max_position_embeddings))) goto done;
+  if ((rc = get_int(&c, "bos_token_id", -1, 0, 0, cfg->vocab - 1, &cfg->bos_token_id)) ||
+      (rc = get_int(&c, "pad_token_id", -1, 0, 0, cfg->vocab - 1, &cfg->pad_token_id)))
+    goto done;
+  if ((rc = add_eos(&c, cfg, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"), "eos_token_id"))) goto done;
+  if (c.text != root && (rc = add_eos(&c, cfg, cJSON_GetObjectItemCaseSensitive(c.text, "eos_token_id"), "text_config.eos_token_id"))) goto done;
+  int attn_bias, mlp_bias;
+  if ((rc = get_bool(&c, "attention_bias", 0, &attn_bias)) || (rc = get_bool(&c, "mlp_bias", 0, &mlp_bias))) goto done;
+  if (attn_bias || mlp_bias) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: attention_bias/mlp_bias checkpoints are not supported", path); goto done; }
 
-  const char *act = get_str(&c, gemma ? "hidden_activation" : "hidden_act");
+  const char *act;
+  if ((rc = get_str(&c, gemma ? "hidden_activation" : "hidden_act", &act))) goto done;
   if (!act) act = gemma ? "gelu_pytorch_tanh" : "silu";
   if (strcmp(act, "gelu_pytorch_tanh") == 0 || strcmp(act, "gelu_tanh") == 0) cfg->act_gelu_tanh = 1;
   else if (strcmp(act, "silu") == 0) cfg->act_gelu_tanh = 0;
   else { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: unsupported activation \"%s\"", path, act); goto done; }
 
-  cfg->tie_embeddings = get_bool(&c, "tie_word_embeddings", gemma ? 1 : 0);
-  if (c.text != root && cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings"))
-    cfg->tie_embeddings = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings"));
-  if ((rc = get_double(&c, "final_logit_softcapping", 0, &cfg->final_softcap))) goto done;
-  if ((rc = get_int(&c, "sliding_window", 0, 0, &cfg->sliding_window))) goto done;
+  /* the outer config's tie_word_embeddings decides for a multimodal checkpoint (transformers ties there) */
+  if ((rc = get_bool(&c, "tie_word_embeddings", gemma ? 1 : 0, &cfg->tie_embeddings))) goto done;
+  if (c.text != root) {
+    ctx outer = {root, root, path, err};
+    if ((rc = get_bool(&outer, "tie_word_embeddings", cfg->tie_embeddings, &cfg->tie_embeddings))) goto done;
+  }
+  /* absent or null: no softcapping; 0 would divide by zero in transformers */
+  if (get(&c, "final_logit_softcapping") && (rc = get_positive(&c, "final_logit_softcapping", 0, &cfg->final_softcap))) goto done;
+  /* Gemma 2's attention softcapping (null in Gemma 3 and 4): not implemented, so not ignored either */
+  if (get(&c, "attn_logit_softcapping")) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: attn_logit_softcapping is not supported (null for none)", path); goto done; }
+  if ((rc = get_int(&c, "sliding_window", 0, 0, 0, INT_MAX, &cfg->sliding_window))) goto done;
 
   cfg->layer_types = calloc((size_t)cfg->n_layers, sizeof *cfg->layer_types);
   if (!cfg->layer_types) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
@@ -216,14 +269,15 @@ int oc_config_parse(const char *json, size_t len, const char *path, oc_model_con
     }
   } else if (cfg->family == OC_FAM_GEMMA3) {
     int pat;
-    if ((rc = get_int(&c, "sliding_window_pattern", 6, 0, &pat))) goto done;
-    if (pat <= 0) pat = 6;
+    if ((rc = get_int(&c, "sliding_window_pattern", 6, 0, 1, OC_MAX_LAYERS, &pat))) goto done;
     for (int i = 0; i < cfg->n_layers; i++) cfg->layer_types[i] = ((i + 1) % pat) ? OC_LAYER_SLIDING : OC_LAYER_FULL;
   }
   int any_sliding = 0;
   for (int i = 0; i < cfg->n_layers; i++) any_sliding |= cfg->layer_types[i] == OC_LAYER_SLIDING;
   if (!gemma) {
-    if (any_sliding || (cfg->family == OC_FAM_QWEN3 && get_bool(&c, "use_sliding_window", 0))) {
+    int qwen_sliding = 0;
+    if (cfg->family == OC_FAM_QWEN3 && (rc = get_bool(&c, "use_sliding_window", 0, &qwen_sliding))) goto done;
+    if (any_sliding || qwen_sliding) {
       rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: sliding-window layers are not supported for %s", path, cfg->architecture);
       goto done;
     }
@@ -239,7 +293,7 @@ int oc_config_parse(const char *json, size_t len, const char *path, oc_model_con
   switch (cfg->family) {
   case OC_FAM_LLAMA:
   case OC_FAM_QWEN3:
-    if ((rc = get_double(&c, "rope_theta", 10000.0, &theta))) goto done;
+    if ((rc = get_positive(&c, "rope_theta", 10000.0, &theta))) goto done;
     if ((rc = parse_rope(&c, rs ? rs : rp, theta, &cfg->rope[OC_LAYER_FULL], rs ? "rope_scaling" : "rope_parameters"))) goto done;
     if (cfg->rope[0].kind == OC_ROPE_LLAMA3 && cfg->rope[0].original_max_position_embeddings <= 0)
       cfg->rope[0].original_max_position_embeddings = cfg->max_position_embeddings;
@@ -258,13 +312,12 @@ int oc_config_parse(const char *json, size_t len, const char *path, oc_model_con
         goto done;
     } else {
       double local;
-      if ((rc = get_double(&c, "rope_theta", 1e6, &theta)) || (rc = get_double(&c, "rope_local_base_freq", 1e4, &local))) goto done;
+      if ((rc = get_positive(&c, "rope_theta", 1e6, &theta)) || (rc = get_positive(&c, "rope_local_base_freq", 1e4, &local))) goto done;
       if ((rc = parse_rope(&c, rs, theta, &cfg->rope[OC_LAYER_FULL], "rope_scaling"))) goto done;
       if ((rc = parse_rope(&c, NULL, local, &cfg->rope[OC_LAYER_SLIDING], "rope_local_base_freq"))) goto done;
     }
     double qpas;
-    if ((rc = get_double(&c, "query_pre_attn_scalar", cfg->head_dim, &qpas))) goto done;
-    if (!(qpas > 0)) { rc = oc_fail(err, "%s: query_pre_attn_scalar must be positive", path); goto done; }
+    if ((rc = get_positive(&c, "query_pre_attn_scalar", cfg->head_dim, &qpas))) goto done;
     cfg->attn_scale = 1.0 / sqrt(qpas);
     cfg->embed_scale = sqrt((double)cfg->hidden);
     cfg->norm_one_offset = 1;
@@ -273,22 +326,21 @@ int oc_config_parse(const char *json, size_t len, const char *path, oc_model_con
     break;
   }
   case OC_FAM_GEMMA4: {
-    if (get_bool(&c, "enable_moe_block", 0)) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: Gemma 4 MoE (enable_moe_block) is not supported", path); goto done; }
-    if (get_bool(&c, "attention_k_eq_v", 0)) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: attention_k_eq_v (Gemma 4 31B/26B) is not supported", path); goto done; }
-    const char *bidi = get_str(&c, "use_bidirectional_attention");
+    int moe, k_eq_v;
+    if ((rc = get_bool(&c, "enable_moe_block", 0, &moe)) || (rc = get_bool(&c, "attention_k_eq_v", 0, &k_eq_v))) goto done;
+    if (moe) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: Gemma 4 MoE (enable_moe_block) is not supported", path); goto done; }
+    if (k_eq_v) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: attention_k_eq_v (Gemma 4 31B/26B) is not supported", path); goto done; }
+    const char *bidi;
+    if ((rc = get_str(&c, "use_bidirectional_attention", &bidi))) goto done;
     if (bidi && strcmp(bidi, "all") == 0) { rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: bidirectional text attention is not supported", path); goto done; }
     cfg->layer_types[cfg->n_layers - 1] = OC_LAYER_FULL;
-    if ((rc = get_int(&c, "global_head_dim", cfg->head_dim, 0, &cfg->global_head_dim))) goto done;
-    if (cfg->global_head_dim <= 0 || cfg->global_head_dim % 2) { rc = oc_fail(err, "%s: global_head_dim must be positive and even", path); goto done; }
-    if ((rc = get_int(&c, "hidden_size_per_layer_input", 0, 0, &cfg->ple_dim)) ||
-        (rc = get_int(&c, "vocab_size_per_layer_input", cfg->vocab, 0, &cfg->ple_vocab)) ||
-        (rc = get_int(&c, "num_kv_shared_layers", 0, 0, &cfg->n_kv_shared)))
+    if ((rc = get_int(&c, "global_head_dim", cfg->head_dim, 0, 1, OC_MAX_HIDDEN, &cfg->global_head_dim))) goto done;
+    if (cfg->global_head_dim % 2) { rc = oc_fail(err, "%s: global_head_dim must be positive and even, got %d", path, cfg->global_head_dim); goto done; }
+    if ((rc = get_int(&c, "hidden_size_per_layer_input", 0, 0, 0, OC_MAX_HIDDEN, &cfg->ple_dim)) ||
+        (rc = get_int(&c, "vocab_size_per_layer_input", cfg->vocab, 0, 1, OC_MAX_VOCAB, &cfg->ple_vocab)) ||
+        (rc = get_int(&c, "num_kv_shared_layers", 0, 0, 0, cfg->n_layers - 1, &cfg->n_kv_shared)) ||
+        (rc = get_bool(&c, "use_double_wide_mlp", 0, &cfg->double_wide_mlp)))
       goto done;
-    if (cfg->ple_dim < 0 || cfg->ple_vocab <= 0 || cfg->n_kv_shared < 0 || cfg->n_kv_shared >= cfg->n_layers) {
-      rc = oc_fail(err, "%s: hidden_size_per_layer_input, vocab_size_per_layer_input or num_kv_shared_layers out of range", path);
-      goto done;
-    }
-    cfg->double_wide_mlp = get_bool(&c, "use_double_wide_mlp", 0);
     const cJSON *rf = rp ? cJSON_GetObjectItemCaseSensitive(rp, "full_attention") : NULL;
     const cJSON *rsl = rp ? cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention") : NULL;
     if ((rc = parse_rope(&c, rsl, 1e4, &cfg->rope[OC_LAYER_SLIDING], "rope_parameters.sliding_attention"))) goto done;

@@ -145,6 +145,28 @@ static int bind_layer(binder *b, int i) {
   return 0;
 }
 
+/* A checkpoint with more layers than config.json's num_hidden_layers would run as a shallower model,
+ * its last layers silently unused: refused, naming a tensor of the first layer beyond the config's. */
+static int check_no_extra_layers(const binder *b) {
+  const oc_weights *w = b->m->w;
+  const size_t pl = strlen(b->prefix);
+  const oc_tensor *first = NULL;
+  long first_layer = 0;
+  for (int i = 0; i < oc_weights_count(w); i++) {
+    const oc_tensor *t = oc_weights_at(w, i);
+    if (strncmp(t->name, b->prefix, pl) != 0 || strncmp(t->name + pl, "layers.", 7) != 0) continue;
+    const char *d = t->name + pl + 7;
+    char *end;
+    if (*d < '0' || *d > '9') continue;
+    long k = strtol(d, &end, 10); /* an overflowing index saturates: still beyond the config */
+    if (*end != '.' || k < b->m->cfg.n_layers) continue;
+    if (!first || k < first_layer) { first = t; first_layer = k; }
+  }
+  if (!first) return 0;
+  return oc_fail(b->err, "%s: tensor \"%s\" is of layer %ld, but config.json has num_hidden_layers %d (the checkpoint has more layers than the config)",
+                 first->file, first->name, first_layer, b->m->cfg.n_layers);
+}
+
 int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   *out = NULL;
   oc_blas_init();
@@ -196,6 +218,7 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
     if (l->owns_kv) { l->kv_slot = m->n_slots; m->slot_dim[m->n_slots++] = l->hd; }
     else l->kv_slot = m->L[oc_config_kv_source(c, i)].kv_slot;
   }
+  if (check_no_extra_layers(&b)) goto fail;
   m->decode_bytes += m->lm_head->nbytes;
   for (int t = 0; t < 2; t++) {
     int hd = oc_config_type_head_dim(c, (oc_layer_type)t);
