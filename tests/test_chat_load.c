@@ -5,6 +5,7 @@
  * "'bos_token' is undefined"; a chat_template of the wrong type meant "no template".
  * usage: test_chat_load TOKENIZER_JSON */
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -146,6 +147,27 @@ static void config_template(void) {
   expect_load_error("tokenizer_config.json:1:", "", "a syntax error");
 }
 
+/* a tokenizer file that is there but unreadable (a dangling symlink, as a Hugging Face cache with a
+ * missing blob leaves it; a directory) is an error, never read as absent */
+static void unreadable_files(void) {
+  const char *names[3] = {"tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"};
+  for (int i = 0; i < 3; i++) {
+    for (int kind = 0; kind < 2; kind++) {
+      model_dir(NULL);
+      char p[300];
+      snprintf(p, sizeof p, "%s/%s", g_dir, names[i]);
+      REQUIRE(kind == 0 ? symlink("/nonexistent/blob", p) == 0 : mkdir(p, 0755) == 0, "make %s", p);
+      oc_chat *c = NULL;
+      oc_error e = {0};
+      int rc = oc_chat_load(g_dir, &c, &e);
+      CHECK(rc != 0 && c == NULL && strstr(e.msg, names[i]) && (strstr(e.msg, "symbolic link") || strstr(e.msg, "not a regular file")),
+            "%s as a %s: %s", names[i], kind ? "directory" : "dangling symlink", rc ? e.msg : "loaded");
+      oc_chat_free(c);
+      if (kind) rmdir(p); else unlink(p);
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   REQUIRE(argc >= 2, "usage: test_chat_load TOKENIZER_JSON");
   g_tokenizer = argv[1];
@@ -154,6 +176,7 @@ int main(int argc, char **argv) {
   nul_in_template();
   special_tokens();
   config_template();
+  unreadable_files();
   remove_file("chat_template.jinja");
   remove_file("special_tokens_map.json");
   remove_file("tokenizer_config.json");

@@ -94,6 +94,11 @@ int oc_artifact_dir_check(const char *path, oc_error *err);
 void oc_tidy_dir(const char *dir);
 
 int oc_file_exists(const char *path);
+/* An optional input file: 0 when the name does not exist at all, 1 when it is a regular file (through
+ * symlinks), -1 with an error naming it otherwise (a dangling symlink, as a Hugging Face cache with a
+ * missing blob leaves one, a directory, a device): a file that is there but unreadable is never
+ * silently treated as absent. */
+int oc_file_present(const char *path, oc_error *err);
 int oc_is_dir(const char *path);
 int oc_mkdirs(const char *path, oc_error *err);
 char *oc_path_join(const char *a, const char *b); /* malloc'd */

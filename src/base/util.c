@@ -51,6 +51,14 @@ int oc_file_exists(const char *path) {
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+int oc_file_present(const char *path, oc_error *err) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : oc_fail_code(err, oc_errno_code(errno), "%s: %s", path, strerror(errno));
+  if (stat(path, &st) != 0) return oc_fail_code(err, oc_errno_code(errno), "%s is a symbolic link to a missing file (%s)", path, strerror(errno));
+  if (!S_ISREG(st.st_mode)) return oc_fail(err, "%s is not a regular file (%s)", path, S_ISDIR(st.st_mode) ? "a directory" : "a device, FIFO or socket");
+  return 1;
+}
+
 int oc_is_dir(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);

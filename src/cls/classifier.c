@@ -32,11 +32,9 @@ int oc_classifier_set_thresholds(oc_classifier *c, double allow, double block, o
  * leaves it, or a directory) is an error naming it, never a silent fall back to thresholds nobody
  * calibrated. *out is NULL when absent. */
 static int read_optional_json(const char *path, cJSON **out, oc_error *err) {
-  struct stat st;
   *out = NULL;
-  if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : oc_fail_code(err, oc_errno_code(errno), "%s: %s", path, strerror(errno));
-  if (S_ISLNK(st.st_mode) && stat(path, &st) != 0)
-    return oc_fail_code(err, oc_errno_code(errno), "%s is a symbolic link to a missing file (%s)", path, strerror(errno));
+  int present = oc_file_present(path, err);
+  if (present <= 0) return present;
   if (oc_json_parse_file(path, out, err)) return -1;
   return cJSON_IsObject(*out) ? 0 : oc_fail(err, "%s: not a JSON object", path);
 }

@@ -148,7 +148,8 @@ static int write_model_files(const char *dir, const char *base_dir, const oc_mbe
   const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
   for (int i = 0; i < 3 && !rc; i++) {
     char *s = oc_path_join(base_dir, tok_files[i]), *d = oc_path_join(dir, tok_files[i]);
-    if (oc_file_exists(s)) rc = copy_file(s, d, err);
+    int present = oc_file_present(s, err);
+    rc = present < 0 ? -1 : present ? copy_file(s, d, err) : 0;
     free(s); free(d);
   }
 done:

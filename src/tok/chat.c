@@ -134,13 +134,16 @@ static int read_object(const char *path, cJSON **out, oc_error *err) {
 static int load_config(oc_chat *c, const char *dir, char **src, oc_error *err) {
   char *p = oc_path_join(dir, "tokenizer_config.json");
   int rc = 0;
-  if (oc_file_exists(p)) rc = read_object(p, &c->config, err) || check_special_tokens(c->config, p, err) || config_template(c->config, p, src, err);
+  int present = oc_file_present(p, err);
+  if (present < 0) rc = -1;
+  else if (present) rc = read_object(p, &c->config, err) || check_special_tokens(c->config, p, err) || config_template(c->config, p, src, err);
   else if (!(c->config = cJSON_CreateObject())) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   free(p);
   if (rc) return -1;
   p = oc_path_join(dir, "special_tokens_map.json");
   cJSON *m = NULL;
-  if (oc_file_exists(p)) rc = read_object(p, &m, err) || check_special_tokens(m, p, err);
+  if ((present = oc_file_present(p, err)) < 0) rc = -1;
+  else if (present) rc = read_object(p, &m, err) || check_special_tokens(m, p, err);
   for (const cJSON *e = m ? m->child : NULL; e && !rc; e = e->next)
     if (!cJSON_GetObjectItemCaseSensitive(c->config, e->string)) cJSON_AddItemToObject(c->config, e->string, cJSON_Duplicate(e, 1));
   cJSON_Delete(m);
@@ -158,7 +161,9 @@ int oc_chat_load(const char *dir, oc_chat **out, oc_error *err) {
   if (rc || load_config(c, dir, &src, err)) { free(src); oc_chat_free(c); return -1; }
   /* chat template: chat_template.jinja, else tokenizer_config.json's chat_template */
   p = oc_path_join(dir, "chat_template.jinja");
-  if (oc_file_exists(p)) {
+  int present = oc_file_present(p, err);
+  if (present < 0) rc = -1;
+  else if (present) {
     free(src);
     rc = read_template_file(p, &src, err);
   } else {
