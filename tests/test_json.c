@@ -1,6 +1,7 @@
 /* The strict JSON helper (opencon/json.h): what it accepts parses as cJSON does; repeated keys,
  * NULs, raw control characters, text after the value, deep nesting, numbers outside JSON's grammar
  * or a double's range and a byte-order mark are errors naming the file and the line. */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -132,6 +133,16 @@ int main(void) {
   char deeper[2 * OC_JSON_MAX_DEPTH + 8];
   for (int d = 0; d <= OC_JSON_MAX_DEPTH; d++) { deeper[d] = '['; deeper[2 * OC_JSON_MAX_DEPTH + 1 - d] = ']'; }
   expect_error(deeper, 2 * OC_JSON_MAX_DEPTH + 2, 1, "nested deeper than");
+  /* far deeper than cJSON's own limit (1000), which refuses it first: still named as nesting, and
+   * a string cut at the refusal point ("[...\"ab) is not read past */
+  enum { FAR = 100000 };
+  char *far = malloc(2 * FAR + 4);
+  REQUIRE(far, "malloc");
+  for (int d = 0; d < FAR; d++) { far[d] = '['; far[2 * FAR - 1 - d] = ']'; }
+  expect_error(far, 2 * FAR, 1, "nested deeper than 128 levels at column 129");
+  memcpy(far + 1200, "\"unterminated", 13);
+  expect_error(far, 1213, 1, "nested deeper than 128 levels");
+  free(far);
 
   /* files: the path and line in the message */
   char path[] = "/tmp/oc_json_XXXXXX";

@@ -173,6 +173,23 @@ static int scan_text(const char *s, size_t end, const char *path, int64_t first_
   return 0;
 }
 
+/* Whether text[0, end) (possibly cut inside a string) opens more than OC_JSON_MAX_DEPTH levels;
+ * *where: the bracket that does. For the message of a document cJSON refused. */
+static int too_deep(const char *s, size_t end, size_t *where) {
+  int depth = 0, in_string = 0;
+  for (size_t i = 0; i < end; i++) {
+    char c = s[i];
+    if (in_string) {
+      if (c == '\\') i++;
+      else if (c == '"') in_string = 0;
+    } else if (c == '"') in_string = 1;
+    else if (c == '{' || c == '[') {
+      if (++depth > OC_JSON_MAX_DEPTH) { *where = i; return 1; }
+    } else if (c == '}' || c == ']') depth--;
+  }
+  return 0;
+}
+
 /* ---- repeated keys, numbers out of range ---- */
 typedef struct {
   int64_t objects;   /* objects visited so far, in document order */
@@ -325,7 +342,16 @@ int oc_json_parse(const char *text, size_t len, const char *path, int64_t first_
   if (is_bom(text + lead, len - lead)) return bom_error(err, path, text, lead, first_line); /* (cJSON skips one at offset 0) */
   const char *endp = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(text, len, &endp, 0);
-  if (!root) return parse_error(text, len, endp && endp >= text && endp <= text + len ? (size_t)(endp - text) : 0, path, first_line, err);
+  if (!root) {
+    size_t at = endp && endp >= text && endp <= text + len ? (size_t)(endp - text) : 0, deep;
+    /* nesting past our limit stops cJSON later, at its own, as "malformed": name it */
+    if (too_deep(text, at, &deep)) {
+      char what[64];
+      snprintf(what, sizeof what, "nested deeper than %d levels", OC_JSON_MAX_DEPTH);
+      return fail_at(err, path, text, deep, first_line, what);
+    }
+    return parse_error(text, len, at, path, first_line, err);
+  }
   size_t end = (size_t)(endp - text);
   for (size_t i = end; i < len; i++)
     if (!is_ws(text[i])) {
