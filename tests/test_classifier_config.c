@@ -129,6 +129,54 @@ static void labels(void) {
   c = loaded("unsafe first", 0);
   CHECK(c && c->unsafe_label == 0, "\"unsafe\" at id 0 is the unsafe label");
   oc_classifier_free(c);
+  /* no label named unsafe: the MVP took the last, here {harmful, refusal, safe_compliance} would
+   * have scored the safe label (a block read as an allow); an unnamed head keeps the MVP's rule,
+   * any other naming must say which label is unsafe */
+  reset_dir();
+  edit honest[2] = {{"id2label", "{\"0\": \"harmful\", \"1\": \"refusal\", \"2\": \"safe_compliance\"}"}, {"label2id", NULL}};
+  config_with(honest, 2);
+  refused("no label named unsafe", 0, path_in(dir, "config.json"), "no label is named \"unsafe\" or \"unsafe_compliance\" (labels: harmful, refusal, safe_compliance)");
+  classifier_config("{\"unsafe_label\": \"harmful\"}");
+  c = loaded("unsafe_label names it", 0);
+  CHECK(c && c->unsafe_label == 0, "classifier_config.json unsafe_label \"harmful\" is label 0");
+  oc_classifier_free(c);
+  classifier_config("{\"unsafe_label\": \"nope\"}");
+  refused("unsafe_label that is no label", 0, path_in(dir, "classifier_config.json"), "\"unsafe_label\" \"nope\" is not one of config.json's labels");
+  reset_dir();
+  edit generic[2] = {{"id2label", "{\"0\": \"LABEL_0\", \"1\": \"LABEL_1\", \"2\": \"LABEL_2\"}"}, {"label2id", NULL}};
+  config_with(generic, 2);
+  c = loaded("an unnamed head", 0);
+  CHECK(c && c->unsafe_label == 2, "an unnamed head (LABEL_k): the last label, the MVP's rule");
+  oc_classifier_free(c);
+  /* a text frame the classifier was not built for */
+  reset_dir();
+  classifier_config("{\"text_format\": \"{prompt} {response}\"}");
+  refused("another text_format", 0, path_in(dir, "classifier_config.json"), "\"text_format\" must be");
+  classifier_config("{\"text_format\": \"User:\\n{prompt}\\n\\nAssistant:\\n{response}\"}");
+  c = loaded("the MVP's text_format", 0);
+  oc_classifier_free(c);
+  /* a tokenizer that can produce ids past the model's vocabulary: refused at load, not at the first
+   * text that contains such a token */
+  reset_dir();
+  cJSON *tok = read_json_file(path_in(src, "tokenizer.json"));
+  REQUIRE(tok, "tokenizer.json");
+  cJSON *added = cJSON_GetObjectItemCaseSensitive(tok, "added_tokens");
+  if (!added) added = cJSON_AddArrayToObject(tok, "added_tokens");
+  cJSON *t = cJSON_CreateObject();
+  cJSON_AddNumberToObject(t, "id", 5000);
+  cJSON_AddStringToObject(t, "content", "<far>");
+  cJSON_AddBoolToObject(t, "single_word", 0);
+  cJSON_AddBoolToObject(t, "lstrip", 0);
+  cJSON_AddBoolToObject(t, "rstrip", 0);
+  cJSON_AddBoolToObject(t, "normalized", 0);
+  cJSON_AddBoolToObject(t, "special", 1);
+  cJSON_AddItemToArray(added, t);
+  char *text = cJSON_Print(tok);
+  cJSON_Delete(tok);
+  oc_error e;
+  REQUIRE(unlink(path_in(dir, "tokenizer.json")) == 0 && oc_write_file_atomic(path_in(dir, "tokenizer.json"), text, strlen(text), &e) == 0, "%s", e.msg);
+  free(text);
+  refused("tokenizer ids past the vocabulary", 0, "tokenizer.json: ids up to 5000", "vocab_size is 512");
 }
 
 /* model.safetensors rewritten: without the tensors whose name starts with drop, plus a copy of

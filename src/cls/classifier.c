@@ -39,18 +39,54 @@ static int read_optional_json(const char *path, cJSON **out, oc_error *err) {
   return cJSON_IsObject(*out) ? 0 : oc_fail(err, "%s: not a JSON object", path);
 }
 
-/* The unsafe label: "unsafe" or "unsafe_compliance", else the last; both present is an error (which
- * one would the score be?). */
-static int find_unsafe_label(const oc_mbert_config *mc, const char *cfg_path, int *out, oc_error *err) {
+/* whether every label has the name transformers gives an unnamed head (LABEL_0, LABEL_1, ...) */
+static int generic_labels(const oc_mbert_config *mc) {
+  for (int i = 0; i < mc->n_labels; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "LABEL_%d", i);
+    if (strcmp(mc->labels[i], want) != 0) return 0;
+  }
+  return 1;
+}
+
+/* The label whose probability is the unsafe score: classifier_config.json's "unsafe_label" (a label
+ * name) when given; else the one named "unsafe" or "unsafe_compliance" (both present is ambiguous);
+ * else, for an unnamed head (LABEL_0..), the last (the MVP's rule). Any other naming is an error:
+ * guessing the last label of a head like {harmful, ..., safe} would score the safe label and allow
+ * what it blocks. */
+static int find_unsafe_label(const oc_mbert_config *mc, const cJSON *ccfg, const char *mp, const char *cp, int *out, oc_error *err) {
   *out = -1;
+  const cJSON *ul = ccfg ? cJSON_GetObjectItemCaseSensitive(ccfg, "unsafe_label") : NULL;
+  if (ul && !cJSON_IsNull(ul)) {
+    if (!cJSON_IsString(ul)) return oc_fail(err, "%s: \"unsafe_label\" must be the name of a label", cp);
+    for (int i = 0; i < mc->n_labels; i++)
+      if (strcmp(mc->labels[i], ul->valuestring) == 0) *out = i;
+    if (*out < 0) return oc_fail(err, "%s: \"unsafe_label\" \"%.64s\" is not one of config.json's labels", cp, ul->valuestring);
+    return 0;
+  }
   for (int i = 0; i < mc->n_labels; i++) {
     if (strcmp(mc->labels[i], "unsafe") != 0 && strcmp(mc->labels[i], "unsafe_compliance") != 0) continue;
     if (*out >= 0)
-      return oc_fail(err, "%s: id2label has both \"%s\" (%d) and \"%s\" (%d): which one is the unsafe label is ambiguous", cfg_path,
+      return oc_fail(err, "%s: id2label has both \"%s\" (%d) and \"%s\" (%d): which one is the unsafe label is ambiguous", mp,
                      mc->labels[*out], *out, mc->labels[i], i);
     *out = i;
   }
-  if (*out < 0) *out = mc->n_labels - 1;
+  if (*out >= 0) return 0;
+  if (generic_labels(mc)) { *out = mc->n_labels - 1; return 0; }
+  char names[400] = "";
+  for (int i = 0; i < mc->n_labels && strlen(names) < 300; i++) snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", mc->labels[i]);
+  return oc_fail(err, "%s: no label is named \"unsafe\" or \"unsafe_compliance\" (labels: %s): name the unsafe one in %s as \"unsafe_label\"", mp, names,
+                 cp);
+}
+
+/* The exchange text the classifier was trained on: only opencon's (and the MVP's) frame is known;
+ * a classifier trained on another would be scored on text it never saw */
+#define OC_EXCHANGE_TEXT_FORMAT "User:\n{prompt}\n\nAssistant:\n{response}"
+static int check_text_format(const cJSON *ccfg, const char *cp, oc_error *err) {
+  const cJSON *tf = cJSON_GetObjectItemCaseSensitive(ccfg, "text_format");
+  if (!tf || cJSON_IsNull(tf)) return 0;
+  if (!cJSON_IsString(tf) || strcmp(tf->valuestring, OC_EXCHANGE_TEXT_FORMAT) != 0)
+    return oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: \"text_format\" must be \"User:\\n{prompt}\\n\\nAssistant:\\n{response}\" (the only exchange text opencon builds)", cp);
   return 0;
 }
 
@@ -107,10 +143,16 @@ static int load(const char *dir, int with_tokenizer, oc_classifier **out, oc_err
   if (!cp || !mp) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (oc_mbert_load(dir, &c->m, err) || (with_tokenizer && oc_chat_load(dir, &c->tok, err))) goto done;
   const oc_mbert_config *mc = oc_mbert_cfg(c->m);
-  if (find_unsafe_label(mc, mp, &c->unsafe_label, err)) goto done;
   c->max_length = mc->max_position_embeddings < 512 ? mc->max_position_embeddings : 512; /* the default, within the model */
   if (read_optional_json(cp, &c->config, err)) goto done;
   if (!c->config && !(c->config = cJSON_CreateObject())) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (find_unsafe_label(mc, c->config, mp, cp, &c->unsafe_label, err) || check_text_format(c->config, cp, err)) goto done;
+  /* every id the tokenizer can produce must be a row of the model's embedding (else the first text
+   * that contains such a token fails mid-stream) */
+  if (c->tok && oc_tokenizer_vocab_size(c->tok->tok) > mc->vocab) {
+    oc_fail(err, "%s/tokenizer.json: ids up to %d, but config.json's vocab_size is %d", dir, oc_tokenizer_vocab_size(c->tok->tok) - 1, mc->vocab);
+    goto done;
+  }
   const char *ml_from = cJSON_GetObjectItemCaseSensitive(c->config, "max_length") ? cp : NULL;
   if (apply_classifier_config(c, cp, err) || (c->tok && check_max_length_holds_frame(c, ml_from, mp, err))) goto done;
   rc = 0;

@@ -680,7 +680,7 @@ int oc_cls_train(const oc_cls_train_opts *o, cJSON **metrics_out, oc_error *err)
   for (int k = 0; k < C; k++) cJSON_AddNumberToObject(lm, names[k], k);
   cJSON_AddNumberToObject(cc, "seed", (double)o->seed);
   cJSON_AddItemToObject(cc, "metrics", cJSON_Duplicate(metrics, 1));
-  cJSON_AddStringToObject(cc, "text_format", "User:\n{prompt}\n\nAssistant:\n{response}");
+  cJSON_AddStringToObject(cc, "text_format", "User:\n{prompt}\n\nAssistant:\n{response}"); /* checked by the loader (classifier.c) */
   cJSON_AddNumberToObject(cc, "epochs", o->epochs);
   cJSON_AddNumberToObject(cc, "batch_size", o->batch_size);
   cJSON_AddNumberToObject(cc, "learning_rate", o->learning_rate);
