@@ -85,12 +85,9 @@ static void growth_limits(void) {
   expect_component(m, "ab", "$.normalizer (Replace): the text would grow past 4160 bytes", "a regex Replace");
   snprintf(m, sizeof m, "\"normalizer\": {\"type\": \"Prepend\", \"prepend\": \"%s\"}", big);
   expect_component(m, "a", "$.normalizer (Prepend): the text would grow past 4128 bytes", "a long Prepend");
-  /* a pre-tokenizer: Metaspace's replacement for each space */
-  snprintf(m, sizeof m, "\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"%s\", \"prepend_scheme\": \"never\", \"split\": false}", big);
-  t = with_components(m);
-  expect_encode(t, "a a", "$.pre_tokenizer (Metaspace): the text would grow past 4192 bytes", "a long Metaspace replacement");
-  expect_encode(t, "aaa", NULL, "no space to replace");
-  oc_tokenizer_free(t);
+  /* Metaspace's replacement is one character (a char in the Rust library): a long one is refused at load */
+  snprintf(m, sizeof m, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"%s\", \"prepend_scheme\": \"never\"}}", big);
+  expect_error(m, "$.pre_tokenizer.replacement must be a string of one character");
   /* a decoder: Replace a -> 40 a's on 3000 tokens passes 32 x 3000 + 4096 */
   char *r40 = copies('a', 40);
   snprintf(m, sizeof m, "\"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}, \"content\": \"%s\"}]}", r40);
@@ -161,6 +158,40 @@ int main(void) {
   expect_error(big, "$.post_processor.single: the template adds more than 1024 special-token ids");
   free(big);
 
+  /* component fields of the wrong type or value: the Rust library refuses them; read as defaults they
+   * would tokenize differently from the model's training (red team N3) */
+  static const char *const typed[][2] = {
+      {"\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"ab\"}", "replacement must be a string of one character"},
+      {"\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\"}", "replacement must be a string of one character"},
+      {"\"pre_tokenizer\": {\"type\": \"Metaspace\", \"prepend_scheme\": \"bogus\"}", "prepend_scheme must be always, first or never"},
+      {"\"normalizer\": {\"type\": \"Strip\", \"strip_right\": 5}", "strip_right must be true or false"},
+      {"\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": \"yes\"}", "add_prefix_space must be true or false"},
+      {"\"decoder\": {\"type\": \"Strip\", \"content\": \" \", \"start\": -1, \"stop\": 0}", "start must be a non-negative integer"},
+      {"\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"\"}, \"behavior\": \"Isolated\"}", "empty"},
+  };
+  for (size_t i = 0; i < sizeof typed / sizeof *typed; i++) {
+    char doc[1024];
+    snprintf(doc, sizeof doc, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, %s}", typed[i][0]);
+    expect_error(doc, typed[i][1]);
+  }
+  expect_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"ignore_merges\": \"yes\"}}", "ignore_merges must be true or false");
+  expect_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"dropout\": 0.9}}", "dropout");
+  /* a split regex that backtracks past Oniguruma's limit: an error naming the step and saying so,
+   * not "out of memory" (red team N4) */
+  {
+    oc_tokenizer *rt = with_components("\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(a+)+$\"}, \"behavior\": \"Isolated\"}");
+    char *runs = copies('a', 100000);
+    size_t rl = strlen(runs);
+    runs[rl - 1] = 'b';
+    oc_encoding enc;
+    oc_error e = {0};
+    int rc = rt ? oc_tokenizer_encode(rt, runs, NULL, 0, 0, &enc, &e) : -1;
+    CHECK(rc != 0 && strstr(e.msg, "$.pre_tokenizer (Split)") && strstr(e.msg, "gave up") && e.code == OC_ERR_INVALID, "a regex that gives up: %s",
+          rc ? e.msg : "encoded");
+    if (!rc) oc_encoding_free(&enc);
+    free(runs);
+    oc_tokenizer_free(rt);
+  }
   /* valid files: ids may leave gaps (as the Rust library allows), added tokens extend the range */
   oc_tokenizer *t = NULL;
   oc_error e;

@@ -285,7 +285,7 @@ int oc_regex_search(const oc_regex *r, const char *s, size_t n, size_t from, siz
   int rc = onig_search(r->re, st, end, st + from, end, reg, ONIG_OPTION_NONE);
   int out = 0;
   if (rc >= 0) { *ms = (size_t)reg->beg[0]; *me = (size_t)reg->end[0]; out = 1; }
-  else if (rc != ONIG_MISMATCH) out = -1;
+  else if (rc != ONIG_MISMATCH) out = rc == ONIGERR_MEMORY ? -1 : OC_TEXT_REGEX_FAILED;
   return out;
 }
 

@@ -24,6 +24,9 @@ int oc_is_punctuation(uint32_t cp); /* ASCII punctuation or Unicode P* */
 /* What oc_str_replace and oc_regex_replace_all return when the result would be longer than
  * max_out bytes (nothing is built; -1 is out of memory or a regex failure). */
 #define OC_TEXT_TOO_LONG (-2)
+/* What oc_regex_search returns when Oniguruma gives up on a text (its backtracking limits: a
+ * pattern like (a+)+$ on a long run) rather than matching or not matching. */
+#define OC_TEXT_REGEX_FAILED (-3)
 /* literal replace of every occurrence of `from` (empty: the text unchanged); the result's length is
  * computed first and bounded by max_out */
 int oc_str_replace(const char *s, size_t n, const char *from, const char *to, size_t max_out, char **out, size_t *out_len);

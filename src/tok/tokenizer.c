@@ -366,7 +366,7 @@ static int make_spans(const char *s, size_t len, const oc_regex *re, char_pred p
         pos = me + (size_t)oc_utf8_len((unsigned char)s[me]);
       } else pos = me;
     }
-    if (r < 0) { free(sp); return -1; }
+    if (r < 0) { free(sp); return r; } /* -1 or OC_TEXT_REGEX_FAILED */
   } else {
     size_t i = 0;
     while (i < len) {
@@ -390,7 +390,8 @@ static int make_spans(const char *s, size_t len, const oc_regex *re, char_pred p
 static int split_piece(const char *ps, size_t plen, int at_origin, oc_regex *re, char_pred pred, int behavior, int invert, pieces *out) {
   span *sp;
   int ns;
-  if (make_spans(ps, plen, re, pred, invert, &sp, &ns)) return -1;
+  int mr = make_spans(ps, plen, re, pred, invert, &sp, &ns);
+  if (mr) return mr < 0 ? mr : -1;
   int rc = split_spans(ps, at_origin, sp, ns, behavior, out);
   free(sp);
   return rc;
@@ -443,6 +444,12 @@ static size_t growth_limit(size_t n) {
 }
 
 /* the error for a step that would pass growth_limit(n) (n: bytes of the text or of the tokens) */
+/* the error for a split regex that gave up on a text (st NULL: the fused byte-level split) */
+static int regex_error(oc_error *err, const step *st, size_t n) {
+  return oc_fail(err, "%s: the split regex gave up on this text of %zu bytes (Oniguruma's limit on backtracking); it cannot be tokenized",
+                 st ? st->name : "the byte-level split", n);
+}
+
 static int growth_error(oc_error *err, const step *st, const char *what, size_t n) {
   return oc_fail(err, "%s: the text would grow past %zu bytes, the limit for %zu bytes of %s (%d times them + %d bytes)", st->name,
                  growth_limit(n), n, what, OC_TOKENIZER_MAX_GROWTH, OC_TOKENIZER_GROWTH_SLACK);
@@ -510,8 +517,8 @@ static int pred_digit(uint32_t cp) { return oc_is_numeric(cp); }
 static int pred_punct(uint32_t cp) { return oc_is_punctuation(cp); }
 static int pred_space(uint32_t cp) { return oc_is_whitespace(cp); }
 
-/* One pre-tokenizer over every piece: 0, -1 (out of memory, a regex failure) or OC_TEXT_TOO_LONG
- * (the pieces' text would pass max_out bytes) */
+/* One pre-tokenizer over every piece: 0, -1 (out of memory), OC_TEXT_REGEX_FAILED (a split regex
+ * gave up on the text) or OC_TEXT_TOO_LONG (the pieces' text would pass max_out bytes) */
 static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, pieces *out, size_t max_out) {
   pieces parts = {0}; /* ByteLevel scratch, reused across pieces */
   int result = 0;
@@ -576,7 +583,7 @@ static int apply_pretok(const oc_tokenizer *t, const step *st, pieces *in, piece
     case P_DIGITS: rc = split_piece(ps, p->len, p->at_origin, NULL, pred_digit, st->a ? B_ISOLATED : B_CONTIGUOUS, 0, out); break;
     case P_PUNCTUATION: rc = split_piece(ps, p->len, p->at_origin, NULL, pred_punct, st->a, 0, out); break;
     }
-    if (rc) result = -1;
+    if (rc) result = rc == OC_TEXT_REGEX_FAILED ? rc : -1;
   }
   if (!result && out->used - (size_t)out->n > max_out) result = OC_TEXT_TOO_LONG;
   pieces_free(&parts);
@@ -944,7 +951,7 @@ static int encode_bytelevel(const oc_tokenizer *t, const char *s, size_t n, ivec
       if (me == ms) pos = me >= n ? n + 1 : me + (size_t)oc_utf8_len((unsigned char)s[me]);
       else pos = me;
     } else {
-      if (r < 0) return -1;
+      if (r < 0) return r; /* -1 or OC_TEXT_REGEX_FAILED */
       if (prev < n) { span[ns][0] = prev; span[ns++][1] = n; }
       prev = n;
     }
@@ -965,7 +972,7 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
   pieces raw = {0}, segs = {0}, cur = {0}, nxt = {0};
   const size_t limit = growth_limit(len);
   size_t normalized = 0; /* bytes the normalizers made of the segments before the current one */
-  const step *grew = NULL;
+  const step *grew = NULL, *gave_up = NULL;
   int rc = split_added(t, text, len, 1, 0, &raw);
   for (int i = 0; i < raw.n && !rc; i++) {
     const char *rs = P_S(&raw, i);
@@ -993,10 +1000,12 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
     for (int k = 0; k < t->n_pre && !rc; k++) {
       memset(&nxt, 0, sizeof nxt);
       if ((rc = apply_pretok(t, &t->pre[k], &cur, &nxt, limit)) == OC_TEXT_TOO_LONG) grew = &t->pre[k];
+      else if (rc == OC_TEXT_REGEX_FAILED) gave_up = &t->pre[k];
       pieces_free(&cur);
       cur = nxt;
     }
   if (grew) { pieces_free(&cur); return growth_error(err, grew, "text", len); }
+  if (gave_up) { pieces_free(&cur); return regex_error(err, gave_up, len); }
   for (int i = 0; i < cur.n && !rc; i++) {
     const char *cs = P_S(&cur, i);
     if (cur.p[i].added >= 0) rc = ivec_push(ids, cur.p[i].added) || (toks && svec_push_n(toks, cs, cur.p[i].len));
@@ -1004,7 +1013,8 @@ static int encode_one(const oc_tokenizer *t, const char *text, size_t len, ivec 
     else rc = encode_word(t, cs, cur.p[i].len, ids, toks);
   }
   pieces_free(&cur);
-  if (rc) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory or regex failure while encoding");
+  if (rc == OC_TEXT_REGEX_FAILED) return regex_error(err, NULL, len);
+  if (rc) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory while encoding");
   return 0;
 }
 
@@ -1439,6 +1449,35 @@ static int jbool(const cJSON *o, const char *k, int def) {
   return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
 }
 
+/* The keys of a component whose values must have a type when present and not null: 'b' a JSON
+ * boolean, 's' a string, 'c' a string of one character, 'n' a non-negative integer. The Rust
+ * library refuses other types; silently defaulting ("strip_right": 5 read as true, "yes" as the
+ * default) would tokenize differently from the model's training. */
+typedef struct { const char *key; char type; } keytype;
+static int check_keys(const char *path, oc_error *err, const cJSON *o, const char *where, const keytype *k, int n) {
+  for (int i = 0; i < n; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k[i].key);
+    if (!v || cJSON_IsNull(v)) continue;
+    int ok;
+    uint32_t cp;
+    switch (k[i].type) {
+      case 'b': ok = cJSON_IsBool(v); break;
+      case 's': ok = cJSON_IsString(v); break;
+      case 'c': ok = cJSON_IsString(v) && v->valuestring[0] && oc_utf8_decode(v->valuestring, strlen(v->valuestring), &cp) == (int)strlen(v->valuestring); break;
+      default: ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= INT32_MAX && v->valuedouble == (double)(int64_t)v->valuedouble; break;
+    }
+    if (!ok)
+      return oc_fail(err, "%s: %s.%s must be %s", path, where, k[i].key,
+                     k[i].type == 'b' ? "true or false" : k[i].type == 's' ? "a string" : k[i].type == 'c' ? "a string of one character" : "a non-negative integer");
+  }
+  return 0;
+}
+#define CHECK_KEYS(c, o, where, ...)                                                                  \
+  do {                                                                                                \
+    static const keytype kt_[] = {__VA_ARGS__};                                                       \
+    if (check_keys((c)->path, (c)->err, o, where, kt_, (int)(sizeof kt_ / sizeof *kt_))) return -1; \
+  } while (0)
+
 /* A token id in a JSON value: an integer in [0, bound). */
 static int json_id(const cJSON *v, int64_t bound, int32_t *out) {
   if (!cJSON_IsNumber(v)) return -1;
@@ -1453,6 +1492,10 @@ static oc_regex *load_pattern(const lctx *c, const cJSON *pat, const char *where
   const char *s = jstr(pat, "String"), *r = jstr(pat, "Regex");
   oc_regex *re = NULL;
   char msg[256] = "";
+  if ((s && !*s) || (r && !*r)) { /* matches everywhere: the Rust library never makes progress on it */
+    oc_fail(c->err, "%s: %s.pattern: an empty pattern", c->path, where);
+    return NULL;
+  }
   if (s) re = oc_regex_literal(s);
   else if (r) re = oc_regex_new(r, msg, sizeof msg);
   if (!re) oc_fail(c->err, "%s: %s.pattern: %s", c->path, where, s || r ? (*msg ? msg : "cannot compile") : "needs \"String\" or \"Regex\"");
@@ -1516,13 +1559,19 @@ static int load_normalizer(const lctx *c, const cJSON *o, oc_tokenizer *t, const
   else if (!strcmp(ty, "NFKC")) s.kind = N_NFKC;
   else if (!strcmp(ty, "NFKD")) s.kind = N_NFKD;
   else if (!strcmp(ty, "Lowercase")) s.kind = N_LOWERCASE;
-  else if (!strcmp(ty, "Strip")) { s.kind = N_STRIP; s.a = jbool(o, "strip_left", 1); s.b = jbool(o, "strip_right", 1); }
-  else if (!strcmp(ty, "Prepend")) {
+  else if (!strcmp(ty, "Strip")) {
+    CHECK_KEYS(c, o, where, {"strip_left", 'b'}, {"strip_right", 'b'});
+    s.kind = N_STRIP;
+    s.a = jbool(o, "strip_left", 1);
+    s.b = jbool(o, "strip_right", 1);
+  } else if (!strcmp(ty, "Prepend")) {
+    CHECK_KEYS(c, o, where, {"prepend", 's'});
     s.kind = N_PREPEND;
     const char *p = jstr(o, "prepend");
     if (!p) return oc_fail(c->err, "%s: %s.prepend: missing", c->path, where);
     s.s1 = strdup(p);
   } else if (!strcmp(ty, "Replace")) {
+    CHECK_KEYS(c, o, where, {"content", 's'});
     s.kind = N_REPLACE;
     if (!(s.re = load_pattern(c, cJSON_GetObjectItemCaseSensitive(o, "pattern"), where))) return -1;
     const char *ct = jstr(o, "content");
@@ -1531,9 +1580,11 @@ static int load_normalizer(const lctx *c, const cJSON *o, oc_tokenizer *t, const
   return push_step(c, &t->norm, &t->n_norm, s, where, ty);
 }
 
+/* Metaspace's prepend_scheme (always 0, first 1, never 2), or the older add_prefix_space; -1 for
+ * another name */
 static int prepend_scheme(const cJSON *o) {
   const char *p = jstr(o, "prepend_scheme");
-  if (p) return !strcmp(p, "always") ? 0 : !strcmp(p, "first") ? 1 : 2;
+  if (p) return !strcmp(p, "always") ? 0 : !strcmp(p, "first") ? 1 : !strcmp(p, "never") ? 2 : -1;
   return jbool(o, "add_prefix_space", 1) ? 0 : 2;
 }
 
@@ -1542,14 +1593,21 @@ static int load_pretok(const lctx *c, const cJSON *o, oc_tokenizer *t, const cha
   int head = component_head(c, o, t, where, "pretokenizers", load_pretok, &ty);
   if (head <= 0) return head;
   step s = {0};
-  if (!strcmp(ty, "ByteLevel")) { s.kind = P_BYTELEVEL; s.a = jbool(o, "add_prefix_space", 1); s.b = jbool(o, "use_regex", 1); }
-  else if (!strcmp(ty, "Split")) {
+  if (!strcmp(ty, "ByteLevel")) {
+    CHECK_KEYS(c, o, where, {"add_prefix_space", 'b'}, {"use_regex", 'b'}, {"trim_offsets", 'b'});
+    s.kind = P_BYTELEVEL;
+    s.a = jbool(o, "add_prefix_space", 1);
+    s.b = jbool(o, "use_regex", 1);
+  } else if (!strcmp(ty, "Split")) {
+    CHECK_KEYS(c, o, where, {"behavior", 's'}, {"invert", 'b'});
     s.kind = P_SPLIT;
     if (!(s.re = load_pattern(c, cJSON_GetObjectItemCaseSensitive(o, "pattern"), where))) return -1;
     s.a = behavior_of(jstr(o, "behavior"));
     if (s.a < 0) { oc_regex_free(s.re); return oc_fail(c->err, "%s: %s.behavior: unknown \"%s\"", c->path, where, jstr(o, "behavior")); }
     s.b = jbool(o, "invert", 0);
   } else if (!strcmp(ty, "Metaspace")) {
+    CHECK_KEYS(c, o, where, {"replacement", 'c'}, {"prepend_scheme", 's'}, {"add_prefix_space", 'b'}, {"split", 'b'});
+    if (prepend_scheme(o) < 0) return oc_fail(c->err, "%s: %s.prepend_scheme must be always, first or never", c->path, where);
     s.kind = P_METASPACE;
     const char *r = jstr(o, "replacement");
     s.s1 = strdup(r ? r : "\xE2\x96\x81");
@@ -1561,8 +1619,12 @@ static int load_pretok(const lctx *c, const cJSON *o, oc_tokenizer *t, const cha
     char msg[128];
     s.re = oc_regex_new("\\w+|[^\\w\\s]+", msg, sizeof msg);
   } else if (!strcmp(ty, "WhitespaceSplit")) s.kind = P_WHITESPACESPLIT;
-  else if (!strcmp(ty, "Digits")) { s.kind = P_DIGITS; s.a = jbool(o, "individual_digits", 0); }
-  else if (!strcmp(ty, "Punctuation")) {
+  else if (!strcmp(ty, "Digits")) {
+    CHECK_KEYS(c, o, where, {"individual_digits", 'b'});
+    s.kind = P_DIGITS;
+    s.a = jbool(o, "individual_digits", 0);
+  } else if (!strcmp(ty, "Punctuation")) {
+    CHECK_KEYS(c, o, where, {"behavior", 's'});
     s.kind = P_PUNCTUATION;
     s.a = behavior_of(jstr(o, "behavior"));
     if (s.a < 0) return oc_fail(c->err, "%s: %s.behavior: unknown", c->path, where);
@@ -1579,6 +1641,7 @@ static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const ch
   else if (!strcmp(ty, "ByteFallback")) s.kind = D_BYTEFALLBACK;
   else if (!strcmp(ty, "Fuse")) s.kind = D_FUSE;
   else if (!strcmp(ty, "Replace")) {
+    CHECK_KEYS(c, o, where, {"content", 's'});
     s.kind = D_REPLACE;
     const cJSON *pat = cJSON_GetObjectItemCaseSensitive(o, "pattern");
     const char *ps = jstr(pat, "String"), *ct = jstr(o, "content");
@@ -1586,6 +1649,7 @@ static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const ch
     s.s1 = strdup(ps);
     s.s2 = strdup(ct ? ct : "");
   } else if (!strcmp(ty, "Strip")) {
+    CHECK_KEYS(c, o, where, {"content", 'c'}, {"start", 'n'}, {"stop", 'n'});
     s.kind = D_STRIP;
     const char *ct = jstr(o, "content");
     s.s1 = strdup(ct ? ct : " ");
@@ -1593,11 +1657,14 @@ static int load_decoder(const lctx *c, const cJSON *o, oc_tokenizer *t, const ch
     s.a = cJSON_IsNumber(a) ? a->valueint : 0;
     s.b = cJSON_IsNumber(b) ? b->valueint : 0;
   } else if (!strcmp(ty, "Metaspace")) {
+    CHECK_KEYS(c, o, where, {"replacement", 'c'}, {"prepend_scheme", 's'}, {"add_prefix_space", 'b'});
+    if (prepend_scheme(o) < 0) return oc_fail(c->err, "%s: %s.prepend_scheme must be always, first or never", c->path, where);
     s.kind = D_METASPACE;
     const char *r = jstr(o, "replacement");
     s.s1 = strdup(r ? r : "\xE2\x96\x81");
     s.a = prepend_scheme(o);
   } else if (!strcmp(ty, "WordPiece")) {
+    CHECK_KEYS(c, o, where, {"prefix", 's'}, {"cleanup", 'b'});
     s.kind = D_WORDPIECE;
     const char *p = jstr(o, "prefix");
     s.s1 = strdup(p ? p : "##");
@@ -1790,6 +1857,17 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
     else rc = set_id(t, id, e->string, &c);
   }
   if (rc) goto done;
+  {
+    static const keytype model_keys[] = {{"unk_token", 's'}, {"continuing_subword_prefix", 's'}, {"end_of_word_suffix", 's'}, {"byte_fallback", 'b'},
+                                         {"ignore_merges", 'b'}, {"fuse_unk", 'b'}, {"max_input_chars_per_word", 'n'}};
+    if ((rc = check_keys(path, err, model, "$.model", model_keys, (int)(sizeof model_keys / sizeof *model_keys)))) goto done;
+    /* BPE dropout makes encoding random: a guard must see the text the same way every time */
+    const cJSON *dr = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    if (dr && !cJSON_IsNull(dr) && !(cJSON_IsNumber(dr) && dr->valuedouble == 0)) {
+      rc = oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: $.model.dropout: BPE dropout is not supported (encoding would be random)", path);
+      goto done;
+    }
+  }
   const char *unk = jstr(model, "unk_token");
   if (unk) t->unk_id = smap_find(&t->vocab, unk, strlen(unk));
   const char *cp = jstr(model, "continuing_subword_prefix");
@@ -1852,6 +1930,10 @@ int oc_tokenizer_load_json(const char *json, size_t len, const char *path, oc_to
                    path, i, ct, id->valuedouble, (long long)id_bound, n_vocab, na, ID_GAPS);
       break;
     }
+    static const keytype added_keys[] = {{"special", 'b'}, {"lstrip", 'b'}, {"rstrip", 'b'}, {"single_word", 'b'}, {"normalized", 'b'}};
+    char where[64];
+    snprintf(where, sizeof where, "$.added_tokens[%d]", i);
+    if ((rc = check_keys(path, err, e, where, added_keys, (int)(sizeof added_keys / sizeof *added_keys)))) break;
     added_tok *a = &t->added[t->n_added++];
     a->content = strdup(ct);
     if (!a->content) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
