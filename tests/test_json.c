@@ -126,6 +126,22 @@ int main(void) {
   CHECK(!oc_json_blank("\v", 1) && !oc_json_blank(" \f\n", 3) && !oc_json_blank("\xef\xbb\xbf\n", 4) && !oc_json_blank(" x", 2),
         "\\v, \\f, a BOM or text make a line a row");
 
+  /* escapes: cJSON reads a malformed \u escape as \u0000 (a hidden NUL); a string ending in "\uz"
+   * at the very end of an unterminated buffer was read past its end (fuzz_safetensors) */
+  BAD("\"a\\uzzzzb\"", "malformed escape");
+  BAD("\"a\\u12\"", "not valid JSON"); /* these two cJSON refuses itself */
+  BAD("\"a\\qb\"", "not valid JSON");
+  BAD("\"a\\u0000b\"", "NUL character");
+  cJSON_Delete(OK("\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 \\uD83D\\uDE00\""));
+  {
+    static const char crash[] = "\n\"uu\\uu\\u\\uz\"\n";
+    char *exact = malloc(sizeof crash - 1); /* no NUL after it: ASan sees any read past the end */
+    REQUIRE(exact, "malloc");
+    memcpy(exact, crash, sizeof crash - 1);
+    expect_error(exact, sizeof crash - 1, 1, "malformed escape");
+    free(exact);
+  }
+
   /* nesting depth */
   char deep[2 * OC_JSON_MAX_DEPTH + 8];
   for (int d = 0; d < OC_JSON_MAX_DEPTH; d++) { deep[d] = '['; deep[2 * OC_JSON_MAX_DEPTH - 1 - d] = ']'; }

@@ -115,20 +115,50 @@ static int number_error(oc_error *err, const char *path, const char *s, size_t i
   return fail_at(err, path, s, i, first_line, what);
 }
 
-/* The string starting at text[i] (its opening quote), in text cJSON has already accepted: the
- * index just past its closing quote. *bad receives the offset of the first NUL (raw or \u0000)
- * or raw control character, or stays untouched. */
-static size_t skip_string(const char *s, size_t i, size_t *bad) {
-  for (i++;; i++) {
-    while (!STOP_IN_STRING[(unsigned char)s[i]]) i++;
+static int hex_value(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; }
+
+/* The string starting at s[i] (its opening quote), within s[0, end): the index just past its closing
+ * quote (end when there is none). *bad receives the offset of the first NUL (raw, or \u0000), raw
+ * control character or malformed escape, or stays untouched. cJSON is lenient with escapes (it
+ * reads "\uzzzz" as \u0000, so a malformed one would also hide a NUL): they are checked here. */
+static size_t skip_string(const char *s, size_t i, size_t end, size_t *bad) {
+  for (i++; i < end; i++) {
+    while (i < end && !STOP_IN_STRING[(unsigned char)s[i]]) i++;
+    if (i >= end) break;
     unsigned char c = (unsigned char)s[i];
     if (c == '"') return i + 1;
-    if (c < 0x20 && *bad == (size_t)-1) *bad = i;
-    if (c == '\\') {
-      if (s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0 && *bad == (size_t)-1) *bad = i;
+    if (c != '\\') { /* a raw control character */
+      if (*bad == (size_t)-1) *bad = i;
+      continue;
+    }
+    char e = i + 1 < end ? s[i + 1] : 0;
+    if (e == 'u') {
+      int v = 0, ok = i + 6 <= end;
+      for (size_t k = i + 2; ok && k < i + 6; k++) {
+        int h = hex_value(s[k]);
+        ok = h >= 0;
+        v = v * 16 + (h > 0 ? h : 0);
+      }
+      if ((!ok || v == 0) && *bad == (size_t)-1) *bad = i;
+      i += ok ? 5 : 1;
+    } else {
+      if ((!e || !strchr("\"\\/bfnrt", e)) && *bad == (size_t)-1) *bad = i;
       i++;
     }
   }
+  return end;
+}
+
+/* what is wrong at a string's bad offset (skip_string) */
+static const char *string_problem(const char *s, size_t bad, size_t end, char *buf, size_t n) {
+  unsigned char b = (unsigned char)s[bad];
+  if (b == 0) return "a string holds a NUL byte";
+  if (b != '\\') {
+    snprintf(buf, n, "a string holds the raw control character 0x%02x (write it escaped)", b);
+    return buf;
+  }
+  if (bad + 6 <= end && s[bad + 1] == 'u' && memcmp(s + bad + 2, "0000", 4) == 0) return "a string holds a NUL character (\\u0000)";
+  return "a string holds a malformed escape (JSON has \\\" \\\\ \\/ \\b \\f \\n \\r \\t and \\u with four hex digits)";
 }
 
 /* NUL and control characters (in strings and between tokens), numbers and the nesting depth, over
@@ -141,14 +171,10 @@ static int scan_text(const char *s, size_t end, const char *path, int64_t first_
     char c = s[i];
     if (c == '"') {
       size_t bad = (size_t)-1;
-      i = skip_string(s, i, &bad);
+      i = skip_string(s, i, end, &bad);
       if (bad != (size_t)-1) {
-        unsigned char b = (unsigned char)s[bad];
         char what[96];
-        if (b == 0) snprintf(what, sizeof what, "a string holds a NUL byte");
-        else if (b == '\\') snprintf(what, sizeof what, "a string holds a NUL character (\\u0000)");
-        else snprintf(what, sizeof what, "a string holds the raw control character 0x%02x (write it escaped)", b);
-        return fail_at(err, path, s, bad, first_line, what);
+        return fail_at(err, path, s, bad, first_line, string_problem(s, bad, end, what, sizeof what));
       }
       continue;
     }
@@ -275,7 +301,7 @@ static size_t find_key(const char *s, size_t end, int64_t obj_no, int key_no) {
         st[d].keys++;
         st[d].want_key = 0;
       }
-      i = skip_string(s, i, &bad);
+      i = skip_string(s, i, end, &bad);
       continue;
     }
     if ((c == '{' || c == '[') && d < OC_JSON_MAX_DEPTH) {
@@ -297,7 +323,7 @@ static size_t find_number(const char *s, size_t end, int64_t number_no) {
   int64_t numbers = 0;
   for (size_t i = 0; i < end;) {
     char c = s[i];
-    if (c == '"') { i = skip_string(s, i, &bad); continue; }
+    if (c == '"') { i = skip_string(s, i, end, &bad); continue; }
     if (c == '-' || is_digit(c)) {
       if (numbers++ == number_no || number_problem(s, i, end, &next)) return i;
       i = next;
