@@ -19,8 +19,9 @@ typedef enum oc_errcode {
   OC_ERR_NOMEM,       /* an allocation failed */
   OC_ERR_UNSUPPORTED, /* valid input this build does not handle (a dtype, an architecture, a template feature) */
   OC_ERR_CANCELLED,   /* the caller asked the operation to stop */
+  OC_ERR_BUSY,        /* no room now (a full queue, a server draining): try again later */
 } oc_errcode;
-const char *oc_errcode_name(oc_errcode c); /* "invalid_input", "not_found", "io", "out_of_memory", "unsupported", "cancelled" */
+const char *oc_errcode_name(oc_errcode c); /* "invalid_input", "not_found", "io", "out_of_memory", "unsupported", "cancelled", "busy" */
 
 /* Every fallible library call takes an oc_error* and returns 0 on success, -1 on
  * failure with a message saying what was wrong and where (file, tensor, line) and a code. */

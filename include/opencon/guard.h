@@ -18,6 +18,8 @@ extern "C" {
 typedef int (*oc_guard_abort_fn)(void *ud);
 
 #define OC_GUARD_MAX_NEW_TOKENS (1 << 20)
+#define OC_GUARD_MAX_STOP 16
+#define OC_GUARD_MAX_STOP_BYTES 256
 
 typedef struct oc_guard_opts {
   int max_new_tokens;          /* 80; at most OC_GUARD_MAX_NEW_TOKENS, and the prompt plus these within the model's positions */
@@ -32,6 +34,13 @@ typedef struct oc_guard_opts {
   FILE *trace;                 /* JSONL per step, or NULL */
   oc_guard_abort_fn should_abort; /* NULL: never */
   void *abort_ud;
+  int observe;                 /* report what the guard would do, hold and stop nothing: every token is released at once
+                                  and the result's status is the first stop the guard would have made */
+  const char *const *stop;     /* stop strings (OpenAI's `stop`): the response ends before the first one generated; text
+                                  that may be the start of one is not released until it is known not to be */
+  int n_stop;                  /* at most OC_GUARD_MAX_STOP, each 1..OC_GUARD_MAX_STOP_BYTES bytes */
+  double pause_threshold;      /* NaN: the probe config's; else at most it (a caller may only be stricter) */
+  double allow_threshold, block_threshold; /* NaN: the classifier's; else at most its own */
   oc_mbert_ws *cls_ws;         /* the classifier's workspace, owned by the caller and used by one generation at a time
                                   (a server keeps one per worker: its buffers stay grown); NULL: one per generation */
 } oc_guard_opts;
@@ -53,13 +62,15 @@ typedef enum oc_stop_reason {
   OC_STOP_UNCERTAIN,      /* the classifier could not decide: held text is not released */
   OC_STOP_BLOCKED,        /* the classifier blocked (mid-stream or at the final check) */
   OC_STOP_NONFINITE,      /* a probe or classifier score was NaN/Inf: treated as maximum risk, blocked */
+  OC_STOP_SEQUENCE,       /* a stop string was generated */
 } oc_stop_reason;
-const char *oc_stop_reason_name(oc_stop_reason r); /* "eos", "max_new_tokens", "paused", "uncertain", "blocked", "nonfinite" */
+const char *oc_stop_reason_name(oc_stop_reason r); /* "eos", "max_new_tokens", "paused", "uncertain", "blocked", "nonfinite", "stop_sequence" */
 
 typedef struct oc_guard_result {
   oc_guard_status status;
   char *response;              /* what the caller may show: released text, or the refusal */
   double risk, smoothed_risk;  /* last probe reading (NaN if never probed; 1 after a non-finite one) */
+  double max_risk;             /* the highest smoothed risk read (NaN if never probed) */
   double classifier_score;     /* last classifier score (NaN if never called or not finite) */
   oc_verdict classifier_verdict; /* the last verdict; meaningful when classifier_calls > 0 */
   int held_response_chars;     /* characters generated but not released */
@@ -84,6 +95,44 @@ int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, 
 void oc_guard_free(oc_guard *g);
 int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts *o, oc_guard_emit_fn emit, oc_guard_event_fn event, void *ud,
                       oc_guard_result *res, oc_error *err);
+
+/* ---- guarded generation step by step: what oc_guard_generate does, driven by a caller that runs the
+ * model itself, e.g. a scheduler batching many streams' decode steps into one forward
+ * (oc_forward_batch). Callbacks run in the caller's thread, inside these calls. ---- */
+typedef struct oc_guard_stream oc_guard_stream;
+typedef enum oc_stream_need {
+  OC_NEED_PREFILL,  /* prompt tokens remain: oc_guard_stream_prefill */
+  OC_NEED_FORWARD,  /* feed oc_guard_stream_token through the model on oc_guard_stream_session (one position, with a
+                       tap of oc_guard_probe_layer when oc_guard_stream_wants_tap), then oc_guard_stream_fed */
+  OC_NEED_CLASSIFY, /* the exchange classifier must decide held text: oc_guard_stream_classify (the slow step) */
+  OC_NEED_NOTHING,  /* over: oc_guard_stream_finish */
+} oc_stream_need;
+/* ids: the prompt as the model reads it (chat template applied, encoded); cls_prompt: the prompt as
+ * the exchange classifier reads it. s: an empty session with room for n + max_new_tokens + 1
+ * positions, used and not owned (a server keeps one per slot), or NULL for one of the stream's own.
+ * o is copied; should_abort is checked by the calls that take time (prefill, classify). */
+int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char *cls_prompt, oc_session *s, const oc_guard_opts *o,
+                        oc_guard_emit_fn emit, oc_guard_event_fn event, void *ud, oc_guard_stream **out, oc_error *err);
+void oc_guard_stream_free(oc_guard_stream *st);
+oc_stream_need oc_guard_stream_need(const oc_guard_stream *st);
+/* read up to max_tokens (<= 0: all) of the prompt; the last chunk's logits give the first step */
+int oc_guard_stream_prefill(oc_guard_stream *st, int max_tokens, oc_error *err);
+int oc_guard_stream_prompt_left(const oc_guard_stream *st);
+int32_t oc_guard_stream_token(const oc_guard_stream *st);
+int oc_guard_stream_wants_tap(const oc_guard_stream *st);
+oc_session *oc_guard_stream_session(oc_guard_stream *st);
+int oc_guard_probe_layer(const oc_guard *g); /* the hidden-state index the probe reads */
+const oc_model *oc_guard_model(const oc_guard *g);
+const oc_chat *oc_guard_chat(const oc_guard *g);
+const oc_classifier *oc_guard_classifier(const oc_guard *g); /* NULL without one */
+/* the forward's logits [vocab] and, for a probing stream, the tapped hidden state [hidden] (both
+ * read during the call only) */
+int oc_guard_stream_fed(oc_guard_stream *st, const float *logits, const float *tap, oc_error *err);
+int oc_guard_stream_classify(oc_guard_stream *st, oc_error *err);
+/* the result so far (tokens, probe and classifier readings; status and response only once finished) */
+const oc_guard_result *oc_guard_stream_progress(const oc_guard_stream *st);
+/* the result, moved to res (free it with oc_guard_result_free); the rest of the cleared text is emitted */
+int oc_guard_stream_finish(oc_guard_stream *st, oc_guard_result *res, oc_error *err);
 
 /* Bytes of decoded text that may be released mid-stream: whole characters, no trailing U+FFFD
  * (a multi-byte character whose last bytes have not been generated yet). */

@@ -14,6 +14,7 @@ const char *oc_errcode_name(oc_errcode c) {
     case OC_ERR_NOMEM: return "out_of_memory";
     case OC_ERR_UNSUPPORTED: return "unsupported";
     case OC_ERR_CANCELLED: return "cancelled";
+    case OC_ERR_BUSY: return "busy";
   }
   return "unknown";
 }

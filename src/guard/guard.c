@@ -43,6 +43,7 @@ const char *oc_stop_reason_name(oc_stop_reason r) {
     case OC_STOP_UNCERTAIN: return "uncertain";
     case OC_STOP_BLOCKED: return "blocked";
     case OC_STOP_NONFINITE: return "nonfinite";
+    case OC_STOP_SEQUENCE: return "stop_sequence";
   }
   return "blocked";
 }
@@ -53,6 +54,7 @@ void oc_guard_opts_defaults(oc_guard_opts *o) {
   o->use_chat_template = 1;
   o->use_probe = 1;
   o->top_p = 1.0;
+  o->pause_threshold = o->allow_threshold = o->block_threshold = NAN;
 }
 
 void oc_guard_result_free(oc_guard_result *r) {
@@ -259,14 +261,6 @@ typedef struct {
   size_t released;
 } releaser;
 
-static void release(releaser *r, const char *text, size_t n, int final) {
-  size_t s = final ? n : oc_utf8_safe_prefix(text, n);
-  if (s > r->released) {
-    if (r->emit) r->emit(r->ud, text + r->released, s - r->released);
-    r->released = s;
-  }
-}
-
 /* ---- events ---- */
 static void event(oc_guard_event_fn fn, void *ud, cJSON *e) {
   if (fn) {
@@ -300,215 +294,485 @@ static void nonfinite_event(oc_guard_event_fn fn, void *ud, const char *what, in
   event(fn, ud, e);
 }
 
-/* ---- one generation ---- */
-typedef struct {
+/* ---- one generation, step by step ----
+ * A stream is the MVP's loop turned inside out, so a scheduler can batch many streams' forwards:
+ * step k samples a token from the last logits and, when it must be fed back (a probe reading is
+ * due, or more steps follow), asks for a forward (OC_NEED_FORWARD); the forward's logits are step
+ * k+1's and its tapped hidden state is step k's probe reading. A reading at or above the pause
+ * threshold asks for the classifier (OC_NEED_CLASSIFY) before anything else happens. After the
+ * last step come the tail reading (tokens after the last reading, fed if they were not) and the
+ * final check. */
+typedef enum { CLS_PAUSE, CLS_TAIL, CLS_FINAL_CHECK } cls_kind;
+
+struct oc_guard_stream {
   const oc_guard *g;
-  const oc_guard_opts *o;
-  const char *prompt;
+  oc_guard_opts o;        /* a copy: the caller's may go away */
+  char *prompt;           /* the prompt as the classifier reads it */
   oc_guard_event_fn ev;
   void *ud;
-  oc_guard_result *res;
-  oc_mbert_ws *ws;        /* this generation's classifier workspace (made at its first call) when the caller gives none */
-  int use_cls;
+  oc_guard_result res;
+  double t_start;
+  oc_mbert_ws *ws;        /* this stream's classifier workspace (made at its first call) when the caller gives none */
+  int use_cls, probing, N;
   double *risks;          /* the last W readings, a ring */
   int W, nrisk;
   int probed;             /* tokens covered by the last probe reading */
   detok dt;               /* the text generated so far */
   releaser rel;           /* what of it was released */
   oc_guard_status status;
-  int stopped;
-} run;
+  int stopped;            /* the guard stopped the stream */
+  int ended;              /* the model ended its turn */
+  oc_session *s;
+  int own_session;
+  int32_t *ids;           /* the prompt */
+  int n_ids, prefilled;
+  float *logits;          /* the next step's logits when they must outlive the caller's buffer */
+  float *tap;             /* the hidden state of the last token fed (probe layer) */
+  cand *cands;
+  oc_rng rng;
+  int k;                  /* the last step taken (1-based) */
+  int fed;                /* tokens fed back: st->tap is the hidden state of token fed-1 */
+  oc_stream_need need;
+  int32_t pending;        /* OC_NEED_FORWARD: the token to feed */
+  int pending_reading;    /* its forward yields a reading: 0 none, 1 at step k, 2 the tail reading */
+  char **stop;            /* stop strings (copies) */
+  int n_stop;
+  double pause, allow, block; /* the thresholds in force */
+  cls_kind cls;           /* OC_NEED_CLASSIFY: which call */
+  int cls_step;
+  cJSON *tr;              /* the current step's trace line */
+};
 
-static int cancelled(const run *r, oc_error *err) {
-  if (r->o->should_abort && r->o->should_abort(r->o->abort_ud))
-    return oc_fail_code(err, OC_ERR_CANCELLED, "generation cancelled by the caller after %d tokens", r->res->n_tokens);
+/* Bytes at the end of text[0, n) that may be the start of a stop string: held back until the next
+ * tokens show whether it is one. */
+static size_t stop_holdback(const oc_guard_stream *st, const char *text, size_t n) {
+  size_t hold = 0;
+  for (int i = 0; i < st->n_stop; i++) {
+    size_t L = strlen(st->stop[i]);
+    for (size_t k = L - 1 < n ? L - 1 : n; k > hold; k--)
+      if (memcmp(text + n - k, st->stop[i], k) == 0) { hold = k; break; }
+  }
+  return hold;
+}
+
+/* Emit the generated text not yet released: whole characters, short of a possible stop string;
+ * final: all of it (the generation is over; a stop string found was already cut off). */
+static void release(oc_guard_stream *st, int final) {
+  const char *text = st->dt.text;
+  size_t n = st->dt.len;
+  if (!text) return;
+  if (!final) n = oc_utf8_safe_prefix(text, n - stop_holdback(st, text, n));
+  releaser *r = &st->rel;
+  if (n > r->released) {
+    if (r->emit) r->emit(r->ud, text + r->released, n - r->released);
+    r->released = n;
+  }
+}
+
+/* A stop string in the text generated since `from` (bytes): the text is cut where it starts and
+ * the generation ends there. */
+static void find_stop(oc_guard_stream *st, size_t from) {
+  for (int i = 0; i < st->n_stop; i++) {
+    size_t L = strlen(st->stop[i]);
+    size_t start = from >= L - 1 ? from - (L - 1) : 0;
+    if (st->dt.len < L) continue;
+    for (size_t p = start; p + L <= st->dt.len; p++)
+      if (memcmp(st->dt.text + p, st->stop[i], L) == 0) {
+        st->dt.len = p;
+        st->dt.text[p] = 0;
+        if (st->dt.committed > p) st->dt.committed = p;
+        st->ended = 1;
+        st->res.stop_reason = OC_STOP_SEQUENCE;
+        return;
+      }
+  }
+}
+
+static int cancelled(const oc_guard_stream *st, oc_error *err) {
+  if (st->o.should_abort && st->o.should_abort(st->o.abort_ud))
+    return oc_fail_code(err, OC_ERR_CANCELLED, "generation cancelled by the caller after %d tokens", st->res.n_tokens);
   return 0;
 }
 
 /* classify prompt + text; the verdict is a block when the score is not finite (oc_decide) */
-static int classify(run *r, const char *name, int step, const char *text, oc_decision *d, oc_error *err) {
-  if (cancelled(r, err)) return -1;
-  oc_mbert_ws *ws = r->o->cls_ws;
-  if (!ws && !(ws = r->ws) && !(ws = r->ws = oc_mbert_ws_new())) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+static int classify(oc_guard_stream *st, const char *name, int step, const char *text, oc_decision *d, oc_error *err) {
+  if (cancelled(st, err)) return -1;
+  oc_mbert_ws *ws = st->o.cls_ws;
+  if (!ws && !(ws = st->ws) && !(ws = st->ws = oc_mbert_ws_new())) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   double t0 = oc_now();
-  if (oc_classifier_score_ws(r->g->cls, ws, r->prompt, text, d, err)) return oc_wrap(err, "exchange classifier");
-  oc_guard_result *res = r->res;
+  if (oc_classifier_score_ws(st->g->cls, ws, st->prompt, text, d, err)) return oc_wrap(err, "exchange classifier");
+  oc_decide(d->score, st->allow, st->block, d);
+  oc_guard_result *res = &st->res;
   res->classifier_ms += 1e3 * (oc_now() - t0);
   res->classifier_calls++;
   res->classifier_score = isfinite(d->score) ? d->score : NAN;
   res->classifier_verdict = d->verdict;
-  if (!isfinite(d->score)) nonfinite_event(r->ev, r->ud, "classifier_score", step, res);
+  if (!isfinite(d->score)) nonfinite_event(st->ev, st->ud, "classifier_score", step, res);
   cJSON *e = new_event(name, step);
   cJSON_AddStringToObject(e, "verdict", oc_verdict_name(d->verdict));
   cJSON_AddItemToObject(e, "score", isfinite(d->score) ? cJSON_CreateNumber(d->score) : cJSON_CreateNull());
-  event(r->ev, r->ud, e);
+  event(st->ev, st->ud, e);
   return 0;
 }
 
 /* stop the stream with a status and its reason */
-static void stop(run *r, oc_guard_status status, oc_stop_reason why) {
-  r->status = status;
-  r->res->stop_reason = why;
-  r->stopped = 1;
+static void stop(oc_guard_stream *st, oc_guard_status status, oc_stop_reason why) {
+  if (st->o.observe) { /* only recorded: the first stop the guard would have made */
+    if (st->status == OC_GUARD_COMPLETED) st->status = status;
+    return;
+  }
+  st->status = status;
+  st->res.stop_reason = why;
+  st->stopped = 1;
 }
 
 /* the stop of a verdict other than allow */
-static void stop_on(run *r, const oc_decision *d) {
-  stop(r, d->verdict == OC_VERDICT_BLOCK ? OC_GUARD_BLOCKED : OC_GUARD_UNCERTAIN,
+static void stop_on(oc_guard_stream *st, const oc_decision *d) {
+  stop(st, d->verdict == OC_VERDICT_BLOCK ? OC_GUARD_BLOCKED : OC_GUARD_UNCERTAIN,
        !isfinite(d->score) ? OC_STOP_NONFINITE : d->verdict == OC_VERDICT_BLOCK ? OC_STOP_BLOCKED : OC_STOP_UNCERTAIN);
 }
 
-/* A probe reading of the hidden state h of the newest token (step k): the MVP's smoothing and
- * decisions. Below the pause threshold the pending text is released (all of it when final);
- * at or above it the classifier decides, or the stream pauses. A logit that is not finite is
- * maximum risk: blocked without asking anyone (a -Inf logit would read as risk 0). */
-static int probe_reading(run *r, int k, const float *h, int final, cJSON *tr, oc_error *err) {
-  const oc_guard *g = r->g;
-  oc_guard_result *res = r->res;
-  const float logit = oc_probe_logit(g->probe, h);
-  const double risk = oc_sigmoid(logit);
-  res->probe_calls++;
-  r->probed = res->n_tokens;
-  if (tr && final) cJSON_AddBoolToObject(tr, "final_probe", 1);
-  if (!isfinite(logit)) {
-    nonfinite_event(r->ev, r->ud, "probe_risk", k, res);
-    res->risk = res->smoothed_risk = 1.0;
-    stop(r, OC_GUARD_BLOCKED, OC_STOP_NONFINITE);
-    if (tr) cJSON_AddStringToObject(tr, "decision", "nonfinite");
-    return 0;
-  }
-  r->risks[r->nrisk % r->W] = risk;
-  r->nrisk++;
-  int cnt = r->nrisk < r->W ? r->nrisk : r->W;
-  double sm = 0;
-  for (int i = 0; i < cnt; i++) sm += r->risks[i];
-  sm /= cnt;
-  res->risk = risk;
-  res->smoothed_risk = sm;
-  if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
-  if (sm < g->cfg->pause_threshold) {
-    release(&r->rel, r->dt.text, r->dt.len, final);
-    if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");
-    if (sm >= g->cfg->threshold) risk_event(r->ev, r->ud, "suspicious", k, sm);
-    return 0;
-  }
-  risk_event(r->ev, r->ud, "pause", k, sm);
-  if (!r->use_cls) {
-    stop(r, OC_GUARD_PAUSED, OC_STOP_PAUSED);
-    if (tr) cJSON_AddStringToObject(tr, "decision", "paused");
-    return 0;
-  }
-  oc_decision d;
-  if (classify(r, "classifier", k, r->dt.text, &d, err)) return -1;
-  if (tr) {
-    cJSON_AddStringToObject(tr, "decision", oc_verdict_name(d.verdict));
-    cJSON_AddItemToObject(tr, "classifier_score", isfinite(d.score) ? cJSON_CreateNumber(d.score) : cJSON_CreateNull());
-  }
-  if (d.verdict == OC_VERDICT_ALLOW) release(&r->rel, r->dt.text, r->dt.len, final);
-  else stop_on(r, &d);
-  return 0;
-}
-
-static void trace_line(const run *r, cJSON *tr) {
+static void trace_line(oc_guard_stream *st) {
+  cJSON *tr = st->tr;
+  st->tr = NULL;
   if (!tr) return;
-  cJSON_AddNumberToObject(tr, "released_bytes", (double)r->rel.released);
+  cJSON_AddNumberToObject(tr, "released_bytes", (double)st->rel.released);
   char *line = cJSON_PrintUnformatted(tr);
-  if (line) fprintf(r->o->trace, "%s\n", line);
+  if (line) fprintf(st->o.trace, "%s\n", line);
   free(line);
   cJSON_Delete(tr);
 }
 
-int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts *o, oc_guard_emit_fn emit, oc_guard_event_fn ev, void *ud,
-                      oc_guard_result *res, oc_error *err) {
-  memset(res, 0, sizeof *res);
-  res->risk = res->smoothed_risk = res->classifier_score = NAN;
-  res->final_classifier_check = o->final_classifier_check;
-  const double t_start = oc_now();
+static void trace_begin(oc_guard_stream *st, int step, int32_t token) {
+  if (!st->o.trace) return;
+  cJSON_Delete(st->tr);
+  if ((st->tr = cJSON_CreateObject())) {
+    cJSON_AddNumberToObject(st->tr, "step", step);
+    cJSON_AddNumberToObject(st->tr, "token", token);
+  }
+}
+
+/* A probe reading of the hidden state h of the newest token (step k): the MVP's smoothing and
+ * decisions. Below the pause threshold the pending text is released (all of it when final); at or
+ * above it the stream pauses without a classifier, or asks for one (returns 1). A logit that is
+ * not finite is maximum risk: blocked without asking anyone (a -Inf logit would read as risk 0). */
+static int probe_reading(oc_guard_stream *st, int k, const float *h, int final) {
+  const oc_guard *g = st->g;
+  oc_guard_result *res = &st->res;
+  cJSON *tr = st->tr;
+  const float logit = oc_probe_logit(g->probe, h);
+  const double risk = oc_sigmoid(logit);
+  res->probe_calls++;
+  st->probed = res->n_tokens;
+  if (tr && final) cJSON_AddBoolToObject(tr, "final_probe", 1);
+  if (!isfinite(logit)) {
+    nonfinite_event(st->ev, st->ud, "probe_risk", k, res);
+    res->risk = res->smoothed_risk = res->max_risk = 1.0;
+    stop(st, OC_GUARD_BLOCKED, OC_STOP_NONFINITE);
+    if (tr) cJSON_AddStringToObject(tr, "decision", "nonfinite");
+    return 0;
+  }
+  st->risks[st->nrisk % st->W] = risk;
+  st->nrisk++;
+  int cnt = st->nrisk < st->W ? st->nrisk : st->W;
+  double sm = 0;
+  for (int i = 0; i < cnt; i++) sm += st->risks[i];
+  sm /= cnt;
+  res->risk = risk;
+  res->smoothed_risk = sm;
+  if (!(res->max_risk >= sm)) res->max_risk = sm;
+  if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
+  if (sm < st->pause) {
+    release(st, final);
+    if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");
+    if (sm >= g->cfg->threshold) risk_event(st->ev, st->ud, "suspicious", k, sm);
+    return 0;
+  }
+  risk_event(st->ev, st->ud, "pause", k, sm);
+  if (!st->use_cls) {
+    stop(st, OC_GUARD_PAUSED, OC_STOP_PAUSED);
+    if (tr) cJSON_AddStringToObject(tr, "decision", "paused");
+    return 0;
+  }
+  st->need = OC_NEED_CLASSIFY;
+  st->cls = final ? CLS_TAIL : CLS_PAUSE;
+  st->cls_step = k;
+  return 1;
+}
+
+/* after the last step: the tail reading, then the final check, then done */
+static void wind_up(oc_guard_stream *st) {
+  oc_guard_result *res = &st->res;
+  /* Tokens after the last reading (a stream that ended between probe steps) are read once more
+   * before anything of them is released: a short answer must not pass unprobed. */
+  if (!st->stopped && st->probing && res->n_tokens > st->probed) {
+    trace_begin(st, res->n_tokens, res->tokens[res->n_tokens - 1]);
+    if (st->fed < res->n_tokens) { /* the last token was never fed: its forward gives the reading */
+      st->pending = res->tokens[res->n_tokens - 1];
+      st->pending_reading = 2;
+      st->need = OC_NEED_FORWARD;
+      return;
+    }
+    if (probe_reading(st, res->n_tokens, st->tap, 1)) return;
+    trace_line(st);
+  }
+  if (!st->stopped && st->use_cls && st->o.final_classifier_check) {
+    st->need = OC_NEED_CLASSIFY;
+    st->cls = CLS_FINAL_CHECK;
+    st->cls_step = 0;
+    return;
+  }
+  st->need = OC_NEED_NOTHING;
+}
+
+/* Steps from the logits of the last forward until one needs the model or the classifier again,
+ * or the generation is over. */
+static int advance(oc_guard_stream *st, const float *logits, oc_error *err) {
+  const oc_model_config *c = oc_model_cfg(st->g->m);
+  const int V = c->vocab, max = st->o.max_new_tokens;
+  oc_guard_result *res = &st->res;
+  while (!st->stopped && !st->ended && st->k < max) {
+    const int k = ++st->k;
+    if (oc_find_nonfinite(logits, (size_t)V) < (size_t)V) { /* a broken forward: nothing it produced may be trusted */
+      nonfinite_event(st->ev, st->ud, "logits", k, res);
+      stop(st, OC_GUARD_BLOCKED, OC_STOP_NONFINITE);
+      st->ended = 1; /* in observe mode too: nothing can follow */
+      break;
+    }
+    int32_t next = sample(logits, V, &st->o, &st->rng, st->cands);
+    if (k == 1) res->ttft_ms = 1e3 * (oc_now() - st->t_start);
+    if (oc_is_eos(c, next) || next == st->g->eos_extra) { res->stop_reason = OC_STOP_EOS; st->ended = 1; break; }
+    res->tokens[res->n_tokens++] = next;
+    const size_t before = st->dt.len;
+    if (detok_step(&st->dt, st->g->chat->tok, res->tokens, res->n_tokens, err)) return -1;
+    if (st->n_stop) find_stop(st, before);
+    trace_begin(st, k, next);
+    const int do_probe = st->probing && k % st->N == 0;
+    if (do_probe || (k < max && !st->ended)) { /* the last token is fed only when a reading needs it */
+      st->pending = next;
+      st->pending_reading = do_probe;
+      st->need = OC_NEED_FORWARD;
+      return 0;
+    }
+    if (!st->probing || st->o.observe) release(st, 0);
+    trace_line(st);
+  }
+  wind_up(st);
+  return 0;
+}
+
+oc_stream_need oc_guard_stream_need(const oc_guard_stream *st) { return st->need; }
+int32_t oc_guard_stream_token(const oc_guard_stream *st) { return st->pending; }
+int oc_guard_stream_wants_tap(const oc_guard_stream *st) { return st->probing; }
+int oc_guard_stream_prompt_left(const oc_guard_stream *st) { return st->n_ids - st->prefilled; }
+oc_session *oc_guard_stream_session(oc_guard_stream *st) { return st->s; }
+const oc_guard_result *oc_guard_stream_progress(const oc_guard_stream *st) { return &st->res; }
+int oc_guard_probe_layer(const oc_guard *g) { return g->layer; }
+const oc_model *oc_guard_model(const oc_guard *g) { return g->m; }
+const oc_chat *oc_guard_chat(const oc_guard *g) { return g->chat; }
+const oc_classifier *oc_guard_classifier(const oc_guard *g) { return g->cls; }
+
+int oc_guard_stream_prefill(oc_guard_stream *st, int max_tokens, oc_error *err) {
+  if (st->need != OC_NEED_PREFILL) return oc_fail(err, "the stream's prompt is already read");
+  if (cancelled(st, err)) return -1;
+  int left = st->n_ids - st->prefilled, n = max_tokens > 0 && max_tokens < left ? max_tokens : left;
+  const int last = n == left;
+  if (oc_forward(st->s, st->ids + st->prefilled, n, NULL, last ? st->logits : NULL, 0, err)) return -1;
+  st->prefilled += n;
+  if (!last) return 0;
+  st->need = OC_NEED_NOTHING; /* until advance says what comes next */
+  return advance(st, st->logits, err);
+}
+
+int oc_guard_stream_fed(oc_guard_stream *st, const float *logits, const float *tap, oc_error *err) {
+  if (st->need != OC_NEED_FORWARD) return oc_fail(err, "the stream asked for no forward");
+  const int H = oc_model_cfg(st->g->m)->hidden;
+  st->fed = st->pending_reading == 2 ? st->res.n_tokens : st->k;
+  if (st->probing) {
+    if (!tap) return oc_fail(err, "a probing stream needs the tapped hidden state of its forward");
+    memcpy(st->tap, tap, sizeof(float) * (size_t)H);
+  }
+  const int reading = st->pending_reading;
+  st->need = OC_NEED_NOTHING;
+  if (reading == 2) { /* the tail reading */
+    if (probe_reading(st, st->res.n_tokens, st->tap, 1)) return 0;
+    trace_line(st);
+    wind_up(st);
+    return 0;
+  }
+  if (reading && probe_reading(st, st->k, st->tap, 0)) { /* the classifier decides before the next step */
+    memcpy(st->logits, logits, sizeof(float) * (size_t)oc_model_cfg(st->g->m)->vocab);
+    return 0;
+  }
+  if (!st->probing || st->o.observe) release(st, 0); /* nothing holds the stream */
+  trace_line(st);
+  return advance(st, logits, err);
+}
+
+int oc_guard_stream_classify(oc_guard_stream *st, oc_error *err) {
+  if (st->need != OC_NEED_CLASSIFY) return oc_fail(err, "the stream asked for no classifier call");
+  oc_decision d;
+  const char *text = st->dt.text ? st->dt.text : "";
+  if (classify(st, st->cls == CLS_FINAL_CHECK ? "final_check" : "classifier", st->cls_step, text, &d, err)) return -1;
+  st->need = OC_NEED_NOTHING;
+  if (st->cls == CLS_FINAL_CHECK) {
+    if (d.verdict != OC_VERDICT_ALLOW) stop_on(st, &d);
+    return 0;
+  }
+  if (st->tr) {
+    cJSON_AddStringToObject(st->tr, "decision", oc_verdict_name(d.verdict));
+    cJSON_AddItemToObject(st->tr, "classifier_score", isfinite(d.score) ? cJSON_CreateNumber(d.score) : cJSON_CreateNull());
+  }
+  const int final = st->cls == CLS_TAIL;
+  if (d.verdict == OC_VERDICT_ALLOW) release(st, final);
+  else stop_on(st, &d);
+  trace_line(st);
+  if (final) { /* the tail is read: on to the final check */
+    wind_up(st);
+    return 0;
+  }
+  return advance(st, st->logits, err);
+}
+
+void oc_guard_stream_free(oc_guard_stream *st) {
+  if (!st) return;
+  if (st->own_session) oc_session_free(st->s);
+  oc_mbert_ws_free(st->ws);
+  cJSON_Delete(st->tr);
+  for (int i = 0; i < st->n_stop; i++) free(st->stop[i]);
+  free(st->stop);
+  free(st->prompt); free(st->ids); free(st->dt.text); free(st->logits); free(st->tap); free(st->risks); free(st->cands);
+  oc_guard_result_free(&st->res);
+  free(st);
+}
+
+int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char *cls_prompt, oc_session *s, const oc_guard_opts *o,
+                        oc_guard_emit_fn emit, oc_guard_event_fn ev, void *ud, oc_guard_stream **out, oc_error *err) {
+  *out = NULL;
   const oc_model_config *c = oc_model_cfg(g->m);
   const int V = c->vocab, probing = o->use_probe && g->probe;
-  const int N = probing ? g->cfg->probe_every_n_tokens : 1;
   if (o->max_new_tokens < 1 || o->max_new_tokens > OC_GUARD_MAX_NEW_TOKENS)
     return oc_fail(err, "max_new_tokens must be in [1, %d], got %d", OC_GUARD_MAX_NEW_TOKENS, o->max_new_tokens);
   /* fail closed: asking for the probe on a guard without one would otherwise release every token */
   if (o->use_probe && !g->probe) return oc_fail(err, "this guard has no probe: set use_probe to 0 for plain (unguarded) generation");
   if (!(o->temperature >= 0) || !(o->top_p > 0 && o->top_p <= 1) || o->top_k < 0)
     return oc_fail(err, "sampling settings out of range (temperature %g >= 0, top_p %g in (0, 1], top_k %d >= 0)", o->temperature, o->top_p, o->top_k);
-  run r = {.g = g, .o = o, .prompt = prompt, .ev = ev, .ud = ud, .res = res, .use_cls = g->cls && !o->skip_classifier,
-           .W = probing ? g->cfg->smoothing_window : 1, .rel = {emit, ud, 0}, .status = OC_GUARD_COMPLETED};
+  if (n <= 0) return oc_fail(err, "the prompt encodes to no tokens");
+  if (o->n_stop < 0 || o->n_stop > OC_GUARD_MAX_STOP) return oc_fail(err, "at most %d stop strings, got %d", OC_GUARD_MAX_STOP, o->n_stop);
+  for (int i = 0; i < o->n_stop; i++) {
+    size_t L = o->stop[i] ? strlen(o->stop[i]) : 0;
+    if (L < 1 || L > OC_GUARD_MAX_STOP_BYTES) return oc_fail(err, "stop string %d must be 1 to %d bytes long", i, OC_GUARD_MAX_STOP_BYTES);
+  }
+  const double own_pause = probing ? g->cfg->pause_threshold : 1.0;
+  const double own_allow = g->cls ? g->cls->allow_threshold : 1.0, own_block = g->cls ? g->cls->block_threshold : 1.0;
+  const double pause = isnan(o->pause_threshold) ? own_pause : o->pause_threshold;
+  const double allow = isnan(o->allow_threshold) ? own_allow : o->allow_threshold;
+  const double block = isnan(o->block_threshold) ? own_block : o->block_threshold;
+  /* a caller may tighten the guard, never loosen it */
+  if (!(pause >= 0 && pause <= own_pause)) return oc_fail(err, "pause_threshold %g must be in [0, %g] (the probe config's; a caller may only be stricter)", pause, own_pause);
+  if (!(block >= 0 && block <= own_block)) return oc_fail(err, "block_threshold %g must be in [0, %g] (the classifier's; a caller may only be stricter)", block, own_block);
+  if (!(allow >= 0 && allow <= own_allow && allow <= block))
+    return oc_fail(err, "allow_threshold %g must be in [0, %g] (the classifier's; a caller may only be stricter) and at most block_threshold %g", allow, own_allow, block);
+  if (oc_config_check_positions(c, n, o->max_new_tokens, err)) return oc_wrap(err, "the prompt");
+  if (s && oc_session_len(s) != 0) return oc_fail(err, "a stream needs an empty session (reset it)");
+  oc_guard_stream *st = calloc(1, sizeof *st);
+  if (!st) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  st->g = g;
+  st->o = *o;
+  st->ev = ev;
+  st->ud = ud;
+  st->t_start = oc_now();
+  st->use_cls = g->cls && !o->skip_classifier;
+  st->probing = probing;
+  st->N = probing ? g->cfg->probe_every_n_tokens : 1;
+  st->W = probing ? g->cfg->smoothing_window : 1;
+  st->rel = (releaser){emit, ud, 0};
+  st->status = OC_GUARD_COMPLETED;
+  st->need = OC_NEED_PREFILL;
+  st->pause = pause;
+  st->allow = allow;
+  st->block = block;
+  st->n_ids = n;
+  st->res.risk = st->res.smoothed_risk = st->res.max_risk = st->res.classifier_score = NAN;
+  st->res.final_classifier_check = o->final_classifier_check;
+  st->res.stop_reason = OC_STOP_MAX_NEW_TOKENS;
+  oc_rng_seed(&st->rng, o->seed);
+  st->prompt = strdup(cls_prompt ? cls_prompt : "");
+  st->ids = malloc(sizeof(int32_t) * (size_t)n);
+  st->logits = malloc(sizeof(float) * (size_t)V);
+  st->tap = malloc(sizeof(float) * (size_t)c->hidden);
+  st->risks = calloc((size_t)st->W, sizeof(double));
+  st->res.tokens = malloc(sizeof(int32_t) * (size_t)o->max_new_tokens);
+  if (o->temperature > 0) st->cands = malloc(sizeof *st->cands * (size_t)V);
+  if (!st->prompt || !st->ids || !st->logits || !st->tap || !st->risks || !st->res.tokens || (o->temperature > 0 && !st->cands)) {
+    oc_guard_stream_free(st);
+    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  }
+  memcpy(st->ids, ids, sizeof(int32_t) * (size_t)n);
+  if (o->n_stop && !(st->stop = calloc((size_t)o->n_stop, sizeof *st->stop))) { oc_guard_stream_free(st); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  for (; st->n_stop < o->n_stop; st->n_stop++)
+    if (!(st->stop[st->n_stop] = strdup(o->stop[st->n_stop]))) { oc_guard_stream_free(st); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  st->o.stop = NULL; /* the copies are st->stop */
+  st->o.n_stop = 0;
+  st->s = s;
+  if (!s) {
+    st->own_session = 1;
+    if (!(st->s = oc_session_new(g->m, n + o->max_new_tokens + 1, err))) { oc_guard_stream_free(st); return -1; }
+  }
+  *out = st;
+  return 0;
+}
+
+int oc_guard_stream_finish(oc_guard_stream *st, oc_guard_result *res, oc_error *err) {
+  memset(res, 0, sizeof *res);
+  if (st->need != OC_NEED_NOTHING) return oc_fail(err, "the stream is not finished");
+  if (!st->stopped) release(st, 1);
+  oc_guard_result *r = &st->res;
+  r->status = st->status;
+  r->held_response_chars = st->dt.text ? (int)utf8_chars(st->dt.text + st->rel.released, st->dt.len - st->rel.released) : 0;
+  free(r->response);
+  if (st->status == OC_GUARD_BLOCKED && !st->o.observe) r->response = strdup(OC_REFUSAL);
+  else r->response = strndup(st->dt.text ? st->dt.text : "", st->rel.released);
+  if (!r->response) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  r->total_ms = 1e3 * (oc_now() - st->t_start);
+  *res = *r;
+  memset(r, 0, sizeof *r);
+  return 0;
+}
+
+/* one stream driven to its end on its own session: the model runs one token at a time */
+int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts *o, oc_guard_emit_fn emit, oc_guard_event_fn ev, void *ud,
+                      oc_guard_result *res, oc_error *err) {
+  memset(res, 0, sizeof *res);
   char *ptext = NULL;
   oc_encoding enc = {0};
-  oc_session *s = NULL;
-  float *logits = malloc(sizeof(float) * (size_t)V), *tap = malloc(sizeof(float) * (size_t)c->hidden);
-  cand *cands = NULL;
-  r.risks = calloc((size_t)r.W, sizeof(double));
-  res->tokens = malloc(sizeof(int32_t) * (size_t)o->max_new_tokens);
-  int rc = -1, fed = 0; /* fed: tokens fed back to the model (the tap holds the last one's hidden state) */
-  if (!logits || !tap || !r.risks || !res->tokens) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
-  if (o->temperature > 0 && !(cands = malloc(sizeof *cands * (size_t)V))) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  oc_guard_stream *st = NULL;
+  float *logits = NULL, *tap = NULL;
+  int rc = -1;
   if (oc_chat_format_exchange(g->chat, prompt, NULL, o->use_chat_template, &ptext, err) ||
       oc_chat_encode(g->chat, ptext, !o->use_chat_template, 0, &enc, err))
     goto done;
-  if (enc.n == 0) { oc_fail(err, "the prompt encodes to no tokens"); goto done; }
-  if (oc_config_check_positions(c, enc.n, o->max_new_tokens, err)) { oc_wrap(err, "the prompt"); goto done; }
-  if (cancelled(&r, err) || !(s = oc_session_new(g->m, enc.n + o->max_new_tokens + 1, err))) goto done;
-  if (oc_forward(s, enc.ids, enc.n, NULL, logits, 0, err)) goto done;
-  oc_rng rng;
-  oc_rng_seed(&rng, o->seed);
+  if (oc_guard_stream_new(g, enc.ids, enc.n, prompt, NULL, o, emit, ev, ud, &st, err)) goto done;
+  const oc_model_config *c = oc_model_cfg(g->m);
+  logits = malloc(sizeof(float) * (size_t)c->vocab);
+  tap = malloc(sizeof(float) * (size_t)c->hidden);
+  if (!logits || !tap) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   oc_taps taps = {1, &g->layer, 1, (int[]){-1}, tap};
-  res->stop_reason = OC_STOP_MAX_NEW_TOKENS;
-  for (int k = 1; k <= o->max_new_tokens && !r.stopped; k++) {
-    if (cancelled(&r, err)) goto done;
-    if (oc_find_nonfinite(logits, (size_t)V) < (size_t)V) { /* a broken forward: nothing it produced may be trusted */
-      nonfinite_event(ev, ud, "logits", k, res);
-      stop(&r, OC_GUARD_BLOCKED, OC_STOP_NONFINITE);
-      break;
+  for (oc_stream_need need; (need = oc_guard_stream_need(st)) != OC_NEED_NOTHING;) {
+    if (cancelled(st, err)) goto done;
+    if (need == OC_NEED_PREFILL) {
+      if (oc_guard_stream_prefill(st, 0, err)) goto done;
+    } else if (need == OC_NEED_FORWARD) {
+      int32_t t = oc_guard_stream_token(st);
+      if (oc_forward(st->s, &t, 1, st->probing ? &taps : NULL, logits, 0, err) || oc_guard_stream_fed(st, logits, tap, err)) goto done;
+    } else if (oc_guard_stream_classify(st, err)) {
+      goto done;
     }
-    int32_t next = sample(logits, V, o, &rng, cands);
-    if (k == 1) res->ttft_ms = 1e3 * (oc_now() - t_start);
-    if (oc_is_eos(c, next) || next == g->eos_extra) { res->stop_reason = OC_STOP_EOS; break; }
-    res->tokens[res->n_tokens++] = next;
-    if (detok_step(&r.dt, g->chat->tok, res->tokens, res->n_tokens, err)) goto done;
-    int do_probe = probing && k % N == 0;
-    if (do_probe || k < o->max_new_tokens) { /* the last token is fed only when a reading needs it */
-      if (oc_forward(s, &next, 1, probing ? &taps : NULL, logits, 0, err)) goto done;
-      fed = k;
-    }
-    cJSON *tr = o->trace ? cJSON_CreateObject() : NULL;
-    if (tr) { cJSON_AddNumberToObject(tr, "step", k); cJSON_AddNumberToObject(tr, "token", next); }
-    if (do_probe && probe_reading(&r, k, tap, 0, tr, err)) { cJSON_Delete(tr); goto done; }
-    if (!probing) release(&r.rel, r.dt.text, r.dt.len, 0); /* no probe: nothing holds the stream */
-    trace_line(&r, tr);
   }
-  /* Tokens after the last reading (a stream that ended between probe steps) are read once more
-   * before anything of them is released: a short answer must not pass unprobed. */
-  if (!r.stopped && probing && res->n_tokens > r.probed) {
-    if (fed < res->n_tokens) {
-      if (oc_forward(s, &res->tokens[res->n_tokens - 1], 1, &taps, logits, 0, err)) goto done;
-      fed = res->n_tokens;
-    }
-    cJSON *tr = o->trace ? cJSON_CreateObject() : NULL;
-    if (tr) { cJSON_AddNumberToObject(tr, "step", res->n_tokens); cJSON_AddNumberToObject(tr, "token", res->tokens[res->n_tokens - 1]); }
-    if (probe_reading(&r, res->n_tokens, tap, 1, tr, err)) { cJSON_Delete(tr); goto done; }
-    trace_line(&r, tr);
-  }
-  if (!r.stopped && r.use_cls && o->final_classifier_check) {
-    oc_decision d;
-    if (classify(&r, "final_check", 0, r.dt.text ? r.dt.text : "", &d, err)) goto done;
-    if (d.verdict != OC_VERDICT_ALLOW) stop_on(&r, &d);
-  }
-  if (!r.stopped && r.dt.text) release(&r.rel, r.dt.text, r.dt.len, 1);
-  res->status = r.status;
-  res->held_response_chars = r.dt.text ? (int)utf8_chars(r.dt.text + r.rel.released, r.dt.len - r.rel.released) : 0;
-  if (r.status == OC_GUARD_BLOCKED) res->response = strdup(OC_REFUSAL);
-  else res->response = strndup(r.dt.text ? r.dt.text : "", r.rel.released);
-  if (!res->response) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
-  res->total_ms = 1e3 * (oc_now() - t_start);
-  rc = 0;
+  rc = oc_guard_stream_finish(st, res, err);
 done:
-  oc_session_free(s);
-  oc_mbert_ws_free(r.ws);
+  oc_guard_stream_free(st);
   oc_encoding_free(&enc);
-  free(ptext); free(r.dt.text); free(logits); free(tap); free(r.risks); free(cands);
-  if (rc) { free(res->tokens); free(res->response); memset(res, 0, sizeof *res); }
+  free(ptext); free(logits); free(tap);
   return rc;
 }
