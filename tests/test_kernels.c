@@ -8,7 +8,9 @@
  * Attention: the weighted row sums bit for bit as separate axpy passes; oc_attention, decode
  * (1 or 6 queries) and prefill (8 to 100 queries, sgemm over blocks), for GQA ratios that fill,
  * split and leave partial head groups, sliding windows and packed sequence starts, against a
- * double reference, the same bits with 1, 2 and 3 threads and for each head run alone. */
+ * double reference, the same bits with 1, 2 and 3 threads and for each head run alone;
+ * oc_attention_batch (queries of different sequences, each over its own cache) the same bits as
+ * oc_attention of each query alone, with 1, 2 and 3 threads. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -247,6 +249,38 @@ static void check_attention(const acase *c) {
   free(q); free(K); free(V); free(out); free(ref); free(lo); free(w); free(q1); free(K1); free(V1); free(o1);
 }
 
+/* n queries, query t over its own cache of pos[t] + 1 rows (pos: 0, 1, 2, ..., 3t, so some rows
+ * are past the window and some not): the same bits as each one decoded alone by oc_attention. */
+static void check_attention_batch(int nh, int nkv, int hd, int n, int window) {
+  const size_t qrow = (size_t)nh * hd, krow = (size_t)nkv * hd;
+  int *pos = malloc(sizeof(int) * (size_t)n), cap = 0;
+  float **K = malloc(sizeof(float *) * (size_t)n), **V = malloc(sizeof(float *) * (size_t)n);
+  float *q = malloc(sizeof(float) * n * qrow), *alone = malloc(sizeof(float) * n * qrow), *out = malloc(sizeof(float) * n * qrow);
+  for (int t = 0; t < n; t++) {
+    pos[t] = t % 2 ? 3 * t : t / 2;
+    if (pos[t] + 1 > cap) cap = pos[t] + 1;
+    K[t] = malloc(sizeof(float) * (size_t)(pos[t] + 1) * krow);
+    V[t] = malloc(sizeof(float) * (size_t)(pos[t] + 1) * krow);
+    for (size_t i = 0; i < (size_t)(pos[t] + 1) * krow; i++) { K[t][i] = 4 * uniform(); V[t][i] = uniform(); }
+  }
+  for (size_t i = 0; i < n * qrow; i++) q[i] = 4 * uniform();
+  float *scratch = malloc(sizeof(float) * oc_attention_scratch(3, cap));
+  const int lo0 = 0;
+  oc_set_threads(1);
+  for (int t = 0; t < n; t++)
+    oc_attention(q + t * qrow, 1, nh, nkv, hd, K[t], V[t], pos[t], &lo0, window, 0.125f, scratch, pos[t] + 1, alone + t * qrow);
+  for (int threads = 1; threads <= 3; threads++) {
+    oc_set_threads(threads);
+    memset(out, 0xFF, sizeof(float) * n * qrow);
+    oc_attention_batch(q, n, nh, nkv, hd, (const float *const *)K, (const float *const *)V, pos, window, 0.125f, scratch, cap, out);
+    CHECK(memcmp(out, alone, sizeof(float) * n * qrow) == 0, "attention batch nh=%d nkv=%d hd=%d n=%d window=%d, %d threads: differs from each query alone",
+          nh, nkv, hd, n, window, threads);
+  }
+  oc_set_threads(1);
+  for (int t = 0; t < n; t++) { free(K[t]); free(V[t]); }
+  free(K); free(V); free(pos); free(q); free(alone); free(out); free(scratch);
+}
+
 int main(void) {
   const int ins[] = {1, 15, 16, 17, 31, 32, 33, 48, 100, 1536};
   const mcase shapes[] = {
@@ -289,6 +323,10 @@ int main(void) {
                  variant == 3};
       check_attention(&c);
     }
+  for (size_t hsel = 0; hsel < sizeof heads / sizeof *heads; hsel++) {
+    check_attention_batch(heads[hsel][0], heads[hsel][1], hsel & 1 ? 20 : 64, 1 + 2 * (int)hsel, 0);
+    check_attention_batch(heads[hsel][0], heads[hsel][1], hsel & 1 ? 64 : 20, 11, 5);
+  }
   /* prefill (8 queries and more: blocks of 32 through sgemm): one block exactly, one and a part,
    * three and a part; after a cached prefix; sliding windows shorter and longer than a block;
    * a packed second sequence starting inside a block */

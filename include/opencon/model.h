@@ -109,6 +109,21 @@ typedef struct oc_taps {
 int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps,
                float *logits, int all_logits, oc_error *err);
 
+/* One decode step for several independent sessions at once (continuous batching): session ss[i]
+ * gets token ids[i] at its next position (oc_session_len(ss[i])), appended to its own KV cache.
+ * The weights are read once for all of them (matmuls over n rows); attention runs per session over
+ * its own cache. logits: NULL or [n][vocab]; taps: NULL or taps with pos == NULL (n_pos is
+ * ignored) whose out is [n_layers][n][hidden], row i being session i's new token. Every layer runs
+ * whatever is tapped, so no session is left incomplete. Results equal oc_forward(ss[i], &ids[i],
+ * 1, ...) for each i within f32 rounding: on the same caches bit for bit below 8 sessions (the
+ * matmuls take the same per-row kernels), from 8 on the matmuls are sgemm calls. The sessions must
+ * be of one model, distinct, complete (not broken) and have room for one more position (their
+ * max_ctx); n in 1..OC_MAX_BATCH. On error no session's cache length changes. Scratch: the first
+ * session's chunk buffers, grown to n rows and kept (as a chunk of n tokens would grow them), so a
+ * steady batch loop does not allocate. */
+#define OC_MAX_BATCH 4096
+int oc_forward_batch(oc_session *const *ss, int n, const int32_t *ids, const oc_taps *taps, float *logits, oc_error *err);
+
 /* Several independent sequences in one prefill (each starts at position 0 and attends only to
  * itself): better matrix shapes for short sequences. Needs a fresh session and leaves it
  * unusable for decoding (reset it). Taps' positions index the concatenated chunk. No logits. */

@@ -239,25 +239,37 @@ const oc_weights *oc_model_weights(const oc_model *m) { return m->w; }
 size_t oc_model_decode_bytes(const oc_model *m) { return m->decode_bytes; }
 
 /* ------------------------------------------------------------------ session */
+/* The scratch of one forward pass over `rows` token rows (a chunk of one session, or one token of
+ * each session of a batch), grown on demand and kept, so a steady decode loop does not allocate. */
+typedef struct {
+  int rows;
+  float *x, *xn, *q, *k, *v, *att, *o, *g, *u, *ple, *pg, *cs;
+  int *tpos, *tlo;        /* per row: rope position, cache index where its sequence starts */
+  const float **kr, **vr; /* batch: per row, its session's K / V cache of the layer being run */
+  float *scores;          /* attention scratch */
+  size_t n_scores;
+} work;
+
 struct oc_session {
   const oc_model *m;
   int len, cap, max_ctx;
-  int broken; /* layers were skipped: the cache is incomplete */
+  int broken;     /* layers were skipped: the cache is incomplete */
+  int in_batch;   /* set while oc_forward_batch looks for a session given twice */
   float **K, **V; /* per slot: [cap][n_kv][hd] */
-  int chunk_cap;
-  float *x, *xn, *q, *k, *v, *att, *o, *g, *u, *ple, *pg, *cs;
-  int *tpos, *tlo; /* per chunk token: rope position, cache index where its sequence starts */
-  int nthr;
-  float *scores; /* attention scratch, oc_attention_scratch(nthr, cap) floats */
+  work w;         /* its chunks' scratch; a batch's when it is the batch's first session */
 };
+
+static void work_free(work *w) {
+  free(w->x); free(w->xn); free(w->q); free(w->k); free(w->v); free(w->att); free(w->o);
+  free(w->g); free(w->u); free(w->ple); free(w->pg); free(w->cs); free(w->scores);
+  free(w->tpos); free(w->tlo); free(w->kr); free(w->vr);
+}
 
 void oc_session_free(oc_session *s) {
   if (!s) return;
   for (int i = 0; i < s->m->n_slots; i++) { free(s->K[i]); free(s->V[i]); }
   free(s->K); free(s->V);
-  free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->o);
-  free(s->g); free(s->u); free(s->ple); free(s->pg); free(s->cs); free(s->scores);
-  free(s->tpos); free(s->tlo);
+  work_free(&s->w);
   free(s);
 }
 
@@ -282,11 +294,17 @@ int oc_session_truncate(oc_session *s, int len, oc_error *err) {
   return 0;
 }
 
+/* Attention scratch of at least n floats. */
+static int ensure_scores(work *w, size_t n, oc_error *err) {
+  if (n <= w->n_scores) return 0;
+  if (oc_grow_floats(&w->scores, n, err)) return -1;
+  w->n_scores = n;
+  return 0;
+}
 
 static int ensure_cache(oc_session *s, int need, oc_error *err) {
   if (need > s->max_ctx) return oc_fail(err, "context of %d tokens exceeds the session limit of %d", need, s->max_ctx);
   const oc_model_config *c = &s->m->cfg;
-  int nthr = omp_get_max_threads();
   if (need > s->cap) {
     int cap = s->cap ? s->cap : 256;
     while (cap < need) cap *= 2;
@@ -296,13 +314,8 @@ static int ensure_cache(oc_session *s, int need, oc_error *err) {
       if (oc_grow_floats(&s->K[i], n, err) || oc_grow_floats(&s->V[i], n, err)) return -1;
     }
     s->cap = cap;
-    s->nthr = 0;
   }
-  if (nthr > s->nthr) {
-    if (oc_grow_floats(&s->scores, oc_attention_scratch(nthr, s->cap), err)) return -1;
-    s->nthr = nthr;
-  }
-  return 0;
+  return ensure_scores(&s->w, oc_attention_scratch(omp_get_max_threads(), s->cap), err);
 }
 
 /* The larger of the two layer types' head dims: the per-token width of the chunk buffers. */
@@ -310,23 +323,26 @@ static size_t max_head_dim(const oc_model_config *c) {
   return (size_t)(c->global_head_dim > c->head_dim ? c->global_head_dim : c->head_dim);
 }
 
-static int ensure_scratch(oc_session *s, int n, oc_error *err) {
-  if (n <= s->chunk_cap) return 0;
-  const oc_model_config *c = &s->m->cfg;
+/* Room for n rows. */
+static int work_rows(work *w, const oc_model_config *c, int n, oc_error *err) {
+  if (n <= w->rows) return 0;
   size_t H = (size_t)c->hidden, hd = max_head_dim(c);
   size_t I = (size_t)c->intermediate * (c->double_wide_mlp ? 2 : 1);
   size_t N = (size_t)n, LP = (size_t)c->n_layers * (size_t)(c->ple_dim ? c->ple_dim : 1);
-  if (oc_grow_floats(&s->x, N * H, err) || oc_grow_floats(&s->xn, N * H, err) || oc_grow_floats(&s->q, N * c->n_heads * hd, err) ||
-      oc_grow_floats(&s->k, N * c->n_kv_heads * hd, err) || oc_grow_floats(&s->v, N * c->n_kv_heads * hd, err) ||
-      oc_grow_floats(&s->att, N * c->n_heads * hd, err) || oc_grow_floats(&s->o, N * H, err) || oc_grow_floats(&s->g, N * I, err) ||
-      oc_grow_floats(&s->u, N * I, err) || oc_grow_floats(&s->ple, N * LP, err) || oc_grow_floats(&s->pg, N * (size_t)(c->ple_dim ? c->ple_dim : 1), err) ||
-      oc_grow_floats(&s->cs, N * hd * 2, err)) /* a cos/sin table per layer type (rope_of) */
+  if (oc_grow_floats(&w->x, N * H, err) || oc_grow_floats(&w->xn, N * H, err) || oc_grow_floats(&w->q, N * c->n_heads * hd, err) ||
+      oc_grow_floats(&w->k, N * c->n_kv_heads * hd, err) || oc_grow_floats(&w->v, N * c->n_kv_heads * hd, err) ||
+      oc_grow_floats(&w->att, N * c->n_heads * hd, err) || oc_grow_floats(&w->o, N * H, err) || oc_grow_floats(&w->g, N * I, err) ||
+      oc_grow_floats(&w->u, N * I, err) || oc_grow_floats(&w->ple, N * LP, err) || oc_grow_floats(&w->pg, N * (size_t)(c->ple_dim ? c->ple_dim : 1), err) ||
+      oc_grow_floats(&w->cs, N * hd * 2, err)) /* a cos/sin table per layer type (rope_of) */
     return -1;
-  int *tp = realloc(s->tpos, sizeof(int) * N), *tl = tp ? realloc(s->tlo, sizeof(int) * N) : NULL;
-  if (tp) s->tpos = tp;
-  if (tl) s->tlo = tl;
-  if (!tp || !tl) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  s->chunk_cap = n;
+  int *tp = realloc(w->tpos, sizeof(int) * N), *tl = tp ? realloc(w->tlo, sizeof(int) * N) : NULL;
+  if (tp) w->tpos = tp;
+  if (tl) w->tlo = tl;
+  const float **kr = tl ? realloc(w->kr, sizeof *kr * N) : NULL, **vr = kr ? realloc(w->vr, sizeof *vr * N) : NULL;
+  if (kr) w->kr = kr;
+  if (vr) w->vr = vr;
+  if (!vr) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  w->rows = n;
   return 0;
 }
 
@@ -357,70 +373,99 @@ static void apply_rope(float *x, int n, int heads, int hd, const float *cs) {
   }
 }
 
-/* The cos/sin table of a layer type for the current chunk: s->cs holds one per type (each
- * chunk_cap x the larger head dim), filled once per chunk by rope_tables, not once per layer. */
-static float *rope_of(const oc_session *s, oc_layer_type type) {
-  return s->cs + (size_t)type * (size_t)s->chunk_cap * max_head_dim(&s->m->cfg);
+/* The cos/sin table of a layer type for the current rows: w->cs holds one per type (each
+ * w->rows x the larger head dim), filled once per pass by rope_tables, not once per layer. */
+static float *rope_of(const oc_model *m, const work *w, oc_layer_type type) {
+  return w->cs + (size_t)type * (size_t)w->rows * max_head_dim(&m->cfg);
 }
 
-/* Tables for the layer types among the first `depth` layers, at the chunk's positions. */
-static void rope_tables(oc_session *s, int n, int depth) {
-  const oc_model_config *c = &s->m->cfg;
+/* Tables for the layer types among the first `depth` layers, at the rows' positions. */
+static void rope_tables(const oc_model *m, work *w, int n, int depth) {
+  const oc_model_config *c = &m->cfg;
   for (int t = 0; t < 2; t++) {
     const oc_layer_type type = (oc_layer_type)t;
     int used = 0;
     for (int i = 0; i < depth && i < c->n_layers; i++) used |= c->layer_types[i] == type;
-    if (used) rope_table(s->m->inv_freq[type], oc_config_type_head_dim(c, type) / 2, s->tpos, n, rope_of(s, type));
+    if (used) rope_table(m->inv_freq[type], oc_config_type_head_dim(c, type) / 2, w->tpos, n, rope_of(m, w, type));
   }
 }
 
-static void attention(oc_session *s, const layer_w *l, int pos0, int n) {
-  const oc_model_config *c = &s->m->cfg;
-  oc_attention(s->q, n, c->n_heads, c->n_kv_heads, l->hd, s->K[l->kv_slot], s->V[l->kv_slot], pos0, s->tlo,
-               l->type == OC_LAYER_SLIDING ? c->sliding_window : 0, (float)c->attn_scale, s->scores, s->cap, s->att);
+/* Whose caches a pass's rows extend: one session's (a chunk: row t at cache index pos0 + t) or,
+ * in a batch, row t session ss[t]'s at its length (one token each). */
+typedef struct {
+  oc_session *const *ss;
+  int batch;
+  int pos0;      /* a chunk's first cache index */
+  int score_cap; /* row stride of the attention scratch: above every row's cache index */
+} kv_dst;
+
+/* The rows' new K/V (w->k, w->v: [n][nkv][hd]) into their caches' slot. */
+static void store_kv(const kv_dst *d, const work *w, int slot, size_t row, int n) {
+  if (!d->batch) {
+    oc_session *s = d->ss[0];
+    memcpy(s->K[slot] + (size_t)d->pos0 * row, w->k, sizeof(float) * row * (size_t)n);
+    memcpy(s->V[slot] + (size_t)d->pos0 * row, w->v, sizeof(float) * row * (size_t)n);
+    return;
+  }
+  for (int t = 0; t < n; t++) {
+    oc_session *s = d->ss[t];
+    memcpy(s->K[slot] + (size_t)s->len * row, w->k + (size_t)t * row, sizeof(float) * row);
+    memcpy(s->V[slot] + (size_t)s->len * row, w->v + (size_t)t * row, sizeof(float) * row);
+  }
+}
+
+static void attention(const oc_model *m, const layer_w *l, work *w, const kv_dst *d, int n) {
+  const oc_model_config *c = &m->cfg;
+  const int window = l->type == OC_LAYER_SLIDING ? c->sliding_window : 0;
+  if (!d->batch) {
+    const oc_session *s = d->ss[0];
+    oc_attention(w->q, n, c->n_heads, c->n_kv_heads, l->hd, s->K[l->kv_slot], s->V[l->kv_slot], d->pos0, w->tlo, window,
+                 (float)c->attn_scale, w->scores, d->score_cap, w->att);
+    return;
+  }
+  for (int t = 0; t < n; t++) { w->kr[t] = d->ss[t]->K[l->kv_slot]; w->vr[t] = d->ss[t]->V[l->kv_slot]; }
+  oc_attention_batch(w->q, n, c->n_heads, c->n_kv_heads, l->hd, w->kr, w->vr, w->tpos, window, (float)c->attn_scale, w->scores,
+                     d->score_cap, w->att);
 }
 
 static void per_head_norm(float *x, int n, int heads, int hd, const float *w, float eps) {
   oc_rmsnorm(x, w, n * heads, hd, eps, x);
 }
 
-static void run_layer(oc_session *s, int i, int pos0, int n) {
-  const oc_model *m = s->m;
+static void run_layer(const oc_model *m, work *w, const kv_dst *d, int i, int n) {
   const oc_model_config *c = &m->cfg;
   const layer_w *l = &m->L[i];
   const int H = c->hidden, nh = c->n_heads, nkv = c->n_kv_heads, hd = l->hd;
   const float eps = (float)c->eps;
-  float *x = s->x, *xn = s->xn;
+  float *x = w->x, *xn = w->xn;
 
-  const float *cs = rope_of(s, l->type);
+  const float *cs = rope_of(m, w, l->type);
   oc_rmsnorm(x, l->in_norm, n, H, eps, xn);
   {
     const oc_tensor *ws[3] = {l->q, l->k, l->v};
     const int outs[3] = {nh * hd, nkv * hd, nkv * hd};
-    float *ys[3] = {s->q, s->k, s->v};
+    float *ys[3] = {w->q, w->k, w->v};
     oc_matmul_multi(xn, n, H, ws, outs, ys, l->owns_kv ? 3 : 1);
   }
-  if (l->q_norm) per_head_norm(s->q, n, nh, hd, l->q_norm, eps);
-  apply_rope(s->q, n, nh, hd, cs);
+  if (l->q_norm) per_head_norm(w->q, n, nh, hd, l->q_norm, eps);
+  apply_rope(w->q, n, nh, hd, cs);
   if (l->owns_kv) {
-    if (l->k_norm) per_head_norm(s->k, n, nkv, hd, l->k_norm, eps);
-    if (c->v_norm) per_head_norm(s->v, n, nkv, hd, NULL, eps);
-    apply_rope(s->k, n, nkv, hd, cs);
-    size_t row = (size_t)nkv * hd;
-    memcpy(s->K[l->kv_slot] + (size_t)pos0 * row, s->k, sizeof(float) * row * (size_t)n);
-    memcpy(s->V[l->kv_slot] + (size_t)pos0 * row, s->v, sizeof(float) * row * (size_t)n);
+    if (l->k_norm) per_head_norm(w->k, n, nkv, hd, l->k_norm, eps);
+    if (c->v_norm) per_head_norm(w->v, n, nkv, hd, NULL, eps);
+    apply_rope(w->k, n, nkv, hd, cs);
+    store_kv(d, w, l->kv_slot, (size_t)nkv * hd, n);
   }
-  attention(s, l, pos0, n);
-  oc_matmul(s->att, n, nh * hd, l->o, 0, H, s->o);
-  if (l->attn_out_norm) oc_rmsnorm(s->o, l->attn_out_norm, n, H, eps, s->o);
-  for (size_t j = 0; j < (size_t)n * H; j++) x[j] += s->o[j];
+  attention(m, l, w, d, n);
+  oc_matmul(w->att, n, nh * hd, l->o, 0, H, w->o);
+  if (l->attn_out_norm) oc_rmsnorm(w->o, l->attn_out_norm, n, H, eps, w->o);
+  for (size_t j = 0; j < (size_t)n * H; j++) x[j] += w->o[j];
 
   oc_rmsnorm(x, l->mlp_in_norm, n, H, eps, xn);
   const int I = l->inter;
   {
     const oc_tensor *ws[2] = {l->gate, l->up};
     const int outs[2] = {I, I};
-    float *ys[2] = {s->g, s->u};
+    float *ys[2] = {w->g, w->u};
     oc_matmul_multi(xn, n, H, ws, outs, ys, 2);
   }
   /* activation in fixed 1024-element chunks (vectorized, nn/vmath.c) */
@@ -428,38 +473,37 @@ static void run_layer(oc_session *s, int i, int pos0, int n) {
 #pragma omp parallel for schedule(static)
   for (long ch = 0; ch < nch; ch++) {
     const long j0 = ch * 1024, len = nI - j0 < 1024 ? nI - j0 : 1024;
-    oc_act_mul(c->act_gelu_tanh, s->g + j0, s->u + j0, len);
+    oc_act_mul(c->act_gelu_tanh, w->g + j0, w->u + j0, len);
   }
-  oc_matmul(s->g, n, I, l->down, 0, H, s->o);
-  if (l->mlp_out_norm) oc_rmsnorm(s->o, l->mlp_out_norm, n, H, eps, s->o);
-  for (size_t j = 0; j < (size_t)n * H; j++) x[j] += s->o[j];
+  oc_matmul(w->g, n, I, l->down, 0, H, w->o);
+  if (l->mlp_out_norm) oc_rmsnorm(w->o, l->mlp_out_norm, n, H, eps, w->o);
+  for (size_t j = 0; j < (size_t)n * H; j++) x[j] += w->o[j];
 
   if (l->ple_gate) {
     const int P = c->ple_dim, L = c->n_layers;
-    oc_matmul(x, n, H, l->ple_gate, 0, P, s->pg);
-    for (int t = 0; t < n; t++) oc_act_mul(1, s->pg + (size_t)t * P, s->ple + ((size_t)t * L + i) * P, P);
-    oc_matmul(s->pg, n, P, l->ple_proj, 0, H, s->o);
-    oc_rmsnorm(s->o, l->ple_post_norm, n, H, eps, s->o);
-    for (size_t j = 0; j < (size_t)n * H; j++) x[j] += s->o[j];
+    oc_matmul(x, n, H, l->ple_gate, 0, P, w->pg);
+    for (int t = 0; t < n; t++) oc_act_mul(1, w->pg + (size_t)t * P, w->ple + ((size_t)t * L + i) * P, P);
+    oc_matmul(w->pg, n, P, l->ple_proj, 0, H, w->o);
+    oc_rmsnorm(w->o, l->ple_post_norm, n, H, eps, w->o);
+    for (size_t j = 0; j < (size_t)n * H; j++) x[j] += w->o[j];
   }
   if (l->has_scalar) for (size_t j = 0; j < (size_t)n * H; j++) x[j] *= l->layer_scalar;
 }
 
-static void per_layer_inputs(oc_session *s, const int32_t *ids, int n) {
-  const oc_model *m = s->m;
+static void per_layer_inputs(const oc_model *m, work *w, const int32_t *ids, int n) {
   const oc_model_config *c = &m->cfg;
   const int P = c->ple_dim, L = c->n_layers, H = c->hidden;
   const size_t LP = (size_t)L * P;
-  oc_matmul(s->x, n, H, m->ple_model_proj, 0, (int)LP, s->ple);
+  oc_matmul(w->x, n, H, m->ple_model_proj, 0, (int)LP, w->ple);
   const float ps = (float)(1.0 / sqrt((double)H)), ts = (float)sqrt((double)P), cs = (float)(1.0 / sqrt(2.0));
-  for (size_t j = 0; j < (size_t)n * LP; j++) s->ple[j] *= ps;
-  oc_rmsnorm(s->ple, m->ple_proj_norm, n * L, P, (float)c->eps, s->ple);
-  /* s->pg holds one table row slice at a time */
+  for (size_t j = 0; j < (size_t)n * LP; j++) w->ple[j] *= ps;
+  oc_rmsnorm(w->ple, m->ple_proj_norm, n * L, P, (float)c->eps, w->ple);
+  /* w->pg holds one table row slice at a time */
   for (int t = 0; t < n; t++)
     for (int li = 0; li < L; li++) {
-      float *dst = s->ple + (size_t)t * LP + (size_t)li * P;
-      oc_tensor_row(m->ple_table, ids[t], (int64_t)li * P, P, s->pg);
-      for (int j = 0; j < P; j++) dst[j] = (dst[j] + s->pg[j] * ts) * cs;
+      float *dst = w->ple + (size_t)t * LP + (size_t)li * P;
+      oc_tensor_row(m->ple_table, ids[t], (int64_t)li * P, P, w->pg);
+      for (int j = 0; j < P; j++) dst[j] = (dst[j] + w->pg[j] * ts) * cs;
     }
 }
 
@@ -481,8 +525,7 @@ int oc_is_eos(const oc_model_config *c, int id) {
   return 0;
 }
 
-static void capture(const oc_session *s, const oc_taps *taps, const int *norm_layers, int hidx, const float *src, int n) {
-  const int H = s->m->cfg.hidden;
+static void capture(int H, const oc_taps *taps, const int *norm_layers, int hidx, const float *src, int n) {
   int npos = taps->pos ? taps->n_pos : n;
   for (int li = 0; li < taps->n_layers; li++) {
     if (norm_layers[li] != hidx) continue;
@@ -494,75 +537,90 @@ static void capture(const oc_session *s, const oc_taps *taps, const int *norm_la
   }
 }
 
+/* The ids within the vocabulary (`row` names an id's index in errors) and the taps' hidden-state
+ * indices, normalised into norm_layers; *deepest: the deepest of them (0 without taps). */
+static int check_inputs(const oc_model_config *c, const int32_t *ids, int n, const char *row, const oc_taps *taps, int *norm_layers,
+                        int *deepest, oc_error *err) {
+  for (int t = 0; t < n; t++)
+    if (ids[t] < 0 || ids[t] >= c->vocab) return oc_fail(err, "token id %d at %s %d is outside the vocabulary (0..%d)", ids[t], row, t, c->vocab - 1);
+  *deepest = 0;
+  if (!taps || !taps->n_layers) return 0;
+  if (taps->n_layers > 256) return oc_fail(err, "at most 256 tapped layers");
+  for (int i = 0; i < taps->n_layers; i++) {
+    if ((norm_layers[i] = oc_hidden_index(c, taps->layers[i], err)) < 0) return -1;
+    if (norm_layers[i] > *deepest) *deepest = norm_layers[i];
+  }
+  return 0;
+}
+
+/* Embeddings and layers 0 .. depth-1 of n rows (rope positions in w->tpos), their K/V appended
+ * to d's caches (lengths unchanged); taps of the hidden states up to the last layer's input. */
+static void run_layers(const oc_model *m, work *w, const kv_dst *d, const int32_t *ids, int n, const oc_taps *taps,
+                       const int *norm_layers, int depth) {
+  const oc_model_config *c = &m->cfg;
+  const int H = c->hidden, L = c->n_layers;
+  const float es = (float)c->embed_scale;
+  for (int t = 0; t < n; t++) {
+    float *x = w->x + (size_t)t * H;
+    oc_tensor_row(m->embed, ids[t], 0, H, x);
+    if (es != 1.0f) for (int j = 0; j < H; j++) x[j] *= es;
+  }
+  if (m->ple_table && depth > 0) per_layer_inputs(m, w, ids, n);
+  rope_tables(m, w, n, depth);
+  if (taps) capture(H, taps, norm_layers, 0, w->x, n);
+  for (int i = 0; i < depth && i < L; i++) {
+    run_layer(m, w, d, i, n);
+    if (taps && i + 1 < L) capture(H, taps, norm_layers, i + 1, w->x, n);
+  }
+}
+
+/* After all layers: the final norm of the n rows (into w->xn), its taps, and with logits the
+ * LM head (softcapped) of rows row0 .. row0 + rows - 1. */
+static void run_head(const oc_model *m, work *w, int n, const oc_taps *taps, const int *norm_layers, float *logits, int row0, int rows) {
+  const oc_model_config *c = &m->cfg;
+  const int H = c->hidden;
+  oc_rmsnorm(w->x, m->final_norm, n, H, (float)c->eps, w->xn);
+  if (taps) capture(H, taps, norm_layers, c->n_layers, w->xn, n);
+  if (!logits) return;
+  oc_matmul(w->xn + (size_t)row0 * H, rows, H, m->lm_head, 0, c->vocab, logits);
+  if (c->final_softcap > 0) {
+    const float cap = (float)c->final_softcap;
+    const long nl = (long)rows * c->vocab, nch = (nl + 4095) / 4096;
+#pragma omp parallel for schedule(static)
+    for (long ch = 0; ch < nch; ch++) oc_softcap(logits + ch * 4096, nl - ch * 4096 < 4096 ? nl - ch * 4096 : 4096, cap);
+  }
+}
+
 /* packed: several sequences in one chunk (positions and attention spans already set per token) */
 static int forward_chunk(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, float *logits, int all_logits, int packed,
                          oc_error *err) {
   const oc_model *m = s->m;
   const oc_model_config *c = &m->cfg;
-  const int H = c->hidden, L = c->n_layers;
+  const int L = c->n_layers;
   if (s->broken) return oc_fail(err, "session cache is incomplete (an earlier call skipped layers); reset it first");
   if (n <= 0) return oc_fail(err, "empty token sequence");
-  for (int t = 0; t < n; t++)
-    if (ids[t] < 0 || ids[t] >= c->vocab) return oc_fail(err, "token id %d at position %d is outside the vocabulary (0..%d)", ids[t], t, c->vocab - 1);
-  int norm_layers[256];
-  int depth = L; /* layers to run */
-  if (taps && taps->n_layers) {
-    if (taps->n_layers > 256) return oc_fail(err, "at most 256 tapped layers");
-    int maxk = 0;
-    for (int i = 0; i < taps->n_layers; i++) {
-      if ((norm_layers[i] = oc_hidden_index(c, taps->layers[i], err)) < 0) return -1;
-      if (norm_layers[i] > maxk) maxk = norm_layers[i];
-    }
-    if (taps->pos)
-      for (int p = 0; p < taps->n_pos; p++)
-        if (taps->pos[p] < -n || taps->pos[p] >= n) return oc_fail(err, "tap position %d is outside the chunk of %d tokens", taps->pos[p], n);
-    if (!logits) depth = maxk;
-  }
+  int norm_layers[256], deepest;
+  if (check_inputs(c, ids, n, "position", taps, norm_layers, &deepest, err)) return -1;
+  if (taps && taps->n_layers && taps->pos)
+    for (int p = 0; p < taps->n_pos; p++)
+      if (taps->pos[p] < -n || taps->pos[p] >= n) return oc_fail(err, "tap position %d is outside the chunk of %d tokens", taps->pos[p], n);
+  const int depth = taps && taps->n_layers && !logits ? deepest : L; /* layers to run */
   const int pos0 = s->len;
+  work *w = &s->w;
   if (!packed)
-    for (int t = 0; t < n; t++) { s->tpos[t] = pos0 + t; s->tlo[t] = 0; }
-  const float es = (float)c->embed_scale;
-  for (int t = 0; t < n; t++) {
-    float *x = s->x + (size_t)t * H;
-    oc_tensor_row(m->embed, ids[t], 0, H, x);
-    if (es != 1.0f) for (int j = 0; j < H; j++) x[j] *= es;
-  }
-  if (m->ple_table && depth > 0) per_layer_inputs(s, ids, n);
-  rope_tables(s, n, depth);
-  if (taps) capture(s, taps, norm_layers, 0, s->x, n);
-  for (int i = 0; i < depth && i < L; i++) {
-    run_layer(s, i, pos0, n);
-    if (taps && i + 1 < L) capture(s, taps, norm_layers, i + 1, s->x, n);
-  }
-  if (depth < L || packed) {
-    s->broken = 1;
-    s->len += n;
-    if (depth >= L && taps) {
-      oc_rmsnorm(s->x, m->final_norm, n, H, (float)c->eps, s->xn);
-      capture(s, taps, norm_layers, L, s->xn, n);
-    }
-    return 0;
-  }
-  oc_rmsnorm(s->x, m->final_norm, n, H, (float)c->eps, s->xn);
-  if (taps) capture(s, taps, norm_layers, L, s->xn, n);
+    for (int t = 0; t < n; t++) { w->tpos[t] = pos0 + t; w->tlo[t] = 0; }
+  const kv_dst d = {&s, 0, pos0, s->cap};
+  run_layers(m, w, &d, ids, n, taps, norm_layers, depth);
   s->len += n;
-  if (logits) {
-    int rows = all_logits ? n : 1;
-    const float *src = s->xn + (size_t)(all_logits ? 0 : n - 1) * H;
-    oc_matmul(src, rows, H, m->lm_head, 0, c->vocab, logits);
-    if (c->final_softcap > 0) {
-      const float cap = (float)c->final_softcap;
-      const long nl = (long)rows * c->vocab, nch = (nl + 4095) / 4096;
-#pragma omp parallel for schedule(static)
-      for (long ch = 0; ch < nch; ch++) oc_softcap(logits + ch * 4096, nl - ch * 4096 < 4096 ? nl - ch * 4096 : 4096, cap);
-    }
-  }
+  if (depth < L || packed) s->broken = 1;
+  if (depth < L) return 0;
+  if (taps || logits) run_head(m, w, n, taps, norm_layers, packed ? NULL : logits, all_logits ? 0 : n - 1, all_logits ? n : 1);
   return 0;
 }
 
 int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps, float *logits, int all_logits, oc_error *err) {
   if (s->broken) return oc_fail(err, "session cache is incomplete (an earlier call skipped layers); reset it first");
-  if (n > 0 && (ensure_cache(s, s->len + n, err) || ensure_scratch(s, n, err))) return -1;
+  if (n > 0 && (ensure_cache(s, s->len + n, err) || work_rows(&s->w, &s->m->cfg, n, err))) return -1;
   return forward_chunk(s, ids, n, taps, logits, all_logits, 0, err);
 }
 
@@ -575,8 +633,52 @@ int oc_forward_packed(oc_session *s, const int32_t *ids, const int *seq_lens, in
     if (seq_lens[i] > s->max_ctx - n) return oc_fail(err, "packed sequences exceed the session limit of %d tokens", s->max_ctx);
     n += seq_lens[i];
   }
-  if (ensure_cache(s, n, err) || ensure_scratch(s, n, err)) return -1;
+  if (ensure_cache(s, n, err) || work_rows(&s->w, &s->m->cfg, n, err)) return -1;
   for (int i = 0, start = 0; i < n_seq; start += seq_lens[i++])
-    for (int t = 0; t < seq_lens[i]; t++) { s->tpos[start + t] = t; s->tlo[start + t] = start; }
+    for (int t = 0; t < seq_lens[i]; t++) { s->w.tpos[start + t] = t; s->w.tlo[start + t] = start; }
   return forward_chunk(s, ids, n, taps, NULL, 0, 1, err);
+}
+
+/* The sessions of a batch: given, of one model, complete, and each once (a session given twice
+ * would get two tokens at one position). */
+static int check_batch_sessions(oc_session *const *ss, int n, oc_error *err) {
+  for (int t = 0; t < n; t++) {
+    if (!ss[t]) return oc_fail(err, "batch row %d: no session", t);
+    if (ss[t]->m != ss[0]->m) return oc_fail(err, "batch row %d: its session is of another model than row 0's", t);
+    if (ss[t]->broken) return oc_fail(err, "batch row %d: session cache is incomplete (an earlier call skipped layers); reset it first", t);
+  }
+  int dup = -1;
+  for (int t = 0; t < n && dup < 0; t++) {
+    if (ss[t]->in_batch) dup = t;
+    else ss[t]->in_batch = 1;
+  }
+  for (int t = 0; t < n; t++) ss[t]->in_batch = 0;
+  if (dup < 0) return 0;
+  int first = 0;
+  while (ss[first] != ss[dup]) first++;
+  return oc_fail(err, "batch rows %d and %d are the same session (each session takes one token per step)", first, dup);
+}
+
+int oc_forward_batch(oc_session *const *ss, int n, const int32_t *ids, const oc_taps *taps, float *logits, oc_error *err) {
+  if (n < 1 || n > OC_MAX_BATCH) return oc_fail(err, "a batch of %d sessions (valid: 1..%d)", n, OC_MAX_BATCH);
+  if (!ss || !ids) return oc_fail(err, "a batch needs its sessions and its token ids");
+  if (check_batch_sessions(ss, n, err)) return -1;
+  const oc_model *m = ss[0]->m;
+  const oc_model_config *c = &m->cfg;
+  int norm_layers[256], deepest;
+  if (taps && taps->pos) return oc_fail(err, "a batch's taps take every row (its sessions' new tokens): pos must be NULL");
+  if (check_inputs(c, ids, n, "batch row", taps, norm_layers, &deepest, err)) return -1;
+  int cap = 0;
+  for (int t = 0; t < n; t++) {
+    if (ensure_cache(ss[t], ss[t]->len + 1, err)) return oc_wrap(err, "batch row %d", t);
+    if (ss[t]->cap > cap) cap = ss[t]->cap;
+  }
+  work *w = &ss[0]->w;
+  if (work_rows(w, c, n, err) || ensure_scores(w, oc_attention_batch_scratch(omp_get_max_threads(), cap), err)) return -1;
+  for (int t = 0; t < n; t++) { w->tpos[t] = ss[t]->len; w->tlo[t] = 0; }
+  const kv_dst d = {ss, 1, 0, cap};
+  run_layers(m, w, &d, ids, n, taps, norm_layers, c->n_layers);
+  for (int t = 0; t < n; t++) ss[t]->len++;
+  if (taps || logits) run_head(m, w, n, taps, norm_layers, logits, 0, n);
+  return 0;
 }

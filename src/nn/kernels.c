@@ -343,10 +343,10 @@ static int att_group(int kvh, int grp, int rep, int *G) {
   return h0;
 }
 
-/* First cache index query t sees. */
-static int att_first(int t, int pos0, const int *lo, int window) {
-  const int qp = pos0 + t;
-  return window > 0 && qp - window + 1 > lo[t] ? qp - window + 1 : lo[t];
+/* First cache index a query at index qp sees: lo (its sequence's first) or, when later, the
+ * window's first. */
+static int att_first(int qp, int lo, int window) {
+  return window > 0 && qp - window + 1 > lo ? qp - window + 1 : lo;
 }
 
 /* Prefill: work items (block of ATT_QBLOCK queries, KV head, group of up to OC_ATT_GROUP of its
@@ -365,9 +365,9 @@ static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, con
     int G;
     const int b = it / (nkv * ngrp), kvh = it % (nkv * ngrp) / ngrp, h0 = att_group(kvh, it % ngrp, rep, &G);
     const int t0 = b * ATT_QBLOCK, tb = n - t0 < ATT_QBLOCK ? n - t0 : ATT_QBLOCK;
-    int kmin = att_first(t0, pos0, lo, window);
+    int kmin = att_first(pos0 + t0, lo[t0], window);
     for (int t = t0 + 1; t < t0 + tb; t++) {
-      const int f = att_first(t, pos0, lo, window);
+      const int f = att_first(pos0 + t, lo[t], window);
       if (f < kmin) kmin = f;
     }
     const int nk = pos0 + t0 + tb - kmin; /* keys kmin .. the block's last query */
@@ -377,7 +377,7 @@ static void attention_blocks(const float *q, int n, int nh, int nkv, int hd, con
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tb, nk, hd, scale, q + ((size_t)t0 * nh + h) * hd, (int)qrow, kb, (int)row,
                   0.0f, S, nk);
       for (int t = 0; t < tb; t++) /* its keys: first .. its own position */
-        oc_softmax_span(S + (size_t)t * nk, nk, att_first(t0 + t, pos0, lo, window) - kmin, pos0 + t0 + t - kmin + 1, NULL);
+        oc_softmax_span(S + (size_t)t * nk, nk, att_first(pos0 + t0 + t, lo[t0 + t], window) - kmin, pos0 + t0 + t - kmin + 1, NULL);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tb, hd, nk, 1.0f, S, nk, vb, (int)row, 0.0f, out + ((size_t)t0 * nh + h) * hd,
                   (int)qrow);
     }
@@ -389,16 +389,14 @@ size_t oc_attention_scratch(int threads, int cap) {
   return (size_t)threads * (ATT_QBLOCK > OC_ATT_GROUP ? ATT_QBLOCK : OC_ATT_GROUP) * (size_t)cap;
 }
 
-void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0, const int *lo,
-                  int window, float scale, float *scratch, int cap, float *out) {
-  if (n >= GEMM_MIN_ROWS) {
-    attention_blocks(q, n, nh, nkv, hd, K, V, pos0, lo, window, scale, scratch, cap, out);
-    return;
-  }
-  /* Decode: work items are (query, KV head, group of up to OC_ATT_GROUP of its query heads):
-   * each K and V row is fetched once per group (the group's other heads find it in L1) instead
-   * of once per head. A head's arithmetic is the same in any group, so results depend neither on
-   * the grouping nor on the thread count. */
+/* Decode: work items are (query, KV head, group of up to OC_ATT_GROUP of its query heads): each
+ * K and V row is fetched once per group (the group's other heads find it in L1) instead of once per
+ * head. Query t sits at index pos[t] of K[t], V[t] and sees from lo[t] (0 when lo is NULL) or the
+ * window's first. Each score is one oc_dot_f32, the output the fused multiply-adds over the
+ * positions in order, so a head's arithmetic is the same in any group, any thread and beside any
+ * other queries. */
+static void attention_decode(const float *q, int n, int nh, int nkv, int hd, const float *const *K, const float *const *V, const int *pos,
+                             const int *lo, int window, float scale, float *scratch, int cap, float *out) {
   const int rep = nh / nkv, ngrp = (rep + OC_ATT_GROUP - 1) / OC_ATT_GROUP, items = nkv * ngrp;
   const size_t row = (size_t)nkv * (size_t)hd;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -407,13 +405,32 @@ void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K
       int G;
       const int kvh = it / ngrp, h0 = att_group(kvh, it % ngrp, rep, &G);
       float *sc = scratch + (size_t)omp_get_thread_num() * OC_ATT_GROUP * (size_t)cap; /* [G][cap] */
-      const int qp = pos0 + t, first = att_first(t, pos0, lo, window), np = qp - first + 1;
-      const float *qg = q + ((size_t)t * nh + h0) * hd, *k0 = K + (size_t)first * row + (size_t)kvh * hd;
+      const int first = att_first(pos[t], lo ? lo[t] : 0, window), np = pos[t] - first + 1;
+      const float *qg = q + ((size_t)t * nh + h0) * hd, *k0 = K[t] + (size_t)first * row + (size_t)kvh * hd;
       for (int p = 0; p < np; p++)
         for (int g = 0; g < G; g++) sc[(size_t)g * cap + p] = oc_dot_f32(qg + (size_t)g * hd, k0 + (size_t)p * row, hd) * scale;
       for (int g = 0; g < G; g++) oc_softmax_span(sc + (size_t)g * cap, np, 0, np, NULL);
-      oc_weighted_rows(sc, (size_t)cap, G, V + (size_t)first * row + (size_t)kvh * hd, row, np, hd, out + ((size_t)t * nh + h0) * hd);
+      oc_weighted_rows(sc, (size_t)cap, G, V[t] + (size_t)first * row + (size_t)kvh * hd, row, np, hd, out + ((size_t)t * nh + h0) * hd);
     }
+}
+
+void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0, const int *lo,
+                  int window, float scale, float *scratch, int cap, float *out) {
+  if (n >= GEMM_MIN_ROWS) {
+    attention_blocks(q, n, nh, nkv, hd, K, V, pos0, lo, window, scale, scratch, cap, out);
+    return;
+  }
+  const float *Ks[GEMM_MIN_ROWS], *Vs[GEMM_MIN_ROWS];
+  int pos[GEMM_MIN_ROWS];
+  for (int t = 0; t < n; t++) { Ks[t] = K; Vs[t] = V; pos[t] = pos0 + t; }
+  attention_decode(q, n, nh, nkv, hd, Ks, Vs, pos, lo, window, scale, scratch, cap, out);
+}
+
+size_t oc_attention_batch_scratch(int threads, int cap) { return (size_t)threads * OC_ATT_GROUP * (size_t)cap; }
+
+void oc_attention_batch(const float *q, int n, int nh, int nkv, int hd, const float *const *K, const float *const *V, const int *pos,
+                        int window, float scale, float *scratch, int cap, float *out) {
+  attention_decode(q, n, nh, nkv, hd, K, V, pos, NULL, window, scale, scratch, cap, out);
 }
 
 typedef float (*dot16_fn)(const uint16_t *, const float *, int);

@@ -29,6 +29,15 @@ void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t v
 size_t oc_attention_scratch(int threads, int cap);
 void oc_attention(const float *q, int n, int nh, int nkv, int hd, const float *K, const float *V, int pos0, const int *lo,
                   int window, float scale, float *scratch, int cap, float *out);
+/* Decode attention of n queries of different sequences, each over its own KV cache: query t
+ * sits at index pos[t] of K[t], V[t] ([index][nkv][hd]) and sees the indices from 0, or from
+ * pos[t] - window + 1 if later (window > 0), through pos[t]. Work items (query, KV head, group of
+ * heads) in one parallel loop; each query's arithmetic is oc_attention's decode path for it
+ * alone, so the result depends neither on the thread count nor on the other queries.
+ * scratch: oc_attention_batch_scratch(OpenMP threads, cap) floats, cap > every pos[t]. */
+size_t oc_attention_batch_scratch(int threads, int cap);
+void oc_attention_batch(const float *q, int n, int nh, int nkv, int hd, const float *const *K, const float *const *V, const int *pos,
+                        int window, float scale, float *scratch, int cap, float *out);
 /* RMSNorm of n rows of `dim`: y = x * (mean(x^2)+eps)^-1/2 * w (w NULL: no scale). In place allowed. */
 void oc_rmsnorm(const float *x, const float *w, int n, int dim, float eps, float *y);
 /* whether the CPU has AVX2, FMA and F16C (the vector kernels' requirements; cached) */
