@@ -305,15 +305,6 @@ int oc_engine_submit_classify(oc_engine *e, const char *prompt, const char *resp
 }
 
 /* ---- the scheduler ---- */
-/* TEMPORARY until oc_forward_batch lands: one forward per session */
-static int forward_rows(oc_session *const *ss, int n, const int32_t *ids, int layer, int tap, float *logits, float *taps, size_t V, size_t H,
-                        oc_error *err) {
-  for (int k = 0; k < n; k++) {
-    oc_taps t = {1, &layer, 1, (int[]){-1}, taps + (size_t)k * H};
-    if (oc_forward(ss[k], &ids[k], 1, tap ? &t : NULL, logits + (size_t)k * V, 0, err)) return -1;
-  }
-  return 0;
-}
 
 static void count_classifier(oc_engine *e, double seconds) {
   pthread_mutex_lock(&e->mu);
@@ -384,8 +375,9 @@ static void decode_step(oc_engine *e) {
   if (!n) return;
   const double t0 = oc_now();
   int layer = oc_guard_probe_layer(e->g);
+  oc_taps taps = {1, &layer, 0, NULL, e->btaps};
   oc_error err = {0};
-  if (forward_rows(e->bs, n, e->bids, layer, tap, e->blogits, e->btaps, V, H, &err)) {
+  if (oc_forward_batch(e->bs, n, e->bids, tap ? &taps : NULL, e->blogits, &err)) {
     for (int k = 0; k < n; k++) slot_end(e, &e->slots[e->bwho[k]], &err);
     return;
   }
