@@ -1,0 +1,194 @@
+/* Serving throughput of the continuous-batching engine (the scheduler behind `opencon serve`, without
+ * HTTP) on a guard bundle, one JSON line per measurement:
+ *   streams S = 1, 2, 4, 8: S generations of NEW tokens from PROMPT-token prompts, all submitted at
+ *     once into S slots: aggregate decode tokens/s (decode steps only, the engine's own clock) and
+ *     end to end (all tokens / wall time), with the probe every N tokens (never pausing) and, for
+ *     the probe's overhead, without it;
+ *   load: 4 slots, 16 requests arriving every 150 ms: time to first token (submission to the
+ *     first generated token, queueing included) p50 / p95, and to the first released text;
+ *   classifier: 4 streams whose every probe reading calls the classifier (a pause threshold of 0,
+ *     an always-allowing classifier) against 4 without it;
+ *   neighbour: 4 streams beside a CPU-bound process (one busy loop per core).
+ * usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "opencon/serve.h"
+
+static const char *CPU = "";
+
+typedef struct {
+  double tps_decode, tps_e2e, ttft_p50, ttft_p95, release_p50, release_p95;
+  int64_t tokens, classifier_calls;
+} result;
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+static double pct(double *v, int n, double p) { /* nearest rank */
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  int k = (int)ceil(p * n) - 1;
+  return v[k < 0 ? 0 : k];
+}
+
+/* n requests into an engine of `slots` slots, arriving every gap_s seconds */
+static int run(const oc_guard *g, int slots, int threads, int n, double gap_s, int new_tokens, int prompt_len, const oc_guard_opts *base, result *out) {
+  oc_error err = {0};
+  oc_engine_opts eo;
+  oc_engine_opts_defaults(&eo);
+  eo.parallel = slots;
+  eo.queue = n;
+  eo.threads = threads;
+  eo.ctx_size = prompt_len + new_tokens + 8;
+  oc_engine *e;
+  if (oc_engine_new(g, &eo, &e, &err)) { fprintf(stderr, "error: %s\n", err.msg); return -1; }
+  const int V = oc_model_cfg(oc_guard_model(g))->vocab;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)prompt_len);
+  oc_job **jobs = calloc((size_t)n, sizeof *jobs);
+  double *t_sub = calloc((size_t)n, sizeof(double)), *ttft = calloc((size_t)n, sizeof(double)), *rel = calloc((size_t)n, sizeof(double));
+  size_t *toff = calloc((size_t)n, sizeof(size_t)), *eoff = calloc((size_t)n, sizeof(size_t));
+  int *done = calloc((size_t)n, sizeof(int));
+  const double t0 = oc_now();
+  int submitted = 0, finished = 0, rc = 0;
+  while (finished < n) {
+    while (submitted < n && oc_now() - t0 >= submitted * gap_s) {
+      for (int t = 0; t < prompt_len; t++) ids[t] = (int32_t)(((int64_t)(submitted * 131 + t) * 7919 + 13) % (V - 10) + 5);
+      oc_guard_opts o = *base;
+      o.max_new_tokens = new_tokens;
+      t_sub[submitted] = oc_now();
+      if (oc_engine_submit(e, ids, prompt_len, "Explain SQL injection at a high level", &o, 0, &jobs[submitted], &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        rc = -1;
+        goto out;
+      }
+      rel[submitted] = NAN;
+      submitted++;
+    }
+    for (int i = 0; i < submitted; i++) {
+      if (done[i]) continue;
+      oc_job_news nw;
+      oc_job_poll(jobs[i], &toff[i], &eoff[i], 0, &nw);
+      if (nw.text_len && isnan(rel[i])) rel[i] = oc_now() - t_sub[i];
+      if (nw.done) {
+        const oc_guard_result *r;
+        if (oc_job_result(jobs[i], &r, NULL, &err)) { fprintf(stderr, "error: %s\n", err.msg); rc = -1; oc_job_news_free(&nw); goto out; }
+        ttft[i] = oc_job_queued_ms(jobs[i]) / 1e3 + r->ttft_ms / 1e3;
+        out->tokens += r->n_tokens;
+        out->classifier_calls += r->classifier_calls;
+        if (isnan(rel[i])) rel[i] = oc_now() - t_sub[i];
+        done[i] = 1;
+        finished++;
+      }
+      oc_job_news_free(&nw);
+    }
+    usleep(200);
+  }
+  const double wall = oc_now() - t0;
+  oc_engine_stats st;
+  oc_engine_get_stats(e, &st);
+  out->tps_decode = (double)st.decode_tokens / st.decode_s;
+  out->tps_e2e = (double)out->tokens / wall;
+  out->ttft_p50 = pct(ttft, n, 0.5);
+  out->ttft_p95 = pct(ttft, n, 0.95);
+  out->release_p50 = pct(rel, n, 0.5);
+  out->release_p95 = pct(rel, n, 0.95);
+out:
+  for (int i = 0; i < submitted; i++) oc_job_release(jobs[i]);
+  oc_engine_free(e);
+  free(ids); free(jobs); free(t_sub); free(ttft); free(rel); free(toff); free(eoff); free(done);
+  return rc;
+}
+
+static void print(const char *what, int streams, int threads, const result *r, const char *extra) {
+  printf("{\"bench\": \"serve\", \"cpu\": \"%s\", \"what\": \"%s\", \"streams\": %d, \"threads\": %d, \"decode_tokens_per_s\": %.3f, "
+         "\"end_to_end_tokens_per_s\": %.3f, \"ttft_p50_s\": %.3f, \"ttft_p95_s\": %.3f, \"first_release_p50_s\": %.3f, \"first_release_p95_s\": %.3f, "
+         "\"tokens\": %lld, \"classifier_calls\": %lld%s}\n",
+         CPU, what, streams, threads, r->tps_decode, r->tps_e2e, r->ttft_p50, r->ttft_p95, r->release_p50, r->release_p95, (long long)r->tokens,
+         (long long)r->classifier_calls, extra ? extra : "");
+  fflush(stdout);
+}
+
+static char *cpu_name(void) {
+  static char name[128] = "unknown";
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  char line[512];
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "model name", 10) == 0) {
+      char *p = strchr(line, ':');
+      if (p) { snprintf(name, sizeof name, "%s", p + 2); name[strcspn(name, "\n")] = 0; }
+      break;
+    }
+  if (f) fclose(f);
+  return name;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) { fprintf(stderr, "usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT]\n"); return 2; }
+  CPU = cpu_name();
+  const char *cls = argc > 3 && strcmp(argv[3], "-") ? argv[3] : NULL;
+  const int threads = argc > 4 ? atoi(argv[4]) : 2, NEW = argc > 5 ? atoi(argv[5]) : 64, PROMPT = argc > 6 ? atoi(argv[6]) : 128;
+  oc_guard_spec spec;
+  oc_guard_spec_defaults(&spec);
+  spec.model_id = argv[1];
+  spec.probe_path = argv[2];
+  spec.classifier_dir = cls;
+  if (cls) spec.allow_threshold = 0.999999, spec.block_threshold = 1.0; /* the classifier always allows: streams run to their end */
+  oc_error err = {0};
+  oc_guard_bundle *b;
+  if (oc_guard_open(&spec, &b, &err)) { fprintf(stderr, "error: %s\n", err.msg); return 1; }
+  const oc_guard *g = oc_guard_bundle_guard(b);
+  oc_guard_opts probe, plain;
+  oc_guard_bundle_opts(b, &probe);
+  probe.use_chat_template = 0;
+  probe.skip_classifier = 1;
+  plain = probe;
+  plain.use_probe = 0;
+  result r1 = {0};
+  /* a warm-up run pages the weights in */
+  if (run(g, 1, threads, 1, 0, 8, PROMPT, &probe, &r1)) return 1;
+  double one = 0;
+  for (int s = 1; s <= 8; s *= 2) {
+    result rp = {0}, rn = {0};
+    if (run(g, s, threads, s, 0, NEW, PROMPT, &probe, &rp) || run(g, s, threads, s, 0, NEW, PROMPT, &plain, &rn)) return 1;
+    if (s == 1) one = rp.tps_decode;
+    char extra[160];
+    snprintf(extra, sizeof extra, ", \"speedup_vs_1\": %.2f, \"no_probe_decode_tokens_per_s\": %.3f, \"probe_overhead_pct\": %.2f", rp.tps_decode / one,
+             rn.tps_decode, 100.0 * (rn.tps_decode / rp.tps_decode - 1.0));
+    print("streams", s, threads, &rp, extra);
+  }
+  result rl = {0};
+  if (run(g, 4, threads, 16, 0.15, NEW, PROMPT, &probe, &rl)) return 1;
+  print("load: 16 requests every 150 ms into 4 slots", 4, threads, &rl, NULL);
+  if (cls) {
+    oc_guard_opts every = probe;
+    every.skip_classifier = 0;
+    every.pause_threshold = 0; /* every reading pauses and asks the classifier */
+    result rc = {0}, rn = {0};
+    if (run(g, 4, threads, 4, 0, NEW, PROMPT, &every, &rc) || run(g, 4, threads, 4, 0, NEW, PROMPT, &probe, &rn)) return 1;
+    char extra[96];
+    snprintf(extra, sizeof extra, ", \"without_classifier_end_to_end_tokens_per_s\": %.3f", rn.tps_e2e);
+    print("classifier at every probe reading", 4, threads, &rc, extra);
+  }
+  /* a CPU-bound neighbour: one busy loop per core */
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  pid_t kids[64];
+  int nk = 0;
+  for (long c = 0; c < cores && nk < 64; c++) {
+    pid_t p = fork();
+    if (p == 0) { volatile unsigned long x = 0; for (;;) x++; }
+    if (p > 0) kids[nk++] = p;
+  }
+  result rb = {0};
+  int brc = run(g, 4, threads, 4, 0, NEW, PROMPT, &probe, &rb);
+  for (int k = 0; k < nk; k++) { kill(kids[k], SIGKILL); waitpid(kids[k], NULL, 0); }
+  if (brc) return 1;
+  print("beside a busy loop per core", 4, threads, &rb, NULL);
+  oc_guard_close(b);
+  return 0;
+}
