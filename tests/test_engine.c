@@ -212,6 +212,10 @@ int main(int argc, char **argv) {
     CHECK(oc_engine_submit(e, enc.ids, enc.n, "x", &o, 0, &j, &err) != 0 && err.code == OC_ERR_INVALID && strstr(err.msg, "do not fit"),
           "prompt + max_tokens beyond ctx_size: %s", err.msg);
     o.max_new_tokens = 150;
+    o.pause_threshold = 0.9;
+    CHECK(oc_engine_submit(e, enc.ids, enc.n, "x", &o, 0, &j, &err) != 0 && err.code == OC_ERR_INVALID && strstr(err.msg, "stricter"),
+          "a looser threshold is refused at submission, not after the stream started: %s", err.msg);
+    o.pause_threshold = NAN;
     oc_job *jobs[16];
     int accepted = 0, busy = 0;
     for (int i = 0; i < 16; i++) {

@@ -114,6 +114,9 @@ typedef enum oc_stream_need {
 int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char *cls_prompt, oc_session *s, const oc_guard_opts *o,
                         oc_guard_emit_fn emit, oc_guard_event_fn event, void *ud, oc_guard_stream **out, oc_error *err);
 void oc_guard_stream_free(oc_guard_stream *st);
+/* oc_guard_stream_new's checks of the options for a prompt of n_prompt tokens, alone: a caller that
+ * queues the stream for later can refuse bad options at once */
+int oc_guard_check_opts(const oc_guard *g, int n_prompt, const oc_guard_opts *o, oc_error *err);
 oc_stream_need oc_guard_stream_need(const oc_guard_stream *st);
 /* read up to max_tokens (<= 0: all) of the prompt; the last chunk's logits give the first step */
 int oc_guard_stream_prefill(oc_guard_stream *st, int max_tokens, oc_error *err);

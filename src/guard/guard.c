@@ -646,11 +646,12 @@ void oc_guard_stream_free(oc_guard_stream *st) {
   free(st);
 }
 
-int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char *cls_prompt, oc_session *s, const oc_guard_opts *o,
-                        oc_guard_emit_fn emit, oc_guard_event_fn ev, void *ud, oc_guard_stream **out, oc_error *err) {
-  *out = NULL;
+/* the thresholds a generation runs with: the guard's, or the caller's stricter ones */
+typedef struct { double pause, allow, block; } thresholds;
+
+static int check_opts(const oc_guard *g, int n, const oc_guard_opts *o, thresholds *t, oc_error *err) {
   const oc_model_config *c = oc_model_cfg(g->m);
-  const int V = c->vocab, probing = o->use_probe && g->probe;
+  const int probing = o->use_probe && g->probe;
   if (o->max_new_tokens < 1 || o->max_new_tokens > OC_GUARD_MAX_NEW_TOKENS)
     return oc_fail(err, "max_new_tokens must be in [1, %d], got %d", OC_GUARD_MAX_NEW_TOKENS, o->max_new_tokens);
   /* fail closed: asking for the probe on a guard without one would otherwise release every token */
@@ -665,15 +666,33 @@ int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char
   }
   const double own_pause = probing ? g->cfg->pause_threshold : 1.0;
   const double own_allow = g->cls ? g->cls->allow_threshold : 1.0, own_block = g->cls ? g->cls->block_threshold : 1.0;
-  const double pause = isnan(o->pause_threshold) ? own_pause : o->pause_threshold;
-  const double allow = isnan(o->allow_threshold) ? own_allow : o->allow_threshold;
-  const double block = isnan(o->block_threshold) ? own_block : o->block_threshold;
+  t->pause = isnan(o->pause_threshold) ? own_pause : o->pause_threshold;
+  t->allow = isnan(o->allow_threshold) ? own_allow : o->allow_threshold;
+  t->block = isnan(o->block_threshold) ? own_block : o->block_threshold;
   /* a caller may tighten the guard, never loosen it */
-  if (!(pause >= 0 && pause <= own_pause)) return oc_fail(err, "pause_threshold %g must be in [0, %g] (the probe config's; a caller may only be stricter)", pause, own_pause);
-  if (!(block >= 0 && block <= own_block)) return oc_fail(err, "block_threshold %g must be in [0, %g] (the classifier's; a caller may only be stricter)", block, own_block);
-  if (!(allow >= 0 && allow <= own_allow && allow <= block))
-    return oc_fail(err, "allow_threshold %g must be in [0, %g] (the classifier's; a caller may only be stricter) and at most block_threshold %g", allow, own_allow, block);
+  if (!(t->pause >= 0 && t->pause <= own_pause))
+    return oc_fail(err, "pause_threshold %g must be in [0, %g] (the probe config's; a caller may only be stricter)", t->pause, own_pause);
+  if (!(t->block >= 0 && t->block <= own_block))
+    return oc_fail(err, "block_threshold %g must be in [0, %g] (the classifier's; a caller may only be stricter)", t->block, own_block);
+  if (!(t->allow >= 0 && t->allow <= own_allow && t->allow <= t->block))
+    return oc_fail(err, "allow_threshold %g must be in [0, %g] (the classifier's; a caller may only be stricter) and at most block_threshold %g", t->allow,
+                   own_allow, t->block);
   if (oc_config_check_positions(c, n, o->max_new_tokens, err)) return oc_wrap(err, "the prompt");
+  return 0;
+}
+
+int oc_guard_check_opts(const oc_guard *g, int n_prompt, const oc_guard_opts *o, oc_error *err) {
+  thresholds t = {0, 0, 0};
+  return check_opts(g, n_prompt, o, &t, err);
+}
+
+int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char *cls_prompt, oc_session *s, const oc_guard_opts *o,
+                        oc_guard_emit_fn emit, oc_guard_event_fn ev, void *ud, oc_guard_stream **out, oc_error *err) {
+  *out = NULL;
+  const oc_model_config *c = oc_model_cfg(g->m);
+  const int V = c->vocab, probing = o->use_probe && g->probe;
+  thresholds t = {0, 0, 0};
+  if (check_opts(g, n, o, &t, err)) return -1;
   if (s && oc_session_len(s) != 0) return oc_fail(err, "a stream needs an empty session (reset it)");
   oc_guard_stream *st = calloc(1, sizeof *st);
   if (!st) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
@@ -689,9 +708,9 @@ int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char
   st->rel = (releaser){emit, ud, 0};
   st->status = OC_GUARD_COMPLETED;
   st->need = OC_NEED_PREFILL;
-  st->pause = pause;
-  st->allow = allow;
-  st->block = block;
+  st->pause = t.pause;
+  st->allow = t.allow;
+  st->block = t.block;
   st->n_ids = n;
   st->res.risk = st->res.smoothed_risk = st->res.max_risk = st->res.classifier_score = NAN;
   st->res.final_classifier_check = o->final_classifier_check;

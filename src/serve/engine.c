@@ -270,7 +270,7 @@ int oc_engine_submit(oc_engine *e, const int32_t *ids, int n, const char *cls_pr
   if (n <= 0) return oc_fail(err, "the prompt encodes to no tokens");
   if (o->max_new_tokens < 1 || (int64_t)n + o->max_new_tokens + 1 > e->o.ctx_size)
     return oc_fail(err, "the prompt (%d tokens) and max_tokens (%d) do not fit the context of %d positions", n, o->max_new_tokens, e->o.ctx_size);
-  if (o->n_stop < 0 || o->n_stop > OC_GUARD_MAX_STOP) return oc_fail(err, "at most %d stop strings", OC_GUARD_MAX_STOP);
+  if (oc_guard_check_opts(e->g, n, o, err)) return -1;
   oc_job *j = job_new(JOB_GENERATE);
   if (!j) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   j->o = *o;
@@ -418,8 +418,10 @@ static int decoding(const oc_engine *e) {
 static void prefill_step(oc_engine *e) {
   slot *sl = next_needing(e, &e->next_prefill, OC_NEED_PREFILL);
   if (!sl) return;
-  /* alone, a prompt is read whole (fastest); beside running streams, a chunk per step */
-  int chunk = decoding(e) ? e->o.prefill_chunk : 0, left = oc_guard_stream_prompt_left(sl->st);
+  /* beside running streams, a chunk per step; alone, pieces of at least 512 tokens (a slot's
+   * scratch grows with its largest piece and stays grown) */
+  int chunk = decoding(e) ? e->o.prefill_chunk : e->o.prefill_chunk > 512 ? e->o.prefill_chunk : 512;
+  int left = oc_guard_stream_prompt_left(sl->st);
   oc_error err = {0};
   if (oc_guard_stream_prefill(sl->st, chunk, &err)) { slot_end(e, sl, &err); return; }
   pthread_mutex_lock(&e->mu);
