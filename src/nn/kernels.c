@@ -167,6 +167,75 @@ AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t 
   for (int j = 0; j < K; j++) out[j] = hsum8(_mm256_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
 }
 
+/* Decode batches of 8 to OC_MATVEC_MAX_ROWS rows: BF16 rows dotted with all the input rows at
+ * once, each weight byte read once for all of them. The input dimension goes by in blocks of
+ * MULTI_K elements for MULTI_ROWS rows at a time, so the inputs' block (rows x MULTI_K floats)
+ * stays in L1 while the rows stream by. On E2B (2 threads, AMD EPYC) 8 rows took 441-447 ms a
+ * step this way against 542 with sgemm on converted weights; below 8 rows the streaming kernel
+ * with one pass per input row was faster (2 rows 138 against 219-231 ms, 4 rows 216-225 against
+ * 275-276), so it stays there (bench/README.md, serving). Each (row, input) pair keeps the
+ * even and odd accumulators dotk_bf16 keeps, fed the same blocks in the same order (stored
+ * between input blocks), then their sum and the tail: a batched row equals the same row decoded
+ * alone, bit for bit. */
+/* BF16 weights: up to this many rows of X go through the decode kernel (rows_bf16_multi), which
+ * reads each weight once for all of them, instead of converting blocks of weights for sgemm. */
+#define OC_MATVEC_MAX_ROWS 16
+#define MULTI_ROWS 8
+#define MULTI_K 512
+typedef struct { __m256 lo, hi; } acc2;
+
+/* blocks [k0, k1) of one row into T (<= 4) inputs' accumulators; xp: the first input, rows n apart */
+AVX2 static inline __attribute__((always_inline)) void dotn_block(const uint16_t *w, const int T, const float *xp, size_t n, int k0, int k1,
+                                                                acc2 *acc) {
+  const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+  __m256 lo_acc[4], hi_acc[4];
+  for (int t = 0; t < T; t++) { lo_acc[t] = acc[t].lo; hi_acc[t] = acc[t].hi; }
+  for (int i = k0; i < k1; i += 16) {
+#if OC_PREFETCH > 0
+    if ((i & 31) == 0) _mm_prefetch((const char *)(w + i) + OC_PREFETCH, _MM_HINT_T0);
+#endif
+    const __m256i v = _mm256_loadu_si256((const __m256i *)(w + i));
+    const __m256 wl = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), wh = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+    for (int t = 0; t < T; t++) {
+      lo_acc[t] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xp + (size_t)t * n + i), lo_acc[t]);
+      hi_acc[t] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xp + (size_t)t * n + i + 8), hi_acc[t]);
+    }
+  }
+  for (int t = 0; t < T; t++) { acc[t].lo = lo_acc[t]; acc[t].hi = hi_acc[t]; }
+}
+
+/* `count` consecutive BF16 rows from w (n elements each) dotted with the nx input rows:
+ * y[t * ys + r]. xp: the inputs de-interleaved (deinterleave16), x: as they are. */
+AVX2 static void rows_bf16_multi(const uint16_t *w, int count, const float *xp, const float *x, int nx, int n, float *y, size_t ys) {
+  acc2 acc[MULTI_ROWS][OC_MATVEC_MAX_ROWS];
+  const int nb = n / 16 * 16;
+  for (int r0 = 0; r0 < count; r0 += MULTI_ROWS) {
+    const int R = count - r0 < MULTI_ROWS ? count - r0 : MULTI_ROWS;
+    for (int r = 0; r < R; r++)
+      for (int t = 0; t < nx; t++) acc[r][t].lo = acc[r][t].hi = _mm256_setzero_ps();
+    for (int k0 = 0; k0 < nb; k0 += MULTI_K) {
+      const int k1 = nb - k0 < MULTI_K ? nb : k0 + MULTI_K;
+      for (int r = 0; r < R; r++) {
+        const uint16_t *row = w + (size_t)(r0 + r) * (size_t)n;
+        for (int t0 = 0; t0 < nx; t0 += 4) {
+          const float *xt = xp + (size_t)t0 * (size_t)n;
+          switch (nx - t0 < 4 ? nx - t0 : 4) {
+            case 4: dotn_block(row, 4, xt, (size_t)n, k0, k1, &acc[r][t0]); break;
+            case 3: dotn_block(row, 3, xt, (size_t)n, k0, k1, &acc[r][t0]); break;
+            case 2: dotn_block(row, 2, xt, (size_t)n, k0, k1, &acc[r][t0]); break;
+            default: dotn_block(row, 1, xt, (size_t)n, k0, k1, &acc[r][t0]); break;
+          }
+        }
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      const uint16_t *row = w + (size_t)(r0 + r) * (size_t)n;
+      for (int t = 0; t < nx; t++)
+        y[(size_t)t * ys + r0 + r] = hsum8(_mm256_add_ps(acc[r][t].lo, acc[r][t].hi)) + bf16_tail(row, x + (size_t)t * n, nb, n);
+    }
+  }
+}
+
 /* F16 and F32 rows the same way, x as it is (no de-interleaving): one accumulator for elements
  * 0-7 and one for 8-15 of each 16-element block, in order, then their sum, then the tail. */
 #define DEF_DOTK_PLAIN(NAME, WT, LOAD8, TO_F32)                                                         \
@@ -541,8 +610,8 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
   for (int m = 0; m < count; m++) total += outs[m];
   const float *xp = NULL;
 #ifdef OC_X86
-  int any_bf16 = 0;
-  for (int m = 0; m < count; m++) any_bf16 |= W[m]->dtype == OC_DT_BF16;
+  int any_bf16 = 0, all_bf16 = 1;
+  for (int m = 0; m < count; m++) { any_bf16 |= W[m]->dtype == OC_DT_BF16; all_bf16 &= W[m]->dtype == OC_DT_BF16; }
   if (oc_have_avx2() && any_bf16) {
     float *xp_buf = thread_floats((size_t)n * (size_t)in);
     if (xp_buf) {
@@ -557,7 +626,17 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
     const int a = (int)((int64_t)total * me / nt), b = (int)((int64_t)total * (me + 1) / nt);
     int done = a;
 #ifdef OC_X86
-    const int K = MV_STREAMS, h = (b - a) / K;
+    if (n >= GEMM_MIN_ROWS && all_bf16 && xp) { /* a large decode batch (8-16 rows): every weight row read once for all inputs */
+      mv_row p = mv_locate(outs, count, a);
+      for (int g = a; g < b;) {
+        const int run = b - g < outs[p.m] - p.r ? b - g : outs[p.m] - p.r;
+        rows_bf16_multi((const uint16_t *)W[p.m]->data + (size_t)p.r * (size_t)in, run, xp, X, n, in, Y[p.m] + p.r, (size_t)outs[p.m]);
+        g += run;
+        mv_skip(&p, outs, count, run);
+      }
+      done = b;
+    }
+    const int K = MV_STREAMS, h = (b - done) / K;
     if (oc_have_avx2() && h > 0) {
       mv_row p[MV_STREAMS];
       for (int j = 0; j < K; j++) p[j] = mv_locate(outs, count, a + j * h);
@@ -598,7 +677,9 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
 }
 
 void oc_matmul_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
-  if (n < GEMM_MIN_ROWS) { matvec_multi(X, n, in, W, outs, Y, count); return; }
+  int all_bf16 = 1;
+  for (int m = 0; m < count; m++) all_bf16 &= W[m]->dtype == OC_DT_BF16;
+  if (n < GEMM_MIN_ROWS || (all_bf16 && n <= OC_MATVEC_MAX_ROWS)) { matvec_multi(X, n, in, W, outs, Y, count); return; }
   for (int m = 0; m < count; m++) oc_matmul(X, n, in, W[m], 0, outs[m], Y[m]);
 }
 
@@ -606,7 +687,7 @@ void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int 
   if (out <= 0 || n <= 0) return;
   const size_t es = oc_dtype_size(W->dtype);
   const char *wbase = (const char *)W->data + (size_t)row0 * (size_t)in * es;
-  if (n < GEMM_MIN_ROWS) {
+  if (n < GEMM_MIN_ROWS || (W->dtype == OC_DT_BF16 && n <= OC_MATVEC_MAX_ROWS)) {
     oc_tensor sub = *W;
     sub.data = wbase;
     const oc_tensor *ws[1] = {&sub};
