@@ -142,8 +142,9 @@ int main(int argc, char **argv) {
     CHECK(strcmp(c->got.text, c->ref_out.text) == 0, "%s: the same text released (\"%s\" vs \"%s\")", c->name, c->got.text, c->ref_out.text);
     CHECK(strcmp(c->got.ev, c->ref_out.ev) == 0, "%s: the same events:\n%s---\n%s", c->name, c->got.ev, c->ref_out.ev);
     CHECK(r->probe_calls == c->ref.probe_calls && r->classifier_calls == c->ref.classifier_calls, "%s: the same probe and classifier calls", c->name);
-    int n_scores;
-    oc_job_classifier_scores(c->job, &n_scores);
+    double *scores;
+    int n_scores = oc_job_classifier_scores(c->job, &scores);
+    free(scores);
     CHECK(n_scores == r->classifier_calls, "%s: one recorded score per classifier call (%d vs %d)", c->name, n_scores, r->classifier_calls);
   }
   {

@@ -70,8 +70,9 @@ void oc_job_news_free(oc_job_news *n);
 /* After done: the generation's result (borrowed, valid until the job is released) or the decision
  * of a classify job; -1 with the error when the job failed or was cancelled. */
 int oc_job_result(oc_job *j, const oc_guard_result **res, const oc_decision **dec, oc_error *err);
-/* classifier scores of a generation's classifier calls, in order (borrowed, like the result) */
-const double *oc_job_classifier_scores(oc_job *j, int *n);
+/* The scores of a generation's classifier calls so far, in order: a malloc'd copy in *scores (NULL
+ * when there are none); returns their number, -1 when out of memory. Safe while the job runs. */
+int oc_job_classifier_scores(oc_job *j, double **scores);
 double oc_job_queued_ms(oc_job *j); /* time from submission to its slot */
 /* The reader went away: the engine drops the job at its next step and frees its slot. */
 void oc_job_cancel(oc_job *j);

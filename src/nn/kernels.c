@@ -167,6 +167,43 @@ AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t 
   for (int j = 0; j < K; j++) out[j] = hsum8(_mm256_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
 }
 
+/* Two BF16 rows dotted with two input rows (a small decode batch): each weight block is loaded and
+ * widened once for both inputs and each input block once for both rows. Each of the four sums is
+ * formed as dotk_bf16 forms it (even and odd accumulators over the blocks in order, their sum, the
+ * tail): the same bits as each row and input alone. xa, xb: the inputs de-interleaved; ra, rb: as
+ * they are; o[2 * input + row]. */
+AVX2 static void dot22_bf16(const uint16_t *w0, const uint16_t *w1, const float *xa, const float *xb, const float *ra, const float *rb, int n,
+                            float *o) {
+  const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+  __m256 l00 = _mm256_setzero_ps(), h00 = l00, l01 = l00, h01 = l00, l10 = l00, h10 = l00, l11 = l00, h11 = l00;
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+#if OC_PREFETCH > 0
+    if ((i & 31) == 0) {
+      _mm_prefetch((const char *)(w0 + i) + OC_PREFETCH, _MM_HINT_T0);
+      _mm_prefetch((const char *)(w1 + i) + OC_PREFETCH, _MM_HINT_T0);
+    }
+#endif
+    const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + i)), v1 = _mm256_loadu_si256((const __m256i *)(w1 + i));
+    const __m256 a0 = _mm256_loadu_ps(xa + i), a1 = _mm256_loadu_ps(xa + i + 8), b0 = _mm256_loadu_ps(xb + i), b1 = _mm256_loadu_ps(xb + i + 8);
+    __m256 wl = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), wh = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
+    l00 = _mm256_fmadd_ps(wl, a0, l00);
+    h00 = _mm256_fmadd_ps(wh, a1, h00);
+    l10 = _mm256_fmadd_ps(wl, b0, l10);
+    h10 = _mm256_fmadd_ps(wh, b1, h10);
+    wl = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+    wh = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
+    l01 = _mm256_fmadd_ps(wl, a0, l01);
+    h01 = _mm256_fmadd_ps(wh, a1, h01);
+    l11 = _mm256_fmadd_ps(wl, b0, l11);
+    h11 = _mm256_fmadd_ps(wh, b1, h11);
+  }
+  o[0] = hsum8(_mm256_add_ps(l00, h00)) + bf16_tail(w0, ra, i, n);
+  o[1] = hsum8(_mm256_add_ps(l01, h01)) + bf16_tail(w1, ra, i, n);
+  o[2] = hsum8(_mm256_add_ps(l10, h10)) + bf16_tail(w0, rb, i, n);
+  o[3] = hsum8(_mm256_add_ps(l11, h11)) + bf16_tail(w1, rb, i, n);
+}
+
 /* Decode batches of 8 to OC_MATVEC_MAX_ROWS rows: BF16 rows dotted with all the input rows at
  * once, each weight byte read once for all of them. The input dimension goes by in blocks of
  * MULTI_K elements for MULTI_ROWS rows at a time, so the inputs' block (rows x MULTI_K floats)
@@ -658,7 +695,22 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
           for (int j = 0; j < K; j++) mv_row_generic(X, n, in, W[p[j].m], p[j].r, xp, Y[p[j].m], outs[p[j].m]);
         } else {
           if (n > 1) run = 1;
-          for (int t = 0; t < n; t++) {
+          int t = 0;
+          if (dt == OC_DT_BF16) /* inputs in pairs, the streams' rows in pairs: dot22_bf16 */
+            for (; t + 2 <= n; t += 2)
+              for (int j = 0; j < K; j += 2) {
+                if (j + 1 == K) break; /* an odd stream: below */
+                float o[4];
+                dot22_bf16(rows[j], rows[j + 1], xp + (size_t)t * in, xp + (size_t)(t + 1) * in, X + (size_t)t * in, X + (size_t)(t + 1) * in, in, o);
+                for (int u = 0; u < 2; u++)
+                  for (int q = 0; q < 2; q++) Y[p[j + q].m][(size_t)(t + u) * outs[p[j + q].m] + p[j + q].r] = o[2 * u + q];
+              }
+          if (dt == OC_DT_BF16 && (K & 1)) /* the odd stream, for the inputs taken in pairs */
+            for (int u = 0; u < t; u++) {
+              ys[0] = Y[p[K - 1].m] + (size_t)u * outs[p[K - 1].m] + p[K - 1].r;
+              dot_rows_avx2(dt, &rows[K - 1], 1, 1, xp + (size_t)u * in, X + (size_t)u * in, in, ys);
+            }
+          for (; t < n; t++) {
             for (int j = 0; j < K; j++) ys[j] = Y[p[j].m] + (size_t)t * outs[p[j].m] + p[j].r;
             dot_rows_avx2(dt, rows, K, run, xp ? xp + (size_t)t * in : NULL, X + (size_t)t * in, in, ys);
           }

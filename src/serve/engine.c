@@ -238,9 +238,13 @@ int oc_job_result(oc_job *j, const oc_guard_result **res, const oc_decision **de
   return 0;
 }
 
-const double *oc_job_classifier_scores(oc_job *j, int *n) {
-  *n = j->n_scores;
-  return j->scores;
+int oc_job_classifier_scores(oc_job *j, double **scores) {
+  *scores = NULL;
+  pthread_mutex_lock(&j->mu);
+  int n = j->n_scores;
+  if (n && (*scores = malloc(sizeof(double) * (size_t)n))) memcpy(*scores, j->scores, sizeof(double) * (size_t)n);
+  pthread_mutex_unlock(&j->mu);
+  return n && !*scores ? -1 : n;
 }
 
 double oc_job_queued_ms(oc_job *j) { return j->t_start > 0 ? 1e3 * (j->t_start - j->t_submit) : NAN; }

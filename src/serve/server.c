@@ -313,8 +313,9 @@ static int sse(chat_ctx *x, cJSON *chunk) {
 /* the end of a generation: metrics and the audit line (once) */
 static void chat_end(chat_ctx *x, int status, const oc_guard_result *res, const char *error) {
   oc_server *s = x->s;
-  int n_scores = 0;
-  const double *scores = x->job ? oc_job_classifier_scores(x->job, &n_scores) : NULL;
+  double *scores = NULL;
+  int n_scores = x->job ? oc_job_classifier_scores(x->job, &scores) : 0;
+  if (n_scores < 0) n_scores = 0;
   if (res) {
     atomic_fetch_add(&s->completion_tokens, res->n_tokens);
     atomic_fetch_add(&s->outcomes[res->status], 1);
@@ -324,6 +325,7 @@ static void chat_end(chat_ctx *x, int status, const oc_guard_result *res, const 
                  .finish_reason = res ? oc_finish_reason(res, x->req.observe) : NULL, .prompt = x->req.cls_prompt,
                  .response = x->released ? x->released : (res ? res->response : NULL), .error = error};
   audit(s, &a);
+  free(scores);
 }
 
 static void chat_ctx_free(chat_ctx *x) {
