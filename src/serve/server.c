@@ -472,6 +472,33 @@ static int encode_messages(oc_server *s, const cJSON *messages, char **text, oc_
   return rc;
 }
 
+/* A request may tighten the guard's thresholds, never loosen them (the rule oc_guard_stream_new
+ * enforces): checked here, so that a looser one is a 400 before anything is queued rather than a
+ * failed job after a stream's headers went out. */
+static int check_thresholds(oc_server *s, const oc_chat_request *r, oc_api_error *e) {
+  const oc_probe_config *pc = oc_guard_bundle_probe_config(s->b);
+  const oc_classifier *cls = oc_guard_bundle_classifier(s->b);
+  const double own_pause = pc ? pc->pause_threshold : 1.0, own_allow = cls ? cls->allow_threshold : 1.0, own_block = cls ? cls->block_threshold : 1.0;
+  const double allow = isnan(r->allow_threshold) ? own_allow : r->allow_threshold, block = isnan(r->block_threshold) ? own_block : r->block_threshold;
+  const char *param = NULL;
+  double v = 0, own = 0;
+  if (!isnan(r->pause_threshold) && r->pause_threshold > own_pause) param = "guard.pause_threshold", v = r->pause_threshold, own = own_pause;
+  else if (!isnan(r->allow_threshold) && r->allow_threshold > own_allow) param = "guard.classifier_allow_threshold", v = r->allow_threshold, own = own_allow;
+  else if (!isnan(r->block_threshold) && r->block_threshold > own_block) param = "guard.classifier_block_threshold", v = r->block_threshold, own = own_block;
+  *e = (oc_api_error){.status = 400, .type = "invalid_request_error"};
+  if (param) {
+    snprintf(e->param, sizeof e->param, "%s", param);
+    snprintf(e->message, sizeof e->message, "%s %g is looser than the server's %g: a request may only make the guard stricter", param, v, own);
+    return -1;
+  }
+  if (allow > block) {
+    snprintf(e->param, sizeof e->param, "guard.classifier_allow_threshold");
+    snprintf(e->message, sizeof e->message, "guard.classifier_allow_threshold %g must be at most the block threshold %g", allow, block);
+    return -1;
+  }
+  return 0;
+}
+
 static enum MHD_Result chat_completions(oc_server *s, struct MHD_Connection *c, const cJSON *body, int key) {
   chat_ctx *x = calloc(1, sizeof *x);
   if (!x) return send_error(s, c, 500, "server_error", NULL, "out of memory");
@@ -488,6 +515,7 @@ static enum MHD_Result chat_completions(oc_server *s, struct MHD_Connection *c, 
     chat_ctx_free(x);
     return send_error(s, c, 400, "invalid_request_error", NULL, "guard mode \"observe\" is not allowed on this server (start it with --allow_observe)");
   }
+  if (check_thresholds(s, &x->req, &e)) { chat_ctx_free(x); return send_api_error(s, c, &e); }
   char *text = NULL;
   oc_encoding enc = {0};
   if (encode_messages(s, x->req.messages, &text, &enc, &e)) { chat_ctx_free(x); return send_api_error(s, c, &e); }

@@ -146,6 +146,10 @@ main('serve_api', async () => {
       const s = await post(port, '/v1/chat/completions', { ...body, stream: body.stream ?? true });
       assert.equal(s.status, 400, `streamed ${JSON.stringify(body)}: ${s.status}`);
     }
+    // a pause threshold above the probe config's 0.75: looser, refused; at or below it, taken
+    assertError(await post(port, '/v1/chat/completions', { ...ok, guard: { pause_threshold: 0.9 } }), 400, { param: 'guard.pause_threshold' });
+    assertError(await post(port, '/v1/chat/completions', { ...ok, stream: true, guard: { pause_threshold: 0.9 } }), 400, { param: 'guard.pause_threshold' });
+    assert.equal((await post(port, '/v1/chat/completions', { ...ok, guard: { pause_threshold: 0.75 } })).status, 200);
     // what is accepted: n 1, text response_format, logprobs false, empty tools, zero penalties, unknown fields
     for (const extra of [{ n: 1 }, { response_format: { type: 'text' } }, { logprobs: false }, { tools: [] }, { presence_penalty: 0 }, { user: 'u1', metadata: { a: 'b' } }]) {
       const r = await post(port, '/v1/chat/completions', { ...ok, ...extra });

@@ -226,8 +226,14 @@ main('serve_guard', async () => {
       assertError(await post(withCls.port, '/v1/chat/completions', { ...body, stream }), 400, { type: 'invalid_request_error', message: /observe/ });
   });
 
-  await step('guard settings are checked; the server\'s own thresholds may be repeated', async () => {
+  await step('thresholds: a request may only tighten them (400 otherwise, streamed or not), and settings are checked', async () => {
     const body = { messages: [{ role: 'user', content: PROMPT }], temperature: 0, max_tokens: 8 };
+    for (const stream of [false, true]) {
+      for (const guard of [{ classifier_allow_threshold: 1 }, { classifier_allow_threshold: 0.5, classifier_block_threshold: 0.2 }]) {
+        const r = await post(withCls.port, '/v1/chat/completions', { ...body, stream, guard });
+        assertError(r, 400, { type: 'invalid_request_error', param: 'guard.classifier_allow_threshold' });
+      }
+    }
     // the server's own values are allowed
     const same = await post(withCls.port, '/v1/chat/completions', { ...body, guard: { classifier_allow_threshold: Number(ALLOW), classifier_block_threshold: 1, pause_threshold: 1 } });
     assert.equal(same.status, 200, same.text);
