@@ -770,15 +770,22 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) u->too_large = 1;
     if (!u->too_large) return MHD_YES;
   }
-  if (*upload_data_size && !u->too_large) {
-    if (u->len + *upload_data_size > s->o.max_body_bytes) {
+  if (*upload_data_size) {
+    /* a body found too large while it is read (no Content-Length: chunked) is read to its end and
+     * dropped: MHD takes a response only before the body or after all of it. After a 413 queued
+     * with the headers (Content-Length too large) MHD still passes the body on: dropped too. */
+    if (!u->too_large && u->len + *upload_data_size > s->o.max_body_bytes) {
       u->too_large = 1;
-    } else if (out_add(&u->body, &u->len, &u->cap, upload_data, *upload_data_size)) {
+      free(u->body);
+      u->body = NULL;
+      u->len = u->cap = 0;
+    } else if (!u->too_large && out_add(&u->body, &u->len, &u->cap, upload_data, *upload_data_size)) {
       *upload_data_size = 0;
       return MHD_NO;
     }
+    *upload_data_size = 0;
+    return MHD_YES;
   }
-  if (*upload_data_size) { *upload_data_size = 0; if (!u->too_large) return MHD_YES; }
   if (u->too_large) return send_error(s, c, 413, "invalid_request_error", "request_too_large", "the request body is larger than %zu bytes", s->o.max_body_bytes);
   /* routes */
   if (strcmp(url, "/health") == 0) return get ? health(s, c) : send_error(s, c, 405, "invalid_request_error", NULL, "use GET");

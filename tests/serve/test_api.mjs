@@ -5,6 +5,7 @@
 // context_length_exceeded, 413, 404, 405).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { assert, assertError, loadOpenAI, main, metrics, parseSSE, post, readAudit, request, sdkClient, startServer, step, stopServer, streamChat,
   testContext, writeProbe } from './lib.mjs';
@@ -183,7 +184,22 @@ main('serve_api', async () => {
     assertError(await post(port, '/v1/chat/completions', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 256 - n }), 400, { code: 'context_length_exceeded' });
   });
 
-  await step('404 and 405; a body within --max_body_bytes is read', async () => {
+  await step('413: a body over --max_body_bytes, with or without a Content-Length; 404 and 405', async () => {
+    const big = JSON.stringify({ messages: [{ role: 'user', content: 'x'.repeat(5000) }] });
+    assertError(await post(port, '/v1/chat/completions', big), 413);
+    // chunked: the size is known only while reading
+    const chunked = await new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', agent: false,
+        headers: { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' } }, (res) => {
+        let text = '';
+        res.on('data', (d) => { text += d; });
+        res.on('end', () => resolve({ status: res.statusCode, text, json: JSON.parse(text) }));
+      });
+      req.on('error', reject);
+      for (let i = 0; i < 10; i++) req.write(big.slice(i * 500, (i + 1) * 500));
+      req.end(big.slice(5000));
+    });
+    assertError(chunked, 413);
     const fits = await post(port, '/v1/chat/completions', { messages: [{ role: 'user', content: 'x'.repeat(3000) }], max_tokens: 1 });
     assert.notEqual(fits.status, 413);
     assertError(await request(port, 'GET', '/v1/nothing'), 404);
