@@ -310,10 +310,17 @@ main('serve_api', async () => {
     await stopServer(k);
     const text = fs.readFileSync(audit, 'utf8');
     for (const secret of ['sk-first', 'sk-second', 'zebra', 'sk-wrong']) assert.ok(!text.includes(secret), `the audit log holds "${secret}"`);
+    // one line per chat or moderation request, refused or not, in order (these requests came one by one)
     const lines = readAudit(audit);
+    const C = '/v1/chat/completions', M = '/v1/moderations';
+    assert.deepEqual(lines.map((l) => [l.route, l.status, l.key_id]), [...Array(7).fill([C, 401, null]), [M, 401, null], [C, 200, 'key1'], [C, 200, 'key2'],
+      [M, 200, 'key2'], [C, 401, null], [C, 200, 'key2']]);
+    for (const l of lines.filter((x) => x.status === 401)) assert.match(l.error, /API key/);
+    assert.equal(lines[10].classifier_scores.length, 1);
+    assert.ok(Math.abs(lines[10].classifier_scores[0] - m.json.results[0].guard.score) < 1e-12);
+    assert.equal(lines[10].request_id, m.json.id);
+    assert.equal(new Set(lines.map((l) => l.request_id)).size, lines.length, 'two lines with one request id');
     const served = lines.filter((l) => l.status === 200);
-    assert.deepEqual(served.map((l) => [l.route, l.key_id]), [['/v1/chat/completions', 'key1'], ['/v1/chat/completions', 'key2'], ['/v1/moderations', 'key2'],
-      ['/v1/chat/completions', 'key2']]);
     assert.equal(served[0].request_id, r1.json.id);
     assert.equal(served[3].request_id, ok.id);
     for (const l of lines) {

@@ -110,11 +110,12 @@ main('serve_lifecycle', async () => {
 
   await step('the audit log: a 499 line for each client that went away, one line per request', async () => {
     const lines = readAudit(auditA);
-    assert.deepEqual(lines.map((l) => l.status), [499, 200, 499, 200]);
+    assert.deepEqual(lines.map((l) => l.status), [429, 429, 429, 499, 200, 499, 200]);
     for (const l of lines.filter((x) => x.status === 499)) {
       assert.equal(l.route, '/v1/chat/completions');
       assert.match(l.error, /went away/);
     }
+    for (const l of lines.filter((x) => x.status === 429)) assert.match(l.error, /queue is full/);
   });
 
   await step('a long prompt read in chunks between a running stream\'s decode steps answers as it does read whole', async () => {
@@ -208,14 +209,16 @@ main('serve_lifecycle', async () => {
     await stopServer(d);
     assert.ok(Date.now() - t0 < 3000, 'the server did not exit soon after its last stream');
     const lines = readAudit(audit);
-    assert.deepEqual(lines.map((l) => [l.route, l.status]), [['/v1/chat/completions', 200]]);
-    assert.equal(lines[0].request_id, s.chunks[0].id);
-    assert.equal(lines[0].completion_tokens, 300);
-    assert.equal(lines[0].finish_reason, 'length');
+    assert.deepEqual(lines.map((l) => [l.route, l.status]), [['/v1/chat/completions', 503], ['/v1/chat/completions', 503], ['/v1/moderations', 503],
+      ['/v1/chat/completions', 200]]);
+    assert.equal(lines[3].request_id, s.chunks[0].id);
+    assert.equal(lines[3].completion_tokens, 300);
+    assert.equal(lines[3].finish_reason, 'length');
   });
 
   await step('SIGINT with --drain_s 0.5: a stream longer than the drain is cut, the server exits 0 soon', async () => {
-    const d = await startServer(ctx, [...slow, '--parallel', '1', '--drain_s', '0.5']);
+    const audit = path.join(ctx.work, 'audit-cut.jsonl');
+    const d = await startServer(ctx, [...slow, '--parallel', '1', '--drain_s', '0.5', '--audit_log', audit]);
     const running = streamChat(d.port, chat('Hello there', { max_tokens: LONG }));
     const outcome = running.then((r) => r, (error) => ({ error }));
     await waitFor('the first content', () => running.state.firstContentMs !== null);
@@ -226,5 +229,9 @@ main('serve_lifecycle', async () => {
     assert.ok(took < 3000, `exit ${took} ms after SIGINT with --drain_s 0.5`);
     const r = await outcome;
     assert.ok(r.error || !r.text.endsWith('data: [DONE]\n\n'), 'a stream of 8000 tokens finished within a drain of 0.5 s');
+    const lines = readAudit(audit);
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0].status, 503);
+    assert.match(lines[0].error, /server stopped/);
   });
 });
