@@ -6,6 +6,7 @@
 // first (no leak), and a clean exit (under ASan: LeakSanitizer finds nothing). In an ASan tree the
 // rounds are smaller (80 requests each instead of 300: the sanitizers make every request slower),
 // a warm-up round comes first and the quarantine is small (see below).
+import http from 'node:http';
 import path from 'node:path';
 import { REFUSAL, assert, main, metrics, parseSSE, post, readAudit, request, rssKb, sdkClient, sleep, startServer, step, stopServer, streamChat, testContext, waitFor,
   writeProbe } from './lib.mjs';
@@ -105,13 +106,11 @@ async function one(port, client, r) {
       return ['disconnect', 200];
     }
     await new Promise((resolve) => {
-      import('node:http').then(({ default: http }) => {
-        const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', agent: false, headers: { 'Content-Type': 'application/json' } },
-          (res) => { res.resume(); res.on('end', resolve); res.on('error', resolve); });
-        req.on('error', resolve);
-        req.end(JSON.stringify(body));
-        setTimeout(() => { req.destroy(); resolve(); }, 1 + Math.floor(r() * 20));
-      });
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', agent: false, headers: { 'Content-Type': 'application/json' } },
+        (res) => { res.resume(); res.on('end', resolve); res.on('error', resolve); });
+      req.on('error', resolve);
+      req.end(JSON.stringify(body));
+      setTimeout(() => { req.destroy(); resolve(); }, 1 + Math.floor(r() * 20));
     });
     return ['disconnect', 200];
   }
