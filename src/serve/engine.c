@@ -332,10 +332,12 @@ static void slot_end(oc_engine *e, slot *sl, const oc_error *err) {
   sl->st = NULL;
   sl->job = NULL;
   oc_session_reset(sl->s);
-  job_finish(j, err);
+  /* the slot is free before the reader hears the job is done: a client that sends its next
+   * request at once must find it free, not a full queue */
   pthread_mutex_lock(&e->mu);
   e->stats.busy_slots--;
   pthread_mutex_unlock(&e->mu);
+  job_finish(j, err);
 }
 
 /* queued jobs into free slots */

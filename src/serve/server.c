@@ -100,31 +100,52 @@ static cJSON *error_json(const oc_api_error *e) {
   return o;
 }
 
-static enum MHD_Result send_error(oc_server *s, struct MHD_Connection *c, int status, const char *type, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static enum MHD_Result send_error(oc_server *s, struct MHD_Connection *c, int status, const char *type, const char *code, const char *fmt, ...) {
-  oc_api_error e = {.status = status, .type = type, .code = code};
+/* fills e (a message formatted like printf) and returns it */
+static const oc_api_error *api_error_v(oc_api_error *e, int status, const char *type, const char *code, const char *fmt, va_list ap) {
+  *e = (oc_api_error){.status = status, .type = type, .code = code};
+  vsnprintf(e->message, sizeof e->message, fmt, ap);
+  return e;
+}
+
+static const oc_api_error *api_error(oc_api_error *e, int status, const char *type, const char *code, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static const oc_api_error *api_error(oc_api_error *e, int status, const char *type, const char *code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(e.message, sizeof e.message, fmt, ap);
+  api_error_v(e, status, type, code, fmt, ap);
   va_end(ap);
-  return send_json(s, c, status, error_json(&e));
+  return e;
+}
+
+/* an engine or library error as an API error: busy -> 429 (503 while draining), invalid -> 400, else 500 */
+static const oc_api_error *api_error_from(oc_server *s, const oc_error *err, oc_api_error *e) {
+  if (err->code == OC_ERR_BUSY)
+    return state_of(s) == DRAINING ? api_error(e, 503, "unavailable_error", NULL, "the server is shutting down")
+                                   : api_error(e, 429, "rate_limit_error", "rate_limit_exceeded", "%s; retry later", err->msg);
+  if (err->code == OC_ERR_INVALID) {
+    int ctx = strstr(err->msg, "do not fit") != NULL || strstr(err->msg, "positions") != NULL;
+    return api_error(e, 400, "invalid_request_error", ctx ? "context_length_exceeded" : NULL, "%s", err->msg);
+  }
+  return api_error(e, 500, "server_error", NULL, "%s", err->msg);
 }
 
 static enum MHD_Result send_api_error(oc_server *s, struct MHD_Connection *c, const oc_api_error *e) {
   return send_json(s, c, e->status, error_json(e));
 }
 
-/* an engine or library error as an HTTP error: busy -> 429, invalid -> 400, else 500 */
+static enum MHD_Result send_error(oc_server *s, struct MHD_Connection *c, int status, const char *type, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static enum MHD_Result send_error(oc_server *s, struct MHD_Connection *c, int status, const char *type, const char *code, const char *fmt, ...) {
+  oc_api_error e;
+  va_list ap;
+  va_start(ap, fmt);
+  api_error_v(&e, status, type, code, fmt, ap);
+  va_end(ap);
+  return send_api_error(s, c, &e);
+}
+
 static enum MHD_Result send_oc_error(oc_server *s, struct MHD_Connection *c, const oc_error *err) {
-  if (err->code == OC_ERR_BUSY)
-    return state_of(s) == DRAINING ? send_error(s, c, 503, "unavailable_error", NULL, "the server is shutting down")
-                                   : send_error(s, c, 429, "rate_limit_error", "rate_limit_exceeded", "%s; retry later", err->msg);
-  if (err->code == OC_ERR_INVALID) {
-    int ctx = strstr(err->msg, "do not fit") != NULL || strstr(err->msg, "positions") != NULL;
-    return send_error(s, c, 400, "invalid_request_error", ctx ? "context_length_exceeded" : NULL, "%s", err->msg);
-  }
-  return send_error(s, c, 500, "server_error", NULL, "%s", err->msg);
+  oc_api_error e;
+  return send_api_error(s, c, api_error_from(s, err, &e));
 }
 
 /* the client closed its connection (a peek reads end of file) */
@@ -256,6 +277,7 @@ typedef struct {
   char *body;
   size_t len, cap;
   int too_large;
+  double t0;     /* when its headers came */
 } upload;
 
 static void request_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
@@ -328,6 +350,13 @@ static void chat_end(chat_ctx *x, int status, const oc_guard_result *res, const 
   free(scores);
 }
 
+/* a generation ended before its answer: the client went away (nginx's 499), or the server stopped
+ * waiting (the drain ran out of time) */
+static void chat_end_early(chat_ctx *x) {
+  if (atomic_load(&x->s->closing)) chat_end(x, 503, NULL, "the server stopped before the answer was finished");
+  else chat_end(x, 499, NULL, "the client went away");
+}
+
 static void chat_ctx_free(chat_ctx *x) {
   if (!x) return;
   if (x->job) { oc_job_cancel(x->job); oc_job_release(x->job); atomic_fetch_sub(&x->s->active, 1); }
@@ -335,6 +364,15 @@ static void chat_ctx_free(chat_ctx *x) {
   free(x->out);
   free(x->released);
   free(x);
+}
+
+/* a chat request refused before it was queued: its audit line, then the error */
+static enum MHD_Result chat_refuse(chat_ctx *x, const oc_api_error *e) {
+  oc_server *s = x->s;
+  struct MHD_Connection *c = x->conn;
+  chat_end(x, e->status, NULL, e->message);
+  chat_ctx_free(x);
+  return send_api_error(s, c, e);
 }
 
 /* the final chunks of a stream: the refusal after a guard stop, finish_reason and guard summary,
@@ -427,7 +465,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(void *cls) {
   chat_ctx *x = cls;
-  if (!x->finished) chat_end(x, 499, NULL, "the client went away"); /* nginx's 499: closed by the client */
+  if (!x->finished) chat_end_early(x);
   chat_ctx_free(x);
 }
 
@@ -474,6 +512,33 @@ static int encode_messages(oc_server *s, const cJSON *messages, char **text, oc_
   return rc;
 }
 
+/* A request may tighten the guard's thresholds, never loosen them (the rule oc_guard_stream_new
+ * enforces): checked here, so that a looser one is a 400 before anything is queued rather than a
+ * failed job after a stream's headers went out. */
+static int check_thresholds(oc_server *s, const oc_chat_request *r, oc_api_error *e) {
+  const oc_probe_config *pc = oc_guard_bundle_probe_config(s->b);
+  const oc_classifier *cls = oc_guard_bundle_classifier(s->b);
+  const double own_pause = pc ? pc->pause_threshold : 1.0, own_allow = cls ? cls->allow_threshold : 1.0, own_block = cls ? cls->block_threshold : 1.0;
+  const double allow = isnan(r->allow_threshold) ? own_allow : r->allow_threshold, block = isnan(r->block_threshold) ? own_block : r->block_threshold;
+  const char *param = NULL;
+  double v = 0, own = 0;
+  if (!isnan(r->pause_threshold) && r->pause_threshold > own_pause) param = "guard.pause_threshold", v = r->pause_threshold, own = own_pause;
+  else if (!isnan(r->allow_threshold) && r->allow_threshold > own_allow) param = "guard.classifier_allow_threshold", v = r->allow_threshold, own = own_allow;
+  else if (!isnan(r->block_threshold) && r->block_threshold > own_block) param = "guard.classifier_block_threshold", v = r->block_threshold, own = own_block;
+  *e = (oc_api_error){.status = 400, .type = "invalid_request_error"};
+  if (param) {
+    snprintf(e->param, sizeof e->param, "%s", param);
+    snprintf(e->message, sizeof e->message, "%s %g is looser than the server's %g: a request may only make the guard stricter", param, v, own);
+    return -1;
+  }
+  if (allow > block) {
+    snprintf(e->param, sizeof e->param, "guard.classifier_allow_threshold");
+    snprintf(e->message, sizeof e->message, "guard.classifier_allow_threshold %g must be at most the block threshold %g", allow, block);
+    return -1;
+  }
+  return 0;
+}
+
 static enum MHD_Result chat_completions(oc_server *s, struct MHD_Connection *c, const cJSON *body, int key) {
   chat_ctx *x = calloc(1, sizeof *x);
   if (!x) return send_error(s, c, 500, "server_error", NULL, "out of memory");
@@ -485,14 +550,13 @@ static enum MHD_Result chat_completions(oc_server *s, struct MHD_Connection *c, 
   x->ids.created = (int64_t)time(NULL);
   x->ids.model = s->o.model_name ? s->o.model_name : s->o.spec.model_id;
   oc_api_error e = {0};
-  if (oc_chat_request_parse(body, &x->req, &e)) { chat_ctx_free(x); return send_api_error(s, c, &e); }
-  if (x->req.observe && !s->o.allow_observe) {
-    chat_ctx_free(x);
-    return send_error(s, c, 400, "invalid_request_error", NULL, "guard mode \"observe\" is not allowed on this server (start it with --allow_observe)");
-  }
+  if (oc_chat_request_parse(body, &x->req, &e)) return chat_refuse(x, &e);
+  if (x->req.observe && !s->o.allow_observe)
+    return chat_refuse(x, api_error(&e, 400, "invalid_request_error", NULL, "guard mode \"observe\" is not allowed on this server (start it with --allow_observe)"));
+  if (check_thresholds(s, &x->req, &e)) return chat_refuse(x, &e);
   char *text = NULL;
   oc_encoding enc = {0};
-  if (encode_messages(s, x->req.messages, &text, &enc, &e)) { chat_ctx_free(x); return send_api_error(s, c, &e); }
+  if (encode_messages(s, x->req.messages, &text, &enc, &e)) return chat_refuse(x, &e);
   free(text);
   oc_guard_opts o = s->base;
   x->prompt_tokens = enc.n;
@@ -500,10 +564,9 @@ static enum MHD_Result chat_completions(oc_server *s, struct MHD_Connection *c, 
   int max_tokens = x->req.max_tokens ? x->req.max_tokens : s->o.default_max_tokens > 0 && s->o.default_max_tokens < room ? s->o.default_max_tokens : room;
   if (room < 1 || max_tokens > room) {
     oc_encoding_free(&enc);
-    int ctx = s->o.engine.ctx_size, n = x->prompt_tokens;
-    chat_ctx_free(x);
-    return send_error(s, c, 400, "invalid_request_error", "context_length_exceeded",
-                      "this model's context is %d tokens per request; the messages take %d and max_tokens asks for %d more", ctx, n, max_tokens);
+    return chat_refuse(x, api_error(&e, 400, "invalid_request_error", "context_length_exceeded",
+                                    "this model's context is %d tokens per request; the messages take %d and max_tokens asks for %d more",
+                                    s->o.engine.ctx_size, x->prompt_tokens, max_tokens));
   }
   o.max_new_tokens = max_tokens;
   o.temperature = x->req.temperature;
@@ -521,16 +584,14 @@ static enum MHD_Result chat_completions(oc_server *s, struct MHD_Connection *c, 
   oc_encoding_free(&enc);
   if (rc) {
     atomic_fetch_sub(&s->active, 1);
-    chat_ctx_free(x);
-    return send_oc_error(s, c, &err);
+    return chat_refuse(x, api_error_from(s, &err, &e));
   }
   atomic_fetch_add(&s->prompt_tokens, x->prompt_tokens);
   if (x->req.stream) {
     cJSON *first = oc_chunk_json(&x->ids, x->req.include_usage);
     oc_chunk_choice(first, "assistant", "", NULL);
-    if (sse(x, first)) { chat_ctx_free(x); return send_error(s, c, 500, "server_error", NULL, "out of memory"); }
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, x, stream_free);
-    if (!r) { chat_ctx_free(x); return MHD_NO; }
+    struct MHD_Response *r = sse(x, first) ? NULL : MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, x, stream_free);
+    if (!r) return chat_refuse(x, api_error(&e, 500, "server_error", NULL, "out of memory"));
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
@@ -547,7 +608,7 @@ static enum MHD_Result chat_completions(oc_server *s, struct MHD_Connection *c, 
     oc_job_news_free(&n);
     if (done) break;
     if (atomic_load(&s->closing) || client_gone(c)) {
-      chat_end(x, 499, NULL, "the client went away");
+      chat_end_early(x);
       chat_ctx_free(x);
       return MHD_NO;
     }
@@ -566,26 +627,17 @@ static enum MHD_Result chat_completions(oc_server *s, struct MHD_Connection *c, 
 }
 
 /* ---- moderations ---- */
-static enum MHD_Result moderations(oc_server *s, struct MHD_Connection *c, const cJSON *body, int key) {
+/* The classifier's decisions on the inputs, as the response's results; NULL with e when they cannot
+ * all be had (status 499: the client went away). scores: each input's score, for the audit log. */
+static cJSON *moderate(oc_server *s, struct MHD_Connection *c, const oc_moderation_inputs *in, double *scores, oc_api_error *e) {
   const oc_classifier *cls = oc_guard_bundle_classifier(s->b);
-  if (!cls) return send_error(s, c, 400, "invalid_request_error", NULL, "this server has no exchange classifier (start it with --classifier_dir)");
-  oc_moderation_inputs in;
-  oc_api_error e = {0};
-  if (oc_moderation_parse(body, &in, &e)) { oc_moderation_inputs_free(&in); return send_api_error(s, c, &e); }
-  char id[48];
-  snprintf(id, sizeof id, "modr-%016llx", (unsigned long long)atomic_fetch_add(&s->next_id, 1));
-  const double t0 = oc_now();
-  cJSON *out = cJSON_CreateObject(), *results = NULL;
-  cJSON_AddStringToObject(out, "id", id);
-  cJSON_AddStringToObject(out, "model", s->o.spec.classifier_dir);
-  results = cJSON_AddArrayToObject(out, "results");
-  oc_job **jobs = calloc((size_t)in.n, sizeof *jobs);
+  cJSON *results = cJSON_CreateArray();
+  oc_job **jobs = calloc((size_t)in->n, sizeof *jobs);
   oc_error err = {0};
-  int failed = !jobs, status = 200;
-  atomic_fetch_add(&s->active, 1);
+  int failed = !jobs || !results, gone = 0;
   if (failed) oc_fail_code(&err, OC_ERR_NOMEM, "out of memory");
-  for (int i = 0; i < in.n && !failed; i++) failed = oc_engine_submit_classify(s->e, in.prompt[i], in.response[i], &jobs[i], &err) != 0;
-  for (int i = 0; i < in.n && !failed; i++) {
+  for (int i = 0; i < in->n && !failed; i++) failed = oc_engine_submit_classify(s->e, in->prompt[i], in->response[i], &jobs[i], &err) != 0;
+  for (int i = 0; i < in->n && !failed; i++) {
     oc_job_news n;
     size_t a = 0, b = 0;
     for (;;) {
@@ -593,24 +645,48 @@ static enum MHD_Result moderations(oc_server *s, struct MHD_Connection *c, const
       int done = n.done;
       oc_job_news_free(&n);
       if (done) break;
-      if (atomic_load(&s->closing) || client_gone(c)) { failed = 1; status = 499; oc_fail_code(&err, OC_ERR_CANCELLED, "the client went away"); break; }
+      if (atomic_load(&s->closing) || client_gone(c)) { failed = gone = 1; break; }
     }
     const oc_decision *d;
     if (!failed && oc_job_result(jobs[i], NULL, &d, &err)) failed = 1;
-    if (!failed) cJSON_AddItemToArray(results, oc_moderation_result_json(cls, d));
+    if (!failed) {
+      scores[i] = d->score;
+      cJSON_AddItemToArray(results, oc_moderation_result_json(cls, d));
+    }
   }
-  for (int i = 0; jobs && i < in.n; i++) if (jobs[i]) { oc_job_cancel(jobs[i]); oc_job_release(jobs[i]); }
+  for (int i = 0; jobs && i < in->n; i++) if (jobs[i]) { oc_job_cancel(jobs[i]); oc_job_release(jobs[i]); }
   free(jobs);
+  if (!failed) return results;
+  cJSON_Delete(results);
+  if (gone) api_error(e, 499, "invalid_request_error", NULL, "the client went away");
+  else api_error_from(s, &err, e);
+  return NULL;
+}
+
+static enum MHD_Result moderations(oc_server *s, struct MHD_Connection *c, const cJSON *body, int key) {
+  char id[48];
+  snprintf(id, sizeof id, "modr-%016llx", (unsigned long long)atomic_fetch_add(&s->next_id, 1));
+  const double t0 = oc_now();
+  oc_moderation_inputs in = {0};
+  oc_api_error e = {0};
+  cJSON *results = NULL;
+  double *scores = NULL;
+  atomic_fetch_add(&s->active, 1);
+  if (!oc_guard_bundle_classifier(s->b)) api_error(&e, 400, "invalid_request_error", NULL, "this server has no exchange classifier (start it with --classifier_dir)");
+  else if (oc_moderation_parse(body, &in, &e)) {}
+  else if (!(scores = calloc((size_t)in.n, sizeof *scores))) api_error(&e, 500, "server_error", NULL, "out of memory");
+  else results = moderate(s, c, &in, scores, &e);
   atomic_fetch_sub(&s->active, 1);
-  audit_row a = {.route = "/v1/moderations", .id = id, .key = key, .status = failed ? (status == 499 ? 499 : err.code == OC_ERR_BUSY ? 429 : 500) : 200,
-                 .latency_ms = 1e3 * (oc_now() - t0), .error = failed ? err.msg : NULL, .prompt = in.n ? in.prompt[0] : NULL};
+  audit_row a = {.route = "/v1/moderations", .id = id, .key = key, .status = results ? 200 : e.status, .scores = scores, .n_scores = results ? in.n : 0,
+                 .latency_ms = 1e3 * (oc_now() - t0), .error = results ? NULL : e.message, .prompt = in.n ? in.prompt[0] : NULL};
   audit(s, &a);
   oc_moderation_inputs_free(&in);
-  if (failed) {
-    cJSON_Delete(out);
-    if (status == 499) return MHD_NO;
-    return send_oc_error(s, c, &err);
-  }
+  free(scores);
+  if (!results) return e.status == 499 ? MHD_NO : send_api_error(s, c, &e);
+  cJSON *out = cJSON_CreateObject();
+  cJSON_AddStringToObject(out, "id", id);
+  cJSON_AddStringToObject(out, "model", s->o.spec.classifier_dir);
+  cJSON_AddItemToObject(out, "results", results);
   return send_json(s, c, 200, out);
 }
 
@@ -731,6 +807,18 @@ static enum MHD_Result models(oc_server *s, struct MHD_Connection *c) {
   return send_json(s, c, 200, o);
 }
 
+/* a request refused before its route's handler ran; chat completions and moderations (audited: the
+ * route) get their audit line: one per request, whatever became of it */
+static enum MHD_Result refuse(oc_server *s, struct MHD_Connection *c, const char *audited, int key, const upload *u, const oc_api_error *e) {
+  if (audited) {
+    char id[48];
+    snprintf(id, sizeof id, "%s-%016llx", strcmp(audited, "/v1/moderations") == 0 ? "modr" : "chatcmpl", (unsigned long long)atomic_fetch_add(&s->next_id, 1));
+    audit_row a = {.route = audited, .id = id, .key = key, .status = e->status, .latency_ms = 1e3 * (oc_now() - u->t0), .error = e->message};
+    audit(s, &a);
+  }
+  return send_api_error(s, c, e);
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method, const char *version, const char *upload_data,
                                size_t *upload_data_size, void **con_cls) {
   (void)version;
@@ -740,41 +828,51 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   if (!u) { /* the headers: a body too large is refused before it is read */
     if (!(u = calloc(1, sizeof *u))) return MHD_NO;
     *con_cls = u;
+    u->t0 = oc_now();
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) u->too_large = 1;
     if (!u->too_large) return MHD_YES;
   }
-  if (*upload_data_size && !u->too_large) {
-    if (u->len + *upload_data_size > s->o.max_body_bytes) {
+  if (*upload_data_size) {
+    /* a body found too large while it is read (no Content-Length: chunked) is read to its end and
+     * dropped: MHD takes a response only before the body or after all of it. After a 413 queued
+     * with the headers (Content-Length too large) MHD still passes the body on: dropped too. */
+    if (!u->too_large && u->len + *upload_data_size > s->o.max_body_bytes) {
       u->too_large = 1;
-    } else if (out_add(&u->body, &u->len, &u->cap, upload_data, *upload_data_size)) {
+      free(u->body);
+      u->body = NULL;
+      u->len = u->cap = 0;
+    } else if (!u->too_large && out_add(&u->body, &u->len, &u->cap, upload_data, *upload_data_size)) {
       *upload_data_size = 0;
       return MHD_NO;
     }
+    *upload_data_size = 0;
+    return MHD_YES;
   }
-  if (*upload_data_size) { *upload_data_size = 0; if (!u->too_large) return MHD_YES; }
-  if (u->too_large) return send_error(s, c, 413, "invalid_request_error", "request_too_large", "the request body is larger than %zu bytes", s->o.max_body_bytes);
   /* routes */
-  if (strcmp(url, "/health") == 0) return get ? health(s, c) : send_error(s, c, 405, "invalid_request_error", NULL, "use GET");
   static const char *posts[] = {"/v1/chat/completions", "/v1/moderations", "/tokenize", "/detokenize", "/apply-template"};
   static const char *gets[] = {"/v1/models", "/metrics"};
   int route = -1, route_get = -1;
   for (int i = 0; i < 5; i++) if (strcmp(url, posts[i]) == 0) route = i;
   for (int i = 0; i < 2; i++) if (strcmp(url, gets[i]) == 0) route_get = i;
+  const char *audited = post && (route == 0 || route == 1) ? posts[route] : NULL;
+  const int key = check_key(s, c);
+  oc_api_error e;
+  if (u->too_large)
+    return refuse(s, c, audited, key, u, api_error(&e, 413, "invalid_request_error", "request_too_large", "the request body is larger than %zu bytes", s->o.max_body_bytes));
+  if (strcmp(url, "/health") == 0) return get ? health(s, c) : send_error(s, c, 405, "invalid_request_error", NULL, "use GET");
   if (route < 0 && route_get < 0) return send_error(s, c, 404, "not_found_error", NULL, "no route %s %s", method, url);
   if ((route >= 0 && !post) || (route_get >= 0 && !get)) return send_error(s, c, 405, "invalid_request_error", NULL, "%s takes %s", url, route >= 0 ? "POST" : "GET");
-  const int key = check_key(s, c);
-  if (key == -2) return send_error(s, c, 401, "invalid_request_error", "invalid_api_key", "a valid API key is required (Authorization: Bearer KEY)");
+  if (key == -2) return refuse(s, c, audited, key, u, api_error(&e, 401, "invalid_request_error", "invalid_api_key", "a valid API key is required (Authorization: Bearer KEY)"));
   if (route_get == 1) return metrics(s, c);
   const int st = state_of(s);
-  if (st == LOADING) return send_error(s, c, 503, "unavailable_error", NULL, "the model is loading");
-  if (st == FAILED) return send_error(s, c, 503, "unavailable_error", NULL, "the model failed to load");
-  if (st == DRAINING) return send_error(s, c, 503, "unavailable_error", NULL, "the server is shutting down");
+  if (st != READY)
+    return refuse(s, c, audited, key, u, api_error(&e, 503, "unavailable_error", NULL, "%s", st == LOADING ? "the model is loading" : st == FAILED ? "the model failed to load" : "the server is shutting down"));
   if (route_get == 0) return models(s, c);
   cJSON *body = NULL;
   oc_error err = {0};
   if (oc_json_parse(u->body ? u->body : "", u->len, "request body", 1, &body, &err))
-    return send_error(s, c, 400, "invalid_request_error", NULL, "the body is not valid JSON: %s", err.msg);
+    return refuse(s, c, audited, key, u, api_error(&e, 400, "invalid_request_error", NULL, "the body is not valid JSON: %s", err.msg));
   enum MHD_Result rc;
   switch (route) {
     case 0: rc = chat_completions(s, c, body, key); break;
