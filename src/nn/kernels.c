@@ -167,112 +167,6 @@ AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t 
   for (int j = 0; j < K; j++) out[j] = hsum8(_mm256_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
 }
 
-/* Two BF16 rows dotted with two input rows (a small decode batch): each weight block is loaded and
- * widened once for both inputs and each input block once for both rows. Each of the four sums is
- * formed as dotk_bf16 forms it (even and odd accumulators over the blocks in order, their sum, the
- * tail): the same bits as each row and input alone. xa, xb: the inputs de-interleaved; ra, rb: as
- * they are; o[2 * input + row]. */
-AVX2 static void dot22_bf16(const uint16_t *w0, const uint16_t *w1, const float *xa, const float *xb, const float *ra, const float *rb, int n,
-                            float *o) {
-  const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
-  __m256 l00 = _mm256_setzero_ps(), h00 = l00, l01 = l00, h01 = l00, l10 = l00, h10 = l00, l11 = l00, h11 = l00;
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-#if OC_PREFETCH > 0
-    if ((i & 31) == 0) {
-      _mm_prefetch((const char *)(w0 + i) + OC_PREFETCH, _MM_HINT_T0);
-      _mm_prefetch((const char *)(w1 + i) + OC_PREFETCH, _MM_HINT_T0);
-    }
-#endif
-    const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + i)), v1 = _mm256_loadu_si256((const __m256i *)(w1 + i));
-    const __m256 a0 = _mm256_loadu_ps(xa + i), a1 = _mm256_loadu_ps(xa + i + 8), b0 = _mm256_loadu_ps(xb + i), b1 = _mm256_loadu_ps(xb + i + 8);
-    __m256 wl = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), wh = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
-    l00 = _mm256_fmadd_ps(wl, a0, l00);
-    h00 = _mm256_fmadd_ps(wh, a1, h00);
-    l10 = _mm256_fmadd_ps(wl, b0, l10);
-    h10 = _mm256_fmadd_ps(wh, b1, h10);
-    wl = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
-    wh = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
-    l01 = _mm256_fmadd_ps(wl, a0, l01);
-    h01 = _mm256_fmadd_ps(wh, a1, h01);
-    l11 = _mm256_fmadd_ps(wl, b0, l11);
-    h11 = _mm256_fmadd_ps(wh, b1, h11);
-  }
-  o[0] = hsum8(_mm256_add_ps(l00, h00)) + bf16_tail(w0, ra, i, n);
-  o[1] = hsum8(_mm256_add_ps(l01, h01)) + bf16_tail(w1, ra, i, n);
-  o[2] = hsum8(_mm256_add_ps(l10, h10)) + bf16_tail(w0, rb, i, n);
-  o[3] = hsum8(_mm256_add_ps(l11, h11)) + bf16_tail(w1, rb, i, n);
-}
-
-/* Decode batches of 8 to OC_MATVEC_MAX_ROWS rows: BF16 rows dotted with all the input rows at
- * once, each weight byte read once for all of them. The input dimension goes by in blocks of
- * MULTI_K elements for MULTI_ROWS rows at a time, so the inputs' block (rows x MULTI_K floats)
- * stays in L1 while the rows stream by. On E2B (2 threads, AMD EPYC) 8 rows took 441-447 ms a
- * step this way against 542 with sgemm on converted weights; below 8 rows the streaming kernel
- * with one pass per input row was faster (2 rows 138 against 219-231 ms, 4 rows 216-225 against
- * 275-276), so it stays there (bench/README.md, serving). Each (row, input) pair keeps the
- * even and odd accumulators dotk_bf16 keeps, fed the same blocks in the same order (stored
- * between input blocks), then their sum and the tail: a batched row equals the same row decoded
- * alone, bit for bit. */
-/* BF16 weights: up to this many rows of X go through the decode kernel (rows_bf16_multi), which
- * reads each weight once for all of them, instead of converting blocks of weights for sgemm. */
-#define OC_MATVEC_MAX_ROWS 16
-#define MULTI_ROWS 8
-#define MULTI_K 512
-typedef struct { __m256 lo, hi; } acc2;
-
-/* blocks [k0, k1) of one row into T (<= 4) inputs' accumulators; xp: the first input, rows n apart */
-AVX2 static inline __attribute__((always_inline)) void dotn_block(const uint16_t *w, const int T, const float *xp, size_t n, int k0, int k1,
-                                                                acc2 *acc) {
-  const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
-  __m256 lo_acc[4], hi_acc[4];
-  for (int t = 0; t < T; t++) { lo_acc[t] = acc[t].lo; hi_acc[t] = acc[t].hi; }
-  for (int i = k0; i < k1; i += 16) {
-#if OC_PREFETCH > 0
-    if ((i & 31) == 0) _mm_prefetch((const char *)(w + i) + OC_PREFETCH, _MM_HINT_T0);
-#endif
-    const __m256i v = _mm256_loadu_si256((const __m256i *)(w + i));
-    const __m256 wl = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), wh = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
-    for (int t = 0; t < T; t++) {
-      lo_acc[t] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xp + (size_t)t * n + i), lo_acc[t]);
-      hi_acc[t] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xp + (size_t)t * n + i + 8), hi_acc[t]);
-    }
-  }
-  for (int t = 0; t < T; t++) { acc[t].lo = lo_acc[t]; acc[t].hi = hi_acc[t]; }
-}
-
-/* `count` consecutive BF16 rows from w (n elements each) dotted with the nx input rows:
- * y[t * ys + r]. xp: the inputs de-interleaved (deinterleave16), x: as they are. */
-AVX2 static void rows_bf16_multi(const uint16_t *w, int count, const float *xp, const float *x, int nx, int n, float *y, size_t ys) {
-  acc2 acc[MULTI_ROWS][OC_MATVEC_MAX_ROWS];
-  const int nb = n / 16 * 16;
-  for (int r0 = 0; r0 < count; r0 += MULTI_ROWS) {
-    const int R = count - r0 < MULTI_ROWS ? count - r0 : MULTI_ROWS;
-    for (int r = 0; r < R; r++)
-      for (int t = 0; t < nx; t++) acc[r][t].lo = acc[r][t].hi = _mm256_setzero_ps();
-    for (int k0 = 0; k0 < nb; k0 += MULTI_K) {
-      const int k1 = nb - k0 < MULTI_K ? nb : k0 + MULTI_K;
-      for (int r = 0; r < R; r++) {
-        const uint16_t *row = w + (size_t)(r0 + r) * (size_t)n;
-        for (int t0 = 0; t0 < nx; t0 += 4) {
-          const float *xt = xp + (size_t)t0 * (size_t)n;
-          switch (nx - t0 < 4 ? nx - t0 : 4) {
-            case 4: dotn_block(row, 4, xt, (size_t)n, k0, k1, &acc[r][t0]); break;
-            case 3: dotn_block(row, 3, xt, (size_t)n, k0, k1, &acc[r][t0]); break;
-            case 2: dotn_block(row, 2, xt, (size_t)n, k0, k1, &acc[r][t0]); break;
-            default: dotn_block(row, 1, xt, (size_t)n, k0, k1, &acc[r][t0]); break;
-          }
-        }
-      }
-    }
-    for (int r = 0; r < R; r++) {
-      const uint16_t *row = w + (size_t)(r0 + r) * (size_t)n;
-      for (int t = 0; t < nx; t++)
-        y[(size_t)t * ys + r0 + r] = hsum8(_mm256_add_ps(acc[r][t].lo, acc[r][t].hi)) + bf16_tail(row, x + (size_t)t * n, nb, n);
-    }
-  }
-}
-
 /* F16 and F32 rows the same way, x as it is (no de-interleaving): one accumulator for elements
  * 0-7 and one for 8-15 of each 16-element block, in order, then their sum, then the tail. */
 #define DEF_DOTK_PLAIN(NAME, WT, LOAD8, TO_F32)                                                         \
@@ -438,6 +332,13 @@ void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t v
 /* Fewer input rows than this take the decode paths (the matrix-vector kernels, attention query by
  * query); from it on, the prefill paths built on sgemm. */
 #define GEMM_MIN_ROWS 8
+/* BF16 weights: up to this many rows of X (a decode batch) take the decode kernel, one pass over
+ * the rows per input row (the rows come from the caches after the first), instead of sgemm on
+ * converted weights: on E2B (2 threads, AMD EPYC) 8 rows took 367-378 ms a step this way against
+ * 542 through sgemm, and 423-425 with a kernel blocked over the input dimension that read each
+ * weight once for all rows (fewer bytes moved, fewer streams in flight). A row's value is the
+ * same as decoded alone. */
+#define OC_MATVEC_MAX_ROWS 16
 /* Queries per work item of the prefill attention. */
 #define ATT_QBLOCK 32
 
@@ -647,8 +548,8 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
   for (int m = 0; m < count; m++) total += outs[m];
   const float *xp = NULL;
 #ifdef OC_X86
-  int any_bf16 = 0, all_bf16 = 1;
-  for (int m = 0; m < count; m++) { any_bf16 |= W[m]->dtype == OC_DT_BF16; all_bf16 &= W[m]->dtype == OC_DT_BF16; }
+  int any_bf16 = 0;
+  for (int m = 0; m < count; m++) any_bf16 |= W[m]->dtype == OC_DT_BF16;
   if (oc_have_avx2() && any_bf16) {
     float *xp_buf = thread_floats((size_t)n * (size_t)in);
     if (xp_buf) {
@@ -663,17 +564,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
     const int a = (int)((int64_t)total * me / nt), b = (int)((int64_t)total * (me + 1) / nt);
     int done = a;
 #ifdef OC_X86
-    if (n >= GEMM_MIN_ROWS && all_bf16 && xp) { /* a large decode batch (8-16 rows): every weight row read once for all inputs */
-      mv_row p = mv_locate(outs, count, a);
-      for (int g = a; g < b;) {
-        const int run = b - g < outs[p.m] - p.r ? b - g : outs[p.m] - p.r;
-        rows_bf16_multi((const uint16_t *)W[p.m]->data + (size_t)p.r * (size_t)in, run, xp, X, n, in, Y[p.m] + p.r, (size_t)outs[p.m]);
-        g += run;
-        mv_skip(&p, outs, count, run);
-      }
-      done = b;
-    }
-    const int K = MV_STREAMS, h = (b - done) / K;
+    const int K = MV_STREAMS, h = (b - a) / K;
     if (oc_have_avx2() && h > 0) {
       mv_row p[MV_STREAMS];
       for (int j = 0; j < K; j++) p[j] = mv_locate(outs, count, a + j * h);
@@ -695,22 +586,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
           for (int j = 0; j < K; j++) mv_row_generic(X, n, in, W[p[j].m], p[j].r, xp, Y[p[j].m], outs[p[j].m]);
         } else {
           if (n > 1) run = 1;
-          int t = 0;
-          if (dt == OC_DT_BF16) /* inputs in pairs, the streams' rows in pairs: dot22_bf16 */
-            for (; t + 2 <= n; t += 2)
-              for (int j = 0; j < K; j += 2) {
-                if (j + 1 == K) break; /* an odd stream: below */
-                float o[4];
-                dot22_bf16(rows[j], rows[j + 1], xp + (size_t)t * in, xp + (size_t)(t + 1) * in, X + (size_t)t * in, X + (size_t)(t + 1) * in, in, o);
-                for (int u = 0; u < 2; u++)
-                  for (int q = 0; q < 2; q++) Y[p[j + q].m][(size_t)(t + u) * outs[p[j + q].m] + p[j + q].r] = o[2 * u + q];
-              }
-          if (dt == OC_DT_BF16 && (K & 1)) /* the odd stream, for the inputs taken in pairs */
-            for (int u = 0; u < t; u++) {
-              ys[0] = Y[p[K - 1].m] + (size_t)u * outs[p[K - 1].m] + p[K - 1].r;
-              dot_rows_avx2(dt, &rows[K - 1], 1, 1, xp + (size_t)u * in, X + (size_t)u * in, in, ys);
-            }
-          for (; t < n; t++) {
+          for (int t = 0; t < n; t++) {
             for (int j = 0; j < K; j++) ys[j] = Y[p[j].m] + (size_t)t * outs[p[j].m] + p[j].r;
             dot_rows_avx2(dt, rows, K, run, xp ? xp + (size_t)t * in : NULL, X + (size_t)t * in, in, ys);
           }
