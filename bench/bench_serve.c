@@ -8,7 +8,8 @@
  *     first generated token, queueing included) p50 / p95, and to the first released text;
  *   classifier: 4 streams whose every probe reading calls the classifier (a pause threshold of 0,
  *     an always-allowing classifier) against 4 without it;
- *   neighbour: 4 streams beside a CPU-bound process (one busy loop per core).
+ *   neighbour: 4 streams beside a CPU-bound process (one busy loop per core), with the engine's team
+ *     adapting to it (the default) and kept whole.
  * usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] */
 #include <math.h>
 #include <signal.h>
@@ -39,7 +40,8 @@ static double pct(double *v, int n, double p) { /* nearest rank */
 }
 
 /* n requests into an engine of `slots` slots, arriving every gap_s seconds */
-static int run(const oc_guard *g, int slots, int threads, int n, double gap_s, int new_tokens, int prompt_len, const oc_guard_opts *base, result *out) {
+/* adapt: the engine's adapt_team */
+static int run_adapt(const oc_guard *g, int slots, int threads, int n, double gap_s, int new_tokens, int prompt_len, const oc_guard_opts *base, int adapt, result *out) {
   oc_error err = {0};
   oc_engine_opts eo;
   oc_engine_opts_defaults(&eo);
@@ -47,6 +49,7 @@ static int run(const oc_guard *g, int slots, int threads, int n, double gap_s, i
   eo.queue = n;
   eo.threads = threads;
   eo.ctx_size = prompt_len + new_tokens + 8;
+  eo.adapt_team = adapt;
   oc_engine *e;
   if (oc_engine_new(g, &eo, &e, &err)) { fprintf(stderr, "error: %s\n", err.msg); return -1; }
   const int V = oc_model_cfg(oc_guard_model(g))->vocab;
@@ -104,6 +107,10 @@ out:
   oc_engine_free(e);
   free(ids); free(jobs); free(t_sub); free(ttft); free(rel); free(toff); free(eoff); free(done);
   return rc;
+}
+
+static int run(const oc_guard *g, int slots, int threads, int n, double gap_s, int new_tokens, int prompt_len, const oc_guard_opts *base, result *out) {
+  return run_adapt(g, slots, threads, n, gap_s, new_tokens, prompt_len, base, 1, out);
 }
 
 static void print(const char *what, int streams, int threads, const result *r, const char *extra) {
@@ -188,11 +195,12 @@ int main(int argc, char **argv) {
     if (p == 0) { volatile unsigned long x = 0; for (;;) x++; }
     if (p > 0) kids[nk++] = p;
   }
-  result rb = {0};
-  int brc = run(g, 4, threads, 4, 0, NEW, PROMPT, &probe, &rb);
+  result rb = {0}, rf = {0};
+  int brc = run(g, 4, threads, 4, 0, NEW, PROMPT, &probe, &rb) || run_adapt(g, 4, threads, 4, 0, NEW, PROMPT, &probe, 0, &rf);
   for (int k = 0; k < nk; k++) { kill(kids[k], SIGKILL); waitpid(kids[k], NULL, 0); }
   if (brc) return 1;
   print("beside a busy loop per core", 4, threads, &rb, NULL);
+  print("beside a busy loop per core, the team kept whole (no adapt_team)", 4, threads, &rf, NULL);
   oc_guard_close(b);
   return 0;
 }

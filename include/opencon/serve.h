@@ -25,8 +25,9 @@ typedef struct oc_engine_opts {
   int queue;         /* jobs waiting for a slot, 0..65536; more are refused with OC_ERR_BUSY */
   int threads;       /* OpenMP threads of the engine thread (<= 0: all cores) */
   int prefill_chunk; /* prompt tokens per prefill step while other slots decode */
+  int adapt_team;    /* drop to one thread while another process preempts this one (engine.c, adapt_team) */
 } oc_engine_opts;
-void oc_engine_opts_defaults(oc_engine_opts *o); /* 4 slots, 4096 positions, queue 64, all cores, chunks of 256 */
+void oc_engine_opts_defaults(oc_engine_opts *o); /* 4 slots, 4096 positions, queue 64, all cores, chunks of 256, adapting */
 
 /* g's classifier (if any) also answers classify jobs (moderations). Starts the scheduler thread. */
 int oc_engine_new(const oc_guard *g, const oc_engine_opts *o, oc_engine **out, oc_error *err);
@@ -51,6 +52,8 @@ typedef struct oc_engine_stats {
 #define OC_ENGINE_N_BUCKETS 10
   int64_t cls_bucket[OC_ENGINE_N_BUCKETS];
   double cls_seconds;
+  int team_threads;                /* threads of the current team */
+  int64_t team_changes;            /* times the team was shrunk or grown back */
 } oc_engine_stats;
 extern const double OC_ENGINE_CLS_BUCKETS[OC_ENGINE_N_BUCKETS];
 void oc_engine_get_stats(oc_engine *e, oc_engine_stats *s);

@@ -20,6 +20,7 @@ static int run_serve(const cli_args *a) {
   o.engine.queue = arg_int(a, "queue");
   o.engine.threads = arg_int(a, "threads");
   o.engine.prefill_chunk = arg_int(a, "prefill_chunk");
+  o.engine.adapt_team = !arg_flag(a, "fixed_threads");
   o.api_key = arg_str(a, "api_key");
   o.api_key_file = arg_str(a, "api_key_file");
   o.audit_log = arg_str(a, "audit_log");
@@ -79,6 +80,7 @@ static const opt_spec serve_opts[] = {
     O_INT("default_max_tokens", "0", 0, 1 << 20, "max_tokens of a request that names none (0: the rest of the slot's context)"),
     O_STR("model_name", NULL, "the model id /v1/models lists and responses name (default: --model_id)"),
     O_DBL("drain_s", "30", 0, 86400, "on SIGTERM/SIGINT: seconds running requests may take to finish"),
+    O_FLAG("fixed_threads", "keep all --threads even while another process contends for the cores (by default the engine then runs on one)"),
     O_THREADS, O_END};
 const cli_command cmd_serve = {
     "serve", "an OpenAI-compatible server: guarded chat completions, continuously batched, and moderations",

@@ -1,7 +1,9 @@
 /* The continuous-batching engine: a queue of jobs, `parallel` slots, and one scheduler thread that
  * steps every slot's guard stream (include/opencon/serve.h says how a step is made up). */
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -65,6 +67,10 @@ struct oc_engine {
   oc_engine_stats stats;
   double recent_t0;
   int64_t recent_tok0;
+  /* the team's size against a busy machine (adapt_team) */
+  int team, full_team;
+  double team_since, mark_t;
+  long mark_nivcsw;
 };
 
 void oc_engine_opts_defaults(oc_engine_opts *o) {
@@ -73,6 +79,7 @@ void oc_engine_opts_defaults(oc_engine_opts *o) {
   o->queue = 64;
   o->threads = 0;
   o->prefill_chunk = 256;
+  o->adapt_team = 1;
 }
 
 /* ---- jobs ---- */
@@ -470,9 +477,45 @@ static int busy(oc_engine *e) {
   return e->q_len || e->cq_len;
 }
 
+/* A team of threads on cores that another process is using waits at every barrier for whichever
+ * thread is descheduled (3.5x slower beside two busy loops on 2 cores, far worse beside another
+ * OpenMP program spinning at its own barriers). The sign is preemption: involuntary context
+ * switches of this process, rare when it has the cores to itself. Past CONTENDED_PER_S of them a
+ * second, the engine runs on one thread (no barriers to wait at: it gets its share of a core and
+ * nothing stalls); every TEAM_RETRY_S it tries the full team again. Results do not depend on the
+ * team's size (docs/architecture.md, numerics), only speed does. */
+#define CONTENDED_PER_S 100.0
+#define TEAM_RETRY_S 2.0
+static void adapt_team(oc_engine *e) {
+  if (e->full_team <= 1) return;
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru)) return;
+  const double now = oc_now(), dt = now - e->mark_t;
+  if (dt < 0.25) return; /* judge over a quarter of a second at least */
+  const double rate = (double)(ru.ru_nivcsw - e->mark_nivcsw) / dt;
+  e->mark_t = now;
+  e->mark_nivcsw = ru.ru_nivcsw;
+  int team = e->team;
+  if (team > 1 && rate > CONTENDED_PER_S) team = 1;
+  else if (team == 1 && now - e->team_since >= TEAM_RETRY_S) team = e->full_team;
+  if (team == e->team) return;
+  omp_set_num_threads(team);
+  e->team = team;
+  e->team_since = now;
+  pthread_mutex_lock(&e->mu);
+  e->stats.team_threads = team;
+  e->stats.team_changes++;
+  pthread_mutex_unlock(&e->mu);
+}
+
 static void *engine_main(void *arg) {
   oc_engine *e = arg;
   oc_set_threads(e->o.threads); /* this thread's OpenMP team: the only one */
+  e->team = e->full_team = omp_get_max_threads();
+  e->team_since = e->mark_t = oc_now();
+  pthread_mutex_lock(&e->mu);
+  e->stats.team_threads = e->team;
+  pthread_mutex_unlock(&e->mu);
   for (;;) {
     pthread_mutex_lock(&e->mu);
     while (!e->stop && !busy(e)) pthread_cond_wait(&e->cv, &e->mu);
@@ -488,6 +531,7 @@ static void *engine_main(void *arg) {
       }
     }
     admit(e);
+    if (e->o.adapt_team) adapt_team(e);
     decode_step(e);
     prefill_step(e);
     classify_step(e);

@@ -774,6 +774,9 @@ static enum MHD_Result metrics(oc_server *s, struct MHD_Connection *c) {
   PUT("# TYPE opencon_queue_depth gauge\nopencon_queue_depth %d\n", st.queued);
   PUT("# TYPE opencon_busy_slots gauge\nopencon_busy_slots %d\n", st.busy_slots);
   PUT("# TYPE opencon_slots gauge\nopencon_slots %d\n", s->o.engine.parallel);
+  PUT("# HELP opencon_engine_threads Threads of the engine's team (1 while another process contends for the cores).\n# TYPE opencon_engine_threads gauge\n");
+  PUT("opencon_engine_threads %d\n", st.team_threads);
+  PUT("# TYPE opencon_engine_team_changes_total counter\nopencon_engine_team_changes_total %lld\n", (long long)st.team_changes);
   PUT("# TYPE opencon_decode_tokens_total counter\nopencon_decode_tokens_total %lld\n", (long long)st.decode_tokens);
   PUT("# TYPE opencon_decode_steps_total counter\nopencon_decode_steps_total %lld\n", (long long)st.decode_steps);
   PUT("# HELP opencon_decode_tokens_per_second Decode tokens/s over the last seconds of decoding.\n# TYPE opencon_decode_tokens_per_second gauge\n");
