@@ -113,6 +113,9 @@ size_t oc_find_nonfinite(const float *x, size_t n);
 
 /* Grow (realloc) a float buffer to n elements; on failure *p is unchanged and err says so. */
 int oc_grow_floats(float **p, size_t n, oc_error *err);
+/* Append s[0, n) to a growing text buffer (*buf of *len bytes in *cap, kept NUL-terminated; capacity
+ * doubles); -1 when out of memory, the buffer then unchanged. */
+int oc_buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
 
 /* Comma-separated integers ("2,106,-4"), strictly: each item is digits with an optional leading '-'
  * (no spaces, no '+', no empty items, nothing out of int64 range); "" is an error. malloc'd array. */

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -110,6 +111,22 @@ int oc_grow_floats(float **p, size_t n, oc_error *err) {
   float *np = realloc(*p, sizeof(float) * (n ? n : 1));
   if (!np) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (%zu floats)", n);
   *p = np;
+  return 0;
+}
+
+int oc_buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
+  if (n > SIZE_MAX / 2 - *len - 1) return -1;
+  if (*len + n + 1 > *cap) {
+    size_t c = *cap ? *cap : 256;
+    while (c < *len + n + 1) c *= 2;
+    char *t = realloc(*buf, c);
+    if (!t) return -1;
+    *buf = t;
+    *cap = c;
+  }
+  memcpy(*buf + *len, s, n);
+  *len += n;
+  (*buf)[*len] = 0;
   return 0;
 }
 

@@ -125,27 +125,12 @@ static int job_cancelled(oc_job *j) {
   return c;
 }
 
-/* append to a job's buffer (under its lock); on out of memory the bytes are dropped and the job
- * fails at its end (a reader must never see text with a hole in it) */
-static int buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
-  if (*len + n + 1 > *cap) {
-    size_t c = *cap ? *cap : 256;
-    while (c < *len + n + 1) c *= 2;
-    char *t = realloc(*buf, c);
-    if (!t) return -1;
-    *buf = t;
-    *cap = c;
-  }
-  memcpy(*buf + *len, s, n);
-  *len += n;
-  (*buf)[*len] = 0;
-  return 0;
-}
-
+/* Job buffers grow with oc_buf_append under the job's lock; on out of memory the bytes are
+ * dropped and the job fails at its end (a reader must never see text with a hole in it). */
 static void on_text(void *ud, const char *text, size_t n) {
   oc_job *j = ud;
   pthread_mutex_lock(&j->mu);
-  if (buf_append(&j->text, &j->text_len, &j->text_cap, text, n)) j->failed = 1;
+  if (oc_buf_append(&j->text, &j->text_len, &j->text_cap, text, n)) j->failed = 1;
   pthread_cond_broadcast(&j->cv);
   pthread_mutex_unlock(&j->mu);
 }
@@ -170,8 +155,8 @@ static void on_event(void *ud, const char *json) {
     }
     if (j->n_scores < j->cap_scores) j->scores[j->n_scores++] = score;
   }
-  if (j->want_events && (buf_append(&j->events, &j->events_len, &j->events_cap, json, strlen(json)) ||
-                         buf_append(&j->events, &j->events_len, &j->events_cap, "\n", 1)))
+  if (j->want_events && (oc_buf_append(&j->events, &j->events_len, &j->events_cap, json, strlen(json)) ||
+                         oc_buf_append(&j->events, &j->events_len, &j->events_cap, "\n", 1)))
     j->failed = 1;
   pthread_cond_broadcast(&j->cv);
   pthread_mutex_unlock(&j->mu);

@@ -278,14 +278,20 @@ cJSON *oc_usage_json(int prompt_tokens, int completion_tokens) {
   return u;
 }
 
-cJSON *oc_completion_json(const oc_completion_ids *ids, const oc_guard_result *res, int observe, int prompt_tokens) {
-  const char *fr = oc_finish_reason(res, observe);
+/* what a completion and its chunks start with: id, object, created, model, system_fingerprint */
+static cJSON *completion_head(const oc_completion_ids *ids, const char *object) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "id", ids->id);
-  cJSON_AddStringToObject(o, "object", "chat.completion");
+  cJSON_AddStringToObject(o, "object", object);
   cJSON_AddNumberToObject(o, "created", (double)ids->created);
   cJSON_AddStringToObject(o, "model", ids->model);
   cJSON_AddStringToObject(o, "system_fingerprint", "opencon-" OPENCON_VERSION_STRING);
+  return o;
+}
+
+cJSON *oc_completion_json(const oc_completion_ids *ids, const oc_guard_result *res, int observe, int prompt_tokens) {
+  const char *fr = oc_finish_reason(res, observe);
+  cJSON *o = completion_head(ids, "chat.completion");
   cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
   cJSON_AddItemToArray(ch, c);
   cJSON_AddNumberToObject(c, "index", 0);
@@ -302,12 +308,7 @@ cJSON *oc_completion_json(const oc_completion_ids *ids, const oc_guard_result *r
 }
 
 cJSON *oc_chunk_json(const oc_completion_ids *ids, int include_usage) {
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "id", ids->id);
-  cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
-  cJSON_AddNumberToObject(o, "created", (double)ids->created);
-  cJSON_AddStringToObject(o, "model", ids->model);
-  cJSON_AddStringToObject(o, "system_fingerprint", "opencon-" OPENCON_VERSION_STRING);
+  cJSON *o = completion_head(ids, "chat.completion.chunk");
   cJSON_AddArrayToObject(o, "choices");
   if (include_usage) cJSON_AddNullToObject(o, "usage");
   return o;

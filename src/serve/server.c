@@ -307,27 +307,12 @@ typedef struct {
   size_t rel_len, rel_cap;
 } chat_ctx;
 
-static int out_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
-  if (*len + n + 1 > *cap) {
-    size_t c = *cap ? *cap : 1024;
-    while (c < *len + n + 1) c *= 2;
-    char *t = realloc(*buf, c);
-    if (!t) return -1;
-    *buf = t;
-    *cap = c;
-  }
-  memcpy(*buf + *len, s, n);
-  *len += n;
-  (*buf)[*len] = 0;
-  return 0;
-}
-
 static int sse(chat_ctx *x, cJSON *chunk) {
   char *s = cJSON_PrintUnformatted(chunk);
   cJSON_Delete(chunk);
   if (!s) return -1;
-  int rc = out_add(&x->out, &x->out_len, &x->out_cap, "data: ", 6) || out_add(&x->out, &x->out_len, &x->out_cap, s, strlen(s)) ||
-           out_add(&x->out, &x->out_len, &x->out_cap, "\n\n", 2);
+  int rc = oc_buf_append(&x->out, &x->out_len, &x->out_cap, "data: ", 6) || oc_buf_append(&x->out, &x->out_len, &x->out_cap, s, strlen(s)) ||
+           oc_buf_append(&x->out, &x->out_len, &x->out_cap, "\n\n", 2);
   free(s);
   return rc;
 }
@@ -386,7 +371,7 @@ static int stream_tail(chat_ctx *x) {
     oc_api_error e = {.status = 500, .type = "server_error"};
     snprintf(e.message, sizeof e.message, "%s", err.msg);
     cJSON *o = error_json(&e);
-    return sse(x, o) || out_add(&x->out, &x->out_len, &x->out_cap, "data: [DONE]\n\n", 14);
+    return sse(x, o) || oc_buf_append(&x->out, &x->out_len, &x->out_cap, "data: [DONE]\n\n", 14);
   }
   const char *fr = oc_finish_reason(res, x->req.observe);
   if (strcmp(fr, "content_filter") == 0) {
@@ -405,7 +390,7 @@ static int stream_tail(chat_ctx *x) {
     if (sse(x, u)) return -1;
   }
   chat_end(x, 200, res, NULL);
-  return out_add(&x->out, &x->out_len, &x->out_cap, "data: [DONE]\n\n", 14);
+  return oc_buf_append(&x->out, &x->out_len, &x->out_cap, "data: [DONE]\n\n", 14);
 }
 
 /* released text and events as chunks */
@@ -427,7 +412,7 @@ static int stream_news(chat_ctx *x, const oc_job_news *n) {
     oc_chunk_choice(c, NULL, n->text, NULL);
     if (sse(x, c)) return -1;
     x->released_any = 1;
-    if (x->s->o.log_content && out_add(&x->released, &x->rel_len, &x->rel_cap, n->text, n->text_len)) return -1;
+    if (x->s->o.log_content && oc_buf_append(&x->released, &x->rel_len, &x->rel_cap, n->text, n->text_len)) return -1;
   }
   return 0;
 }
@@ -458,7 +443,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     oc_job_news_free(&n);
     if (x->out_len) continue;
     if (client_gone(x->conn)) return MHD_CONTENT_READER_END_WITH_ERROR; /* the free callback cancels the job */
-    if (oc_now() - x->last_write >= KEEPALIVE_S && out_add(&x->out, &x->out_len, &x->out_cap, ": guard holding\n\n", 17))
+    if (oc_now() - x->last_write >= KEEPALIVE_S && oc_buf_append(&x->out, &x->out_len, &x->out_cap, ": guard holding\n\n", 17))
       return MHD_CONTENT_READER_END_WITH_ERROR;
   }
 }
@@ -751,7 +736,7 @@ static enum MHD_Result metrics(oc_server *s, struct MHD_Connection *c) {
   char *b = NULL;
   size_t len = 0, cap = 0;
   char line[256];
-#define PUT(...) do { int k_ = snprintf(line, sizeof line, __VA_ARGS__); if (k_ > 0) out_add(&b, &len, &cap, line, (size_t)k_); } while (0)
+#define PUT(...) do { int k_ = snprintf(line, sizeof line, __VA_ARGS__); if (k_ > 0) oc_buf_append(&b, &len, &cap, line, (size_t)k_); } while (0)
   PUT("# HELP opencon_requests_total HTTP requests by status.\n# TYPE opencon_requests_total counter\n");
   for (int i = 0; i <= N_STATUSES; i++) {
     if (i < N_STATUSES) PUT("opencon_requests_total{status=\"%d\"} %lld\n", STATUSES[i], (long long)atomic_load(&s->by_status[i]));
@@ -845,7 +830,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
       free(u->body);
       u->body = NULL;
       u->len = u->cap = 0;
-    } else if (!u->too_large && out_add(&u->body, &u->len, &u->cap, upload_data, *upload_data_size)) {
+    } else if (!u->too_large && oc_buf_append(&u->body, &u->len, &u->cap, upload_data, *upload_data_size)) {
       *upload_data_size = 0;
       return MHD_NO;
     }
