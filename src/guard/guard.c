@@ -5,6 +5,7 @@
 #include "opencon/guard.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -216,17 +217,26 @@ typedef struct {
   int prefix, read;
 } detok;
 
+/* Decoded text into the buffer at `at`. A NUL byte (a byte token such as <0x00>) becomes U+FFFD:
+ * the text is a C string to the classifier, and a NUL in it would hide everything after it from
+ * every later check while that text was still released. */
 static int detok_put(detok *d, size_t at, const char *s, size_t n, oc_error *err) {
-  if (at + n + 1 > d->cap) {
+  size_t nul = 0;
+  for (size_t i = 0; i < n; i++) nul += s[i] == 0;
+  const size_t need = at + n + 2 * nul + 1;
+  if (need > d->cap) {
     size_t cap = d->cap ? d->cap : 256;
-    while (cap < at + n + 1) cap *= 2;
+    while (cap < need) cap *= 2;
     char *t = realloc(d->text, cap);
     if (!t) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
     d->text = t;
     d->cap = cap;
   }
-  memcpy(d->text + at, s, n);
-  d->len = at + n;
+  char *o = d->text + at;
+  for (size_t i = 0; i < n; i++)
+    if (s[i]) *o++ = s[i];
+    else { *o++ = (char)0xef; *o++ = (char)0xbf; *o++ = (char)0xbd; }
+  d->len = (size_t)(o - d->text);
   d->text[d->len] = 0;
   return 0;
 }
@@ -361,7 +371,10 @@ static void release(oc_guard_stream *st, int final) {
   const char *text = st->dt.text;
   size_t n = st->dt.len;
   if (!text) return;
-  if (!final) n = oc_utf8_safe_prefix(text, n - stop_holdback(st, text, n));
+  if (!final) { /* whole characters, short of what may start a stop string (among whole characters) */
+    n = oc_utf8_safe_prefix(text, n);
+    n = oc_utf8_safe_prefix(text, n - stop_holdback(st, text, n));
+  }
   releaser *r = &st->rel;
   if (n > r->released) {
     if (r->emit) r->emit(r->ud, text + r->released, n - r->released);
@@ -369,23 +382,24 @@ static void release(oc_guard_stream *st, int final) {
   }
 }
 
-/* A stop string in the text generated since `from` (bytes): the text is cut where it starts and
- * the generation ends there. */
+/* The earliest stop string in the text from `from` on (bytes; the text before it has been searched
+ * already): the text is cut where it starts and the generation ends there. Released text cannot be
+ * taken back: the cut is never before it (the holdback keeps a stop string's start from being
+ * released in the first place). */
 static void find_stop(oc_guard_stream *st, size_t from) {
+  size_t cut = SIZE_MAX;
   for (int i = 0; i < st->n_stop; i++) {
-    size_t L = strlen(st->stop[i]);
-    size_t start = from >= L - 1 ? from - (L - 1) : 0;
-    if (st->dt.len < L) continue;
-    for (size_t p = start; p + L <= st->dt.len; p++)
-      if (memcmp(st->dt.text + p, st->stop[i], L) == 0) {
-        st->dt.len = p;
-        st->dt.text[p] = 0;
-        if (st->dt.committed > p) st->dt.committed = p;
-        st->ended = 1;
-        st->res.stop_reason = OC_STOP_SEQUENCE;
-        return;
-      }
+    const size_t L = strlen(st->stop[i]);
+    for (size_t p = from >= L - 1 ? from - (L - 1) : 0; p + L <= st->dt.len && p < cut; p++)
+      if (memcmp(st->dt.text + p, st->stop[i], L) == 0) { cut = p; break; }
   }
+  if (cut == SIZE_MAX) return;
+  if (cut < st->rel.released) cut = st->rel.released;
+  st->dt.len = cut;
+  st->dt.text[cut] = 0;
+  if (st->dt.committed > cut) st->dt.committed = cut;
+  st->ended = 1;
+  st->res.stop_reason = OC_STOP_SEQUENCE;
 }
 
 static int cancelled(const oc_guard_stream *st, oc_error *err) {
@@ -452,6 +466,11 @@ static void trace_begin(oc_guard_stream *st, int step, int32_t token) {
   }
 }
 
+/* The final check is still to come: the tail (the text after the last mid-stream reading) waits for
+ * it rather than being released by the tail reading (text released at earlier probe steps cannot
+ * be recalled; the MVP's final check only decides the status). */
+static int final_check_pending(const oc_guard_stream *st) { return st->use_cls && st->o.final_classifier_check && !st->o.observe; }
+
 /* A probe reading of the hidden state h of the newest token (step k): the MVP's smoothing and
  * decisions. Below the pause threshold the pending text is released (all of it when final); at or
  * above it the stream pauses without a classifier, or asks for one (returns 1). A logit that is
@@ -483,7 +502,7 @@ static int probe_reading(oc_guard_stream *st, int k, const float *h, int final) 
   if (!(res->max_risk >= sm)) res->max_risk = sm;
   if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
   if (sm < st->pause) {
-    release(st, final);
+    if (!(final && final_check_pending(st))) release(st, final);
     if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");
     if (sm >= g->cfg->threshold) risk_event(st->ev, st->ud, "suspicious", k, sm);
     return 0;
@@ -543,9 +562,9 @@ static int advance(oc_guard_stream *st, const float *logits, oc_error *err) {
     if (k == 1) res->ttft_ms = 1e3 * (oc_now() - st->t_start);
     if (oc_is_eos(c, next) || next == st->g->eos_extra) { res->stop_reason = OC_STOP_EOS; st->ended = 1; break; }
     res->tokens[res->n_tokens++] = next;
-    const size_t before = st->dt.len;
+    const size_t rewritten = st->dt.committed; /* detok_step rewrites the text from here on */
     if (detok_step(&st->dt, st->g->chat->tok, res->tokens, res->n_tokens, err)) return -1;
-    if (st->n_stop) find_stop(st, before);
+    if (st->n_stop) find_stop(st, rewritten);
     trace_begin(st, k, next);
     const int do_probe = st->probing && k % st->N == 0;
     if (do_probe || (k < max && !st->ended)) { /* the last token is fed only when a reading needs it */
@@ -624,7 +643,7 @@ int oc_guard_stream_classify(oc_guard_stream *st, oc_error *err) {
     cJSON_AddItemToObject(st->tr, "classifier_score", isfinite(d.score) ? cJSON_CreateNumber(d.score) : cJSON_CreateNull());
   }
   const int final = st->cls == CLS_TAIL;
-  if (d.verdict == OC_VERDICT_ALLOW) release(st, final);
+  if (d.verdict == OC_VERDICT_ALLOW && !(final && final_check_pending(st))) release(st, final);
   else stop_on(st, &d);
   trace_line(st);
   if (final) { /* the tail is read: on to the final check */
@@ -748,6 +767,7 @@ int oc_guard_stream_finish(oc_guard_stream *st, oc_guard_result *res, oc_error *
   if (!st->stopped) release(st, 1);
   oc_guard_result *r = &st->res;
   r->status = st->status;
+  if (st->rel.released > st->dt.len) st->rel.released = st->dt.len; /* never: find_stop cuts after what was released */
   r->held_response_chars = st->dt.text ? (int)utf8_chars(st->dt.text + st->rel.released, st->dt.len - st->rel.released) : 0;
   free(r->response);
   if (st->status == OC_GUARD_BLOCKED && !st->o.observe) r->response = strdup(OC_REFUSAL);
