@@ -321,11 +321,12 @@ async function send() {
   if (!state.config) { setStatus('the server is not ready yet', 'warn'); return; }
   prompt.value = '';
   const userTurn = addUserTurn(text);
-  state.messages.push({ role: 'user', content: text });
+  const conversation = state.messages; // "New chat" while this streams starts another: this answer stays in its own
+  conversation.push({ role: 'user', content: text });
   const guard = guardSettings();
   const body = {
     model: state.config.model,
-    messages: state.messages.slice(),
+    messages: conversation.slice(),
     stream: true,
     stream_options: { include_usage: true },
     max_tokens: Math.max(1, Math.round(num('max-tokens') ?? 256)),
@@ -364,9 +365,9 @@ async function send() {
     setBusy(false);
   }
   // the answer joins the conversation as the API sent it; a failed request leaves it
-  if (ok) state.messages.push({ role: 'assistant', content: view.content });
+  if (ok) conversation.push({ role: 'assistant', content: view.content });
   else {
-    state.messages.pop();
+    conversation.pop();
     userTurn.classList.add('not-sent');
     userTurn.title = 'Not part of the conversation: the request failed or was stopped before any text.';
   }

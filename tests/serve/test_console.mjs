@@ -96,6 +96,18 @@ async function fill(page, selector, value) {
   if (value !== '') await page.keyboard.type(value);
 }
 
+// counts the times an answer's "guard deciding…" appears from now on (window.decidingShown)
+function watchDeciding(page) {
+  return page.evaluate(() => {
+    window.decidingShown = 0;
+    if (window.decidingObserver) window.decidingObserver.disconnect();
+    window.decidingObserver = new MutationObserver((records) => {
+      for (const r of records) if (r.target.classList.contains('deciding') && r.oldValue !== null && !r.target.hidden) window.decidingShown++;
+    });
+    window.decidingObserver.observe(document.getElementById('turns'), { subtree: true, attributes: true, attributeFilter: ['hidden'], attributeOldValue: true });
+  });
+}
+
 async function sendByKeyboard(page, text) {
   await page.focus('#prompt');
   await page.keyboard.type(text);
@@ -310,8 +322,10 @@ main('serve_console', async () => {
     await step('a completed answer: the released text, a chart point per probe reading, the pauses and the classifier\'s allows, the badge', async () => {
       await fill(page, '#temperature', '0');
       await fill(page, '#max-tokens', String(MAX));
+      await watchDeciding(page);
       await sendByKeyboard(page, PROMPT);
       const a = await waitAnswer(page, 'completed');
+      assert.equal(await page.evaluate(() => window.decidingShown), of(completed, 'pause').length, '"guard deciding…" shown once per pause');
       assert.equal(a.state, 'completed', JSON.stringify(a));
       assert.equal(a.text, completed.released, 'the text shown is not what the guard released');
       assert.equal(a.refusal, null);
@@ -381,10 +395,12 @@ main('serve_console', async () => {
     await step('observe mode: everything streams, the badge says what the guard would have done', async () => {
       await page.click('#new-chat');
       await page.click('#observe');
+      await watchDeciding(page);
       await sendByKeyboard(page, PROMPT);
       const a = await waitAnswer(page, 'observe');
       assert.equal(a.refusal, null);
       assert.equal(a.text, full.released, 'observe mode streams every token');
+      assert.equal(await page.evaluate(() => window.decidingShown), 0, 'nothing is held in observe mode');
       assert.match(a.badge, /^observe · the guard would have stopped it: blocked · (stop|length)$/);
       assert.equal(chats.at(-1).guard.mode, 'observe');
       await page.click('#observe');
@@ -434,6 +450,8 @@ main('serve_console', async () => {
     const keyed = watch(await browser.newPage());
     await keyed.setViewport({ width: 1100, height: 800 });
     const kbase = `http://127.0.0.1:${slow.port}`;
+    const keyedChats = [];
+    keyed.on('request', (r) => { if (r.url().endsWith('/v1/chat/completions')) keyedChats.push(JSON.parse(r.postData())); });
 
     await step('API key: asked for, a wrong one refused with a message, the right one kept for the session', async () => {
       allow401 = true; // the browser logs each 401 it receives as a failed resource
@@ -498,6 +516,20 @@ main('serve_console', async () => {
       await new Promise((r) => setTimeout(r, 300));
       assert.equal((await metrics(slow.port, auth)).opencon_decode_tokens_total, t1, 'the generation ran on after the stop');
       assert.ok(t1 < 96 + 3000, `${t1} tokens decoded: the stop came after the whole answer`);
+    });
+
+    await step('new chat while an answer streams: it is cancelled and stays out of the new conversation', async () => {
+      await sendByKeyboard(keyed, 'one more');
+      await keyed.waitForFunction(() => [...document.querySelectorAll('.answer')].pop().querySelector('.released').textContent.length > 0,
+        { timeout: 30000 * SLOW, polling: 10 });
+      await keyed.click('#new-chat');
+      await keyed.waitForFunction(() => !document.getElementById('send').disabled, { timeout: 10000 * SLOW });
+      await fill(keyed, '#max-tokens', '8');
+      await sendByKeyboard(keyed, 'fresh');
+      const a = await waitAnswer(keyed, 'fresh');
+      assert.equal(a.state, 'completed');
+      assert.deepEqual(keyedChats.at(-1).messages, [{ role: 'user', content: 'fresh' }]);
+      assert.equal(await keyed.$$eval('.answer', (x) => x.length), 1);
     });
     await keyed.close();
 
