@@ -168,12 +168,12 @@ function contrastFailures(page) {
   });
 }
 
-function shot(page, name) {
+// a screenshot in the work directory; keep: also in shots=DIR (the ones docs/ keeps)
+async function shot(page, name, { keep = false } = {}) {
   const file = path.join(ctx.work, name);
-  return page.screenshot({ path: file, type: 'png' }).then(() => {
-    if (shots) fs.copyFileSync(file, path.join(shots, name));
-    return file;
-  });
+  await page.screenshot({ path: file, type: 'png' });
+  if (shots && keep) fs.copyFileSync(file, path.join(shots, name));
+  return file;
 }
 
 main('serve_console', async () => {
@@ -342,7 +342,7 @@ main('serve_console', async () => {
       assert.deepEqual(body.guard, { events: true });
       assert.equal(body.stream, true);
       await page.evaluate(() => window.scrollTo(0, 0));
-      await shot(page, 'console-completed.png');
+      await shot(page, 'console-completed.png', { keep: true });
     });
 
     await step('hover and arrow keys read a chart point', async () => {
@@ -389,7 +389,7 @@ main('serve_console', async () => {
       const shown = await page.$eval('.answer .refusal', (e) => getComputedStyle(e).display);
       assert.notEqual(shown, 'none');
       await page.evaluate(() => window.scrollTo(0, 0));
-      await shot(page, 'console-blocked.png');
+      await shot(page, 'console-blocked.png', { keep: true });
     });
 
     await step('observe mode: everything streams, the badge says what the guard would have done', async () => {
