@@ -306,6 +306,89 @@ static void test_tail(const oc_probe *quiet, const oc_probe *high, const oc_prob
 }
 
 /* the abort callback stops a generation between tokens: OC_ERR_CANCELLED, nothing more is emitted */
+/* the events of a generation, one JSON object per line, as an array */
+static cJSON *event_list(const char *buf) {
+  cJSON *a = cJSON_CreateArray();
+  for (const char *l = buf; *l;) {
+    const char *nl = strchr(l, '\n');
+    REQUIRE(nl, "an event line without its newline");
+    cJSON *e = cJSON_ParseWithLength(l, (size_t)(nl - l));
+    REQUIRE(e, "an event that is not JSON: %.*s", (int)(nl - l), l);
+    cJSON_AddItemToArray(a, e);
+    l = nl + 1;
+  }
+  return a;
+}
+
+/* o's number under key; NaN when there is none */
+static double number_of(const cJSON *o, const char *key) {
+  const cJSON *v = cJSON_GetObjectItem(o, key);
+  return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* event i is {"event": name, "step": step, ...} (and "decision": decision when given) */
+static int event_is(const cJSON *evs, int i, const char *name, int step, const char *decision) {
+  const cJSON *e = cJSON_GetArrayItem(evs, i), *n = cJSON_GetObjectItem(e, "event"), *st = cJSON_GetObjectItem(e, "step"),
+              *d = cJSON_GetObjectItem(e, "decision");
+  return cJSON_IsString(n) && strcmp(n->valuestring, name) == 0 && cJSON_IsNumber(st) && st->valueint == step &&
+         (!decision || (cJSON_IsString(d) && strcmp(d->valuestring, decision) == 0));
+}
+
+/* A "probe" event at every reading (a client draws the risk per probe step from the events alone),
+ * with the risks the trace records and what the guard made of the reading; the tail reading too. */
+static void test_probe_events(const oc_probe *rises, const oc_probe *quiet, const oc_probe_config *pc) {
+  oc_guard *g;
+  oc_error err;
+  oc_guard_opts o;
+  oc_guard_opts_defaults(&o);
+  o.max_new_tokens = MAXNEW;
+  oc_guard_result r;
+  capture cap;
+  FILE *tf = tmpfile();
+  REQUIRE(tf, "tmpfile");
+  o.trace = tf;
+  REQUIRE(oc_guard_new(M, CH, rises, pc, NULL, &g, &err) == 0, "%s", err.msg);
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
+  cJSON *evs = event_list(cap.ev.buf);
+  /* low at step 4 (released), high at step 8 (paused, no classifier) */
+  CHECK(r.status == OC_GUARD_PAUSED && cJSON_GetArraySize(evs) == 3 && event_is(evs, 0, "probe", 4, "release") && event_is(evs, 1, "probe", 8, "pause") &&
+            event_is(evs, 2, "pause", 8, NULL),
+        "a probe event per reading, then the pause: %s", cap.ev.buf);
+  rewind(tf);
+  char line[4096];
+  int readings = 0;
+  while (fgets(line, sizeof line, tf)) {
+    cJSON *t = cJSON_Parse(line);
+    const cJSON *risk = cJSON_GetObjectItem(t, "risk");
+    if (risk) {
+      const cJSON *e = cJSON_GetArrayItem(evs, readings++);
+      CHECK(number_of(e, "step") == number_of(t, "step") && number_of(e, "risk") == risk->valuedouble &&
+                number_of(e, "smoothed_risk") == number_of(t, "smoothed_risk"),
+            "probe event %d: the trace's risks (%s)", readings, line);
+    }
+    cJSON_Delete(t);
+  }
+  fclose(tf);
+  CHECK(readings == 2 && r.probe_calls == 2, "two readings in the trace (%d), two probe calls (%d)", readings, r.probe_calls);
+  cJSON_Delete(evs);
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
+  /* the tail reading (tokens 5 and 6 read at the end) has its event */
+  o.trace = NULL;
+  o.max_new_tokens = 6;
+  REQUIRE(oc_guard_new(M, CH, quiet, pc, NULL, &g, &err) == 0, "%s", err.msg);
+  memset(&cap, 0, sizeof cap);
+  REQUIRE(oc_guard_generate(g, PROMPT, &o, emit, on_event, &cap, &r, &err) == 0, "%s", err.msg);
+  evs = event_list(cap.ev.buf);
+  CHECK(r.status == OC_GUARD_COMPLETED && r.probe_calls == 2 && cJSON_GetArraySize(evs) == 2 && event_is(evs, 0, "probe", 4, "release") &&
+            event_is(evs, 1, "probe", 6, "release"),
+        "6 tokens: probe events at 4 and at the tail reading 6: %s", cap.ev.buf);
+  cJSON_Delete(evs);
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
+}
+
 static int abort_after(void *ud) { return --*(int *)ud < 0; }
 static void test_cancel(const char *full) {
   oc_guard *g;
@@ -505,6 +588,7 @@ int main(int argc, char **argv) {
   test_infinite_and_contracts(hs + 3 * (size_t)H, &pc, cdir);
   char *prefix3 = decode(toks, 3);
   test_tail(&low, &high, &pc, prefix3);
+  test_probe_events(&rises, &low, &pc);
   free(prefix3);
   test_cancel(full);
   test_threads(&high, &pc);

@@ -48,7 +48,10 @@ void oc_guard_opts_defaults(oc_guard_opts *o);
 
 /* released text, called as soon as the guard clears it (whole UTF-8 characters only) */
 typedef void (*oc_guard_emit_fn)(void *ud, const char *text, size_t n);
-/* guard events (suspicious, pause, classifier, final_check, nonfinite) as one-line JSON */
+/* guard events as one-line JSON objects {"event", "step" (the token it read; absent for the final
+ * check), ...}: "probe" at every probe reading that is a number (risk, smoothed_risk, decision:
+ * release, suspicious or pause), then "suspicious" or "pause" (smoothed_risk) when it is one;
+ * "classifier" and "final_check" (verdict, score); "nonfinite" (what, action) */
 typedef void (*oc_guard_event_fn)(void *ud, const char *json);
 
 typedef enum oc_guard_status { OC_GUARD_COMPLETED, OC_GUARD_PAUSED, OC_GUARD_UNCERTAIN, OC_GUARD_BLOCKED } oc_guard_status;

@@ -53,7 +53,11 @@ static int run_serve(const cli_args *a) {
     if (loading) {
       int st = oc_server_load_status(s, &err);
       if (st < 0) { rc = die(&err); break; }
-      if (st == 0) { loading = 0; fprintf(stderr, "opencon serve: ready\n"); }
+      if (st == 0) {
+        loading = 0;
+        fprintf(stderr, "opencon serve: ready; the console: http://%s%s%s:%d/\n", strchr(o.host, ':') ? "[" : "", o.host, strchr(o.host, ':') ? "]" : "",
+                oc_server_port(s));
+      }
     }
   }
   oc_server_drain(s, rc ? 0 : drain_s);
@@ -84,8 +88,9 @@ static const opt_spec serve_opts[] = {
     O_THREADS, O_END};
 const cli_command cmd_serve = {
     "serve", "an OpenAI-compatible server: guarded chat completions, continuously batched, and moderations",
-    "POST /v1/chat/completions (streamed or not), POST /v1/moderations, GET /v1/models, GET /health, GET /metrics,\n"
-    "POST /tokenize, /detokenize, /apply-template. Only text the guard has released is ever sent; a guard stop ends\n"
+    "POST /v1/chat/completions (streamed or not), POST /v1/moderations, GET /v1/models, GET /v1/guard/config, GET /health,\n"
+    "GET /metrics, POST /tokenize, /detokenize, /apply-template, and a web console at / (chat, the guard's risk chart,\n"
+    "moderation; no key needed to load it). Only text the guard has released is ever sent; a guard stop ends\n"
     "with the refusal and finish_reason content_filter. The port opens at once; /health is 503 until the guard is loaded.\n"
     "SIGTERM/SIGINT: new requests get 503, running ones finish (up to --drain_s), the audit log is flushed, exit 0.",
     serve_opts, run_serve};

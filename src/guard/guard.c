@@ -288,6 +288,17 @@ static cJSON *new_event(const char *name, int step) {
   return e;
 }
 
+/* a "probe" event: every reading that is a number, with what the guard made of it ("release",
+ * "suspicious" or "pause"), so a client can draw the risk step by step */
+static void probe_event(oc_guard_event_fn fn, void *ud, int step, double risk, double smoothed, const char *decision) {
+  if (!fn) return;
+  cJSON *e = new_event("probe", step);
+  cJSON_AddNumberToObject(e, "risk", risk);
+  cJSON_AddNumberToObject(e, "smoothed_risk", smoothed);
+  cJSON_AddStringToObject(e, "decision", decision);
+  event(fn, ud, e);
+}
+
 /* a "pause" or "suspicious" event: the step and the smoothed risk that raised it */
 static void risk_event(oc_guard_event_fn fn, void *ud, const char *name, int step, double smoothed) {
   cJSON *e = new_event(name, step);
@@ -501,6 +512,7 @@ static int probe_reading(oc_guard_stream *st, int k, const float *h, int final) 
   res->smoothed_risk = sm;
   if (!(res->max_risk >= sm)) res->max_risk = sm;
   if (tr) { cJSON_AddNumberToObject(tr, "risk", risk); cJSON_AddNumberToObject(tr, "smoothed_risk", sm); }
+  probe_event(st->ev, st->ud, k, risk, sm, sm >= st->pause ? "pause" : sm >= g->cfg->threshold ? "suspicious" : "release");
   if (sm < st->pause) {
     if (!(final && final_check_pending(st))) release(st, final);
     if (tr) cJSON_AddStringToObject(tr, "decision", sm >= g->cfg->threshold ? "suspicious" : "release");

@@ -19,6 +19,7 @@
 
 #include "opencon/json.h"
 #include "opencon/serve.h"
+#include "serve/console.h"
 #include "serve/openai.h"
 
 enum { LOADING, READY, FAILED, DRAINING };
@@ -771,6 +772,22 @@ static enum MHD_Result metrics(oc_server *s, struct MHD_Connection *c) {
   return send_text(s, c, 200, "text/plain; version=0.0.4", b, NULL);
 }
 
+/* ---- the web console: its files (embedded) and the settings it shows ---- */
+static enum MHD_Result web_file(oc_server *s, struct MHD_Connection *c, const oc_web_file *f) {
+  struct MHD_Response *r = MHD_create_response_from_buffer(f->len, (void *)f->data, MHD_RESPMEM_PERSISTENT);
+  if (!r) return MHD_NO;
+  MHD_add_response_header(r, "Content-Type", f->type);
+  for (int i = 0; OC_WEB_HEADERS[i]; i += 2) MHD_add_response_header(r, OC_WEB_HEADERS[i], OC_WEB_HEADERS[i + 1]);
+  enum MHD_Result rc = MHD_queue_response(c, 200, r);
+  MHD_destroy_response(r);
+  count_status(s, 200);
+  return rc;
+}
+
+static enum MHD_Result guard_config(oc_server *s, struct MHD_Connection *c) {
+  return send_json(s, c, 200, oc_guard_config_json(&s->o, s->b, &s->base, s->n_keys > 0));
+}
+
 /* ---- routing ---- */
 static enum MHD_Result health(oc_server *s, struct MHD_Connection *c) {
   int st = state_of(s);
@@ -839,16 +856,19 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   }
   /* routes */
   static const char *posts[] = {"/v1/chat/completions", "/v1/moderations", "/tokenize", "/detokenize", "/apply-template"};
-  static const char *gets[] = {"/v1/models", "/metrics"};
+  static const char *gets[] = {"/v1/models", "/metrics", "/v1/guard/config"};
   int route = -1, route_get = -1;
   for (int i = 0; i < 5; i++) if (strcmp(url, posts[i]) == 0) route = i;
-  for (int i = 0; i < 2; i++) if (strcmp(url, gets[i]) == 0) route_get = i;
+  for (int i = 0; i < 3; i++) if (strcmp(url, gets[i]) == 0) route_get = i;
   const char *audited = post && (route == 0 || route == 1) ? posts[route] : NULL;
   const int key = check_key(s, c);
   oc_api_error e;
   if (u->too_large)
     return refuse(s, c, audited, key, u, api_error(&e, 413, "invalid_request_error", "request_too_large", "the request body is larger than %zu bytes", s->o.max_body_bytes));
   if (strcmp(url, "/health") == 0) return get ? health(s, c) : send_error(s, c, 405, "invalid_request_error", NULL, "use GET");
+  /* the console's files need no key (the page asks for one when the API wants it) */
+  const oc_web_file *wf = oc_web_file_for_url(url);
+  if (wf) return get ? web_file(s, c, wf) : send_error(s, c, 405, "invalid_request_error", NULL, "use GET");
   if (route < 0 && route_get < 0) return send_error(s, c, 404, "not_found_error", NULL, "no route %s %s", method, url);
   if ((route >= 0 && !post) || (route_get >= 0 && !get)) return send_error(s, c, 405, "invalid_request_error", NULL, "%s takes %s", url, route >= 0 ? "POST" : "GET");
   if (key == -2) return refuse(s, c, audited, key, u, api_error(&e, 401, "invalid_request_error", "invalid_api_key", "a valid API key is required (Authorization: Bearer KEY)"));
@@ -857,6 +877,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   if (st != READY)
     return refuse(s, c, audited, key, u, api_error(&e, 503, "unavailable_error", NULL, "%s", st == LOADING ? "the model is loading" : st == FAILED ? "the model failed to load" : "the server is shutting down"));
   if (route_get == 0) return models(s, c);
+  if (route_get == 2) return guard_config(s, c);
   cJSON *body = NULL;
   oc_error err = {0};
   if (oc_json_parse(u->body ? u->body : "", u->len, "request body", 1, &body, &err))

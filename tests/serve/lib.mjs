@@ -14,7 +14,8 @@ export const REFUSAL = "I can't help with that request. I can help with safe, la
 
 // ---- arguments: key=value pairs from tests/CMakeLists.txt ----
 // opencon (the CLI), e2e (build/e2e), node (the SDK's directory), slow (the slow model), work (this
-// test's scratch directory, emptied here), sanitized (1 in an ASan+UBSan tree)
+// test's scratch directory, emptied here), sanitized (1 in an ASan+UBSan tree); args: all of them
+// (a test's own, e.g. chromium=PATH)
 export function testContext() {
   const a = {};
   for (const kv of process.argv.slice(2)) {
@@ -33,6 +34,7 @@ export function testContext() {
     gemma: path.join(a.e2e, 'gemma4-tiny-chat'),
     classifier: path.join(a.e2e, 'modernbert-tiny-classifier'),
     slow: a.slow,
+    args: a,
   };
 }
 

@@ -1,5 +1,6 @@
-// The serve tests' fixture (ctest FIXTURES_SETUP serve_node): the official OpenAI SDK installed with
-// `npm ci` from tests/serve/package-lock.json into the build tree (never into the source tree), and
+// The serve tests' fixture (ctest FIXTURES_SETUP serve_node): the official OpenAI SDK and puppeteer-core
+// (which drives chromium for test_console.mjs) installed with `npm ci` from tests/serve/package-lock.json
+// into the build tree (never into the source tree), and
 // a slow model for the tests that need a generation to last: the tiny llama's tokenizer and chat
 // template on random weights 8x as wide (tests/serve/slow-model-config.json) and without an end of
 // sequence token, so it decodes a few hundred tokens/s and never stops by itself.
@@ -17,13 +18,14 @@ if (!slowDir) {
 }
 
 // npm ci again only when the lock file changed (a stamp beside node_modules)
-function installSdk() {
+function installPackages() {
   fs.mkdirSync(nodeDir, { recursive: true });
   const lock = fs.readFileSync(path.join(here, 'package-lock.json'), 'utf8');
   const stamp = path.join(nodeDir, 'installed-lock.json');
-  const sdk = path.join(nodeDir, 'node_modules', 'openai', 'package.json');
-  if (fs.existsSync(sdk) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === lock) {
-    console.log(`openai SDK already installed in ${nodeDir}`);
+  const pkg = (name) => path.join(nodeDir, 'node_modules', name, 'package.json');
+  const names = Object.keys(JSON.parse(fs.readFileSync(path.join(here, 'package.json'), 'utf8')).dependencies);
+  if (names.every((n) => fs.existsSync(pkg(n))) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === lock) {
+    console.log(`${names.join(', ')} already installed in ${nodeDir}`);
     return;
   }
   fs.copyFileSync(path.join(here, 'package.json'), path.join(nodeDir, 'package.json'));
@@ -31,7 +33,7 @@ function installSdk() {
   fs.rmSync(stamp, { force: true });
   execFileSync(npm, ['ci', '--no-audit', '--no-fund', '--ignore-scripts'], { cwd: nodeDir, stdio: 'inherit' });
   fs.writeFileSync(stamp, lock);
-  console.log(`openai SDK ${JSON.parse(fs.readFileSync(sdk, 'utf8')).version} installed in ${nodeDir}`);
+  for (const n of names) console.log(`${n} ${JSON.parse(fs.readFileSync(pkg(n), 'utf8')).version} installed in ${nodeDir}`);
 }
 
 // the slow model, made again when its config changed
@@ -52,5 +54,5 @@ function makeSlowModel() {
   console.log(`slow model written to ${slowDir}`);
 }
 
-installSdk();
+installPackages();
 makeSlowModel();
