@@ -63,7 +63,7 @@ int main(void) {
   oc_chat_request r;
   oc_api_error e;
   CHECK(chat(seeds[0], &r, &e) == 0 && r.stream && r.include_usage && r.max_tokens == 16 && r.n_stop == 2 && r.events && r.observe &&
-            r.pause_threshold == 0.5 && isnan(r.allow_threshold) && cJSON_GetArraySize(r.messages) == 4 && strcmp(r.cls_prompt, "Be brief.\n\nHi\n\nMore") == 0,
+            r.pause_threshold == 0.5 && isnan(r.allow_threshold) && cJSON_GetArraySize(r.messages) == 4 && strcmp(r.cls_prompt, "Be brief.\n\nHi\n\nHello\n\nMore") == 0,
         "a full request reads as written (%s)", e.message);
   const cJSON *third = cJSON_GetArrayItem(r.messages, 2);
   CHECK(third && strcmp(cJSON_GetObjectItem(third, "content")->valuestring, "Hello") == 0, "text parts are joined into a string");

@@ -14,7 +14,7 @@ extern "C" {
  * step over all slots that need a token (oc_forward_batch: the weights are read once for all of
  * them), then at most one prefill chunk and one classifier call (so a long prompt or a pause's
  * classifier call delays the running streams by one chunk or one call, not by its whole length),
- * then at most one moderation request. Only this thread runs OpenMP teams: no two teams share the
+ * then at most one moderation input. Only this thread runs OpenMP teams: no two teams share the
  * cores. Released text and events are handed to the job's reader under the job's lock. */
 typedef struct oc_engine oc_engine;
 typedef struct oc_job oc_job;

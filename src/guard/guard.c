@@ -568,6 +568,7 @@ static int advance(oc_guard_stream *st, const float *logits, oc_error *err) {
       nonfinite_event(st->ev, st->ud, "logits", k, res);
       stop(st, OC_GUARD_BLOCKED, OC_STOP_NONFINITE);
       st->ended = 1; /* in observe mode too: nothing can follow */
+      res->stop_reason = OC_STOP_NONFINITE;
       break;
     }
     int32_t next = sample(logits, V, &st->o, &st->rng, st->cands);

@@ -3,7 +3,9 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
-#include <sys/resource.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -70,7 +72,8 @@ struct oc_engine {
   /* the team's size against a busy machine (adapt_team) */
   int team, full_team;
   double team_since, mark_t;
-  long mark_nivcsw;
+  pid_t *tids;          /* the team's threads (thread 0 first) */
+  double mark_delay;    /* their summed run delay at mark_t (s) */
 };
 
 void oc_engine_opts_defaults(oc_engine_opts *o) {
@@ -90,7 +93,11 @@ static oc_job *job_new(int kind) {
   j->refs = 2;
   j->t_submit = oc_now();
   pthread_mutex_init(&j->mu, NULL);
-  pthread_cond_init(&j->cv, NULL);
+  pthread_condattr_t ca; /* timed waits on the monotonic clock: a wall-clock step must not stall readers */
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&j->cv, &ca);
+  pthread_condattr_destroy(&ca);
   return j;
 }
 
@@ -130,7 +137,7 @@ static int job_cancelled(oc_job *j) {
 static void on_text(void *ud, const char *text, size_t n) {
   oc_job *j = ud;
   pthread_mutex_lock(&j->mu);
-  if (oc_buf_append(&j->text, &j->text_len, &j->text_cap, text, n)) j->failed = 1;
+  if (!j->failed && oc_buf_append(&j->text, &j->text_len, &j->text_cap, text, n)) j->failed = 1;
   pthread_cond_broadcast(&j->cv);
   pthread_mutex_unlock(&j->mu);
 }
@@ -155,7 +162,7 @@ static void on_event(void *ud, const char *json) {
     }
     if (j->n_scores < j->cap_scores) j->scores[j->n_scores++] = score;
   }
-  if (j->want_events && (oc_buf_append(&j->events, &j->events_len, &j->events_cap, json, strlen(json)) ||
+  if (j->want_events && !j->failed && (oc_buf_append(&j->events, &j->events_len, &j->events_cap, json, strlen(json)) ||
                          oc_buf_append(&j->events, &j->events_len, &j->events_cap, "\n", 1)))
     j->failed = 1;
   pthread_cond_broadcast(&j->cv);
@@ -182,7 +189,7 @@ static void job_fail(oc_job *j, oc_errcode code, const char *msg) {
 int oc_job_poll(oc_job *j, size_t *text_off, size_t *events_off, int timeout_ms, oc_job_news *news) {
   memset(news, 0, sizeof *news);
   struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
+  clock_gettime(CLOCK_MONOTONIC, &until);
   until.tv_sec += timeout_ms / 1000;
   until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
   if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
@@ -239,7 +246,12 @@ int oc_job_classifier_scores(oc_job *j, double **scores) {
   return n && !*scores ? -1 : n;
 }
 
-double oc_job_queued_ms(oc_job *j) { return j->t_start > 0 ? 1e3 * (j->t_start - j->t_submit) : NAN; }
+double oc_job_queued_ms(oc_job *j) {
+  pthread_mutex_lock(&j->mu);
+  double ms = j->t_start > 0 ? 1e3 * (j->t_start - j->t_submit) : NAN;
+  pthread_mutex_unlock(&j->mu);
+  return ms;
+}
 
 /* ---- submission ---- */
 static int enqueue(oc_engine *e, oc_job *j, oc_error *err) {
@@ -348,7 +360,9 @@ static void admit(oc_engine *e) {
     }
     pthread_mutex_unlock(&e->mu);
     if (!j) return;
+    pthread_mutex_lock(&j->mu);
     j->t_start = oc_now();
+    pthread_mutex_unlock(&j->mu);
     sl->job = j;
     j->o.cls_ws = e->ws;
     oc_error err = {0};
@@ -448,7 +462,9 @@ static void moderation_step(oc_engine *e) {
   }
   pthread_mutex_unlock(&e->mu);
   if (!j) return;
+  pthread_mutex_lock(&j->mu);
   j->t_start = oc_now();
+  pthread_mutex_unlock(&j->mu);
   if (job_cancelled(j)) { job_fail(j, OC_ERR_CANCELLED, "cancelled before it started"); return; }
   oc_error err = {0};
   double t0 = oc_now();
@@ -464,29 +480,59 @@ static int busy(oc_engine *e) {
 
 /* A team of threads on cores that another process is using waits at every barrier for whichever
  * thread is descheduled (3.5x slower beside two busy loops on 2 cores, far worse beside another
- * OpenMP program spinning at its own barriers). The sign is preemption: involuntary context
- * switches of this process, rare when it has the cores to itself. Past CONTENDED_PER_S of them a
- * second, the engine runs on one thread (no barriers to wait at: it gets its share of a core and
- * nothing stalls); every TEAM_RETRY_S it tries the full team again. Results do not depend on the
- * team's size (docs/architecture.md, numerics), only speed does. */
-#define CONTENDED_PER_S 100.0
+ * OpenMP program spinning at its own barriers). The sign is run delay: time the team's threads were
+ * ready but not running (/proc/self/task/TID/schedstat), next to nothing when the engine has the
+ * cores to itself (the server's own HTTP threads wake briefly). Past CONTENDED of the team's time,
+ * the engine runs on one thread (no barriers to wait at: it gets its share of a core and nothing
+ * stalls); every TEAM_RETRY_S it tries the full team again. Results do not depend on the team's
+ * size (docs/architecture.md, numerics), only speed does. */
+#define CONTENDED 0.10
 #define TEAM_RETRY_S 2.0
+
+/* the team's threads' summed run delay in seconds (-1 when unreadable) */
+static double team_run_delay(const oc_engine *e, int team) {
+  double sum = 0;
+  for (int t = 0; t < team; t++) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)e->tids[t]);
+    FILE *f = fopen(path, "r");
+    unsigned long long run = 0, delay = 0;
+    int ok = f && fscanf(f, "%llu %llu", &run, &delay) == 2;
+    if (f) fclose(f);
+    if (!ok) return -1;
+    sum += (double)delay * 1e-9;
+  }
+  return sum;
+}
+
+static void record_team(oc_engine *e) {
+#pragma omp parallel
+  e->tids[omp_get_thread_num()] = (pid_t)syscall(SYS_gettid);
+}
+
 static void adapt_team(oc_engine *e) {
-  if (e->full_team <= 1) return;
-  struct rusage ru;
-  if (getrusage(RUSAGE_SELF, &ru)) return;
+  if (e->full_team <= 1 || !e->tids) return;
   const double now = oc_now(), dt = now - e->mark_t;
   if (dt < 0.25) return; /* judge over a quarter of a second at least */
-  const double rate = (double)(ru.ru_nivcsw - e->mark_nivcsw) / dt;
-  e->mark_t = now;
-  e->mark_nivcsw = ru.ru_nivcsw;
   int team = e->team;
-  if (team > 1 && rate > CONTENDED_PER_S) team = 1;
-  else if (team == 1 && now - e->team_since >= TEAM_RETRY_S) team = e->full_team;
+  if (team > 1) {
+    const double delay = team_run_delay(e, team);
+    if (delay < 0) return;
+    const double waited = (delay - e->mark_delay) / (dt * team);
+    e->mark_delay = delay;
+    if (waited > CONTENDED) team = 1;
+  } else if (now - e->team_since >= TEAM_RETRY_S) {
+    team = e->full_team;
+  }
+  e->mark_t = now;
   if (team == e->team) return;
   omp_set_num_threads(team);
   e->team = team;
   e->team_since = now;
+  if (team > 1) { /* the pool's threads, and a fresh mark for them */
+    record_team(e);
+    e->mark_delay = team_run_delay(e, team);
+  }
   pthread_mutex_lock(&e->mu);
   e->stats.team_threads = team;
   e->stats.team_changes++;
@@ -498,6 +544,10 @@ static void *engine_main(void *arg) {
   oc_set_threads(e->o.threads); /* this thread's OpenMP team: the only one */
   e->team = e->full_team = omp_get_max_threads();
   e->team_since = e->mark_t = oc_now();
+  if ((e->tids = calloc((size_t)e->full_team, sizeof *e->tids))) {
+    record_team(e);
+    e->mark_delay = team_run_delay(e, e->team);
+  }
   pthread_mutex_lock(&e->mu);
   e->stats.team_threads = e->team;
   pthread_mutex_unlock(&e->mu);
@@ -571,6 +621,7 @@ void oc_engine_free(oc_engine *e) {
   }
   if (e->slots)
     for (int i = 0; i < e->o.parallel; i++) oc_session_free(e->slots[i].s);
+  free(e->tids);
   free(e->slots); free(e->queue); free(e->cq); free(e->bs); free(e->bids); free(e->bwho); free(e->blogits); free(e->btaps);
   oc_mbert_ws_free(e->ws);
   pthread_mutex_destroy(&e->mu);

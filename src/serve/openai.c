@@ -107,8 +107,9 @@ static int read_messages(const cJSON *msgs, oc_chat_request *r, oc_api_error *e)
       return bad(e, 500, "server_error", NULL, NULL, "out of memory");
     }
     cJSON_AddItemToArray(r->messages, o);
-    /* the classifier reads everything but the assistant's turns as the prompt */
-    if (strcmp(rl, "assistant") != 0 && join(&r->cls_prompt, &plen, text, "\n\n")) { free(text); return bad(e, 500, "server_error", NULL, NULL, "out of memory"); }
+    /* the classifier reads the whole conversation as the prompt: earlier assistant turns too (a
+     * client writes them, so a made-up "assistant" turn could carry what the user asks for) */
+    if (join(&r->cls_prompt, &plen, text, "\n\n")) { free(text); return bad(e, 500, "server_error", NULL, NULL, "out of memory"); }
     last_role = strcmp(rl, "assistant") == 0;
     free(text);
   }

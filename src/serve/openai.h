@@ -22,7 +22,7 @@ typedef struct oc_api_error {
 
 typedef struct oc_chat_request {
   cJSON *messages;   /* [{role, content}] as the chat template reads them (developer -> system, parts joined) */
-  char *cls_prompt;  /* the prompt the classifier reads: the non-assistant messages, joined by blank lines */
+  char *cls_prompt;  /* the prompt the classifier reads: every message's content, joined by blank lines */
   int stream, include_usage;
   int max_tokens;    /* 0: not given */
   double temperature, top_p; /* OpenAI's defaults: 1, 1 */

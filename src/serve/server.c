@@ -278,6 +278,7 @@ typedef struct {
   char *body;
   size_t len, cap;
   int too_large;
+  size_t dropped;   /* bytes of a too-large body read and dropped */
   double t0;     /* when its headers came */
 } upload;
 
@@ -622,8 +623,10 @@ static cJSON *moderate(oc_server *s, struct MHD_Connection *c, const oc_moderati
   oc_error err = {0};
   int failed = !jobs || !results, gone = 0;
   if (failed) oc_fail_code(&err, OC_ERR_NOMEM, "out of memory");
-  for (int i = 0; i < in->n && !failed; i++) failed = oc_engine_submit_classify(s->e, in->prompt[i], in->response[i], &jobs[i], &err) != 0;
+  /* one input at a time (the engine scores one per iteration anyway): a request of more inputs
+   * than the classify queue holds must not be refused as a full queue */
   for (int i = 0; i < in->n && !failed; i++) {
+    if (oc_engine_submit_classify(s->e, in->prompt[i], in->response[i], &jobs[i], &err)) { failed = 1; break; }
     oc_job_news n;
     size_t a = 0, b = 0;
     for (;;) {
@@ -748,7 +751,10 @@ static enum MHD_Result metrics(oc_server *s, struct MHD_Connection *c) {
   PUT("# HELP opencon_guard_outcomes_total Finished generations by guard status.\n# TYPE opencon_guard_outcomes_total counter\n");
   for (int k = 0; k < 4; k++) PUT("opencon_guard_outcomes_total{status=\"%s\"} %lld\n", oc_guard_status_name((oc_guard_status)k), (long long)atomic_load(&s->outcomes[k]));
   oc_engine_stats st = {0};
-  if (s->e) oc_engine_get_stats(s->e, &st);
+  pthread_mutex_lock(&s->mu); /* the loader publishes the engine under the lock */
+  oc_engine *eng = s->e;
+  pthread_mutex_unlock(&s->mu);
+  if (eng) oc_engine_get_stats(eng, &st);
   PUT("# TYPE opencon_probe_calls_total counter\nopencon_probe_calls_total %lld\n", (long long)st.probe_calls);
   PUT("# TYPE opencon_classifier_calls_total counter\nopencon_classifier_calls_total %lld\n", (long long)st.classifier_calls);
   PUT("# HELP opencon_classifier_latency_seconds Exchange classifier calls.\n# TYPE opencon_classifier_latency_seconds histogram\n");
@@ -842,6 +848,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     /* a body found too large while it is read (no Content-Length: chunked) is read to its end and
      * dropped: MHD takes a response only before the body or after all of it. After a 413 queued
      * with the headers (Content-Length too large) MHD still passes the body on: dropped too. */
+    if (u->too_large) { /* dropped; a client that keeps sending far past the limit is cut off */
+      u->dropped += *upload_data_size;
+      if (u->dropped > 4 * s->o.max_body_bytes + ((size_t)1 << 20)) { *upload_data_size = 0; return MHD_NO; }
+    }
     if (!u->too_large && u->len + *upload_data_size > s->o.max_body_bytes) {
       u->too_large = 1;
       free(u->body);
@@ -976,6 +986,8 @@ void oc_server_free(oc_server *s) {
 int oc_server_start(const oc_serve_opts *o, oc_server **out, oc_error *err) {
   *out = NULL;
   if (!o->spec.model_id) return oc_fail(err, "serve needs a model (--model_id)");
+  /* fail closed: without a probe every token would be released unread */
+  if (!o->spec.probe_path) return oc_fail(err, "serve needs a probe (--probe_path): a server without one would release every token unguarded");
   if (o->port < 0 || o->port > 65535) return oc_fail(err, "port must be in [0, 65535], got %d", o->port);
   if (o->max_body_bytes < 1024 || o->max_body_bytes > ((size_t)1 << 30)) return oc_fail(err, "max_body_bytes must be in [1024, 2^30], got %zu", o->max_body_bytes);
   if (o->api_key && o->api_key_file) return oc_fail(err, "give --api_key or --api_key_file, not both");
