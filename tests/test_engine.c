@@ -183,6 +183,64 @@ int main(int argc, char **argv) {
     oc_guard_result_free(&full);
     oc_guard_result_free(&unstopped);
   }
+  /* stop strings taken from the answer itself, at many places (this tokenizer's bytes make multi-byte
+   * characters and unfinished ones): the answer is the unstopped one cut before the first
+   * occurrence, and nothing of the stop string was ever emitted */
+  {
+    oc_guard_opts o;
+    oc_guard_opts_defaults(&o);
+    o.max_new_tokens = 24;
+    oc_guard_result full;
+    REQUIRE(oc_guard_generate(g, "Tell me a story", &o, NULL, NULL, NULL, &full, &err) == 0, "%s", err.msg);
+    const size_t L = strlen(full.response);
+    int cases = 0, ok = 1;
+    for (size_t at = 0; at + 2 <= L && cases < 40; at += 1 + L / 20)
+      for (size_t len = 2; len <= 5 && at + len <= L; len += 3, cases++) {
+        char stop[8];
+        memcpy(stop, full.response + at, len);
+        stop[len] = 0;
+        const char *stops1[] = {stop};
+        oc_guard_opts so = o;
+        so.stop = stops1;
+        so.n_stop = 1;
+        sink out = {0};
+        oc_guard_result r;
+        REQUIRE(oc_guard_generate(g, "Tell me a story", &so, emit, NULL, &out, &r, &err) == 0, "%s", err.msg);
+        const char *first = strstr(full.response, stop);
+        const size_t cut = first ? (size_t)(first - full.response) : L;
+        int good = strlen(r.response) == cut && strncmp(r.response, full.response, cut) == 0 && strcmp(out.text, r.response) == 0 &&
+                   strstr(out.text, stop) == NULL && r.stop_reason == OC_STOP_SEQUENCE;
+        if (!good) fprintf(stderr, "stop \"%s\" at %zu: got \"%s\" (emitted \"%s\"), want the first %zu bytes of \"%s\"\n", stop, at, r.response, out.text, cut,
+                           full.response);
+        ok &= good;
+        oc_guard_result_free(&r);
+      }
+    CHECK(ok && cases >= 8, "stop strings cut the answer before their first occurrence, never emitted (%d cases)", cases);
+    oc_guard_result_free(&full);
+  }
+  /* a final check to come: the tail after the last mid-stream reading waits for it (and a block
+   * never releases it) */
+  {
+    oc_guard_opts o;
+    oc_guard_opts_defaults(&o);
+    o.max_new_tokens = 14; /* 3 readings at 4, 8, 12, then a tail of 2 tokens */
+    oc_guard_result plain, checked;
+    sink po = {0}, co = {0};
+    REQUIRE(oc_guard_generate(g, "Write a haiku about rain", &o, emit, NULL, &po, &plain, &err) == 0, "%s", err.msg);
+    o.final_classifier_check = 1;
+    o.allow_threshold = 0.0;
+    o.block_threshold = 1e-9;
+    REQUIRE(oc_guard_generate(g, "Write a haiku about rain", &o, emit, NULL, &co, &checked, &err) == 0, "%s", err.msg);
+    char *at12;
+    size_t n12;
+    REQUIRE(oc_tokenizer_decode(CH->tok, plain.tokens, 12 < plain.n_tokens ? 12 : plain.n_tokens, 1, &at12, &n12, &err) == 0, "%s", err.msg);
+    CHECK(plain.n_tokens == 14 && checked.status == OC_GUARD_BLOCKED && strcmp(checked.response, OC_REFUSAL) == 0 && co.n < po.n &&
+              strncmp(co.text, po.text, co.n) == 0 && co.n <= n12,
+          "a blocking final check: only what the readings at steps 4-12 released went out (%zu bytes of %zu; %zu at step 12)", co.n, po.n, n12);
+    free(at12);
+    oc_guard_result_free(&plain);
+    oc_guard_result_free(&checked);
+  }
   /* a caller may only tighten the guard */
   {
     oc_guard_opts o;
