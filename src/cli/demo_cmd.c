@@ -99,7 +99,7 @@ static int read_heldout(const char *path, const char *auc_key, heldout *h, oc_er
 }
 
 static void print_heldout(const char *what, const heldout *h, const char *auc_name) {
-  printf("   %-34s accuracy %.2f on %d held-out exchanges (always answering the most common label: %.2f), %s %.2f\n", what, h->accuracy, h->n,
+  printf("   %-34s accuracy %.2f on %d held-out examples (always answering the most common label: %.2f), %s %.2f\n", what, h->accuracy, h->n,
          h->majority, auc_name, h->auc);
 }
 
@@ -187,7 +187,8 @@ static int run_demo(const cli_args *a) {
     return 1;
   heldout hp, hc;
   if (read_heldout(probe_cfg, "roc_auc", &hp, &err) || read_heldout(cls_cfg, "roc_auc_unsafe_vs_rest", &hc, &err)) return die(&err);
-  printf("\n== 4. held-out accuracy (exchanges kept out of training)\n");
+  printf("\n== 4. held-out accuracy (exchanges kept out of training; the classifier's examples include a copy of each with its\n"
+         "   response cut, as it was trained)\n");
   print_heldout("probe (safe / unsafe):", &hp, "ROC AUC");
   print_heldout("classifier (3 labels):", &hc, "unsafe-vs-rest ROC AUC");
   oc_guard_spec spec;
