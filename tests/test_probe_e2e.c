@@ -233,6 +233,21 @@ static void test_train_and_sweep(void) {
   REQUIRE(oc_probe_load(path("probe_b/probe.safetensors"), &q, &err) == 0, "%s", err.msg);
   CHECK(memcmp(p.w, q.w, sizeof(float) * 64) == 0 && p.b == q.b, "probe from --activations == probe from the model");
   oc_probe_free(&q);
+  /* --pause_at_calibrated: config.json pauses at the held-out threshold of --target_fpr (the default
+   * "suspicious" threshold lowered to it when above) */
+  rc = run("%s train-probe --activations a4.safetensors --layer -4 --out_dir probe_d --epochs 30 --target_fpr 0.2 --pause_at_calibrated", cli);
+  cJSON *cd = read_json_file(path("probe_d/config.json"));
+  double cal = num(cd, "calibrated_threshold");
+  CHECK(rc == 0 && cal >= 0 && cal <= 1 && cal == num(cJSON_GetObjectItem(cd, "metrics"), "threshold_at_target_fpr") &&
+            num(cd, "pause_threshold") == cal && num(cd, "threshold") == (cal < 0.65 ? cal : 0.65),
+        "--pause_at_calibrated: pause %g, threshold %g, calibrated %g (%s)", num(cd, "pause_threshold"), num(cd, "threshold"), cal, stderr_text());
+  cJSON_Delete(cd);
+  oc_probe_config_defaults(&pc);
+  pc.calibrated_threshold = 0.9;
+  CHECK(oc_probe_config_pause_at_calibrated(&pc, &err) == 0 && pc.pause_threshold == 0.9 && pc.threshold == 0.65, "calibrated above 0.65");
+  pc.calibrated_threshold = NAN;
+  CHECK(oc_probe_config_pause_at_calibrated(&pc, &err) != 0 && strstr(err.msg, "no calibrated threshold") && pc.pause_threshold == 0.9,
+        "no calibrated threshold: an error, the config unchanged (%s)", err.msg);
   rc = run("%s train-probe --max_length 90 --activations a4.safetensors --layer -2 --out_dir probe_c", cli);
   CHECK(rc != 0 && strstr(stderr_text(), "layer -2 was not collected"), "missing layer in --activations: %s", stderr_text());
   rc = run("%s train-probe --max_length 90 --model_id other/model --activations a4.safetensors --layer -4 --out_dir probe_c", cli);

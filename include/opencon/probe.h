@@ -173,6 +173,11 @@ int oc_sweep_layers(const oc_activations *a, const int *layers, int n, double va
  * fallback_model_id), model_family, layer, hidden_size, use_chat_template and the calibrated
  * threshold of the fit; c's thresholds and step settings are kept. */
 void oc_probe_config_from_fit(oc_probe_config *c, const oc_activations *a, int layer, const oc_probe_fit *fit, const char *fallback_model_id);
+/* Pause where the held-out safe exchanges stop: pause_threshold = c->calibrated_threshold (the
+ * fit's threshold at the target false-positive rate), and the "suspicious" threshold lowered to it
+ * when it was above. An error when c has no calibrated threshold (nothing held out, or no safe
+ * exchange among the held-out ones). */
+int oc_probe_config_pause_at_calibrated(oc_probe_config *c, oc_error *err);
 /* SVG line plot of ROC AUC and F1 by layer (atomic write). */
 int oc_sweep_svg(const char *path, const int *layers, int n, const double *auc, const double *f1, oc_error *err);
 /* The sweep report (JSON text) at path and its plot beside it (path's .svg sibling). The old plot

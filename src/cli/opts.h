@@ -3,6 +3,7 @@
  * `opencon CMD --help` lists is exactly what CMD accepts. */
 #ifndef OPENCON_CLI_OPTS_H
 #define OPENCON_CLI_OPTS_H
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -123,6 +124,16 @@ int cli_template_opts(oc_template_opts *o, oc_error *err);
 int cli_print_json(const cJSON *j, int formatted, const char *prefix);
 
 int die(const oc_error *e); /* prints "error: msg", returns 1 */
+
+/* a server's lifetime (serve, demo --serve): SIGTERM and SIGINT blocked in the calling thread, and so
+ * in every thread it starts afterwards (call it before anything starts threads: POSIX may deliver
+ * them to any thread that has them unblocked), SIGPIPE ignored */
+void cli_block_stop_signals(sigset_t *stop);
+struct oc_server;
+/* until SIGTERM or SIGINT (taken with sigtimedwait from stop): "ready" once the guard is loaded, a
+ * load error ends it (1); then new requests get 503, running ones get up to drain_s seconds, and
+ * the server is freed. 0 after a signal. */
+int cli_serve_until_signal(struct oc_server *s, const sigset_t *stop, double drain_s);
 int load_model(const char *model_id, oc_model **m, oc_error *err);
 int load_chat(const char *model_id, oc_chat **c, oc_error *err);
 

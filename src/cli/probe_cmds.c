@@ -172,6 +172,13 @@ static int run_train_probe(const cli_args *o) {
     goto done;
   }
   oc_probe_config_from_fit(&pc, &a, layer, &fit, d.model_id);
+  if (arg_flag(o, "pause_at_calibrated") && oc_probe_config_pause_at_calibrated(&pc, &err)) {
+    oc_progress_end(&prog, "failed");
+    oc_probe_fit_free(&fit);
+    oc_activations_free(&a);
+    die(&err);
+    goto done;
+  }
   oc_probe_provenance pv = {&fit, &t, val_size, target_fpr, a.max_length, d.data_path, d.activations, d.max_examples, d.sample_seed};
   int wrc = oc_probe_artifact_save(out_dir, &fit.probe, &pc, &pv, &err);
   cJSON *printed = oc_probe_fit_metrics_json(&fit, val_size);
@@ -198,6 +205,7 @@ static const opt_spec train_probe_opts[] = {
     O_("out_dir", OPT_OUTDIR, OPT_REQUIRED, NULL, "gets probe.safetensors and config.json"),
     O_DBL("threshold", "0.65", 0, 1, "config.json: smoothed risk from which the guard logs \"suspicious\""),
     O_DBL("pause_threshold", "0.75", 0, 1, "config.json: smoothed risk at which the guard pauses for the classifier"),
+    O_FLAG("pause_at_calibrated", "config.json: pause at the calibrated threshold (held-out safe exchanges, --target_fpr) instead"),
     O_INT("probe_every_n_tokens", "4", 1, OC_PROBE_MAX_EVERY_N, "config.json: probe every N generated tokens"),
     O_INT("smoothing_window", "4", 1, OC_PROBE_MAX_WINDOW, "config.json: mean of the last N risks"),
     O_END};

@@ -31,21 +31,29 @@ static int run_serve(const cli_args *a) {
   o.model_name = arg_str(a, "model_name");
   const double drain_s = arg_double(a, "drain_s");
   if (o.api_key && o.api_key_file) return cli_usage_error(a, "give --api_key or --api_key_file, not both");
-  /* SIGTERM and SIGINT are taken here, by sigtimedwait: every thread started below inherits the mask */
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
-  signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not the end of the server */
+  sigset_t stop;
+  cli_block_stop_signals(&stop);
   oc_server *s;
   if (oc_server_start(&o, &s, &err)) return die(&err);
   fprintf(stderr, "opencon serve: listening on http://%s%s%s:%d (loading %s)\n", strchr(o.host, ':') ? "[" : "", o.host, strchr(o.host, ':') ? "]" : "",
           oc_server_port(s), o.spec.model_id);
+  return cli_serve_until_signal(s, &stop, drain_s);
+}
+
+void cli_block_stop_signals(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, set, NULL);
+  signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not the end of the server */
+}
+
+int cli_serve_until_signal(oc_server *s, const sigset_t *stop, double drain_s) {
+  oc_error err = {0};
   int loading = 1, rc = 0;
   for (;;) {
     struct timespec tick = {0, 200 * 1000000L};
-    int sig = sigtimedwait(&set, NULL, &tick);
+    int sig = sigtimedwait(stop, NULL, &tick);
     if (sig == SIGTERM || sig == SIGINT) {
       fprintf(stderr, "opencon serve: %s: draining (up to %g s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT", drain_s);
       break;

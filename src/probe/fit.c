@@ -280,3 +280,11 @@ void oc_probe_config_from_fit(oc_probe_config *c, const oc_activations *a, int l
   c->use_chat_template = a->use_chat_template;
   c->calibrated_threshold = fit->val.threshold_at_fpr;
 }
+
+int oc_probe_config_pause_at_calibrated(oc_probe_config *c, oc_error *err) {
+  if (!(c->calibrated_threshold >= 0 && c->calibrated_threshold <= 1))
+    return oc_fail(err, "no calibrated threshold to pause at (it needs safe exchanges in the held-out split: --validation_size above 0)");
+  c->pause_threshold = c->calibrated_threshold;
+  if (c->threshold > c->pause_threshold) c->threshold = c->pause_threshold;
+  return 0;
+}
