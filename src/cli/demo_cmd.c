@@ -132,7 +132,7 @@ static int serve_demo(const oc_guard_spec *spec, int port, int threads, const si
          "   open http://%s:%d/ in a browser; OpenAI-compatible API at http://%s:%d/v1 (Ctrl-C stops)\n",
          o.host, oc_server_port(s), o.host, oc_server_port(s));
   fflush(stdout);
-  return cli_serve_until_signal(s, stop, 5);
+  return cli_serve_until_signal(s, o.host, stop, 5);
 }
 
 static int run_demo(const cli_args *a) {

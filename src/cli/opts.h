@@ -130,10 +130,11 @@ int die(const oc_error *e); /* prints "error: msg", returns 1 */
  * them to any thread that has them unblocked), SIGPIPE ignored */
 void cli_block_stop_signals(sigset_t *stop);
 struct oc_server;
-/* until SIGTERM or SIGINT (taken with sigtimedwait from stop): "ready" once the guard is loaded, a
+/* until SIGTERM or SIGINT (taken with sigtimedwait from stop): "ready" (with the console's address
+ * on host) once the guard is loaded, a
  * load error ends it (1); then new requests get 503, running ones get up to drain_s seconds, and
  * the server is freed. 0 after a signal. */
-int cli_serve_until_signal(struct oc_server *s, const sigset_t *stop, double drain_s);
+int cli_serve_until_signal(struct oc_server *s, const char *host, const sigset_t *stop, double drain_s);
 int load_model(const char *model_id, oc_model **m, oc_error *err);
 int load_chat(const char *model_id, oc_chat **c, oc_error *err);
 

@@ -37,7 +37,7 @@ static int run_serve(const cli_args *a) {
   if (oc_server_start(&o, &s, &err)) return die(&err);
   fprintf(stderr, "opencon serve: listening on http://%s%s%s:%d (loading %s)\n", strchr(o.host, ':') ? "[" : "", o.host, strchr(o.host, ':') ? "]" : "",
           oc_server_port(s), o.spec.model_id);
-  return cli_serve_until_signal(s, &stop, drain_s);
+  return cli_serve_until_signal(s, o.host, &stop, drain_s);
 }
 
 void cli_block_stop_signals(sigset_t *set) {
@@ -48,7 +48,7 @@ void cli_block_stop_signals(sigset_t *set) {
   signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not the end of the server */
 }
 
-int cli_serve_until_signal(oc_server *s, const sigset_t *stop, double drain_s) {
+int cli_serve_until_signal(oc_server *s, const char *host, const sigset_t *stop, double drain_s) {
   oc_error err = {0};
   int loading = 1, rc = 0;
   for (;;) {
@@ -63,7 +63,7 @@ int cli_serve_until_signal(oc_server *s, const sigset_t *stop, double drain_s) {
       if (st < 0) { rc = die(&err); break; }
       if (st == 0) {
         loading = 0;
-        fprintf(stderr, "opencon serve: ready; the console: http://%s%s%s:%d/\n", strchr(o.host, ':') ? "[" : "", o.host, strchr(o.host, ':') ? "]" : "",
+        fprintf(stderr, "opencon serve: ready; the console: http://%s%s%s:%d/\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
                 oc_server_port(s));
       }
     }
