@@ -25,7 +25,7 @@ typedef struct oc_engine_opts {
   int queue;         /* jobs waiting for a slot, 0..65536; more are refused with OC_ERR_BUSY */
   int threads;       /* OpenMP threads of the engine thread (<= 0: all cores) */
   int prefill_chunk; /* prompt tokens per prefill step while other slots decode */
-  int adapt_team;    /* drop to one thread while another process preempts this one (engine.c, adapt_team) */
+  int adapt_team;    /* run on one thread while the team waits for the CPU (another process busy on its cores; engine.c) */
 } oc_engine_opts;
 void oc_engine_opts_defaults(oc_engine_opts *o); /* 4 slots, 4096 positions, queue 64, all cores, chunks of 256, adapting */
 
