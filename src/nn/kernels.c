@@ -17,12 +17,15 @@
 #ifdef OC_X86
 /* CPU features, read once per process */
 static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
-static int cpu_avx2;
+static int cpu_avx2, cpu_avx512;
 static void read_cpu(void) {
   __builtin_cpu_init();
   unsigned a, b, c, d;
   int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
   cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+  /* OPENCON_KERNELS=avx2 keeps the AVX2 kernels on an AVX-512 CPU (tests run both; read once) */
+  const char *k = getenv("OPENCON_KERNELS");
+  cpu_avx512 = cpu_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && !(k && strcmp(k, "avx2") == 0);
 }
 #endif
 
@@ -30,6 +33,15 @@ int oc_have_avx2(void) {
 #ifdef OC_X86
   pthread_once(&cpu_once, read_cpu);
   return cpu_avx2;
+#else
+  return 0;
+#endif
+}
+
+int oc_have_avx512(void) {
+#ifdef OC_X86
+  pthread_once(&cpu_once, read_cpu);
+  return cpu_avx512;
 #else
   return 0;
 #endif
@@ -167,6 +179,56 @@ AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t 
   for (int j = 0; j < K; j++) out[j] = hsum8(_mm256_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
 }
 
+/* The BF16 decode kernel with AVX-512 (when the CPU has it): a 512-bit load holds 32 bf16, widened
+ * by the same shift and mask into 16 even and 16 odd f32, against x de-interleaved per 32-element
+ * block (deinterleave32): half the instructions of the AVX2 kernel per weight, which is what a
+ * decode batch pays per extra row. Each row's sum: even and odd accumulators (16 lanes) over the
+ * 32-element blocks in order, their sum reduced, then the tail; the same whatever K or the thread
+ * count, and the same for a row decoded alone or in a batch (every BF16 product on such a CPU
+ * takes this kernel). It rounds differently from the AVX2 kernel: within the fixtures' tolerances. */
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
+static void deinterleave32(const float *x, int n, float *xp) {
+  int i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int k = 0; k < 16; k++) { xp[i + k] = x[i + 2 * k]; xp[i + 16 + k] = x[i + 2 * k + 1]; }
+}
+
+AVX512 static inline __attribute__((always_inline)) void dotk_bf16_512(const uint16_t *const *w, const int K, const float *xp, const float *x,
+                                                                     int n, float *out) {
+  const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
+  __m512 lo_acc[MV_STREAMS], hi_acc[MV_STREAMS];
+  for (int j = 0; j < K; j++) lo_acc[j] = hi_acc[j] = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+#if OC_PREFETCH > 0
+    for (int j = 0; j < K; j++) _mm_prefetch((const char *)(w[j] + i) + OC_PREFETCH, _MM_HINT_T0);
+#endif
+    const __m512 x0 = _mm512_loadu_ps(xp + i), x1 = _mm512_loadu_ps(xp + i + 16);
+    for (int j = 0; j < K; j++) {
+      const __m512i v = _mm512_loadu_si512((const void *)(w[j] + i));
+      lo_acc[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), x0, lo_acc[j]);
+      hi_acc[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), x1, hi_acc[j]);
+    }
+  }
+  for (int j = 0; j < K; j++) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
+}
+
+#define DEF_ROWS512(NAME, WT, DOTK_CALL)                                                                \
+  AVX512 static void NAME(const void *const *w, const int K, int count, const float *xp, const float *x, int n, \
+                          float *const *y) {                                                            \
+    for (int r = 0; r < count; r++) {                                                                   \
+      const WT *p[MV_STREAMS];                                                                          \
+      float v[MV_STREAMS];                                                                              \
+      for (int j = 0; j < K; j++) p[j] = (const WT *)w[j] + (size_t)r * (size_t)n;                      \
+      DOTK_CALL;                                                                                        \
+      for (int j = 0; j < K; j++) y[j][r] = v[j];                                                       \
+    }                                                                                                   \
+  }
+DEF_ROWS512(rows_bf16_512_k4, uint16_t, dotk_bf16_512(p, 4, xp, x, n, v))
+DEF_ROWS512(rows_bf16_512_k3, uint16_t, dotk_bf16_512(p, 3, xp, x, n, v))
+DEF_ROWS512(rows_bf16_512_k2, uint16_t, dotk_bf16_512(p, 2, xp, x, n, v))
+DEF_ROWS512(rows_bf16_512_k1, uint16_t, dotk_bf16_512(p, 1, xp, x, n, v))
+
 /* F16 and F32 rows the same way, x as it is (no de-interleaving): one accumulator for elements
  * 0-7 and one for 8-15 of each 16-element block, in order, then their sum, then the tail. */
 #define DEF_DOTK_PLAIN(NAME, WT, LOAD8, TO_F32)                                                         \
@@ -223,7 +285,14 @@ DEF_ROWS(rows_f32, float, dotk_f32(p, K, x, n, v))
 /* Rows of one dtype (BF16 needs xp, the de-interleaved x). */
 AVX2 static void dot_rows_avx2(oc_dtype dt, const void *const *w, int K, int count, const float *xp, const float *x, int n,
                                float *const *y) {
-  if (dt == OC_DT_BF16) ROWS_FOR_K(rows_bf16)
+  if (dt == OC_DT_BF16 && oc_have_avx512()) { /* xp is then de-interleaved per 32 (deinterleave32) */
+    switch (K) {
+      case 4: rows_bf16_512_k4(w, 4, count, xp, x, n, y); break;
+      case 3: rows_bf16_512_k3(w, 3, count, xp, x, n, y); break;
+      case 2: rows_bf16_512_k2(w, 2, count, xp, x, n, y); break;
+      default: rows_bf16_512_k1(w, 1, count, xp, x, n, y); break;
+    }
+  } else if (dt == OC_DT_BF16) ROWS_FOR_K(rows_bf16)
   else if (dt == OC_DT_F16) ROWS_FOR_K(rows_f16)
   else ROWS_FOR_K(rows_f32)
 }
@@ -553,7 +622,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
   if (oc_have_avx2() && any_bf16) {
     float *xp_buf = thread_floats((size_t)n * (size_t)in);
     if (xp_buf) {
-      for (int t = 0; t < n; t++) deinterleave16(X + (size_t)t * in, in, xp_buf + (size_t)t * in);
+      for (int t = 0; t < n; t++) (oc_have_avx512() ? deinterleave32 : deinterleave16)(X + (size_t)t * in, in, xp_buf + (size_t)t * in);
       xp = xp_buf;
     }
   }

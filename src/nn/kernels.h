@@ -42,5 +42,7 @@ void oc_attention_batch(const float *q, int n, int nh, int nkv, int hd, const fl
 void oc_rmsnorm(const float *x, const float *w, int n, int dim, float eps, float *y);
 /* whether the CPU has AVX2, FMA and F16C (the vector kernels' requirements; cached) */
 int oc_have_avx2(void);
+/* AVX-512 (F, BW) present and not turned off with OPENCON_KERNELS=avx2: the BF16 decode kernel's 16-wide form */
+int oc_have_avx512(void);
 
 #endif
