@@ -213,22 +213,6 @@ AVX512 static inline __attribute__((always_inline)) void dotk_bf16_512(const uin
   for (int j = 0; j < K; j++) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
 }
 
-#define DEF_ROWS512(NAME, WT, DOTK_CALL)                                                                \
-  AVX512 static void NAME(const void *const *w, const int K, int count, const float *xp, const float *x, int n, \
-                          float *const *y) {                                                            \
-    for (int r = 0; r < count; r++) {                                                                   \
-      const WT *p[MV_STREAMS];                                                                          \
-      float v[MV_STREAMS];                                                                              \
-      for (int j = 0; j < K; j++) p[j] = (const WT *)w[j] + (size_t)r * (size_t)n;                      \
-      DOTK_CALL;                                                                                        \
-      for (int j = 0; j < K; j++) y[j][r] = v[j];                                                       \
-    }                                                                                                   \
-  }
-DEF_ROWS512(rows_bf16_512_k4, uint16_t, dotk_bf16_512(p, 4, xp, x, n, v))
-DEF_ROWS512(rows_bf16_512_k3, uint16_t, dotk_bf16_512(p, 3, xp, x, n, v))
-DEF_ROWS512(rows_bf16_512_k2, uint16_t, dotk_bf16_512(p, 2, xp, x, n, v))
-DEF_ROWS512(rows_bf16_512_k1, uint16_t, dotk_bf16_512(p, 1, xp, x, n, v))
-
 /* F16 and F32 rows the same way, x as it is (no de-interleaving): one accumulator for elements
  * 0-7 and one for 8-15 of each 16-element block, in order, then their sum, then the tail. */
 #define DEF_DOTK_PLAIN(NAME, WT, LOAD8, TO_F32)                                                         \
@@ -256,9 +240,10 @@ DEF_ROWS512(rows_bf16_512_k1, uint16_t, dotk_bf16_512(p, 1, xp, x, n, v))
 DEF_DOTK_PLAIN(dotk_f16, uint16_t, load_f16x8, oc_f16_to_f32)
 DEF_DOTK_PLAIN(dotk_f32, float, _mm256_loadu_ps, F32_AS_IS)
 
-/* K streams at once, `count` consecutive rows each: rows w[j] + r*n (r < count) into y[j][r]. */
-#define DEF_ROWS(NAME, WT, DOTK_CALL)                                                                   \
-  AVX2 static inline __attribute__((always_inline)) void NAME(const void *const *w, const int K, int count, \
+/* K streams at once, `count` consecutive rows each: rows w[j] + r*n (r < count) into y[j][r];
+ * ATTR: the kernel's instruction set (AVX2, AVX512) */
+#define DEF_ROWS(ATTR, NAME, WT, DOTK_CALL)                                                             \
+  ATTR static inline __attribute__((always_inline)) void NAME(const void *const *w, const int K, int count, \
                                                               const float *xp, const float *x, int n,   \
                                                               float *const *y) {                        \
     (void)xp;                                                                                           \
@@ -270,9 +255,10 @@ DEF_DOTK_PLAIN(dotk_f32, float, _mm256_loadu_ps, F32_AS_IS)
       for (int j = 0; j < K; j++) y[j][r] = v[j];                                                       \
     }                                                                                                   \
   }
-DEF_ROWS(rows_bf16, uint16_t, dotk_bf16(p, K, xp, x, n, v))
-DEF_ROWS(rows_f16, uint16_t, dotk_f16(p, K, x, n, v))
-DEF_ROWS(rows_f32, float, dotk_f32(p, K, x, n, v))
+DEF_ROWS(AVX2, rows_bf16, uint16_t, dotk_bf16(p, K, xp, x, n, v))
+DEF_ROWS(AVX2, rows_f16, uint16_t, dotk_f16(p, K, x, n, v))
+DEF_ROWS(AVX2, rows_f32, float, dotk_f32(p, K, x, n, v))
+DEF_ROWS(AVX512, rows_bf16_512_k, uint16_t, dotk_bf16_512(p, K, xp, x, n, v))
 
 #define ROWS_FOR_K(FN)                                                 \
   switch (K) {                                                         \
@@ -282,17 +268,16 @@ DEF_ROWS(rows_f32, float, dotk_f32(p, K, x, n, v))
     default: FN(w, 1, count, xp, x, n, y); break;                      \
   }
 
+/* the AVX-512 BF16 rows: their own function (an AVX2 caller cannot inline AVX-512 code) */
+AVX512 static void rows_bf16_512(const void *const *w, int K, int count, const float *xp, const float *x, int n, float *const *y) {
+  ROWS_FOR_K(rows_bf16_512_k)
+}
+
 /* Rows of one dtype (BF16 needs xp, the de-interleaved x). */
 AVX2 static void dot_rows_avx2(oc_dtype dt, const void *const *w, int K, int count, const float *xp, const float *x, int n,
                                float *const *y) {
-  if (dt == OC_DT_BF16 && oc_have_avx512()) { /* xp is then de-interleaved per 32 (deinterleave32) */
-    switch (K) {
-      case 4: rows_bf16_512_k4(w, 4, count, xp, x, n, y); break;
-      case 3: rows_bf16_512_k3(w, 3, count, xp, x, n, y); break;
-      case 2: rows_bf16_512_k2(w, 2, count, xp, x, n, y); break;
-      default: rows_bf16_512_k1(w, 1, count, xp, x, n, y); break;
-    }
-  } else if (dt == OC_DT_BF16) ROWS_FOR_K(rows_bf16)
+  if (dt == OC_DT_BF16 && oc_have_avx512()) rows_bf16_512(w, K, count, xp, x, n, y); /* xp de-interleaved per 32 (deinterleave32) */
+  else if (dt == OC_DT_BF16) ROWS_FOR_K(rows_bf16)
   else if (dt == OC_DT_F16) ROWS_FOR_K(rows_f16)
   else ROWS_FOR_K(rows_f32)
 }

@@ -46,6 +46,22 @@ typedef struct {
   oc_session *s;
 } slot;
 
+/* a bounded FIFO of jobs (under the engine's lock) */
+typedef struct {
+  oc_job **items;
+  int cap, head, len;
+} jobring;
+
+static void ring_push(jobring *r, oc_job *j) { r->items[(r->head + r->len++) % r->cap] = j; }
+
+static oc_job *ring_pop(jobring *r) {
+  if (!r->len) return NULL;
+  oc_job *j = r->items[r->head];
+  r->head = (r->head + 1) % r->cap;
+  r->len--;
+  return j;
+}
+
 struct oc_engine {
   const oc_guard *g;
   oc_engine_opts o;
@@ -54,10 +70,8 @@ struct oc_engine {
   pthread_mutex_t mu;  /* the queue, the stats, stop */
   pthread_cond_t cv;
   int stop;
-  oc_job **queue;      /* generation jobs waiting for a slot, a ring */
-  int q_head, q_len;
-  oc_job **cq;         /* classify jobs, a ring */
-  int cq_head, cq_len;
+  jobring queue;       /* generation jobs waiting for a slot */
+  jobring cq;          /* classify jobs */
   slot *slots;
   int next_prefill, next_classify; /* round-robin starts */
   oc_mbert_ws *ws;     /* the classifier's workspace: only this thread runs it */
@@ -186,6 +200,17 @@ static void job_fail(oc_job *j, oc_errcode code, const char *msg) {
   job_finish(j, &e);
 }
 
+/* buf[*off, len) as a malloc'd NUL-terminated copy (none when nothing is new); *off moves past it */
+static int take_new(const char *buf, size_t len, size_t *off, char **out, size_t *out_len) {
+  if (len <= *off) return 0;
+  if (!(*out = malloc(len - *off + 1))) return -1;
+  *out_len = len - *off;
+  memcpy(*out, buf + *off, *out_len);
+  (*out)[*out_len] = 0;
+  *off = len;
+  return 0;
+}
+
 int oc_job_poll(oc_job *j, size_t *text_off, size_t *events_off, int timeout_ms, oc_job_news *news) {
   memset(news, 0, sizeof *news);
   struct timespec until;
@@ -196,23 +221,8 @@ int oc_job_poll(oc_job *j, size_t *text_off, size_t *events_off, int timeout_ms,
   pthread_mutex_lock(&j->mu);
   while (!j->done && j->text_len == *text_off && j->events_len == *events_off)
     if (pthread_cond_timedwait(&j->cv, &j->mu, &until)) break;
-  int rc = 0;
-  if (j->text_len > *text_off) {
-    if ((news->text = malloc(j->text_len - *text_off + 1))) {
-      news->text_len = j->text_len - *text_off;
-      memcpy(news->text, j->text + *text_off, news->text_len);
-      news->text[news->text_len] = 0;
-      *text_off = j->text_len;
-    } else rc = -1;
-  }
-  if (j->events_len > *events_off) {
-    if ((news->events = malloc(j->events_len - *events_off + 1))) {
-      news->events_len = j->events_len - *events_off;
-      memcpy(news->events, j->events + *events_off, news->events_len);
-      news->events[news->events_len] = 0;
-      *events_off = j->events_len;
-    } else rc = -1;
-  }
+  int rc = take_new(j->text, j->text_len, text_off, &news->text, &news->text_len) |
+           take_new(j->events, j->events_len, events_off, &news->events, &news->events_len);
   /* done only once everything was read */
   news->done = j->done && *text_off == j->text_len && *events_off == j->events_len;
   pthread_mutex_unlock(&j->mu);
@@ -257,14 +267,11 @@ double oc_job_queued_ms(oc_job *j) {
 static int enqueue(oc_engine *e, oc_job *j, oc_error *err) {
   pthread_mutex_lock(&e->mu);
   int full, stopping = e->stop;
-  if (j->kind == JOB_GENERATE) {
-    full = e->q_len >= e->o.queue + e->o.parallel - e->stats.busy_slots;
-    if (!full && !stopping) { e->queue[(e->q_head + e->q_len) % (e->o.queue + e->o.parallel)] = j; e->q_len++; }
-  } else {
-    full = e->cq_len >= e->o.queue + 1;
-    if (!full && !stopping) { e->cq[(e->cq_head + e->cq_len) % (e->o.queue + 1)] = j; e->cq_len++; }
-  }
-  e->stats.queued = e->q_len + e->cq_len;
+  jobring *r = j->kind == JOB_GENERATE ? &e->queue : &e->cq;
+  /* generation jobs: the queue plus the slots free now (admission happens at the next step) */
+  full = j->kind == JOB_GENERATE ? r->len >= e->o.queue + e->o.parallel - e->stats.busy_slots : r->len >= r->cap;
+  if (!full && !stopping) ring_push(r, j);
+  e->stats.queued = e->queue.len + e->cq.len;
   if (!full && !stopping) pthread_cond_signal(&e->cv);
   pthread_mutex_unlock(&e->mu);
   if (stopping) return oc_fail_code(err, OC_ERR_BUSY, "the engine is stopping");
@@ -350,13 +357,10 @@ static void admit(oc_engine *e) {
     slot *sl = &e->slots[i];
     if (sl->job) continue;
     pthread_mutex_lock(&e->mu);
-    oc_job *j = NULL;
-    if (e->q_len) {
-      j = e->queue[e->q_head];
-      e->q_head = (e->q_head + 1) % (e->o.queue + e->o.parallel);
-      e->q_len--;
+    oc_job *j = ring_pop(&e->queue);
+    if (j) {
       e->stats.busy_slots++;
-      e->stats.queued = e->q_len + e->cq_len;
+      e->stats.queued = e->queue.len + e->cq.len;
     }
     pthread_mutex_unlock(&e->mu);
     if (!j) return;
@@ -453,13 +457,8 @@ static void classify_step(oc_engine *e) {
 
 static void moderation_step(oc_engine *e) {
   pthread_mutex_lock(&e->mu);
-  oc_job *j = NULL;
-  if (e->cq_len) {
-    j = e->cq[e->cq_head];
-    e->cq_head = (e->cq_head + 1) % (e->o.queue + 1);
-    e->cq_len--;
-    e->stats.queued = e->q_len + e->cq_len;
-  }
+  oc_job *j = ring_pop(&e->cq);
+  e->stats.queued = e->queue.len + e->cq.len;
   pthread_mutex_unlock(&e->mu);
   if (!j) return;
   pthread_mutex_lock(&j->mu);
@@ -475,7 +474,7 @@ static void moderation_step(oc_engine *e) {
 
 static int busy(oc_engine *e) {
   for (int i = 0; i < e->o.parallel; i++) if (e->slots[i].job) return 1;
-  return e->q_len || e->cq_len;
+  return e->queue.len || e->cq.len;
 }
 
 /* A team of threads on cores that another process is using waits at every barrier for whichever
@@ -584,18 +583,7 @@ static void *engine_main(void *arg) {
       slot_end(e, &e->slots[i], &err);
     }
   pthread_mutex_lock(&e->mu);
-  while (e->q_len) {
-    oc_job *j = e->queue[e->q_head];
-    e->q_head = (e->q_head + 1) % (e->o.queue + e->o.parallel);
-    e->q_len--;
-    pthread_mutex_unlock(&e->mu);
-    job_fail(j, OC_ERR_CANCELLED, "the server stopped");
-    pthread_mutex_lock(&e->mu);
-  }
-  while (e->cq_len) {
-    oc_job *j = e->cq[e->cq_head];
-    e->cq_head = (e->cq_head + 1) % (e->o.queue + 1);
-    e->cq_len--;
+  for (oc_job *j; (j = ring_pop(&e->queue)) || (j = ring_pop(&e->cq));) {
     pthread_mutex_unlock(&e->mu);
     job_fail(j, OC_ERR_CANCELLED, "the server stopped");
     pthread_mutex_lock(&e->mu);
@@ -622,7 +610,7 @@ void oc_engine_free(oc_engine *e) {
   if (e->slots)
     for (int i = 0; i < e->o.parallel; i++) oc_session_free(e->slots[i].s);
   free(e->tids);
-  free(e->slots); free(e->queue); free(e->cq); free(e->bs); free(e->bids); free(e->bwho); free(e->blogits); free(e->btaps);
+  free(e->slots); free(e->queue.items); free(e->cq.items); free(e->bs); free(e->bids); free(e->bwho); free(e->blogits); free(e->btaps);
   oc_mbert_ws_free(e->ws);
   pthread_mutex_destroy(&e->mu);
   pthread_cond_destroy(&e->cv);
@@ -647,15 +635,17 @@ int oc_engine_new(const oc_guard *g, const oc_engine_opts *o, oc_engine **out, o
   const size_t P = (size_t)o->parallel;
   e->stats.parallel = o->parallel;
   e->slots = calloc(P, sizeof *e->slots);
-  e->queue = calloc((size_t)o->queue + P, sizeof *e->queue);
-  e->cq = calloc((size_t)o->queue + 1, sizeof *e->cq);
+  e->queue.cap = o->queue + o->parallel;
+  e->cq.cap = o->queue + 1;
+  e->queue.items = calloc((size_t)e->queue.cap, sizeof *e->queue.items);
+  e->cq.items = calloc((size_t)e->cq.cap, sizeof *e->cq.items);
   e->bs = calloc(P, sizeof *e->bs);
   e->bids = calloc(P, sizeof *e->bids);
   e->bwho = calloc(P, sizeof *e->bwho);
   e->blogits = malloc(sizeof(float) * P * (size_t)c->vocab);
   e->btaps = malloc(sizeof(float) * P * (size_t)c->hidden);
   e->ws = oc_mbert_ws_new();
-  if (!e->slots || !e->queue || !e->cq || !e->bs || !e->bids || !e->bwho || !e->blogits || !e->btaps || !e->ws) {
+  if (!e->slots || !e->queue.items || !e->cq.items || !e->bs || !e->bids || !e->bwho || !e->blogits || !e->btaps || !e->ws) {
     oc_engine_free(e);
     return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   }
