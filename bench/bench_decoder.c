@@ -203,7 +203,7 @@ static double time_decode(oc_session *s, float *logits, int V, int n, oc_error *
 }
 
 int main(int argc, char **argv) {
-  const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only] | bench_decoder --bandwidth [threads]\n";
+  const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only [--prefill]] [--weights stored|q8] | bench_decoder --bandwidth [threads]\n";
   if (argc < 2) { fputs(usage, stderr); return 2; }
   if (strcmp(argv[1], "--bandwidth") == 0) {
     int threads = argc > 2 ? atoi(argv[2]) : 2;
@@ -212,15 +212,20 @@ int main(int argc, char **argv) {
     printf("{\"threads\": %d, \"bandwidth_gbs\": %.3f, \"plain_bandwidth_gbs\": %.3f}\n", threads, bw, plain);
     return bw > 0 ? 0 : 1;
   }
-  int threads = argc > 2 && argv[2][0] != '-' ? atoi(argv[2]) : 2, decode_only = 0;
+  int threads = argc > 2 && argv[2][0] != '-' ? atoi(argv[2]) : 2, decode_only = 0, with_prefill = 0;
   const char *json = NULL;
+  oc_model_opts mo = {OC_WEIGHTS_STORED};
+  oc_error e;
   for (int i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
     else if (strcmp(argv[i], "--decode-only") == 0) decode_only = 1;
+    else if (strcmp(argv[i], "--prefill") == 0) with_prefill = 1;
+    else if (strcmp(argv[i], "--weights") == 0 && i + 1 < argc) {
+      if (oc_weight_mode_parse(argv[++i], &mo.weights, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 2; }
+    }
   }
   if (threads < 1) { fputs(usage, stderr); return 2; }
   oc_set_threads(threads);
-  oc_error e;
   double plain_bw = 0, bw = 0, fma = 0, gf = 0;
   if (!decode_only) { /* the ceilings, before the model is mapped */
     bw = measure_bandwidth(threads, 5, &plain_bw), fma = measure_fma_peak(threads), gf = measure_sgemm(threads);
@@ -231,7 +236,7 @@ int main(int argc, char **argv) {
 
   double t0 = oc_now();
   oc_model *m;
-  if (oc_model_load(argv[1], &m, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 1; }
+  if (oc_model_load_ex(argv[1], &mo, &m, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 1; }
   double t_load = oc_now() - t0;
   const oc_model_config *c = oc_model_cfg(m);
   const int V = c->vocab;
@@ -257,7 +262,16 @@ int main(int argc, char **argv) {
   double decode_tps = time_decode(s, logits, V, 64, &e);
   if (decode_tps < 0) { fprintf(stderr, "%s\n", e.msg); return 1; }
   if (decode_only) {
-    printf("{\"threads\": %d, \"decode_tps\": %.3f, \"decode_bytes_per_token\": %zu}\n", threads, decode_tps, oc_model_decode_bytes(m));
+    double prefill_s = -1; /* --prefill: 512 tokens in one chunk, best of 2 */
+    for (int rep = 0; with_prefill && rep < 2; rep++) {
+      oc_session_reset(s);
+      double tp = oc_now();
+      if (oc_forward(s, ids, 512, NULL, logits, 0, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+      tp = oc_now() - tp;
+      if (prefill_s < 0 || tp < prefill_s) prefill_s = tp;
+    }
+    printf("{\"threads\": %d, \"weights\": \"%s\", \"load_s\": %.2f, \"decode_tps\": %.3f, \"decode_bytes_per_token\": %zu, \"prefill512_tps\": %.2f}\n", threads,
+           oc_model_weights_kind(m), t_load, decode_tps, oc_model_decode_bytes(m), prefill_s > 0 ? 512 / prefill_s : -1.0);
     oc_session_free(s);
     oc_model_free(m);
     free(logits);

@@ -22,7 +22,7 @@
 
 #include "opencon/serve.h"
 
-static const char *CPU = "";
+static const char *CPU = "", *WEIGHTS = "stored";
 
 typedef struct {
   double tps_decode, tps_e2e, ttft_p50, ttft_p95, release_p50, release_p95;
@@ -114,10 +114,10 @@ static int run(const oc_guard *g, int slots, int threads, int n, double gap_s, i
 }
 
 static void print(const char *what, int streams, int threads, const result *r, const char *extra) {
-  printf("{\"bench\": \"serve\", \"cpu\": \"%s\", \"what\": \"%s\", \"streams\": %d, \"threads\": %d, \"decode_tokens_per_s\": %.3f, "
+  printf("{\"bench\": \"serve\", \"cpu\": \"%s\", \"weights\": \"%s\", \"what\": \"%s\", \"streams\": %d, \"threads\": %d, \"decode_tokens_per_s\": %.3f, "
          "\"end_to_end_tokens_per_s\": %.3f, \"ttft_p50_s\": %.3f, \"ttft_p95_s\": %.3f, \"first_release_p50_s\": %.3f, \"first_release_p95_s\": %.3f, "
          "\"tokens\": %lld, \"classifier_calls\": %lld%s}\n",
-         CPU, what, streams, threads, r->tps_decode, r->tps_e2e, r->ttft_p50, r->ttft_p95, r->release_p50, r->release_p95, (long long)r->tokens,
+         CPU, WEIGHTS, what, streams, threads, r->tps_decode, r->tps_e2e, r->ttft_p50, r->ttft_p95, r->release_p50, r->release_p95, (long long)r->tokens,
          (long long)r->classifier_calls, extra ? extra : "");
   fflush(stdout);
 }
@@ -137,7 +137,7 @@ static char *cpu_name(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) { fprintf(stderr, "usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT]\n"); return 2; }
+  if (argc < 3) { fprintf(stderr, "usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] [stored|q8]\n"); return 2; }
   CPU = cpu_name();
   const char *cls = argc > 3 && strcmp(argv[3], "-") ? argv[3] : NULL;
   const int threads = argc > 4 ? atoi(argv[4]) : 2, NEW = argc > 5 ? atoi(argv[5]) : 64, PROMPT = argc > 6 ? atoi(argv[6]) : 128;
@@ -146,8 +146,10 @@ int main(int argc, char **argv) {
   spec.model_id = argv[1];
   spec.probe_path = argv[2];
   spec.classifier_dir = cls;
-  if (cls) spec.allow_threshold = 0.999999, spec.block_threshold = 1.0; /* the classifier always allows: streams run to their end */
   oc_error err = {0};
+  if (argc > 7 && oc_weight_mode_parse(argv[7], &spec.weights, &err)) { fprintf(stderr, "error: %s\n", err.msg); return 2; }
+  WEIGHTS = oc_weight_mode_name(spec.weights);
+  if (cls) spec.allow_threshold = 0.999999, spec.block_threshold = 1.0; /* the classifier always allows: streams run to their end */
   oc_guard_bundle *b;
   if (oc_guard_open(&spec, &b, &err)) { fprintf(stderr, "error: %s\n", err.msg); return 1; }
   /* measure within memory: this VM pages out file pages it sees little use of (DAMON), which put

@@ -3,8 +3,8 @@
 # on the same weights, against the same bandwidth ceilings, same run.
 # usage: bench/run_ggml_bench.sh [BUILD_DIR] [ROUNDS] [THREADS] [MODEL_DIR]
 #   MODEL_DIR: a BF16 Llama or Gemma 4 checkpoint (one model.safetensors); without it a random
-#   Llama-3.2-1B-shaped one is written. Its GGUF forms go to BUILD_DIR/ggmlbench (~2.1x the
-#   checkpoint's size on disk; kept between runs, delete them to rewrite); needs node/npm
+#   Llama-3.2-1B-shaped one is written. Its GGUF forms go to BUILD_DIR/ggmlbench (~1.5x the
+#   checkpoint's size on disk for bf16 + q8_0; kept between runs, delete them to rewrite); needs node/npm
 #   (installs node-llama-cpp there).
 set -euo pipefail
 build=$(realpath "${1:-build}")
@@ -23,7 +23,9 @@ fi
 stem="$work/$(basename "$model")"
 (cd "$work" && [ -d node_modules/node-llama-cpp ] || {
   cp "$here/bench/ggml/package.json" . && npm install --omit=optional --ignore-scripts --no-audit --no-fund >/dev/null; })
-for t in bf16 f16 q8_0; do
+# GGUF_TYPES: the llama.cpp forms to compare (default bf16 q8_0: with the checkpoint, ~24 GB of files,
+# within the page cache one engine's files at a time)
+for t in ${GGUF_TYPES:-bf16 q8_0}; do
   [ -f "$stem-$t.gguf.json" ] || node "$here/bench/ggml/gguf_from_safetensors.mjs" "$model" "$stem-$t.gguf" "$t"
 done
 # the modules resolve from $work: run the scripts from copies there

@@ -2,13 +2,13 @@
 # Serving throughput: the continuous-batching engine (bench_serve) on a Gemma-4-E2B-shaped random
 # checkpoint, then llama.cpp decoding the same BF16 weights with the same numbers of parallel
 # sequences (node-llama-cpp's batched sequences), one after the other (each within memory).
-# usage: bench/run_serve_bench.sh BUILD_DIR E2B_MODEL_DIR CLASSIFIER_DIR [THREADS] [NEW_TOKENS]
+# usage: bench/run_serve_bench.sh BUILD_DIR E2B_MODEL_DIR CLASSIFIER_DIR [THREADS] [NEW_TOKENS] [stored|q8]
 #   E2B_MODEL_DIR: opencon random-model --config ../shared/fixtures/configs/gemma-4-E2B-it.config.json --out DIR
 #   CLASSIFIER_DIR: a random ModernBERT-base (random-model --config ModernBERT-base.config.json) with the
 #   ModernBERT tokenizer.json (tests/fixtures/tokenizers/modernbert), or - for none
 #   The GGUF copy goes to BUILD_DIR/ggmlbench (as bench/run_ggml_bench.sh); LLAMACPP=0 skips llama.cpp.
 set -euo pipefail
-build=$(realpath "$1"); weights=$(realpath "$2"); cls=${3:--}; threads=${4:-2}; new=${5:-64}
+build=$(realpath "$1"); weights=$(realpath "$2"); cls=${3:--}; threads=${4:-2}; new=${5:-64}; wmode=${6:-stored}
 [ "$cls" = - ] || cls=$(realpath "$cls")
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/oc_serve_bench.XXXXXX)
@@ -36,7 +36,7 @@ cat > "$work/probe/config.json" <<JSON
 {"model_id": "$work/model", "layer": -4, "hidden_size": $hidden, "threshold": 0.65, "pause_threshold": 0.75,
  "probe_every_n_tokens": 4, "smoothing_window": 4, "use_chat_template": false}
 JSON
-"$build/bench/bench_serve" "$work/model" "$work/probe/probe.safetensors" "$cls" "$threads" "$new" 128
+"$build/bench/bench_serve" "$work/model" "$work/probe/probe.safetensors" "$cls" "$threads" "$new" 128 "$wmode"
 [ "${LLAMACPP:-1}" = 0 ] && exit 0
 # llama.cpp: the same weights as BF16 GGUF, S parallel sequences decoding together
 gg="$build/ggmlbench"

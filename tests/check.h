@@ -50,6 +50,13 @@ static inline int run_in(const char *dir, char *out, size_t size, const char *fm
   return run_capture(full, out, size);
 }
 
+/* Remove a test's temporary directory tree (a note on stderr if it cannot). */
+static inline void remove_tmpdir(const char *dir) {
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
 /* What the last run_in wrote to stderr. */
 static inline const char *stderr_in(const char *dir) {
   static char buf[8192];

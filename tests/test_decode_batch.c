@@ -8,7 +8,8 @@
  * single steps' bit for bit (below 8 rows the matmuls take the same per-row kernels, attention the
  * same per-query arithmetic); from 8 rows the matmuls are sgemm calls, whose sums are ordered
  * differently, and the K/V rows they write differ in rounding from then on: within TOL. The batch
- * results must not depend on the thread count (1 and 2). Then the errors: each returns -1 with a
+ * results must not depend on the thread count (1 and 2). With "q8" the model's matrices are q8
+ * (their decode kernel is per row up to 16 rows, like BF16's). Then the errors: each returns -1 with a
  * message and leaves every session's length as it was, and the sessions decode correctly after. */
 #include <math.h>
 #include <string.h>
@@ -199,10 +200,11 @@ static void errors(const char *dir, oc_model *m) {
 }
 
 int main(int argc, char **argv) {
-  REQUIRE(argc == 2, "usage: test_decode_batch <fixture model dir>");
+  REQUIRE(argc == 2 || (argc == 3 && strcmp(argv[2], "q8") == 0), "usage: test_decode_batch <fixture model dir> [q8]");
   oc_error e;
   oc_model *m;
-  REQUIRE(oc_model_load(argv[1], &m, &e) == 0, "%s", e.msg);
+  const oc_model_opts mo = {argc == 3 ? OC_WEIGHTS_Q8 : OC_WEIGHTS_STORED};
+  REQUIRE(oc_model_load_ex(argv[1], &mo, &m, &e) == 0, "%s", e.msg);
   const oc_model_config *c = oc_model_cfg(m);
   static run r1, r2;
   r1.m = r2.m = m;

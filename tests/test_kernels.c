@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "nn/kernels.h"
+#include "nn/q8.h"
 #include "opencon/base.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -43,6 +44,20 @@ static oc_tensor make_matrix(oc_dtype dt, int out, int in, float **vals) {
   t.nbytes = (size_t)t.numel * oc_dtype_size(dt);
   void *data = malloc(t.nbytes ? t.nbytes : 1);
   float *v = malloc(sizeof(float) * (size_t)(t.numel ? t.numel : 1));
+  if (dt == OC_DT_Q8) { /* random rows quantized; vals: the dequantized values */
+    const int64_t nb = oc_q8_nblocks(in);
+    uint16_t *d = malloc(sizeof(uint16_t) * (size_t)(out > 0 && nb > 0 ? out * nb : 1));
+    int64_t bad;
+    for (int64_t i = 0; i < t.numel; i++) v[i] = uniform() * (i % 7 == 0 ? 4.0f : 1.0f);
+    for (int r = 0; r < out; r++) {
+      CHECK(oc_q8_quantize_row(v + (size_t)r * in, in, (int8_t *)data + (size_t)r * in, d + r * nb, &bad) == 0, "quantize row %d", r);
+      oc_q8_dequantize((int8_t *)data + (size_t)r * in, d + r * nb, 0, in, v + (size_t)r * in);
+    }
+    t.scales = d;
+    t.data = data;
+    *vals = v;
+    return t;
+  }
   for (int64_t i = 0; i < t.numel; i++) {
     if (dt == OC_DT_BF16) {
       uint16_t b = oc_f32_to_bf16(uniform());
@@ -87,6 +102,15 @@ static void check_case(const mcase *c, int n) {
     Y[m] = malloc(sizeof(float) * (size_t)n * (size_t)c->outs[m]);
     Yref[m] = malloc(sizeof(float) * (size_t)n * (size_t)c->outs[m]);
   }
+  /* the decode kernels (below 8 rows, and up to 16 rows of BF16 or Q8 weights) */
+  int all_matvec = 1;
+  for (int m = 0; m < c->count; m++) all_matvec &= c->dt[m] == OC_DT_BF16 || c->dt[m] == OC_DT_Q8;
+  const int decode = n < 8 || (all_matvec && n <= 16);
+  /* there Q8 weights meet the inputs quantized per block: the reference is the exact sum of the
+   * blocks' integer dots times their scales */
+  oc_q8_act *acts = malloc(sizeof(oc_q8_act) * (size_t)n);
+  char *act_buf = malloc(oc_q8_act_bytes(c->in) * (size_t)n);
+  for (int t = 0; t < n; t++) oc_q8_act_quantize(X + (size_t)t * c->in, c->in, act_buf + oc_q8_act_bytes(c->in) * (size_t)t, &acts[t]);
   /* 1 thread: against the double reference, with the bound of any f32 summation order */
   run_multi(X, n, c, W, Y, 1);
   int bad = 0;
@@ -94,11 +118,25 @@ static void check_case(const mcase *c, int n) {
     for (int t = 0; t < n; t++)
       for (int r = 0; r < c->outs[m]; r++) {
         double ref = 0, mag = 0;
-        for (int k = 0; k < c->in; k++) {
-          double p = (double)vals[m][(size_t)r * c->in + k] * X[(size_t)t * c->in + k];
-          ref += p;
-          mag += fabs(p);
-        }
+        if (c->dt[m] == OC_DT_Q8 && n <= 16) { /* (a matrix of a mixed call takes its own path: oc_matmul) */
+          const int64_t nb = oc_q8_nblocks(c->in);
+          const int8_t *wq = (const int8_t *)W[m].data + (size_t)r * c->in;
+          for (int64_t b = 0; b < nb; b++) { /* mag: of the element products (a kernel may split a block's dot) */
+            long dot = 0, adot = 0;
+            for (int k = (int)b * 32; k < c->in && k < (int)b * 32 + 32; k++) {
+              dot += (long)wq[k] * acts[t].q[k];
+              adot += labs((long)wq[k] * acts[t].q[k]);
+            }
+            const double sc = (double)oc_f16_to_f32(W[m].scales[r * nb + b]) * acts[t].d[b];
+            ref += sc * (double)dot;
+            mag += fabs(sc) * (double)adot;
+          }
+        } else
+          for (int k = 0; k < c->in; k++) {
+            double p = (double)vals[m][(size_t)r * c->in + k] * X[(size_t)t * c->in + k];
+            ref += p;
+            mag += fabs(p);
+          }
         double got = Y[m][(size_t)t * c->outs[m] + r], tol = (c->in + 8) * (double)FLT_EPSILON * mag + 1e-30;
         if (!(fabs(got - ref) <= tol) && bad++ < 5)
           CHECK(0, "in=%d n=%d matrix %d (%s) row %d token %d: %.9g vs reference %.9g (tolerance %.3g)", c->in, n, m,
@@ -114,11 +152,9 @@ static void check_case(const mcase *c, int n) {
       CHECK(memcmp(Y[m], Yref[m], sizeof(float) * (size_t)n * (size_t)c->outs[m]) == 0,
             "in=%d n=%d matrix %d: %d threads differ from 1 thread", c->in, n, m, threads[k]);
   }
-  /* the decode kernels (below 8 rows, and up to 16 rows of BF16 weights): a row of X alone gives
-   * the same bits as inside the batch, so a batched decode equals decoding alone */
-  int all_bf16 = 1;
-  for (int m = 0; m < c->count; m++) all_bf16 &= c->dt[m] == OC_DT_BF16;
-  if (n > 1 && (n < 8 || (all_bf16 && n <= 16))) {
+  /* the decode kernels: a row of X alone gives the same bits as inside the batch, so a batched
+   * decode equals decoding alone */
+  if (n > 1 && decode) {
     oc_set_threads(2);
     float *y1[3];
     for (int m = 0; m < c->count; m++) y1[m] = malloc(sizeof(float) * (size_t)(c->outs[m] ? c->outs[m] : 1));
@@ -148,7 +184,10 @@ static void check_case(const mcase *c, int n) {
     free(y);
   }
   oc_set_threads(1);
+  free(acts);
+  free(act_buf);
   for (int m = 0; m < c->count; m++) {
+    free((void *)W[m].scales);
     free((void *)W[m].data);
     free(vals[m]);
     free(Y[m]);
@@ -184,6 +223,62 @@ static void check_weighted_rows(int G, int np, int hd) {
     }
   CHECK(bad == 0, "weighted rows G=%d np=%d hd=%d: %d sums off the double reference", G, np, hd, bad);
   free(a); free(v); free(out); free(ref);
+}
+
+/* q8 rows: every value within half a step of its block's scale, the scale the smallest f16 at or
+ * above the block's largest magnitude / 127 (no value beyond 127 steps), exact values kept exact;
+ * non-finite values and scales beyond f16 refused with the element's index. */
+static void check_q8_format(void) {
+  float x[100];
+  int8_t q[100];
+  uint16_t d[4];
+  float back[100];
+  int64_t bad = -1;
+  for (int i = 0; i < 100; i++) x[i] = uniform() * (i < 32 ? 1e-6f : i < 64 ? 3.0f : 1000.0f);
+  x[40] = 0; /* block 1 */
+  for (int i = 64; i < 96; i++) x[i] = 0; /* block 2: all zero */
+  CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) == 0, "quantize");
+  oc_q8_dequantize(q, d, 0, 100, back);
+  for (int b = 0; b < 4; b++) {
+    float amax = 0;
+    for (int i = b * 32; i < 100 && i < b * 32 + 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    const double step = oc_f16_to_f32(d[b]);
+    CHECK(step * 127 >= amax && (amax == 0 ? d[b] == 0 : oc_f16_to_f32((uint16_t)(d[b] - 1)) * 127.0 < amax),
+          "block %d: scale %.9g for largest magnitude %.9g", b, step, amax);
+    int ok = 1;
+    for (int i = b * 32; i < 100 && i < b * 32 + 32; i++) ok &= fabs(back[i] - x[i]) <= step / 2 * 1.0001 && q[i] != -128;
+    CHECK(ok, "block %d: a value off by more than half a step", b);
+  }
+  CHECK(back[40] == 0 && back[70] == 0, "zeros stay zero");
+  float part[3] = {0};
+  oc_q8_dequantize(q, d, 97, 3, part);
+  CHECK(part[0] == back[97] && part[2] == back[99], "a piece of a row dequantizes as the whole row");
+  x[57] = NAN;
+  CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) != 0 && bad == 57, "NaN refused at its index (got %lld)", (long long)bad);
+  x[57] = INFINITY;
+  CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) != 0 && bad == 57, "infinity refused");
+  x[57] = 1;
+  x[70] = 127.0f * 65504.0f * 1.01f;
+  CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) != 0 && bad == 64, "a scale beyond f16 refused at its block (got %lld)", (long long)bad);
+}
+
+/* A NaN or infinity in an input row of a Q8 product makes its outputs NaN (never quantized away);
+ * the other rows are untouched. */
+static void check_q8_nonfinite(void) {
+  const int in = 200, out = 13, n = 3;
+  float *vals;
+  oc_tensor W = make_matrix(OC_DT_Q8, out, in, &vals);
+  float X[3 * 200], Y[3 * 13];
+  for (int i = 0; i < n * in; i++) X[i] = uniform();
+  X[in + 150] = NAN;
+  X[2 * in + 3] = INFINITY;
+  oc_matmul(X, n, in, &W, 0, out, Y);
+  int ok = 1;
+  for (int r = 0; r < out; r++) ok &= isfinite(Y[r]) && isnan(Y[out + r]) && isnan(Y[2 * out + r]);
+  CHECK(ok, "Q8 product: non-finite inputs give NaN outputs, finite ones finite");
+  free(vals);
+  free((void *)W.data);
+  free((void *)W.scales);
 }
 
 typedef struct {
@@ -308,6 +403,10 @@ int main(void) {
       {{OC_DT_F32, OC_DT_F16, OC_DT_F32}, {5, 9, 2}, 3, 0},
       {{OC_DT_BF16, OC_DT_BF16, OC_DT_BF16}, {45, 0, 30}, 3, 0}, /* an empty matrix in between */
       {{OC_DT_BF16}, {0}, 1, 0},
+      {{OC_DT_Q8}, {37}, 1, 0},
+      {{OC_DT_Q8, OC_DT_Q8, OC_DT_Q8}, {64, 16, 16}, 3, 0},
+      {{OC_DT_Q8, OC_DT_BF16, OC_DT_Q8}, {29, 3, 41}, 3, 0},
+      {{OC_DT_Q8, OC_DT_F16}, {1, 9}, 2, 0},
   };
   const int ns[] = {1, 2, 3, 8, 9, 16, 17};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
@@ -352,6 +451,10 @@ int main(void) {
       acase c = {heads[hsel][0], heads[hsel][1], v & 1 ? 20 : 64, pre[v][0], pre[v][1], pre[v][2], pre[v][3]};
       check_attention(&c);
     }
+  check_q8_format();
+  check_q8_nonfinite();
+  const oc_cpu_info *cpu = oc_cpu();
+  printf("kernels at level %s (CPU: %s, AVX-512 VNNI %d)\n", oc_cpu_level_name(cpu->level), oc_cpu_level_name(cpu->detected), cpu->avx512_vnni);
   printf("kernels: %d checks passed, %d failed\n", g_pass, g_fail);
   return g_fail != 0;
 }

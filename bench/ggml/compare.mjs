@@ -7,8 +7,9 @@
 //
 // usage (from a directory where node-llama-cpp is installed; see run_ggml_bench.sh):
 //   node compare.mjs BENCH_DECODER MODEL_DIR GGUF_STEM [rounds] [threads]
-// GGUF_STEM-bf16.gguf, GGUF_STEM-f16.gguf and GGUF_STEM-q8_0.gguf, with their .json sidecars, are
-// MODEL_DIR written by gguf_from_safetensors.mjs; opencon reads MODEL_DIR's BF16 safetensors.
+// GGUF_STEM-TYPE.gguf for each TYPE of $GGUF_TYPES (default "bf16 q8_0"), with their .json sidecars, are
+// MODEL_DIR written by gguf_from_safetensors.mjs; opencon reads MODEL_DIR's BF16 safetensors, as they
+// are and quantized to q8 at load (--weights q8), and also times a 512-token prefill.
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -26,8 +27,12 @@ const lastJson = (out) => JSON.parse(out.trim().split("\n").filter((l) => l.star
 const run = (cmd, args) => lastJson(execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 24 }));
 const bandwidth = () => run(benchDecoder, ["--bandwidth", String(threads)]);
 
-const engines = [{ name: "opencon (BF16)", decode: () => { const r = run(benchDecoder, [modelDir, String(threads), "--decode-only"]); return { tps: r.decode_tps, bytes: r.decode_bytes_per_token }; } }];
-for (const type of ["bf16", "f16", "q8_0"]) {
+const opencon = (weights) => () => {
+  const r = run(benchDecoder, [modelDir, String(threads), "--decode-only", "--prefill", "--weights", weights]);
+  return { tps: r.decode_tps, bytes: r.decode_bytes_per_token, prefill: r.prefill512_tps };
+};
+const engines = [{ name: "opencon (BF16)", decode: opencon("stored") }, { name: "opencon (q8)", decode: opencon("q8") }];
+for (const type of (process.env.GGUF_TYPES || "bf16 q8_0").split(/\s+/).filter(Boolean)) {
   const gguf = `${ggufStem}-${type}.gguf`;
   const side = JSON.parse(fs.readFileSync(`${gguf}.json`, "utf8"));
   engines.push({
@@ -46,21 +51,23 @@ for (let r = 0; r < rounds; r++) {
     const before = bandwidth(), d = e.decode(), after = bandwidth();
     const bw = (before.bandwidth_gbs + after.bandwidth_gbs) / 2, plain = (before.plain_bandwidth_gbs + after.plain_bandwidth_gbs) / 2;
     const eff = (d.tps * d.bytes) / 1e9;
-    rows[k].push({ tps: d.tps, bytes: d.bytes, eff, bw, plain, frac: eff / bw, pfrac: eff / plain });
+    rows[k].push({ tps: d.tps, bytes: d.bytes, eff, bw, plain, frac: eff / bw, pfrac: eff / plain, prefill: d.prefill });
     console.error(`round ${r + 1}/${rounds} ${e.name}: ${d.tps.toFixed(2)} tok/s x ${(d.bytes / 1e9).toFixed(3)} GB = ${eff.toFixed(1)} GB/s; ` +
       `1 GiB read ${bw.toFixed(1)} GB/s (${(100 * eff / bw).toFixed(0)} %), plain read ${plain.toFixed(1)} GB/s (${(100 * eff / plain).toFixed(0)} %)`);
   }
 }
 
 const median = (a) => { const s = [...a].sort((x, y) => x - y), n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
-console.log(`| engine | GB read per token | decode tok/s (median of ${rounds}) | GB/s streamed | % of the 1 GiB read (median; min-max) | % of the plain read (median) |`);
-console.log("|---|---|---|---|---|---|");
+console.log(`| engine | GB read per token | decode tok/s (median of ${rounds}; min-max) | GB/s streamed | % of the 1 GiB read (median; min-max) | % of the plain read (median) | prefill 512 tok/s (median) |`);
+console.log("|---|---|---|---|---|---|---|");
 const result = [];
 engines.forEach((e, k) => {
   const R = rows[k], pct = (x) => (100 * x).toFixed(0);
   const fr = R.map((x) => x.frac);
-  console.log(`| ${e.name} | ${(R[0].bytes / 1e9).toFixed(3)} | ${median(R.map((x) => x.tps)).toFixed(2)} | ${median(R.map((x) => x.eff)).toFixed(1)} | ` +
-    `${pct(median(fr))} % (${pct(Math.min(...fr))}-${pct(Math.max(...fr))} %) | ${pct(median(R.map((x) => x.pfrac)))} % |`);
+  const tps = R.map((x) => x.tps), pre = R.map((x) => x.prefill).filter((x) => x > 0);
+  console.log(`| ${e.name} | ${(R[0].bytes / 1e9).toFixed(3)} | ${median(tps).toFixed(2)} (${Math.min(...tps).toFixed(2)}-${Math.max(...tps).toFixed(2)}) | ` +
+    `${median(R.map((x) => x.eff)).toFixed(1)} | ${pct(median(fr))} % (${pct(Math.min(...fr))}-${pct(Math.max(...fr))} %) | ${pct(median(R.map((x) => x.pfrac)))} % | ` +
+    `${pre.length ? median(pre).toFixed(1) : "-"} |`);
   result.push({ engine: e.name, rounds: R });
 });
 if (process.env.COMPARE_JSON) fs.writeFileSync(process.env.COMPARE_JSON, JSON.stringify({ threads, model: modelDir, engines: result }, null, 1) + "\n");

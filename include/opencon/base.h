@@ -94,6 +94,10 @@ int oc_artifact_dir_check(const char *path, oc_error *err);
  * not alive on this machine) is restored or removed; what live ones are writing is left alone. */
 void oc_tidy_dir(const char *dir);
 
+/* What the kernels run on: the CPU's name, its vector features and the kernel level chosen for
+ * it (OPENCON_CPU=scalar|avx2|avx512 lowers it), as lines of text. */
+void oc_system_info(char *buf, size_t n);
+
 int oc_file_exists(const char *path);
 /* An optional input file: 0 when the name does not exist at all, 1 when it is a regular file (through
  * symlinks), -1 with an error naming it otherwise (a dangling symlink, as a Hugging Face cache with a

@@ -157,6 +157,7 @@ typedef struct oc_guard_spec {
   const char *classifier_dir; /* the exchange classifier (a directory or a Hub id); NULL: none */
   double allow_threshold, block_threshold; /* override the classifier's own; NaN: keep them */
   oc_template_opts template_opts; /* how the chat template renders (zero: transformers' behaviour, the current time) */
+  oc_weight_mode weights;     /* the decoder's matrices in memory (OC_WEIGHTS_STORED by default) */
 } oc_guard_spec;
 void oc_guard_spec_defaults(oc_guard_spec *s); /* all NULL, thresholds NaN */
 /* The probe config a spec names: config_path, else config.json beside probe_path (malloc'd; NULL

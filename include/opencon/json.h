@@ -29,6 +29,8 @@ int oc_json_parse(const char *text, size_t len, const char *path, int64_t first_
 int oc_json_blank(const char *s, size_t n);
 /* Read a whole file and parse it with oc_json_parse. */
 int oc_json_parse_file(const char *path, cJSON **out, oc_error *err);
+/* v as indented JSON text in path, written atomically. */
+int oc_json_save(const cJSON *v, const char *path, oc_error *err);
 /* A value as an error message shows it ("got ..."): its JSON text, cut to fit buf (with "..."). */
 const char *oc_json_shown(const cJSON *v, char *buf, size_t size);
 

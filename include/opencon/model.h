@@ -72,12 +72,42 @@ int oc_config_kv_source(const oc_model_config *c, int layer); /* -1: own K/V */
 void oc_rope_inv_freq(const oc_rope_params *p, int head_dim, float *inv_freq);
 
 typedef struct oc_model oc_model;
+/* How the matrices a decoded token streams (attention, MLP, per-layer projections, the LM head / tied
+ * embedding) are held in memory; norms and the per-layer-embedding table stay in the file mapping.
+ * STORED: as the checkpoint has them (F32, F16, BF16, or q8 for a directory `opencon quantize`
+ * wrote), copied at load into one anonymous mapping on huge pages (a token reads all of it; with a
+ * file's 4 KiB pages the TLB misses cost E2B's decode about a quarter of its speed).
+ * Q8: quantized at load into that mapping, int8 with an f16 scale per block of 32 (docs/formats.md);
+ * products with them quantize their inputs per block of 32 too in decode (up to 16 rows); prefill
+ * multiplies dequantized tiles in f32.
+ * MMAP: as stored, read through the file mapping (no copy: the least memory, the slowest decode). */
+typedef enum oc_weight_mode { OC_WEIGHTS_STORED = 0, OC_WEIGHTS_Q8 = 1, OC_WEIGHTS_MMAP = 2 } oc_weight_mode;
+typedef struct oc_model_opts {
+  oc_weight_mode weights;
+} oc_model_opts;
 /* Load a local model directory (config.json + safetensors, possibly sharded). */
 int oc_model_load(const char *dir, oc_model **out, oc_error *err);
+/* The same with options (NULL: the defaults, as oc_model_load). */
+int oc_model_load_ex(const char *dir, const oc_model_opts *opts, oc_model **out, oc_error *err);
+/* "stored", "q8" or "mmap" into *out; -1 with an error naming the value otherwise */
+int oc_weight_mode_parse(const char *s, oc_weight_mode *out, oc_error *err);
+const char *oc_weight_mode_name(oc_weight_mode m);
+/* The matrices' in-memory form: "bf16", "q8", or "mixed" when they differ (e.g. "bf16+q8"). */
+const char *oc_model_weights_kind(const oc_model *m);
 void oc_model_free(oc_model *m);
 const oc_model_config *oc_model_cfg(const oc_model *m);
 const oc_weights *oc_model_weights(const oc_model *m);
-/* Bytes of weights read per decoded token (everything but row-gathered embedding tables). */
+/* The checkpoint's tensor `name` as the model holds it in memory (OC_DT_Q8 for a quantized matrix);
+ * NULL when the checkpoint has no such tensor. */
+const oc_tensor *oc_model_tensor(const oc_model *m, const char *name);
+/* `opencon quantize`: the checkpoint in src_dir with every matrix a decoded token streams in q8 (as
+ * OC_WEIGHTS_Q8 would quantize it at load) written to out_dir as a whole: model.safetensors (each
+ * such matrix as I8 values "NAME" and F16 scales "NAME_scale", every other tensor as it was),
+ * config.json with a "quantization_config" entry, and the directory's other files copied (the
+ * tokenizer, the chat template, ...). Loading out_dir gives the same results as loading src_dir
+ * with OC_WEIGHTS_Q8. *bytes_in / *bytes_out (may be NULL): tensor bytes read and written. */
+int oc_model_quantize(const char *src_dir, const char *out_dir, size_t *bytes_in, size_t *bytes_out, oc_error *err);
+/* Bytes of weights read per decoded token (everything but row-gathered embedding tables; Q8: values and scales). */
 size_t oc_model_decode_bytes(const oc_model *m);
 
 /* A generation session: KV cache + scratch, grown on demand up to max_ctx. */

@@ -53,6 +53,7 @@ typedef struct oc_activation_source {
   const char *journal;      /* the collection's resume journal; NULL: none */
   const char *save_to;      /* also save the collection here; NULL: don't */
   int binary;               /* refuse labels other than 0/1 and fewer than 4 examples before running the model */
+  oc_weight_mode weights;   /* the decoder's matrices in memory when collecting */
 } oc_activation_source;
 /* What a collection read from its dataset (for the caller to report). */
 typedef struct oc_collection_counts { int64_t rows_in_file, selected, by_label[3]; } oc_collection_counts;

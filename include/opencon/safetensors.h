@@ -10,7 +10,8 @@ extern "C" {
 typedef enum oc_dtype {
   OC_DT_F32, OC_DT_F16, OC_DT_BF16, OC_DT_F64, OC_DT_I64, OC_DT_I32, OC_DT_I16, OC_DT_I8,
   OC_DT_U8, OC_DT_U16, OC_DT_U32, OC_DT_U64, OC_DT_BOOL, OC_DT_F8_E4M3, OC_DT_F8_E5M2,
-  OC_DT_COUNT
+  OC_DT_COUNT, /* the safetensors dtypes are the ones above */
+  OC_DT_Q8     /* in memory only: int8 values with an f16 scale per block of 32 (data, scales; docs/formats.md) */
 } oc_dtype;
 
 const char *oc_dtype_name(oc_dtype dt);
@@ -26,6 +27,7 @@ typedef struct oc_tensor {
   int64_t numel;
   const void *data;      /* points into the mapping */
   size_t nbytes;
+  const uint16_t *scales;/* OC_DT_Q8: f16 scales [rows][ceil(cols / 32)]; NULL otherwise */
 } oc_tensor;
 
 /* One safetensors file, memory-mapped read-only. */

@@ -427,3 +427,11 @@ const char *oc_json_shown(const cJSON *v, char *buf, size_t size) {
   cJSON_free(text);
   return buf;
 }
+
+int oc_json_save(const cJSON *v, const char *path, oc_error *err) {
+  char *s = cJSON_Print(v);
+  if (!s) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  int rc = oc_write_file_atomic(path, s, strlen(s), err);
+  cJSON_free(s);
+  return rc;
+}

@@ -16,6 +16,7 @@ int guard_spec(const cli_args *a, oc_guard_spec *s, oc_error *err) {
   s->classifier_dir = arg_str(a, "classifier_dir");
   s->allow_threshold = arg_double(a, "classifier_allow_threshold");
   s->block_threshold = arg_double(a, "classifier_block_threshold");
+  s->weights = arg_weights(a);
   return cli_template_opts(&s->template_opts, err);
 }
 

@@ -61,7 +61,7 @@ static int run_forward(const cli_args *a) {
   int *layers = NULL;
   float *hs = NULL, *logits = NULL;
   oc_st_writer *w = NULL;
-  if (get_ids(a, &ids, &n, &err) || load_model(model_id, &m, &err)) goto fail;
+  if (get_ids(a, &ids, &n, &err) || load_model(model_id, arg_weights(a), &m, &err)) goto fail;
   const oc_model_config *c = oc_model_cfg(m);
   int max_ctx = arg_given(a, "max_ctx") ? arg_int(a, "max_ctx") : n;
   if (oc_config_check_positions(c, n, 0, &err) || (arg_given(a, "max_ctx") && oc_config_check_positions(c, max_ctx, 0, &err) && oc_wrap(&err, "--max_ctx"))) goto fail;
@@ -98,7 +98,7 @@ done:
 }
 
 static const opt_spec forward_opts[] = {
-    O_MODEL, O_IDS, O_TEXT,
+    O_MODEL, O_IDS, O_TEXT, O_WEIGHTS,
     O_INTS("layers", NULL, -100000, 100000, "hidden states to write: transformers' output_hidden_states indices, -k from the end (default: all)"),
     O_("out", OPT_OUT, OPT_REQUIRED, NULL, "the safetensors file to write"),
     O_INT("max_ctx", NULL, 1, 1 << 24, "session length in tokens (default: the input's length)"),
@@ -118,7 +118,7 @@ static int run_generate(const cli_args *a) {
   oc_model *m = NULL;
   oc_session *s = NULL;
   float *logits = NULL;
-  if (get_ids(a, &ids, &n, &err) || load_model(arg_str(a, "model_id"), &m, &err)) { rc = die(&err); goto done; }
+  if (get_ids(a, &ids, &n, &err) || load_model(arg_str(a, "model_id"), arg_weights(a), &m, &err)) { rc = die(&err); goto done; }
   const oc_model_config *c = oc_model_cfg(m);
   if (oc_config_check_positions(c, n, max_new, &err)) { rc = die(&err); goto done; }
   logits = malloc(sizeof(float) * (size_t)c->vocab);
@@ -149,7 +149,7 @@ done:
 }
 
 static const opt_spec generate_opts[] = {
-    O_MODEL, O_IDS, O_TEXT,
+    O_MODEL, O_IDS, O_TEXT, O_WEIGHTS,
     O_INT("max_new_tokens", "32", 1, 1 << 20, "tokens to generate"),
     O_FLAG("no_eos_stop", "keep going past end-of-sequence tokens"),
     O_THREADS, O_END};

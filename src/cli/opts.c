@@ -360,16 +360,24 @@ const char *const *arg_all(const cli_args *a, const char *name, int *n) {
   return v->all;
 }
 
+oc_weight_mode arg_weights(const cli_args *a) {
+  oc_weight_mode w = OC_WEIGHTS_STORED;
+  oc_error e;
+  oc_weight_mode_parse(arg_str(a, "weights"), &w, &e); /* one of the option's choices */
+  return w;
+}
+
 /* ---- helpers the commands share ---- */
 int die(const oc_error *e) {
   fprintf(stderr, "error: %s\n", e->msg);
   return 1;
 }
 
-int load_model(const char *model_id, oc_model **m, oc_error *err) {
+int load_model(const char *model_id, oc_weight_mode weights, oc_model **m, oc_error *err) {
   char *dir = NULL;
   if (oc_resolve_model(model_id, NULL, &dir, err)) return -1;
-  int rc = oc_model_load(dir, m, err);
+  const oc_model_opts mo = {weights};
+  int rc = oc_model_load_ex(dir, &mo, m, err);
   free(dir);
   return rc;
 }

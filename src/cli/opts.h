@@ -58,6 +58,10 @@ typedef struct opt_spec {
 /* --threads: 0 = one per core; at most OPT_THREADS_PER_CORE per core (checked when applied) */
 #define OPT_THREADS_PER_CORE 4
 #define O_THREADS O_INT("threads", "0", 0, 1024, "kernel threads; 0 = one per core; at most 4 per core")
+/* --weights: every command that loads a decoder (arg_weights) */
+#define O_WEIGHTS                                                                                                    \
+  {.name = "weights", .type = OPT_CHOICE, .def = "stored", .choices = "stored|q8|mmap",                              \
+   .help = "the decoder's matrices: as stored (copied into memory), q8 (int8 blocks quantized at load), or mmap (as stored, read from the file)"}
 
 typedef struct opt_value {
   int given;               /* on the command line */
@@ -103,6 +107,7 @@ int64_t arg_i64(const cli_args *a, const char *name);
 double arg_double(const cli_args *a, const char *name);             /* NaN when unset */
 const int64_t *arg_list(const cli_args *a, const char *name, int *n); /* NULL, 0 when unset */
 const char *const *arg_all(const cli_args *a, const char *name, int *n);
+oc_weight_mode arg_weights(const cli_args *a); /* --weights */
 
 /* the flags that name a guard (oc_guard_spec) */
 #define GUARD_OPTS                                                                                                               \
@@ -113,7 +118,8 @@ const char *const *arg_all(const cli_args *a, const char *name, int *n);
       {.name = "classifier_allow_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1,                                           \
        .help = "classifier score below which held text is released (default: the classifier's own)"},                         \
       {.name = "classifier_block_threshold", .type = OPT_DOUBLE, .dlo = 0, .dhi = 1,                                           \
-       .help = "classifier score from which the response is blocked (default: the classifier's own)"}
+       .help = "classifier score from which the response is blocked (default: the classifier's own)"},                        \
+      O_WEIGHTS
 struct oc_guard_spec;
 /* the spec GUARD_OPTS name, with cli_template_opts */
 int guard_spec(const cli_args *a, struct oc_guard_spec *s, oc_error *err);
@@ -135,7 +141,7 @@ struct oc_server;
  * load error ends it (1); then new requests get 503, running ones get up to drain_s seconds, and
  * the server is freed. 0 after a signal. */
 int cli_serve_until_signal(struct oc_server *s, const char *host, const sigset_t *stop, double drain_s);
-int load_model(const char *model_id, oc_model **m, oc_error *err);
+int load_model(const char *model_id, oc_weight_mode weights, oc_model **m, oc_error *err);
 int load_chat(const char *model_id, oc_chat **c, oc_error *err);
 
 /* the commands (each file defines its own) */
@@ -144,6 +150,7 @@ extern const cli_command cmd_collect_activations, cmd_train_probe, cmd_sweep_lay
 extern const cli_command cmd_classify, cmd_train_exchange_classifier, cmd_calibrate_exchange_classifier, cmd_build_three_class;
 extern const cli_command cmd_guarded_generate, cmd_benchmark_latency, cmd_demo;
 extern const cli_command cmd_benchmark_jailbreak, cmd_serve;
+extern const cli_command cmd_quantize, cmd_quant_report, cmd_system_info;
 /* every command, in `opencon --help` order, NULL-terminated */
 extern const cli_command *const cli_commands[];
 const cli_command *cli_find(const char *name);

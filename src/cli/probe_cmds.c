@@ -19,7 +19,7 @@
       O_FLAG("no_chat_template", "format exchanges as the MVP's plain \"User:\\n...\\n\\nAssistant:\\n...\""),             \
       O_INT("max_length", "2048", 1, 1 << 20, "truncate each exchange to this many tokens"),                                     \
       O_INT("pack_tokens", "400", 0, 1 << 20, "pack short examples into prefills of about this many tokens (0 or 1: one at a time)"), \
-      O_THREADS
+      O_WEIGHTS, O_THREADS
 /* ... and the commands that train probes */
 #define TRAIN_OPTS(epochs)                                                                                                       \
   O_IN("activations", "train from this activation file (collect-activations) instead of running the model"),                     \
@@ -35,6 +35,7 @@ typedef struct {
   const char *model_id, *data_path, *activations, *save_activations, *progress_path;
   int64_t max_examples, sample_seed;
   int use_chat_template, max_length, pack_tokens;
+  oc_weight_mode weights;
 } data_args;
 
 /* train: the command takes --activations / --save_activations */
@@ -50,6 +51,7 @@ static int read_data_args(const cli_args *o, int train, data_args *d) {
   d->sample_seed = arg_i64(o, "sample_seed");
   d->max_length = arg_int(o, "max_length");
   d->pack_tokens = arg_int(o, "pack_tokens");
+  d->weights = arg_weights(o);
   if (train && !d->data_path == !d->activations) return cli_usage_error(o, "give either --data_path or --activations");
   return 0;
 }
@@ -81,7 +83,8 @@ static int get_activations(const data_args *d, const int *layers, int n_layers, 
                            oc_activations *a, oc_error *err) {
   oc_activation_source src = {.activations = d->activations, .model_id = d->model_id, .data_path = d->data_path, .max_examples = d->max_examples,
                               .sample_seed = (uint64_t)d->sample_seed, .use_chat_template = d->use_chat_template, .max_length = d->max_length,
-                              .pack_tokens = d->pack_tokens, .journal = journal, .save_to = d->save_activations, .binary = binary};
+                              .pack_tokens = d->pack_tokens, .journal = journal, .save_to = d->save_activations, .binary = binary,
+                              .weights = d->weights};
   oc_collection_counts n;
   if (cli_template_opts(&src.template_opts, err) || oc_activations_get(&src, layers, n_layers, prog, a, &n, err)) return -1;
   if (!d->activations)

@@ -75,7 +75,7 @@ int oc_guard_open(const oc_guard_spec *s, oc_guard_bundle **out, oc_error *err) 
   char *dir = NULL;
   /* the cheap checks first: a wrong probe or threshold is refused before the model loads */
   if ((s->probe_path && open_probe(s, b, err)) || (s->classifier_dir && oc_classifier_open(s->classifier_dir, 0, s->allow_threshold, s->block_threshold, &b->cls, err))) goto fail;
-  if (oc_resolve_model(s->model_id, NULL, &dir, err) || oc_model_load(dir, &b->m, err) || oc_chat_load(dir, &b->chat, err))
+  if (oc_resolve_model(s->model_id, NULL, &dir, err) || oc_model_load_ex(dir, &(oc_model_opts){s->weights}, &b->m, err) || oc_chat_load(dir, &b->chat, err))
     goto fail;
   b->chat->render_opts = s->template_opts;
   if (oc_guard_new(b->m, b->chat, b->have_probe ? &b->probe : NULL, b->have_probe ? &b->pc : NULL, b->cls, &b->g, err))

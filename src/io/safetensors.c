@@ -24,8 +24,9 @@ static const struct { const char *name; size_t size; } DT[OC_DT_COUNT] = {
   [OC_DT_BOOL] = {"BOOL", 1}, [OC_DT_F8_E4M3] = {"F8_E4M3", 1}, [OC_DT_F8_E5M2] = {"F8_E5M2", 1},
 };
 
-const char *oc_dtype_name(oc_dtype dt) { return (unsigned)dt < OC_DT_COUNT ? DT[dt].name : "?"; }
-size_t oc_dtype_size(oc_dtype dt) { return (unsigned)dt < OC_DT_COUNT ? DT[dt].size : 0; }
+const char *oc_dtype_name(oc_dtype dt) { return (unsigned)dt < OC_DT_COUNT ? DT[dt].name : dt == OC_DT_Q8 ? "Q8" : "?"; }
+/* Q8: the size of one int8 value (its scales are a separate array) */
+size_t oc_dtype_size(oc_dtype dt) { return (unsigned)dt < OC_DT_COUNT ? DT[dt].size : dt == OC_DT_Q8 ? 1 : 0; }
 
 static int dtype_from_name(const char *s, oc_dtype *dt) {
   for (int i = 0; i < OC_DT_COUNT; i++)

@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "nn/gemm.h"
 #include "nn/kernels.h"
+#include "nn/q8.h"
 #include "nn/vmath.h"
 #include "opencon/model.h"
 
@@ -32,6 +34,13 @@ struct oc_model {
   int n_slots;
   int *slot_dim;                /* per slot: head_dim */
   size_t decode_bytes;
+  oc_weight_mode weights;
+  /* Tensors the model holds itself (the pointers above point at them): views of a q8 checkpoint's
+   * I8 values and F16 scales, and the streamed matrices placed in the arena */
+  oc_tensor *owned;
+  int n_owned, cap_owned;
+  void *arena;                  /* the streamed matrices, copied or quantized at load: one mapping */
+  size_t arena_bytes;
 };
 
 /* ------------------------------------------------------------------ loading */
@@ -47,11 +56,58 @@ static const oc_tensor *find_t(binder *b, const char *name) {
   return oc_weights_get(b->m->w, full);
 }
 
+/* Room for a tensor of the model's own per tensor of the checkpoint (at most one each: a view, then
+ * its copy, replace each other's pointers but both stay), allocated once: the pointers handed out
+ * must not move. */
+static int owned_reserve(oc_model *m, oc_error *err) {
+  const int cap = 2 * oc_weights_count(m->w);
+  m->owned = calloc((size_t)(cap ? cap : 1), sizeof *m->owned);
+  if (!m->owned) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  m->cap_owned = cap;
+  return 0;
+}
+
+/* A new tensor owned by the model, a copy of `like` (data, dtype, scales set by the caller). */
+static oc_tensor *owned_slot(oc_model *m, const oc_tensor *like, oc_error *err) {
+  if (m->n_owned == m->cap_owned) { oc_fail(err, "tensor \"%s\": more tensors to hold than the checkpoint's", like->name); return NULL; }
+  oc_tensor *t = &m->owned[m->n_owned++];
+  *t = *like;
+  return t;
+}
+
+/* A q8 checkpoint's matrix: I8 values [d0][d1] and, beside them, "<name>_scale": F16 [d0][ceil(d1 / 32)]
+ * whose every scale is finite and not negative. Returns a Q8 view (the checkpoint's bytes in place). */
+static const oc_tensor *q8_view(binder *b, const oc_tensor *t) {
+  char sname[600];
+  snprintf(sname, sizeof sname, "%s_scale", t->name);
+  const oc_tensor *sc = oc_weights_get(b->m->w, sname);
+  const int64_t nb = oc_q8_nblocks(t->shape[1]);
+  if (!sc) { oc_fail(b->err, "%s: tensor \"%s\" is I8 but there is no \"%s\" (a q8 checkpoint holds F16 block scales beside each I8 matrix)", t->file, t->name, sname); return NULL; }
+  if (sc->dtype != OC_DT_F16 || sc->ndim != 2 || sc->shape[0] != t->shape[0] || sc->shape[1] != nb) {
+    oc_fail(b->err, "%s: tensor \"%s\" must be F16 [%lld, %lld] (a scale per block of %d of \"%s\"), not %s of %d dimensions", sc->file, sc->name,
+            (long long)t->shape[0], (long long)nb, OC_Q8_BLOCK, t->name, oc_dtype_name(sc->dtype), sc->ndim);
+    return NULL;
+  }
+  const uint16_t *d = sc->data;
+  for (int64_t i = 0; i < sc->numel; i++)
+    if ((d[i] & 0x7C00) == 0x7C00 || (d[i] & 0x8000)) {
+      oc_fail(b->err, "%s: tensor \"%s\": scale %lld (row %lld, block %lld) is %s; q8 scales are finite and not negative", sc->file, sc->name, (long long)i,
+              (long long)(i / nb), (long long)(i % nb), (d[i] & 0x7C00) == 0x7C00 ? "not finite" : "negative");
+      return NULL;
+    }
+  oc_tensor *q = owned_slot(b->m, t, b->err);
+  if (!q) return NULL;
+  q->dtype = OC_DT_Q8;
+  q->scales = d;
+  q->nbytes = t->nbytes + sc->nbytes;
+  return q;
+}
+
 static int need(binder *b, const oc_tensor **out, const char *name, int ndim, int64_t d0, int64_t d1) {
   const oc_tensor *t = find_t(b, name);
   if (!t) return oc_fail(b->err, "missing tensor \"%s%s\" required by %s", b->prefix, name, b->m->cfg.architecture);
-  if (t->dtype != OC_DT_F32 && t->dtype != OC_DT_F16 && t->dtype != OC_DT_BF16)
-    return oc_fail_code(b->err, OC_ERR_UNSUPPORTED, "%s: tensor \"%s\": dtype %s is not supported (F32, F16, BF16)", t->file, t->name, oc_dtype_name(t->dtype));
+  if (t->dtype != OC_DT_F32 && t->dtype != OC_DT_F16 && t->dtype != OC_DT_BF16 && !(t->dtype == OC_DT_I8 && ndim == 2))
+    return oc_fail_code(b->err, OC_ERR_UNSUPPORTED, "%s: tensor \"%s\": dtype %s is not supported (F32, F16, BF16; I8 with block scales for matrices)", t->file, t->name, oc_dtype_name(t->dtype));
   int ok = t->ndim == ndim && t->shape[0] == d0 && (ndim < 2 || t->shape[1] == d1);
   if (!ok) {
     char got[128] = "";
@@ -59,6 +115,7 @@ static int need(binder *b, const oc_tensor **out, const char *name, int ndim, in
     if (ndim == 1) return oc_fail(b->err, "%s: tensor \"%s\" has shape [%s], config.json implies [%lld]", t->file, t->name, got, (long long)d0);
     return oc_fail(b->err, "%s: tensor \"%s\" has shape [%s], config.json implies [%lld, %lld]", t->file, t->name, got, (long long)d0, (long long)d1);
   }
+  if (t->dtype == OC_DT_I8 && !(t = q8_view(b, t))) return -1;
   *out = t;
   return 0;
 }
@@ -89,6 +146,8 @@ void oc_model_free(oc_model *m) {
   free(m->inv_freq[0]);
   free(m->inv_freq[1]);
   free(m->slot_dim);
+  if (m->arena) munmap(m->arena, m->arena_bytes);
+  free(m->owned);
   oc_weights_close(m->w);
   oc_config_free(&m->cfg);
   free(m);
@@ -140,9 +199,138 @@ static int bind_layer(binder *b, int i) {
     }
   }
 #undef P
-  const oc_tensor *mats[] = {l->q, l->k, l->v, l->o, l->gate, l->up, l->down, l->ple_gate, l->ple_proj};
-  for (size_t k = 0; k < sizeof mats / sizeof *mats; k++) if (mats[k]) m->decode_bytes += mats[k]->nbytes;
   return 0;
+}
+
+/* The matrices every decoded token streams (not the gathered embedding tables, but the LM head,
+ * which may be the tied embedding): *slots[i] for i < returned count (at most OC_MAX_LAYERS * 9 + 2). */
+static int streamed_matrices(oc_model *m, const oc_tensor ***slots) {
+  int n = 0;
+  for (int i = 0; i < m->cfg.n_layers; i++) {
+    layer_w *l = &m->L[i];
+    const oc_tensor **mats[] = {&l->q, &l->k, &l->v, &l->o, &l->gate, &l->up, &l->down, &l->ple_gate, &l->ple_proj};
+    for (size_t k = 0; k < sizeof mats / sizeof *mats; k++) if (*mats[k]) slots[n++] = mats[k];
+  }
+  if (m->ple_model_proj) slots[n++] = &m->ple_model_proj;
+  slots[n++] = &m->lm_head;
+  return n;
+}
+
+/* Where a matrix's values and (Q8) scales go in the arena: values at 0, scales at *scale_off, the
+ * whole share returned; each array 64-byte aligned. */
+static size_t arena_share(const oc_tensor *t, oc_dtype dt, size_t *scale_off) {
+  const size_t v = (size_t)t->numel * oc_dtype_size(dt), d = dt == OC_DT_Q8 ? sizeof(uint16_t) * (size_t)(t->shape[0] * oc_q8_nblocks(t->shape[1])) : 0;
+  *scale_off = (v + 63) & ~(size_t)63;
+  return *scale_off + ((d + 63) & ~(size_t)63);
+}
+
+/* A matrix quantized to q8 into q (values) and d (scales), its rows in parallel; a value that is not
+ * finite or too large for the format is an error naming the tensor, row and column (the guard must
+ * not run on weights that were silently changed). */
+static int quantize_matrix(const oc_tensor *t, int8_t *q, uint16_t *d, oc_error *err) {
+  const int64_t rows = t->shape[0], cols = t->shape[1], nb = oc_q8_nblocks(cols);
+  int64_t bad_row = rows, bad_col = 0;
+  int nomem = 0;
+#pragma omp parallel
+  {
+    float *row = malloc(sizeof(float) * (size_t)cols);
+    if (!row) {
+#pragma omp atomic write
+      nomem = 1;
+    }
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+      int64_t bad;
+      if (!row) continue;
+      oc_tensor_row(t, r, 0, cols, row);
+      if (oc_q8_quantize_row(row, cols, q + r * cols, d + r * nb, &bad)) {
+#pragma omp critical(oc_q8_bad)
+        if (r < bad_row) { bad_row = r; bad_col = bad; }
+      }
+    }
+    free(row);
+  }
+  if (nomem) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory quantizing \"%s\"", t->name);
+  if (bad_row < rows) {
+    float v;
+    oc_tensor_row(t, bad_row, bad_col, 1, &v);
+    return oc_fail(err, "%s: tensor \"%s\": row %lld column %lld is %g, which q8 cannot hold (finite, |x| <= 127 * 65504)", t->file, t->name,
+                   (long long)bad_row, (long long)bad_col, (double)v);
+  }
+  return 0;
+}
+
+/* n bytes copied in parallel (reading a mapped checkpoint: two threads pull pages in faster than one). */
+static void copy_parallel(void *dst, const void *src, size_t n) {
+  const size_t chunk = (size_t)4 << 20, pieces = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t i = 0; i < pieces; i++) {
+    const size_t o = i * chunk;
+    memcpy((char *)dst + o, (const char *)src + o, n - o < chunk ? n - o : chunk);
+  }
+}
+
+/* Every matrix a decoded token streams into one anonymous mapping, on huge pages where the kernel
+ * gives them: a token reads all of it, and with 4 KiB pages of a file mapping the TLB misses cost
+ * E2B's BF16 decode about a quarter of its speed (bench/README.md). OC_WEIGHTS_Q8: quantized
+ * (unless already Q8); OC_WEIGHTS_STORED: copied as stored. A tied embedding is placed once, for
+ * both its uses. */
+static int place_streamed(oc_model *m, oc_error *err) {
+  const oc_tensor **slots[OC_MAX_LAYERS * 9 + 2];
+  const int n = streamed_matrices(m, slots);
+  size_t bytes = 0, off;
+  for (int i = 0; i < n; i++) {
+    int first = 1;
+    for (int j = 0; j < i; j++) first &= *slots[j] != *slots[i];
+    const oc_tensor *t = *slots[i];
+    if (first) bytes += arena_share(t, m->weights == OC_WEIGHTS_Q8 ? OC_DT_Q8 : t->dtype, &off);
+  }
+  const size_t huge = (size_t)2 << 20;
+  m->arena_bytes = (bytes + huge - 1) & ~(huge - 1);
+  void *arena = mmap(NULL, m->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (arena == MAP_FAILED) {
+    m->arena_bytes = 0;
+    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: %zu bytes for the streamed matrices (--weights mmap reads them from the file instead)", bytes);
+  }
+  m->arena = arena;
+#ifdef MADV_HUGEPAGE
+  madvise(arena, m->arena_bytes, MADV_HUGEPAGE); /* advice only: without huge pages it works the same */
+#endif
+  char *at = arena;
+  for (int i = 0; i < n; i++) {
+    const oc_tensor *t = *slots[i];
+    int first = 1;
+    for (int j = 0; j < i; j++) first &= *slots[j] != t;
+    if (!first) continue;
+    const oc_dtype dt = m->weights == OC_WEIGHTS_Q8 ? OC_DT_Q8 : t->dtype;
+    const size_t share = arena_share(t, dt, &off);
+    oc_tensor *o = owned_slot(m, t, err);
+    if (!o) return -1;
+    o->dtype = dt;
+    o->data = at;
+    if (dt == OC_DT_Q8) {
+      o->scales = (const uint16_t *)(at + off);
+      o->nbytes = (size_t)t->numel + sizeof(uint16_t) * (size_t)(t->shape[0] * oc_q8_nblocks(t->shape[1]));
+      if (t->dtype == OC_DT_Q8) {
+        copy_parallel(at, t->data, (size_t)t->numel);
+        memcpy(at + off, t->scales, o->nbytes - (size_t)t->numel);
+      } else if (quantize_matrix(t, (int8_t *)at, (uint16_t *)(at + off), err))
+        return -1;
+    } else
+      copy_parallel(at, t->data, t->nbytes);
+    at += share;
+    if (m->embed == t) m->embed = o;
+    for (int j = i; j < n; j++) if (*slots[j] == t) *slots[j] = o;
+  }
+  return 0;
+}
+
+static size_t streamed_bytes(oc_model *m) {
+  const oc_tensor **slots[OC_MAX_LAYERS * 9 + 2];
+  const int n = streamed_matrices(m, slots);
+  size_t bytes = 0;
+  for (int i = 0; i < n; i++) bytes += (*slots[i])->nbytes;
+  return bytes;
 }
 
 /* A checkpoint with more layers than config.json's num_hidden_layers would run as a shallower model,
@@ -167,8 +355,12 @@ static int check_no_extra_layers(const binder *b) {
                  first->file, first->name, first_layer, b->m->cfg.n_layers);
 }
 
-int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
+int oc_model_load(const char *dir, oc_model **out, oc_error *err) { return oc_model_load_ex(dir, NULL, out, err); }
+
+int oc_model_load_ex(const char *dir, const oc_model_opts *opts, oc_model **out, oc_error *err) {
   *out = NULL;
+  const oc_weight_mode mode = opts ? opts->weights : OC_WEIGHTS_STORED;
+  if (mode != OC_WEIGHTS_STORED && mode != OC_WEIGHTS_Q8 && mode != OC_WEIGHTS_MMAP) return oc_fail(err, "weights mode %d is not one of stored, q8, mmap", (int)mode);
   oc_blas_init();
   char *cpath = oc_path_join(dir, "config.json");
   char *json = NULL;
@@ -176,11 +368,13 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
   if (oc_read_file(cpath, &json, &jlen, err)) { free(cpath); return -1; }
   oc_model *m = calloc(1, sizeof *m);
   if (!m) { free(cpath); free(json); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  m->weights = mode;
   int rc = oc_config_parse(json, jlen, cpath, &m->cfg, err);
   free(json);
   free(cpath);
   if (rc) { free(m); return -1; }
   if (oc_weights_open(dir, &m->w, err)) { oc_config_free(&m->cfg); free(m); return -1; }
+  if (owned_reserve(m, err)) { oc_wrap(err, "loading %s", dir); oc_model_free(m); return -1; }
   const oc_model_config *c = &m->cfg;
   static const char *prefixes[] = {"model.language_model.", "language_model.model.", "model.", ""};
   binder b = {m, NULL, err};
@@ -207,7 +401,6 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
     if (need(&b, &m->ple_table, "embed_tokens_per_layer.weight", 2, c->ple_vocab, LP)) goto fail;
     if (need(&b, &m->ple_model_proj, "per_layer_model_projection.weight", 2, LP, H)) goto fail;
     if (need_vec(&b, &m->ple_proj_norm, "per_layer_projection_norm.weight", c->ple_dim, 0)) goto fail;
-    m->decode_bytes += m->ple_model_proj->nbytes;
   }
   m->L = calloc((size_t)c->n_layers, sizeof *m->L);
   m->slot_dim = calloc((size_t)c->n_layers, sizeof *m->slot_dim);
@@ -219,7 +412,8 @@ int oc_model_load(const char *dir, oc_model **out, oc_error *err) {
     else l->kv_slot = m->L[oc_config_kv_source(c, i)].kv_slot;
   }
   if (check_no_extra_layers(&b)) goto fail;
-  m->decode_bytes += m->lm_head->nbytes;
+  if (m->weights != OC_WEIGHTS_MMAP && place_streamed(m, err)) goto fail;
+  m->decode_bytes = streamed_bytes(m);
   for (int t = 0; t < 2; t++) {
     int hd = oc_config_type_head_dim(c, (oc_layer_type)t);
     m->inv_freq[t] = malloc(sizeof(float) * (size_t)(hd / 2));
@@ -232,6 +426,33 @@ fail:
   oc_wrap(err, "loading %s", dir);
   oc_model_free(m);
   return -1;
+}
+
+int oc_weight_mode_parse(const char *s, oc_weight_mode *out, oc_error *err) {
+  if (strcmp(s, "stored") == 0) *out = OC_WEIGHTS_STORED;
+  else if (strcmp(s, "q8") == 0) *out = OC_WEIGHTS_Q8;
+  else if (strcmp(s, "mmap") == 0) *out = OC_WEIGHTS_MMAP;
+  else
+    return oc_fail(err, "--weights %s: expected stored (as the checkpoint holds them, in memory), q8 (int8 blocks, quantized at load) or mmap (as stored, read "
+                   "from the file mapping)", s);
+  return 0;
+}
+
+const char *oc_weight_mode_name(oc_weight_mode m) { return m == OC_WEIGHTS_Q8 ? "q8" : m == OC_WEIGHTS_MMAP ? "mmap" : "stored"; }
+
+const char *oc_model_weights_kind(const oc_model *m) {
+  const oc_tensor **slots[OC_MAX_LAYERS * 9 + 2];
+  const int n = streamed_matrices((oc_model *)m, slots);
+  oc_dtype dt = (*slots[0])->dtype;
+  for (int i = 1; i < n; i++)
+    if ((*slots[i])->dtype != dt) return "mixed";
+  return dt == OC_DT_Q8 ? "q8" : dt == OC_DT_BF16 ? "bf16" : dt == OC_DT_F16 ? "f16" : "f32";
+}
+
+const oc_tensor *oc_model_tensor(const oc_model *m, const char *name) {
+  for (int i = m->n_owned - 1; i >= 0; i--) /* the latest: a copy placed after its view */
+    if (strcmp(m->owned[i].name, name) == 0) return &m->owned[i];
+  return oc_weights_get(m->w, name);
 }
 
 const oc_model_config *oc_model_cfg(const oc_model *m) { return &m->cfg; }

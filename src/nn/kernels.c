@@ -1,4 +1,5 @@
 #include "nn/kernels.h"
+#include "nn/q8.h"
 #include "nn/vmath.h"
 
 #include <cblas.h>
@@ -13,39 +14,6 @@
 #include <immintrin.h>
 #define OC_X86 1
 #endif
-
-#ifdef OC_X86
-/* CPU features, read once per process */
-static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
-static int cpu_avx2, cpu_avx512;
-static void read_cpu(void) {
-  __builtin_cpu_init();
-  unsigned a, b, c, d;
-  int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-  cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-  /* OPENCON_KERNELS=avx2 keeps the AVX2 kernels on an AVX-512 CPU (tests run both; read once) */
-  const char *k = getenv("OPENCON_KERNELS");
-  cpu_avx512 = cpu_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && !(k && strcmp(k, "avx2") == 0);
-}
-#endif
-
-int oc_have_avx2(void) {
-#ifdef OC_X86
-  pthread_once(&cpu_once, read_cpu);
-  return cpu_avx2;
-#else
-  return 0;
-#endif
-}
-
-int oc_have_avx512(void) {
-#ifdef OC_X86
-  pthread_once(&cpu_once, read_cpu);
-  return cpu_avx512;
-#else
-  return 0;
-#endif
-}
 
 /* ---------------------------------------------------------------- scalar paths */
 static float dot_f32_scalar(const float *a, const float *b, int n) {
@@ -494,8 +462,6 @@ void oc_attention_batch(const float *q, int n, int nh, int nkv, int hd, const fl
   attention_decode(q, n, nh, nkv, hd, K, V, pos, NULL, window, scale, scratch, cap, out);
 }
 
-typedef float (*dot16_fn)(const uint16_t *, const float *, int);
-
 static void convert_row(oc_dtype dt, const void *src, float *dst, size_t n) {
 #ifdef OC_X86
   if (oc_have_avx2()) {
@@ -506,11 +472,17 @@ static void convert_row(oc_dtype dt, const void *src, float *dst, size_t n) {
   oc_to_f32(dt, src, dst, n);
 }
 
-void oc_tensor_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, float *dst) {
-  int64_t cols = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->numel;
-  size_t es = oc_dtype_size(t->dtype);
-  convert_row(t->dtype, (const char *)t->data + (size_t)(row * cols + col0) * es, dst, (size_t)n);
+/* Row `row` of a 2-D weight tensor of any dtype the decoder takes, elements [col0, col0 + n), as f32. */
+static void weight_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, float *dst) {
+  const int64_t cols = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->numel;
+  if (t->dtype == OC_DT_Q8) {
+    oc_q8_dequantize((const int8_t *)t->data + row * cols, t->scales + row * oc_q8_nblocks(cols), col0, n, dst);
+    return;
+  }
+  convert_row(t->dtype, (const char *)t->data + (size_t)(row * cols + col0) * oc_dtype_size(t->dtype), dst, (size_t)n);
 }
+
+void oc_tensor_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, float *dst) { weight_row(t, row, col0, n, dst); }
 
 /* Rows of X per sgemm call. OpenBLAS copies (packs) all of X at every call, once per block of
  * weight rows; X in 512-row pieces made a 2048-token E2B prefill 6-8 % faster (bench/README.md),
@@ -550,8 +522,30 @@ static void mv_skip(mv_row *p, const int *outs, int count, int k) {
 
 /* One row of W[m] dotted with each of the n rows of X, any dtype; with AVX2 the same kernel as
  * a group of rows would use, so a row's value does not depend on its grouping. */
-static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, int r, const float *xp, float *Y, int out) {
+static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, int r, const float *xp, const oc_q8_act *xq, float *Y,
+                           int out) {
   (void)xp; /* only the AVX2 path reads it */
+  if (w->dtype == OC_DT_Q8) {
+    const int8_t *wr = (const int8_t *)w->data + (size_t)r * (size_t)in;
+    const uint16_t *wd = w->scales + (size_t)r * (size_t)oc_q8_nblocks(in);
+    if (xq) {
+      float *yr = Y + r;
+      const size_t stride = (size_t)out;
+      oc_q8_rows(&wr, &wd, 1, 1, xq, n, in, &yr, &stride);
+      return;
+    }
+    /* no buffer for the quantized inputs (out of memory): slow but correct, the weights dequantized */
+    for (int t = 0; t < n; t++) {
+      float s = 0, chunk[OC_Q8_BLOCK];
+      for (int i = 0; i < in; i += OC_Q8_BLOCK) {
+        const int len = in - i < OC_Q8_BLOCK ? in - i : OC_Q8_BLOCK;
+        oc_q8_dequantize(wr, wd, i, len, chunk);
+        s += dot_f32_scalar(chunk, X + (size_t)t * in + i, len);
+      }
+      Y[(size_t)t * out + r] = s;
+    }
+    return;
+  }
   const size_t es = oc_dtype_size(w->dtype);
   const void *wr = (const char *)w->data + (size_t)r * (size_t)in * es;
   for (int t = 0; t < n; t++) {
@@ -574,25 +568,25 @@ static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, in
  * matrices sharing X run in one parallel loop (one fork/join instead of one per matrix). Each
  * thread takes a contiguous share of the rows and walks it as MV_STREAMS
  * sub-ranges side by side (see the kernel above). */
-/* A float buffer per calling thread, grown on demand and freed when the thread exits (the decode
- * kernels' reordered copy of x). NULL when out of memory: callers take their plain path. */
-typedef struct { float *p; size_t cap; } floatbuf;
+/* A buffer per calling thread, grown on demand and freed when the thread exits (the decode
+ * kernels' reordered or quantized copies of x). NULL when out of memory: callers take their plain path. */
+typedef struct { void *p; size_t cap; } floatbuf;
 static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
 static pthread_key_t buf_key;
 static void free_floatbuf(void *b) { free(((floatbuf *)b)->p); free(b); }
 static void make_buf_key(void) { pthread_key_create(&buf_key, free_floatbuf); }
-static float *thread_floats(size_t n) {
+static void *thread_bytes(size_t bytes) {
   pthread_once(&buf_once, make_buf_key);
   floatbuf *b = pthread_getspecific(buf_key);
   if (!b) {
     if (!(b = calloc(1, sizeof *b))) return NULL;
     if (pthread_setspecific(buf_key, b) != 0) { free(b); return NULL; }
   }
-  if (n > b->cap) {
-    float *np = realloc(b->p, sizeof(float) * n);
+  if (bytes > b->cap) {
+    void *np = realloc(b->p, bytes);
     if (!np) return NULL;
     b->p = np;
-    b->cap = n;
+    b->cap = bytes;
   }
   return b->p;
 }
@@ -600,18 +594,27 @@ static float *thread_floats(size_t n) {
 static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
   int total = 0;
   for (int m = 0; m < count; m++) total += outs[m];
+  /* the inputs as the kernels take them: de-interleaved for BF16 (AVX2 level), quantized for Q8 */
   const float *xp = NULL;
+  const oc_q8_act *xq = NULL;
+  int any_bf16 = 0, any_q8 = 0;
+  for (int m = 0; m < count; m++) { any_bf16 |= W[m]->dtype == OC_DT_BF16; any_q8 |= W[m]->dtype == OC_DT_Q8; }
+  any_bf16 &= oc_have_avx2();
+  /* (xp's share rounded up to 64 bytes: the quantized rows' descriptors after it stay aligned) */
+  const size_t xp_bytes = any_bf16 ? (sizeof(float) * (size_t)n * (size_t)in + 63) & ~(size_t)63 : 0, act_bytes = oc_q8_act_bytes(in);
+  char *buf = any_bf16 || any_q8 ? thread_bytes(xp_bytes + (any_q8 ? (size_t)n * (sizeof(oc_q8_act) + act_bytes) : 0)) : NULL;
+  if (buf && any_bf16) {
 #ifdef OC_X86
-  int any_bf16 = 0;
-  for (int m = 0; m < count; m++) any_bf16 |= W[m]->dtype == OC_DT_BF16;
-  if (oc_have_avx2() && any_bf16) {
-    float *xp_buf = thread_floats((size_t)n * (size_t)in);
-    if (xp_buf) {
-      for (int t = 0; t < n; t++) (oc_have_avx512() ? deinterleave32 : deinterleave16)(X + (size_t)t * in, in, xp_buf + (size_t)t * in);
-      xp = xp_buf;
-    }
-  }
+    for (int t = 0; t < n; t++) (oc_have_avx512() ? deinterleave32 : deinterleave16)(X + (size_t)t * in, in, (float *)buf + (size_t)t * in);
 #endif
+    xp = (const float *)buf;
+  }
+  if (buf && any_q8) {
+    oc_q8_act *acts = (oc_q8_act *)(buf + xp_bytes);
+    char *data = buf + xp_bytes + (size_t)n * sizeof(oc_q8_act);
+    for (int t = 0; t < n; t++) oc_q8_act_quantize(X + (size_t)t * in, in, data + (size_t)t * act_bytes, &acts[t]);
+    xq = acts;
+  }
 #pragma omp parallel
   {
     const int nt = omp_get_num_threads(), me = omp_get_thread_num();
@@ -627,17 +630,24 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
         int run = h - i, same = 1;
         const oc_dtype dt = W[p[0].m]->dtype;
         const void *rows[MV_STREAMS];
+        const uint16_t *scales[MV_STREAMS];
         float *ys[MV_STREAMS];
+        size_t ystride[MV_STREAMS];
         for (int j = 0; j < K; j++) {
           const oc_tensor *w = W[p[j].m];
           const int left = outs[p[j].m] - p[j].r;
           if (left < run) run = left;
           same &= w->dtype == dt;
           rows[j] = (const char *)w->data + (size_t)p[j].r * (size_t)in * oc_dtype_size(w->dtype);
+          scales[j] = w->scales ? w->scales + (size_t)p[j].r * (size_t)oc_q8_nblocks(in) : NULL;
+          ys[j] = Y[p[j].m] + p[j].r;
+          ystride[j] = (size_t)outs[p[j].m];
         }
-        if (!same || (dt == OC_DT_BF16 && !xp)) {
+        if (!same || (dt == OC_DT_BF16 && !xp) || (dt == OC_DT_Q8 && !xq)) {
           run = 1;
-          for (int j = 0; j < K; j++) mv_row_generic(X, n, in, W[p[j].m], p[j].r, xp, Y[p[j].m], outs[p[j].m]);
+          for (int j = 0; j < K; j++) mv_row_generic(X, n, in, W[p[j].m], p[j].r, xp, xq, Y[p[j].m], outs[p[j].m]);
+        } else if (dt == OC_DT_Q8) { /* every input row in the kernel: each weight load serves several */
+          oc_q8_rows((const int8_t *const *)rows, scales, K, run, xq, n, in, ys, ystride);
         } else {
           if (n > 1) run = 1;
           for (int t = 0; t < n; t++) {
@@ -653,15 +663,18 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
 #endif
     if (done < b) {
       mv_row p = mv_locate(outs, count, done);
-      for (int g = done; g < b; g++, mv_skip(&p, outs, count, 1)) mv_row_generic(X, n, in, W[p.m], p.r, xp, Y[p.m], outs[p.m]);
+      for (int g = done; g < b; g++, mv_skip(&p, outs, count, 1)) mv_row_generic(X, n, in, W[p.m], p.r, xp, xq, Y[p.m], outs[p.m]);
     }
   }
 }
 
+/* BF16 and Q8 weights take the decode kernels up to OC_MATVEC_MAX_ROWS input rows */
+static int matvec_dtype(oc_dtype dt) { return dt == OC_DT_BF16 || dt == OC_DT_Q8; }
+
 void oc_matmul_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
-  int all_bf16 = 1;
-  for (int m = 0; m < count; m++) all_bf16 &= W[m]->dtype == OC_DT_BF16;
-  if (n < GEMM_MIN_ROWS || (all_bf16 && n <= OC_MATVEC_MAX_ROWS)) { matvec_multi(X, n, in, W, outs, Y, count); return; }
+  int all_matvec = 1;
+  for (int m = 0; m < count; m++) all_matvec &= matvec_dtype(W[m]->dtype);
+  if (n < GEMM_MIN_ROWS || (all_matvec && n <= OC_MATVEC_MAX_ROWS)) { matvec_multi(X, n, in, W, outs, Y, count); return; }
   for (int m = 0; m < count; m++) oc_matmul(X, n, in, W[m], 0, outs[m], Y[m]);
 }
 
@@ -669,9 +682,10 @@ void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int 
   if (out <= 0 || n <= 0) return;
   const size_t es = oc_dtype_size(W->dtype);
   const char *wbase = (const char *)W->data + (size_t)row0 * (size_t)in * es;
-  if (n < GEMM_MIN_ROWS || (W->dtype == OC_DT_BF16 && n <= OC_MATVEC_MAX_ROWS)) {
+  if (n < GEMM_MIN_ROWS || (matvec_dtype(W->dtype) && n <= OC_MATVEC_MAX_ROWS)) {
     oc_tensor sub = *W;
     sub.data = wbase;
+    if (W->scales) sub.scales = W->scales + (size_t)row0 * (size_t)oc_q8_nblocks(in);
     const oc_tensor *ws[1] = {&sub};
     int outs[1] = {out};
     float *ys[1] = {Y};
@@ -692,13 +706,19 @@ void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int 
       const float *wf = (const float *)(wbase + (size_t)r0 * (size_t)in * es);
       if (convert) {
         if (buf) {
-          for (int r = 0; r < nb; r++) convert_row(W->dtype, wbase + (size_t)(r0 + r) * (size_t)in * es, buf + (size_t)r * in, (size_t)in);
+          for (int r = 0; r < nb; r++) weight_row(W, row0 + r0 + r, 0, in, buf + (size_t)r * in);
           wf = buf;
-        } else { /* out of memory: slow but correct per-element path */
-          dot16_fn d16 = W->dtype == OC_DT_BF16 ? dot_bf16_scalar : dot_f16_scalar;
+        } else { /* out of memory: slow but correct, a row at a time in pieces */
           for (int r = 0; r < nb; r++)
-            for (int t = 0; t < n; t++)
-              Y[(size_t)t * out + r0 + r] = d16((const uint16_t *)(wbase + (size_t)(r0 + r) * (size_t)in * es), X + (size_t)t * in, in);
+            for (int t = 0; t < n; t++) {
+              float s = 0, piece[32];
+              for (int i = 0; i < in; i += 32) {
+                const int len = in - i < 32 ? in - i : 32;
+                weight_row(W, row0 + r0 + r, i, len, piece);
+                s += dot_f32_scalar(piece, X + (size_t)t * in + i, len);
+              }
+              Y[(size_t)t * out + r0 + r] = s;
+            }
           continue;
         }
       }

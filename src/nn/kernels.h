@@ -1,6 +1,7 @@
 /* Internal compute kernels: f32 accumulation, results independent of thread count. */
 #ifndef OC_KERNELS_H
 #define OC_KERNELS_H
+#include "nn/cpu.h"
 #include "opencon/safetensors.h"
 
 /* Y[n][out] = X[n][in] . W^T where W is a [out][in] F32/F16/BF16 tensor (rows row0..row0+out). */
@@ -40,9 +41,4 @@ void oc_attention_batch(const float *q, int n, int nh, int nkv, int hd, const fl
                         int window, float scale, float *scratch, int cap, float *out);
 /* RMSNorm of n rows of `dim`: y = x * (mean(x^2)+eps)^-1/2 * w (w NULL: no scale). In place allowed. */
 void oc_rmsnorm(const float *x, const float *w, int n, int dim, float eps, float *y);
-/* whether the CPU has AVX2, FMA and F16C (the vector kernels' requirements; cached) */
-int oc_have_avx2(void);
-/* AVX-512 (F, BW) present and not turned off with OPENCON_KERNELS=avx2: the BF16 decode kernel's 16-wide form */
-int oc_have_avx512(void);
-
 #endif

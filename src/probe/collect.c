@@ -47,7 +47,8 @@ int oc_activations_find(const oc_activations *a, int layer) {
 }
 
 /* settings that must match for a journal to be resumed */
-static char *journal_header(const oc_model_config *c, const oc_dataset *ds, const oc_collect_opts *o) {
+static char *journal_header(const oc_model *m, const oc_dataset *ds, const oc_collect_opts *o) {
+  const oc_model_config *c = oc_model_cfg(m);
   uint64_t h = 0;
   for (int i = 0; i < ds->n; i++) {
     uint64_t eh = oc_example_hash(&ds->ex[i]);
@@ -59,6 +60,7 @@ static char *journal_header(const oc_model_config *c, const oc_dataset *ds, cons
   cJSON_AddStringToObject(j, "architecture", c->architecture);
   cJSON_AddNumberToObject(j, "hidden_size", c->hidden);
   cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layers);
+  cJSON_AddStringToObject(j, "weights", oc_model_weights_kind(m)); /* q8 and BF16 states differ: no mixing on resume */
   cJSON *l = cJSON_AddArrayToObject(j, "layers");
   for (int i = 0; i < o->n_layers; i++) cJSON_AddItemToArray(l, cJSON_CreateNumber(o->layers[i]));
   cJSON_AddBoolToObject(j, "use_chat_template", o->use_chat_template);
@@ -206,7 +208,7 @@ int oc_collect_activations(const oc_model *m, const oc_chat *chat, const oc_data
   int rc = -1;
   if (!rec || !tap || !enc || !have || !lens || !last || !s) { if (s) oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   if (o->journal_path) {
-    char *hdr = journal_header(c, ds, o);
+    char *hdr = journal_header(m, ds, o);
     start = journal_open(o->journal_path, hdr, ds, a, &jf, err);
     free(hdr);
     if (start < 0) goto done;
@@ -409,7 +411,7 @@ int oc_activations_get(const oc_activation_source *src, const int *layers, int n
   oc_chat *c = NULL;
   char *dir = NULL;
   int rc = -1;
-  if (oc_resolve_model(src->model_id, NULL, &dir, err) || oc_model_load(dir, &m, err) || oc_chat_load(dir, &c, err)) goto done;
+  if (oc_resolve_model(src->model_id, NULL, &dir, err) || oc_model_load_ex(dir, &(oc_model_opts){src->weights}, &m, err) || oc_chat_load(dir, &c, err)) goto done;
   c->render_opts = src->template_opts;
   oc_collect_opts co = {src->model_id, src->use_chat_template, src->max_length, n_layers, layers, src->journal, src->pack_tokens};
   if (oc_collect_activations(m, c, &ds, &co, a, prog, err)) goto done;
