@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include "opencon/model.h"
@@ -66,8 +67,11 @@ static float sum_share(const char *p, size_t nbytes, int me, int nt, int k, int 
  * read, the ceiling this bench used before the multi-stream kernel (bench/README rows 1-17). */
 static double measure_bandwidth(int threads, int reps, double *plain) {
   const size_t n = (size_t)1 << 28; /* 1 GiB of floats */
-  float *a = aligned_alloc(64, n * sizeof(float));
+  float *a = aligned_alloc((size_t)2 << 20, n * sizeof(float));
   if (!a) return 0;
+  /* on huge pages, as the decode's weights are (--weights stored or q8): a 4 KiB-page read is
+   * slower by its TLB misses, a ceiling the decode would seem to exceed */
+  madvise(a, n * sizeof(float), MADV_HUGEPAGE);
 #pragma omp parallel for num_threads(threads)
   for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023);
   double best = 0;

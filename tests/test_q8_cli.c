@@ -2,7 +2,8 @@
  * system-info names the kernel level (and OPENCON_CPU lowers it); quantize writes a directory that
  * loads with no flag and generates exactly what --weights q8 generates on the original, with the
  * tokenizer and template copied and a quantization_config in config.json; a bad --weights value is
- * a usage error naming the choices; quant-report prints and writes every hidden state's numbers. */
+ * a usage error naming the choices; quant-report prints and writes every hidden state's numbers and,
+ * given a probe, how far its risk moves. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +15,8 @@ static char tmp[256];
 static char out[65536], out2[65536];
 
 int main(int argc, char **argv) {
-  REQUIRE(argc == 3, "usage: test_q8_cli OPENCON MODEL_DIR");
-  const char *bin = argv[1], *model = argv[2];
+  REQUIRE(argc == 4, "usage: test_q8_cli OPENCON MODEL_DIR PROBE.pt");
+  const char *bin = argv[1], *model = argv[2], *probe = argv[3];
   snprintf(tmp, sizeof tmp, "%s/oc_q8cli_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   REQUIRE(mkdtemp(tmp), "mkdtemp");
 
@@ -41,7 +42,13 @@ int main(int argc, char **argv) {
   int rc = run_in(tmp, out, sizeof out, "%s %s --model_id %s --weights q9", bin, gen, model);
   CHECK(rc == 2 && strstr(stderr_in(tmp), "stored|q8|mmap"), "--weights q9 is a usage error naming the choices (%d): %s", rc, stderr_in(tmp));
 
-  CHECK(run_in(tmp, out, sizeof out, "%s quant-report --model_id %s --n_decode 4 --out_path r.json", bin, model) == 0 && strstr(out, "decode logits: cos"),
+  FILE *f = fopen(path_in(tmp, "probe.json"), "w");
+  REQUIRE(f, "probe config");
+  fprintf(f, "{\"model_id\": \"%s\", \"layer\": -2, \"hidden_size\": 64, \"threshold\": 0.65, \"pause_threshold\": 0.75}\n", model);
+  fclose(f);
+  CHECK(run_in(tmp, out, sizeof out, "%s quant-report --model_id %s --n_decode 4 --probe_path %s --config_path probe.json --out_path r.json", bin, model,
+               probe) == 0 &&
+            strstr(out, "decode logits: cos") && strstr(out, "probe (state"),
         "quant-report: %s %s", out, stderr_in(tmp));
   cJSON *r = read_json_file(path_in(tmp, "r.json"));
   const cJSON *pre = r ? cJSON_GetObjectItemCaseSensitive(r, "prefill") : NULL, *dec = r ? cJSON_GetObjectItemCaseSensitive(r, "decode") : NULL;
@@ -51,6 +58,9 @@ int main(int argc, char **argv) {
     ok &= cJSON_IsNumber(c) && c->valuedouble > 0.99 && c->valuedouble <= 1.0 + 1e-12;
   }
   CHECK(ok, "quant-report JSON: every hidden state, cosines near 1");
+  const cJSON *rd = r ? cJSON_GetObjectItemCaseSensitive(r, "risk_max_diff") : NULL, *pl = r ? cJSON_GetObjectItemCaseSensitive(r, "probe_layer") : NULL;
+  CHECK(cJSON_IsNumber(rd) && rd->valuedouble >= 0 && rd->valuedouble < 0.1 && cJSON_IsNumber(pl) && pl->valueint == cJSON_GetArraySize(pre) - 2,
+        "quant-report JSON: the probe's layer (-2 resolved) and its risk difference (%g)", cJSON_IsNumber(rd) ? rd->valuedouble : -1.0);
   cJSON_Delete(r);
 
   remove_tmpdir(tmp);

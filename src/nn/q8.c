@@ -130,26 +130,32 @@ AVX2 static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1)));
 }
 
-/* AVX2: per 32-element block and row, |w| times x with w's signs (vpmaddubsw: unsigned by signed
- * bytes, pairs summed in int16: at most 2 * 128 * 127, no saturation), pairs of pairs summed in
- * int32, converted and scaled into 8 f32 lanes; the lanes summed at the end, then the tail blocks. */
-AVX2 static inline __attribute__((always_inline)) void q8_dotk_avx2(const int8_t *const *w, const uint16_t *const *wd, const int K,
-                                                                  const oc_q8_act *x, float *out) {
+/* AVX2: per 32-element block, row and input, |w| times x with w's signs (vpmaddubsw: unsigned by
+ * signed bytes, pairs summed in int16: at most 2 * 128 * 127, no saturation), pairs of pairs summed
+ * in int32, converted and scaled into 8 f32 lanes; the lanes summed at the end, then the tail
+ * blocks. K weight rows by T (<= 2) inputs per pass: |w| and the row's scale serve both inputs. */
+#define Q8_TILE_T 4 /* the most inputs a tile takes (AVX2: 2, 16 registers) */
+AVX2 static inline __attribute__((always_inline)) void q8_tile_avx2(const int8_t *const *w, const uint16_t *const *wd, const int K,
+                                                                  const oc_q8_act *x, const int T, float out[4][Q8_TILE_T]) {
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[4];
-  for (int j = 0; j < K; j++) acc[j] = _mm256_setzero_ps();
-  const int nb = x->n / OC_Q8_BLOCK;
+  __m256 acc[4][2];
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) acc[j][t] = _mm256_setzero_ps();
+  const int nb = x[0].n / OC_Q8_BLOCK;
   for (int b = 0; b < nb; b++) {
     for (int j = 0; j < K; j++) _mm_prefetch((const char *)(w[j] + b * OC_Q8_BLOCK) + Q8_PREFETCH, _MM_HINT_T0);
-    const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + b * OC_Q8_BLOCK));
-    const float dx = x->d[b];
     for (int j = 0; j < K; j++) {
-      const __m256i wv = _mm256_loadu_si256((const __m256i *)(w[j] + b * OC_Q8_BLOCK));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)), ones);
-      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(_cvtsh_ss(wd[j][b]) * dx), acc[j]);
+      const __m256i wv = _mm256_loadu_si256((const __m256i *)(w[j] + b * OC_Q8_BLOCK)), aw = _mm256_sign_epi8(wv, wv);
+      const float dw = _cvtsh_ss(wd[j][b]);
+      for (int t = 0; t < T; t++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[t].q + b * OC_Q8_BLOCK));
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), ones);
+        acc[j][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * x[t].d[b]), acc[j][t]);
+      }
     }
   }
-  for (int j = 0; j < K; j++) out[j] = hsum8(acc[j]) + q8_blocks(w[j], wd[j], x, nb);
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) out[j][t] = hsum8(acc[j][t]) + q8_blocks(w[j], wd[j], &x[t], nb);
 }
 
 #define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
@@ -158,7 +164,6 @@ AVX2 static inline __attribute__((always_inline)) void q8_dotk_avx2(const int8_t
  * int32 lanes are exact dots; lanes 0-7 hold the first block, 8-15 the second, converted and scaled
  * by (d_w * d_x) per lane into 16 f32 lanes; reduced at the end, then the tail blocks. K weight
  * rows by T input rows per pass: each weight load serves T inputs, each input load K rows. */
-#define Q8_TILE_T 4
 AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512(const int8_t *const *w, const uint16_t *const *wd, const int K,
                                                                         const oc_q8_act *x, const int T, float out[4][Q8_TILE_T]) {
   const __m512i flip = _mm512_set1_epi8((char)0x80);
@@ -197,23 +202,30 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512(const i
     case 2: CALL(2); break; \
     default: CALL(1); break; \
   }
-/* K and T both fixed in each instance: the K x T accumulators stay in registers */
-#define Q8_TILE_T_FOR(k)                            \
-  switch (T) {                                      \
-    case 4: q8_tile_512(w, wd, k, x, 4, out); break; \
-    case 3: q8_tile_512(w, wd, k, x, 3, out); break; \
-    case 2: q8_tile_512(w, wd, k, x, 2, out); break; \
-    default: q8_tile_512(w, wd, k, x, 1, out); break; \
+/* K and T both fixed in each instance: the K x T accumulators stay in registers (with T a run-time
+ * value they went to the stack, ~20 % slower); one function per instruction set (an AVX2 caller
+ * cannot inline AVX-512 code) */
+#define Q8_TILE_FOR(TILE, k)                 \
+  switch (T) {                               \
+    case 4: TILE(w, wd, k, x, 4, out); break; \
+    case 3: TILE(w, wd, k, x, 3, out); break; \
+    case 2: TILE(w, wd, k, x, 2, out); break; \
+    default: TILE(w, wd, k, x, 1, out); break; \
+  }
+#define Q8_TILE_512(k) Q8_TILE_FOR(q8_tile_512, k)
+#define Q8_TILE_AVX2(k)                                  \
+  switch (T) {                                           \
+    case 2: q8_tile_avx2(w, wd, k, x, 2, out); break;    \
+    default: q8_tile_avx2(w, wd, k, x, 1, out); break;   \
   }
 AVX512VNNI static void q8_tile_512_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
                                      float out[4][Q8_TILE_T]) {
-  Q8_FOR_K(Q8_TILE_T_FOR)
+  Q8_FOR_K(Q8_TILE_512)
 }
-#undef Q8_TILE_T_FOR
-AVX2 static void q8_dotk_avx2_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, float *out) {
-#define DOTK(k) q8_dotk_avx2(w, wd, k, x, out)
-  Q8_FOR_K(DOTK)
-#undef DOTK
+AVX2 static void q8_tile_avx2_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
+                                float out[4][Q8_TILE_T]) {
+  /* (callers pass T <= 2) */
+  Q8_FOR_K(Q8_TILE_AVX2)
 }
 #endif
 
@@ -227,21 +239,14 @@ void oc_q8_rows(const int8_t *const *w, const uint16_t *const *wd, int K, int co
     const uint16_t *pd[4];
     for (int j = 0; j < K; j++) { p[j] = w[j] + (size_t)r * (size_t)in; pd[j] = wd[j] + (size_t)r * nb; }
 #ifdef OC_X86
-    if (vnni) {
-      for (int t0 = 0; t0 < n; t0 += Q8_TILE_T) {
-        const int T = n - t0 < Q8_TILE_T ? n - t0 : Q8_TILE_T;
+    if (vnni || avx2) {
+      const int tile = vnni ? 4 : 2;
+      for (int t0 = 0; t0 < n; t0 += tile) {
+        const int T = n - t0 < tile ? n - t0 : tile;
         float v[4][Q8_TILE_T];
-        q8_tile_512_k(p, pd, K, x + t0, T, v);
+        (vnni ? q8_tile_512_k : q8_tile_avx2_k)(p, pd, K, x + t0, T, v);
         for (int j = 0; j < K; j++)
           for (int t = 0; t < T; t++) y[j][(size_t)(t0 + t) * ystride[j] + (size_t)r] = v[j][t];
-      }
-      continue;
-    }
-    if (avx2) {
-      for (int t = 0; t < n; t++) {
-        float v[4];
-        q8_dotk_avx2_k(p, pd, K, &x[t], v);
-        for (int j = 0; j < K; j++) y[j][(size_t)t * ystride[j] + (size_t)r] = v[j];
       }
       continue;
     }
