@@ -145,7 +145,8 @@ extern const cli_command cmd_forward, cmd_generate, cmd_tokenize, cmd_detokenize
 extern const cli_command cmd_collect_activations, cmd_train_probe, cmd_sweep_layers;
 extern const cli_command cmd_classify, cmd_train_exchange_classifier, cmd_calibrate_exchange_classifier, cmd_build_three_class;
 extern const cli_command cmd_guarded_generate, cmd_benchmark_latency, cmd_demo;
-extern const cli_command cmd_benchmark_jailbreak, cmd_datasets, cmd_serve;
+extern const cli_command cmd_datasets;
+extern const cli_command cmd_benchmark_jailbreak, cmd_serve;
 /* every command, in `opencon --help` order, NULL-terminated */
 extern const cli_command *const cli_commands[];
 const cli_command *cli_find(const char *name);
