@@ -72,6 +72,14 @@ static void test_help(void) {
     const char *fh = flat();
     for (const opt_spec *s = c->opts; s->name; s++, in_table++) {
       char want[160];
+      if (s->type == OPT_ARGS) { /* plain arguments: shown in the usage line, and their name is not a flag */
+        snprintf(want, sizeof want, " [%s ...]", s->metavar);
+        CHECK(strstr(fh, want), "%s --help does not show %s", c->name, want);
+        snprintf(want, sizeof want, "unknown flag --%s;", s->name);
+        CHECK(run("%s --%s=x", c->name, s->name) == 2 && strstr(out, want), "%s: --%s is not a flag: %s", c->name, s->name, out);
+        in_table--;
+        continue;
+      }
       snprintf(want, sizeof want, " --%s%s", s->name, s->type == OPT_FLAG ? " " : "");
       CHECK(strstr(fh, want), "%s --help does not list --%s", c->name, s->name);
       if (s->def) {

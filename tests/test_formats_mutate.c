@@ -1,8 +1,12 @@
 /* Deterministic mutations of a real torch.save probe, a CSV, a judge reply, JSONL and JSON files,
- * a JSON document for the strict parser, a CSV prompt set and probe files of each kind (zip,
- * legacy pickle, safetensors) through the fuzz harness (tests/fuzz/fuzz_formats.c): under
+ * a JSON document for the strict parser, a CSV prompt set, probe files of each kind (zip, legacy
+ * pickle, safetensors), the published benchmark layouts (HarmBench, StrongREJECT,
+ * SimpleSafetyTests, AdvBench strings, a JBB artifact, refusal-direction splits, CoCoNot, plain
+ * text) and a StrongREJECT rubric reply through the fuzz harness (tests/fuzz/fuzz_formats.c): under
  * ASan/UBSan in CI this is the fixed-seed part of fuzzing those parsers. Every case must either
  * work or fail with an error. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -75,6 +79,44 @@ int main(int argc, char **argv) {
   mutate_all(4, doc, sizeof doc - 1, 3000);
   const char pcsv[] = "id,prompt,split\r\n1,\"a, \"\"b\"\"\",s1\r\n2,c,s2\r\n3,d,s1\r\n";
   mutate_all(5, pcsv, sizeof pcsv - 1, 400);
+  /* the published benchmark layouts: CSV (selector 5), recognised by content (selector 3) */
+  static const struct { unsigned char sel; const char *text; oc_prompt_layout layout; int n; } layouts[] = {
+      {5, "Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\nb1,standard,illegal,,,id1\n\"b, \"\"2\"\"\",contextual,x,context,\"c\n\nd\",id2\n",
+       OC_LAYOUT_HARMBENCH, 2},
+      {5, "category,source,forbidden_prompt\nViolence,custom,\"a\nb\"\nHate,DAN,c\n", OC_LAYOUT_STRONGREJECT, 2},
+      {5, "id,harm_area,counter,category,prompts_final\r\nsst_1,\"A, B\",1,Info,p1\r\nsst_2,C,2,Instr,p2", OC_LAYOUT_SIMPLESAFETYTESTS, 2},
+      {5, "target\n\"a, b\"\nc\n", OC_LAYOUT_ADVBENCH_STRINGS, 2},
+      {3, "{\n    \"parameters\": {\"method\": \"PAIR\", \"model\": \"m\", \"attack_type\": \"black_box\"},\n    \"jailbreaks\": [\n        {\"index\": 0, \"goal\": \"g\", "
+          "\"behavior\": \"b\", \"category\": \"c\", \"prompt\": \"p\"},\n        {\"index\": 1, \"prompt\": null}\n    ]\n}",
+       OC_LAYOUT_JBB_ARTIFACT, 1},
+      {3, "[\n    {\n        \"instruction\": \"i1\",\n        \"category\": null\n    },\n    {\n        \"instruction\": \"i2\",\n        \"category\": \"c\"\n    }\n]",
+       OC_LAYOUT_REFUSAL_DIRECTION, 2},
+      {3, "{\"id\": \"a\", \"category\": \"C\", \"subcategory\": \"s\", \"prompt\": \"p\", \"response\": \"\"}\n{\"id\": \"b\", \"category\": \"C\", \"subcategory\": \"t\", "
+          "\"prompt\": \"q\", \"response\": \"\"}\n",
+       OC_LAYOUT_COCONOT, 2},
+      {3, "How to do a?\nWays to do b, c?\n\nIdeas for \"d\"?", OC_LAYOUT_TEXT, 3},
+  };
+  char tdir[] = "/tmp/oc_layout_seeds_XXXXXX";
+  REQUIRE(mkdtemp(tdir), "mkdtemp");
+  for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++) {
+    mutate_all(layouts[i].sel, layouts[i].text, strlen(layouts[i].text), 400);
+    char p[80];
+    snprintf(p, sizeof p, "%s/seed%zu%s", tdir, i, layouts[i].sel == 5 ? ".csv" : ".data");
+    FILE *f = fopen(p, "wb");
+    REQUIRE(f && fwrite(layouts[i].text, 1, strlen(layouts[i].text), f) == strlen(layouts[i].text), "write %s", p);
+    fclose(f);
+    oc_prompt_set set = {0};
+    CHECK(oc_prompt_set_load(&set, p, &e) == 0 && set.n == layouts[i].n && set.sources[0].layout == layouts[i].layout, "seed %zu (%s): %s", i,
+          oc_prompt_layout_info_of(layouts[i].layout)->name, e.msg);
+    oc_prompt_set_free(&set);
+    remove(p);
+  }
+  remove(tdir);
+  const char rubric[] = "{\"choices\": [{\"message\": {\"content\": \"```json\\n{\\\"refused\\\": 0, \\\"convincing\\\": 4, \\\"specific\\\": 3}\\n```\"}}]}";
+  mutate_all(7, rubric, sizeof rubric - 1, 3000);
+  oc_rubric_verdict rv;
+  CHECK(oc_rubric_parse_reply(rubric, &rv, &e) == 0 && rv.score == 0.625, "seed rubric reply: %s", e.msg);
+  oc_rubric_verdict_free(&rv);
   /* the unmutated seeds parse (so the mutations start from valid inputs) */
   oc_probe p;
   REQUIRE(oc_read_file(argv[1], &pt, &ptl, &e) == 0, "%s", e.msg);

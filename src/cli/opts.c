@@ -99,6 +99,8 @@ static int is_choice(const char *choices, const char *t) {
 }
 
 /* Checks and converts one value of flag s into v. Returns 0, or 2 after printing the error. */
+static const char *metavar(const opt_spec *s);
+
 static int set_value(const cli_command *c, const opt_spec *s, const char *t, opt_value *v) {
   char rng[96];
   struct stat st;
@@ -126,6 +128,9 @@ static int set_value(const cli_command *c, const opt_spec *s, const char *t, opt
     case OPT_STR:
       if (!*t && !(s->attr & OPT_EMPTY_OK)) return usage_error(c, "--%s is empty", s->name);
       break;
+    case OPT_ARGS:
+      if (!*t) return usage_error(c, "an empty %s argument", metavar(s));
+      break;
     case OPT_CHOICE:
       if (!is_choice(s->choices, t)) return usage_error(c, "--%s must be one of %s; got \"%s\"", s->name, s->choices, t);
       break;
@@ -133,6 +138,7 @@ static int set_value(const cli_command *c, const opt_spec *s, const char *t, opt
       if (!*t) return usage_error(c, "--%s is empty (a file name is expected)", s->name);
       if ((s->attr & OPT_STDIN) && strcmp(t, "-") == 0) break;
       if (stat(t, &st) != 0) return usage_error(c, "--%s %s: %s", s->name, t, errno == ENOENT ? "no such file" : strerror(errno));
+      if (S_ISDIR(st.st_mode) && (s->attr & OPT_DIR_OK)) break;
       if (S_ISDIR(st.st_mode)) return usage_error(c, "--%s %s is a directory; a file is expected", s->name, t);
       if (!S_ISREG(st.st_mode)) return usage_error(c, "--%s %s is a device, FIFO or socket; a regular file is expected", s->name, t);
       break;
@@ -166,7 +172,7 @@ static int set_value(const cli_command *c, const opt_spec *s, const char *t, opt
     }
   }
   v->text = t;
-  if (s->attr & OPT_REPEAT) {
+  if ((s->attr & OPT_REPEAT) || s->type == OPT_ARGS) {
     const char **all = realloc(v->all, sizeof *all * (size_t)(v->n_all + 1));
     if (!all) return usage_error(c, "out of memory");
     all[v->n_all++] = t;
@@ -185,6 +191,13 @@ static int find_opt(const cli_command *c, const char *name, size_t len) {
   return -1;
 }
 
+/* the row that takes the command's plain arguments, or -1 */
+static int find_args(const cli_command *c) {
+  for (int i = 0; c->opts[i].name; i++)
+    if (c->opts[i].type == OPT_ARGS) return i;
+  return -1;
+}
+
 /* 0: parsed; 2: usage error (printed) */
 static int parse(const cli_command *c, int argc, char **argv, cli_args *a) {
   memset(a, 0, sizeof *a);
@@ -195,9 +208,16 @@ static int parse(const cli_command *c, int argc, char **argv, cli_args *a) {
   }
   for (int i = 0; i < argc; i++) {
     const char *arg = argv[i];
+    int args_row = find_args(c);
+    if (args_row >= 0 && strncmp(arg, "--", 2) != 0) { /* the command takes plain arguments */
+      if (set_value(c, &c->opts[args_row], arg, &a->v[args_row])) return 2;
+      a->v[args_row].given = 1;
+      continue;
+    }
     if (strncmp(arg, "--", 2) != 0 || !arg[2]) return usage_error(c, "unexpected argument \"%s\" (flags start with --)", arg);
     const char *name = arg + 2, *eq = strchr(name, '=');
     int k = find_opt(c, name, eq ? (size_t)(eq - name) : strlen(name));
+    if (k >= 0 && c->opts[k].type == OPT_ARGS) k = -1; /* (its name is not a flag) */
     if (k < 0) return usage_error(c, "unknown flag --%.*s", eq ? (int)(eq - name) : (int)strlen(name), name);
     const opt_spec *s = &c->opts[k];
     opt_value *v = &a->v[k];
@@ -262,6 +282,7 @@ static const char *metavar(const opt_spec *s) {
     case OPT_OUT: return "FILE";
     case OPT_OUTDIR: return "DIR";
     case OPT_INTS: return "N,N,...";
+    case OPT_ARGS: return "ARG";
     case OPT_STR: break;
   }
   return "TEXT";
@@ -292,9 +313,20 @@ void cli_print_help(const cli_command *c, FILE *f) {
   fprintf(f, "usage: opencon %s", c->name);
   for (const opt_spec *s = c->opts; s->name; s++)
     if (s->attr & OPT_REQUIRED) fprintf(f, " --%s %s", s->name, metavar(s));
-  fprintf(f, " [flags]\n\n%s\n\nflags:\n", c->summary);
+  for (const opt_spec *s = c->opts; s->name; s++)
+    if (s->type == OPT_ARGS) fprintf(f, " [%s ...]", metavar(s));
+  fprintf(f, " [flags]\n\n%s\n\n", c->summary);
+  for (const opt_spec *s = c->opts; s->name; s++)
+    if (s->type == OPT_ARGS) {
+      int n = fprintf(f, "  %s ...", metavar(s));
+      fprintf(f, "%*s", n < 36 ? 36 - n : 1, "");
+      wrap(f, s->help, 36, 36);
+      fputc('\n', f);
+    }
+  fprintf(f, "flags:\n");
   enum { COL = 36 };
   for (const opt_spec *s = c->opts; s->name; s++) {
+    if (s->type == OPT_ARGS) continue;
     char head[160], more[256] = "", rng[96] = "", text[1024];
     int n = snprintf(head, sizeof head, "  --%s%s%s", s->name, s->type == OPT_FLAG ? "" : " ", metavar(s));
     if (s->type == OPT_INT || s->type == OPT_I64 || s->type == OPT_DOUBLE) range_text(s, rng, sizeof rng);
@@ -355,7 +387,7 @@ const int64_t *arg_list(const cli_args *a, const char *name, int *n) {
   return v->list;
 }
 const char *const *arg_all(const cli_args *a, const char *name, int *n) {
-  const opt_value *v = value(a, name, T_TEXT);
+  const opt_value *v = value(a, name, T_TEXT | T(OPT_ARGS));
   *n = v->n_all;
   return v->all;
 }

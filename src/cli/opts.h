@@ -21,6 +21,7 @@ typedef enum opt_type {
   OPT_OUT,    /* a file to write: must not be a directory */
   OPT_OUTDIR, /* a directory to write into: must not be a file */
   OPT_INTS,   /* comma-separated whole numbers, each in [lo, hi] */
+  OPT_ARGS,   /* not a flag: the command's other arguments (not starting with --), every one kept in order (arg_all) */
 } opt_type;
 
 enum {
@@ -28,6 +29,7 @@ enum {
   OPT_REPEAT = 2,   /* may be given several times, every value kept (other flags: once only) */
   OPT_STDIN = 4,    /* OPT_IN: "-" reads standard input */
   OPT_EMPTY_OK = 8, /* OPT_STR: "" is a value */
+  OPT_DIR_OK = 16,  /* OPT_IN: a directory is accepted too */
 };
 
 typedef struct opt_spec {
@@ -149,6 +151,7 @@ extern const cli_command cmd_forward, cmd_generate, cmd_tokenize, cmd_detokenize
 extern const cli_command cmd_collect_activations, cmd_train_probe, cmd_sweep_layers;
 extern const cli_command cmd_classify, cmd_train_exchange_classifier, cmd_calibrate_exchange_classifier, cmd_build_three_class;
 extern const cli_command cmd_guarded_generate, cmd_benchmark_latency, cmd_demo;
+extern const cli_command cmd_datasets;
 extern const cli_command cmd_benchmark_jailbreak, cmd_serve;
 extern const cli_command cmd_quantize, cmd_quant_report, cmd_system_info;
 /* every command, in `opencon --help` order, NULL-terminated */

@@ -1,7 +1,7 @@
 /* The jailbreak benchmark run: for each selected prompt a raw and a guarded generation, each judged
- * (by an LLM over an OpenAI-compatible API, or by the exchange classifier); every generation and
- * verdict is stored in SQLite as it completes, so a rerun resumes without regenerating or
- * re-judging; then the MVP's per-split report (JSON + a Markdown table). */
+ * (by an LLM over an OpenAI-compatible API, or by the exchange classifier, and with the StrongREJECT
+ * rubric if asked); every generation and verdict is stored in SQLite as it completes, so a rerun
+ * resumes without regenerating or re-judging; then the report (report.c). */
 #include <errno.h>
 #include <math.h>
 #include <sqlite3.h>
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/strmap.h"
+#include "jailbreak/report.h"
 #include "opencon/jailbreak.h"
 
 const char *oc_judge_kind_name(oc_judge_kind k) { return k == OC_JUDGE_HTTP ? "openrouter" : "classifier"; }
@@ -71,7 +71,9 @@ static int store_open(const char *path, sqlite3 **db, oc_error *err) {
                    "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, split TEXT, prompt_id TEXT, prompt TEXT, mode TEXT, response TEXT,"
                    " status TEXT, classifier_calls INT, ms REAL);"
                    "CREATE TABLE IF NOT EXISTS judgments (key TEXT PRIMARY KEY, judge TEXT, request TEXT, unsafe INT, refusal INT, raw_unsafe INT,"
-                   " confidence REAL, category TEXT, rationale TEXT, reply TEXT, error TEXT);", err))
+                   " confidence REAL, category TEXT, rationale TEXT, reply TEXT, error TEXT);"
+                   "CREATE TABLE IF NOT EXISTS rubric_judgments (key TEXT PRIMARY KEY, rubric TEXT, request TEXT, refused INT, convincing INT,"
+                   " specific INT, score REAL, rationale TEXT, reply TEXT, error TEXT);", err))
     return oc_wrap(err, "%s", path);
   return 0;
 }
@@ -160,16 +162,49 @@ static int store_judgment(sqlite3 *db, const char *key, const char *judge, const
   return rc;
 }
 
+/* a stored rubric verdict: 1 and v filled, 0 if none */
+static int load_rubric(sqlite3 *db, const char *key, oc_rubric_verdict *v, oc_error *err) {
+  sqlite3_stmt *st;
+  memset(v, 0, sizeof *v);
+  if (sqlite3_prepare_v2(db, "SELECT refused, convincing, specific, score, rationale, error FROM rubric_judgments WHERE key = ?", -1, &st, NULL) != SQLITE_OK)
+    return oc_fail_code(err, OC_ERR_IO, "sqlite: %s", sqlite3_errmsg(db));
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+  int found = 0;
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    found = 1;
+    v->refused = sqlite3_column_int(st, 0);
+    v->convincing = sqlite3_column_int(st, 1);
+    v->specific = sqlite3_column_int(st, 2);
+    v->score = sqlite3_column_double(st, 3);
+    const unsigned char *r = sqlite3_column_text(st, 4), *e = sqlite3_column_text(st, 5);
+    v->rationale = strdup(r ? (const char *)r : "");
+    v->error = e ? strdup((const char *)e) : NULL;
+    if (!v->rationale || (e && !v->error)) { oc_rubric_verdict_free(v); found = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  }
+  sqlite3_finalize(st);
+  return found;
+}
+
+static int store_rubric(sqlite3 *db, const char *key, const char *request, const oc_rubric_verdict *v, const char *reply, oc_error *err) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO rubric_judgments (key, rubric, request, refused, convincing, specific, score, rationale, reply, error) "
+                             "VALUES (?,'strongreject',?,?,?,?,?,?,?,?)", -1, &st, NULL) != SQLITE_OK)
+    return oc_fail_code(err, OC_ERR_IO, "sqlite: %s", sqlite3_errmsg(db));
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st, 2, request, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int(st, 3, v->refused);
+  sqlite3_bind_int(st, 4, v->convincing);
+  sqlite3_bind_int(st, 5, v->specific);
+  if (v->error) sqlite3_bind_null(st, 6); else sqlite3_bind_double(st, 6, v->score);
+  sqlite3_bind_text(st, 7, v->rationale ? v->rationale : "", -1, SQLITE_TRANSIENT);
+  if (reply) sqlite3_bind_text(st, 8, reply, -1, SQLITE_TRANSIENT); else sqlite3_bind_null(st, 8);
+  if (v->error) sqlite3_bind_text(st, 9, v->error, -1, SQLITE_TRANSIENT); else sqlite3_bind_null(st, 9);
+  int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : oc_fail_code(err, OC_ERR_IO, "sqlite: %s", sqlite3_errmsg(db));
+  sqlite3_finalize(st);
+  return rc;
+}
+
 /* ---- one run ---- */
-typedef struct agg {
-  int n, raw_unsafe, guarded_unsafe, raw_refusal, guarded_refusal, blocked, uncertain, paused, judge_errors;
-} agg;
-
-typedef struct {
-  char *name;
-  agg a;
-} split;
-
 typedef struct run {
   const oc_jailbreak_opts *o;
   sqlite3 *db;
@@ -178,10 +213,7 @@ typedef struct run {
   char *setting;           /* what a stored generation depends on (part of its key) */
   char *classifier_id;     /* what a classifier verdict depends on (part of its key) */
   oc_mbert_ws *ws;         /* the classifier judge's workspace (a borrowed bundle may serve other threads) */
-  split *splits;           /* in selection order */
-  int n_splits, cap_splits;
-  oc_strmap split_index;   /* split name -> index into splits */
-  agg all;
+  jb_tally tally;          /* the counts the report is made of */
 } run;
 
 /* the shortest text that reads back as x ("" for NaN): the thresholds as a person typed them */
@@ -269,6 +301,9 @@ static int generation(run *r, const oc_prompt_item *it, int mode, char **respons
   return rc;
 }
 
+/* what the judges read as the request: the item's goal when its prompt wraps one (a JBB attack) */
+static const char *judged_prompt(const oc_prompt_item *it) { return it->goal ? it->goal : it->prompt; }
+
 /* the exchange classifier as the judge: its top label decides refusal / unsafe */
 static int classifier_judgment(run *r, const oc_prompt_item *it, const char *response, oc_judgment *j, oc_error *err) {
   if (need_guard(r, err)) return -1;
@@ -276,7 +311,7 @@ static int classifier_judgment(run *r, const oc_prompt_item *it, const char *res
   if (!cls) return oc_fail(err, "the classifier judge needs a classifier (classifier_dir)");
   if (!r->ws && !(r->ws = oc_mbert_ws_new())) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   oc_decision d;
-  if (oc_classifier_score_ws(cls, r->ws, it->prompt, response, &d, err)) return oc_wrap(err, "%s", it->id);
+  if (oc_classifier_score_ws(cls, r->ws, judged_prompt(it), response, &d, err)) return oc_wrap(err, "%s", it->id);
   int best = 0;
   for (int q = 1; q < d.n_labels; q++) if (d.probs[q] > d.probs[best]) best = q;
   const char *lname = oc_mbert_cfg(cls->m)->labels[best];
@@ -294,14 +329,29 @@ static int judgment(run *r, const oc_prompt_item *it, const char *response, oc_j
   const oc_jailbreak_opts *o = r->o;
   const char *kind = oc_judge_kind_name(o->judge);
   char *req = NULL, key[40], *reply = NULL;
-  if (o->judge == OC_JUDGE_HTTP && !(req = oc_judge_request_body(o->http->model, it->prompt, response)))
+  if (o->judge == OC_JUDGE_HTTP && !(req = oc_judge_request_body(o->http->model, judged_prompt(it), response)))
     return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  hex_key(key, sizeof key, req ? kind : r->classifier_id, req ? req : it->prompt, req ? "" : response);
+  hex_key(key, sizeof key, req ? kind : r->classifier_id, req ? req : judged_prompt(it), req ? "" : response);
   int rc = load_judgment(r->db, key, j, err);
   if (rc) { free(req); return rc < 0 ? -1 : 0; }
   rc = req ? oc_http_judge_call(o->http, req, j, &reply, err) : classifier_judgment(r, it, response, j, err);
   if (!rc) rc = store_judgment(r->db, key, kind, req ? req : "", j, reply, err);
   if (rc) oc_judgment_free(j);
+  free(reply);
+  free(req);
+  return rc;
+}
+
+/* the rubric's verdict on an exchange: from the store (identical requests share one), else asked and stored */
+static int rubric_judgment(run *r, const oc_prompt_item *it, const char *response, oc_rubric_verdict *v, oc_error *err) {
+  char *req = oc_rubric_request_body(r->o->http->model, judged_prompt(it), response), key[40], *reply = NULL;
+  if (!req) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  hex_key(key, sizeof key, "strongreject", req, "");
+  int rc = load_rubric(r->db, key, v, err);
+  if (rc) { free(req); return rc < 0 ? -1 : 0; }
+  rc = oc_http_rubric_call(r->o->http, req, v, &reply, err);
+  if (!rc) rc = store_rubric(r->db, key, req, v, reply, err);
+  if (rc) oc_rubric_verdict_free(v);
   free(reply);
   free(req);
   return rc;
@@ -325,116 +375,40 @@ static void teacher_row(FILE *f, const oc_prompt_item *it, const char *response,
   cJSON_Delete(t);
 }
 
-/* the counts of a split, a new one at its first prompt (a hash map: many splits stay linear) */
-static agg *split_agg(run *r, const char *name, oc_error *err) {
-  int i = oc_strmap_find(&r->split_index, name);
-  if (i >= 0) return &r->splits[i].a;
-  if (r->n_splits == r->cap_splits) {
-    int cap = r->cap_splits ? 2 * r->cap_splits : 16;
-    split *ns = realloc(r->splits, sizeof *ns * (size_t)cap);
-    if (!ns) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
-    r->splits = ns;
-    r->cap_splits = cap;
-  }
-  split *sp = &r->splits[r->n_splits];
-  memset(sp, 0, sizeof *sp);
-  if (!(sp->name = strdup(name)) || oc_strmap_insert(&r->split_index, sp->name, r->n_splits, NULL) < 0) {
-    free(sp->name);
-    oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-    return NULL;
-  }
-  r->n_splits++;
-  return &sp->a;
-}
-
-/* one prompt: raw and guarded responses, their verdicts, the split's and the overall counts */
+/* one prompt: raw and guarded responses, their verdicts (and rubric scores), counted */
 static int one_prompt(run *r, const oc_prompt_item *it, oc_error *err) {
-  agg *sa = split_agg(r, it->split, err);
-  if (!sa) return -1;
-  int unsafe[2] = {0}, refusal[2] = {0}, judge_error = 0;
+  jb_outcome out = {.benign = it->benign};
   oc_guard_status status[2];
   for (int mode = 0; mode < 2; mode++) {
     char *response;
     if (generation(r, it, mode, &response, &status[mode], err)) return -1;
+    int blocked = mode && status[mode] == OC_GUARD_BLOCKED;
     oc_judgment j = {0};
-    if (mode && status[mode] == OC_GUARD_BLOCKED) {
+    if (blocked) {
       j.refusal = 1; /* a blocked response counts as a refusal, never as unsafe */
     } else if (judgment(r, it, response, &j, err)) {
       free(response);
       return -1;
     }
-    if (j.error) judge_error = 1;
-    unsafe[mode] = j.unsafe;
-    refusal[mode] = j.refusal;
+    out.verdict[mode] = !j.error;
+    out.unsafe[mode] = j.unsafe;
+    out.refusal[mode] = j.refusal;
     if (r->teacher && !mode && !j.error) teacher_row(r->teacher, it, response, &j);
     oc_judgment_free(&j);
+    if (r->o->rubric == OC_RUBRIC_STRONGREJECT) {
+      oc_rubric_verdict v = {.refused = 1}; /* a blocked response: refused, score 0, without asking */
+      if (!blocked && rubric_judgment(r, it, response, &v, err)) {
+        free(response);
+        return -1;
+      }
+      out.rubric[mode] = v.error ? -1 : 1;
+      out.score[mode] = v.error ? 0 : v.score;
+      oc_rubric_verdict_free(&v);
+    }
     free(response);
   }
-  agg *a[2] = {sa, &r->all};
-  for (int q = 0; q < 2; q++) {
-    a[q]->n++;
-    a[q]->raw_unsafe += unsafe[0];
-    a[q]->guarded_unsafe += unsafe[1];
-    a[q]->raw_refusal += refusal[0];
-    a[q]->guarded_refusal += refusal[1];
-    a[q]->blocked += status[1] == OC_GUARD_BLOCKED;
-    a[q]->uncertain += status[1] == OC_GUARD_UNCERTAIN;
-    a[q]->paused += status[1] == OC_GUARD_PAUSED;
-    a[q]->judge_errors += judge_error;
-  }
-  return 0;
-}
-
-/* ---- the report ---- */
-static cJSON *agg_json(const agg *a) {
-  cJSON *o = cJSON_CreateObject();
-  double n = a->n ? a->n : 1;
-  cJSON_AddNumberToObject(o, "examples", a->n);
-  cJSON_AddNumberToObject(o, "raw_unsafe_rate", a->raw_unsafe / n);
-  cJSON_AddNumberToObject(o, "guarded_unsafe_rate", a->guarded_unsafe / n);
-  cJSON_AddNumberToObject(o, "raw_refusal_rate", a->raw_refusal / n);
-  cJSON_AddNumberToObject(o, "guarded_refusal_rate", a->guarded_refusal / n);
-  cJSON_AddNumberToObject(o, "guard_block_rate", a->blocked / n);
-  cJSON_AddNumberToObject(o, "guard_uncertain_rate", a->uncertain / n);
-  cJSON_AddNumberToObject(o, "guard_paused_rate", a->paused / n);
-  cJSON_AddNumberToObject(o, "judge_errors", a->judge_errors);
-  return o;
-}
-
-/* the per-split Markdown table (malloc'd) */
-static char *markdown(const run *r) {
-  size_t cap = 512;
-  for (int i = 0; i < r->n_splits; i++) cap += strlen(r->splits[i].name) + 160;
-  cap += 160;
-  char *md = malloc(cap);
-  if (!md) return NULL;
-  size_t k = (size_t)snprintf(md, cap, "| split | n | raw unsafe | guarded unsafe | raw refusal | guarded refusal | guard block rate | judge errors |\n"
-                                       "|---|---|---|---|---|---|---|---|\n");
-  for (int i = 0; i <= r->n_splits && k < cap; i++) {
-    const agg *a = i < r->n_splits ? &r->splits[i].a : &r->all;
-    double n = a->n ? a->n : 1;
-    k += (size_t)snprintf(md + k, cap - k, "| %s | %d | %.0f %% | %.0f %% | %.0f %% | %.0f %% | %.0f %% | %d |\n", i < r->n_splits ? r->splits[i].name : "overall",
-                          a->n, 100 * a->raw_unsafe / n, 100 * a->guarded_unsafe / n, 100 * a->raw_refusal / n, 100 * a->guarded_refusal / n,
-                          100 * a->blocked / n, a->judge_errors);
-  }
-  return md;
-}
-
-static int build_report(const run *r, oc_jailbreak_report *rep, oc_error *err) {
-  const oc_jailbreak_opts *o = r->o;
-  rep->markdown = markdown(r);
-  cJSON *j = rep->json = cJSON_CreateObject(), *sp = cJSON_AddObjectToObject(j, "splits");
-  for (int i = 0; i < r->n_splits; i++) cJSON_AddItemToObject(sp, r->splits[i].name, agg_json(&r->splits[i].a));
-  cJSON_AddItemToObject(j, "overall", agg_json(&r->all));
-  cJSON_AddStringToObject(j, "judge_type", oc_judge_kind_name(o->judge));
-  if (o->judge == OC_JUDGE_HTTP) {
-    cJSON_AddStringToObject(j, "judge_model", o->http->model);
-    cJSON_AddNumberToObject(j, "judge_http_requests", (double)o->http->requests);
-  }
-  cJSON_AddNumberToObject(j, "max_new_tokens", o->max_new_tokens);
-  cJSON_AddStringToObject(j, "db", o->db_path);
-  if (!rep->markdown || !cJSON_AddStringToObject(j, "markdown", rep->markdown)) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  return 0;
+  out.status = status[1];
+  return jb_tally_add(&r->tally, it, &out, err);
 }
 
 int oc_jailbreak_run(const oc_prompt_set *set, const int *sel, int n_sel, const oc_jailbreak_opts *o, oc_progress *prog, oc_jailbreak_report *rep,
@@ -445,6 +419,8 @@ int oc_jailbreak_run(const oc_prompt_set *set, const int *sel, int n_sel, const 
   if (o->judge == OC_JUDGE_HTTP && (!o->http || !o->http->url || !o->http->model)) return oc_fail(err, "the HTTP judge needs a url and a model");
   if (o->judge == OC_JUDGE_HTTP && oc_http_judge_check(o->http, err)) return -1; /* a file:// judge is refused before any model loads */
   if (o->judge == OC_JUDGE_CLASSIFIER && !o->guard->classifier_dir) return oc_fail(err, "the classifier judge needs a classifier (classifier_dir)");
+  if (o->rubric == OC_RUBRIC_STRONGREJECT && (!o->http || oc_http_judge_check(o->http, err)))
+    return o->http ? oc_wrap(err, "the StrongREJECT rubric") : oc_fail(err, "the StrongREJECT rubric needs the HTTP judge (a url and a model)");
   if (!o->guard->probe_path) return oc_fail(err, "the guarded run needs a probe (probe_path): without one it would not be guarded");
   run r = {.o = o};
   int rc = -1;
@@ -462,15 +438,13 @@ int oc_jailbreak_run(const oc_prompt_set *set, const int *sel, int n_sel, const 
     rep->prompts_done = k + 1;
     if (prog) oc_progress_update(prog, k + 1);
   }
-  rc = build_report(&r, rep, err);
+  rc = jb_report_build(&r.tally, set, sel, n_sel, o, rep, err);
 done:
   if (rc) oc_jailbreak_report_free(rep);
   if (r.teacher) fclose(r.teacher);
   if (r.db) sqlite3_close(r.db);
   if (r.bundle != o->bundle) oc_guard_close(r.bundle);
-  oc_strmap_free(&r.split_index);
-  for (int i = 0; i < r.n_splits; i++) free(r.splits[i].name);
-  free(r.splits);
+  jb_tally_free(&r.tally);
   free(r.setting);
   free(r.classifier_id);
   oc_mbert_ws_free(r.ws);

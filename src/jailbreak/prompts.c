@@ -1,28 +1,56 @@
-/* Benchmark prompt sets from local files: JSONL, a JSON array and RFC 4180 CSV; the per-split
- * selection. Loading and selecting are linear in the file (hash sets, no indexed list lookups). */
+/* Benchmark prompt sets: a set of prompts from files and directories (each file a source, its layout
+ * recognised in layouts.c), RFC 4180 CSV, the sources described, and the per-split selection.
+ * Loading and selecting are linear in the files (hash sets, no indexed list lookups). */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
-#include "opencon/jailbreak.h"
 #include "base/strmap.h"
+#include "jailbreak/prompt_set.h"
 #include "opencon/json.h"
 #include "tok/text.h"
 
+static void free_item(oc_prompt_item *it) {
+  free(it->prompt); free(it->split); free(it->id); free(it->category); free(it->goal);
+}
+
+static void free_source(oc_prompt_source *src) {
+  free(src->path); free(src->dataset); free(src->note);
+}
+
+/* back to n items and n_sources sources (what a file or directory that failed had added goes) */
+static void truncate_set(oc_prompt_set *s, int n, int n_sources) {
+  while (s->n > n) free_item(&s->items[--s->n]);
+  while (s->n_sources > n_sources) free_source(&s->sources[--s->n_sources]);
+}
+
 void oc_prompt_set_free(oc_prompt_set *s) {
-  for (int i = 0; i < s->n; i++) { free(s->items[i].prompt); free(s->items[i].split); free(s->items[i].id); }
+  truncate_set(s, 0, 0);
   free(s->items);
+  free(s->sources);
   memset(s, 0, sizeof *s);
 }
 
-/* split names from label-like values: safe/benign/unharmful -> benign, unsafe/harmful -> harmful */
-static const char *label_split(const char *v) {
+const char *oc_label_split(const char *v) {
   if (!strcmp(v, "safe") || !strcmp(v, "benign") || !strcmp(v, "unharmful") || !strcmp(v, "0")) return "benign";
   if (!strcmp(v, "unsafe") || !strcmp(v, "harmful") || !strcmp(v, "1")) return "harmful";
   return v;
 }
 
-static int add(oc_prompt_set *s, const char *prompt, const char *split, const char *id, oc_error *err) {
+/* a copy of s, NULL for NULL; *bad set when a copy could not be made */
+static char *dup_or_null(const char *s, int *bad) {
+  if (!s) return NULL;
+  char *d = strdup(s);
+  if (!d) *bad = 1;
+  return d;
+}
+
+int oc_prompt_add(prompt_file *f, const char *prompt, const char *split, const char *id, const char *category, const char *goal, int benign,
+                  oc_error *err) {
+  oc_prompt_set *s = f->s;
   if (s->n == s->cap) {
     if (s->cap > INT32_MAX / 2) return oc_fail(err, "more than %d prompts", s->cap);
     int nc = s->cap ? 2 * s->cap : 64;
@@ -32,15 +60,22 @@ static int add(oc_prompt_set *s, const char *prompt, const char *split, const ch
     s->cap = nc;
   }
   oc_prompt_item *it = &s->items[s->n];
+  memset(it, 0, sizeof *it);
   size_t plen;
+  int bad = 0;
   it->prompt = oc_utf8_lossy(prompt, strlen(prompt), &plen); /* e.g. the Mac Roman bytes of JBB's judge-comparison.csv */
-  it->split = strdup(split);
-  it->id = strdup(id);
-  if (!it->prompt || !it->split || !it->id) {
-    free(it->prompt); free(it->split); free(it->id);
+  it->split = dup_or_null(split, &bad);
+  it->id = dup_or_null(id, &bad);
+  it->category = dup_or_null(category, &bad);
+  it->goal = goal ? oc_utf8_lossy(goal, strlen(goal), &plen) : NULL;
+  if (!it->prompt || bad || (goal && !it->goal)) {
+    free_item(it);
     return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   }
+  it->source = f->source;
+  it->benign = benign || strcmp(split, "benign") == 0;
   s->n++;
+  s->sources[f->source].n++;
   return 0;
 }
 
@@ -122,6 +157,8 @@ oom:
   return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
 }
 
+/* the split a file name gives: harmful-behaviors -> harmful, benign-behaviors -> benign,
+ * judge-comparison -> judge_comparison, else the stem (the file name without its extension) */
 static const char *stem_split(const char *path, char *buf, size_t n) {
   const char *b = strrchr(path, '/');
   b = b ? b + 1 : path;
@@ -134,134 +171,166 @@ static const char *stem_split(const char *path, char *buf, size_t n) {
   return buf;
 }
 
-/* A key of a row that is present but not a string: an error naming where (a key that is absent
- * takes its default; one of another type must not: "split": 5 or "label": 1 would fall back to
- * the file-name split and mix harmful and benign prompts in one split). */
-static int not_a_string(const cJSON *row, const char *key, const char *path, const char *where, long long at, oc_error *err) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, key);
-  if (!v || cJSON_IsString(v)) return 0;
-  char *shown = cJSON_PrintUnformatted(v);
-  oc_fail(err, "%s%s%lld: \"%s\" must be a string, got %.40s%s", path, where, at, key, shown ? shown : "?",
-          shown && strlen(shown) > 40 ? "..." : "");
-  free(shown);
-  return -1;
-}
-
-/* A JSON array of {"prompt" | "text", "split"?, "label"?} (WildGuard's layout: "label" is a string,
- * safe / harmful; the published files have no numeric labels). */
-static int load_json_array(oc_prompt_set *s, const char *text, size_t len, const char *path, const char *stem, const char *def_split,
-                           oc_error *err) {
-  cJSON *arr;
-  if (oc_json_parse(text, len, path, 1, &arr, err)) return -1;
-  if (!cJSON_IsArray(arr)) { cJSON_Delete(arr); return oc_fail(err, "%s: not a JSON array", path); }
-  int i = 0, rc = 0;
-  for (const cJSON *e = arr->child; e && !rc; e = e->next, i++) {
-    if (!cJSON_IsObject(e)) { rc = oc_fail(err, "%s: element %d is not a JSON object", path, i); break; }
-    const char *pkey = cJSON_GetObjectItemCaseSensitive(e, "prompt") ? "prompt" : "text";
-    if (not_a_string(e, pkey, path, ": element ", i, err) || not_a_string(e, "split", path, ": element ", i, err) ||
-        not_a_string(e, "label", path, ": element ", i, err)) {
-      rc = -1;
-      break;
-    }
-    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(e, pkey), *sp = cJSON_GetObjectItemCaseSensitive(e, "split"),
-                *lb = cJSON_GetObjectItemCaseSensitive(e, "label");
-    if (!pr) { rc = oc_fail(err, "%s: element %d has no \"prompt\" or \"text\"", path, i); break; }
-    char idb[300];
-    snprintf(idb, sizeof idb, "%s:%d", stem, i);
-    const char *split = sp ? sp->valuestring : lb ? label_split(lb->valuestring) : def_split;
-    rc = add(s, pr->valuestring, split, idb, err);
+/* a new source for path (its layout and counts filled in as it is read) */
+static int add_source(oc_prompt_set *s, const char *path, oc_error *err) {
+  if (s->n_sources == s->cap_sources) {
+    if (s->cap_sources > INT32_MAX / 2) return oc_fail(err, "more than %d files", s->cap_sources);
+    int nc = s->cap_sources ? 2 * s->cap_sources : 8;
+    oc_prompt_source *ns = realloc(s->sources, sizeof *ns * (size_t)nc);
+    if (!ns) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    s->sources = ns;
+    s->cap_sources = nc;
   }
-  cJSON_Delete(arr);
-  return rc;
-}
-
-/* JSONL: one {"prompt", "split"?, "id"?} a line (strict JSON: nothing after the object, no
- * repeated key, no NUL; "split" and "id", when present, strings), blank lines skipped. */
-static int load_jsonl(oc_prompt_set *s, const char *text, size_t len, const char *path, const char *stem, const char *def_split, oc_error *err) {
-  int64_t line = 0;
-  const char *p = text, *end = text + len;
-  while (p < end) {
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-    line++;
-    if (!oc_json_blank(p, n)) {
-      cJSON *o;
-      if (oc_json_parse(p, n, path, line, &o, err)) return -1;
-      const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt"), *sp = cJSON_GetObjectItemCaseSensitive(o, "split"),
-                  *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-      if (!cJSON_IsObject(o) || !cJSON_IsString(pr)) {
-        cJSON_Delete(o);
-        return oc_fail(err, "%s:%lld: expected a JSON object with a string \"prompt\"", path, (long long)line);
-      }
-      if (not_a_string(o, "split", path, ":", line, err) || not_a_string(o, "id", path, ":", line, err)) { cJSON_Delete(o); return -1; }
-      char idb[300];
-      snprintf(idb, sizeof idb, "%s:%lld", stem, (long long)line);
-      int arc = add(s, pr->valuestring, sp ? sp->valuestring : def_split, id ? id->valuestring : idb, err);
-      cJSON_Delete(o);
-      if (arc) return -1;
-    }
-    p = nl ? nl + 1 : end;
+  oc_prompt_source *src = &s->sources[s->n_sources];
+  memset(src, 0, sizeof *src);
+  const char *b = strrchr(path, '/');
+  src->path = strdup(path);
+  src->dataset = strdup(b && b[1] ? b + 1 : path);
+  src->first = s->n;
+  if (!src->path || !src->dataset) {
+    free_source(src);
+    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   }
-  return 0;
+  return s->n_sources++;
 }
 
-/* CSV with a header naming the prompt column (and optionally split, label, id). Rows and fields
- * are walked in order (no indexed lookups: a 50k-row file took 20 s that way). */
-static int load_csv(oc_prompt_set *s, const char *text, size_t len, const char *path, const char *stem, const char *def_split, oc_error *err) {
-  cJSON *rows;
-  if (oc_csv_parse(text, len, path, &rows, err)) return -1;
-  const cJSON *hdr = rows->child;
-  /* the columns read, in order of preference within a role; each may appear once (with two
-   * "goal" or two "split" columns, which one counts would be a guess) */
-  static const char *const cols[] = {"prompt", "Goal", "goal", "text", "question", "split", "label" /* XSTest: safe / unsafe */, "id", "Index"};
-  enum { N_PROMPT_NAMES = 5, COL_SPLIT = 5, COL_LABEL = 6, COL_ID = 7, N_COLS = 9 };
-  int at[N_COLS], nh = 0;
-  for (int k = 0; k < N_COLS; k++) at[k] = -1;
-  for (const cJSON *h = hdr ? hdr->child : NULL; h; h = h->next, nh++)
-    for (int k = 0; k < N_COLS; k++) {
-      if (strcmp(h->valuestring, cols[k]) != 0) continue;
-      if (at[k] >= 0) {
-        int rc = oc_fail(err, "%s:1: column \"%s\" appears twice in the header (columns %d and %d)", path, cols[k], at[k] + 1, nh + 1);
-        cJSON_Delete(rows);
-        return rc;
-      }
-      at[k] = nh;
-    }
-  int pc = -1, sc = at[COL_SPLIT], lc = at[COL_LABEL], ic = at[COL_ID] >= 0 ? at[COL_ID] : at[COL_ID + 1];
-  for (int k = N_PROMPT_NAMES - 1; k >= 0; k--) if (at[k] >= 0) pc = at[k];
-  if (pc < 0) { cJSON_Delete(rows); return oc_fail(err, "%s:1: no prompt column (prompt, Goal, goal, text or question)", path); }
-  const char **f = malloc(sizeof *f * (size_t)nh);
-  if (!f) { cJSON_Delete(rows); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
-  int rc = 0, r = 1;
-  for (const cJSON *row = hdr->next; row && !rc; row = row->next, r++) {
-    int nf = 0;
-    for (const cJSON *c = row->child; c; c = c->next, nf++) if (nf < nh) f[nf] = c->valuestring;
-    if (nf != nh) { rc = oc_fail(err, "%s: record %d has %d fields, the header has %d", path, r + 1, nf, nh); break; }
-    char idb[300];
-    snprintf(idb, sizeof idb, "%s:%d", stem, r);
-    const char *split = sc >= 0 ? f[sc] : lc >= 0 ? label_split(f[lc]) : def_split;
-    rc = add(s, f[pc], split, ic >= 0 ? f[ic] : idb, err);
-  }
-  free(f);
-  cJSON_Delete(rows);
-  return rc;
-}
-
-int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err) {
+/* one file: a source, its layout recognised from its content */
+static int load_file(oc_prompt_set *s, const char *path, int in_dir, oc_error *err) {
   char *text;
   size_t len;
   if (oc_read_file(path, &text, &len, err)) return -1;
   char stem[256];
-  const char *def_split = stem_split(path, stem, sizeof stem);
-  size_t pl = strlen(path);
-  int rc, csv = pl > 4 && strcmp(path + pl - 4, ".csv") == 0;
-  size_t k0 = 0;
-  while (k0 < len && (text[k0] == ' ' || text[k0] == '\n' || text[k0] == '\r' || text[k0] == '\t')) k0++;
-  if (csv) rc = load_csv(s, text, len, path, stem, def_split, err);
-  else if (k0 < len && text[k0] == '[') rc = load_json_array(s, text, len, path, stem, def_split, err);
-  else rc = load_jsonl(s, text, len, path, stem, def_split, err);
+  prompt_file f = {.s = s, .path = path, .text = text, .len = len, .stem = stem, .in_dir = in_dir};
+  f.def_split = stem_split(path, stem, sizeof stem);
+  int n_before = s->n, src_before = s->n_sources;
+  f.source = add_source(s, path, err);
+  int rc = f.source < 0 ? -1 : oc_prompt_file_read(&f, err);
   free(text);
+  if (rc) truncate_set(s, n_before, src_before); /* a file that fails adds nothing */
   return rc;
+}
+
+/* Files in a directory that are clearly not data: hidden ones, licences, notices, readmes (LICENSE,
+ * LICENSE.txt, LICENSE-MIT, README.md, ...), Markdown. */
+static const char *not_data(const char *name) {
+  static const char *const names[] = {"LICENSE", "LICENCE", "COPYING", "NOTICE", "README", "CITATION"};
+  if (name[0] == '.') return "a hidden file";
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    size_t k = strlen(names[i]);
+    if (strncasecmp(name, names[i], k) == 0 && (name[k] == 0 || name[k] == '.' || name[k] == '-')) return "a licence, notice or readme";
+  }
+  size_t n = strlen(name);
+  if (n > 3 && strcasecmp(name + n - 3, ".md") == 0) return "a Markdown document";
+  return NULL;
+}
+
+static int skipped_source(oc_prompt_set *s, const char *path, const char *why, oc_error *err) {
+  int k = add_source(s, path, err);
+  if (k < 0) return -1;
+  s->sources[k].layout = OC_LAYOUT_NOT_PROMPTS;
+  size_t n = strlen(why) + 32;
+  if (!(s->sources[k].note = malloc(n))) { truncate_set(s, s->n, k); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  snprintf(s->sources[k].note, n, "skipped: %s", why);
+  return 0;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+#define MAX_DIR_DEPTH 16        /* nested directories followed (a link cycle ends here) */
+#define MAX_DIR_FILES 100000    /* files read from one --dataset_path directory */
+
+/* every file under dir, in name order, recursively */
+static int load_dir(oc_prompt_set *s, const char *dir, int depth, int *files, oc_error *err) {
+  if (depth > MAX_DIR_DEPTH) return oc_fail(err, "%s: directories nested deeper than %d levels (a link cycle?)", dir, MAX_DIR_DEPTH);
+  DIR *d = opendir(dir);
+  if (!d) return oc_fail_code(err, OC_ERR_IO, "%s: cannot read the directory", dir);
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  int rc = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    if (n == cap) {
+      cap = cap ? 2 * cap : 32;
+      char **nn = realloc(names, sizeof *nn * cap);
+      if (!nn) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
+      names = nn;
+    }
+    if (!(names[n] = strdup(e->d_name))) { rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); break; }
+    n++;
+  }
+  closedir(d);
+  if (!rc) qsort(names, n, sizeof *names, by_name);
+  for (size_t i = 0; i < n && !rc; i++) {
+    char *p = oc_path_join(dir, names[i]);
+    struct stat st;
+    const char *why = not_data(names[i]);
+    if (!p) rc = oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+    else if (why) rc = skipped_source(s, p, why, err);
+    else if (stat(p, &st) != 0) rc = oc_fail_code(err, OC_ERR_IO, "%s: cannot read it (a dangling link?)", p);
+    else if (S_ISDIR(st.st_mode)) rc = load_dir(s, p, depth + 1, files, err);
+    else if (!S_ISREG(st.st_mode)) rc = skipped_source(s, p, "not a regular file", err);
+    else if (++*files > MAX_DIR_FILES) rc = oc_fail(err, "%s: more than %d files under the directory", p, MAX_DIR_FILES);
+    else rc = load_file(s, p, 1, err);
+    free(p);
+  }
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  return rc;
+}
+
+int oc_prompt_set_load(oc_prompt_set *s, const char *path, oc_error *err) {
+  if (!oc_is_dir(path)) return load_file(s, path, 0, err);
+  int files = 0, n_before = s->n, src_before = s->n_sources;
+  int rc = load_dir(s, path, 0, &files, err);
+  if (!rc && s->n == n_before) rc = oc_fail(err, "%s: no prompts in the directory (%d files read)", path, files);
+  if (rc) truncate_set(s, n_before, src_before); /* a directory that fails adds nothing either */
+  return rc;
+}
+
+/* ---- the sources described ---- */
+cJSON *oc_prompt_sources_json(const oc_prompt_set *s, const int *sel, int n_sel) {
+  cJSON *arr = cJSON_CreateArray();
+  int ns = s->n_sources;
+  int *count = calloc((size_t)(ns ? ns : 1), sizeof *count), *benign = calloc((size_t)(ns ? ns : 1), sizeof *benign);
+  oc_strmap *splits = calloc((size_t)(ns ? ns : 1), sizeof *splits), *cats = calloc((size_t)(ns ? ns : 1), sizeof *cats);
+  int *split_n = calloc((size_t)(s->n ? s->n : 1), sizeof *split_n); /* per item index: the count of its split in its source */
+  int n = sel ? n_sel : s->n, ok = arr && count && benign && splits && cats && split_n;
+  for (int k = 0; ok && k < n; k++) {
+    int i = sel ? sel[k] : k;
+    if (i < 0 || i >= s->n) continue;
+    const oc_prompt_item *it = &s->items[i];
+    count[it->source]++;
+    benign[it->source] += it->benign;
+    int at;
+    int found = oc_strmap_insert(&splits[it->source], it->split, i, &at);
+    if (found < 0) ok = 0;
+    else split_n[found ? at : i]++;
+    if (it->category && oc_strmap_insert(&cats[it->source], it->category, 0, NULL) < 0) ok = 0;
+  }
+  for (int q = 0; ok && q < ns; q++) {
+    const oc_prompt_source *src = &s->sources[q];
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddItemToArray(arr, o)) { cJSON_Delete(o); ok = 0; break; }
+    const oc_prompt_layout_info *li = oc_prompt_layout_info_of(src->layout);
+    cJSON_AddStringToObject(o, "path", src->path);
+    cJSON_AddStringToObject(o, "dataset", src->dataset);
+    cJSON_AddStringToObject(o, "layout", li->name);
+    cJSON_AddStringToObject(o, "layout_title", li->title);
+    cJSON_AddNumberToObject(o, "prompts", count[q]);
+    if (sel) cJSON_AddNumberToObject(o, "loaded", src->n);
+    cJSON_AddNumberToObject(o, "skipped", src->skipped);
+    cJSON_AddNumberToObject(o, "benign", benign[q]);
+    cJSON_AddNumberToObject(o, "categories", (double)cats[q].n);
+    cJSON *sp = cJSON_AddObjectToObject(o, "splits");
+    /* the splits in order of first appearance: the items of a source are contiguous */
+    for (int i = src->first; sp && i < src->first + src->n; i++)
+      if (oc_strmap_find(&splits[q], s->items[i].split) == i) cJSON_AddNumberToObject(sp, s->items[i].split, split_n[i]);
+    if (src->note) cJSON_AddStringToObject(o, "note", src->note);
+  }
+  for (int q = 0; splits && cats && q < ns; q++) { oc_strmap_free(&splits[q]); oc_strmap_free(&cats[q]); }
+  free(count); free(benign); free(splits); free(cats); free(split_n);
+  if (!ok) { cJSON_Delete(arr); return NULL; }
+  return arr;
 }
 
 /* ---- selection ---- */

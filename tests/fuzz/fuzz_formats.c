@@ -1,9 +1,10 @@
 /* libFuzzer harness for the other hostile inputs: the first byte picks the parser, the rest is
- * its input — 0: a torch.save probe.pt (zip + pickle VM), 1: CSV, 2: a judge reply, 3: a JSONL
- * or JSON file read as a prompt set, a probe config, a dataset and three-class input, 4: the
- * strict JSON parser itself (what it accepts prints and parses again, strictly), 5: a CSV prompt
- * set file, 6: a probe file of any kind (oc_probe_load tells safetensors, a torch.save zip and a
- * legacy pickle apart by their first bytes). */
+ * its input — 0: a torch.save probe.pt (zip + pickle VM), 1: CSV, 2: a judge reply, 3: a file
+ * not named .csv read as a prompt set (its layout recognised by content: JSONL, CoCoNot, JSON
+ * arrays, JBB artifacts, CSV headers, plain text), a probe config, a dataset and three-class input,
+ * 4: the strict JSON parser itself (what it accepts prints and parses again, strictly), 5: a CSV
+ * prompt set file (every CSV layout), 6: a probe file of any kind (oc_probe_load tells safetensors,
+ * a torch.save zip and a legacy pickle apart by their first bytes), 7: a StrongREJECT rubric reply. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,13 +41,39 @@ static void strict_json(const unsigned char *d, size_t n) {
   free(s);
 }
 
+/* the bytes as a NUL-terminated string (malloc'd) */
+static char *c_string(const unsigned char *d, size_t n) {
+  char *s = malloc(n + 1);
+  if (s) {
+    memcpy(s, d, n);
+    s[n] = 0;
+  }
+  return s;
+}
+
+/* a loaded prompt set: every item in a source, the sources described, a selection made */
+static void described(const oc_prompt_set *set) {
+  int total = 0;
+  for (int i = 0; i < set->n_sources; i++) total += set->sources[i].n;
+  for (int i = 0; i < set->n; i++)
+    if (set->items[i].source < 0 || set->items[i].source >= set->n_sources || !set->items[i].prompt || !set->items[i].split) abort();
+  if (total != set->n) abort();
+  cJSON_Delete(oc_prompt_sources_json(set, NULL, 0));
+  int *idx, k;
+  oc_error e;
+  if (oc_prompt_select(set, 2, NULL, 0, -1, 1, &idx, &k, &e) == 0) {
+    cJSON_Delete(oc_prompt_sources_json(set, idx, k));
+    free(idx);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   if (size < 1) return 0;
   const unsigned char *d = data + 1;
   size_t n = size - 1;
   oc_error e;
   char path[64], out[80];
-  switch (data[0] % 7) {
+  switch (data[0] % 8) {
   case 0: {
     oc_probe p;
     if (oc_torch_pt_parse_probe(d, n, "fuzz.pt", &p, &e) == 0) oc_probe_free(&p);
@@ -58,10 +85,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     break;
   }
   case 2: {
-    char *s = malloc(n + 1);
+    char *s = c_string(d, n);
     if (!s) return 0;
-    memcpy(s, d, n);
-    s[n] = 0;
     oc_judgment j;
     oc_judge_parse_reply(s, &j, &e);
     oc_judgment_free(&j);
@@ -71,7 +96,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   case 3: {
     if (!temp_file(d, n, ".jsonl", path, sizeof path)) return 0;
     oc_prompt_set set = {0};
-    oc_prompt_set_load(&set, path, &e);
+    if (oc_prompt_set_load(&set, path, &e) == 0) described(&set);
     oc_prompt_set_free(&set);
     oc_probe_config pc;
     if (oc_probe_config_load(path, &pc, &e) == 0) oc_probe_config_free(&pc);
@@ -84,6 +109,18 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     break;
   }
   case 4: strict_json(d, n); break;
+  case 7: {
+    char *s = c_string(d, n);
+    if (!s) return 0;
+    oc_rubric_verdict v;
+    if (oc_rubric_parse_reply(s, &v, &e) == 0 && !(v.score >= 0 && v.score <= 1)) {
+      fprintf(stderr, "a rubric score outside [0, 1]: %g\n", v.score);
+      abort();
+    }
+    oc_rubric_verdict_free(&v);
+    free(s);
+    break;
+  }
   case 6: {
     if (!temp_file(d, n, ".pt", path, sizeof path)) return 0;
     oc_probe p;
@@ -94,10 +131,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   default: {
     if (!temp_file(d, n, ".csv", path, sizeof path)) return 0;
     oc_prompt_set set = {0};
-    if (oc_prompt_set_load(&set, path, &e) == 0) {
-      int *idx, k;
-      if (oc_prompt_select(&set, 2, NULL, 0, -1, 1, &idx, &k, &e) == 0) free(idx);
-    }
+    if (oc_prompt_set_load(&set, path, &e) == 0) described(&set);
     oc_prompt_set_free(&set);
     unlink(path);
   }
