@@ -242,6 +242,9 @@ int main(int argc, char **argv) {
   oc_model *m;
   if (oc_model_load_ex(argv[1], &mo, &m, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 1; }
   double t_load = oc_now() - t0;
+  /* measure within memory: this VM pages out file pages it sees little use of (DAMON), which put
+   * disk reads into decode steps (the per-layer-embedding rows, the norms); locked, they stay */
+  if (mlockall(MCL_CURRENT)) perror("bench_decoder: mlockall (pages may be paged out mid-run)");
   const oc_model_config *c = oc_model_cfg(m);
   const int V = c->vocab;
   float *logits = malloc(sizeof(float) * (size_t)V);

@@ -102,11 +102,11 @@ static void check_case(const mcase *c, int n) {
     Y[m] = malloc(sizeof(float) * (size_t)n * (size_t)c->outs[m]);
     Yref[m] = malloc(sizeof(float) * (size_t)n * (size_t)c->outs[m]);
   }
-  /* the decode kernels (below 8 rows, and up to 16 rows of BF16 or Q8 weights) */
+  /* the decode kernels: below 8 rows, up to 16 rows of BF16 weights, any rows of Q8 weights */
   int all_matvec = 1;
-  for (int m = 0; m < c->count; m++) all_matvec &= c->dt[m] == OC_DT_BF16 || c->dt[m] == OC_DT_Q8;
-  const int decode = n < 8 || (all_matvec && n <= 16);
-  /* there Q8 weights meet the inputs quantized per block: the reference is the exact sum of the
+  for (int m = 0; m < c->count; m++) all_matvec &= (c->dt[m] == OC_DT_BF16 && n <= 16) || c->dt[m] == OC_DT_Q8;
+  const int decode = n < 8 || all_matvec;
+  /* Q8 weights always meet the inputs quantized per block: the reference is the exact sum of the
    * blocks' integer dots times their scales */
   oc_q8_act *acts = malloc(sizeof(oc_q8_act) * (size_t)n);
   char *act_buf = malloc(oc_q8_act_bytes(c->in) * (size_t)n);
@@ -118,7 +118,7 @@ static void check_case(const mcase *c, int n) {
     for (int t = 0; t < n; t++)
       for (int r = 0; r < c->outs[m]; r++) {
         double ref = 0, mag = 0;
-        if (c->dt[m] == OC_DT_Q8 && n <= 16) { /* (a matrix of a mixed call takes its own path: oc_matmul) */
+        if (c->dt[m] == OC_DT_Q8) {
           const int64_t nb = oc_q8_nblocks(c->in);
           const int8_t *wq = (const int8_t *)W[m].data + (size_t)r * c->in;
           for (int64_t b = 0; b < nb; b++) { /* mag: of the element products (a kernel may split a block's dot) */
@@ -259,7 +259,18 @@ static void check_q8_format(void) {
   CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) != 0 && bad == 57, "infinity refused");
   x[57] = 1;
   x[70] = 127.0f * 65504.0f * 1.01f;
-  CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) != 0 && bad == 64, "a scale beyond f16 refused at its block (got %lld)", (long long)bad);
+  CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) != 0 && bad == 70, "a scale beyond f16 refused at the value too large (got %lld)", (long long)bad);
+  /* inputs: a block of values below ~4e-37 counts as zero (127 / max would overflow); a normal
+   * block beside it is quantized as ever */
+  float in[64];
+  for (int i = 0; i < 64; i++) in[i] = i < 32 ? (i % 2 ? 1e-38f : -3e-38f) : (float)(i - 40);
+  char buf[4096];
+  oc_q8_act act;
+  oc_q8_act_quantize(in, 64, buf, &act);
+  int zero = act.d[0] == 0, exact = 1;
+  for (int i = 0; i < 32; i++) zero &= act.q[i] == 0;
+  for (int i = 32; i < 64; i++) exact &= fabsf(act.d[1] * act.q[i] - in[i]) <= act.d[1] / 2 * 1.0001f;
+  CHECK(zero && exact, "input blocks: tiny values quantize to zero, others within half a step");
 }
 
 /* A NaN or infinity in an input row of a Q8 product makes its outputs NaN (never quantized away);
@@ -419,10 +430,11 @@ int main(void) {
       }
   /* long prefills: X taken in pieces of 512 rows (exactly one, one and a row, two and a part) */
   const int long_ns[] = {512, 513, 1100}, long_ins[] = {17, 100};
-  for (int s = 3; s <= 4; s++)
+  const int long_shapes[] = {3, 4, 10}; /* mixed F32/F16/BF16, and Q8 beside BF16 (Q8: the decode kernel at any length) */
+  for (size_t si = 0; si < sizeof long_shapes / sizeof *long_shapes; si++)
     for (size_t i = 0; i < sizeof long_ins / sizeof *long_ins; i++)
       for (size_t k = 0; k < sizeof long_ns / sizeof *long_ns; k++) {
-        mcase c = shapes[s];
+        mcase c = shapes[long_shapes[si]];
         c.in = long_ins[i];
         check_case(&c, long_ns[k]);
       }

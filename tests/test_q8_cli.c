@@ -3,7 +3,9 @@
  * loads with no flag and generates exactly what --weights q8 generates on the original, with the
  * tokenizer and template copied and a quantization_config in config.json; a bad --weights value is
  * a usage error naming the choices; quant-report prints and writes every hidden state's numbers and,
- * given a probe, how far its risk moves. */
+ * given a probe, how far its risk moves; benchmark-jailbreak's store keeps q8 generations apart from
+ * stored ones (a q8 run over a stored run's store generates anew instead of reporting stored text);
+ * a model directory a killed quantize left set aside (.NAME.old-PID-XXXXXX) is put back when loaded. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +17,8 @@ static char tmp[256];
 static char out[65536], out2[65536];
 
 int main(int argc, char **argv) {
-  REQUIRE(argc == 4, "usage: test_q8_cli OPENCON MODEL_DIR PROBE.pt");
-  const char *bin = argv[1], *model = argv[2], *probe = argv[3];
+  REQUIRE(argc == 5, "usage: test_q8_cli OPENCON MODEL_DIR PROBE.pt CLASSIFIER_DIR");
+  const char *bin = argv[1], *model = argv[2], *probe = argv[3], *classifier = argv[4];
   snprintf(tmp, sizeof tmp, "%s/oc_q8cli_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   REQUIRE(mkdtemp(tmp), "mkdtemp");
 
@@ -38,6 +40,10 @@ int main(int argc, char **argv) {
   CHECK(run_in(tmp, out, sizeof out, "%s %s --model_id q", bin, gen) == 0, "generate from the q8 directory: %s", stderr_in(tmp));
   CHECK(run_in(tmp, out2, sizeof out2, "%s %s --model_id %s --weights q8", bin, gen, model) == 0, "generate --weights q8: %s", stderr_in(tmp));
   CHECK(strcmp(out, out2) == 0 && out[0], "the q8 directory generates what --weights q8 does: [%s] vs [%s]", out, out2);
+
+  CHECK(rename(path_in(tmp, "q"), path_in(tmp, ".q.old-999999-abcdef")) == 0, "set the q8 directory aside");
+  CHECK(run_in(tmp, out, sizeof out, "%s %s --model_id q", bin, gen) == 0 && strcmp(out, out2) == 0 && access(path_in(tmp, "q/config.json"), F_OK) == 0,
+        "a set-aside model directory is recovered on load: %s", stderr_in(tmp));
 
   int rc = run_in(tmp, out, sizeof out, "%s %s --model_id %s --weights q9", bin, gen, model);
   CHECK(rc == 2 && strstr(stderr_in(tmp), "stored|q8|mmap"), "--weights q9 is a usage error naming the choices (%d): %s", rc, stderr_in(tmp));
@@ -63,6 +69,22 @@ int main(int argc, char **argv) {
         "quant-report JSON: the probe's layer (-2 resolved) and its risk difference (%g)", cJSON_IsNumber(rd) ? rd->valuedouble : -1.0);
   cJSON_Delete(r);
 
+  /* benchmark-jailbreak: a q8 run over the store of a stored run generates its own responses */
+  f = fopen(path_in(tmp, "jb.jsonl"), "w");
+  REQUIRE(f, "jb.jsonl");
+  fputs("{\"prompt\": \"tell me a story about a cat\", \"split\": \"a\"}\n{\"prompt\": \"how do I bake bread\", \"split\": \"a\"}\n", f);
+  fclose(f);
+  const char *count = "/usr/bin/python3 -c \"import sqlite3; print(sqlite3.connect('jb.db').execute('select count(*) from generations').fetchone()[0])\"";
+  for (int k = 0; k < 3; k++) {
+    const char *w = k == 0 ? "stored" : "q8"; /* the third run: q8 again, all from the store */
+    CHECK(run_in(tmp, out, sizeof out,
+                 "%s benchmark-jailbreak --model_id %s --probe_path %s --config_path probe.json --classifier_dir %s --dataset_path jb.jsonl --db jb.db "
+                 "--max_new_tokens 8 --weights %s > /dev/null",
+                 bin, model, probe, classifier, w) == 0,
+          "benchmark-jailbreak --weights %s: %s", w, stderr_in(tmp));
+    CHECK(run_in(tmp, out, sizeof out, "%s", count) == 0 && atoi(out) == (k ? 8 : 4), "after run %d (%s): %d generations stored, expected %d", k + 1, w,
+          atoi(out), k ? 8 : 4);
+  }
   remove_tmpdir(tmp);
   printf("q8 cli: %d checks passed, %d failed\n", g_pass, g_fail);
   return g_fail != 0;

@@ -1,13 +1,18 @@
 /* q8 weights on the tiny fixture models (argv: their directories):
- * - accuracy: every hidden state of a 40-token prefill and of 10 decode steps keeps cosine >= 0.999 on
- *   average at every state (0.995 at worst: hidden size 64, two blocks a row, random weights) and relative
- *   error <= 5 % against the stored weights; the decode logits
- *   likewise; a scale or block misread would put them far lower;
+ * - accuracy: every hidden state of a 40-token prefill and of 10 decode steps keeps cosine >= 0.998 on
+ *   average at every state, 0.99 at worst, and relative error <= 6 % against the stored weights (hidden
+ *   size 64: two blocks a row, random weights, every product's inputs quantized too; measured worst
+ *   0.9939 / 4.9 % on gemma3-tiny, E2B-shaped states in bench/README.md), the decode logits likewise;
+ *   a misread scale or block puts them far lower;
  * - the streamed matrices are q8 and a token streams about 0.53x the bytes;
  * - `quantize` output: loads without a flag as q8 and gives the same bits as --weights q8 on the
  *   original; quantizing it again changes nothing; its scales validated (missing, wrong dtype or
  *   shape, not finite, negative: each an error naming the tensor);
- * - a non-finite weight is refused when quantizing, naming tensor, row and column. */
+ * - a non-finite weight is refused when quantizing, naming tensor, row and column;
+ * - q8 results do not depend on batching or chunking: a decode step of 20 sessions batched equals
+ *   each decoded alone bit for bit (every q8 product takes the int8 kernel, whatever the rows), and a
+ *   12-token prompt's states equal those of the same 12 tokens inside a 20-token prompt within f32
+ *   rounding (only attention's summation order differs), not the ~1 % of quantized against f32 inputs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +39,13 @@ static void check_accuracy(const char *dir, oc_model *ref, oc_model *q) {
   for (int i = 0; i < r.n_states; i++) {
     const oc_quant_layer *ls[2] = {&r.prefill[i], &r.decode[i]};
     for (int k = 0; k < 2; k++) {
-      CHECK(ls[k]->cos_mean >= 0.999 && ls[k]->cos_min >= 0.995 && ls[k]->rel_err <= 0.05, "%s %s state %d: cos mean %.6f min %.6f rel err %.4f", dir,
+      CHECK(ls[k]->cos_mean >= 0.998 && ls[k]->cos_min >= 0.99 && ls[k]->rel_err <= 0.06, "%s %s state %d: cos mean %.6f min %.6f rel err %.4f", dir,
             k ? "decode" : "prefill", i, ls[k]->cos_mean, ls[k]->cos_min, ls[k]->rel_err);
       if (ls[k]->cos_min < worst) worst = ls[k]->cos_min;
       if (ls[k]->rel_err > worst_err) worst_err = ls[k]->rel_err;
     }
   }
-  CHECK(r.logit_cos_min >= 0.995, "%s: decode logits cos %.6f", dir, r.logit_cos_min);
+  CHECK(r.logit_cos_min >= 0.99, "%s: decode logits cos %.6f", dir, r.logit_cos_min);
   printf("%s: worst hidden-state cosine %.6f, relative error %.4f; logits cos %.6f, greedy agreement %d/10\n", dir, worst, worst_err, r.logit_cos_min,
          r.top1_agree);
   oc_quant_report_free(&r);
@@ -91,6 +96,21 @@ static void write_variant(const char *src, const char *dst, const char *name, oc
   oc_st_close(f);
 }
 
+/* dir/config.json with its quantization_config replaced by the JSON text q (NULL: removed). */
+static void set_quant_config(const char *dir, const char *q) {
+  char path[700];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  cJSON *c = read_json_file(path);
+  REQUIRE(c, "%s", path);
+  cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config");
+  if (q) cJSON_AddItemToObject(c, "quantization_config", cJSON_Parse(q));
+  char *s = cJSON_Print(c);
+  FILE *f = fopen(path, "w");
+  REQUIRE(f && fputs(s, f) >= 0 && fclose(f) == 0, "write %s", path);
+  cJSON_free(s);
+  cJSON_Delete(c);
+}
+
 static void expect_load_error(const char *dir, const char *what, const char *needle1, const char *needle2) {
   oc_error e;
   oc_model *m = NULL;
@@ -105,6 +125,8 @@ static void check_checkpoint(const char *dir, oc_model *q) {
   char out[512], again[512];
   snprintf(out, sizeof out, "%s/q8", tmp);
   snprintf(again, sizeof again, "%s/q8again", tmp);
+  remove_tmpdir(out);
+  remove_tmpdir(again);
   size_t bin = 0, bout = 0;
   REQUIRE(oc_model_quantize(dir, out, &bin, &bout, &e) == 0, "quantize %s: %s", dir, e.msg);
   CHECK(bout < bin, "%s: %zu bytes of tensors written for %zu read", dir, bout, bin);
@@ -124,6 +146,10 @@ static void check_checkpoint(const char *dir, oc_model *q) {
   char cmd[1200];
   snprintf(cmd, sizeof cmd, "cmp -s '%s/model.safetensors' '%s/model.safetensors'", out, again);
   CHECK(system(cmd) == 0, "a q8 checkpoint quantized again is unchanged");
+  /* into a directory that holds something (another model, or the source itself): refused, untouched */
+  CHECK(oc_model_quantize(dir, again, NULL, NULL, &e) != 0 && strstr(e.msg, "not empty"), "quantize into a full directory refused: %s", e.msg);
+  CHECK(oc_model_quantize(out, out, NULL, NULL, &e) != 0 && strstr(e.msg, "not empty"), "quantize into its source refused: %s", e.msg);
+  CHECK(system(cmd) == 0, "the refused directories are untouched");
   free(a);
   free(b);
   /* hostile scale tensors, on the first layer's q_proj */
@@ -154,6 +180,36 @@ static void check_checkpoint(const char *dir, oc_model *q) {
   const int64_t half[2] = {qt->shape[0], qt->shape[1]};
   write_variant(out, bad, name, OC_DT_BF16, 2, half, s);
   expect_load_error(bad, "BF16 scales", name, "must be F16");
+  /* int8 without opencon_q8's quantization_config, or another format's: refused */
+  write_variant(out, bad, "", OC_DT_F16, 0, NULL, NULL);
+  set_quant_config(bad, NULL);
+  expect_load_error(bad, "I8 without a quantization_config", "is I8", "quantization_config");
+  set_quant_config(bad, "{\"quant_method\": \"gptq\", \"bits\": 8}");
+  expect_load_error(bad, "gptq", "quant_method", "gptq");
+  set_quant_config(bad, "{\"quant_method\": \"opencon_q8\", \"block_size\": 64, \"scale_dtype\": \"float16\"}");
+  expect_load_error(bad, "block_size 64", "block_size 32", "opencon_q8");
+  /* a scale beside no I8 matrix, and another format's zero points */
+  const int64_t one[1] = {1};
+  const uint16_t h1 = 0x3C00;
+  write_variant(out, bad, "", OC_DT_F16, 0, NULL, NULL); /* the q8 checkpoint's own config.json again */
+  oc_st_file *f;
+  char path[1100];
+  snprintf(path, sizeof path, "%s/model.safetensors", out);
+  REQUIRE(oc_st_open(path, &f, &e) == 0, "%s", e.msg);
+  const char *extra[] = {"model.layers.0.mlp.up_proj.weight_scale_orphan_scale", "model.layers.0.mlp.up_proj.weight_zero_point"};
+  for (int k = 0; k < 2; k++) {
+    oc_st_writer *w = oc_st_writer_new();
+    for (int i = 0; i < oc_st_count(f); i++) {
+      const oc_tensor *t = oc_st_at(f, i);
+      REQUIRE(oc_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, &e) == 0, "%s", e.msg);
+    }
+    REQUIRE(oc_st_writer_add(w, extra[k], OC_DT_F16, 1, one, &h1, &e) == 0, "%s", e.msg);
+    snprintf(path, sizeof path, "%s/model.safetensors", bad);
+    REQUIRE(oc_st_writer_write(w, path, &e) == 0, "%s", e.msg);
+    oc_st_writer_free(w);
+    expect_load_error(bad, extra[k], extra[k], k ? "another int format" : "not in the checkpoint");
+  }
+  oc_st_close(f);
   free(s);
   oc_model_free(l);
 }
@@ -196,6 +252,48 @@ static void check_nonfinite_weight(const char *dir) {
   oc_model_free(m);
 }
 
+static void check_batch_independence(const char *dir, oc_model *q) {
+  oc_error e;
+  const oc_model_config *c = oc_model_cfg(q);
+  enum { NS = 20 };
+  oc_session *ss[NS];
+  int32_t ids[NS], p[24];
+  float *lb = malloc(sizeof(float) * NS * (size_t)c->vocab), *l1 = malloc(sizeof(float) * (size_t)c->vocab);
+  for (int i = 0; i < NS; i++) {
+    REQUIRE((ss[i] = oc_session_new(q, 64, &e)), "%s", e.msg);
+    for (int t = 0; t < 3 + i % 5; t++) p[t] = (int32_t)(3 + (i * 31 + t * 7) % (c->vocab - 3));
+    REQUIRE(oc_forward(ss[i], p, 3 + i % 5, NULL, NULL, 0, &e) == 0, "%s", e.msg);
+    ids[i] = (int32_t)(5 + i);
+  }
+  REQUIRE(oc_forward_batch(ss, NS, ids, NULL, lb, &e) == 0, "%s", e.msg);
+  int same = 1;
+  for (int i = 0; i < NS; i++) {
+    REQUIRE(oc_session_truncate(ss[i], oc_session_len(ss[i]) - 1, &e) == 0, "%s", e.msg);
+    REQUIRE(oc_forward(ss[i], &ids[i], 1, NULL, l1, 0, &e) == 0, "%s", e.msg);
+    same &= memcmp(l1, lb + (size_t)i * c->vocab, sizeof(float) * (size_t)c->vocab) == 0;
+    oc_session_free(ss[i]);
+  }
+  CHECK(same, "%s: q8, a batch of %d sessions equals each decoded alone", dir, NS);
+  /* a 12-token prompt alone and inside a 20-token one */
+  int32_t pr[20];
+  ids_for(q, pr, 20);
+  const int H = c->hidden, layer = -1;
+  float *h12 = malloc(sizeof(float) * 12 * (size_t)H), *h20 = malloc(sizeof(float) * 20 * (size_t)H);
+  oc_taps t12 = {1, &layer, 0, NULL, h12}, t20 = {1, &layer, 0, NULL, h20};
+  oc_session *s = oc_session_new(q, 64, &e);
+  REQUIRE(s && oc_forward(s, pr, 12, &t12, NULL, 0, &e) == 0, "%s", e.msg);
+  oc_session_reset(s);
+  REQUIRE(oc_forward(s, pr, 20, &t20, NULL, 0, &e) == 0, "%s", e.msg);
+  double worst = 0;
+  for (int i = 0; i < 12 * H; i++) {
+    const double d = fabs((double)h12[i] - h20[i]) / (1e-3 + fabs((double)h12[i]));
+    if (!(d <= worst)) worst = d;
+  }
+  CHECK(worst < 1e-3, "%s: q8, a prompt's states alone and inside a longer prompt differ by %.2e (relative)", dir, worst);
+  oc_session_free(s);
+  free(h12); free(h20); free(lb); free(l1);
+}
+
 int main(int argc, char **argv) {
   REQUIRE(argc >= 2, "usage: test_q8_model <fixture model dir>...");
   snprintf(tmp, sizeof tmp, "%s/oc_q8_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -210,6 +308,7 @@ int main(int argc, char **argv) {
     CHECK(ratio > 0.5 && ratio < 0.6, "%s: a token streams %.3fx the bytes", argv[i], ratio);
     check_accuracy(argv[i], ref, q);
     check_checkpoint(argv[i], q);
+    check_batch_independence(argv[i], q);
     if (i == 1) check_nonfinite_weight(argv[i]);
     oc_model_free(ref);
     oc_model_free(q);

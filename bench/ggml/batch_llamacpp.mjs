@@ -11,7 +11,9 @@ if (!modelPath) { console.error("usage: node batch_llamacpp.mjs MODEL.gguf [thre
 const threads = Number(threadsArg), S = Number(seqArg), NEW = Number(newArg), P = Number(promptArg);
 
 const llama = await getLlama({ gpu: false, build: "never", maxThreads: threads, logLevel: LlamaLogLevel.error });
-const model = await llama.loadModel({ modelPath, gpuLayers: 0, useMmap: true });
+// locked in memory, as opencon's bench_decoder and bench_serve lock theirs: this VM pages out file pages it sees
+// little use of (DAMON), which would put disk reads into decode steps
+const model = await llama.loadModel({ modelPath, gpuLayers: 0, useMmap: true, useMlock: true });
 const ctx = await model.createContext({ contextSize: P + NEW + 16, sequences: S, batchSize: 512, threads: { ideal: threads, min: threads },
   flashAttention: false });
 const meta = model.fileInfo.metadata, V = meta[meta.general.architecture].vocab_size;

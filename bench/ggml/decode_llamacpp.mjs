@@ -10,7 +10,9 @@ if (!modelPath) { console.error("usage: node decode_llamacpp.mjs MODEL.gguf [thr
 const threads = Number(threadsArg);
 
 const llama = await getLlama({ gpu: false, build: "never", maxThreads: threads, logLevel: LlamaLogLevel.error });
-const model = await llama.loadModel({ modelPath, gpuLayers: 0, useMmap: true });
+// locked in memory, as opencon's bench_decoder and bench_serve lock theirs: this VM pages out file pages it sees
+// little use of (DAMON), which would put disk reads into decode steps
+const model = await llama.loadModel({ modelPath, gpuLayers: 0, useMmap: true, useMlock: true });
 const ctx = await model.createContext({ contextSize: 1024, batchSize: 512, threads: { ideal: threads, min: threads }, flashAttention: false });
 const seq = ctx.getSequence();
 

@@ -40,6 +40,7 @@ typedef struct oc_model_config {
   int bos_token_id, pad_token_id;
   int n_eos; int eos_token_ids[OC_MAX_EOS];
   int max_position_embeddings;
+  int q8_checkpoint;           /* quantization_config names opencon_q8: I8 matrices with F16 "_scale" beside */
 } oc_model_config;
 
 /* Bounds of config.json sizes (far above every supported model; a hostile config cannot make the
@@ -73,13 +74,14 @@ void oc_rope_inv_freq(const oc_rope_params *p, int head_dim, float *inv_freq);
 
 typedef struct oc_model oc_model;
 /* How the matrices a decoded token streams (attention, MLP, per-layer projections, the LM head / tied
- * embedding) are held in memory; norms and the per-layer-embedding table stay in the file mapping.
+ * embedding) are held in memory; norms are f32 copies whatever the mode, and the per-layer-embedding
+ * table stays in the file mapping (one row gathered per token).
  * STORED: as the checkpoint has them (F32, F16, BF16, or q8 for a directory `opencon quantize`
  * wrote), copied at load into one anonymous mapping on huge pages (a token reads all of it; with a
  * file's 4 KiB pages the TLB misses cost E2B's decode about a quarter of its speed).
  * Q8: quantized at load into that mapping, int8 with an f16 scale per block of 32 (docs/formats.md);
- * products with them quantize their inputs per block of 32 too in decode (up to 16 rows); prefill
- * multiplies dequantized tiles in f32.
+ * every product with them quantizes its inputs per block of 32 too (decode and prefill alike: results
+ * do not depend on batching or chunking).
  * MMAP: as stored, read through the file mapping (no copy: the least memory, the slowest decode). */
 typedef enum oc_weight_mode { OC_WEIGHTS_STORED = 0, OC_WEIGHTS_Q8 = 1, OC_WEIGHTS_MMAP = 2 } oc_weight_mode;
 typedef struct oc_model_opts {
@@ -92,7 +94,7 @@ int oc_model_load_ex(const char *dir, const oc_model_opts *opts, oc_model **out,
 /* "stored", "q8" or "mmap" into *out; -1 with an error naming the value otherwise */
 int oc_weight_mode_parse(const char *s, oc_weight_mode *out, oc_error *err);
 const char *oc_weight_mode_name(oc_weight_mode m);
-/* The matrices' in-memory form: "bf16", "q8", or "mixed" when they differ (e.g. "bf16+q8"). */
+/* The streamed matrices' in-memory form: "bf16", "f16", "f32", "q8", or "mixed" when they differ. */
 const char *oc_model_weights_kind(const oc_model *m);
 void oc_model_free(oc_model *m);
 const oc_model_config *oc_model_cfg(const oc_model *m);

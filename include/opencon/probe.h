@@ -154,6 +154,7 @@ typedef struct oc_probe_provenance {
   int max_length;                      /* of the activations */
   const char *data_path, *activations; /* the source; either may be NULL */
   int64_t max_examples, sample_seed;
+  const char *weights;                 /* the decoder's weights when collected now ("stored", "q8", "mmap"); NULL: not recorded */
 } oc_probe_provenance;
 /* A fit's held-out metrics with "split": "validation" ("train" when nothing was held out). */
 cJSON *oc_probe_fit_metrics_json(const oc_probe_fit *f, double validation_size);

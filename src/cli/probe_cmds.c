@@ -182,7 +182,8 @@ static int run_train_probe(const cli_args *o) {
     die(&err);
     goto done;
   }
-  oc_probe_provenance pv = {&fit, &t, val_size, target_fpr, a.max_length, d.data_path, d.activations, d.max_examples, d.sample_seed};
+  oc_probe_provenance pv = {&fit, &t, val_size, target_fpr, a.max_length, d.data_path, d.activations, d.max_examples, d.sample_seed,
+                            d.activations ? NULL : oc_weight_mode_name(d.weights)};
   int wrc = oc_probe_artifact_save(out_dir, &fit.probe, &pc, &pv, &err);
   cJSON *printed = oc_probe_fit_metrics_json(&fit, val_size);
   char *ms = cJSON_Print(printed);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "opencon/chat.h"
+#include "opencon/guard.h"
 #include "opencon/hub.h"
 #include "opencon/probe.h"
 #include "opencon/quant.h"
@@ -53,7 +54,8 @@ static int run_quant_report(const cli_args *a) {
       cfg = malloc(dl + 13);
       if (cfg) snprintf(cfg, dl + 13, "%.*s/config.json", (int)dl, slash ? probe_path : ".");
     }
-    int bad = !cfg || oc_probe_config_load(cfg, &pc, &err) || oc_probe_load(probe_path, &probe, &err);
+    int bad = !cfg || oc_probe_config_load(cfg, &pc, &err) || oc_guard_check_probe(arg_str(a, "model_id"), pc.model_id, &err) ||
+              oc_probe_load(probe_path, &probe, &err);
     free(cfg);
     if (bad) goto fail;
     have_probe = 1;
@@ -64,6 +66,10 @@ static int run_quant_report(const cli_args *a) {
       load_chat(arg_str(a, "model_id"), &chat, &err) || oc_chat_encode(chat, arg_str(a, "text"), 1, 0, &enc, &err))
     goto fail;
   if (enc.n == 0) { oc_fail(&err, "--text encodes to no tokens"); goto fail; }
+  if (strcmp(oc_model_weights_kind(ref), "q8") == 0) {
+    oc_fail(&err, "%s is already q8: give the checkpoint it was quantized from", arg_str(a, "model_id"));
+    goto fail;
+  }
   if (oc_quant_compare(ref, q, enc.ids, enc.n, arg_int(a, "n_decode"), have_probe ? &probe : NULL, layer, &r, &err)) goto fail;
   printf("%s: q8 against %s weights, %d prompt tokens (prefill) and %d decoded (one at a time)\n", arg_str(a, "model_id"),
          oc_model_weights_kind(ref), r.n_prompt, r.n_decode);
@@ -102,7 +108,7 @@ static const opt_spec quant_report_opts[] = {
     O_IN("config_path", "the probe's config.json"),
     O_STR("text", "The guard reads the hidden states of every token the model writes, so the quantized model must keep them close.",
           "the prompt, encoded with the model's tokenizer"),
-    O_INT("n_decode", "32", 0, 4096, "tokens decoded greedily after the prompt, one at a time"),
+    O_INT("n_decode", "32", 1, 4096, "tokens decoded greedily after the prompt, one at a time"),
     O_OUT("out_path", NULL, "also write the report as JSON"), O_THREADS, O_END};
 const cli_command cmd_quant_report = {"quant-report", "how far q8 weights move hidden states, logits and a probe's risk",
                                       "Loads the model as stored and in q8, runs the prompt (prefill) and greedy tokens (decode) through both and "

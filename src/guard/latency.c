@@ -97,6 +97,7 @@ int oc_guard_benchmark_latency(oc_guard_bundle *b, const char *const *prompts, i
   cJSON_AddNumberToObject(rep, "max_new_tokens", base->max_new_tokens);
   cJSON_AddNumberToObject(rep, "repeats", repeats);
   cJSON_AddNumberToObject(rep, "threads", oc_get_threads());
+  cJSON_AddStringToObject(rep, "weights", oc_model_weights_kind(oc_guard_bundle_model(b)));
   *report = rep;
   rep = NULL;
   rc = 0;

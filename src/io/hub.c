@@ -286,6 +286,13 @@ int oc_hub_download(const char *repo_id, const oc_hub_options *o, char **snapsho
 int oc_resolve_model(const char *model_id, const oc_hub_options *o, char **dir, oc_error *err) {
   *dir = NULL;
   if (!model_id || !*model_id) return oc_fail(err, "empty --model_id");
+  /* a model directory a writer (opencon quantize) left set aside when it died mid-replace is put
+   * back first (the artifact recovery rule); nothing happens where there is nothing to recover */
+  oc_error rerr;
+  if (!oc_is_dir(model_id) && oc_artifact_dir_check(model_id, &rerr) == 0 && oc_artifact_dir_recover(model_id, &rerr)) {
+    *err = rerr;
+    return -1;
+  }
   if (oc_is_dir(model_id)) {
     *dir = strdup(model_id);
     return 0;

@@ -266,8 +266,10 @@ static char *setting_of(const oc_jailbreak_opts *o, const char *cls_id, oc_error
   size_t n = strlen(g->model_id) + strlen(g->probe_path) + strlen(cd) + 200;
   char *s = malloc(n);
   if (!s) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); return NULL; }
-  snprintf(s, n, "%s|%s|%s|%s|%s|%s|%s|%d|%d|%d|%d|%lld", g->model_id, g->probe_path, hp, hc, cd, a, b, o->max_new_tokens, o->final_classifier_check,
-           !o->use_chat_template, g->template_opts.pin_clock, (long long)g->template_opts.now);
+  /* q8 weights generate other text than stored ones (mmap: the same values as stored); keys of stored
+   * runs are as they were, so existing stores resume */
+  snprintf(s, n, "%s|%s|%s|%s|%s|%s|%s|%d|%d|%d|%d|%lld%s", g->model_id, g->probe_path, hp, hc, cd, a, b, o->max_new_tokens, o->final_classifier_check,
+           !o->use_chat_template, g->template_opts.pin_clock, (long long)g->template_opts.now, g->weights == OC_WEIGHTS_Q8 ? "|weights=q8" : "");
   return s;
 }
 

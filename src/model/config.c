@@ -174,6 +174,28 @@ int oc_config_check_positions(const oc_model_config *c, int64_t n_input, int64_t
   return 0;
 }
 
+/* "quantization_config": absent (weights as their dtypes say), or opencon's q8 exactly as `opencon
+ * quantize` writes it (docs/formats.md); any other method (gptq, compressed-tensors, bitsandbytes,
+ * fp8, ...) is refused: its integers read as q8 values would be silently wrong weights. */
+static int parse_quantization(const cJSON *root, const char *path, oc_model_config *cfg, oc_error *err) {
+  const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+  if (!q || cJSON_IsNull(q)) return 0;
+  const cJSON *m = cJSON_GetObjectItemCaseSensitive(q, "quant_method"), *b = cJSON_GetObjectItemCaseSensitive(q, "block_size");
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive(q, "scale_dtype"), *s = cJSON_GetObjectItemCaseSensitive(q, "scale_suffix");
+  char got[64];
+  if (!cJSON_IsObject(q) || !cJSON_IsString(m))
+    return oc_fail(err, "%s: \"quantization_config\" must be an object with a \"quant_method\" string", path);
+  if (strcmp(m->valuestring, "opencon_q8") != 0)
+    return oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: quantization_config.quant_method \"%s\" is not supported (opencon_q8, as `opencon quantize` writes)",
+                        path, oc_json_shown(m, got, sizeof got));
+  if (!cJSON_IsNumber(b) || b->valuedouble != 32 || !cJSON_IsString(d) || strcmp(d->valuestring, "float16") != 0 ||
+      (s && !(cJSON_IsString(s) && strcmp(s->valuestring, "_scale") == 0)))
+    return oc_fail_code(err, OC_ERR_UNSUPPORTED, "%s: quantization_config of opencon_q8 must have block_size 32, scale_dtype \"float16\" and "
+                        "scale_suffix \"_scale\" (the only layout there is)", path);
+  cfg->q8_checkpoint = 1;
+  return 0;
+}
+
 int oc_config_parse(const char *json, size_t len, const char *path, oc_model_config *cfg, oc_error *err) {
   memset(cfg, 0, sizeof *cfg);
   cJSON *root;
@@ -204,6 +226,7 @@ int oc_config_parse(const char *json, size_t len, const char *path, oc_model_con
                  *arch ? arch : "?", mt, SUPPORTED);
     goto done;
   }
+  if ((rc = parse_quantization(root, path, cfg, err))) goto done;
   int gemma = cfg->family == OC_FAM_GEMMA3 || cfg->family == OC_FAM_GEMMA4;
   if (gemma && tc && !cJSON_IsNull(tc)) {
     if (!cJSON_IsObject(tc)) { rc = oc_fail(err, "%s: \"text_config\" must be an object", path); goto done; }

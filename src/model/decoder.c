@@ -84,8 +84,10 @@ static const oc_tensor *q8_view(binder *b, const oc_tensor *t) {
   const int64_t nb = oc_q8_nblocks(t->shape[1]);
   if (!sc) { oc_fail(b->err, "%s: tensor \"%s\" is I8 but there is no \"%s\" (a q8 checkpoint holds F16 block scales beside each I8 matrix)", t->file, t->name, sname); return NULL; }
   if (sc->dtype != OC_DT_F16 || sc->ndim != 2 || sc->shape[0] != t->shape[0] || sc->shape[1] != nb) {
-    oc_fail(b->err, "%s: tensor \"%s\" must be F16 [%lld, %lld] (a scale per block of %d of \"%s\"), not %s of %d dimensions", sc->file, sc->name,
-            (long long)t->shape[0], (long long)nb, OC_Q8_BLOCK, t->name, oc_dtype_name(sc->dtype), sc->ndim);
+    char got[128] = "";
+    for (int i = 0; i < sc->ndim; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)sc->shape[i]);
+    oc_fail(b->err, "%s: tensor \"%s\" must be F16 [%lld, %lld] (a scale per block of %d of \"%s\"), not %s [%s]", sc->file, sc->name,
+            (long long)t->shape[0], (long long)nb, OC_Q8_BLOCK, t->name, oc_dtype_name(sc->dtype), got);
     return NULL;
   }
   const uint16_t *d = sc->data;
@@ -115,6 +117,8 @@ static int need(binder *b, const oc_tensor **out, const char *name, int ndim, in
     if (ndim == 1) return oc_fail(b->err, "%s: tensor \"%s\" has shape [%s], config.json implies [%lld]", t->file, t->name, got, (long long)d0);
     return oc_fail(b->err, "%s: tensor \"%s\" has shape [%s], config.json implies [%lld, %lld]", t->file, t->name, got, (long long)d0, (long long)d1);
   }
+  if (t->dtype == OC_DT_I8 && !b->m->cfg.q8_checkpoint)
+    return oc_fail_code(b->err, OC_ERR_UNSUPPORTED, "%s: tensor \"%s\" is I8, but config.json has no quantization_config naming opencon_q8 (int8 weights of another format would read as wrong values)", t->file, t->name);
   if (t->dtype == OC_DT_I8 && !(t = q8_view(b, t))) return -1;
   *out = t;
   return 0;
@@ -333,6 +337,26 @@ static size_t streamed_bytes(oc_model *m) {
   return bytes;
 }
 
+/* A q8 checkpoint holds "NAME_scale" only beside an I8 matrix NAME; a scale without one (a stray or
+ * another format's tensor) would be ignored, so it is an error naming it, as are the zero points and
+ * group indices of other int formats. */
+static int check_q8_extras(const binder *b) {
+  const oc_weights *w = b->m->w;
+  for (int i = 0; b->m->cfg.q8_checkpoint && i < oc_weights_count(w); i++) {
+    const oc_tensor *t = oc_weights_at(w, i);
+    const size_t n = strlen(t->name);
+    if ((n > 11 && strcmp(t->name + n - 11, "_zero_point") == 0) || (n > 5 && strcmp(t->name + n - 5, "g_idx") == 0))
+      return oc_fail_code(b->err, OC_ERR_UNSUPPORTED, "%s: tensor \"%s\" belongs to another int format (opencon_q8 has no zero points or group indices)", t->file, t->name);
+    if (n <= 6 || strcmp(t->name + n - 6, "_scale") != 0) continue;
+    char base[600];
+    snprintf(base, sizeof base, "%.*s", (int)(n - 6), t->name);
+    const oc_tensor *m = oc_weights_get(w, base);
+    if (!m || m->dtype != OC_DT_I8)
+      return oc_fail(b->err, "%s: tensor \"%s\" is a q8 scale, but \"%s\" is %s", t->file, t->name, base, m ? "not I8" : "not in the checkpoint");
+  }
+  return 0;
+}
+
 /* A checkpoint with more layers than config.json's num_hidden_layers would run as a shallower model,
  * its last layers silently unused: refused, naming a tensor of the first layer beyond the config's. */
 static int check_no_extra_layers(const binder *b) {
@@ -411,7 +435,7 @@ int oc_model_load_ex(const char *dir, const oc_model_opts *opts, oc_model **out,
     if (l->owns_kv) { l->kv_slot = m->n_slots; m->slot_dim[m->n_slots++] = l->hd; }
     else l->kv_slot = m->L[oc_config_kv_source(c, i)].kv_slot;
   }
-  if (check_no_extra_layers(&b)) goto fail;
+  if (check_no_extra_layers(&b) || check_q8_extras(&b)) goto fail;
   if (m->weights != OC_WEIGHTS_MMAP && place_streamed(m, err)) goto fail;
   m->decode_bytes = streamed_bytes(m);
   for (int t = 0; t < 2; t++) {

@@ -1,5 +1,6 @@
 /* `opencon quantize`: a checkpoint rewritten with its streamed matrices in q8 (include/opencon/model.h). */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,22 @@ static int write_config(const char *src_dir, const char *dst, oc_error *err) {
   return rc;
 }
 
-/* The source directory's other regular files (tokenizer, template, generation config, ...). */
+/* A quantized model is written whole into a new or empty directory: replacing an existing one would
+ * keep the entries the new version does not write (oc_atomic_dir moves them over), such as another
+ * model's tokenizer or the shards of the source itself when out_dir is src_dir. */
+static int check_out_empty(const char *out_dir, oc_error *err) {
+  DIR *d = opendir(out_dir);
+  if (!d) return 0; /* not there yet (or not a directory: oc_artifact_dir_check said so) */
+  struct dirent *e;
+  int used = 0;
+  while (!used && (e = readdir(d))) used = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+  closedir(d);
+  if (used) return oc_fail(err, "%s: exists and is not empty; quantize writes a model into a new or empty directory", out_dir);
+  return 0;
+}
+
+/* The source directory's other regular files (tokenizer, template, generation config, ...); a
+ * dangling link (a Hugging Face cache missing a blob) is an error, subdirectories are not copied. */
 static int copy_other_files(const char *src_dir, const oc_atomic_dir *ad, oc_error *err) {
   DIR *d = opendir(src_dir);
   if (!d) return oc_fail_code(err, OC_ERR_IO, "%s: cannot list the directory", src_dir);
@@ -47,7 +63,8 @@ static int copy_other_files(const char *src_dir, const oc_atomic_dir *ad, oc_err
     char *from = oc_path_join(src_dir, n), *data = NULL;
     struct stat st;
     size_t size = 0;
-    if (stat(from, &st) == 0 && S_ISREG(st.st_mode)) {
+    if (stat(from, &st) != 0) rc = oc_fail_code(err, oc_errno_code(errno), "%s: cannot read (a dangling link?): %s", from, strerror(errno));
+    else if (S_ISREG(st.st_mode)) {
       char *to = oc_atomic_dir_file(ad, n);
       rc = oc_read_file(from, &data, &size, err) || oc_write_file_atomic(to, data, size, err) ? -1 : 0;
       free(to);
@@ -62,7 +79,7 @@ static int copy_other_files(const char *src_dir, const oc_atomic_dir *ad, oc_err
 int oc_model_quantize(const char *src_dir, const char *out_dir, size_t *bytes_in, size_t *bytes_out, oc_error *err) {
   oc_model *m = NULL;
   oc_model_opts o = {OC_WEIGHTS_Q8};
-  if (oc_artifact_dir_check(out_dir, err) || oc_model_load_ex(src_dir, &o, &m, err)) return -1;
+  if (oc_artifact_dir_check(out_dir, err) || check_out_empty(out_dir, err) || oc_model_load_ex(src_dir, &o, &m, err)) return -1;
   const oc_weights *w = oc_model_weights(m);
   oc_st_writer *wr = oc_st_writer_new();
   int rc = wr ? 0 : oc_fail_code(err, OC_ERR_NOMEM, "out of memory");

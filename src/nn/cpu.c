@@ -48,6 +48,7 @@ static void read_cpu(void) {
     if (strcmp(e, "scalar") == 0) want = OC_CPU_SCALAR;
     else if (strcmp(e, "avx2") == 0) want = OC_CPU_AVX2;
     else if (strcmp(e, "avx512") == 0) want = OC_CPU_AVX512;
+    else cpu.env_unknown = 1;
     if (want < cpu.level) { cpu.level = want; cpu.forced = 1; }
   }
 }
@@ -96,5 +97,6 @@ void oc_system_info(char *buf, size_t n) {
            "  prefill: f32 sgemm (OpenBLAS) on converted tiles\n",
            brand[0] ? brand : "unknown", c->avx2, c->fma, c->f16c, c->avx512f, c->avx512bw, c->avx512vl, c->avx512_vnni, c->avx512_bf16,
            c->avx_vnni, c->amx_int8, c->amx_bf16, oc_cpu_level_name(c->level), oc_cpu_level_name(c->detected),
-           c->forced ? "; OPENCON_CPU=" : c->env[0] ? "; OPENCON_CPU ignored: " : "", c->env, "", bf16, q8);
+           c->forced ? "; lowered by OPENCON_CPU=" : c->env_unknown ? "; OPENCON_CPU ignored, not scalar, avx2 or avx512: " : c->env[0] ? "; OPENCON_CPU=" : "",
+           c->env, "", bf16, q8);
 }

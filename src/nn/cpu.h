@@ -13,7 +13,8 @@ typedef struct oc_cpu_info {
   int avx2, fma, f16c;  /* the AVX2 level needs all three */
   int avx512f, avx512bw, avx512vl, avx512_vnni, avx512_bf16, avx_vnni, amx_int8, amx_bf16;
   int forced;           /* OPENCON_CPU lowered the level */
-  char env[16];         /* OPENCON_CPU as given ("" when unset; an unknown value is ignored) */
+  char env[16];         /* OPENCON_CPU as given, cut to 15 bytes ("" when unset) */
+  int env_unknown;      /* it was not scalar, avx2 or avx512: ignored */
 } oc_cpu_info;
 
 const oc_cpu_info *oc_cpu(void);

@@ -612,6 +612,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
   if (buf && any_q8) {
     oc_q8_act *acts = (oc_q8_act *)(buf + xp_bytes);
     char *data = buf + xp_bytes + (size_t)n * sizeof(oc_q8_act);
+#pragma omp parallel for schedule(static) if (n >= 16)
     for (int t = 0; t < n; t++) oc_q8_act_quantize(X + (size_t)t * in, in, data + (size_t)t * act_bytes, &acts[t]);
     xq = acts;
   }
@@ -668,13 +669,20 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
   }
 }
 
-/* BF16 and Q8 weights take the decode kernels up to OC_MATVEC_MAX_ROWS input rows */
-static int matvec_dtype(oc_dtype dt) { return dt == OC_DT_BF16 || dt == OC_DT_Q8; }
+/* Whether W takes the decode kernels for n input rows: under GEMM_MIN_ROWS rows, BF16 up to
+ * OC_MATVEC_MAX_ROWS (a decode batch), and Q8 always: its kernel quantizes the inputs, and a
+ * prefill through f32 sgemm would give a token other values (by ~1 % of a hidden state) than its
+ * decode step, so a q8 model's results would depend on the chunking and on how many streams a
+ * server batches. Each weight row is read once for all n inputs (they stay in cache), so the int8
+ * kernel is also the faster prefill (bench/README.md). */
+static int takes_matvec(oc_dtype dt, int n) {
+  return n < GEMM_MIN_ROWS || (dt == OC_DT_BF16 && n <= OC_MATVEC_MAX_ROWS) || dt == OC_DT_Q8;
+}
 
 void oc_matmul_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
   int all_matvec = 1;
-  for (int m = 0; m < count; m++) all_matvec &= matvec_dtype(W[m]->dtype);
-  if (n < GEMM_MIN_ROWS || (all_matvec && n <= OC_MATVEC_MAX_ROWS)) { matvec_multi(X, n, in, W, outs, Y, count); return; }
+  for (int m = 0; m < count; m++) all_matvec &= takes_matvec(W[m]->dtype, n);
+  if (all_matvec) { matvec_multi(X, n, in, W, outs, Y, count); return; }
   for (int m = 0; m < count; m++) oc_matmul(X, n, in, W[m], 0, outs[m], Y[m]);
 }
 
@@ -682,7 +690,7 @@ void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int 
   if (out <= 0 || n <= 0) return;
   const size_t es = oc_dtype_size(W->dtype);
   const char *wbase = (const char *)W->data + (size_t)row0 * (size_t)in * es;
-  if (n < GEMM_MIN_ROWS || (matvec_dtype(W->dtype) && n <= OC_MATVEC_MAX_ROWS)) {
+  if (takes_matvec(W->dtype, n)) {
     oc_tensor sub = *W;
     sub.data = wbase;
     if (W->scales) sub.scales = W->scales + (size_t)row0 * (size_t)oc_q8_nblocks(in);

@@ -34,13 +34,14 @@ int oc_q8_quantize_row(const float *x, int64_t n, int8_t *q, uint16_t *d, int64_
   for (int64_t b0 = 0, bi = 0; b0 < n; b0 += OC_Q8_BLOCK, bi++) {
     const int64_t len = n - b0 < OC_Q8_BLOCK ? n - b0 : OC_Q8_BLOCK;
     float amax = 0;
+    int64_t at = b0;
     for (int64_t i = 0; i < len; i++) {
       const float a = fabsf(x[b0 + i]);
       if (!isfinite(a)) { *bad = b0 + i; return -1; }
-      if (a > amax) amax = a;
+      if (a > amax) { amax = a; at = b0 + i; }
     }
     const uint16_t h = f16_at_least(amax / 127.0f);
-    if (h == 0x7C00) { *bad = b0; return -1; }
+    if (h == 0x7C00) { *bad = at; return -1; } /* the block's largest value: the one too large */
     d[bi] = h;
     const float step = oc_f16_to_f32(h), inv = step > 0 ? 1.0f / step : 0.0f;
     for (int64_t i = 0; i < len; i++) {
@@ -80,7 +81,7 @@ void oc_q8_act_quantize(const float *x, int n, void *buf, oc_q8_act *a) {
     int finite = 1;
     for (int i = 0; i < len; i++) {
       const float v = fabsf(x[b0 + i]);
-      finite &= isfinite(v);
+      finite = finite && isfinite(v);
       if (v > amax) amax = v;
     }
     if (!finite) { /* NaN or infinity: the block's products are NaN */
@@ -88,8 +89,9 @@ void oc_q8_act_quantize(const float *x, int n, void *buf, oc_q8_act *a) {
       memset(a->q + b0, 0, (size_t)len);
       continue;
     }
-    a->d[bi] = amax / 127.0f;
-    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    if (!(inv < INFINITY)) inv = 0.0f; /* |x| below ~4e-37: the block counts as zero (127 / amax would overflow) */
+    a->d[bi] = inv > 0 ? amax / 127.0f : 0.0f;
     for (int i = 0; i < len; i++) {
       float v = rintf(x[b0 + i] * inv);
       a->q[b0 + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);

@@ -9,7 +9,9 @@
  * The decode products quantize their input rows the same way per block (f32 scales, not rounded):
  * a row . x = sum over blocks of (d_w * d_x) * (integer dot of the block), the integer dots exact
  * (int32), the block terms summed in f32. A block of x holding a NaN or an infinity gets a NaN
- * scale, so the product is NaN as it would be in f32: a non-finite value is never quantized away. */
+ * scale, so the product is NaN (f32 would give NaN or an infinity: non-finite either way): a
+ * non-finite value is never quantized away. A block whose largest magnitude is below ~4e-37 counts
+ * as zero. Weight values of -128 (never written by the quantizer) are read as they are. */
 #ifndef OC_Q8_H
 #define OC_Q8_H
 #include <stddef.h>

@@ -195,6 +195,7 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
   cJSON_AddNumberToObject(cfg, "max_length", p->max_length);
   if (p->data_path) cJSON_AddStringToObject(cfg, "data_path", p->data_path);
   if (p->activations) cJSON_AddStringToObject(cfg, "activations", p->activations);
+  if (p->weights) cJSON_AddStringToObject(cfg, "weights", p->weights);
   cJSON_AddNumberToObject(cfg, "max_examples", (double)p->max_examples);
   cJSON_AddNumberToObject(cfg, "sample_seed", (double)p->sample_seed);
   cJSON_AddStringToObject(cfg, "created_by", "opencon");
