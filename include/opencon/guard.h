@@ -106,7 +106,8 @@ typedef struct oc_guard_stream oc_guard_stream;
 typedef enum oc_stream_need {
   OC_NEED_PREFILL,  /* prompt tokens remain: oc_guard_stream_prefill */
   OC_NEED_FORWARD,  /* feed oc_guard_stream_token through the model on oc_guard_stream_session (one position, with a
-                       tap of oc_guard_probe_layer when oc_guard_stream_wants_tap), then oc_guard_stream_fed */
+                       tap of oc_guard_probe_layers when oc_guard_stream_wants_tap), then oc_guard_stream_fed_layers
+                       (or oc_guard_stream_fed, single-layer probes only) */
   OC_NEED_CLASSIFY, /* the exchange classifier must decide held text: oc_guard_stream_classify (the slow step) */
   OC_NEED_NOTHING,  /* over: oc_guard_stream_finish */
 } oc_stream_need;
@@ -127,13 +128,22 @@ int oc_guard_stream_prompt_left(const oc_guard_stream *st);
 int32_t oc_guard_stream_token(const oc_guard_stream *st);
 int oc_guard_stream_wants_tap(const oc_guard_stream *st);
 oc_session *oc_guard_stream_session(oc_guard_stream *st);
-int oc_guard_probe_layer(const oc_guard *g); /* the hidden-state index the probe reads */
+int oc_guard_probe_layer(const oc_guard *g); /* the hidden-state index the probe reads (its first, for a multi-layer probe) */
+/* every hidden-state index the probe reads, in its order (*layers owned by the guard); the count
+ * (1 for a single-layer probe) */
+int oc_guard_probe_layers(const oc_guard *g, const int **layers);
 const oc_model *oc_guard_model(const oc_guard *g);
 const oc_chat *oc_guard_chat(const oc_guard *g);
 const oc_classifier *oc_guard_classifier(const oc_guard *g); /* NULL without one */
 /* the forward's logits [vocab] and, for a probing stream, the tapped hidden state [hidden] (both
  * read during the call only) */
 int oc_guard_stream_fed(oc_guard_stream *st, const float *logits, const float *tap, oc_error *err);
+/* the same for a probe over any number of layers (oc_guard_probe_layers): the hidden state of the
+ * probe's layer k at taps + k * layer_stride (oc_forward with one position: stride hidden;
+ * oc_forward_batch's [n_layers][n][hidden]: stride n * hidden, taps at row i). oc_guard_stream_fed
+ * is this with stride hidden for a single-layer probe, and an OC_ERR_UNSUPPORTED error (nothing
+ * released) for a probing stream of a multi-layer one. */
+int oc_guard_stream_fed_layers(oc_guard_stream *st, const float *logits, const float *taps, size_t layer_stride, oc_error *err);
 int oc_guard_stream_classify(oc_guard_stream *st, oc_error *err);
 /* the result so far (tokens, probe and classifier readings; status and response only once finished) */
 const oc_guard_result *oc_guard_stream_progress(const oc_guard_stream *st);

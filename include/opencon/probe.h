@@ -123,6 +123,15 @@ typedef struct oc_probe_fit {
 int oc_probe_fit_layer(const oc_activations *a, int li, double validation_size, uint64_t split_seed, double target_fpr,
                        const oc_probe_train_opts *o, oc_probe_fit *out, oc_progress *prog, oc_error *err);
 void oc_probe_fit_free(oc_probe_fit *f);
+/* oc_probe_fit_layer over several layers (indices lis[0..nl) into a->layers, distinct, 1 <= nl <=
+ * OC_PROBE_MAX_LAYERS) combined as `combine` (oc_probe_combine; ignored when nl == 1, which is
+ * exactly oc_probe_fit_layer): out->probe reads the concatenated rows [nl * hidden], and the
+ * metrics score it so, as the guard does. CONCAT always standardizes; MEAN trains each layer with o.
+ * prog counts training steps over all the probes trained (oc_probe_fit_steps). */
+int oc_probe_fit_layers(const oc_activations *a, const int *lis, int nl, int combine, double validation_size, uint64_t split_seed,
+                        double target_fpr, const oc_probe_train_opts *o, oc_probe_fit *out, oc_progress *prog, oc_error *err);
+/* the training steps oc_probe_fit_layers reports for n examples */
+int64_t oc_probe_fit_steps(int n, int nl, int combine, const oc_probe_train_opts *o);
 
 /* Guard settings stored with a probe (config.json); defaults are the MVP's. */
 typedef struct oc_probe_config {
@@ -132,8 +141,24 @@ typedef struct oc_probe_config {
   int probe_every_n_tokens, smoothing_window;
   int use_chat_template;
   double calibrated_threshold; /* NaN when absent */
+  /* Multi-layer probes (config.json "layers" and "combine"): n_layers 0 is the single `layer` of
+   * every older probe; else the probe reads the hidden states of layers[0..n_layers) (layer ==
+   * layers[0]) concatenated in that order, its weights [n_layers * hidden_size] (docs/formats.md). */
+  int n_layers;
+  int *layers;
+  int combine; /* oc_probe_combine: OC_COMBINE_NONE with n_layers 0, else CONCAT or MEAN */
 } oc_probe_config;
 void oc_probe_config_defaults(oc_probe_config *c);
+/* How a probe over several layers was made (its weights are one linear function of the
+ * concatenated hidden states either way): CONCAT, one logistic probe over the concatenated
+ * standardized layers (standardization folded into the weights); MEAN, one probe per layer and the
+ * mean of their logits (folded: each layer's weights / n, the mean of the biases). */
+typedef enum oc_probe_combine { OC_COMBINE_NONE = 0, OC_COMBINE_CONCAT, OC_COMBINE_MEAN } oc_probe_combine;
+#define OC_PROBE_MAX_LAYERS 64
+const char *oc_probe_combine_name(int combine); /* "concat", "mean"; "none" */
+int oc_probe_combine_from_name(const char *name); /* OC_COMBINE_CONCAT / MEAN, -1 for any other name */
+/* The layers a config's probe reads: *layers = c->layers (n_layers > 0) or &c->layer; the count. */
+int oc_probe_config_layers(const oc_probe_config *c, const int **layers);
 /* Bounds of the guard settings a config may carry. */
 #define OC_PROBE_MAX_EVERY_N 4096
 #define OC_PROBE_MAX_WINDOW 4096
@@ -171,6 +196,21 @@ int oc_probe_artifact_save(const char *dir, const oc_probe *probe, const oc_prob
  * caller's) for the plot. prog counts training steps over all layers. */
 int oc_sweep_layers(const oc_activations *a, const int *layers, int n, double validation_size, uint64_t split_seed, double target_fpr,
                     const oc_probe_train_opts *t, oc_progress *prog, cJSON **report, double *auc, double *f1, oc_error *err);
+/* sweep-layers --combinations: one probe per variant, each variant a list of layers (sizes[i] of
+ * them, one after another in layers): a single layer is keyed "<layer>" with the metrics
+ * oc_sweep_layers gives it; a combination "<l1>,<l2>,..." (combined as `combine`) with its held-out
+ * metrics plus "layers" and "combine". labels[i] (malloc'd, the caller frees each and the array)
+ * name the variants in the plot. Same split and settings for every variant. */
+int oc_sweep_variants(const oc_activations *a, const int *layers, const int *sizes, int n, int combine, double validation_size, uint64_t split_seed,
+                      double target_fpr, const oc_probe_train_opts *t, oc_progress *prog, cJSON **report, char ***labels, double *auc, double *f1,
+                      oc_error *err);
+/* "-4,-8;-4,-8,-12": groups of comma-separated layer indices (oc_parse_int_list's rules, each in
+ * [-100000, 100000]) separated by ';', each group 1..OC_PROBE_MAX_LAYERS distinct values, at most
+ * 256 groups. *layers (flat) and *sizes are malloc'd. */
+int oc_parse_layer_groups(const char *s, int **layers, int **sizes, int *n_groups, oc_error *err);
+/* The sweep report and its plot with the variants named by labels (oc_sweep_save's rules). */
+int oc_sweep_save_labeled(const char *path, const char *report_json, const char *const *labels, int n, const double *auc, const double *f1,
+                          oc_error *err);
 /* The guard settings of a probe fitted on layer of a collection: model_id (the collection's, else
  * fallback_model_id), model_family, layer, hidden_size, use_chat_template and the calibrated
  * threshold of the fit; c's thresholds and step settings are kept. */

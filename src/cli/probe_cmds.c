@@ -139,11 +139,25 @@ static int run_train_probe(const cli_args *o) {
   oc_probe_config_defaults(&pc);
   double val_size, target_fpr;
   uint64_t split_seed;
-  int rc = 2, layer = arg_int(o, "layer");
+  int rc = 2, layer = arg_int(o, "layer"), nl = 1, *layers = &layer, lis[OC_PROBE_MAX_LAYERS];
   oc_error err;
   char *journal = NULL, *probe_path = NULL, *config_path = NULL;
   const char *out_dir = arg_str(o, "out_dir");
+  const int combine = oc_probe_combine_from_name(arg_str(o, "combine"));
   if (read_data_args(o, 1, &d)) return 2;
+  if (arg_given(o, "layers")) { /* a probe over several layers */
+    if (arg_given(o, "layer")) return cli_usage_error(o, "give --layer or --layers, not both");
+    if (!(layers = layer_list(o, &nl, &err))) return die(&err);
+    if (nl > OC_PROBE_MAX_LAYERS) { free(layers); return cli_usage_error(o, "--layers: at most %d layers", OC_PROBE_MAX_LAYERS); }
+    for (int k = 0; k < nl; k++)
+      for (int j = 0; j < k; j++)
+        if (layers[j] == layers[k]) { free(layers); return cli_usage_error(o, "--layers: layer %d is given twice", layers[k]); }
+    layer = layers[0];
+  }
+  if (arg_given(o, "combine") && nl < 2) {
+    if (layers != &layer) free(layers);
+    return cli_usage_error(o, "--combine needs --layers with two or more layers");
+  }
   read_train_args(o, &t, &val_size, &target_fpr, &split_seed);
   pc.threshold = arg_double(o, "threshold");
   pc.pause_threshold = arg_double(o, "pause_threshold");
@@ -157,24 +171,29 @@ static int run_train_probe(const cli_args *o) {
   oc_progress prog;
   oc_progress_start(&prog, "train-probe", "examples", 0, d.progress_path);
   oc_activations a;
-  if (get_activations(&d, &layer, 1, journal, 1, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
+  if (get_activations(&d, layers, nl, journal, 1, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
   if (arg_given(o, "model_id") && a.model_id[0] && strcmp(a.model_id, d.model_id) != 0) {
     fprintf(stderr, "error: %s was collected with model_id %s, not %s\n", d.activations, a.model_id, d.model_id);
     oc_activations_free(&a);
     goto done;
   }
-  int li = oc_activations_find(&a, layer);
+  for (int k = 0; k < nl; k++) lis[k] = oc_activations_find(&a, layers[k]);
   oc_probe_fit fit;
   oc_progress_keys(&prog, "step", "total_steps");
   prog.unit = "steps";
-  oc_progress_phase(&prog, "training_probe", 0, (int64_t)t.epochs * ((a.n + t.batch_size - 1) / t.batch_size));
-  if (oc_probe_fit_layer(&a, li, val_size, split_seed, target_fpr, &t, &fit, &prog, &err)) {
+  oc_progress_phase(&prog, "training_probe", 0, oc_probe_fit_steps(a.n, nl, combine, &t));
+  if (oc_probe_fit_layers(&a, lis, nl, combine, val_size, split_seed, target_fpr, &t, &fit, &prog, &err)) {
     oc_progress_end(&prog, "failed");
     oc_activations_free(&a);
     die(&err);
     goto done;
   }
   oc_probe_config_from_fit(&pc, &a, layer, &fit, d.model_id);
+  if (nl > 1) {
+    pc.n_layers = nl;
+    pc.layers = layers;
+    pc.combine = combine;
+  }
   if (arg_flag(o, "pause_at_calibrated") && oc_probe_config_pause_at_calibrated(&pc, &err)) {
     oc_progress_end(&prog, "failed");
     oc_probe_fit_free(&fit);
@@ -200,12 +219,16 @@ static int run_train_probe(const cli_args *o) {
   rc = 0;
 done:
   free(journal); free(probe_path); free(config_path);
+  if (layers != &layer) free(layers);
   return rc;
 }
 
 static const opt_spec train_probe_opts[] = {
     DATA_OPTS, TRAIN_OPTS("100"),
     O_INT("layer", "-4", -100000, 100000, "the hidden state the probe reads: transformers' output_hidden_states index, -k from the end"),
+    O_INTS("layers", NULL, -100000, 100000, "instead of --layer: a probe over these hidden states (one collection pass), combined by --combine"),
+    {.name = "combine", .type = OPT_CHOICE, .def = "concat", .choices = "concat|mean",
+     .help = "--layers: concat = one probe over the concatenated standardized layers; mean = one probe per layer, logits averaged"},
     O_("out_dir", OPT_OUTDIR, OPT_REQUIRED, NULL, "gets probe.safetensors and config.json"),
     O_DBL("threshold", "0.65", 0, 1, "config.json: smoothed risk from which the guard logs \"suspicious\""),
     O_DBL("pause_threshold", "0.75", 0, 1, "config.json: smoothed risk at which the guard pauses for the classifier"),
@@ -213,9 +236,66 @@ static const opt_spec train_probe_opts[] = {
     O_INT("probe_every_n_tokens", "4", 1, OC_PROBE_MAX_EVERY_N, "config.json: probe every N generated tokens"),
     O_INT("smoothing_window", "4", 1, OC_PROBE_MAX_WINDOW, "config.json: mean of the last N risks"),
     O_END};
-const cli_command cmd_train_probe = {"train-probe", "linear probe on one layer -> probe.safetensors + config.json",
+const cli_command cmd_train_probe = {"train-probe", "linear probe on one layer or several -> probe.safetensors + config.json",
                                      "--out_dir and one of --data_path or --activations are required. Prints the held-out metrics.",
                                      train_probe_opts, run_train_probe};
+
+/* sweep-layers --combinations: every --layers layer alone, then each combination, from one
+ * collection of all their layers */
+static int sweep_combinations(const cli_args *o, const data_args *d, const oc_probe_train_opts *t, double val_size, double target_fpr,
+                              uint64_t split_seed) {
+  oc_error err;
+  int ns = 0, ng = 0, *single = NULL, *glayers = NULL, *gsizes = NULL, *vl = NULL, *vs = NULL, *all = NULL, na = 0, rc = 1, nv = 0, ngl = 0;
+  char *journal = NULL, **labels = NULL, *js = NULL;
+  double *auc = NULL, *f1 = NULL;
+  const char *out_path = arg_str(o, "out_path");
+  if (!(single = layer_list(o, &ns, &err))) return die(&err);
+  if (oc_parse_layer_groups(arg_str(o, "combinations"), &glayers, &gsizes, &ng, &err)) {
+    free(single);
+    return cli_usage_error(o, "--combinations: %s", err.msg);
+  }
+  for (int g = 0; g < ng; g++) ngl += gsizes[g];
+  nv = ns + ng;
+  vl = malloc(sizeof(int) * (size_t)(ns + ngl));
+  vs = malloc(sizeof(int) * (size_t)nv);
+  all = malloc(sizeof(int) * (size_t)(ns + ngl));
+  auc = malloc(sizeof(double) * (size_t)nv);
+  f1 = malloc(sizeof(double) * (size_t)nv);
+  if (!vl || !vs || !all || !auc || !f1) { oc_fail_code(&err, OC_ERR_NOMEM, "out of memory"); die(&err); goto done; }
+  memcpy(vl, single, sizeof(int) * (size_t)ns);
+  memcpy(vl + ns, glayers, sizeof(int) * (size_t)ngl);
+  for (int i = 0; i < ns; i++) vs[i] = 1;
+  memcpy(vs + ns, gsizes, sizeof(int) * (size_t)ng);
+  for (int i = 0; i < ns + ngl; i++) { /* the layers to collect, each once */
+    int seen = 0;
+    for (int k = 0; k < na; k++) seen |= all[k] == vl[i];
+    if (!seen) all[na++] = vl[i];
+  }
+  if (out_path) journal = joined(out_path, ".activations.partial");
+  oc_progress prog;
+  oc_progress_start(&prog, "sweep-layers", "examples", 0, d->progress_path);
+  oc_activations a;
+  if (get_activations(d, all, na, journal, 1, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
+  cJSON *res = NULL;
+  int src = oc_sweep_variants(&a, vl, vs, nv, oc_probe_combine_from_name(arg_str(o, "combine")), val_size, split_seed, target_fpr, t, &prog, &res,
+                              &labels, auc, f1, &err);
+  oc_activations_free(&a);
+  if (!src && !(js = cJSON_Print(res))) src = oc_fail_code(&err, OC_ERR_NOMEM, "out of memory");
+  cJSON_Delete(res);
+  if (!src && out_path) {
+    src = oc_sweep_save_labeled(out_path, js, (const char *const *)labels, nv, auc, f1, &err);
+    if (!src) fprintf(stderr, "wrote %s and its .svg plot\n", out_path);
+  }
+  if (src) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
+  oc_progress_end(&prog, "completed");
+  if (journal) unlink(journal);
+  printf("%s\n", js);
+  rc = 0;
+done:
+  if (labels) for (int i = 0; i < nv; i++) free(labels[i]);
+  free(labels); free(js); free(journal); free(single); free(glayers); free(gsizes); free(vl); free(vs); free(all); free(auc); free(f1);
+  return rc;
+}
 
 static int run_sweep_layers(const cli_args *o) {
   data_args d;
@@ -228,6 +308,8 @@ static int run_sweep_layers(const cli_args *o) {
   const char *out_path = arg_str(o, "out_path");
   if (read_data_args(o, 1, &d)) return 2;
   read_train_args(o, &t, &val_size, &target_fpr, &split_seed);
+  if (arg_given(o, "combinations")) return sweep_combinations(o, &d, &t, val_size, target_fpr, split_seed);
+  if (arg_given(o, "combine")) return cli_usage_error(o, "--combine applies to --combinations");
   if (!(layers = layer_list(o, &nl, &err))) return die(&err);
   if (out_path) journal = joined(out_path, ".activations.partial");
   oc_progress prog;
@@ -268,6 +350,8 @@ static const opt_spec sweep_opts[] = {
     DATA_OPTS, TRAIN_OPTS("60"),
     O_INTS("layers", "-2,-4,-6,-8,-10,-12", -100000, 100000, "one probe per hidden state: transformers' indices, -k from the end"),
     O_OUT("out_path", NULL, "also write the JSON here, with an SVG of ROC AUC and F1 by layer beside it"),
+    O_STR("combinations", NULL, "also layer combinations, ';' between them: \"-4,-8;-4,-8,-12\" (keys \"-4,-8\", ...); one collection pass for all"),
+    {.name = "combine", .type = OPT_CHOICE, .def = "concat", .choices = "concat|mean", .help = "how --combinations combine their layers (train-probe --combine)"},
     O_END};
 const cli_command cmd_sweep_layers = {"sweep-layers", "one probe per layer from one pass per example -> JSON metrics (+ SVG)",
                                       "One of --data_path or --activations is required. Prints {\"<layer>\": metrics, ...}.", sweep_opts,

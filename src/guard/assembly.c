@@ -59,8 +59,11 @@ static int open_probe(const oc_guard_spec *s, oc_guard_bundle *b, oc_error *err)
     return -1;
   }
   b->have_probe = 1;
-  if (b->pc.hidden_size && b->pc.hidden_size != b->probe.hidden)
-    return oc_fail(err, "%s has %d features but its config says hidden_size %d", s->probe_path, b->probe.hidden, b->pc.hidden_size);
+  const int *layers, nl = oc_probe_config_layers(&b->pc, &layers);
+  if (b->pc.hidden_size && (int64_t)b->pc.hidden_size * nl != b->probe.hidden) {
+    if (nl == 1) return oc_fail(err, "%s has %d features but its config says hidden_size %d", s->probe_path, b->probe.hidden, b->pc.hidden_size);
+    return oc_fail(err, "%s has %d features but its config says %d layers of hidden_size %d", s->probe_path, b->probe.hidden, nl, b->pc.hidden_size);
+  }
   return 0;
 }
 

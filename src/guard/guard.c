@@ -16,7 +16,8 @@ struct oc_guard {
   const oc_probe *probe;
   const oc_probe_config *cfg;
   const oc_classifier *cls;
-  int layer;
+  int n_layers;                     /* the hidden states the probe reads (1 for a single-layer probe) */
+  int layers[OC_PROBE_MAX_LAYERS];  /* resolved hidden-state indices, in the probe's order */
   int eos_extra; /* tokenizer's eos token id (end of turn), -1 if none */
 };
 
@@ -111,17 +112,27 @@ int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, 
   if (!m || !chat) return oc_fail(err, "a guard needs a model and its chat (tokenizer + template)");
   if (cls && !cls->tok) return oc_fail(err, "the exchange classifier was loaded without its tokenizer: it cannot score text");
   const oc_model_config *c = oc_model_cfg(m);
-  int layer = 0;
+  int layers[OC_PROBE_MAX_LAYERS] = {0}, nl = 1;
   if (probe) {
     if (!cfg) return oc_fail(err, "a probe needs its config (layer, thresholds)");
     if (oc_probe_config_check(cfg, "probe config", err) || oc_probe_check(probe, "probe", err)) return -1;
-    if (probe->hidden != c->hidden) return oc_fail(err, "the probe reads %d features, the model's hidden size is %d", probe->hidden, c->hidden);
+    const int *want;
+    nl = oc_probe_config_layers(cfg, &want);
+    if ((int64_t)probe->hidden != (int64_t)nl * c->hidden) {
+      if (nl == 1) return oc_fail(err, "the probe reads %d features, the model's hidden size is %d", probe->hidden, c->hidden);
+      return oc_fail(err, "the probe reads %d features; its %d layers of the model's hidden size %d make %lld", probe->hidden, nl, c->hidden,
+                     (long long)nl * c->hidden);
+    }
     /* a probe config that names its model family must name this one: a local directory named like
      * another model's Hub id cannot pass the model_id check with another architecture behind it */
     const char *fam = oc_family_name(c->family);
     if (cfg->model_family && cfg->model_family[0] && strncasecmp(cfg->model_family, fam, strlen(fam)) != 0)
       return oc_fail(err, "the probe was trained on a \"%s\" model; this model is \"%s\" (a probe reads one model's hidden states)", cfg->model_family, fam);
-    if ((layer = oc_hidden_index(c, cfg->layer, err)) < 0) return oc_wrap(err, "probe layer");
+    for (int k = 0; k < nl; k++) {
+      if ((layers[k] = oc_hidden_index(c, want[k], err)) < 0) return oc_wrap(err, "probe layer");
+      for (int j = 0; j < k; j++)
+        if (layers[j] == layers[k]) return oc_fail(err, "probe layers %d and %d are the same hidden state of this model", want[j], want[k]);
+    }
   }
   oc_guard *g = calloc(1, sizeof *g);
   if (!g) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
@@ -130,7 +141,8 @@ int oc_guard_new(const oc_model *m, const oc_chat *chat, const oc_probe *probe, 
   g->probe = probe;
   g->cfg = cfg;
   g->cls = cls;
-  g->layer = layer;
+  g->n_layers = nl;
+  memcpy(g->layers, layers, sizeof layers);
   g->eos_extra = -1;
   const cJSON *eos = chat && chat->config ? cJSON_GetObjectItemCaseSensitive(chat->config, "eos_token") : NULL;
   if (eos && cJSON_IsObject(eos)) eos = cJSON_GetObjectItemCaseSensitive(eos, "content");
@@ -599,7 +611,11 @@ int oc_guard_stream_wants_tap(const oc_guard_stream *st) { return st->probing; }
 int oc_guard_stream_prompt_left(const oc_guard_stream *st) { return st->n_ids - st->prefilled; }
 oc_session *oc_guard_stream_session(oc_guard_stream *st) { return st->s; }
 const oc_guard_result *oc_guard_stream_progress(const oc_guard_stream *st) { return &st->res; }
-int oc_guard_probe_layer(const oc_guard *g) { return g->layer; }
+int oc_guard_probe_layer(const oc_guard *g) { return g->layers[0]; }
+int oc_guard_probe_layers(const oc_guard *g, const int **layers) {
+  *layers = g->layers;
+  return g->n_layers;
+}
 const oc_model *oc_guard_model(const oc_guard *g) { return g->m; }
 const oc_chat *oc_guard_chat(const oc_guard *g) { return g->chat; }
 const oc_classifier *oc_guard_classifier(const oc_guard *g) { return g->cls; }
@@ -617,12 +633,18 @@ int oc_guard_stream_prefill(oc_guard_stream *st, int max_tokens, oc_error *err) 
 }
 
 int oc_guard_stream_fed(oc_guard_stream *st, const float *logits, const float *tap, oc_error *err) {
+  if (st->probing && st->g->n_layers > 1) /* fail closed: one layer's row is not what this probe reads */
+    return oc_fail_code(err, OC_ERR_UNSUPPORTED, "the probe reads %d layers: feed their hidden states with oc_guard_stream_fed_layers", st->g->n_layers);
+  return oc_guard_stream_fed_layers(st, logits, tap, oc_model_cfg(st->g->m)->hidden, err);
+}
+
+int oc_guard_stream_fed_layers(oc_guard_stream *st, const float *logits, const float *taps, size_t layer_stride, oc_error *err) {
   if (st->need != OC_NEED_FORWARD) return oc_fail(err, "the stream asked for no forward");
   const int H = oc_model_cfg(st->g->m)->hidden;
   st->fed = st->pending_reading == 2 ? st->res.n_tokens : st->k;
   if (st->probing) {
-    if (!tap) return oc_fail(err, "a probing stream needs the tapped hidden state of its forward");
-    memcpy(st->tap, tap, sizeof(float) * (size_t)H);
+    if (!taps) return oc_fail(err, "a probing stream needs the tapped hidden state of its forward");
+    for (int k = 0; k < st->g->n_layers; k++) memcpy(st->tap + (size_t)k * H, taps + (size_t)k * layer_stride, sizeof(float) * (size_t)H);
   }
   const int reading = st->pending_reading;
   st->need = OC_NEED_NOTHING;
@@ -751,7 +773,7 @@ int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char
   st->prompt = strdup(cls_prompt ? cls_prompt : "");
   st->ids = malloc(sizeof(int32_t) * (size_t)n);
   st->logits = malloc(sizeof(float) * (size_t)V);
-  st->tap = malloc(sizeof(float) * (size_t)c->hidden);
+  st->tap = malloc(sizeof(float) * (size_t)c->hidden * (size_t)g->n_layers); /* [n_layers][hidden]: what the probe reads */
   st->risks = calloc((size_t)st->W, sizeof(double));
   st->res.tokens = malloc(sizeof(int32_t) * (size_t)o->max_new_tokens);
   if (o->temperature > 0) st->cands = malloc(sizeof *st->cands * (size_t)V);
@@ -807,16 +829,18 @@ int oc_guard_generate(const oc_guard *g, const char *prompt, const oc_guard_opts
   if (oc_guard_stream_new(g, enc.ids, enc.n, prompt, NULL, o, emit, ev, ud, &st, err)) goto done;
   const oc_model_config *c = oc_model_cfg(g->m);
   logits = malloc(sizeof(float) * (size_t)c->vocab);
-  tap = malloc(sizeof(float) * (size_t)c->hidden);
+  tap = malloc(sizeof(float) * (size_t)c->hidden * (size_t)g->n_layers);
   if (!logits || !tap) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
-  oc_taps taps = {1, &g->layer, 1, (int[]){-1}, tap};
+  oc_taps taps = {g->n_layers, g->layers, 1, (int[]){-1}, tap}; /* every layer the probe reads, in one forward step */
   for (oc_stream_need need; (need = oc_guard_stream_need(st)) != OC_NEED_NOTHING;) {
     if (cancelled(st, err)) goto done;
     if (need == OC_NEED_PREFILL) {
       if (oc_guard_stream_prefill(st, 0, err)) goto done;
     } else if (need == OC_NEED_FORWARD) {
       int32_t t = oc_guard_stream_token(st);
-      if (oc_forward(st->s, &t, 1, st->probing ? &taps : NULL, logits, 0, err) || oc_guard_stream_fed(st, logits, tap, err)) goto done;
+      if (oc_forward(st->s, &t, 1, st->probing ? &taps : NULL, logits, 0, err) ||
+          oc_guard_stream_fed_layers(st, logits, tap, (size_t)c->hidden, err))
+        goto done;
     } else if (oc_guard_stream_classify(st, err)) {
       goto done;
     }

@@ -17,10 +17,7 @@ static void score_rows(const oc_probe *p, const float *X, const int64_t *idx, in
   }
 }
 
-int oc_probe_fit_layer(const oc_activations *a, int li, double validation_size, uint64_t split_seed, double target_fpr,
-                       const oc_probe_train_opts *o, oc_probe_fit *out, oc_progress *prog, oc_error *err) {
-  memset(out, 0, sizeof *out);
-  if (li < 0 || li >= a->n_layers) return oc_fail(err, "layer index %d out of range", li);
+int oc_probe_fit_check_labels(const oc_activations *a, oc_error *err) {
   int64_t pos = 0;
   for (int i = 0; i < a->n; i++) {
     if (a->y[i] > 1)
@@ -30,24 +27,38 @@ int oc_probe_fit_layer(const oc_activations *a, int li, double validation_size, 
   }
   if (a->n < 4) return oc_fail(err, "need at least 4 examples to train a probe, got %d", a->n);
   if (pos == 0 || pos == a->n) return oc_fail(err, "a probe needs both labels; all %d examples have label %d", a->n, a->y[0]);
-  int64_t *tr = NULL, *va = NULL;
-  if (oc_stratified_split(a->y, a->n, validation_size, split_seed, &tr, &out->n_train, &va, &out->n_val, err)) return -1;
+  return 0;
+}
+
+int oc_probe_fit_score(const oc_activations *a, const float *X, const int64_t *tr, int n_train, const int64_t *va, int n_val, double target_fpr,
+                       oc_probe_fit *out, oc_error *err) {
   float *s = malloc(sizeof(float) * (size_t)a->n);
   int32_t *yy = malloc(sizeof(int32_t) * (size_t)a->n);
-  int rc = -1;
-  if (!s || !yy) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
-  if (oc_probe_train(a->X[li], a->hidden, a->y, tr, out->n_train, o, &out->probe, &out->final_loss, prog, err)) goto done;
-  score_rows(&out->probe, a->X[li], tr, out->n_train, s, yy, a->y);
-  oc_binary_metrics(s, yy, out->n_train, target_fpr, &out->train);
-  if (out->n_val > 0) {
-    score_rows(&out->probe, a->X[li], va, out->n_val, s, yy, a->y);
-    oc_binary_metrics(s, yy, out->n_val, target_fpr, &out->val);
+  if (!s || !yy) { free(s); free(yy); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  score_rows(&out->probe, X, tr, n_train, s, yy, a->y);
+  oc_binary_metrics(s, yy, n_train, target_fpr, &out->train);
+  if (n_val > 0) {
+    score_rows(&out->probe, X, va, n_val, s, yy, a->y);
+    oc_binary_metrics(s, yy, n_val, target_fpr, &out->val);
   } else {
     out->val = out->train;
   }
-  rc = 0;
+  free(s); free(yy);
+  return 0;
+}
+
+int oc_probe_fit_layer(const oc_activations *a, int li, double validation_size, uint64_t split_seed, double target_fpr,
+                       const oc_probe_train_opts *o, oc_probe_fit *out, oc_progress *prog, oc_error *err) {
+  memset(out, 0, sizeof *out);
+  if (li < 0 || li >= a->n_layers) return oc_fail(err, "layer index %d out of range", li);
+  if (oc_probe_fit_check_labels(a, err)) return -1;
+  int64_t *tr = NULL, *va = NULL;
+  if (oc_stratified_split(a->y, a->n, validation_size, split_seed, &tr, &out->n_train, &va, &out->n_val, err)) return -1;
+  int rc = -1;
+  if (oc_probe_train(a->X[li], a->hidden, a->y, tr, out->n_train, o, &out->probe, &out->final_loss, prog, err)) goto done;
+  rc = oc_probe_fit_score(a, a->X[li], tr, out->n_train, va, out->n_val, target_fpr, out, err);
 done:
-  free(s); free(yy); free(tr); free(va);
+  free(tr); free(va);
   if (rc) oc_probe_free(&out->probe);
   return rc;
 }
@@ -68,7 +79,48 @@ void oc_probe_config_defaults(oc_probe_config *c) {
 void oc_probe_config_free(oc_probe_config *c) {
   free(c->model_id);
   free(c->model_family);
+  free(c->layers);
   memset(c, 0, sizeof *c);
+}
+
+/* "layers" and "combine": both absent (the single "layer"), or 1..OC_PROBE_MAX_LAYERS distinct
+ * layers, the first of them "layer", combined as concat or mean */
+static int probe_layers_check(const oc_probe_config *c, const char *where, oc_error *err) {
+  if (c->n_layers == 0) {
+    if (c->combine != OC_COMBINE_NONE) return oc_fail(err, "%s: \"combine\" is given without \"layers\"", where);
+    return 0;
+  }
+  if (c->n_layers < 0 || c->n_layers > OC_PROBE_MAX_LAYERS || !c->layers)
+    return oc_fail(err, "%s: \"layers\" must list 1 to %d layers, got %d", where, OC_PROBE_MAX_LAYERS, c->n_layers);
+  if (c->combine != OC_COMBINE_CONCAT && c->combine != OC_COMBINE_MEAN)
+    return oc_fail(err, "%s: \"combine\" must be \"concat\" or \"mean\" with \"layers\"", where);
+  for (int k = 0; k < c->n_layers; k++)
+    for (int j = 0; j < k; j++)
+      if (c->layers[j] == c->layers[k]) return oc_fail(err, "%s: \"layers\" names layer %d twice", where, c->layers[k]);
+  if (c->layer != c->layers[0]) return oc_fail(err, "%s: \"layer\" is %d but \"layers\" starts with %d", where, c->layer, c->layers[0]);
+  return 0;
+}
+
+/* "layers" (an array of integers) and "combine" (a string) of a config; absent or null: none */
+static int config_layers(const cJSON *j, oc_probe_config *c, const char *path, oc_error *err) {
+  const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "layers"), *cb = cJSON_GetObjectItemCaseSensitive(j, "combine");
+  if (cb && !cJSON_IsNull(cb)) {
+    if (!cJSON_IsString(cb) || oc_probe_combine_from_name(cb->valuestring) < 0)
+      return oc_fail(err, "%s: \"combine\" must be \"concat\" or \"mean\"", path);
+    c->combine = oc_probe_combine_from_name(cb->valuestring);
+  }
+  if (!l || cJSON_IsNull(l)) return 0;
+  const int n = cJSON_IsArray(l) ? cJSON_GetArraySize(l) : -1;
+  if (n < 1 || n > OC_PROBE_MAX_LAYERS) return oc_fail(err, "%s: \"layers\" must be an array of 1 to %d integers", path, OC_PROBE_MAX_LAYERS);
+  if (!(c->layers = malloc(sizeof(int) * (size_t)n))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  int k = 0;
+  for (const cJSON *v = l->child; v; v = v->next, k++) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < -100000 || v->valuedouble > 100000)
+      return oc_fail(err, "%s: \"layers\" item %d must be an integer in [-100000, 100000]", path, k + 1);
+    c->layers[k] = (int)v->valuedouble;
+  }
+  c->n_layers = n;
+  return 0;
 }
 
 int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error *err) {
@@ -81,7 +133,7 @@ int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error 
   if (c->hidden_size < 0 || c->hidden_size > OC_PROBE_MAX_HIDDEN) return oc_fail(err, "%s: hidden_size %d out of range", where, c->hidden_size);
   if (!isnan(c->calibrated_threshold) && !(c->calibrated_threshold >= 0 && c->calibrated_threshold <= 1))
     return oc_fail(err, "%s: calibrated_threshold must be in [0, 1] or null, got %g", where, c->calibrated_threshold);
-  return 0;
+  return probe_layers_check(c, where, err);
 }
 
 /* a number of the config: absent or null keeps *dst; an integer field must be a whole number
@@ -133,9 +185,10 @@ int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err) {
       config_number(j, "threshold", 0, &c->threshold, path, err) || config_number(j, "pause_threshold", 0, &c->pause_threshold, path, err) ||
       config_number(j, "probe_every_n_tokens", 1, &every, path, err) || config_number(j, "smoothing_window", 1, &window, path, err) ||
       config_number(j, "calibrated_threshold", 0, &c->calibrated_threshold, path, err) || config_string(j, "model_id", &c->model_id, path, err) ||
-      config_string(j, "model_family", &c->model_family, path, err))
+      config_string(j, "model_family", &c->model_family, path, err) || config_layers(j, c, path, err))
     goto done;
   c->layer = (int)layer;
+  if (c->n_layers > 0 && !cJSON_GetObjectItemCaseSensitive(j, "layer")) c->layer = c->layers[0];
   c->hidden_size = (int)hidden;
   c->probe_every_n_tokens = (int)every;
   c->smoothing_window = (int)window;
@@ -168,6 +221,11 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
   cJSON_AddStringToObject(cfg, "model_id", c->model_id ? c->model_id : "");
   cJSON_AddStringToObject(cfg, "model_family", c->model_family ? c->model_family : "");
   cJSON_AddNumberToObject(cfg, "layer", c->layer);
+  if (c->n_layers > 0) { /* a multi-layer probe; "layer" is its first layer */
+    cJSON *ls = cJSON_AddArrayToObject(cfg, "layers");
+    for (int k = 0; k < c->n_layers; k++) cJSON_AddItemToArray(ls, cJSON_CreateNumber(c->layers[k]));
+    cJSON_AddStringToObject(cfg, "combine", oc_probe_combine_name(c->combine));
+  }
   cJSON_AddNumberToObject(cfg, "hidden_size", c->hidden_size);
   cJSON_AddNumberToObject(cfg, "threshold", c->threshold);
   cJSON_AddNumberToObject(cfg, "pause_threshold", c->pause_threshold);
@@ -176,8 +234,13 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
   cJSON_AddBoolToObject(cfg, "use_chat_template", c->use_chat_template);
   cJSON_AddItemToObject(cfg, "metrics", oc_probe_fit_metrics_json(fit, p->validation_size));
   cJSON_AddItemToObject(cfg, "train_metrics", oc_metrics_json(&fit->train));
-  cJSON_AddStringToObject(cfg, "note", "Linear probe on the final-token hidden state of `layer` (transformers' hidden_states index); "
-                                       "risk = sigmoid(head.weight . h + head.bias). `metrics` are on the held-out split.");
+  if (c->n_layers > 0)
+    cJSON_AddStringToObject(cfg, "note", "Linear probe on the final-token hidden states of `layers` (transformers' hidden_states indices), "
+                                         "concatenated in that order: risk = sigmoid(head.weight . [h_layers[0] | h_layers[1] | ...] + head.bias); "
+                                         "`combine` says how it was trained. `metrics` are on the held-out split.");
+  else
+    cJSON_AddStringToObject(cfg, "note", "Linear probe on the final-token hidden state of `layer` (transformers' hidden_states index); "
+                                         "risk = sigmoid(head.weight . h + head.bias). `metrics` are on the held-out split.");
   if (isfinite(c->calibrated_threshold)) cJSON_AddNumberToObject(cfg, "calibrated_threshold", c->calibrated_threshold);
   else cJSON_AddNullToObject(cfg, "calibrated_threshold");
   cJSON_AddNumberToObject(cfg, "target_fpr", p->target_fpr);
@@ -221,26 +284,49 @@ int oc_probe_artifact_save(const char *dir, const oc_probe *probe, const oc_prob
   return oc_atomic_dir_commit(&d, err);
 }
 
+/* the plot of ROC AUC and F1 with the variants named by ticks */
+static int sweep_svg_ticks(const char *path, const char *const *ticks, int n, const double *auc, const double *f1, oc_error *err) {
+  double *x = calloc((size_t)(n ? n : 1), sizeof *x);
+  if (!x) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < n; i++) x[i] = i;
+  const char *names[2] = {"ROC AUC", "F1"};
+  const double *ys[2] = {auc, f1};
+  int rc = oc_svg_plot(path, "Probe quality by layer (held-out)", "layer (hidden_states index)", x, ticks, n, 2, names, ys, err);
+  free(x);
+  return rc;
+}
+
 int oc_sweep_svg(const char *path, const int *layers, int n, const double *auc, const double *f1, oc_error *err) {
   char (*ticks)[16] = calloc((size_t)(n ? n : 1), sizeof *ticks);
   const char **tp = calloc((size_t)(n ? n : 1), sizeof *tp);
-  double *x = calloc((size_t)(n ? n : 1), sizeof *x);
-  if (!ticks || !tp || !x) { free(ticks); free(tp); free(x); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
-  for (int i = 0; i < n; i++) { snprintf(ticks[i], sizeof ticks[i], "%d", layers[i]); tp[i] = ticks[i]; x[i] = i; }
-  const char *names[2] = {"ROC AUC", "F1"};
-  const double *ys[2] = {auc, f1};
-  int rc = oc_svg_plot(path, "Probe quality by layer (held-out)", "layer (hidden_states index)", x, tp, n, 2, names, ys, err);
-  free(ticks); free(tp); free(x);
+  if (!ticks || !tp) { free(ticks); free(tp); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  for (int i = 0; i < n; i++) { snprintf(ticks[i], sizeof ticks[i], "%d", layers[i]); tp[i] = ticks[i]; }
+  int rc = sweep_svg_ticks(path, tp, n, auc, f1, err);
+  free(ticks); free(tp);
+  return rc;
+}
+
+/* the report, then its plot (plot(svg) or the labeled one); the old plot removed first */
+static int sweep_save(const char *path, const char *report_json, const int *layers, const char *const *labels, int n, const double *auc,
+                      const double *f1, oc_error *err) {
+  char *svg = oc_path_sibling(path, ".svg");
+  if (!svg) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  remove(svg);
+  int rc = oc_write_file_atomic(path, report_json, strlen(report_json), err) ||
+                   (labels ? sweep_svg_ticks(svg, labels, n, auc, f1, err) : oc_sweep_svg(svg, layers, n, auc, f1, err))
+               ? -1
+               : 0;
+  free(svg);
   return rc;
 }
 
 int oc_sweep_save(const char *path, const char *report_json, const int *layers, int n, const double *auc, const double *f1, oc_error *err) {
-  char *svg = oc_path_sibling(path, ".svg");
-  if (!svg) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
-  remove(svg);
-  int rc = oc_write_file_atomic(path, report_json, strlen(report_json), err) || oc_sweep_svg(svg, layers, n, auc, f1, err) ? -1 : 0;
-  free(svg);
-  return rc;
+  return sweep_save(path, report_json, layers, NULL, n, auc, f1, err);
+}
+
+int oc_sweep_save_labeled(const char *path, const char *report_json, const char *const *labels, int n, const double *auc, const double *f1,
+                          oc_error *err) {
+  return sweep_save(path, report_json, NULL, labels, n, auc, f1, err);
 }
 
 int oc_sweep_layers(const oc_activations *a, const int *layers, int n, double validation_size, uint64_t split_seed, double target_fpr,
