@@ -159,6 +159,7 @@ static int run_train_probe(const cli_args *o) {
     return cli_usage_error(o, "--combine needs --layers with two or more layers");
   }
   read_train_args(o, &t, &val_size, &target_fpr, &split_seed);
+  if (nl > 1 && combine == OC_COMBINE_CONCAT) t.standardize = 1; /* concat always standardizes (config.json says so) */
   pc.threshold = arg_double(o, "threshold");
   pc.pause_threshold = arg_double(o, "pause_threshold");
   pc.probe_every_n_tokens = arg_int(o, "probe_every_n_tokens");
