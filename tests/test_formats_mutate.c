@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "opencon/jailbreak.h"
@@ -73,6 +74,11 @@ int main(int argc, char **argv) {
   mutate_all(2, reply, sizeof reply - 1, 3000);
   const char jsonl[] = "{\"prompt\": \"p\", \"response\": \"r\", \"label\": 1, \"split\": \"harmful\"}\n{\"prompt\": \"q\", \"response\": \"s\", \"label\": 0}\n";
   mutate_all(3, jsonl, sizeof jsonl - 1, 400);
+  /* a multi-layer probe config (selector 3) and a --combinations list (selector 2) */
+  const char mcfg[] = "{\"model_id\": \"m\", \"layer\": -4, \"layers\": [-4, -8, 12], \"combine\": \"mean\", \"hidden_size\": 64}";
+  mutate_all(3, mcfg, sizeof mcfg - 1, 1500);
+  const char groups[] = "-4,-8;-4,-8,-12;3";
+  mutate_all(2, groups, sizeof groups - 1, 1500);
   const char jarr[] = "[{\"text\": \"a\", \"label\": \"safe\"}, {\"prompt\": \"b\", \"split\": \"x\"}]";
   mutate_all(3, jarr, sizeof jarr - 1, 200);
   const char doc[] = "{\"a\": [1, -2.5e3, true, null, {\"b\": \"\\u00e9\\n\\\\u0000\"}], \"c\": {\"d\": {}, \"e\": []}, \"\\u0066\": \"x\"}\n";
@@ -136,6 +142,18 @@ int main(int argc, char **argv) {
   int rc = oc_st_parse(st, sizeof st - 1, "seed.safetensors", &sf, &e);
   CHECK(rc == 0 && oc_st_count(sf) == 2 && ((const float *)oc_st_get(sf, "head.weight")->data)[1] == -2.0f, "seed safetensors: %s", e.msg);
   if (rc == 0) oc_st_close(sf);
+  int *gl, *gs, ng;
+  CHECK(oc_parse_layer_groups(groups, &gl, &gs, &ng, &e) == 0 && ng == 3 && gs[1] == 3, "seed --combinations: %s", e.msg);
+  free(gl); free(gs);
+  char mpath[] = "/tmp/oc_mcfg_XXXXXX";
+  int mfd = mkstemp(mpath);
+  REQUIRE(mfd >= 0 && write(mfd, mcfg, sizeof mcfg - 1) == (ssize_t)(sizeof mcfg - 1), "write %s", mpath);
+  close(mfd);
+  oc_probe_config pcm;
+  const int mok = oc_probe_config_load(mpath, &pcm, &e) == 0;
+  CHECK(mok && pcm.n_layers == 3 && pcm.combine == OC_COMBINE_MEAN, "seed multi-layer config: %s", e.msg);
+  if (mok) oc_probe_config_free(&pcm);
+  unlink(mpath);
   printf("%ld inputs run\n", calls);
   return check_summary("formats_mutate");
 }

@@ -1,5 +1,6 @@
 /* libFuzzer harness for the other hostile inputs: the first byte picks the parser, the rest is
- * its input — 0: a torch.save probe.pt (zip + pickle VM), 1: CSV, 2: a judge reply, 3: a file
+ * its input — 0: a torch.save probe.pt (zip + pickle VM), 1: CSV, 2: a judge reply and a
+ * sweep-layers --combinations list, 3: a file
  * not named .csv read as a prompt set (its layout recognised by content: JSONL, CoCoNot, JSON
  * arrays, JBB artifacts, CSV headers, plain text), a probe config, a dataset and three-class input,
  * 4: the strict JSON parser itself (what it accepts prints and parses again, strictly), 5: a CSV
@@ -90,6 +91,12 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     oc_judgment j;
     oc_judge_parse_reply(s, &j, &e);
     oc_judgment_free(&j);
+    int *gl, *gs, ng;
+    if (oc_parse_layer_groups(s, &gl, &gs, &ng, &e) == 0) {
+      for (int g = 0, at = 0; g < ng; at += gs[g++])
+        if (gs[g] < 1 || gs[g] > OC_PROBE_MAX_LAYERS || gl[at] < -100000 || gl[at] > 100000) abort();
+      free(gl); free(gs);
+    }
     free(s);
     break;
   }
