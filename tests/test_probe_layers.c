@@ -175,7 +175,7 @@ static void test_config(void) {
   oc_probe_fit fit = {0};
   oc_probe_train_opts t;
   oc_probe_train_defaults(&t);
-  oc_probe_provenance pv = {&fit, &t, 0.2, 0.01, 90, "d.jsonl", NULL, 0, 0};
+  oc_probe_provenance pv = {.fit = &fit, .train = &t, .validation_size = 0.2, .target_fpr = 0.01, .max_length = 90, .data_path = "d.jsonl"};
   REQUIRE(oc_probe_artifact_save(path("multi"), &p, &w, &pv, &err) == 0, "%s", err.msg);
   REQUIRE(oc_probe_config_load(path("multi/config.json"), &c, &err) == 0, "%s", err.msg);
   CHECK(c.n_layers == 3 && c.layers[0] == -1 && c.layers[2] == -5 && c.combine == OC_COMBINE_CONCAT && c.layer == -1 && c.hidden_size == 4,
