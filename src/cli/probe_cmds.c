@@ -151,7 +151,11 @@ static int run_train_probe(const cli_args *o) {
     if (nl > OC_PROBE_MAX_LAYERS) { free(layers); return cli_usage_error(o, "--layers: at most %d layers", OC_PROBE_MAX_LAYERS); }
     for (int k = 0; k < nl; k++)
       for (int j = 0; j < k; j++)
-        if (layers[j] == layers[k]) { free(layers); return cli_usage_error(o, "--layers: layer %d is given twice", layers[k]); }
+        if (layers[j] == layers[k]) {
+          const int twice = layers[k];
+          free(layers);
+          return cli_usage_error(o, "--layers: layer %d is given twice", twice);
+        }
     layer = layers[0];
   }
   if (arg_given(o, "combine") && nl < 2) {
