@@ -3,7 +3,9 @@
  * --combinations list, the guard tapping every probe layer in one forward step (its risk against an
  * independent forward pass, width and depth mismatches refused at open, a non-finite logit
  * blocking), and train-probe --layers / sweep-layers --combinations through the CLI on data whose
- * signal is known (unsafe responses end with a trigger word). */
+ * signal is known (unsafe responses end with a trigger word); token-level losses (uniform, ramp,
+ * cummax) against their definitions and finite differences, and a cummax token probe detecting a
+ * trigger at its token. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -65,7 +67,7 @@ static void test_fit(void) {
   t.epochs = 100;
   t.lr = 0.02;
   oc_error err;
-  oc_probe_fit one, single, cat, mean;
+  oc_probe_fit one, single, cat, mean, bad;
   int lis[3] = {0, 1, 2};
   /* one layer through oc_probe_fit_layers is oc_probe_fit_layer, bit for bit */
   REQUIRE(oc_probe_fit_layer(&a, 1, 0.2, 3, 0.01, &t, &one, NULL, &err) == 0, "%s", err.msg);
@@ -110,9 +112,9 @@ static void test_fit(void) {
   CHECK(mean.probe.hidden == 3 * H && worst < 1e-5, "mean: the logit is the mean of the per-layer probes' logits (worst relative difference %.2g)", worst);
   /* refused: a layer twice, no combination for several layers, too many layers */
   int twice[2] = {1, 1};
-  CHECK(oc_probe_fit_layers(&a, twice, 2, OC_COMBINE_CONCAT, 0.2, 3, 0.01, &t, &one, NULL, &err) != 0 && strstr(err.msg, "twice"), "a layer twice: %s", err.msg);
-  CHECK(oc_probe_fit_layers(&a, lis, 2, OC_COMBINE_NONE, 0.2, 3, 0.01, &t, &one, NULL, &err) != 0 && strstr(err.msg, "concat or mean"), "no combine: %s", err.msg);
-  CHECK(oc_probe_fit_layers(&a, lis, OC_PROBE_MAX_LAYERS + 1, OC_COMBINE_MEAN, 0.2, 3, 0.01, &t, &one, NULL, &err) != 0, "too many layers: %s", err.msg);
+  CHECK(oc_probe_fit_layers(&a, twice, 2, OC_COMBINE_CONCAT, 0.2, 3, 0.01, &t, &bad, NULL, &err) != 0 && strstr(err.msg, "twice"), "a layer twice: %s", err.msg);
+  CHECK(oc_probe_fit_layers(&a, lis, 2, OC_COMBINE_NONE, 0.2, 3, 0.01, &t, &bad, NULL, &err) != 0 && strstr(err.msg, "concat or mean"), "no combine: %s", err.msg);
+  CHECK(oc_probe_fit_layers(&a, lis, OC_PROBE_MAX_LAYERS + 1, OC_COMBINE_MEAN, 0.2, 3, 0.01, &t, &bad, NULL, &err) != 0, "too many layers: %s", err.msg);
   CHECK(oc_probe_fit_steps(n, 3, OC_COMBINE_MEAN, &t) == 3 * oc_probe_fit_steps(n, 3, OC_COMBINE_CONCAT, &t), "mean trains a probe per layer");
   oc_probe_free(&ref);
   free(X); free(tr); free(va);
@@ -448,6 +450,146 @@ static void test_cli(void) {
   CHECK(rc == 1 && strstr(stderr_text(), "layer -2 was not collected"), "a combination layer not collected: %s", stderr_text());
 }
 
+
+/* the token-level losses by their definitions, in double: token t's weight, and for cummax the
+ * running maximum found by scanning the prefix (independent of the library's single pass) */
+static double ref_token_loss(const double *z, int T, int y, int weighting) {
+  double loss = 0;
+  for (int t = 0; t < T; t++) {
+    double zt = z[t], wt = weighting == OC_TOKEN_RAMP ? (t + 1) / ((double)T * (T + 1) / 2) : 1.0 / T;
+    if (weighting == OC_TOKEN_CUMMAX)
+      for (int s = 0; s <= t; s++) zt = fmax(zt, z[s]);
+    const double p = 1 / (1 + exp(-zt));
+    loss += wt * -(y ? log(p) : log(1 - p));
+  }
+  return loss;
+}
+
+static void test_token_loss(void) {
+  oc_rng r;
+  oc_rng_seed(&r, 5);
+  double worst_loss = 0, worst_grad = 0;
+  int off_max_zero = 1, cases = 0;
+  for (int rep = 0; rep < 40; rep++) {
+    const int T = 1 + rep % 9, y = rep % 2, wt = rep % 3;
+    float z[16], dz[16];
+    double zd[16];
+    for (int t = 0; t < T; t++) zd[t] = z[t] = (float)(6 * oc_rng_uniform(&r) - 3);
+    const double got = oc_token_loss(z, T, y, wt, dz), want = ref_token_loss(zd, T, y, wt);
+    worst_loss = fmax(worst_loss, fabs(got - want) / (1 + fabs(want)));
+    for (int t = 0; t < T; t++) { /* central differences in double */
+      const double h = 1e-6, keep = zd[t];
+      zd[t] = keep + h;
+      const double up = ref_token_loss(zd, T, y, wt);
+      zd[t] = keep - h;
+      const double down = ref_token_loss(zd, T, y, wt);
+      zd[t] = keep;
+      worst_grad = fmax(worst_grad, fabs(dz[t] - (up - down) / (2 * h)));
+      if (wt == OC_TOKEN_CUMMAX) { /* only a token that holds a running maximum gets gradient */
+        int holds = 1;
+        for (int s = 0; s < t; s++) holds &= z[s] < z[t];
+        off_max_zero &= holds || dz[t] == 0;
+      }
+    }
+    cases++;
+  }
+  CHECK(worst_loss < 1e-12 && worst_grad < 1e-6 && off_max_zero,
+        "uniform, ramp and cummax losses and gradients against their definitions and central differences in double (%d cases: loss %.2g, gradient %.2g)",
+        cases, worst_loss, worst_grad);
+  /* a falling sequence: every prefix's maximum is token 0, which takes the whole gradient */
+  float z[4] = {2, 1, 0, -1}, dz[4];
+  oc_token_loss(z, 4, 0, OC_TOKEN_CUMMAX, dz);
+  CHECK(fabs(dz[0] - 1 / (1 + exp(-2.0))) < 1e-6 && dz[1] == 0 && dz[2] == 0 && dz[3] == 0, "cummax: the gradient flows to the argmax token");
+  CHECK(oc_token_weighting_from_name("cummax") == OC_TOKEN_CUMMAX && oc_token_weighting_from_name("ramp") == OC_TOKEN_RAMP &&
+            oc_token_weighting_from_name("uniform") == OC_TOKEN_UNIFORM && oc_token_weighting_from_name("max") == -1,
+        "weighting names");
+}
+
+/* sequences of 4..11 tokens of H features in [-1, 1); an unsafe one has a trigger at one token
+ * (feature 0 raised by 4) */
+static void trigger_sequences(int n, int H, float **X, int64_t *offsets, int32_t *y, int *trigger) {
+  oc_rng r;
+  oc_rng_seed(&r, 9);
+  offsets[0] = 0;
+  for (int s = 0; s < n; s++) offsets[s + 1] = offsets[s] + 4 + (int)(oc_rng_uniform(&r) * 8);
+  *X = malloc(sizeof(float) * (size_t)offsets[n] * H);
+  for (int64_t k = 0; k < offsets[n] * H; k++) (*X)[k] = (float)(2 * oc_rng_uniform(&r) - 1);
+  for (int s = 0; s < n; s++) {
+    y[s] = s % 2;
+    trigger[s] = -1;
+    if (!y[s]) continue;
+    trigger[s] = (int)(oc_rng_uniform(&r) * (double)(offsets[s + 1] - offsets[s]));
+    (*X)[(size_t)(offsets[s] + trigger[s]) * H] += 4;
+  }
+}
+
+static void test_token_training(void) {
+  enum { N = 60, H = 6 };
+  float *X;
+  int64_t off[N + 1], idx[N];
+  int32_t y[N];
+  int trig[N];
+  trigger_sequences(N, H, &X, off, y, trig);
+  for (int i = 0; i < N; i++) idx[i] = i;
+  oc_probe_train_opts t;
+  oc_probe_train_defaults(&t);
+  t.epochs = 100;
+  t.lr = 0.05;
+  oc_probe p;
+  oc_error err;
+  double loss;
+  REQUIRE(oc_probe_train_tokens(X, H, off, y, idx, 40, OC_TOKEN_CUMMAX, &t, &p, &loss, &err) == 0, "%s", err.msg);
+  /* held-out sequences 40..59. Every prefix of an unsafe response is trained as unsafe, those
+   * before the trigger too, so the objective settles on a bias between the two; what must hold is
+   * that a threshold exists that fires at each trigger token and at no other token: then an unsafe
+   * response is detected exactly at its trigger (the running maximum crosses there) and a safe one
+   * never */
+  float lo_trigger = INFINITY, hi_other = -INFINITY;
+  int unsafe = 0;
+  for (int s = 40; s < N; s++) {
+    unsafe += y[s];
+    for (int64_t k = off[s]; k < off[s + 1]; k++) {
+      const float sc = oc_sigmoid(oc_probe_logit(&p, X + (size_t)k * H));
+      if (y[s] && k - off[s] == trig[s]) lo_trigger = fminf(lo_trigger, sc);
+      else hi_other = fmaxf(hi_other, sc);
+    }
+  }
+  const float thr = (lo_trigger + hi_other) / 2;
+  int at_trigger = 0, safe_quiet = 0;
+  for (int s = 40; s < N; s++) {
+    int first = -1;
+    for (int64_t k = off[s]; k < off[s + 1] && first < 0; k++)
+      if (oc_sigmoid(oc_probe_logit(&p, X + (size_t)k * H)) >= thr) first = (int)(k - off[s]);
+    if (y[s]) at_trigger += first == trig[s];
+    else safe_quiet += first < 0;
+  }
+  CHECK(unsafe == 10 && lo_trigger > hi_other && at_trigger == 10 && safe_quiet == 10 && isfinite(loss),
+        "cummax token probe: trigger tokens score %g and up, every other token at most %g; at %g, %d of 10 unsafe held-out responses are detected at "
+        "their trigger token and %d of 10 safe ones never (loss %g)",
+        lo_trigger, hi_other, thr, at_trigger, safe_quiet, loss);
+  oc_probe_free(&p);
+  /* one token a sequence, uniform: the final-token trainer's probe, to rounding */
+  int64_t one_off[N + 1];
+  for (int s = 0; s <= N; s++) one_off[s] = s;
+  oc_probe a, b;
+  t.epochs = 10;
+  t.lr = 1e-2;
+  REQUIRE(oc_probe_train_tokens(X, H, one_off, y, idx, N, OC_TOKEN_UNIFORM, &t, &a, NULL, &err) == 0, "%s", err.msg);
+  REQUIRE(oc_probe_train(X, H, y, idx, N, &t, &b, NULL, NULL, &err) == 0, "%s", err.msg);
+  double worst = fabs(a.b - b.b);
+  for (int j = 0; j < H; j++) worst = fmax(worst, fabs(a.w[j] - b.w[j]));
+  CHECK(worst < 1e-4, "one-token sequences: the token trainer == oc_probe_train (worst weight difference %.2g)", worst);
+  oc_probe_free(&a);
+  oc_probe_free(&b);
+  /* refused: an empty sequence, a label that is not 0/1, an unknown weighting */
+  int64_t bad_off[3] = {0, 2, 2};
+  int32_t bad_y[2] = {1, 2};
+  CHECK(oc_probe_train_tokens(X, H, bad_off, y, idx, 2, OC_TOKEN_RAMP, &t, &a, NULL, &err) != 0 && strstr(err.msg, "no tokens"), "an empty sequence: %s", err.msg);
+  CHECK(oc_probe_train_tokens(X, H, off, bad_y, idx, 2, OC_TOKEN_RAMP, &t, &a, NULL, &err) != 0 && strstr(err.msg, "label 2"), "label 2: %s", err.msg);
+  CHECK(oc_probe_train_tokens(X, H, off, y, idx, 2, 7, &t, &a, NULL, &err) != 0 && strstr(err.msg, "weighting"), "weighting 7: %s", err.msg);
+  free(X);
+}
+
 int main(int argc, char **argv) {
   REQUIRE(argc == 3, "usage: test_probe_layers OPENCON E2E_DIR");
   cli = argv[1];
@@ -458,6 +600,8 @@ int main(int argc, char **argv) {
   test_fit();
   test_config();
   test_groups();
+  test_token_loss();
+  test_token_training();
   test_guard();
   test_cli();
   if (g_fail == 0) remove_tmpdir(tmp);

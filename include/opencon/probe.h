@@ -95,6 +95,25 @@ void oc_probe_train_defaults(oc_probe_train_opts *o);
 int oc_probe_train(const float *X, int hidden, const int32_t *y, const int64_t *idx, int n,
                    const oc_probe_train_opts *o, oc_probe *out, double *final_loss, oc_progress *prog, oc_error *err);
 float oc_probe_logit(const oc_probe *p, const float *h);
+
+/* ---- token-level training (issue 23): a probe read at every response token --------------- */
+/* How the tokens of one response share its loss (each token's target the exchange's label):
+ * UNIFORM, the mean of the per-token BCE; RAMP, token t of T weighted (t + 1) / (T (T + 1) / 2), so
+ * later tokens, with more of the response behind them, count more; CUMMAX, the mean over t of the
+ * BCE of the running maximum max_{s <= t} z_s (Constitutional Classifiers): the gradient of each
+ * term goes to the token holding that maximum (the first of equal ones). */
+typedef enum oc_token_weighting { OC_TOKEN_UNIFORM = 0, OC_TOKEN_RAMP, OC_TOKEN_CUMMAX } oc_token_weighting;
+const char *oc_token_weighting_name(int w);     /* "uniform", "ramp", "cummax" */
+int oc_token_weighting_from_name(const char *name); /* -1 for any other name */
+/* The loss of one response's per-token logits z[0..T) with label y (0/1), in double, and
+ * d loss / d z in dz[0..T). T < 1: 0. */
+double oc_token_loss(const float *z, int T, int y, int weighting, float *dz);
+/* A logistic probe trained on token rows: sequence s is rows offsets[s] .. offsets[s+1]-1 of X
+ * [., H], label y[s]; sequences idx[0..n) train, batch_size of them a step, each contributing its
+ * oc_token_loss (mean over the batch); AdamW, init, seed and standardize (over every training token)
+ * as oc_probe_train. final_loss: the mean sequence loss of the last epoch. */
+int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const int32_t *y, const int64_t *idx, int n, int weighting,
+                          const oc_probe_train_opts *o, oc_probe *out, double *final_loss, oc_error *err);
 float oc_sigmoid(float x);
 void oc_probe_free(oc_probe *p);
 #define OC_PROBE_MAX_HIDDEN (1 << 20)

@@ -9,6 +9,7 @@
 
 #include "opencon/probe.h"
 #include "opencon/safetensors.h"
+#include "train.h"
 
 int oc_torch_pt_load_probe(const char *path, oc_probe *p, oc_error *err); /* torch_pt.c */
 
@@ -48,38 +49,69 @@ static double bce_logits(float z, int y) {
   return (zd > 0 ? zd : 0) - zd * y + log1p(exp(-fabs(zd)));
 }
 
+/* one step of torch.optim.AdamW (betas 0.9/0.999, eps 1e-8, decoupled decay) on the weights w[0..H)
+ * with gradient g and on the bias with gradient gb; st->step counts the steps */
+void oc_probe_adamw_step(oc_probe_adamw *st, float *w, const float *g, int H, float *b, float gb, double lr, double weight_decay) {
+  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  st->step++;
+  double bc1 = 1.0 - pow(b1, (double)st->step), bc2 = 1.0 - pow(b2, (double)st->step);
+  double step_size = lr / bc1, sq_bc2 = sqrt(bc2);
+  float decay = (float)(1.0 - lr * weight_decay);
+  float *m = st->m, *v = st->v;
+#pragma omp parallel for schedule(static)
+  for (int j = 0; j < H; j++) {
+    w[j] *= decay;
+    m[j] = (float)b1 * m[j] + (float)(1 - b1) * g[j];
+    v[j] = (float)b2 * v[j] + (float)(1 - b2) * g[j] * g[j];
+    w[j] -= (float)step_size * m[j] / (sqrtf(v[j]) / (float)sq_bc2 + (float)eps);
+  }
+  *b *= decay;
+  st->mb = (float)b1 * st->mb + (float)(1 - b1) * gb;
+  st->vb = (float)b2 * st->vb + (float)(1 - b2) * gb * gb;
+  *b -= (float)step_size * st->mb / (sqrtf(st->vb) / (float)sq_bc2 + (float)eps);
+}
+
+void oc_probe_standardizer(const float *X, int H, const int64_t *idx, int64_t n, float *mu, float *inv_sd) {
+#pragma omp parallel for schedule(static)
+  for (int j = 0; j < H; j++) { /* mean / population std over the rows, in double */
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < n; i++) s += X[(size_t)idx[i] * H + j];
+    double mean = s / n;
+    for (int64_t i = 0; i < n; i++) { double d = X[(size_t)idx[i] * H + j] - mean; s2 += d * d; }
+    double sd = sqrt(s2 / n);
+    mu[j] = (float)mean;
+    inv_sd[j] = sd > 1e-12 ? (float)(1.0 / sd) : 1.0f;
+  }
+}
+
+void oc_probe_fold_standardizer(float *w, float *b, const float *mu, const float *inv_sd, int H) {
+  double shift = 0;
+  for (int j = 0; j < H; j++) { w[j] *= inv_sd[j]; shift += (double)w[j] * mu[j]; }
+  *b = (float)(*b - shift);
+}
+
 int oc_probe_train(const float *X, int H, const int32_t *y, const int64_t *idx, int n, const oc_probe_train_opts *o,
                    oc_probe *out, double *final_loss, oc_progress *prog, oc_error *err) {
   memset(out, 0, sizeof *out);
   if (n < 1) return oc_fail(err, "no training examples");
   if (o->epochs < 1 || o->batch_size < 1 || !(o->lr > 0)) return oc_fail(err, "epochs, batch_size and lr must be positive");
   int B = o->batch_size;
-  float *w = calloc((size_t)H, sizeof *w), *m = calloc((size_t)H, sizeof *m), *v = calloc((size_t)H, sizeof *v);
+  float *w = calloc((size_t)H, sizeof *w), *m = calloc((size_t)H, sizeof *m), *v = calloc((size_t)H, sizeof *v), *g = malloc(sizeof(float) * (size_t)H);
   float *mu = calloc((size_t)H, sizeof *mu), *inv_sd = malloc(sizeof(float) * (size_t)H);
   float *xb = malloc(sizeof(float) * (size_t)B * (size_t)H), *dz = malloc(sizeof(float) * (size_t)B);
   double *lossr = malloc(sizeof(double) * (size_t)B);
   int64_t *perm = malloc(sizeof *perm * (size_t)n);
-  if (!w || !m || !v || !mu || !inv_sd || !xb || !dz || !perm || !lossr) {
-    free(w); free(m); free(v); free(mu); free(inv_sd); free(xb); free(dz); free(perm); free(lossr);
+  if (!w || !m || !v || !g || !mu || !inv_sd || !xb || !dz || !perm || !lossr) {
+    free(w); free(m); free(v); free(g); free(mu); free(inv_sd); free(xb); free(dz); free(perm); free(lossr);
     return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (probe of %d features)", H);
   }
   for (int j = 0; j < H; j++) inv_sd[j] = 1.0f;
-  if (o->standardize) { /* mean / population std over the training rows, in double */
-#pragma omp parallel for schedule(static)
-    for (int j = 0; j < H; j++) {
-      double s = 0, s2 = 0;
-      for (int i = 0; i < n; i++) s += X[(size_t)idx[i] * H + j];
-      double mean = s / n;
-      for (int i = 0; i < n; i++) { double d = X[(size_t)idx[i] * H + j] - mean; s2 += d * d; }
-      double sd = sqrt(s2 / n);
-      mu[j] = (float)mean;
-      inv_sd[j] = sd > 1e-12 ? (float)(1.0 / sd) : 1.0f;
-    }
-  }
+  if (o->standardize) oc_probe_standardizer(X, H, idx, n, mu, inv_sd);
   /* torch.nn.Linear init: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)), bias too */
   oc_rng rng;
   oc_rng_seed(&rng, o->seed);
-  float bound = 1.0f / sqrtf((float)H), b = 0, mb = 0, vb = 0;
+  float bound = 1.0f / sqrtf((float)H), b = 0;
+  oc_probe_adamw adam = {m, v, 0, 0, 0};
   if (o->init_w) {
     memcpy(w, o->init_w, sizeof(float) * (size_t)H);
     b = o->init_b;
@@ -88,8 +120,7 @@ int oc_probe_train(const float *X, int H, const int32_t *y, const int64_t *idx, 
     b = (float)((2.0 * oc_rng_uniform(&rng) - 1.0) * bound);
   }
   for (int i = 0; i < n; i++) perm[i] = idx[i];
-  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  int64_t step = 0, steps_per_epoch = (n + B - 1) / B;
+  int64_t steps_per_epoch = (n + B - 1) / B;
   double epoch_loss = 0;
   for (int ep = 0; ep < o->epochs; ep++) {
     oc_shuffle_i64(&rng, perm, (size_t)n);
@@ -108,25 +139,15 @@ int oc_probe_train(const float *X, int H, const int32_t *y, const int64_t *idx, 
         lossr[r] = bce_logits(z, yr);
       }
       for (int r = 0; r < nb; r++) epoch_loss += lossr[r];
-      step++;
-      double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
-      double step_size = o->lr / bc1, sq_bc2 = sqrt(bc2);
-      float decay = (float)(1.0 - o->lr * o->weight_decay);
 #pragma omp parallel for schedule(static)
       for (int j = 0; j < H; j++) {
         float gj = 0;
         for (int r = 0; r < nb; r++) gj += dz[r] * xb[(size_t)r * H + j];
-        w[j] *= decay;
-        m[j] = (float)b1 * m[j] + (float)(1 - b1) * gj;
-        v[j] = (float)b2 * v[j] + (float)(1 - b2) * gj * gj;
-        w[j] -= (float)step_size * m[j] / (sqrtf(v[j]) / (float)sq_bc2 + (float)eps);
+        g[j] = gj;
       }
       float gb = 0;
       for (int r = 0; r < nb; r++) gb += dz[r];
-      b *= decay;
-      mb = (float)b1 * mb + (float)(1 - b1) * gb;
-      vb = (float)b2 * vb + (float)(1 - b2) * gb * gb;
-      b -= (float)step_size * mb / (sqrtf(vb) / (float)sq_bc2 + (float)eps);
+      oc_probe_adamw_step(&adam, w, g, H, &b, gb, o->lr, o->weight_decay);
     }
     if (prog) {
       oc_progress_set(prog, "loss", epoch_loss / n);
@@ -134,12 +155,8 @@ int oc_probe_train(const float *X, int H, const int32_t *y, const int64_t *idx, 
     }
   }
   if (final_loss) *final_loss = epoch_loss / n;
-  if (o->standardize) { /* w'.((x - mu) * s) + b == (w' * s).x + (b - sum w' * s * mu) */
-    double shift = 0;
-    for (int j = 0; j < H; j++) { w[j] *= inv_sd[j]; shift += (double)w[j] * mu[j]; }
-    b = (float)(b - shift);
-  }
-  free(m); free(v); free(mu); free(inv_sd); free(xb); free(dz); free(perm); free(lossr);
+  if (o->standardize) oc_probe_fold_standardizer(w, &b, mu, inv_sd, H);
+  free(m); free(v); free(g); free(mu); free(inv_sd); free(xb); free(dz); free(perm); free(lossr);
   out->hidden = H;
   out->w = w;
   out->b = b;
