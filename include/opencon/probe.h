@@ -124,6 +124,16 @@ int oc_probe_fit_layer(const oc_activations *a, int li, double validation_size, 
                        const oc_probe_train_opts *o, oc_probe_fit *out, oc_progress *prog, oc_error *err);
 void oc_probe_fit_free(oc_probe_fit *f);
 
+/* How the guard turns a stream's probe readings into the risk it acts on (config.json "aggregation"). */
+typedef enum {
+  OC_AGG_LAST = 0,         /* the MVP's: mean of the last smoothing_window readings */
+  OC_AGG_EMA,              /* exponential moving average: e1 = r1, et = alpha rt + (1 - alpha) e(t-1) */
+  OC_AGG_ROLLING_MEAN,     /* mean of the last aggregation_window readings */
+  OC_AGG_MAX_ROLLING_MEAN, /* the maximum so far of that rolling mean: once high it stays high */
+} oc_aggregation;
+const char *oc_aggregation_name(oc_aggregation a);
+int oc_aggregation_parse(const char *s, oc_aggregation *out); /* -1 for a name it does not know */
+
 /* Guard settings stored with a probe (config.json); defaults are the MVP's. */
 typedef struct oc_probe_config {
   char *model_id, *model_family;
@@ -132,19 +142,40 @@ typedef struct oc_probe_config {
   int probe_every_n_tokens, smoothing_window;
   int use_chat_template;
   double calibrated_threshold; /* NaN when absent */
+  oc_aggregation aggregation;   /* absent: OC_AGG_LAST (the MVP's smoothing) */
+  int aggregation_window;       /* rolling_mean, max_rolling_mean; absent: smoothing_window */
+  double aggregation_alpha;     /* ema; absent: 0.5 */
 } oc_probe_config;
 void oc_probe_config_defaults(oc_probe_config *c);
 /* Bounds of the guard settings a config may carry. */
 #define OC_PROBE_MAX_EVERY_N 4096
 #define OC_PROBE_MAX_WINDOW 4096
 /* Values the guard may use: thresholds in [0, 1], 1 <= probe_every_n_tokens <= OC_PROBE_MAX_EVERY_N,
- * 1 <= smoothing_window <= OC_PROBE_MAX_WINDOW, hidden_size >= 0, calibrated_threshold NaN or in
- * [0, 1]. where names the source in errors. */
+ * 1 <= smoothing_window <= OC_PROBE_MAX_WINDOW, a known aggregation with (when it uses them)
+ * 1 <= aggregation_window <= OC_PROBE_MAX_WINDOW or aggregation_alpha in (0, 1], hidden_size >= 0, calibrated_threshold NaN or in [0, 1]. where names the source in errors. */
 int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error *err);
-/* config.json -> c, with every value type-checked, model_id required (the foreign-probe check
+/* config.json -> c, with every value type-checked (aggregation_window and aggregation_alpha range-checked
+ * even when the aggregation does not use them), model_id required (the foreign-probe check
  * cannot be skipped by leaving it out) and oc_probe_config_check */
 int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err);
 void oc_probe_config_free(oc_probe_config *c);
+
+/* The running aggregate of one stream's readings (oc_probe_config's aggregation). The guard and
+ * evaluate-probe both push every reading through it, so they act on the same number. */
+typedef struct oc_risk_agg {
+  oc_aggregation kind;
+  int window;     /* readings the rolling mean covers (1 for ema) */
+  double alpha;
+  double *ring;   /* the last `window` readings */
+  int64_t n;      /* readings so far */
+  double ema, max;
+} oc_risk_agg;
+/* Set up for c's aggregation (its window or alpha), with no reading yet. */
+int oc_risk_agg_init(oc_risk_agg *a, const oc_probe_config *c, oc_error *err);
+/* Add a reading (a finite risk); returns the aggregated risk after it. */
+double oc_risk_agg_push(oc_risk_agg *a, double risk);
+void oc_risk_agg_reset(oc_risk_agg *a); /* no reading yet (a new stream) */
+void oc_risk_agg_free(oc_risk_agg *a);
 
 /* How a probe was trained, recorded in its config.json beside the guard settings. */
 typedef struct oc_probe_provenance {

@@ -149,6 +149,12 @@ static int run_train_probe(const cli_args *o) {
   pc.pause_threshold = arg_double(o, "pause_threshold");
   pc.probe_every_n_tokens = arg_int(o, "probe_every_n_tokens");
   pc.smoothing_window = arg_int(o, "smoothing_window");
+  if (oc_aggregation_parse(arg_str(o, "aggregation"), &pc.aggregation)) return cli_usage_error(o, "--aggregation: unknown aggregation");
+  pc.aggregation_window = arg_given(o, "aggregation_window") ? arg_int(o, "aggregation_window") : pc.smoothing_window;
+  pc.aggregation_alpha = arg_double(o, "aggregation_alpha");
+  if (arg_given(o, "aggregation_window") && pc.aggregation != OC_AGG_ROLLING_MEAN && pc.aggregation != OC_AGG_MAX_ROLLING_MEAN)
+    return cli_usage_error(o, "--aggregation_window applies to --aggregation rolling_mean or max_rolling_mean (last uses --smoothing_window)");
+  if (arg_given(o, "aggregation_alpha") && pc.aggregation != OC_AGG_EMA) return cli_usage_error(o, "--aggregation_alpha applies to --aggregation ema");
   rc = 1;
   if (oc_artifact_dir_check(out_dir, &err) || oc_mkdirs(out_dir, &err)) { die(&err); goto done; }
   journal = oc_path_join(out_dir, "activations.partial");
@@ -211,6 +217,12 @@ static const opt_spec train_probe_opts[] = {
     O_FLAG("pause_at_calibrated", "config.json: pause at the calibrated threshold (held-out safe exchanges, --target_fpr) instead"),
     O_INT("probe_every_n_tokens", "4", 1, OC_PROBE_MAX_EVERY_N, "config.json: probe every N generated tokens"),
     O_INT("smoothing_window", "4", 1, OC_PROBE_MAX_WINDOW, "config.json: mean of the last N risks"),
+    {.name = "aggregation", .type = OPT_CHOICE, .def = "last", .choices = "last|ema|rolling_mean|max_rolling_mean",
+     .help = "config.json: how the guard aggregates readings: last (mean of the last --smoothing_window), ema, rolling_mean, "
+             "max_rolling_mean (the highest rolling mean so far)"},
+    {.name = "aggregation_window", .type = OPT_INT, .lo = 1, .hi = OC_PROBE_MAX_WINDOW,
+     .help = "config.json: readings the rolling mean covers (rolling_mean, max_rolling_mean; default: --smoothing_window)"},
+    O_DBL("aggregation_alpha", "0.5", 1e-9, 1, "config.json: weight of the newest reading (ema)"),
     O_END};
 const cli_command cmd_train_probe = {"train-probe", "linear probe on one layer -> probe.safetensors + config.json",
                                      "--out_dir and one of --data_path or --activations are required. Prints the held-out metrics.",
