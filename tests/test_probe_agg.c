@@ -10,32 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agg_ref.h"
 #include "check.h"
 #include "opencon/guard.h"
 
 /* ---- aggregations on a known sequence ---- */
-
-/* the independent reference: explicit windows over the whole history (no ring, no running state) */
-static double ref_mean(const double *r, int t, int w) { /* mean of r[max(0, t-w+1) .. t] */
-  int lo = t - w + 1 < 0 ? 0 : t - w + 1;
-  double s = 0;
-  for (int i = lo; i <= t; i++) s += r[i];
-  return s / (t - lo + 1);
-}
-static double ref_ema(const double *r, int t, double alpha) { /* sum of alpha (1-alpha)^(t-i) r[i], the first reading weighted (1-alpha)^t */
-  double s = pow(1 - alpha, t) * r[0];
-  for (int i = 1; i <= t; i++) s += alpha * pow(1 - alpha, t - i) * r[i];
-  return s;
-}
-static double ref(oc_aggregation k, const double *r, int t, int w, double alpha) {
-  if (k == OC_AGG_EMA) return ref_ema(r, t, alpha);
-  if (k == OC_AGG_MAX_ROLLING_MEAN) {
-    double m = -1;
-    for (int i = 0; i <= t; i++) if (ref_mean(r, i, w) > m) m = ref_mean(r, i, w);
-    return m;
-  }
-  return ref_mean(r, t, w);
-}
 
 static void test_known_sequence(void) {
   const double r[] = {0.1, 0.9, 0.2, 0.8, 0.95, 0.05, 0.5, 0.0, 0.0, 0.0, 1.0};

@@ -177,6 +177,51 @@ double oc_risk_agg_push(oc_risk_agg *a, double risk);
 void oc_risk_agg_reset(oc_risk_agg *a); /* no reading yet (a new stream) */
 void oc_risk_agg_free(oc_risk_agg *a);
 
+/* ---- evaluate-probe: held-out exchanges replayed as the guard reads them ---------------- */
+typedef struct oc_probe_eval_opts {
+  double target_fpr; /* the pause threshold keeps the false-positive rate on safe exchanges at most this */
+  int max_length;    /* tokens of prompt + response (the response is cut); 0 = 2048 */
+} oc_probe_eval_opts;
+typedef struct oc_probe_eval_example {
+  int64_t line;
+  int label;         /* 0 safe, 1 unsafe */
+  int n_tokens;      /* response tokens replayed */
+  double *risk;      /* [n_tokens] sigmoid(probe) at every response token (NaN: not finite) */
+  double *agg;       /* [n_tokens] the aggregate after the guard's reading at that token; NaN where it reads none */
+  double score;      /* the highest aggregate (what decides a pause); 1 after a non-finite reading; 0 for no tokens */
+  int detected_at;   /* the first token (1-based) whose aggregate reaches the pause threshold; 0: never */
+} oc_probe_eval_example;
+typedef struct oc_probe_eval {
+  int n, n_unsafe, n_detected;
+  oc_probe_eval_example *ex;
+  double roc_auc, tpr_at_fpr_1, tpr_at_fpr_5;               /* TPR at the thresholds for 1 % and 5 % FPR */
+  double target_fpr, threshold, fpr_at_threshold, tpr_at_threshold; /* threshold: oc_binary_metrics' threshold_at_fpr */
+  double ttd_median, ttd_p90;                               /* tokens to detection of the detected unsafe exchanges; NaN: none */
+} oc_probe_eval;
+/* For every exchange of ds (labels 0/1, both present): the prompt formatted for generation (the
+ * config's use_chat_template) then the response's tokens (encoded alone, no special tokens), ONE
+ * forward pass with taps at every response position of the config's layer; readings where the guard
+ * takes them (every probe_every_n_tokens-th token and the last) pushed through the config's
+ * aggregation (oc_risk_agg, the guard's); the metrics over the exchanges' scores. prog: one step
+ * per exchange (its total is the caller's). */
+int oc_probe_evaluate(const oc_model *m, const oc_chat *chat, const oc_probe *p, const oc_probe_config *c, const oc_dataset *ds,
+                      const oc_probe_eval_opts *o, oc_progress *prog, oc_probe_eval *out, oc_error *err);
+/* The guard's readings of one response of n tokens (risks[k-1]: token k's), aggregated with agg
+ * (reset first) into aggregated[0..n) (NaN where no reading); *score: the highest aggregate, 1 from
+ * a non-finite risk on (the guard blocks there; later tokens NaN), 0 when n is 0. */
+void oc_probe_eval_replay(oc_risk_agg *agg, int every_n, const double *risks, int n, double *aggregated, double *score);
+void oc_probe_eval_free(oc_probe_eval *e);
+/* The report: settings, roc_auc, tpr_at_fpr_0.01/0.05, target_fpr, pause_threshold, its FPR and
+ * TPR, tokens_to_detection {detected, detected_fraction, median, p90}, per_example (docs/formats.md). */
+cJSON *oc_probe_eval_json(const oc_probe_eval *e, const oc_probe_config *c, const char *data_path);
+/* The report at path (atomic) with path's .roc.svg (TPR against FPR) and .risk.svg (aggregated risk
+ * over the response of two unsafe and two safe exchanges) beside it. */
+int oc_probe_eval_save(const char *path, const oc_probe_eval *e, const cJSON *report, oc_error *err);
+/* config.json at config_path rewritten atomically with every key kept but "pause_threshold" (e's
+ * threshold) and "calibration" {pause_threshold, target_fpr, fpr, tpr, data_path, examples, unsafe,
+ * created_by}. An error (nothing written) when no threshold in [0, 1] meets the target. */
+int oc_probe_config_write_calibration(const char *config_path, const oc_probe_eval *e, const char *data_path, oc_error *err);
+
 /* How a probe was trained, recorded in its config.json beside the guard settings. */
 typedef struct oc_probe_provenance {
   const oc_probe_fit *fit;             /* held-out and training metrics, split sizes, final loss */
