@@ -131,28 +131,39 @@ static oc_chat *CH;
 static const char *PROMPT = "How do I bake bread at home?";
 enum { MAXNEW = 12, MAXEV = 64 };
 
-/* unguarded greedy decode; the probe layer's hidden state at each generated token */
-static int unguarded(float *hs, int layer) {
+/* the tokens a quiet guard generates, then the probe layer's hidden state at each of them from one
+ * pass over prompt + tokens (the guard reads token k's state at step k) */
+static int generated_states(float *hs, int layer) {
   oc_error err;
+  const int H = oc_model_cfg(M)->hidden;
+  float *zero = calloc((size_t)H, sizeof(float));
+  oc_probe quiet = {H, zero, -10.0f};
+  oc_probe_config c;
+  oc_probe_config_defaults(&c);
+  c.model_id = (char *)"tiny";
+  oc_guard *g;
+  oc_guard_opts o;
+  oc_guard_opts_defaults(&o);
+  o.max_new_tokens = MAXNEW;
+  oc_guard_result r;
+  REQUIRE(zero && oc_guard_new(M, CH, &quiet, &c, NULL, &g, &err) == 0 && oc_guard_generate(g, PROMPT, &o, NULL, NULL, NULL, &r, &err) == 0, "%s", err.msg);
   char *text;
   oc_encoding e;
   REQUIRE(oc_chat_format_exchange(CH, PROMPT, NULL, 1, &text, &err) == 0 && oc_chat_encode(CH, text, 0, 0, &e, &err) == 0, "%s", err.msg);
-  free(text);
-  const oc_model_config *c = oc_model_cfg(M);
-  oc_session *s = oc_session_new(M, e.n + MAXNEW + 1, &err);
-  float *logits = malloc(sizeof(float) * (size_t)c->vocab);
-  REQUIRE(s && logits && oc_forward(s, e.ids, e.n, NULL, logits, 0, &err) == 0, "%s", err.msg);
-  int n = 0;
-  for (; n < MAXNEW; n++) {
-    int32_t t = oc_argmax(logits, c->vocab);
-    if (oc_is_eos(c, t)) break;
-    int last = -1;
-    oc_taps taps = {1, &layer, 1, &last, hs + (size_t)n * c->hidden};
-    REQUIRE(oc_forward(s, &t, 1, &taps, logits, 0, &err) == 0, "%s", err.msg);
-  }
+  const int n = r.n_tokens, total = e.n + n;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)total);
+  int *pos = malloc(sizeof(int) * (size_t)(n ? n : 1));
+  memcpy(ids, e.ids, sizeof(int32_t) * (size_t)e.n);
+  memcpy(ids + e.n, r.tokens, sizeof(int32_t) * (size_t)n);
+  for (int k = 0; k < n; k++) pos[k] = e.n + k;
+  oc_taps taps = {1, &layer, n, pos, hs};
+  oc_session *s = oc_session_new(M, total, &err);
+  REQUIRE(s && oc_forward(s, ids, total, &taps, NULL, 0, &err) == 0, "%s", err.msg);
   oc_session_free(s);
+  oc_guard_result_free(&r);
+  oc_guard_free(g);
   oc_encoding_free(&e);
-  free(logits);
+  free(text); free(ids); free(pos); free(zero);
   return n;
 }
 
@@ -190,7 +201,7 @@ static void test_guard(const char *pt_path) {
   oc_error err;
   const int H = oc_model_cfg(M)->hidden;
   float *hs = malloc(sizeof(float) * MAXNEW * (size_t)H);
-  int ntok = unguarded(hs, -4);
+  int ntok = generated_states(hs, -4);
   REQUIRE(ntok >= 8, "the tiny model must generate at least 8 tokens (got %d)", ntok);
 
   /* an old probe directory (the MVP's probe.pt, a config without aggregation keys) guards with the
