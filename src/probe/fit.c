@@ -126,7 +126,8 @@ static int config_aggregation(const cJSON *j, oc_probe_config *c, const char *pa
   int bad = name && oc_aggregation_parse(name, &c->aggregation);
   free(name);
   if (bad) return oc_fail(err, "%s: \"aggregation\" must be last, ema, rolling_mean or max_rolling_mean", path);
-  if (window < 1 || window > OC_PROBE_MAX_WINDOW) return oc_fail(err, "%s: \"aggregation_window\" must be in [1, %d], got %.17g", path, OC_PROBE_MAX_WINDOW, window);
+  const cJSON *wv = cJSON_GetObjectItemCaseSensitive(j, "aggregation_window");
+  if (wv && !cJSON_IsNull(wv) && (window < 1 || window > OC_PROBE_MAX_WINDOW)) return oc_fail(err, "%s: \"aggregation_window\" must be in [1, %d], got %.17g", path, OC_PROBE_MAX_WINDOW, window);
   c->aggregation_window = (int)window;
   if (!(c->aggregation_alpha > 0 && c->aggregation_alpha <= 1))
     return oc_fail(err, "%s: \"aggregation_alpha\" must be in (0, 1], got %.17g", path, c->aggregation_alpha);
