@@ -261,6 +261,24 @@ static void test_guard(const char *pt_path) {
         "max_rolling_mean: still paused at step 8 (risk %.4f, aggregate %.3f)", e2.n > 1 ? e2.risk[1] : NAN, e2.n > 1 ? e2.sm[1] : NAN);
   oc_guard_result_free(&r1);
   oc_guard_result_free(&r2);
+
+  /* fail closed under every aggregation: an overflowing logit blocks at the first reading */
+  for (int j = 0; j < H; j++) w[j] = 3e38f;
+  oc_probe huge = {H, w, 0};
+  for (int k = OC_AGG_LAST; k <= OC_AGG_MAX_ROLLING_MEAN; k++) {
+    c.aggregation = (oc_aggregation)k;
+    c.aggregation_window = 3;
+    oc_guard *g;
+    REQUIRE(oc_guard_new(M, CH, &huge, &c, NULL, &g, &err) == 0, "%s", err.msg);
+    oc_guard_opts o;
+    oc_guard_opts_defaults(&o);
+    o.max_new_tokens = MAXNEW;
+    REQUIRE(oc_guard_generate(g, PROMPT, &o, NULL, NULL, NULL, &r1, &err) == 0, "%s", err.msg);
+    CHECK(r1.status == OC_GUARD_BLOCKED && r1.stop_reason == OC_STOP_NONFINITE && r1.n_tokens == 4 && r1.nonfinite == 1,
+          "%s: a non-finite reading blocks (%s after %d tokens)", oc_aggregation_name((oc_aggregation)k), oc_guard_status_name(r1.status), r1.n_tokens);
+    oc_guard_result_free(&r1);
+    oc_guard_free(g);
+  }
   free(w);
   oc_probe_config_free(&old);
   oc_probe_config_free(&named);
