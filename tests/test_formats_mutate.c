@@ -79,6 +79,19 @@ int main(int argc, char **argv) {
   mutate_all(3, mcfg, sizeof mcfg - 1, 1500);
   const char groups[] = "-4,-8;-4,-8,-12;3";
   mutate_all(2, groups, sizeof groups - 1, 1500);
+  /* a probe config.json with the aggregation keys (issue 23), read by oc_probe_config_load in selector 3 */
+  const char pconf[] = "{\"model_id\": \"m\", \"layer\": -4, \"smoothing_window\": 3, \"aggregation\": \"max_rolling_mean\", "
+                       "\"aggregation_window\": 8, \"aggregation_alpha\": 0.25, \"calibration\": {\"pause_threshold\": 0.5}}";
+  {
+    char pp[] = "/tmp/oc_pconf_seed_XXXXXX";
+    int fd = mkstemp(pp);
+    oc_probe_config pc;
+    int ok = fd >= 0 && write(fd, pconf, sizeof pconf - 1) == (ssize_t)(sizeof pconf - 1) && close(fd) == 0 && oc_probe_config_load(pp, &pc, &e) == 0;
+    CHECK(ok && pc.aggregation == OC_AGG_MAX_ROLLING_MEAN && pc.aggregation_window == 8, "seed probe config: %s", ok ? "" : e.msg);
+    if (ok) oc_probe_config_free(&pc);
+    unlink(pp);
+  }
+  mutate_all(3, pconf, sizeof pconf - 1, 1500);
   const char jarr[] = "[{\"text\": \"a\", \"label\": \"safe\"}, {\"prompt\": \"b\", \"split\": \"x\"}]";
   mutate_all(3, jarr, sizeof jarr - 1, 200);
   const char doc[] = "{\"a\": [1, -2.5e3, true, null, {\"b\": \"\\u00e9\\n\\\\u0000\"}], \"c\": {\"d\": {}, \"e\": []}, \"\\u0066\": \"x\"}\n";

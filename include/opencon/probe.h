@@ -152,6 +152,16 @@ int oc_probe_fit_layers(const oc_activations *a, const int *lis, int nl, int com
 /* the training steps oc_probe_fit_layers reports for n examples */
 int64_t oc_probe_fit_steps(int n, int nl, int combine, const oc_probe_train_opts *o);
 
+/* How the guard turns a stream's probe readings into the risk it acts on (config.json "aggregation"). */
+typedef enum {
+  OC_AGG_LAST = 0,         /* the MVP's: mean of the last smoothing_window readings */
+  OC_AGG_EMA,              /* exponential moving average: e1 = r1, et = alpha rt + (1 - alpha) e(t-1) */
+  OC_AGG_ROLLING_MEAN,     /* mean of the last aggregation_window readings */
+  OC_AGG_MAX_ROLLING_MEAN, /* the maximum so far of that rolling mean: once high it stays high */
+} oc_aggregation;
+const char *oc_aggregation_name(oc_aggregation a);
+int oc_aggregation_parse(const char *s, oc_aggregation *out); /* -1 for a name it does not know */
+
 /* Guard settings stored with a probe (config.json); defaults are the MVP's. */
 typedef struct oc_probe_config {
   char *model_id, *model_family;
@@ -166,6 +176,9 @@ typedef struct oc_probe_config {
   int n_layers;
   int *layers;
   int combine; /* oc_probe_combine: OC_COMBINE_NONE with n_layers 0, else CONCAT or MEAN */
+  oc_aggregation aggregation;   /* absent: OC_AGG_LAST (the MVP's smoothing) */
+  int aggregation_window;       /* rolling_mean, max_rolling_mean; absent: smoothing_window */
+  double aggregation_alpha;     /* ema; absent: 0.5 */
 } oc_probe_config;
 void oc_probe_config_defaults(oc_probe_config *c);
 /* How a probe over several layers was made (its weights are one linear function of the
@@ -182,13 +195,76 @@ int oc_probe_config_layers(const oc_probe_config *c, const int **layers);
 #define OC_PROBE_MAX_EVERY_N 4096
 #define OC_PROBE_MAX_WINDOW 4096
 /* Values the guard may use: thresholds in [0, 1], 1 <= probe_every_n_tokens <= OC_PROBE_MAX_EVERY_N,
- * 1 <= smoothing_window <= OC_PROBE_MAX_WINDOW, hidden_size >= 0, calibrated_threshold NaN or in
- * [0, 1]. where names the source in errors. */
+ * 1 <= smoothing_window <= OC_PROBE_MAX_WINDOW, a known aggregation with (when it uses them)
+ * 1 <= aggregation_window <= OC_PROBE_MAX_WINDOW or aggregation_alpha in (0, 1], hidden_size >= 0, calibrated_threshold NaN or in [0, 1]. where names the source in errors. */
 int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error *err);
-/* config.json -> c, with every value type-checked, model_id required (the foreign-probe check
+/* config.json -> c, with every value type-checked (aggregation_window and aggregation_alpha range-checked
+ * even when the aggregation does not use them), model_id required (the foreign-probe check
  * cannot be skipped by leaving it out) and oc_probe_config_check */
 int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err);
 void oc_probe_config_free(oc_probe_config *c);
+
+/* The running aggregate of one stream's readings (oc_probe_config's aggregation). The guard and
+ * evaluate-probe both push every reading through it, so they act on the same number. */
+typedef struct oc_risk_agg {
+  oc_aggregation kind;
+  int window;     /* readings the rolling mean covers (1 for ema) */
+  double alpha;
+  double *ring;   /* the last `window` readings */
+  int64_t n;      /* readings so far */
+  double ema, max;
+} oc_risk_agg;
+/* Set up for c's aggregation (its window or alpha), with no reading yet. */
+int oc_risk_agg_init(oc_risk_agg *a, const oc_probe_config *c, oc_error *err);
+/* Add a reading (a finite risk); returns the aggregated risk after it. */
+double oc_risk_agg_push(oc_risk_agg *a, double risk);
+void oc_risk_agg_reset(oc_risk_agg *a); /* no reading yet (a new stream) */
+void oc_risk_agg_free(oc_risk_agg *a);
+
+/* ---- evaluate-probe: held-out exchanges replayed as the guard reads them ---------------- */
+typedef struct oc_probe_eval_opts {
+  double target_fpr; /* the pause threshold keeps the false-positive rate on safe exchanges at most this */
+  int max_length;    /* tokens of prompt + response (the response is cut); 0 = 2048 */
+} oc_probe_eval_opts;
+typedef struct oc_probe_eval_example {
+  int64_t line;
+  int label;         /* 0 safe, 1 unsafe */
+  int n_tokens;      /* response tokens replayed */
+  double *risk;      /* [n_tokens] sigmoid(probe) at every response token (NaN: not finite) */
+  double *agg;       /* [n_tokens] the aggregate after the guard's reading at that token; NaN where it reads none */
+  double score;      /* the highest aggregate (what decides a pause); 1 after a non-finite reading; 0 for no tokens */
+  int detected_at;   /* the first token (1-based) whose aggregate reaches the pause threshold; 0: never */
+} oc_probe_eval_example;
+typedef struct oc_probe_eval {
+  int n, n_unsafe, n_detected;
+  oc_probe_eval_example *ex;
+  double roc_auc, tpr_at_fpr_1, tpr_at_fpr_5;               /* TPR at the thresholds for 1 % and 5 % FPR */
+  double target_fpr, threshold, fpr_at_threshold, tpr_at_threshold; /* threshold: oc_binary_metrics' threshold_at_fpr */
+  double ttd_median, ttd_p90;                               /* tokens to detection of the detected unsafe exchanges; NaN: none */
+} oc_probe_eval;
+/* For every exchange of ds (labels 0/1, both present): the prompt formatted for generation (the
+ * config's use_chat_template) then the response's tokens (encoded alone, no special tokens), ONE
+ * forward pass with taps at every response position of the config's layer; readings where the guard
+ * takes them (every probe_every_n_tokens-th token and the last) pushed through the config's
+ * aggregation (oc_risk_agg, the guard's); the metrics over the exchanges' scores. prog: one step
+ * per exchange (its total is the caller's). */
+int oc_probe_evaluate(const oc_model *m, const oc_chat *chat, const oc_probe *p, const oc_probe_config *c, const oc_dataset *ds,
+                      const oc_probe_eval_opts *o, oc_progress *prog, oc_probe_eval *out, oc_error *err);
+/* The guard's readings of one response of n tokens (risks[k-1]: token k's), aggregated with agg
+ * (reset first) into aggregated[0..n) (NaN where no reading); *score: the highest aggregate, 1 from
+ * a non-finite risk on (the guard blocks there; later tokens NaN), 0 when n is 0. */
+void oc_probe_eval_replay(oc_risk_agg *agg, int every_n, const double *risks, int n, double *aggregated, double *score);
+void oc_probe_eval_free(oc_probe_eval *e);
+/* The report: settings, roc_auc, tpr_at_fpr_0.01/0.05, target_fpr, pause_threshold, its FPR and
+ * TPR, tokens_to_detection {detected, detected_fraction, median, p90}, per_example (docs/formats.md). */
+cJSON *oc_probe_eval_json(const oc_probe_eval *e, const oc_probe_config *c, const char *data_path);
+/* The report at path (atomic) with path's .roc.svg (TPR against FPR) and .risk.svg (aggregated risk
+ * over the response of two unsafe and two safe exchanges) beside it. */
+int oc_probe_eval_save(const char *path, const oc_probe_eval *e, const cJSON *report, oc_error *err);
+/* config.json at config_path rewritten atomically with every key kept but "pause_threshold" (e's
+ * threshold) and "calibration" {pause_threshold, target_fpr, fpr, tpr, data_path, examples, unsafe,
+ * created_by}. An error (nothing written) when no threshold in [0, 1] meets the target. */
+int oc_probe_config_write_calibration(const char *config_path, const oc_probe_eval *e, const char *data_path, oc_error *err);
 
 /* How a probe was trained, recorded in its config.json beside the guard settings. */
 typedef struct oc_probe_provenance {

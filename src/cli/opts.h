@@ -149,6 +149,7 @@ int load_chat(const char *model_id, oc_chat **c, oc_error *err);
 /* the commands (each file defines its own) */
 extern const cli_command cmd_forward, cmd_generate, cmd_tokenize, cmd_detokenize, cmd_random_model, cmd_download;
 extern const cli_command cmd_collect_activations, cmd_train_probe, cmd_sweep_layers;
+extern const cli_command cmd_evaluate_probe;
 extern const cli_command cmd_classify, cmd_train_exchange_classifier, cmd_calibrate_exchange_classifier, cmd_build_three_class;
 extern const cli_command cmd_guarded_generate, cmd_benchmark_latency, cmd_demo;
 extern const cli_command cmd_datasets;

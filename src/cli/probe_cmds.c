@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "opencon/guard.h"
 #include "opencon/probe.h"
 #include "opts.h"
 
@@ -168,6 +169,12 @@ static int run_train_probe(const cli_args *o) {
   pc.pause_threshold = arg_double(o, "pause_threshold");
   pc.probe_every_n_tokens = arg_int(o, "probe_every_n_tokens");
   pc.smoothing_window = arg_int(o, "smoothing_window");
+  if (oc_aggregation_parse(arg_str(o, "aggregation"), &pc.aggregation)) return cli_usage_error(o, "--aggregation: unknown aggregation");
+  pc.aggregation_window = arg_given(o, "aggregation_window") ? arg_int(o, "aggregation_window") : pc.smoothing_window;
+  pc.aggregation_alpha = arg_double(o, "aggregation_alpha");
+  if (arg_given(o, "aggregation_window") && pc.aggregation != OC_AGG_ROLLING_MEAN && pc.aggregation != OC_AGG_MAX_ROLLING_MEAN)
+    return cli_usage_error(o, "--aggregation_window applies to --aggregation rolling_mean or max_rolling_mean (last uses --smoothing_window)");
+  if (arg_given(o, "aggregation_alpha") && pc.aggregation != OC_AGG_EMA) return cli_usage_error(o, "--aggregation_alpha applies to --aggregation ema");
   rc = 1;
   if (oc_artifact_dir_check(out_dir, &err) || oc_mkdirs(out_dir, &err)) { die(&err); goto done; }
   journal = oc_path_join(out_dir, "activations.partial");
@@ -240,6 +247,12 @@ static const opt_spec train_probe_opts[] = {
     O_FLAG("pause_at_calibrated", "config.json: pause at the calibrated threshold (held-out safe exchanges, --target_fpr) instead"),
     O_INT("probe_every_n_tokens", "4", 1, OC_PROBE_MAX_EVERY_N, "config.json: probe every N generated tokens"),
     O_INT("smoothing_window", "4", 1, OC_PROBE_MAX_WINDOW, "config.json: mean of the last N risks"),
+    {.name = "aggregation", .type = OPT_CHOICE, .def = "last", .choices = "last|ema|rolling_mean|max_rolling_mean",
+     .help = "config.json: how the guard aggregates readings: last (mean of the last --smoothing_window), ema, rolling_mean, "
+             "max_rolling_mean (the highest rolling mean so far)"},
+    {.name = "aggregation_window", .type = OPT_INT, .lo = 1, .hi = OC_PROBE_MAX_WINDOW,
+     .help = "config.json: readings the rolling mean covers (rolling_mean, max_rolling_mean; default: --smoothing_window)"},
+    O_DBL("aggregation_alpha", "0.5", 1e-9, 1, "config.json: weight of the newest reading (ema)"),
     O_END};
 const cli_command cmd_train_probe = {"train-probe", "linear probe on one layer or several -> probe.safetensors + config.json",
                                      "--out_dir and one of --data_path or --activations are required. Prints the held-out metrics.",
@@ -361,3 +374,76 @@ static const opt_spec sweep_opts[] = {
 const cli_command cmd_sweep_layers = {"sweep-layers", "one probe per layer from one pass per example -> JSON metrics (+ SVG)",
                                       "One of --data_path or --activations is required. Prints {\"<layer>\": metrics, ...}.", sweep_opts,
                                       run_sweep_layers};
+
+/* evaluate-probe: the probe's guard decisions replayed on held-out exchanges (oc_probe_evaluate) */
+static int run_evaluate_probe(const cli_args *o) {
+  oc_error err;
+  oc_guard_spec spec;
+  oc_guard_spec_defaults(&spec);
+  spec.model_id = arg_str(o, "model_id");
+  spec.probe_path = arg_str(o, "probe_path");
+  spec.config_path = arg_str(o, "config_path");
+  const char *data_path = arg_str(o, "data_path"), *out_path = arg_str(o, "out_path");
+  char *cfg_path = oc_guard_spec_config_path(&spec);
+  oc_probe_config pc;
+  oc_probe probe = {0};
+  oc_model *m = NULL;
+  oc_chat *chat = NULL;
+  oc_dataset ds = {0};
+  oc_probe_eval ev = {0};
+  cJSON *report = NULL;
+  int rc = 1, have_cfg = 0;
+  oc_progress prog;
+  oc_progress_start(&prog, "evaluate-probe", "examples", 0, arg_str(o, "progress_path"));
+  oc_progress_phase(&prog, "loading_model", 0, 0);
+  if (!cfg_path) { oc_fail_code(&err, OC_ERR_NOMEM, "out of memory"); goto fail; }
+  if (oc_probe_config_load(cfg_path, &pc, &err)) goto fail;
+  have_cfg = 1;
+  if (oc_guard_check_probe(spec.model_id, pc.model_id, &err) || oc_probe_load(spec.probe_path, &probe, &err) ||
+      oc_dataset_load(data_path, arg_i64(o, "max_examples"), 0, &ds, &err) || load_model(spec.model_id, arg_weights(o), &m, &err) ||
+      load_chat(spec.model_id, &chat, &err) || cli_template_opts(&chat->render_opts, &err))
+    goto fail;
+  oc_progress_phase(&prog, "evaluating", 0, ds.n);
+  oc_probe_eval_opts eo = {arg_double(o, "target_fpr"), arg_int(o, "max_length")};
+  if (oc_probe_evaluate(m, chat, &probe, &pc, &ds, &eo, &prog, &ev, &err)) goto fail;
+  if (!(report = oc_probe_eval_json(&ev, &pc, data_path))) { oc_fail_code(&err, OC_ERR_NOMEM, "out of memory"); goto fail; }
+  if (out_path && oc_probe_eval_save(out_path, &ev, report, &err)) goto fail;
+  if (arg_flag(o, "write_threshold") && oc_probe_config_write_calibration(cfg_path, &ev, data_path, &err)) goto fail;
+  oc_progress_end(&prog, "completed");
+  cJSON_DeleteItemFromObjectCaseSensitive(report, "per_example"); /* in the file; stdout gets the summary */
+  rc = cli_print_json(report, 1, "");
+  if (out_path) fprintf(stderr, "wrote %s and its plots (.roc.svg, .risk.svg)\n", out_path);
+  if (arg_flag(o, "write_threshold")) fprintf(stderr, "wrote pause_threshold %.9g (FPR %.4g <= %g on %d exchanges) into %s\n", ev.threshold, ev.fpr_at_threshold, ev.target_fpr, ev.n, cfg_path);
+  goto done;
+fail:
+  oc_progress_end(&prog, "failed");
+  die(&err);
+done:
+  cJSON_Delete(report);
+  oc_probe_eval_free(&ev);
+  oc_dataset_free(&ds);
+  oc_chat_free(chat);
+  oc_model_free(m);
+  oc_probe_free(&probe);
+  if (have_cfg) oc_probe_config_free(&pc);
+  free(cfg_path);
+  return rc;
+}
+
+static const opt_spec evaluate_opts[] = {
+    O_STR("model_id", "google/gemma-4-E2B-it", "the decoder: a local directory or a Hub id org/name"),
+    O_("probe_path", OPT_IN, OPT_REQUIRED, NULL, "the probe: probe.safetensors or the MVP's probe.pt"),
+    O_IN("config_path", "the probe's config.json (default: config.json beside the probe)"),
+    O_("data_path", OPT_IN, OPT_REQUIRED, NULL, "held-out exchanges, JSONL {\"prompt\", \"response\", \"label\" 0|1} a line"),
+    O_OUT("out_path", NULL, "the report (JSON), with R.roc.svg and R.risk.svg beside it"),
+    O_DBL("target_fpr", "0.01", 0, 1, "the pause threshold keeps the false-positive rate on safe exchanges at most this"),
+    O_I64("max_examples", "0", 0, INT32_MAX, "the MVP's label-balanced sample of this many rows (0 = every row)"),
+    O_INT("max_length", "2048", 1, 1 << 20, "tokens of prompt + response per exchange (the response is cut)"),
+    O_FLAG("write_threshold", "write the pause threshold (and \"calibration\": its target, FPR, TPR, data) into the probe's config.json"),
+    O_OUT("progress_path", NULL, "a JSON progress file, rewritten atomically"),
+    O_WEIGHTS, O_THREADS, O_END};
+const cli_command cmd_evaluate_probe = {"evaluate-probe", "replay held-out exchanges as the guard reads them: ROC AUC, TPR at 1/5 % FPR, pause threshold, tokens to detection",
+                                        "One teacher-forced pass per exchange; readings every probe_every_n_tokens and at the last token, aggregated as "
+                                        "the probe's config says; an exchange's score is its highest aggregate. Prints the summary (the report file adds "
+                                        "per_example).",
+                                        evaluate_opts, run_evaluate_probe};

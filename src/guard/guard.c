@@ -347,8 +347,7 @@ struct oc_guard_stream {
   double t_start;
   oc_mbert_ws *ws;        /* this stream's classifier workspace (made at its first call) when the caller gives none */
   int use_cls, probing, N;
-  double *risks;          /* the last W readings, a ring */
-  int W, nrisk;
+  oc_risk_agg agg;        /* the readings so far, aggregated as the probe's config says */
   int probed;             /* tokens covered by the last probe reading */
   detok dt;               /* the text generated so far */
   releaser rel;           /* what of it was released */
@@ -494,8 +493,8 @@ static void trace_begin(oc_guard_stream *st, int step, int32_t token) {
  * be recalled; the MVP's final check only decides the status). */
 static int final_check_pending(const oc_guard_stream *st) { return st->use_cls && st->o.final_classifier_check && !st->o.observe; }
 
-/* A probe reading of the hidden state h of the newest token (step k): the MVP's smoothing and
- * decisions. Below the pause threshold the pending text is released (all of it when final); at or
+/* A probe reading of the hidden state h of the newest token (step k): aggregated with the readings
+ * before it (the config's aggregation; the MVP's smoothing by default), and the MVP's decisions. Below the pause threshold the pending text is released (all of it when final); at or
  * above it the stream pauses without a classifier, or asks for one (returns 1). A logit that is
  * not finite is maximum risk: blocked without asking anyone (a -Inf logit would read as risk 0). */
 static int probe_reading(oc_guard_stream *st, int k, const float *h, int final) {
@@ -514,12 +513,7 @@ static int probe_reading(oc_guard_stream *st, int k, const float *h, int final) 
     if (tr) cJSON_AddStringToObject(tr, "decision", "nonfinite");
     return 0;
   }
-  st->risks[st->nrisk % st->W] = risk;
-  st->nrisk++;
-  int cnt = st->nrisk < st->W ? st->nrisk : st->W;
-  double sm = 0;
-  for (int i = 0; i < cnt; i++) sm += st->risks[i];
-  sm /= cnt;
+  const double sm = oc_risk_agg_push(&st->agg, risk);
   res->risk = risk;
   res->smoothed_risk = sm;
   if (!(res->max_risk >= sm)) res->max_risk = sm;
@@ -695,7 +689,7 @@ void oc_guard_stream_free(oc_guard_stream *st) {
   cJSON_Delete(st->tr);
   for (int i = 0; i < st->n_stop; i++) free(st->stop[i]);
   free(st->stop);
-  free(st->prompt); free(st->ids); free(st->dt.text); free(st->logits); free(st->tap); free(st->risks); free(st->cands);
+  free(st->prompt); free(st->ids); free(st->dt.text); free(st->logits); free(st->tap); oc_risk_agg_free(&st->agg); free(st->cands);
   oc_guard_result_free(&st->res);
   free(st);
 }
@@ -758,7 +752,6 @@ int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char
   st->use_cls = g->cls && !o->skip_classifier;
   st->probing = probing;
   st->N = probing ? g->cfg->probe_every_n_tokens : 1;
-  st->W = probing ? g->cfg->smoothing_window : 1;
   st->rel = (releaser){emit, ud, 0};
   st->status = OC_GUARD_COMPLETED;
   st->need = OC_NEED_PREFILL;
@@ -774,13 +767,13 @@ int oc_guard_stream_new(const oc_guard *g, const int32_t *ids, int n, const char
   st->ids = malloc(sizeof(int32_t) * (size_t)n);
   st->logits = malloc(sizeof(float) * (size_t)V);
   st->tap = malloc(sizeof(float) * (size_t)c->hidden * (size_t)g->n_layers); /* [n_layers][hidden]: what the probe reads */
-  st->risks = calloc((size_t)st->W, sizeof(double));
   st->res.tokens = malloc(sizeof(int32_t) * (size_t)o->max_new_tokens);
   if (o->temperature > 0) st->cands = malloc(sizeof *st->cands * (size_t)V);
-  if (!st->prompt || !st->ids || !st->logits || !st->tap || !st->risks || !st->res.tokens || (o->temperature > 0 && !st->cands)) {
+  if (!st->prompt || !st->ids || !st->logits || !st->tap || !st->res.tokens || (o->temperature > 0 && !st->cands)) {
     oc_guard_stream_free(st);
     return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
   }
+  if (probing && oc_risk_agg_init(&st->agg, g->cfg, err)) { oc_guard_stream_free(st); return oc_wrap(err, "the probe's aggregation"); }
   memcpy(st->ids, ids, sizeof(int32_t) * (size_t)n);
   if (o->n_stop && !(st->stop = calloc((size_t)o->n_stop, sizeof *st->stop))) { oc_guard_stream_free(st); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
   for (; st->n_stop < o->n_stop; st->n_stop++)

@@ -74,6 +74,9 @@ void oc_probe_config_defaults(oc_probe_config *c) {
   c->smoothing_window = 4;
   c->use_chat_template = 1;
   c->calibrated_threshold = NAN;
+  c->aggregation = OC_AGG_LAST;
+  c->aggregation_window = c->smoothing_window;
+  c->aggregation_alpha = 0.5;
 }
 
 void oc_probe_config_free(oc_probe_config *c) {
@@ -130,6 +133,12 @@ int oc_probe_config_check(const oc_probe_config *c, const char *where, oc_error 
     return oc_fail(err, "%s: probe_every_n_tokens must be in [1, %d], got %d", where, OC_PROBE_MAX_EVERY_N, c->probe_every_n_tokens);
   if (c->smoothing_window < 1 || c->smoothing_window > OC_PROBE_MAX_WINDOW)
     return oc_fail(err, "%s: smoothing_window must be in [1, %d], got %d", where, OC_PROBE_MAX_WINDOW, c->smoothing_window);
+  if (c->aggregation < OC_AGG_LAST || c->aggregation > OC_AGG_MAX_ROLLING_MEAN) return oc_fail(err, "%s: \"aggregation\" is not one of last, ema, rolling_mean, max_rolling_mean", where);
+  const int rolling = c->aggregation == OC_AGG_ROLLING_MEAN || c->aggregation == OC_AGG_MAX_ROLLING_MEAN;
+  if (rolling && (c->aggregation_window < 1 || c->aggregation_window > OC_PROBE_MAX_WINDOW))
+    return oc_fail(err, "%s: \"aggregation_window\" must be in [1, %d], got %d", where, OC_PROBE_MAX_WINDOW, c->aggregation_window);
+  if (c->aggregation == OC_AGG_EMA && !(c->aggregation_alpha > 0 && c->aggregation_alpha <= 1))
+    return oc_fail(err, "%s: \"aggregation_alpha\" must be in (0, 1], got %.17g", where, c->aggregation_alpha);
   if (c->hidden_size < 0 || c->hidden_size > OC_PROBE_MAX_HIDDEN) return oc_fail(err, "%s: hidden_size %d out of range", where, c->hidden_size);
   if (!isnan(c->calibrated_threshold) && !(c->calibrated_threshold >= 0 && c->calibrated_threshold <= 1))
     return oc_fail(err, "%s: calibrated_threshold must be in [0, 1] or null, got %g", where, c->calibrated_threshold);
@@ -153,6 +162,27 @@ static int config_string(const cJSON *j, const char *key, char **dst, const char
   if (!v || cJSON_IsNull(v)) return 0;
   if (!cJSON_IsString(v)) return oc_fail(err, "%s: \"%s\" must be a string", path, key);
   if (!(*dst = strdup(v->valuestring))) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  return 0;
+}
+
+/* "aggregation" (a name), "aggregation_window" (default: the smoothing window) and
+ * "aggregation_alpha"; absent keys keep the MVP's behaviour (the smoothing window's mean) */
+static int config_aggregation(const cJSON *j, oc_probe_config *c, const char *path, oc_error *err) {
+  char *name = NULL;
+  double window = c->smoothing_window;
+  if (config_string(j, "aggregation", &name, path, err) || config_number(j, "aggregation_window", 1, &window, path, err) ||
+      config_number(j, "aggregation_alpha", 0, &c->aggregation_alpha, path, err)) {
+    free(name);
+    return -1;
+  }
+  int bad = name && oc_aggregation_parse(name, &c->aggregation);
+  free(name);
+  if (bad) return oc_fail(err, "%s: \"aggregation\" must be last, ema, rolling_mean or max_rolling_mean", path);
+  const cJSON *wv = cJSON_GetObjectItemCaseSensitive(j, "aggregation_window");
+  if (wv && !cJSON_IsNull(wv) && (window < 1 || window > OC_PROBE_MAX_WINDOW)) return oc_fail(err, "%s: \"aggregation_window\" must be in [1, %d], got %.17g", path, OC_PROBE_MAX_WINDOW, window);
+  c->aggregation_window = (int)window;
+  if (!(c->aggregation_alpha > 0 && c->aggregation_alpha <= 1))
+    return oc_fail(err, "%s: \"aggregation_alpha\" must be in (0, 1], got %.17g", path, c->aggregation_alpha);
   return 0;
 }
 
@@ -192,6 +222,7 @@ int oc_probe_config_load(const char *path, oc_probe_config *c, oc_error *err) {
   c->hidden_size = (int)hidden;
   c->probe_every_n_tokens = (int)every;
   c->smoothing_window = (int)window;
+  if (config_aggregation(j, c, path, err)) goto done;
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "use_chat_template");
   if (v && !cJSON_IsBool(v)) { oc_fail(err, "%s: \"use_chat_template\" must be true or false", path); goto done; }
   if (v) c->use_chat_template = cJSON_IsTrue(v);
@@ -232,6 +263,9 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
   cJSON_AddNumberToObject(cfg, "probe_every_n_tokens", c->probe_every_n_tokens);
   cJSON_AddNumberToObject(cfg, "smoothing_window", c->smoothing_window);
   cJSON_AddBoolToObject(cfg, "use_chat_template", c->use_chat_template);
+  cJSON_AddStringToObject(cfg, "aggregation", oc_aggregation_name(c->aggregation));
+  if (c->aggregation == OC_AGG_ROLLING_MEAN || c->aggregation == OC_AGG_MAX_ROLLING_MEAN) cJSON_AddNumberToObject(cfg, "aggregation_window", c->aggregation_window);
+  if (c->aggregation == OC_AGG_EMA) cJSON_AddNumberToObject(cfg, "aggregation_alpha", c->aggregation_alpha);
   cJSON_AddItemToObject(cfg, "metrics", oc_probe_fit_metrics_json(fit, p->validation_size));
   cJSON_AddItemToObject(cfg, "train_metrics", oc_metrics_json(&fit->train));
   if (c->n_layers > 0)
