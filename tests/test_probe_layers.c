@@ -368,7 +368,8 @@ static const char *trigger_data(void) {
 }
 
 static void test_cli(void) {
-  const char *data = trigger_data();
+  char data[512]; /* path() reuses its buffers */
+  snprintf(data, sizeof data, "%s", trigger_data());
   int rc = run("%s train-probe --model_id %s --data_path %s --no_chat_template --layers=-1,-4,-8 --combine concat --out_dir pc --epochs 40 "
                "--save_activations acts.safetensors",
                cli, mdir, data);
@@ -406,6 +407,47 @@ static void test_cli(void) {
   cJSON_Delete(cfg);
   rc = run("%s guarded-generate --model_id %s --probe_path pc/probe.safetensors --config_path pc/two.json --prompt hello --max_new_tokens 8", cli, mdir);
   CHECK(rc != 0 && strstr(stderr_text(), "2 layers of hidden_size 64"), "width mismatch refused: %s", stderr_text());
+  /* evaluate-probe reads block k of a multi-layer probe from layer k: [0 | w] over (-1, -4) and
+   * [w | 0] over (-4, -1) score every exchange exactly as w alone on layer -4 */
+  {
+    oc_rng r;
+    oc_rng_seed(&r, 3);
+    float w2[128] = {0};
+    for (int j = 0; j < 64; j++) w2[64 + j] = (float)(oc_rng_uniform(&r) - 0.5);
+    oc_probe one = {64, w2 + 64, 0.1f}, zw = {128, w2, 0.1f}, wz = {128, malloc(sizeof(float) * 128), 0.1f};
+    memcpy(wz.w, w2 + 64, sizeof(float) * 64);
+    memset(wz.w + 64, 0, sizeof(float) * 64);
+    const char *cfg_fmt = "{\"model_id\": \"%s\", \"use_chat_template\": false, \"probe_every_n_tokens\": 2, \"hidden_size\": 64, %s}";
+    const char *dirs[3] = {"e1", "e2", "e3"}, *keys[3] = {"\"layer\": -4", "\"layers\": [-1, -4], \"combine\": \"concat\"",
+                                                      "\"layers\": [-4, -1], \"combine\": \"mean\""};
+    const oc_probe *ps[3] = {&one, &zw, &wz};
+    cJSON *rep[3];
+    for (int k = 0; k < 3; k++) {
+      char pth[64], cj[1200];
+      mkdir(path(dirs[k]), 0755);
+      snprintf(pth, sizeof pth, "%s/probe.safetensors", dirs[k]);
+      REQUIRE(oc_probe_save(ps[k], path(pth), &err) == 0, "%s", err.msg);
+      snprintf(pth, sizeof pth, "%s/config.json", dirs[k]);
+      snprintf(cj, sizeof cj, cfg_fmt, mdir, keys[k]);
+      write_tmp(pth, cj);
+      rc = run("%s evaluate-probe --model_id %s --probe_path %s/probe.safetensors --data_path %s --out_path %s/ev.json", cli, mdir, dirs[k], data, dirs[k]);
+      snprintf(pth, sizeof pth, "%s/ev.json", dirs[k]);
+      rep[k] = read_json_file(path(pth));
+      REQUIRE(rc == 0 && rep[k], "evaluate-probe %s: %s", dirs[k], stderr_text());
+    }
+    const cJSON *e1 = cJSON_GetObjectItem(rep[0], "per_example"), *e2 = cJSON_GetObjectItem(rep[1], "per_example"),
+                *e3 = cJSON_GetObjectItem(rep[2], "per_example");
+    int same = cJSON_GetArraySize(e1) == 48 && cJSON_GetArraySize(e2) == 48 && cJSON_GetArraySize(e3) == 48, spread = 0;
+    for (int i = 0; i < 48 && same; i++) {
+      const double a1 = num(cJSON_GetArrayItem(e1, i), "score");
+      same &= a1 == num(cJSON_GetArrayItem(e2, i), "score") && a1 == num(cJSON_GetArrayItem(e3, i), "score");
+      spread |= a1 != num(cJSON_GetArrayItem(e1, 0), "score");
+    }
+    CHECK(same && spread && cJSON_GetArraySize(cJSON_GetObjectItem(rep[1], "layers")) == 2 && !cJSON_GetObjectItem(rep[0], "layers"),
+          "evaluate-probe: a 2-layer probe's blocks read their own layers (scores equal the single-layer probe's)");
+    for (int k = 0; k < 3; k++) cJSON_Delete(rep[k]);
+    free(wz.w);
+  }
   /* usage errors */
   rc = run("%s train-probe --activations acts.safetensors --layer -4 --layers=-4,-8 --out_dir px", cli);
   CHECK(rc == 2 && strstr(stderr_text(), "not both"), "--layer with --layers: %s", stderr_text());

@@ -114,10 +114,14 @@ int oc_probe_evaluate(const oc_model *m, const oc_chat *chat, const oc_probe *p,
   int max_len = o->max_length > 0 ? o->max_length : 2048;
   if (mc->max_position_embeddings > 0 && max_len > mc->max_position_embeddings) max_len = mc->max_position_embeddings;
   if (oc_probe_config_check(c, "probe config", err) || oc_probe_check(p, "probe", err)) return -1;
-  if (p->hidden != H) return oc_fail(err, "the probe reads %d features, the model's hidden size is %d", p->hidden, H);
+  const int *want, nl = oc_probe_config_layers(c, &want); /* a multi-layer probe reads its layers concatenated */
+  if ((int64_t)p->hidden != (int64_t)nl * H)
+    return oc_fail(err, "the probe reads %d features; %d layer%s of the model's hidden size %d make %lld", p->hidden, nl, nl == 1 ? "" : "s", H,
+                   (long long)nl * H);
   if (!(o->target_fpr >= 0 && o->target_fpr <= 1)) return oc_fail(err, "target_fpr %g must be in [0, 1]", o->target_fpr);
-  int layer = oc_hidden_index(mc, c->layer, err);
-  if (layer < 0) return oc_wrap(err, "probe layer");
+  int layers[OC_PROBE_MAX_LAYERS];
+  for (int l = 0; l < nl; l++)
+    if ((layers[l] = oc_hidden_index(mc, want[l], err)) < 0) return oc_wrap(err, "probe layer");
   int pos = 0;
   for (int i = 0; i < ds->n; i++) {
     if (ds->ex[i].label > 1) return oc_fail(err, "line %lld: label %d (a probe is evaluated on 0 safe / 1 unsafe)", (long long)ds->ex[i].line, ds->ex[i].label);
@@ -127,11 +131,11 @@ int oc_probe_evaluate(const oc_model *m, const oc_chat *chat, const oc_probe *p,
   oc_risk_agg agg;
   if (oc_risk_agg_init(&agg, c, err)) return -1;
   oc_session *s = oc_session_new(m, max_len, err);
-  float *tap = malloc(sizeof(float) * (size_t)max_len * (size_t)H);
+  float *tap = malloc(sizeof(float) * (size_t)nl * (size_t)max_len * (size_t)H), *row = malloc(sizeof(float) * (size_t)nl * (size_t)H);
   int *tpos = malloc(sizeof(int) * (size_t)max_len);
   out->ex = calloc((size_t)ds->n, sizeof *out->ex);
   int rc = -1;
-  if (!s || !tap || !tpos || !out->ex) { if (s) oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (!s || !tap || !row || !tpos || !out->ex) { if (s) oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
   for (int i = 0; i < ds->n; i++) {
     const oc_example *ex = &ds->ex[i];
     oc_probe_eval_example *x = &out->ex[i];
@@ -147,13 +151,18 @@ int oc_probe_evaluate(const oc_model *m, const oc_chat *chat, const oc_probe *p,
     x->agg = malloc(sizeof(double) * (size_t)(nr ? nr : 1));
     if (!x->risk || !x->agg) { free(ids); oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
     for (int k = 0; k < nr; k++) tpos[k] = np + k;
-    oc_taps taps = {1, &layer, nr, tpos, tap};
+    oc_taps taps = {nl, layers, nr, tpos, tap}; /* [nl][nr][H] */
     oc_session_reset(s);
     int frc = nr > 0 ? oc_forward(s, ids, n, &taps, NULL, 0, err) : 0; /* one pass: prompt and response */
     free(ids);
     if (frc) { oc_wrap(err, "line %lld", (long long)ex->line); goto done; }
     for (int k = 0; k < nr; k++) {
-      float z = oc_probe_logit(p, tap + (size_t)k * H);
+      const float *h = tap + (size_t)k * H;
+      if (nl > 1) { /* the probe's layers side by side, as the guard reads them */
+        for (int l = 0; l < nl; l++) memcpy(row + (size_t)l * H, tap + ((size_t)l * nr + k) * H, sizeof(float) * (size_t)H);
+        h = row;
+      }
+      float z = oc_probe_logit(p, h);
       x->risk[k] = isfinite(z) ? oc_sigmoid(z) : NAN;
     }
     oc_probe_eval_replay(&agg, c->probe_every_n_tokens, x->risk, nr, x->agg, &x->score);
@@ -163,7 +172,7 @@ int oc_probe_evaluate(const oc_model *m, const oc_chat *chat, const oc_probe *p,
 done:
   oc_risk_agg_free(&agg);
   oc_session_free(s);
-  free(tap); free(tpos);
+  free(tap); free(row); free(tpos);
   if (rc) oc_probe_eval_free(out);
   return rc;
 }
@@ -176,6 +185,10 @@ cJSON *oc_probe_eval_json(const oc_probe_eval *e, const oc_probe_config *c, cons
   cJSON_AddNumberToObject(j, "examples", e->n);
   cJSON_AddNumberToObject(j, "unsafe", e->n_unsafe);
   cJSON_AddNumberToObject(j, "layer", c->layer);
+  if (c->n_layers > 0) {
+    cJSON *ls = cJSON_AddArrayToObject(j, "layers");
+    for (int l = 0; l < c->n_layers; l++) cJSON_AddItemToArray(ls, cJSON_CreateNumber(c->layers[l]));
+  }
   cJSON_AddStringToObject(j, "aggregation", oc_aggregation_name(c->aggregation));
   cJSON_AddNumberToObject(j, "aggregation_window", c->aggregation == OC_AGG_LAST ? c->smoothing_window : c->aggregation_window);
   cJSON_AddNumberToObject(j, "aggregation_alpha", c->aggregation_alpha);
