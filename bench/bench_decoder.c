@@ -206,6 +206,17 @@ static double time_decode(oc_session *s, float *logits, int V, int n, oc_error *
   return decode_steps(s, logits, V, n, e);
 }
 
+/* kB of this process's memory on transparent huge pages (the weights' arena, when the kernel gave them) */
+static long huge_kb(void) {
+  FILE *f = fopen("/proc/self/smaps_rollup", "r");
+  char line[256];
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1) break;
+  if (f) fclose(f);
+  return kb;
+}
+
 int main(int argc, char **argv) {
   const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only [--prefill]] [--weights stored|q8] | bench_decoder --bandwidth [threads]\n";
   if (argc < 2) { fputs(usage, stderr); return 2; }
@@ -277,8 +288,9 @@ int main(int argc, char **argv) {
       tp = oc_now() - tp;
       if (prefill_s < 0 || tp < prefill_s) prefill_s = tp;
     }
-    printf("{\"threads\": %d, \"weights\": \"%s\", \"load_s\": %.2f, \"decode_tps\": %.3f, \"decode_bytes_per_token\": %zu, \"prefill512_tps\": %.2f}\n", threads,
-           oc_model_weights_kind(m), t_load, decode_tps, oc_model_decode_bytes(m), prefill_s > 0 ? 512 / prefill_s : -1.0);
+    printf("{\"threads\": %d, \"weights\": \"%s\", \"load_s\": %.2f, \"decode_tps\": %.3f, \"decode_bytes_per_token\": %zu, \"prefill512_tps\": %.2f, "
+           "\"huge_page_mb\": %ld}\n",
+           threads, oc_model_weights_kind(m), t_load, decode_tps, oc_model_decode_bytes(m), prefill_s > 0 ? 512 / prefill_s : -1.0, huge_kb() / 1024);
     oc_session_free(s);
     oc_model_free(m);
     free(logits);

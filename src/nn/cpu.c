@@ -94,7 +94,7 @@ void oc_system_info(char *buf, size_t n) {
            "kernels: %s (the CPU supports %s%s%s%s)\n"
            "  decode BF16: %s\n"
            "  decode Q8: %s\n"
-           "  prefill: f32 sgemm (OpenBLAS) on converted tiles\n",
+           "  prefill: BF16/F16/F32 through f32 sgemm (OpenBLAS) on converted tiles; Q8 the decode kernel (all rows)\n",
            brand[0] ? brand : "unknown", c->avx2, c->fma, c->f16c, c->avx512f, c->avx512bw, c->avx512vl, c->avx512_vnni, c->avx512_bf16,
            c->avx_vnni, c->amx_int8, c->amx_bf16, oc_cpu_level_name(c->level), oc_cpu_level_name(c->detected),
            c->forced ? "; lowered by OPENCON_CPU=" : c->env_unknown ? "; OPENCON_CPU ignored, not scalar, avx2 or avx512: " : c->env[0] ? "; OPENCON_CPU=" : "",

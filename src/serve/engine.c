@@ -390,8 +390,9 @@ static void decode_step(oc_engine *e) {
   }
   if (!n) return;
   const double t0 = oc_now();
-  int layer = oc_guard_probe_layer(e->g);
-  oc_taps taps = {1, &layer, 0, NULL, e->btaps};
+  const int *layers;
+  const int nl = oc_guard_probe_layers(e->g, &layers); /* every layer the probe reads: [nl][n][hidden] */
+  oc_taps taps = {nl, layers, 0, NULL, e->btaps};
   oc_error err = {0};
   if (oc_forward_batch(e->bs, n, e->bids, tap ? &taps : NULL, e->blogits, &err)) {
     for (int k = 0; k < n; k++) slot_end(e, &e->slots[e->bwho[k]], &err);
@@ -411,7 +412,8 @@ static void decode_step(oc_engine *e) {
   pthread_mutex_unlock(&e->mu);
   for (int k = 0; k < n; k++) {
     slot *sl = &e->slots[e->bwho[k]];
-    if (oc_guard_stream_fed(sl->st, e->blogits + (size_t)k * V, tap ? e->btaps + (size_t)k * H : NULL, &err)) slot_end(e, sl, &err);
+    if (oc_guard_stream_fed_layers(sl->st, e->blogits + (size_t)k * V, tap ? e->btaps + (size_t)k * H : NULL, (size_t)n * H, &err))
+      slot_end(e, sl, &err);
   }
 }
 
@@ -643,7 +645,8 @@ int oc_engine_new(const oc_guard *g, const oc_engine_opts *o, oc_engine **out, o
   e->bids = calloc(P, sizeof *e->bids);
   e->bwho = calloc(P, sizeof *e->bwho);
   e->blogits = malloc(sizeof(float) * P * (size_t)c->vocab);
-  e->btaps = malloc(sizeof(float) * P * (size_t)c->hidden);
+  const int *pl;
+  e->btaps = malloc(sizeof(float) * P * (size_t)c->hidden * (size_t)oc_guard_probe_layers(g, &pl));
   e->ws = oc_mbert_ws_new();
   if (!e->slots || !e->queue.items || !e->cq.items || !e->bs || !e->bids || !e->bwho || !e->blogits || !e->btaps || !e->ws) {
     oc_engine_free(e);
