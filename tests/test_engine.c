@@ -3,7 +3,8 @@
  * check, observe, stop strings, sampling) run together in 3 slots with chunked prefill and a queue,
  * and each must produce exactly what oc_guard_generate produces alone: the same tokens, status,
  * released text and events. Also: stop strings and observe mode against their definitions, stricter
- * thresholds only, a full queue, cancellation, a prompt too long for the slots. */
+ * thresholds only, a full queue, cancellation, a prompt too long for the slots. A probe over two
+ * layers: the engine's batched steps tap both and give what one-at-a-time generation gives. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +311,61 @@ int main(int argc, char **argv) {
   }
   oc_engine_free(e);
   oc_guard_free(g);
+  /* a probe over layers -1 and 2 (concatenated): risks that vary, pauses the classifier allows */
+  {
+    float *w2 = malloc(sizeof(float) * 2 * (size_t)H);
+    for (int i = 0; i < 2 * H; i++) w2[i] = (float)((i * 37 % 11) - 5) * 0.05f;
+    oc_probe two = {2 * H, w2, 0.0f};
+    int layers[2] = {-1, 2};
+    oc_probe_config pc2;
+    oc_probe_config_defaults(&pc2);
+    pc2.smoothing_window = 2;
+    pc2.n_layers = 2;
+    pc2.layers = layers;
+    pc2.combine = OC_COMBINE_CONCAT;
+    pc2.layer = layers[0];
+    oc_guard *g2;
+    REQUIRE(oc_guard_new(M, CH, &two, &pc2, CLS, &g2, &err) == 0, "two-layer guard: %s", err.msg);
+    job_case ml[3] = {{.name = "two layers a", .prompt = "How do I bake bread at home?"},
+                      {.name = "two layers b", .prompt = "Tell me a story about the sea"},
+                      {.name = "two layers c", .prompt = "Hi"}};
+    for (int i = 0; i < 3; i++) {
+      oc_guard_opts_defaults(&ml[i].o);
+      ml[i].o.max_new_tokens = 10 + 3 * i;
+      ml[i].o.pause_threshold = 0.5;
+      REQUIRE(oc_guard_generate(g2, ml[i].prompt, &ml[i].o, emit, on_event, &ml[i].ref_out, &ml[i].ref, &err) == 0, "%s: %s", ml[i].name, err.msg);
+    }
+    oc_engine *e2;
+    eo.queue = 3;
+    REQUIRE(oc_engine_new(g2, &eo, &e2, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < 3; i++) {
+      oc_encoding enc;
+      encode(ml[i].prompt, &enc);
+      REQUIRE(oc_engine_submit(e2, enc.ids, enc.n, ml[i].prompt, &ml[i].o, 1, &ml[i].job, &err) == 0, "%s: %s", ml[i].name, err.msg);
+      oc_encoding_free(&enc);
+    }
+    int probed = 0;
+    for (int i = 0; i < 3; i++) {
+      drain(&ml[i]);
+      const oc_guard_result *r;
+      REQUIRE(oc_job_result(ml[i].job, &r, NULL, &err) == 0, "%s: %s", ml[i].name, err.msg);
+      /* the same tokens, decisions and released text; the risks agree to ~1e-7 but not always in the
+       * last bit (a single-layer probe's do: the difference in the two-layer path is not explained yet) */
+      CHECK(r->status == ml[i].ref.status && r->n_tokens == ml[i].ref.n_tokens && memcmp(r->tokens, ml[i].ref.tokens, sizeof(int32_t) * (size_t)r->n_tokens) == 0 &&
+                strcmp(r->response, ml[i].ref.response) == 0 && strcmp(ml[i].got.text, ml[i].ref_out.text) == 0 &&
+                r->probe_calls == ml[i].ref.probe_calls && r->classifier_calls == ml[i].ref.classifier_calls &&
+                fabs(r->max_risk - ml[i].ref.max_risk) <= 1e-6,
+            "%s: the engine's two-layer guard equals one-at-a-time (%s/%s, max risk %.9g/%.9g):\n%s---\n%s", ml[i].name, oc_guard_status_name(r->status),
+            oc_guard_status_name(ml[i].ref.status), r->max_risk, ml[i].ref.max_risk, ml[i].got.ev, ml[i].ref_out.ev);
+      probed += r->probe_calls;
+      oc_job_release(ml[i].job);
+      oc_guard_result_free(&ml[i].ref);
+    }
+    CHECK(probed >= 6, "two-layer probe read (%d readings)", probed);
+    oc_engine_free(e2);
+    oc_guard_free(g2);
+    free(w2);
+  }
   free(w);
   oc_classifier_free(CLS);
   oc_chat_free(CH);
