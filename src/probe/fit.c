@@ -288,6 +288,11 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
   cJSON_AddNumberToObject(cfg, "batch_size", t->batch_size);
   cJSON_AddNumberToObject(cfg, "seed", (double)t->seed);
   cJSON_AddBoolToObject(cfg, "standardize", t->standardize);
+  if (p->token_level) { /* trained on the response tokens (train-probe --token_level) */
+    cJSON_AddBoolToObject(cfg, "token_level", 1);
+    cJSON_AddStringToObject(cfg, "token_weighting", oc_token_weighting_name(p->token_weighting));
+    cJSON_AddNumberToObject(cfg, "max_tokens_per_example", p->max_tokens_per_example);
+  }
   cJSON_AddNumberToObject(cfg, "final_train_loss", fit->final_loss);
   cJSON_AddNumberToObject(cfg, "max_length", p->max_length);
   if (p->data_path) cJSON_AddStringToObject(cfg, "data_path", p->data_path);
