@@ -250,7 +250,8 @@ static void test_cli(void) {
   REQUIRE(cfg, "config.json");
   const cJSON *tw = cJSON_GetObjectItem(cfg, "token_weighting");
   CHECK(cJSON_IsTrue(cJSON_GetObjectItem(cfg, "token_level")) && cJSON_IsString(tw) && strcmp(tw->valuestring, "cummax") == 0 &&
-            num(cfg, "max_tokens_per_example") == 64 && num(cfg, "layer") == -1 && num(cfg, "hidden_size") == 64,
+            num(cfg, "max_tokens_per_example") == 64 && num(cfg, "layer") == -1 && num(cfg, "hidden_size") == 64 &&
+            strstr(cJSON_GetObjectItem(cfg, "note")->valuestring, "every response token") != NULL,
         "config.json: token_level, token_weighting, max_tokens_per_example, layer, hidden_size");
   cJSON_Delete(cfg);
   /* the trigger is the response's last word: a detection must come at one of its tokens */
