@@ -270,6 +270,18 @@ static void test_cli(void) {
     safe_quiet += cJSON_IsNull(cJSON_GetObjectItem(xs, "detected_at"));
   }
   cJSON_Delete(ev);
+  /* a run that fails after collecting (one label only) leaves its journal; the rerun resumes it
+   * whole (no forward pass), another cap is refused */
+  FILE *f = fopen(path("safe.jsonl"), "w");
+  for (int i = 0; i < 6; i++) fprintf(f, "{\"prompt\": \"p%d\", \"response\": \"safe answer %d\", \"label\": 0}\n", i, i);
+  fclose(f);
+  rc = run("%s train-probe --model_id %s --data_path safe.jsonl --layer=-1 --token_level --out_dir sj", cli, mdir);
+  CHECK(rc == 1 && access(path("sj/token_activations.partial"), F_OK) == 0 && strstr(stderr_text(), "from 6 forward passes"),
+        "one label: collected, not trained, the journal kept: %s", stderr_text());
+  rc = run("%s train-probe --model_id %s --data_path safe.jsonl --layer=-1 --token_level --out_dir sj", cli, mdir);
+  CHECK(rc == 1 && strstr(stderr_text(), "from 0 forward passes (6 exchanges resumed)"), "the rerun resumes every exchange: %s", stderr_text());
+  rc = run("%s train-probe --model_id %s --data_path safe.jsonl --layer=-1 --token_level --max_tokens_per_example 2 --out_dir sj", cli, mdir);
+  CHECK(rc == 1 && strstr(stderr_text(), "not a token-level journal of these settings"), "another cap refused: %s", stderr_text());
   /* bad flags: refused with a usage error before anything runs */
   static const char *bad[] = {"--token_weighting cummax", "--max_tokens_per_example 3", "--token_level --token_weighting max",
                               "--token_level --max_tokens_per_example -1", "--token_level --layers=-1,-2",
