@@ -255,7 +255,7 @@ static int save_probe(const char *dir, int v, oc_error *err) {
   oc_probe_train_opts t;
   oc_probe_train_defaults(&t);
   t.seed = (uint64_t)v;
-  oc_probe_provenance pv = {&fit, &t, 0.2, 0.01, 64, "data.jsonl", NULL, 100, 0, "stored"};
+  oc_probe_provenance pv = {&fit, &t, 0.2, 0.01, 64, "data.jsonl", NULL, 100, 0, "stored", 0, 0, 0};
   return oc_probe_artifact_save(dir, &fit.probe, &c, &pv, err);
 }
 static int load_probe(const char *dir, int v, oc_error *err) {

@@ -114,6 +114,49 @@ double oc_token_loss(const float *z, int T, int y, int weighting, float *dz);
  * as oc_probe_train. final_loss: the mean sequence loss of the last epoch. */
 int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const int32_t *y, const int64_t *idx, int n, int weighting,
                           const oc_probe_train_opts *o, oc_probe *out, double *final_loss, oc_error *err);
+/* Token-level collection (train-probe --token_level): one probe layer's hidden states at the
+ * response tokens of every exchange (the prompt formatted for generation, then the response's own
+ * tokens: what the guard reads), ONE teacher-forced forward pass per exchange with a tap at each
+ * kept position. */
+typedef struct oc_token_collect_opts {
+  const char *model_id;      /* recorded in the journal header */
+  int use_chat_template;
+  int max_length;            /* tokens of prompt + response (the response is cut); 0 = 2048 */
+  int layer;                 /* hidden-state index as given (negative allowed) */
+  int max_tokens_per_example; /* 0: every response token; else at most this many (oc_token_sample) */
+  uint64_t seed;             /* of the sample */
+  const char *journal_path;  /* required: the rows stream there (docs/formats.md), resumable */
+} oc_token_collect_opts;
+typedef struct oc_token_activations {
+  int n, hidden;             /* exchanges; features per row */
+  int64_t n_rows;            /* offsets[n] */
+  int64_t *offsets;          /* [n + 1]: exchange i is rows offsets[i] .. offsets[i+1]-1 */
+  int32_t *y;                /* [n] the exchange's label, every row's target */
+  int64_t *line;             /* [n] the dataset line */
+  int32_t *pos;              /* [n_rows] the row's response token (0-based), ascending within an exchange */
+  float *X;                  /* [n_rows, hidden] read back from the journal's F16 rows */
+  int64_t forward_passes;    /* model calls made by this collection (resumed exchanges cost none) */
+  int64_t resumed;           /* exchanges read back from an earlier run's journal */
+  char *model_id, *model_family;
+  int use_chat_template, max_length;
+} oc_token_activations;
+#define OC_TOKEN_MAX_PER_EXAMPLE (1 << 20)
+/* The response tokens kept of n_resp (1 <= n_resp): all when cap <= 0 or n_resp <= cap; else the
+ * last one and cap - 1 others drawn without replacement with a generator seeded from seed and the
+ * example's hash (so the sample of an exchange does not depend on the others or on a resume).
+ * pos[0..count) ascending; returns count. pos holds n_resp ints. */
+int oc_token_sample(int n_resp, int cap, uint64_t seed, uint64_t example_hash, int *pos);
+/* Collect (resuming o->journal_path when it holds records of the same settings and data: the
+ * header must match; records are checked one by one and a torn or corrupt tail is dropped), then
+ * read every row back from the journal into out. Labels must be 0/1; a response of no tokens is
+ * an error. The journal is left in place (the caller removes it once the probe is written). */
+int oc_collect_tokens(const oc_model *m, const oc_chat *chat, const oc_dataset *ds, const oc_token_collect_opts *o, oc_token_activations *out,
+                      oc_progress *prog, oc_error *err);
+void oc_token_activations_free(oc_token_activations *a);
+/* oc_collect_tokens over src's dataset and model (src->activations must be NULL: token rows are
+ * collected, not loaded; src->journal, max_length, use_chat_template are o's); counts as oc_activations_get. */
+int oc_token_activations_get(const oc_activation_source *src, const oc_token_collect_opts *o, oc_progress *prog, oc_token_activations *out,
+                             oc_collection_counts *counts, oc_error *err);
 float oc_sigmoid(float x);
 void oc_probe_free(oc_probe *p);
 #define OC_PROBE_MAX_HIDDEN (1 << 20)
@@ -142,6 +185,10 @@ typedef struct oc_probe_fit {
 int oc_probe_fit_layer(const oc_activations *a, int li, double validation_size, uint64_t split_seed, double target_fpr,
                        const oc_probe_train_opts *o, oc_probe_fit *out, oc_progress *prog, oc_error *err);
 void oc_probe_fit_free(oc_probe_fit *f);
+/* oc_probe_train_tokens on a stratified split of the exchanges (split_seed); metrics score an
+ * exchange by its highest token risk (what a guard reading every token would pause on). */
+int oc_probe_fit_tokens(const oc_token_activations *a, int weighting, double validation_size, uint64_t split_seed, double target_fpr,
+                        const oc_probe_train_opts *o, oc_probe_fit *out, oc_error *err);
 /* oc_probe_fit_layer over several layers (indices lis[0..nl) into a->layers, distinct, 1 <= nl <=
  * OC_PROBE_MAX_LAYERS) combined as `combine` (oc_probe_combine; ignored when nl == 1, which is
  * exactly oc_probe_fit_layer): out->probe reads the concatenated rows [nl * hidden], and the
@@ -275,6 +322,8 @@ typedef struct oc_probe_provenance {
   const char *data_path, *activations; /* the source; either may be NULL */
   int64_t max_examples, sample_seed;
   const char *weights;                 /* the decoder's weights when collected now ("stored", "q8", "mmap"); NULL: not recorded */
+  int token_level;                     /* trained on response tokens (oc_probe_fit_tokens): config.json records it with */
+  int token_weighting, max_tokens_per_example; /* the weighting and the token cap (0: every token) */
 } oc_probe_provenance;
 /* A fit's held-out metrics with "split": "validation" ("train" when nothing was held out). */
 cJSON *oc_probe_fit_metrics_json(const oc_probe_fit *f, double validation_size);

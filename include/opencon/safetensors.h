@@ -73,6 +73,7 @@ void oc_st_writer_free(oc_st_writer *w);
 float oc_bf16_to_f32(uint16_t v);
 uint16_t oc_f32_to_bf16(float f); /* round to nearest even */
 float oc_f16_to_f32(uint16_t v);
+uint16_t oc_f32_to_f16(float f); /* round to nearest even; beyond the range: infinity */
 /* Convert n elements of a tensor's dtype (F32/F16/BF16) to f32. */
 int oc_to_f32(oc_dtype dt, const void *src, float *dst, size_t n);
 

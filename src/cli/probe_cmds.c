@@ -133,6 +133,34 @@ const cli_command cmd_collect_activations = {"collect-activations", "final-token
                                              "--data_path and --out are required. Rerunning the same command after a crash continues from OUT.partial.",
                                              collect_opts, run_collect_activations};
 
+/* train-probe --token_level: rows at the response tokens of --layer collected (resumable at
+ * journal), a token-level fit with --token_weighting; a holds the collection's settings (no rows)
+ * for the probe's config */
+static int fit_tokens(const cli_args *o, const data_args *d, int layer, const oc_probe_train_opts *t, double val_size, uint64_t split_seed,
+                      double target_fpr, const char *journal, oc_progress *prog, oc_activations *a, oc_probe_fit *fit, oc_error *err) {
+  memset(a, 0, sizeof *a);
+  oc_activation_source src = {.model_id = d->model_id, .data_path = d->data_path, .max_examples = d->max_examples,
+                              .sample_seed = (uint64_t)d->sample_seed, .use_chat_template = d->use_chat_template, .max_length = d->max_length,
+                              .journal = journal, .binary = 1, .weights = d->weights};
+  const oc_token_collect_opts to = {d->model_id, d->use_chat_template, d->max_length, layer, arg_int(o, "max_tokens_per_example"), t->seed, journal};
+  oc_token_activations ta;
+  oc_collection_counts n;
+  if (cli_template_opts(&src.template_opts, err) || oc_token_activations_get(&src, &to, prog, &ta, &n, err)) return -1;
+  fprintf(stderr, "%s: %lld rows, %lld selected; %lld token rows from %lld forward passes (%lld exchanges resumed)\n", d->data_path,
+          (long long)n.rows_in_file, (long long)n.selected, (long long)ta.n_rows, (long long)ta.forward_passes, (long long)ta.resumed);
+  oc_progress_phase(prog, "training_probe", 0, 0);
+  int rc = oc_probe_fit_tokens(&ta, oc_token_weighting_from_name(arg_str(o, "token_weighting")), val_size, split_seed, target_fpr, t, fit, err);
+  a->hidden = ta.hidden;
+  a->max_length = ta.max_length;
+  a->use_chat_template = ta.use_chat_template;
+  a->model_id = ta.model_id;
+  a->model_family = ta.model_family;
+  ta.model_id = ta.model_family = NULL;
+  oc_token_activations_free(&ta);
+  if (rc) oc_activations_free(a);
+  return rc;
+}
+
 static int run_train_probe(const cli_args *o) {
   data_args d;
   oc_probe_train_opts t;
@@ -145,7 +173,13 @@ static int run_train_probe(const cli_args *o) {
   char *journal = NULL, *probe_path = NULL, *config_path = NULL;
   const char *out_dir = arg_str(o, "out_dir");
   const int combine = oc_probe_combine_from_name(arg_str(o, "combine"));
+  const int token_level = arg_flag(o, "token_level");
   if (read_data_args(o, 1, &d)) return 2;
+  if (!token_level && (arg_given(o, "token_weighting") || arg_given(o, "max_tokens_per_example")))
+    return cli_usage_error(o, "--token_weighting and --max_tokens_per_example apply to --token_level");
+  if (token_level && (d.activations || d.save_activations))
+    return cli_usage_error(o, "--token_level collects its rows from the model: give --data_path, not --activations or --save_activations");
+  if (token_level && arg_given(o, "layers")) return cli_usage_error(o, "--token_level trains on one --layer (not --layers)");
   if (arg_given(o, "layers")) { /* a probe over several layers */
     if (arg_given(o, "layer")) return cli_usage_error(o, "give --layer or --layers, not both");
     if (!(layers = layer_list(o, &nl, &err))) return die(&err);
@@ -177,28 +211,32 @@ static int run_train_probe(const cli_args *o) {
   if (arg_given(o, "aggregation_alpha") && pc.aggregation != OC_AGG_EMA) return cli_usage_error(o, "--aggregation_alpha applies to --aggregation ema");
   rc = 1;
   if (oc_artifact_dir_check(out_dir, &err) || oc_mkdirs(out_dir, &err)) { die(&err); goto done; }
-  journal = oc_path_join(out_dir, "activations.partial");
+  journal = oc_path_join(out_dir, token_level ? "token_activations.partial" : "activations.partial");
   probe_path = oc_path_join(out_dir, "probe.safetensors");
   config_path = oc_path_join(out_dir, "config.json");
   oc_progress prog;
   oc_progress_start(&prog, "train-probe", "examples", 0, d.progress_path);
   oc_activations a;
-  if (get_activations(&d, layers, nl, journal, 1, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
-  if (arg_given(o, "model_id") && a.model_id[0] && strcmp(a.model_id, d.model_id) != 0) {
-    fprintf(stderr, "error: %s was collected with model_id %s, not %s\n", d.activations, a.model_id, d.model_id);
-    oc_activations_free(&a);
-    goto done;
-  }
-  for (int k = 0; k < nl; k++) lis[k] = oc_activations_find(&a, layers[k]);
   oc_probe_fit fit;
-  oc_progress_keys(&prog, "step", "total_steps");
-  prog.unit = "steps";
-  oc_progress_phase(&prog, "training_probe", 0, oc_probe_fit_steps(a.n, nl, combine, &t));
-  if (oc_probe_fit_layers(&a, lis, nl, combine, val_size, split_seed, target_fpr, &t, &fit, &prog, &err)) {
-    oc_progress_end(&prog, "failed");
-    oc_activations_free(&a);
-    die(&err);
-    goto done;
+  if (token_level) { /* rows at the response tokens, straight into a token-level fit */
+    if (fit_tokens(o, &d, layer, &t, val_size, split_seed, target_fpr, journal, &prog, &a, &fit, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
+  } else {
+    if (get_activations(&d, layers, nl, journal, 1, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
+    if (arg_given(o, "model_id") && a.model_id[0] && strcmp(a.model_id, d.model_id) != 0) {
+      fprintf(stderr, "error: %s was collected with model_id %s, not %s\n", d.activations, a.model_id, d.model_id);
+      oc_activations_free(&a);
+      goto done;
+    }
+    for (int k = 0; k < nl; k++) lis[k] = oc_activations_find(&a, layers[k]);
+    oc_progress_keys(&prog, "step", "total_steps");
+    prog.unit = "steps";
+    oc_progress_phase(&prog, "training_probe", 0, oc_probe_fit_steps(a.n, nl, combine, &t));
+    if (oc_probe_fit_layers(&a, lis, nl, combine, val_size, split_seed, target_fpr, &t, &fit, &prog, &err)) {
+      oc_progress_end(&prog, "failed");
+      oc_activations_free(&a);
+      die(&err);
+      goto done;
+    }
   }
   oc_probe_config_from_fit(&pc, &a, layer, &fit, d.model_id);
   if (nl > 1) {
@@ -214,7 +252,12 @@ static int run_train_probe(const cli_args *o) {
     goto done;
   }
   oc_probe_provenance pv = {&fit, &t, val_size, target_fpr, a.max_length, d.data_path, d.activations, d.max_examples, d.sample_seed,
-                            d.activations ? NULL : oc_weight_mode_name(d.weights)};
+                            d.activations ? NULL : oc_weight_mode_name(d.weights), 0, 0, 0};
+  if (token_level) {
+    pv.token_level = 1;
+    pv.token_weighting = oc_token_weighting_from_name(arg_str(o, "token_weighting"));
+    pv.max_tokens_per_example = arg_int(o, "max_tokens_per_example");
+  }
   int wrc = oc_probe_artifact_save(out_dir, &fit.probe, &pc, &pv, &err);
   cJSON *printed = oc_probe_fit_metrics_json(&fit, val_size);
   char *ms = cJSON_Print(printed);
@@ -253,6 +296,13 @@ static const opt_spec train_probe_opts[] = {
     {.name = "aggregation_window", .type = OPT_INT, .lo = 1, .hi = OC_PROBE_MAX_WINDOW,
      .help = "config.json: readings the rolling mean covers (rolling_mean, max_rolling_mean; default: --smoothing_window)"},
     O_DBL("aggregation_alpha", "0.5", 1e-9, 1, "config.json: weight of the newest reading (ema)"),
+    O_FLAG("token_level", "train on the hidden states at every response token (one forward pass per exchange; OUT_DIR/token_activations.partial "
+                          "journals them for a resume), each token's target the exchange's label"),
+    O_INT("max_tokens_per_example", "0", 0, OC_TOKEN_MAX_PER_EXAMPLE,
+          "--token_level: at most this many response tokens per exchange, the last always, the others drawn with --seed (0 = all)"),
+    {.name = "token_weighting", .type = OPT_CHOICE, .def = "uniform", .choices = "uniform|ramp|cummax",
+     .help = "--token_level: uniform = mean per-token loss; ramp = later tokens weigh more; cummax = loss of the running maximum score "
+             "(Constitutional Classifiers)"},
     O_END};
 const cli_command cmd_train_probe = {"train-probe", "linear probe on one layer or several -> probe.safetensors + config.json",
                                      "--out_dir and one of --data_path or --activations are required. Prints the held-out metrics.",

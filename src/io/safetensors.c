@@ -49,6 +49,21 @@ uint16_t oc_f32_to_bf16(float f) {
   return (uint16_t)(u >> 16);
 }
 
+uint16_t oc_f32_to_f16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  const uint32_t s = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return (uint16_t)(s | 0x7e00u); /* NaN */
+  if (a >= 0x477ff000u) return (uint16_t)(s | 0x7c00u); /* from halfway above 65504: infinity */
+  if (a < 0x38800000u) { /* below 2^-14: a subnormal, round(|f| * 2^24) to nearest even */
+    float af;
+    memcpy(&af, &a, 4);
+    return (uint16_t)(s | (uint32_t)nearbyintf(af * 16777216.0f));
+  }
+  const uint32_t r = a + 0x0fffu + ((a >> 13) & 1u) - (112u << 23); /* round to nearest even, rebias 127 -> 15 */
+  return (uint16_t)(s | (r >> 13));
+}
+
 float oc_f16_to_f32(uint16_t h) {
   uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu, u;
   if (e == 0) {

@@ -10,6 +10,7 @@
 #include "opencon/hub.h"
 #include "opencon/probe.h"
 #include "opencon/safetensors.h"
+#include "collect.h"
 
 #define JOURNAL_MAGIC "OCACTJ01"
 #define RECORD_MAGIC 0x31434552u /* "REC1" */
@@ -46,8 +47,7 @@ int oc_activations_find(const oc_activations *a, int layer) {
   return -1;
 }
 
-/* settings that must match for a journal to be resumed */
-static char *journal_header(const oc_model *m, const oc_dataset *ds, const oc_collect_opts *o) {
+cJSON *oc_collect_header_json(const oc_model *m, const oc_dataset *ds, const oc_collect_opts *o) {
   const oc_model_config *c = oc_model_cfg(m);
   uint64_t h = 0;
   for (int i = 0; i < ds->n; i++) {
@@ -70,7 +70,12 @@ static char *journal_header(const oc_model *m, const oc_dataset *ds, const oc_co
   char fp[32];
   snprintf(fp, sizeof fp, "%016llx", (unsigned long long)h);
   cJSON_AddStringToObject(j, "data_fingerprint", fp);
-  char *s = cJSON_PrintUnformatted(j);
+  return j;
+}
+
+static char *journal_header(const oc_model *m, const oc_dataset *ds, const oc_collect_opts *o) {
+  cJSON *j = oc_collect_header_json(m, ds, o);
+  char *s = j ? cJSON_PrintUnformatted(j) : NULL;
   cJSON_Delete(j);
   return s;
 }
@@ -377,6 +382,36 @@ done:
   return rc;
 }
 
+int oc_collect_source_open(const oc_activation_source *src, oc_dataset *ds, oc_model **m, oc_chat **c, oc_collection_counts *counts,
+                           oc_progress *prog, oc_error *err) {
+  *m = NULL;
+  *c = NULL;
+  if (!src->model_id || !src->data_path) return oc_fail(err, "collecting activations needs a model and a dataset");
+  oc_progress_phase(prog, "loading_model", 0, 0);
+  if (oc_dataset_load(src->data_path, src->max_examples, src->sample_seed, ds, err)) return -1;
+  if (src->binary && ds->max_label > 1) {
+    int64_t line = 0;
+    for (int i = 0; i < ds->n && !line; i++) if (ds->ex[i].label > 1) line = ds->ex[i].line;
+    oc_dataset_free(ds);
+    return oc_fail(err, "%s:%lld: label 2: a probe needs binary labels (0 safe, 1 unsafe)", src->data_path, (long long)line);
+  }
+  if (src->binary && ds->n < 4) { oc_dataset_free(ds); return oc_fail(err, "%s: need at least 4 examples, got %d", src->data_path, ds->n); }
+  if (counts) {
+    counts->rows_in_file = ds->rows_in_file;
+    counts->selected = ds->n;
+    memcpy(counts->by_label, ds->label_counts, sizeof counts->by_label);
+  }
+  char *dir = NULL;
+  int rc = -1;
+  if (oc_resolve_model(src->model_id, NULL, &dir, err) || oc_model_load_ex(dir, &(oc_model_opts){src->weights}, m, err) || oc_chat_load(dir, c, err)) goto done;
+  (*c)->render_opts = src->template_opts;
+  rc = 0;
+done:
+  free(dir);
+  if (rc) { oc_chat_free(*c); oc_model_free(*m); oc_dataset_free(ds); *c = NULL; *m = NULL; }
+  return rc;
+}
+
 int oc_activations_get(const oc_activation_source *src, const int *layers, int n_layers, oc_progress *prog, oc_activations *a,
                        oc_collection_counts *counts, oc_error *err) {
   if (counts) memset(counts, 0, sizeof *counts);
@@ -391,34 +426,16 @@ int oc_activations_get(const oc_activation_source *src, const int *layers, int n
       }
     return 0;
   }
-  if (!src->model_id || !src->data_path) return oc_fail(err, "collecting activations needs a model and a dataset");
-  oc_progress_phase(prog, "loading_model", 0, 0);
   oc_dataset ds;
-  if (oc_dataset_load(src->data_path, src->max_examples, src->sample_seed, &ds, err)) return -1;
-  if (src->binary && ds.max_label > 1) {
-    int64_t line = 0;
-    for (int i = 0; i < ds.n && !line; i++) if (ds.ex[i].label > 1) line = ds.ex[i].line;
-    oc_dataset_free(&ds);
-    return oc_fail(err, "%s:%lld: label 2: a probe needs binary labels (0 safe, 1 unsafe)", src->data_path, (long long)line);
-  }
-  if (src->binary && ds.n < 4) { oc_dataset_free(&ds); return oc_fail(err, "%s: need at least 4 examples, got %d", src->data_path, ds.n); }
-  if (counts) {
-    counts->rows_in_file = ds.rows_in_file;
-    counts->selected = ds.n;
-    memcpy(counts->by_label, ds.label_counts, sizeof counts->by_label);
-  }
   oc_model *m = NULL;
   oc_chat *c = NULL;
-  char *dir = NULL;
+  if (oc_collect_source_open(src, &ds, &m, &c, counts, prog, err)) return -1;
   int rc = -1;
-  if (oc_resolve_model(src->model_id, NULL, &dir, err) || oc_model_load_ex(dir, &(oc_model_opts){src->weights}, &m, err) || oc_chat_load(dir, &c, err)) goto done;
-  c->render_opts = src->template_opts;
   oc_collect_opts co = {src->model_id, src->use_chat_template, src->max_length, n_layers, layers, src->journal, src->pack_tokens};
   if (oc_collect_activations(m, c, &ds, &co, a, prog, err)) goto done;
   if (src->save_to && oc_activations_save(a, src->save_to, err)) { oc_activations_free(a); goto done; }
   rc = 0;
 done:
-  free(dir);
   oc_chat_free(c);
   oc_model_free(m);
   oc_dataset_free(&ds);

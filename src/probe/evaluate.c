@@ -11,6 +11,7 @@
 
 #include "opencon/json.h"
 #include "opencon/probe.h"
+#include "collect.h"
 
 void oc_probe_eval_free(oc_probe_eval *e) {
   for (int i = 0; i < e->n; i++) { free(e->ex[i].risk); free(e->ex[i].agg); }
@@ -20,7 +21,7 @@ void oc_probe_eval_free(oc_probe_eval *e) {
 
 /* the exchange as the guard sees it: the prompt formatted for generation, then the response's own
  * tokens, cut to max_len in all; *n_prompt of them are the prompt's */
-static int exchange_ids(const oc_chat *chat, const oc_example *ex, int use_template, int max_len, int32_t **ids, int *n, int *n_prompt,
+int oc_probe_exchange_ids(const oc_chat *chat, const oc_example *ex, int use_template, int max_len, int32_t **ids, int *n, int *n_prompt,
                         oc_error *err) {
   char *text = NULL;
   oc_encoding p = {0}, r = {0};
@@ -144,7 +145,7 @@ int oc_probe_evaluate(const oc_model *m, const oc_chat *chat, const oc_probe *p,
     x->label = ex->label;
     int32_t *ids;
     int n, np;
-    if (exchange_ids(chat, ex, c->use_chat_template, max_len, &ids, &n, &np, err)) { oc_wrap(err, "line %lld", (long long)ex->line); goto done; }
+    if (oc_probe_exchange_ids(chat, ex, c->use_chat_template, max_len, &ids, &n, &np, err)) { oc_wrap(err, "line %lld", (long long)ex->line); goto done; }
     const int nr = n - np;
     x->n_tokens = nr;
     x->risk = malloc(sizeof(double) * (size_t)(nr ? nr : 1));

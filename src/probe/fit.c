@@ -268,7 +268,11 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
   if (c->aggregation == OC_AGG_EMA) cJSON_AddNumberToObject(cfg, "aggregation_alpha", c->aggregation_alpha);
   cJSON_AddItemToObject(cfg, "metrics", oc_probe_fit_metrics_json(fit, p->validation_size));
   cJSON_AddItemToObject(cfg, "train_metrics", oc_metrics_json(&fit->train));
-  if (c->n_layers > 0)
+  if (p->token_level)
+    cJSON_AddStringToObject(cfg, "note", "Linear probe on the hidden state of `layer` (transformers' hidden_states index) at every response token, "
+                                         "trained with `token_weighting`; risk = sigmoid(head.weight . h + head.bias). `metrics` score an exchange "
+                                         "by its highest token risk on the held-out split.");
+  else if (c->n_layers > 0)
     cJSON_AddStringToObject(cfg, "note", "Linear probe on the final-token hidden states of `layers` (transformers' hidden_states indices), "
                                          "concatenated in that order: risk = sigmoid(head.weight . [h_layers[0] | h_layers[1] | ...] + head.bias); "
                                          "`combine` says how it was trained. `metrics` are on the held-out split.");
@@ -288,6 +292,11 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
   cJSON_AddNumberToObject(cfg, "batch_size", t->batch_size);
   cJSON_AddNumberToObject(cfg, "seed", (double)t->seed);
   cJSON_AddBoolToObject(cfg, "standardize", t->standardize);
+  if (p->token_level) { /* trained on the response tokens (train-probe --token_level) */
+    cJSON_AddBoolToObject(cfg, "token_level", 1);
+    cJSON_AddStringToObject(cfg, "token_weighting", oc_token_weighting_name(p->token_weighting));
+    cJSON_AddNumberToObject(cfg, "max_tokens_per_example", p->max_tokens_per_example);
+  }
   cJSON_AddNumberToObject(cfg, "final_train_loss", fit->final_loss);
   cJSON_AddNumberToObject(cfg, "max_length", p->max_length);
   if (p->data_path) cJSON_AddStringToObject(cfg, "data_path", p->data_path);

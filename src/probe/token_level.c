@@ -1,0 +1,355 @@
+/* Token-level collection and fit (train-probe --token_level): one probe layer's hidden states at
+ * the response tokens of each exchange, one teacher-forced forward pass per exchange with a tap at
+ * every kept position, streamed as F16 rows into a journal of checksummed records (resumable like
+ * the final-token collection's, docs/formats.md), read back for oc_probe_train_tokens. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "collect.h"
+#include "opencon/probe.h"
+#include "opencon/safetensors.h"
+
+#define TOKEN_JOURNAL_MAGIC "OCTOKJ01"
+#define TOKEN_RECORD_MAGIC 0x314b4f54u /* "TOK1" */
+
+/* a record: this head, int32 pos[n_rows], f32 scale[n_rows], f16 x[n_rows][hidden] (row r is
+ * x * scale[r]), then the FNV-1a 64 of everything before it */
+typedef struct {
+  uint32_t magic, index;
+  int32_t label, n_rows;
+  int64_t line;
+  uint64_t hash;
+  int32_t n_resp, zero;
+} tok_head;
+
+static size_t record_size(int n_rows, int H) {
+  return sizeof(tok_head) + (size_t)n_rows * (sizeof(int32_t) + sizeof(float) + sizeof(uint16_t) * (size_t)H) + sizeof(uint64_t);
+}
+
+void oc_token_activations_free(oc_token_activations *a) {
+  free(a->offsets); free(a->y); free(a->line); free(a->pos); free(a->X); free(a->model_id); free(a->model_family);
+  memset(a, 0, sizeof *a);
+}
+
+int oc_token_sample(int n_resp, int cap, uint64_t seed, uint64_t example_hash, int *pos) {
+  if (cap <= 0 || n_resp <= cap) {
+    for (int i = 0; i < n_resp; i++) pos[i] = i;
+    return n_resp;
+  }
+  /* a partial Fisher-Yates over the tokens before the last: its first cap - 1 entries are the draw */
+  for (int i = 0; i < n_resp - 1; i++) pos[i] = i;
+  oc_rng r;
+  oc_rng_seed(&r, seed ^ (example_hash * 0x9e3779b97f4a7c15ull));
+  for (int i = 0; i < cap - 1; i++) {
+    const int j = i + (int)oc_rng_below(&r, (uint64_t)(n_resp - 1 - i));
+    const int t = pos[i];
+    pos[i] = pos[j];
+    pos[j] = t;
+  }
+  /* ascending (insertion sort of the draw), then the last token */
+  for (int i = 1; i < cap - 1; i++)
+    for (int k = i; k > 0 && pos[k] < pos[k - 1]; k--) { const int t = pos[k]; pos[k] = pos[k - 1]; pos[k - 1] = t; }
+  pos[cap - 1] = n_resp - 1;
+  return cap;
+}
+
+/* One pass over the records after the header: the complete, intact records of examples 0, 1, ...
+ * in order (each checked against ds); into out (its arrays sized by an earlier counting pass)
+ * when out is not NULL. *rows: their rows; *good_end: the offset after the last of them. */
+static int64_t scan_records(FILE *f, long data_start, const oc_dataset *ds, int H, int row_cap, int max_len, oc_token_activations *out,
+                            int64_t *rows, long *good_end, unsigned char *buf) {
+  int64_t k = 0;
+  *rows = 0;
+  *good_end = data_start;
+  if (fseek(f, data_start, SEEK_SET) != 0) return 0;
+  tok_head h;
+  while (k < ds->n && fread(&h, sizeof h, 1, f) == 1) {
+    if (h.magic != TOKEN_RECORD_MAGIC || h.index != (uint32_t)k || h.n_rows < 1 || h.n_rows > row_cap || h.n_resp < h.n_rows ||
+        h.n_resp > max_len || h.zero != 0 || h.hash != oc_example_hash(&ds->ex[k]) || h.label != ds->ex[k].label || h.line != ds->ex[k].line)
+      break;
+    const size_t size = record_size(h.n_rows, H);
+    memcpy(buf, &h, sizeof h);
+    if (fread(buf + sizeof h, 1, size - sizeof h, f) != size - sizeof h) break;
+    uint64_t sum;
+    memcpy(&sum, buf + size - sizeof sum, sizeof sum);
+    if (oc_fnv1a64(buf, size - sizeof sum, 0) != sum) break;
+    const unsigned char *p = buf + sizeof h;
+    int32_t last = -1, ok = 1;
+    for (int r = 0; r < h.n_rows && ok; r++) {
+      int32_t q;
+      float sc;
+      memcpy(&q, p + sizeof(int32_t) * (size_t)r, sizeof q);
+      memcpy(&sc, p + sizeof(int32_t) * (size_t)h.n_rows + sizeof(float) * (size_t)r, sizeof sc);
+      ok = q > last && q < h.n_resp && isfinite(sc) && sc >= 0;
+      last = q;
+    }
+    if (!ok || last != h.n_resp - 1) break; /* positions ascending, the last response token kept */
+    if (out) {
+      const int64_t o0 = out->offsets[k];
+      const unsigned char *xs = p + (sizeof(int32_t) + sizeof(float)) * (size_t)h.n_rows;
+      memcpy(out->pos + o0, p, sizeof(int32_t) * (size_t)h.n_rows);
+      for (int r = 0; r < h.n_rows; r++) {
+        float sc;
+        memcpy(&sc, p + sizeof(int32_t) * (size_t)h.n_rows + sizeof(float) * (size_t)r, sizeof sc);
+        float *x = out->X + (size_t)(o0 + r) * H;
+        for (int j = 0; j < H; j++) {
+          uint16_t v;
+          memcpy(&v, xs + sizeof(uint16_t) * ((size_t)r * H + j), sizeof v);
+          x[j] = oc_f16_to_f32(v) * sc;
+        }
+      }
+      out->offsets[k + 1] = o0 + h.n_rows;
+      out->y[k] = h.label;
+      out->line[k] = h.line;
+    }
+    *rows += h.n_rows;
+    *good_end = ftell(f);
+    k++;
+  }
+  return k;
+}
+
+/* Open the journal when it begins with this header, or (re)create it when it is absent or holds
+ * only part of this header (killed while writing it: nothing was collected). *data_start: where
+ * the records begin. */
+static int journal_open(const char *path, const char *header, FILE **fp, long *data_start, oc_error *err) {
+  const size_t hl = strlen(header), want = 12 + hl;
+  const uint32_t n32 = (uint32_t)hl;
+  unsigned char *expect = malloc(want), *got = malloc(want);
+  FILE *f = NULL;
+  int rc = -1;
+  if (!expect || !got) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  memcpy(expect, TOKEN_JOURNAL_MAGIC, 8);
+  memcpy(expect + 8, &n32, 4);
+  memcpy(expect + 12, header, hl);
+  *data_start = (long)want;
+  if ((f = fopen(path, "r+b"))) {
+    const size_t n = fread(got, 1, want, f);
+    if (n == want && memcmp(got, expect, want) == 0) { *fp = f; f = NULL; rc = 0; goto done; }
+    fclose(f);
+    f = NULL;
+    if (n == want || memcmp(got, expect, n) != 0) {
+      oc_fail(err, "%s: not a token-level journal of these settings and data (use the same flags or remove it)", path);
+      goto done;
+    }
+  } else if (errno != ENOENT) {
+    oc_fail_code(err, oc_errno_code(errno), "%s: cannot open journal: %s", path, strerror(errno));
+    goto done;
+  }
+  if (!(f = fopen(path, "w+b"))) { oc_fail_code(err, OC_ERR_IO, "%s: cannot create journal: %s", path, strerror(errno)); goto done; }
+  if (fwrite(expect, 1, want, f) != want || fflush(f)) { oc_fail_code(err, OC_ERR_IO, "%s: cannot write journal header", path); goto done; }
+  *fp = f;
+  f = NULL;
+  rc = 0;
+done:
+  if (f) fclose(f);
+  free(expect); free(got);
+  return rc;
+}
+
+static char *token_header(const oc_model *m, const oc_dataset *ds, const oc_token_collect_opts *o, int max_len) {
+  const oc_collect_opts co = {o->model_id, o->use_chat_template, max_len, 1, &o->layer, o->journal_path, 1};
+  cJSON *j = oc_collect_header_json(m, ds, &co);
+  if (!j) return NULL;
+  char seed[32];
+  snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+  cJSON_AddBoolToObject(j, "token_level", 1);
+  cJSON_AddNumberToObject(j, "max_tokens_per_example", o->max_tokens_per_example);
+  cJSON_AddStringToObject(j, "token_seed", seed);
+  cJSON_AddStringToObject(j, "rows", "f16_scaled");
+  char *s = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  return s;
+}
+
+/* the record of one exchange's tapped rows tap [n_rows][H] into rec */
+static int encode_record(unsigned char *rec, int64_t k, const oc_example *ex, int n_resp, const int *pos, int n_rows, const float *tap, int H,
+                         oc_error *err) {
+  const tok_head h = {TOKEN_RECORD_MAGIC, (uint32_t)k, ex->label, n_rows, ex->line, oc_example_hash(ex), n_resp, 0};
+  unsigned char *p = rec + sizeof h;
+  uint16_t *xs = (uint16_t *)(void *)(p + (sizeof(int32_t) + sizeof(float)) * (size_t)n_rows);
+  memcpy(rec, &h, sizeof h);
+  for (int r = 0; r < n_rows; r++) {
+    const int32_t q = pos[r];
+    const float *x = tap + (size_t)r * H;
+    float amax = 0;
+    for (int j = 0; j < H; j++) {
+      if (!isfinite(x[j])) return oc_fail(err, "line %lld: a non-finite hidden state at response token %d", (long long)ex->line, q + 1);
+      amax = fmaxf(amax, fabsf(x[j]));
+    }
+    const float sc = amax > 0 ? amax : 1;
+    memcpy(p + sizeof(int32_t) * (size_t)r, &q, sizeof q);
+    memcpy(p + sizeof(int32_t) * (size_t)n_rows + sizeof(float) * (size_t)r, &sc, sizeof sc);
+    for (int j = 0; j < H; j++) {
+      const uint16_t v = oc_f32_to_f16(x[j] / sc);
+      memcpy(xs + (size_t)r * H + j, &v, sizeof v);
+    }
+  }
+  const size_t size = record_size(n_rows, H);
+  const uint64_t sum = oc_fnv1a64(rec, size - sizeof sum, 0);
+  memcpy(rec + size - sizeof sum, &sum, sizeof sum);
+  return 0;
+}
+
+/* every row of the journal's records into out */
+static int load_rows(FILE *f, long data_start, const oc_dataset *ds, int H, int row_cap, int max_len, oc_token_activations *out,
+                     unsigned char *buf, const char *path, oc_error *err) {
+  int64_t rows;
+  long end;
+  if (scan_records(f, data_start, ds, H, row_cap, max_len, NULL, &rows, &end, buf) != ds->n)
+    return oc_fail_code(err, OC_ERR_IO, "%s: the journal changed while collecting", path);
+  out->n = ds->n;
+  out->hidden = H;
+  out->n_rows = rows;
+  out->offsets = calloc((size_t)ds->n + 1, sizeof *out->offsets);
+  out->y = malloc(sizeof *out->y * (size_t)ds->n);
+  out->line = malloc(sizeof *out->line * (size_t)ds->n);
+  out->pos = malloc(sizeof *out->pos * (size_t)rows);
+  out->X = malloc(sizeof *out->X * (size_t)rows * (size_t)H);
+  if (!out->offsets || !out->y || !out->line || !out->pos || !out->X)
+    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: %lld token rows of %d features", (long long)rows, H);
+  if (scan_records(f, data_start, ds, H, row_cap, max_len, out, &rows, &end, buf) != ds->n)
+    return oc_fail_code(err, OC_ERR_IO, "%s: the journal changed while collecting", path);
+  return 0;
+}
+
+int oc_collect_tokens(const oc_model *m, const oc_chat *chat, const oc_dataset *ds, const oc_token_collect_opts *o, oc_token_activations *out,
+                      oc_progress *prog, oc_error *err) {
+  memset(out, 0, sizeof *out);
+  const oc_model_config *mc = oc_model_cfg(m);
+  const int H = mc->hidden;
+  int max_len = o->max_length > 0 ? o->max_length : 2048;
+  if (mc->max_position_embeddings > 0 && max_len > mc->max_position_embeddings) max_len = mc->max_position_embeddings;
+  if (!o->journal_path) return oc_fail(err, "token-level collection needs a journal path");
+  if (o->max_tokens_per_example < 0 || o->max_tokens_per_example > OC_TOKEN_MAX_PER_EXAMPLE)
+    return oc_fail(err, "max_tokens_per_example %d: 0 (every token) to %d", o->max_tokens_per_example, OC_TOKEN_MAX_PER_EXAMPLE);
+  for (int i = 0; i < ds->n; i++)
+    if (ds->ex[i].label != 0 && ds->ex[i].label != 1)
+      return oc_fail(err, "line %lld: label %d (a token-level probe needs 0 safe / 1 unsafe)", (long long)ds->ex[i].line, ds->ex[i].label);
+  int layer = oc_hidden_index(mc, o->layer, err);
+  if (layer < 0) return oc_wrap(err, "probe layer");
+  const int row_cap = o->max_tokens_per_example > 0 && o->max_tokens_per_example < max_len ? o->max_tokens_per_example : max_len;
+  char *hdr = token_header(m, ds, o, max_len);
+  unsigned char *rec = malloc(record_size(row_cap, H));
+  float *tap = malloc(sizeof(float) * (size_t)row_cap * (size_t)H);
+  int *pos = malloc(sizeof(int) * (size_t)max_len), *tpos = malloc(sizeof(int) * (size_t)max_len);
+  oc_session *s = NULL;
+  FILE *f = NULL;
+  long data_start = 0, good_end = 0;
+  int rc = -1;
+  if (!hdr || !rec || !tap || !pos || !tpos) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (journal_open(o->journal_path, hdr, &f, &data_start, err)) goto done;
+  int64_t rows;
+  const int64_t start = scan_records(f, data_start, ds, H, row_cap, max_len, NULL, &rows, &good_end, rec);
+  /* drop a torn or corrupt tail, continue after the last good record */
+  if (ftruncate(fileno(f), good_end) != 0 || fseek(f, good_end, SEEK_SET) != 0) {
+    oc_fail_code(err, OC_ERR_IO, "%s: cannot truncate journal: %s", o->journal_path, strerror(errno));
+    goto done;
+  }
+  out->resumed = start;
+  if (start > 0) fprintf(stderr, "resuming %s: %lld of %d exchanges already collected\n", o->journal_path, (long long)start, ds->n);
+  if (!(s = oc_session_new(m, max_len, err))) goto done;
+  if (prog) oc_progress_phase(prog, "extracting_token_activations", start, ds->n);
+  double last_sync = oc_now();
+  for (int64_t k = start; k < ds->n; k++) {
+    const oc_example *ex = &ds->ex[k];
+    int32_t *ids;
+    int n, np;
+    if (oc_probe_exchange_ids(chat, ex, o->use_chat_template, max_len, &ids, &n, &np, err)) { oc_wrap(err, "line %lld", (long long)ex->line); goto done; }
+    const int nr = n - np;
+    if (nr < 1) { free(ids); oc_fail(err, "line %lld: the response encodes to no tokens", (long long)ex->line); goto done; }
+    const int cnt = oc_token_sample(nr, o->max_tokens_per_example, o->seed, oc_example_hash(ex), pos);
+    for (int i = 0; i < cnt; i++) tpos[i] = np + pos[i];
+    const oc_taps taps = {1, &layer, cnt, tpos, tap};
+    oc_session_reset(s);
+    const int frc = oc_forward(s, ids, n, &taps, NULL, 0, err); /* one pass: prompt and response, every kept position tapped */
+    free(ids);
+    out->forward_passes++;
+    if (frc) { oc_wrap(err, "line %lld", (long long)ex->line); goto done; }
+    if (encode_record(rec, k, ex, nr, pos, cnt, tap, H, err)) goto done;
+    const size_t size = record_size(cnt, H);
+    if (fwrite(rec, 1, size, f) != size || fflush(f) != 0) {
+      oc_fail_code(err, OC_ERR_IO, "%s: journal write failed: %s", o->journal_path, strerror(errno));
+      goto done;
+    }
+    if (oc_now() - last_sync > 2.0) { fsync(fileno(f)); last_sync = oc_now(); }
+    if (prog) oc_progress_update(prog, k + 1);
+  }
+  if (fsync(fileno(f)) != 0) { oc_fail_code(err, OC_ERR_IO, "%s: fsync failed: %s", o->journal_path, strerror(errno)); goto done; }
+  const int64_t passes = out->forward_passes, resumed = out->resumed;
+  if (load_rows(f, data_start, ds, H, row_cap, max_len, out, rec, o->journal_path, err)) goto done;
+  out->forward_passes = passes;
+  out->resumed = resumed;
+  out->model_id = strdup(o->model_id ? o->model_id : "");
+  out->model_family = strdup(oc_family_name(mc->family));
+  out->use_chat_template = o->use_chat_template;
+  out->max_length = max_len;
+  if (!out->model_id || !out->model_family) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  rc = 0;
+done:
+  if (f) fclose(f);
+  oc_session_free(s);
+  free(hdr); free(rec); free(tap); free(pos); free(tpos);
+  if (rc) oc_token_activations_free(out);
+  return rc;
+}
+
+/* each exchange's score: its highest token risk */
+static void score_sequences(const oc_probe *p, const oc_token_activations *a, const int64_t *idx, int n, float *s, int32_t *y) {
+  for (int i = 0; i < n; i++) {
+    float best = 0;
+    for (int64_t r = a->offsets[idx[i]]; r < a->offsets[idx[i] + 1]; r++) best = fmaxf(best, oc_sigmoid(oc_probe_logit(p, a->X + (size_t)r * a->hidden)));
+    s[i] = best;
+    y[i] = a->y[idx[i]];
+  }
+}
+
+int oc_probe_fit_tokens(const oc_token_activations *a, int weighting, double validation_size, uint64_t split_seed, double target_fpr,
+                        const oc_probe_train_opts *o, oc_probe_fit *out, oc_error *err) {
+  memset(out, 0, sizeof *out);
+  int pos = 0;
+  for (int i = 0; i < a->n; i++) pos += a->y[i] == 1;
+  if (a->n < 4) return oc_fail(err, "need at least 4 exchanges to train a probe, got %d", a->n);
+  if (pos == 0 || pos == a->n) return oc_fail(err, "a probe needs both labels; all %d exchanges have label %d", a->n, a->y[0]);
+  int64_t *tr = NULL, *va = NULL;
+  if (oc_stratified_split(a->y, a->n, validation_size, split_seed, &tr, &out->n_train, &va, &out->n_val, err)) return -1;
+  float *s = malloc(sizeof(float) * (size_t)a->n);
+  int32_t *yy = malloc(sizeof(int32_t) * (size_t)a->n);
+  int rc = -1;
+  if (!s || !yy) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (oc_probe_train_tokens(a->X, a->hidden, a->offsets, a->y, tr, out->n_train, weighting, o, &out->probe, &out->final_loss, err)) goto done;
+  score_sequences(&out->probe, a, tr, out->n_train, s, yy);
+  oc_binary_metrics(s, yy, out->n_train, target_fpr, &out->train);
+  if (out->n_val > 0) {
+    score_sequences(&out->probe, a, va, out->n_val, s, yy);
+    oc_binary_metrics(s, yy, out->n_val, target_fpr, &out->val);
+  } else {
+    out->val = out->train;
+  }
+  rc = 0;
+done:
+  free(tr); free(va); free(s); free(yy);
+  if (rc) oc_probe_free(&out->probe);
+  return rc;
+}
+
+int oc_token_activations_get(const oc_activation_source *src, const oc_token_collect_opts *o, oc_progress *prog, oc_token_activations *out,
+                             oc_collection_counts *counts, oc_error *err) {
+  memset(out, 0, sizeof *out);
+  if (counts) memset(counts, 0, sizeof *counts);
+  if (src->activations) return oc_fail(err, "token-level training collects from the model: give a dataset, not an activation file");
+  oc_dataset ds;
+  oc_model *m;
+  oc_chat *c;
+  if (oc_collect_source_open(src, &ds, &m, &c, counts, prog, err)) return -1;
+  const int rc = oc_collect_tokens(m, c, &ds, o, out, prog, err);
+  oc_chat_free(c);
+  oc_model_free(m);
+  oc_dataset_free(&ds);
+  return rc;
+}
