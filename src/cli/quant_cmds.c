@@ -47,14 +47,12 @@ static int run_quant_report(const cli_args *a) {
   oc_quant_report r = {0};
   const char *probe_path = arg_str(a, "probe_path");
   if (probe_path) {
-    char *cfg = arg_str(a, "config_path") ? strdup(arg_str(a, "config_path")) : NULL;
-    if (!cfg) {
-      const char *slash = strrchr(probe_path, '/');
-      size_t dl = slash ? (size_t)(slash - probe_path) : 1;
-      cfg = malloc(dl + 13);
-      if (cfg) snprintf(cfg, dl + 13, "%.*s/config.json", (int)dl, slash ? probe_path : ".");
-    }
-    int bad = !cfg || oc_probe_config_load(cfg, &pc, &err) || oc_guard_check_probe(arg_str(a, "model_id"), pc.model_id, &err) ||
+    oc_guard_spec spec; /* only to find the config as the guard finds it: --config_path, else config.json beside the probe */
+    oc_guard_spec_defaults(&spec);
+    spec.probe_path = probe_path;
+    spec.config_path = arg_str(a, "config_path");
+    char *cfg = oc_guard_spec_config_path(&spec);
+    int bad = (!cfg && oc_fail_code(&err, OC_ERR_NOMEM, "out of memory")) || oc_probe_config_load(cfg, &pc, &err) || oc_guard_check_probe(arg_str(a, "model_id"), pc.model_id, &err) ||
               oc_probe_load(probe_path, &probe, &err);
     free(cfg);
     if (bad) goto fail;
