@@ -274,6 +274,13 @@ static void copy_parallel(void *dst, const void *src, size_t n) {
   }
 }
 
+/* Whether slot i holds its tensor first (a tied embedding fills two slots: placed once). */
+static int first_use(const oc_tensor **const *slots, int i) {
+  for (int j = 0; j < i; j++)
+    if (*slots[j] == *slots[i]) return 0;
+  return 1;
+}
+
 /* Every matrix a decoded token streams into one anonymous mapping, on huge pages where the kernel
  * gives them: a token reads all of it, and with 4 KiB pages of a file mapping the TLB misses cost
  * E2B's BF16 decode about a quarter of its speed (bench/README.md). OC_WEIGHTS_Q8: quantized
@@ -283,12 +290,8 @@ static int place_streamed(oc_model *m, oc_error *err) {
   const oc_tensor **slots[OC_MAX_LAYERS * 9 + 2];
   const int n = streamed_matrices(m, slots);
   size_t bytes = 0, off;
-  for (int i = 0; i < n; i++) {
-    int first = 1;
-    for (int j = 0; j < i; j++) first &= *slots[j] != *slots[i];
-    const oc_tensor *t = *slots[i];
-    if (first) bytes += arena_share(t, m->weights == OC_WEIGHTS_Q8 ? OC_DT_Q8 : t->dtype, &off);
-  }
+  for (int i = 0; i < n; i++)
+    if (first_use(slots, i)) bytes += arena_share(*slots[i], m->weights == OC_WEIGHTS_Q8 ? OC_DT_Q8 : (*slots[i])->dtype, &off);
   const size_t huge = (size_t)2 << 20;
   m->arena_bytes = (bytes + huge - 1) & ~(huge - 1);
   void *arena = mmap(NULL, m->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -302,10 +305,8 @@ static int place_streamed(oc_model *m, oc_error *err) {
 #endif
   char *at = arena;
   for (int i = 0; i < n; i++) {
+    if (!first_use(slots, i)) continue;
     const oc_tensor *t = *slots[i];
-    int first = 1;
-    for (int j = 0; j < i; j++) first &= *slots[j] != t;
-    if (!first) continue;
     const oc_dtype dt = m->weights == OC_WEIGHTS_Q8 ? OC_DT_Q8 : t->dtype;
     const size_t share = arena_share(t, dt, &off);
     oc_tensor *o = owned_slot(m, t, err);
