@@ -218,6 +218,7 @@ static long huge_kb(void) {
 }
 
 int main(int argc, char **argv) {
+  oc_blas_reexec(argv); /* OpenBLAS's generic kernels on a CPU it does not know: run again with its family */
   const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only [--prefill]] [--weights stored|q8] | bench_decoder --bandwidth [threads]\n";
   if (argc < 2) { fputs(usage, stderr); return 2; }
   if (strcmp(argv[1], "--bandwidth") == 0) {

@@ -10,6 +10,7 @@
 #include "opencon/modernbert.h"
 
 int main(int argc, char **argv) {
+  oc_blas_reexec(argv); /* OpenBLAS's generic kernels on a CPU it does not know: run again with its family */
   if (argc < 2) { fprintf(stderr, "usage: bench_modernbert MODEL_DIR [threads]\n"); return 2; }
   oc_set_threads(argc > 2 ? atoi(argv[2]) : 0);
   oc_error err;

@@ -110,6 +110,7 @@ static int bench_prefill(const char *dir) {
 }
 
 int main(int argc, char **argv) {
+  oc_blas_reexec(argv); /* OpenBLAS's generic kernels on a CPU it does not know: run again with its family */
   oc_set_threads(0);
   if (argc >= 2 && strcmp(argv[1], "data") == 0) return bench_data(argc > 2 ? atol(argv[2]) : 259000);
   if (argc >= 3 && strcmp(argv[1], "prefill") == 0) return bench_prefill(argv[2]);

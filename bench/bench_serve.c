@@ -137,6 +137,7 @@ static char *cpu_name(void) {
 }
 
 int main(int argc, char **argv) {
+  oc_blas_reexec(argv); /* OpenBLAS's generic kernels on a CPU it does not know: run again with its family */
   if (argc < 3) { fprintf(stderr, "usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] [stored|q8]\n"); return 2; }
   CPU = cpu_name();
   const char *cls = argc > 3 && strcmp(argv[3], "-") ? argv[3] : NULL;

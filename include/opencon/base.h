@@ -98,6 +98,14 @@ void oc_tidy_dir(const char *dir);
  * it (OPENCON_CPU=scalar|avx2|avx512 lowers it), as lines of text. */
 void oc_system_info(char *buf, size_t n);
 
+/* For a program's main(), before anything else. OpenBLAS's DYNAMIC_ARCH builds (Debian's) choose
+ * their kernels from the CPU's model number as they load, and a model newer than the library gets
+ * the generic SSE3 ones ("Prescott"): Debian 12's OpenBLAS 0.3.21 on an Emerald Rapids Xeon did, and
+ * the prefill ran 5x slower (bench/README.md). When that happened on a CPU with AVX2 and FMA and
+ * OPENBLAS_CORETYPE is unset, this sets it to the family the CPU's features allow and executes the
+ * program again with the same arguments; it returns when there is nothing to do or exec failed. */
+void oc_blas_reexec(char **argv);
+
 int oc_file_exists(const char *path);
 /* An optional input file: 0 when the name does not exist at all, 1 when it is a regular file (through
  * symlinks), -1 with an error naming it otherwise (a dangling symlink, as a Hugging Face cache with a

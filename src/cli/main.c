@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "opencon/base.h"
 #include "opencon/version.h"
 #include "opts.h"
 
@@ -15,6 +16,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  oc_blas_reexec(argv); /* OpenBLAS's generic kernels on a CPU it does not know: run again with its family */
   if (argc < 2) { usage(stderr); return 2; }
   if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) { usage(stdout); return 0; }
   if (strcmp(argv[1], "--version") == 0) { printf("opencon %s\n", oc_version()); return 0; }

@@ -1,5 +1,7 @@
 /* CPU feature detection (cpuid) and the kernel level, read once per process. */
 #include "nn/cpu.h"
+
+#include "nn/gemm.h"
 #include "opencon/base.h"
 
 #include <pthread.h>
@@ -86,6 +88,7 @@ void oc_system_info(char *buf, size_t n) {
   const oc_cpu_info *c = oc_cpu();
   char brand[64];
   cpu_brand(brand, sizeof brand);
+  const char *better = oc_blas_better_core();
   const char *q8 = c->level == OC_CPU_AVX512 && c->avx512_vnni ? "avx512-vnni (vpdpbusd)" : c->level >= OC_CPU_AVX2 ? "avx2 (vpmaddubsw)" : "scalar";
   const char *bf16 = c->level == OC_CPU_AVX512 ? "avx512 (16-wide widen + FMA)" : c->level == OC_CPU_AVX2 ? "avx2 (8-wide widen + FMA)" : "scalar";
   snprintf(buf, n,
@@ -99,4 +102,9 @@ void oc_system_info(char *buf, size_t n) {
            c->avx_vnni, c->amx_int8, c->amx_bf16, oc_cpu_level_name(c->level), oc_cpu_level_name(c->detected),
            c->forced ? "; lowered by OPENCON_CPU=" : c->env_unknown ? "; OPENCON_CPU ignored, not scalar, avx2 or avx512: " : c->env[0] ? "; OPENCON_CPU=" : "",
            c->env, "", bf16, q8);
+  const size_t len = strlen(buf);
+  const char *env = getenv("OPENBLAS_CORETYPE");
+  if (len < n)
+    snprintf(buf + len, n - len, "blas: OpenBLAS kernels %s%s%s%s%s%s\n", oc_blas_core(), env ? " (OPENBLAS_CORETYPE=" : "", env ? env : "",
+             env ? ")" : "", better ? ": generic ones on a CPU with AVX2; OPENBLAS_CORETYPE=" : "", better ? better : "");
 }

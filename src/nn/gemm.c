@@ -3,6 +3,13 @@
 #include <cblas.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "nn/cpu.h"
+#include "opencon/base.h"
 
 /* Block size from the shape only (never the thread count): about 4 blocks, at least 128 rows.
  * Every block call packs the whole other operand, so fewer, larger blocks waste less. */
@@ -42,3 +49,25 @@ static void blas_single_threaded(void) {
   omp_set_num_threads(n);
 }
 void oc_blas_init(void) { pthread_once(&blas_once, blas_single_threaded); }
+
+char *openblas_get_corename(void);
+char *openblas_get_config(void);
+const char *oc_blas_core(void) { return openblas_get_corename(); }
+
+const char *oc_blas_better_core(void) {
+  static const char *const avx2_cores[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids", "Excavator"};
+  const char *core = openblas_get_corename(), *config = openblas_get_config();
+  if (!core || !config || !strstr(config, "DYNAMIC_ARCH")) return NULL;
+  for (size_t i = 0; i < sizeof avx2_cores / sizeof *avx2_cores; i++)
+    if (strcasecmp(core, avx2_cores[i]) == 0) return NULL;
+  const oc_cpu_info *c = oc_cpu();
+  if (c->detected == OC_CPU_AVX512) return c->avx512_bf16 ? "Cooperlake" : "SkylakeX";
+  return c->detected == OC_CPU_AVX2 ? "Haswell" : NULL;
+}
+
+void oc_blas_reexec(char **argv) {
+  const char *better = oc_blas_better_core();
+  if (!better || getenv("OPENBLAS_CORETYPE") || setenv("OPENBLAS_CORETYPE", better, 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  unsetenv("OPENBLAS_CORETYPE"); /* exec failed: run on as loaded */
+}

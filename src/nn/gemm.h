@@ -7,5 +7,10 @@
  * call is one block). The calling thread's OpenMP thread count is kept. Model loaders call it, so
  * a program that never calls oc_set_threads gets the same results. */
 void oc_blas_init(void);
+/* OpenBLAS's kernel family ("Haswell", "SkylakeX", ...), and the OPENBLAS_CORETYPE this CPU should
+ * have when OpenBLAS took one without AVX2 on a CPU with AVX2 and FMA (a DYNAMIC_ARCH build only;
+ * NULL otherwise). */
+const char *oc_blas_core(void);
+const char *oc_blas_better_core(void);
 void oc_gemm(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 #endif
