@@ -31,6 +31,9 @@ static uint32_t next_u32(void) {
 }
 static float uniform(void) { return (float)(next_u32() & 0xFFFFFF) / (float)0x1000000 * 2.0f - 1.0f; }
 
+/* Q8 matrices made with their rows interleaved where they can be (nn/q8.h), as the loader holds them */
+static int g_q8_il;
+
 /* A [out][in] tensor of the given dtype with random values; *vals gets them as f32. */
 static oc_tensor make_matrix(oc_dtype dt, int out, int in, float **vals) {
   oc_tensor t;
@@ -51,7 +54,14 @@ static oc_tensor make_matrix(oc_dtype dt, int out, int in, float **vals) {
     for (int64_t i = 0; i < t.numel; i++) v[i] = uniform() * (i % 7 == 0 ? 4.0f : 1.0f);
     for (int r = 0; r < out; r++) {
       CHECK(oc_q8_quantize_row(v + (size_t)r * in, in, (int8_t *)data + (size_t)r * in, d + r * nb, &bad) == 0, "quantize row %d", r);
-      oc_q8_dequantize((int8_t *)data + (size_t)r * in, d + r * nb, 0, in, v + (size_t)r * in);
+      oc_q8_dequantize((int8_t *)data + (size_t)r * in, d + r * nb, 0, 0, in, v + (size_t)r * in);
+    }
+    if (g_q8_il && oc_q8_interleavable(in)) {
+      int8_t *il = malloc((size_t)t.numel);
+      for (int r = 0; r < out; r++) oc_q8_interleave((int8_t *)data + (size_t)r * in, in, il + (size_t)r * in);
+      free(data);
+      data = il;
+      t.q8_il = 1;
     }
     t.scales = d;
     t.data = data;
@@ -124,8 +134,9 @@ static void check_case(const mcase *c, int n) {
           for (int64_t b = 0; b < nb; b++) { /* mag: of the element products (a kernel may split a block's dot) */
             long dot = 0, adot = 0;
             for (int k = (int)b * 32; k < c->in && k < (int)b * 32 + 32; k++) {
-              dot += (long)wq[k] * acts[t].q[k];
-              adot += labs((long)wq[k] * acts[t].q[k]);
+              const long wk = wq[W[m].q8_il ? oc_q8_il_pos(k) : k];
+              dot += wk * acts[t].q[k];
+              adot += labs(wk * acts[t].q[k]);
             }
             const double sc = (double)oc_f16_to_f32(W[m].scales[r * nb + b]) * acts[t].d[b];
             ref += sc * (double)dot;
@@ -238,7 +249,7 @@ static void check_q8_format(void) {
   x[40] = 0; /* block 1 */
   for (int i = 64; i < 96; i++) x[i] = 0; /* block 2: all zero */
   CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) == 0, "quantize");
-  oc_q8_dequantize(q, d, 0, 100, back);
+  oc_q8_dequantize(q, d, 0, 0, 100, back);
   for (int b = 0; b < 4; b++) {
     float amax = 0;
     for (int i = b * 32; i < 100 && i < b * 32 + 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
@@ -251,7 +262,7 @@ static void check_q8_format(void) {
   }
   CHECK(back[40] == 0 && back[70] == 0, "zeros stay zero");
   float part[3] = {0};
-  oc_q8_dequantize(q, d, 97, 3, part);
+  oc_q8_dequantize(q, d, 0, 97, 3, part);
   CHECK(part[0] == back[97] && part[2] == back[99], "a piece of a row dequantizes as the whole row");
   x[57] = NAN;
   CHECK(oc_q8_quantize_row(x, 100, q, d, &bad) != 0 && bad == 57, "NaN refused at its index (got %lld)", (long long)bad);
@@ -290,6 +301,65 @@ static void check_q8_nonfinite(void) {
   free(vals);
   free((void *)W.data);
   free((void *)W.scales);
+}
+
+/* Interleaved q8 rows: the layout is a permutation of each 512-value group that keeps runs of 4,
+ * undone by oc_q8_deinterleave, and read back by oc_q8_dequantize (il) as the natural row. The
+ * products of an interleaved matrix: at the scalar level the same bits as the natural matrix (the
+ * same block dots, summed in the same order), at every level within the f32 bound of each other;
+ * a non-finite input still gives NaN. */
+static void check_q8_interleaved(int in, int out, int n) {
+  float *vals;
+  g_q8_il = 0;
+  oc_tensor nat = make_matrix(OC_DT_Q8, out, in, &vals);
+  int8_t *il = malloc((size_t)nat.numel), *back = malloc((size_t)in);
+  int perm = 1;
+  char *seen = calloc((size_t)in, 1);
+  for (int c = 0; c < in; c++) {
+    const int64_t p = oc_q8_il_pos(c);
+    perm &= p >= 0 && p < in && !seen[p] && (c % 4 == 0 || p == oc_q8_il_pos(c - 1) + 1);
+    if (p >= 0 && p < in) seen[p] = 1;
+  }
+  CHECK(perm, "in=%d: oc_q8_il_pos is a permutation keeping runs of 4", in);
+  free(seen);
+  int round = 1, deq = 1;
+  for (int r = 0; r < out; r++) {
+    const int8_t *src = (const int8_t *)nat.data + (size_t)r * in;
+    oc_q8_interleave(src, in, il + (size_t)r * in);
+    oc_q8_deinterleave(il + (size_t)r * in, in, back);
+    round &= memcmp(back, src, (size_t)in) == 0;
+    float a[8], b[8];
+    const int64_t nb = oc_q8_nblocks(in), c0 = (r * 37) % (in - 8);
+    oc_q8_dequantize(src, nat.scales + r * nb, 0, c0, 8, a);
+    oc_q8_dequantize(il + (size_t)r * in, nat.scales + r * nb, 1, c0, 8, b);
+    deq &= memcmp(a, b, sizeof a) == 0;
+  }
+  CHECK(round && deq, "in=%d: interleave/deinterleave round trip, dequantize reads the same values", in);
+  oc_tensor itl = nat;
+  itl.data = il;
+  itl.q8_il = 1;
+  float *X = malloc(sizeof(float) * (size_t)n * (size_t)in), *y0 = malloc(sizeof(float) * (size_t)n * (size_t)out),
+        *y1 = malloc(sizeof(float) * (size_t)n * (size_t)out);
+  for (int i = 0; i < n * in; i++) X[i] = uniform();
+  X[(size_t)(n - 1) * in + (size_t)in / 3] = NAN;
+  oc_set_threads(2);
+  oc_matmul(X, n, in, &nat, 0, out, y0);
+  oc_matmul(X, n, in, &itl, 0, out, y1);
+  const int scalar = oc_cpu()->level == OC_CPU_SCALAR;
+  int close = 1, nan_ok = 1;
+  for (int t = 0; t < n; t++)
+    for (int r = 0; r < out; r++) {
+      const float a = y0[(size_t)t * out + r], b = y1[(size_t)t * out + r];
+      if (t == n - 1) { nan_ok &= isnan(a) && isnan(b); continue; }
+      double mag = 0; /* the bound: |w| |x| summed */
+      for (int k = 0; k < in; k++) mag += fabs((double)vals[(size_t)r * in + k] * X[(size_t)t * in + k]);
+      close &= scalar ? memcmp(&a, &b, sizeof a) == 0 : fabs((double)a - b) <= 2 * (in + 8) * (double)FLT_EPSILON * mag;
+    }
+  CHECK(close && nan_ok, "in=%d n=%d: interleaved products %s the natural ones; NaN inputs give NaN", in, n,
+        scalar ? "equal (scalar level)" : "within the f32 bound of");
+  oc_set_threads(1);
+  free(X); free(y0); free(y1); free(il); free(back); free(vals);
+  free((void *)nat.data); free((void *)nat.scales);
 }
 
 typedef struct {
@@ -465,6 +535,25 @@ int main(void) {
     }
   check_q8_format();
   check_q8_nonfinite();
+  /* the products of interleaved rows, every shape with Q8 weights, batches up to 17 and a prefill */
+  const int il_ins[] = {512, 1024, 1536}, il_ns[] = {1, 2, 3, 4, 5, 8, 9, 17};
+  for (size_t i = 0; i < sizeof il_ins / sizeof *il_ins; i++)
+    for (size_t k = 0; k < sizeof il_ns / sizeof *il_ns; k++) check_q8_interleaved(il_ins[i], 23, il_ns[k]);
+  g_q8_il = 1;
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+    int q8 = 0;
+    for (int m = 0; m < shapes[s].count; m++) q8 |= shapes[s].dt[m] == OC_DT_Q8;
+    for (size_t i = 0; q8 && i < sizeof il_ins / sizeof *il_ins; i++)
+      for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+        mcase c = shapes[s];
+        c.in = il_ins[i];
+        check_case(&c, ns[k]);
+      }
+  }
+  mcase long_q8 = shapes[10];
+  long_q8.in = 512;
+  check_case(&long_q8, 513);
+  g_q8_il = 0;
   const oc_cpu_info *cpu = oc_cpu();
   printf("kernels at level %s (CPU: %s, AVX-512 VNNI %d)\n", oc_cpu_level_name(cpu->level), oc_cpu_level_name(cpu->detected), cpu->avx512_vnni);
   printf("kernels: %d checks passed, %d failed\n", g_pass, g_fail);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "nn/cpu.h"
 #include "opencon/quant.h"
 
 static char tmp[256];
@@ -294,6 +295,54 @@ static void check_batch_independence(const char *dir, oc_model *q) {
   free(h12); free(h20); free(lb); free(l1);
 }
 
+/* Rows of 512 values and more are interleaved in memory (nn/q8.h): a random Llama-shaped model
+ * 512 wide, loaded with --weights q8, checked as the fixtures are (accuracy, quantize's checkpoint
+ * written back in the file's layout, batching), and against its q8 checkpoint read in place
+ * (--weights mmap: the file's layout, the natural kernels): the same bits at the scalar level, where
+ * both sum the same block terms in the same order, within f32 rounding above it. */
+static void check_wide(void) {
+  oc_error e;
+  char cfg[512], dir[512], qdir[512];
+  snprintf(cfg, sizeof cfg, "%s/wide.json", tmp);
+  snprintf(dir, sizeof dir, "%s/wide", tmp);
+  snprintf(qdir, sizeof qdir, "%s/wide_q8", tmp);
+  FILE *f = fopen(cfg, "w");
+  REQUIRE(f, "write %s", cfg);
+  fputs("{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 512, \"intermediate_size\": 1024,"
+        " \"num_attention_heads\": 8, \"num_key_value_heads\": 2, \"head_dim\": 64, \"num_hidden_layers\": 2, \"vocab_size\": 600,"
+        " \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0, \"max_position_embeddings\": 4096, \"tie_word_embeddings\": true,"
+        " \"hidden_act\": \"silu\", \"bos_token_id\": 1, \"eos_token_id\": 2, \"torch_dtype\": \"bfloat16\"}\n", f);
+  fclose(f);
+  REQUIRE(oc_random_model(cfg, dir, 7, &e) == 0, "random 512-wide model: %s", e.msg);
+  const oc_model_opts q8 = {OC_WEIGHTS_Q8}, mm = {OC_WEIGHTS_MMAP};
+  oc_model *ref = NULL, *q = NULL, *nat = NULL;
+  REQUIRE(oc_model_load(dir, &ref, &e) == 0 && oc_model_load_ex(dir, &q8, &q, &e) == 0, "%s", e.msg);
+  check_accuracy(dir, ref, q);
+  check_checkpoint(dir, q);
+  check_batch_independence(dir, q);
+  REQUIRE(oc_model_quantize(dir, qdir, NULL, NULL, &e) == 0 && oc_model_load_ex(qdir, &mm, &nat, &e) == 0, "%s", e.msg);
+  const oc_model_config *c = oc_model_cfg(q);
+  const size_t cap = (size_t)(12 + 3) * c->hidden + 4 * (size_t)c->vocab;
+  float *a = malloc(sizeof(float) * cap), *b = malloc(sizeof(float) * cap);
+  size_t na, nb;
+  run_model(q, a, &na);
+  run_model(nat, b, &nb);
+  const int scalar = oc_cpu()->level == OC_CPU_SCALAR;
+  double worst = 0;
+  for (size_t i = 0; i < na && na == nb; i++) {
+    const double d = fabs((double)a[i] - b[i]) / (1e-2 + fabs((double)b[i]));
+    if (!(d <= worst)) worst = d;
+  }
+  CHECK(na == nb && (scalar ? memcmp(a, b, sizeof(float) * na) == 0 : worst < 1e-4),
+        "512 wide: interleaved rows against the file's layout: %s (worst relative difference %.2e)", scalar ? "the same bits" : "within f32 rounding",
+        worst);
+  free(a);
+  free(b);
+  oc_model_free(ref);
+  oc_model_free(q);
+  oc_model_free(nat);
+}
+
 int main(int argc, char **argv) {
   REQUIRE(argc >= 2, "usage: test_q8_model <fixture model dir>...");
   snprintf(tmp, sizeof tmp, "%s/oc_q8_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -313,6 +362,7 @@ int main(int argc, char **argv) {
     oc_model_free(ref);
     oc_model_free(q);
   }
+  check_wide();
   remove_tmpdir(tmp);
   printf("q8 model: %d checks passed, %d failed\n", g_pass, g_fail);
   return g_fail != 0;

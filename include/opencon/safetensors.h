@@ -28,6 +28,7 @@ typedef struct oc_tensor {
   const void *data;      /* points into the mapping */
   size_t nbytes;
   const uint16_t *scales;/* OC_DT_Q8: f16 scales [rows][ceil(cols / 32)]; NULL otherwise */
+  int q8_il;             /* OC_DT_Q8: rows interleaved in memory (nn/q8.h); 0: as in a file */
 } oc_tensor;
 
 /* One safetensors file, memory-mapped read-only. */

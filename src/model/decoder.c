@@ -228,29 +228,31 @@ static size_t arena_share(const oc_tensor *t, oc_dtype dt, size_t *scale_off) {
   return *scale_off + ((d + 63) & ~(size_t)63);
 }
 
-/* A matrix quantized to q8 into q (values) and d (scales), its rows in parallel; a value that is not
- * finite or too large for the format is an error naming the tensor, row and column (the guard must
- * not run on weights that were silently changed). */
-static int quantize_matrix(const oc_tensor *t, int8_t *q, uint16_t *d, oc_error *err) {
+/* A matrix quantized to q8 into q (values; il: rows interleaved, nn/q8.h) and d (scales), its rows
+ * in parallel; a value that is not finite or too large for the format is an error naming the
+ * tensor, row and column (the guard must not run on weights that were silently changed). */
+static int quantize_matrix(const oc_tensor *t, int il, int8_t *q, uint16_t *d, oc_error *err) {
   const int64_t rows = t->shape[0], cols = t->shape[1], nb = oc_q8_nblocks(cols);
   int64_t bad_row = rows, bad_col = 0;
   int nomem = 0;
 #pragma omp parallel
   {
-    float *row = malloc(sizeof(float) * (size_t)cols);
+    float *row = malloc((sizeof(float) + 1) * (size_t)cols);
     if (!row) {
 #pragma omp atomic write
       nomem = 1;
     }
+    int8_t *natural = row ? (int8_t *)(row + cols) : NULL;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
       int64_t bad;
       if (!row) continue;
       oc_tensor_row(t, r, 0, cols, row);
-      if (oc_q8_quantize_row(row, cols, q + r * cols, d + r * nb, &bad)) {
+      if (oc_q8_quantize_row(row, cols, il ? natural : q + r * cols, d + r * nb, &bad)) {
 #pragma omp critical(oc_q8_bad)
         if (r < bad_row) { bad_row = r; bad_col = bad; }
-      }
+      } else if (il)
+        oc_q8_interleave(natural, cols, q + r * cols);
     }
     free(row);
   }
@@ -272,6 +274,12 @@ static void copy_parallel(void *dst, const void *src, size_t n) {
     const size_t o = i * chunk;
     memcpy((char *)dst + o, (const char *)src + o, n - o < chunk ? n - o : chunk);
   }
+}
+
+/* A q8 checkpoint's values (rows of cols) interleaved into dst, rows in parallel. */
+static void interleave_parallel(int8_t *dst, const int8_t *src, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) oc_q8_interleave(src + r * cols, cols, dst + r * cols);
 }
 
 /* Whether slot i holds its tensor first (a tied embedding fills two slots: placed once). */
@@ -314,12 +322,15 @@ static int place_streamed(oc_model *m, oc_error *err) {
     o->dtype = dt;
     o->data = at;
     if (dt == OC_DT_Q8) {
+      /* rows a multiple of 512 long interleaved for the batched products (nn/q8.h) */
+      o->q8_il = oc_q8_interleavable(t->shape[1]);
       o->scales = (const uint16_t *)(at + off);
       o->nbytes = (size_t)t->numel + sizeof(uint16_t) * (size_t)(t->shape[0] * oc_q8_nblocks(t->shape[1]));
       if (t->dtype == OC_DT_Q8) {
-        copy_parallel(at, t->data, (size_t)t->numel);
+        if (o->q8_il) interleave_parallel((int8_t *)at, t->data, t->shape[0], t->shape[1]);
+        else copy_parallel(at, t->data, (size_t)t->numel);
         memcpy(at + off, t->scales, o->nbytes - (size_t)t->numel);
-      } else if (quantize_matrix(t, (int8_t *)at, (uint16_t *)(at + off), err))
+      } else if (quantize_matrix(t, o->q8_il, (int8_t *)at, (uint16_t *)(at + off), err))
         return -1;
     } else
       copy_parallel(at, t->data, t->nbytes);

@@ -76,6 +76,19 @@ static int copy_other_files(const char *src_dir, const oc_atomic_dir *ad, oc_err
   return rc;
 }
 
+/* The lazy writer's source for an interleaved matrix: its values back in the file's row order. */
+static int fill_natural(void *ctx, const char *name, void *dst, size_t offset, size_t nbytes, oc_error *err) {
+  (void)name, (void)err;
+  const oc_tensor *h = ctx;
+  const int8_t *src = h->data;
+  const size_t cols = (size_t)h->shape[1];
+  for (size_t i = 0; i < nbytes; i++) {
+    const size_t e = offset + i, r = e / cols;
+    ((int8_t *)dst)[i] = src[r * cols + (size_t)oc_q8_il_pos((int64_t)(e % cols))];
+  }
+  return 0;
+}
+
 int oc_model_quantize(const char *src_dir, const char *out_dir, size_t *bytes_in, size_t *bytes_out, oc_error *err) {
   oc_model *m = NULL;
   oc_model_opts o = {OC_WEIGHTS_Q8};
@@ -95,7 +108,9 @@ int oc_model_quantize(const char *src_dir, const char *out_dir, size_t *bytes_in
     char sname[600];
     snprintf(sname, sizeof sname, "%s_scale", t->name);
     const int64_t sshape[2] = {t->shape[0], oc_q8_nblocks(t->shape[1])};
-    rc = oc_st_writer_add(wr, t->name, OC_DT_I8, 2, t->shape, h->data, err) || oc_st_writer_add(wr, sname, OC_DT_F16, 2, sshape, h->scales, err);
+    rc = (h->q8_il ? oc_st_writer_add_lazy(wr, t->name, OC_DT_I8, 2, t->shape, fill_natural, (void *)h, err)
+                   : oc_st_writer_add(wr, t->name, OC_DT_I8, 2, t->shape, h->data, err)) ||
+         oc_st_writer_add(wr, sname, OC_DT_F16, 2, sshape, h->scales, err);
     out += h->nbytes;
   }
   if (!rc) rc = oc_st_writer_set_metadata(wr, "format", "pt", err) || oc_st_writer_set_metadata(wr, "opencon_quant", "q8_block32_f16", err);

@@ -476,7 +476,7 @@ static void convert_row(oc_dtype dt, const void *src, float *dst, size_t n) {
 static void weight_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, float *dst) {
   const int64_t cols = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->numel;
   if (t->dtype == OC_DT_Q8) {
-    oc_q8_dequantize((const int8_t *)t->data + row * cols, t->scales + row * oc_q8_nblocks(cols), col0, n, dst);
+    oc_q8_dequantize((const int8_t *)t->data + row * cols, t->scales + row * oc_q8_nblocks(cols), t->q8_il, col0, n, dst);
     return;
   }
   convert_row(t->dtype, (const char *)t->data + (size_t)(row * cols + col0) * oc_dtype_size(t->dtype), dst, (size_t)n);
@@ -531,7 +531,7 @@ static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, in
     if (xq) {
       float *yr = Y + r;
       const size_t stride = (size_t)out;
-      oc_q8_rows(&wr, &wd, 1, 1, xq, n, in, &yr, &stride);
+      oc_q8_rows(&wr, &wd, w->q8_il, 1, 1, xq, n, in, &yr, &stride);
       return;
     }
     /* no buffer for the quantized inputs (out of memory): slow but correct, the weights dequantized */
@@ -539,7 +539,7 @@ static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, in
       float s = 0, chunk[OC_Q8_BLOCK];
       for (int i = 0; i < in; i += OC_Q8_BLOCK) {
         const int len = in - i < OC_Q8_BLOCK ? in - i : OC_Q8_BLOCK;
-        oc_q8_dequantize(wr, wd, i, len, chunk);
+        oc_q8_dequantize(wr, wd, w->q8_il, i, len, chunk);
         s += dot_f32_scalar(chunk, X + (size_t)t * in + i, len);
       }
       Y[(size_t)t * out + r] = s;
@@ -630,6 +630,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
         /* a run of rows that stays inside the current matrix of every stream */
         int run = h - i, same = 1;
         const oc_dtype dt = W[p[0].m]->dtype;
+        const int il = W[p[0].m]->q8_il;
         const void *rows[MV_STREAMS];
         const uint16_t *scales[MV_STREAMS];
         float *ys[MV_STREAMS];
@@ -638,7 +639,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
           const oc_tensor *w = W[p[j].m];
           const int left = outs[p[j].m] - p[j].r;
           if (left < run) run = left;
-          same &= w->dtype == dt;
+          same &= w->dtype == dt && w->q8_il == il;
           rows[j] = (const char *)w->data + (size_t)p[j].r * (size_t)in * oc_dtype_size(w->dtype);
           scales[j] = w->scales ? w->scales + (size_t)p[j].r * (size_t)oc_q8_nblocks(in) : NULL;
           ys[j] = Y[p[j].m] + p[j].r;
@@ -648,7 +649,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
           run = 1;
           for (int j = 0; j < K; j++) mv_row_generic(X, n, in, W[p[j].m], p[j].r, xp, xq, Y[p[j].m], outs[p[j].m]);
         } else if (dt == OC_DT_Q8) { /* every input row in the kernel: each weight load serves several */
-          oc_q8_rows((const int8_t *const *)rows, scales, K, run, xq, n, in, ys, ystride);
+          oc_q8_rows((const int8_t *const *)rows, scales, il, K, run, xq, n, in, ys, ystride);
         } else {
           if (n > 1) run = 1;
           for (int t = 0; t < n; t++) {

@@ -52,19 +52,28 @@ int oc_q8_quantize_row(const float *x, int64_t n, int8_t *q, uint16_t *d, int64_
   return 0;
 }
 
-void oc_q8_dequantize(const int8_t *q, const uint16_t *d, int64_t col0, int64_t n, float *dst) {
+void oc_q8_dequantize(const int8_t *q, const uint16_t *d, int il, int64_t col0, int64_t n, float *dst) {
   for (int64_t i = 0; i < n; i++) {
     const int64_t c = col0 + i;
-    dst[i] = oc_f16_to_f32(d[c / OC_Q8_BLOCK]) * (float)q[c];
+    dst[i] = oc_f16_to_f32(d[c / OC_Q8_BLOCK]) * (float)q[il ? oc_q8_il_pos(c) : c];
   }
+}
+
+void oc_q8_interleave(const int8_t *src, int64_t n, int8_t *dst) {
+  for (int64_t c = 0; c < n; c += 4) memcpy(dst + oc_q8_il_pos(c), src + c, 4); /* 4 values stay together */
+}
+
+void oc_q8_deinterleave(const int8_t *src, int64_t n, int8_t *dst) {
+  for (int64_t c = 0; c < n; c += 4) memcpy(dst + c, src + oc_q8_il_pos(c), 4);
 }
 
 /* ------------------------------------------------------------------ input rows */
 static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
 
 size_t oc_q8_act_bytes(int n) {
-  const size_t nb = (size_t)oc_q8_nblocks(n), steps = (size_t)n / 64;
-  return round64((size_t)n) + round64(nb * sizeof(float)) + 2 * round64(steps * 16 * sizeof(float)) + 64;
+  const size_t nb = (size_t)oc_q8_nblocks(n), steps = (size_t)n / 64, il = oc_q8_interleavable(n);
+  return round64((size_t)n) + round64(nb * sizeof(float)) + 2 * round64(steps * 16 * sizeof(float)) +
+         il * (round64((size_t)n) + round64((size_t)n / OC_Q8_GROUP * 16 * sizeof(int32_t))) + 64;
 }
 
 void oc_q8_act_quantize(const float *x, int n, void *buf, oc_q8_act *a) {
@@ -74,7 +83,13 @@ void oc_q8_act_quantize(const float *x, int n, void *buf, oc_q8_act *a) {
   a->q = (int8_t *)p; p += round64((size_t)n);
   a->d = (float *)p; p += round64(nb * sizeof(float));
   a->init = (int32_t *)p; p += round64(steps * 16 * sizeof(float));
-  a->dl = (float *)p;
+  a->dl = (float *)p; p += round64(steps * 16 * sizeof(float));
+  a->qi = NULL;
+  a->ginit = NULL;
+  if (oc_q8_interleavable(n)) {
+    a->qi = (int8_t *)p; p += round64((size_t)n);
+    a->ginit = (int32_t *)p;
+  }
   for (int b0 = 0, bi = 0; b0 < n; b0 += OC_Q8_BLOCK, bi++) {
     const int len = n - b0 < OC_Q8_BLOCK ? n - b0 : OC_Q8_BLOCK;
     float amax = 0;
@@ -97,7 +112,14 @@ void oc_q8_act_quantize(const float *x, int n, void *buf, oc_q8_act *a) {
       a->q[b0 + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
     }
   }
+  if (a->qi) oc_q8_interleave(a->q, n, a->qi);
   if (!oc_have_avx512_vnni()) return;
+  if (a->ginit)
+    for (int b = 0; b < n / OC_Q8_BLOCK; b++) {
+      int32_t sum = 0;
+      for (int i = 0; i < OC_Q8_BLOCK; i++) sum += a->q[b * OC_Q8_BLOCK + i];
+      a->ginit[b] = -128 * sum; /* (group g's 16 lanes: blocks 16g..16g+15, in order) */
+    }
   for (size_t s = 0; s < steps; s++)
     for (int l = 0; l < 16; l++) {
       const int8_t *g = a->q + s * 64 + 4 * (size_t)l;
@@ -107,19 +129,20 @@ void oc_q8_act_quantize(const float *x, int n, void *buf, oc_q8_act *a) {
 }
 
 /* ------------------------------------------------------------------ products */
-/* Blocks b0.. of a row against x: each block's integer dot times (d_w * d_x), summed in order. */
-static float q8_blocks(const int8_t *w, const uint16_t *wd, const oc_q8_act *x, int b0) {
+/* Blocks b0.. of a row against x: each block's integer dot times (d_w * d_x), summed in order
+ * (il: w interleaved; the same value as the natural row gives). */
+static float q8_blocks(const int8_t *w, const uint16_t *wd, int il, const oc_q8_act *x, int b0) {
   float s = 0;
   for (int b = b0; b * OC_Q8_BLOCK < x->n; b++) {
     const int i0 = b * OC_Q8_BLOCK, len = x->n - i0 < OC_Q8_BLOCK ? x->n - i0 : OC_Q8_BLOCK;
     int32_t dot = 0;
-    for (int i = 0; i < len; i++) dot += (int32_t)w[i0 + i] * (int32_t)x->q[i0 + i];
+    for (int i = 0; i < len; i++) dot += (int32_t)w[il ? oc_q8_il_pos(i0 + i) : i0 + i] * (int32_t)x->q[i0 + i];
     s += (oc_f16_to_f32(wd[b]) * x->d[b]) * (float)dot;
   }
   return s;
 }
 
-float oc_q8_dot_ref(const int8_t *w, const uint16_t *wd, const oc_q8_act *x) { return q8_blocks(w, wd, x, 0); }
+float oc_q8_dot_ref(const int8_t *w, const uint16_t *wd, int il, const oc_q8_act *x) { return q8_blocks(w, wd, il, x, 0); }
 
 #ifdef OC_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -157,7 +180,42 @@ AVX2 static inline __attribute__((always_inline)) void q8_tile_avx2(const int8_t
     }
   }
   for (int j = 0; j < K; j++)
-    for (int t = 0; t < T; t++) out[j][t] = hsum8(acc[j][t]) + q8_blocks(w[j], wd[j], &x[t], nb);
+    for (int t = 0; t < T; t++) out[j][t] = hsum8(acc[j][t]) + q8_blocks(w[j], wd[j], 0, &x[t], nb);
+}
+
+/* AVX2, interleaved rows: per group and half (8 blocks), 8 runs of 32 bytes (run k: values
+ * 4k..4k+3 of each block) through the same sign trick, summed in int32 lanes (lane l: block l of
+ * the half, exact), then converted and scaled once per half into 8 f32 lanes; the lanes summed at
+ * the end. */
+AVX2 static inline __attribute__((always_inline)) void q8_tile_avx2_il(const int8_t *const *w, const uint16_t *const *wd, const int K,
+                                                                     const oc_q8_act *x, const int T, float out[4][Q8_TILE_T]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[4][2];
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) acc[j][t] = _mm256_setzero_ps();
+  const int halves = x[0].n / (OC_Q8_GROUP / 2);
+  for (int h = 0; h < halves; h++) {
+    const int base = h / 2 * OC_Q8_GROUP + h % 2 * 32; /* run k of this half: base + 64 k */
+    __m256i dot[4][2];
+    for (int j = 0; j < K; j++)
+      for (int t = 0; t < T; t++) dot[j][t] = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+      for (int j = 0; j < K; j++) {
+        _mm_prefetch((const char *)(w[j] + base + 64 * k) + Q8_PREFETCH, _MM_HINT_T0);
+        const __m256i wv = _mm256_loadu_si256((const __m256i *)(w[j] + base + 64 * k)), aw = _mm256_sign_epi8(wv, wv);
+        for (int t = 0; t < T; t++) {
+          const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[t].qi + base + 64 * k));
+          dot[j][t] = _mm256_add_epi32(dot[j][t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), ones));
+        }
+      }
+    }
+    for (int j = 0; j < K; j++) {
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wd[j] + 8 * h)));
+      for (int t = 0; t < T; t++) acc[j][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[j][t]), _mm256_mul_ps(dw, _mm256_loadu_ps(x[t].d + 8 * h)), acc[j][t]);
+    }
+  }
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) out[j][t] = hsum8(acc[j][t]);
 }
 
 #define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
@@ -193,7 +251,44 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512(const i
     }
   }
   for (int j = 0; j < K; j++)
-    for (int t = 0; t < T; t++) out[j][t] = _mm512_reduce_add_ps(acc[j][t]) + q8_blocks(w[j], wd[j], &x[t], 2 * steps);
+    for (int t = 0; t < T; t++) out[j][t] = _mm512_reduce_add_ps(acc[j][t]) + q8_blocks(w[j], wd[j], 0, &x[t], 2 * steps);
+}
+
+/* AVX-512 VNNI, interleaved rows: per group, the 8 runs of 64 bytes vpdpbusd'd into the same 16
+ * lanes, each lane starting from -128 times its block's 32 x bytes (x->ginit): after the 8, lane l
+ * holds block l's exact dot, converted and scaled once per group (a quarter of the instructions per
+ * weight and input row of the natural kernel). The lanes summed at the end. */
+AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512_il(const int8_t *const *w, const uint16_t *const *wd, const int K,
+                                                                           const oc_q8_act *x, const int T, float out[4][Q8_TILE_T]) {
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  __m512 acc[4][Q8_TILE_T];
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) acc[j][t] = _mm512_setzero_ps();
+  const int groups = x[0].n / OC_Q8_GROUP;
+  for (int g = 0; g < groups; g++) {
+    const int base = g * OC_Q8_GROUP;
+    __m512i dot[4][Q8_TILE_T];
+    for (int t = 0; t < T; t++) {
+      const __m512i init = _mm512_loadu_si512((const void *)(x[t].ginit + 16 * g));
+      for (int j = 0; j < K; j++) dot[j][t] = init;
+    }
+    for (int k = 0; k < 8; k++) {
+      __m512i xv[Q8_TILE_T];
+      for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_si512((const void *)(x[t].qi + base + 64 * k));
+      for (int j = 0; j < K; j++) {
+        _mm_prefetch((const char *)(w[j] + base + 64 * k) + Q8_PREFETCH, _MM_HINT_T0);
+        const __m512i wu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(w[j] + base + 64 * k)), flip);
+        for (int t = 0; t < T; t++) dot[j][t] = _mm512_dpbusd_epi32(dot[j][t], wu, xv[t]);
+      }
+    }
+    for (int j = 0; j < K; j++) {
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wd[j] + 16 * g)));
+      for (int t = 0; t < T; t++)
+        acc[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[j][t]), _mm512_mul_ps(dw, _mm512_loadu_ps(x[t].d + 16 * g)), acc[j][t]);
+    }
+  }
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) out[j][t] = _mm512_reduce_add_ps(acc[j][t]);
 }
 
 /* one function per K for each (an AVX2 caller cannot inline AVX-512 code, and K fixed unrolls) */
@@ -215,27 +310,42 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512(const i
     default: TILE(w, wd, k, x, 1, out); break; \
   }
 #define Q8_TILE_512(k) Q8_TILE_FOR(q8_tile_512, k)
-#define Q8_TILE_AVX2(k)                                  \
-  switch (T) {                                           \
-    case 2: q8_tile_avx2(w, wd, k, x, 2, out); break;    \
-    default: q8_tile_avx2(w, wd, k, x, 1, out); break;   \
+#define Q8_TILE_512_IL(k) Q8_TILE_FOR(q8_tile_512_il, k)
+#define Q8_TILE_FOR2(TILE, k)                    \
+  switch (T) {                                   \
+    case 2: TILE(w, wd, k, x, 2, out); break;    \
+    default: TILE(w, wd, k, x, 1, out); break;   \
   }
+#define Q8_TILE_AVX2(k) Q8_TILE_FOR2(q8_tile_avx2, k)
+#define Q8_TILE_AVX2_IL(k) Q8_TILE_FOR2(q8_tile_avx2_il, k)
+typedef void q8_tile_fn(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T, float out[4][Q8_TILE_T]);
 AVX512VNNI static void q8_tile_512_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
                                      float out[4][Q8_TILE_T]) {
   Q8_FOR_K(Q8_TILE_512)
 }
+AVX512VNNI static void q8_tile_512_il_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
+                                        float out[4][Q8_TILE_T]) {
+  Q8_FOR_K(Q8_TILE_512_IL)
+}
+/* (callers pass T <= 2) */
 AVX2 static void q8_tile_avx2_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
                                 float out[4][Q8_TILE_T]) {
-  /* (callers pass T <= 2) */
   Q8_FOR_K(Q8_TILE_AVX2)
+}
+AVX2 static void q8_tile_avx2_il_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
+                                   float out[4][Q8_TILE_T]) {
+  Q8_FOR_K(Q8_TILE_AVX2_IL)
 }
 #endif
 
-void oc_q8_rows(const int8_t *const *w, const uint16_t *const *wd, int K, int count, const oc_q8_act *x, int n, int in,
+void oc_q8_rows(const int8_t *const *w, const uint16_t *const *wd, int il, int K, int count, const oc_q8_act *x, int n, int in,
                 float *const *y, const size_t *ystride) {
   const size_t nb = (size_t)oc_q8_nblocks(in);
   const int vnni = oc_have_avx512_vnni(), avx2 = oc_have_avx2();
   (void)vnni; (void)avx2;
+#ifdef OC_X86
+  q8_tile_fn *const tile_fn = vnni ? (il ? q8_tile_512_il_k : q8_tile_512_k) : (il ? q8_tile_avx2_il_k : q8_tile_avx2_k);
+#endif
   for (int r = 0; r < count; r++) {
     const int8_t *p[4];
     const uint16_t *pd[4];
@@ -246,7 +356,7 @@ void oc_q8_rows(const int8_t *const *w, const uint16_t *const *wd, int K, int co
       for (int t0 = 0; t0 < n; t0 += tile) {
         const int T = n - t0 < tile ? n - t0 : tile;
         float v[4][Q8_TILE_T];
-        (vnni ? q8_tile_512_k : q8_tile_avx2_k)(p, pd, K, x + t0, T, v);
+        tile_fn(p, pd, K, x + t0, T, v);
         for (int j = 0; j < K; j++)
           for (int t = 0; t < T; t++) y[j][(size_t)(t0 + t) * ystride[j] + (size_t)r] = v[j][t];
       }
@@ -254,6 +364,6 @@ void oc_q8_rows(const int8_t *const *w, const uint16_t *const *wd, int K, int co
     }
 #endif
     for (int t = 0; t < n; t++)
-      for (int j = 0; j < K; j++) y[j][(size_t)t * ystride[j] + (size_t)r] = q8_blocks(p[j], pd[j], &x[t], 0);
+      for (int j = 0; j < K; j++) y[j][(size_t)t * ystride[j] + (size_t)r] = q8_blocks(p[j], pd[j], il, &x[t], 0);
   }
 }
