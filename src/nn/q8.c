@@ -256,39 +256,74 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512(const i
 
 /* AVX-512 VNNI, interleaved rows: per group, the 8 runs of 64 bytes vpdpbusd'd into the same 16
  * lanes, each lane starting from -128 times its block's 32 x bytes (x->ginit): after the 8, lane l
- * holds block l's exact dot, converted and scaled once per group (a quarter of the instructions per
- * weight and input row of the natural kernel). The lanes summed at the end. */
-AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512_il(const int8_t *const *w, const uint16_t *const *wd, const int K,
-                                                                           const oc_q8_act *x, const int T, float out[4][Q8_TILE_T]) {
+ * holds block l's exact dot, converted and scaled once per group (a third of the instructions per
+ * weight and input row of the natural kernel). A group of K rows serves every input of the chunk
+ * (up to Q8_CHUNK, T <= 4 at a time) before the next group: the weights come from memory once, at
+ * the pace of the arithmetic, instead of in a first pass that stalls on memory and further passes
+ * that leave it idle. The f32 accumulators (per row, input and lane) live in L1; each output sums
+ * its lanes over the groups in order, then reduce16's fixed tree. */
+#define Q8_CHUNK 16
+AVX512VNNI static inline __attribute__((always_inline)) void q8_group_512_il(const int8_t *const *w, const int K, const oc_q8_act *x,
+                                                                            const int T, int g, const __m512 *dw, __m512 acc[4][Q8_CHUNK], int t0) {
   const __m512i flip = _mm512_set1_epi8((char)0x80);
-  __m512 acc[4][Q8_TILE_T];
-  for (int j = 0; j < K; j++)
-    for (int t = 0; t < T; t++) acc[j][t] = _mm512_setzero_ps();
-  const int groups = x[0].n / OC_Q8_GROUP;
-  for (int g = 0; g < groups; g++) {
-    const int base = g * OC_Q8_GROUP;
-    __m512i dot[4][Q8_TILE_T];
-    for (int t = 0; t < T; t++) {
-      const __m512i init = _mm512_loadu_si512((const void *)(x[t].ginit + 16 * g));
-      for (int j = 0; j < K; j++) dot[j][t] = init;
-    }
-    for (int k = 0; k < 8; k++) {
-      __m512i xv[Q8_TILE_T];
-      for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_si512((const void *)(x[t].qi + base + 64 * k));
-      for (int j = 0; j < K; j++) {
-        _mm_prefetch((const char *)(w[j] + base + 64 * k) + Q8_PREFETCH, _MM_HINT_T0);
-        const __m512i wu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(w[j] + base + 64 * k)), flip);
-        for (int t = 0; t < T; t++) dot[j][t] = _mm512_dpbusd_epi32(dot[j][t], wu, xv[t]);
-      }
-    }
+  const int base = g * OC_Q8_GROUP;
+  __m512i dot[4][4];
+  for (int t = 0; t < T; t++) {
+    const __m512i init = _mm512_loadu_si512((const void *)(x[t].ginit + 16 * g));
+    for (int j = 0; j < K; j++) dot[j][t] = init;
+  }
+  for (int k = 0; k < 8; k++) {
+    __m512i xv[4];
+    for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_si512((const void *)(x[t].qi + base + 64 * k));
     for (int j = 0; j < K; j++) {
-      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wd[j] + 16 * g)));
-      for (int t = 0; t < T; t++)
-        acc[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[j][t]), _mm512_mul_ps(dw, _mm512_loadu_ps(x[t].d + 16 * g)), acc[j][t]);
+      const __m512i wu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(w[j] + base + 64 * k)), flip);
+      for (int t = 0; t < T; t++) dot[j][t] = _mm512_dpbusd_epi32(dot[j][t], wu, xv[t]);
     }
   }
+  for (int t = 0; t < T; t++) {
+    const __m512 dx = _mm512_loadu_ps(x[t].d + 16 * g);
+    for (int j = 0; j < K; j++) acc[j][t0 + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[j][t]), _mm512_mul_ps(dw[j], dx), acc[j][t0 + t]);
+  }
+}
+
+/* The sums of 16 lanes of 4 vectors at once, each by the same tree as alone (halves of 8 added,
+ * then of 4, then lanes 0+2 and 1+3, then those two), so a value never depends on its neighbours. */
+AVX512VNNI static inline __attribute__((always_inline)) void reduce16x4(__m512 a, __m512 b, __m512 c, __m512 d, float out[4]) {
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE)); /* a8 | b8 */
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  const __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD)); /* a4 b4 c4 d4 */
+  const __m512 p = _mm512_add_ps(q, _mm512_permute_ps(q, 0x4E)); /* lanes 0+2, 1+3 */
+  const __m512 r = _mm512_add_ps(p, _mm512_permute_ps(p, 0xB1));
+  float v[16];
+  _mm512_storeu_ps(v, r);
+  for (int i = 0; i < 4; i++) out[i] = v[4 * i];
+}
+
+AVX512VNNI static inline __attribute__((always_inline)) void q8_chunk_512_il(const int8_t *const *w, const uint16_t *const *wd, const int K,
+                                                                            const oc_q8_act *x, int n, float out[4][Q8_CHUNK]) {
+  __m512 acc[4][Q8_CHUNK];
   for (int j = 0; j < K; j++)
-    for (int t = 0; t < T; t++) out[j][t] = _mm512_reduce_add_ps(acc[j][t]);
+    for (int t = 0; t < n; t++) acc[j][t] = _mm512_setzero_ps();
+  const int groups = x[0].n / OC_Q8_GROUP;
+  for (int g = 0; g < groups; g++) {
+    __m512 dw[4];
+    for (int j = 0; j < K; j++) dw[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wd[j] + 16 * g)));
+    for (int t0 = 0; t0 < n; t0 += 4) {
+      switch (n - t0 < 4 ? n - t0 : 4) {
+        case 4: q8_group_512_il(w, K, x + t0, 4, g, dw, acc, t0); break;
+        case 3: q8_group_512_il(w, K, x + t0, 3, g, dw, acc, t0); break;
+        case 2: q8_group_512_il(w, K, x + t0, 2, g, dw, acc, t0); break;
+        default: q8_group_512_il(w, K, x + t0, 1, g, dw, acc, t0); break;
+      }
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  for (int j = 0; j < K; j++)
+    for (int t0 = 0; t0 < n; t0 += 4) {
+      float v[4];
+      reduce16x4(acc[j][t0], t0 + 1 < n ? acc[j][t0 + 1] : zero, t0 + 2 < n ? acc[j][t0 + 2] : zero, t0 + 3 < n ? acc[j][t0 + 3] : zero, v);
+      for (int t = t0; t < n && t < t0 + 4; t++) out[j][t] = v[t - t0];
+    }
 }
 
 /* one function per K for each (an AVX2 caller cannot inline AVX-512 code, and K fixed unrolls) */
@@ -310,7 +345,6 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512_il(cons
     default: TILE(w, wd, k, x, 1, out); break; \
   }
 #define Q8_TILE_512(k) Q8_TILE_FOR(q8_tile_512, k)
-#define Q8_TILE_512_IL(k) Q8_TILE_FOR(q8_tile_512_il, k)
 #define Q8_TILE_FOR2(TILE, k)                    \
   switch (T) {                                   \
     case 2: TILE(w, wd, k, x, 2, out); break;    \
@@ -323,9 +357,36 @@ AVX512VNNI static void q8_tile_512_k(const int8_t *const *w, const uint16_t *con
                                      float out[4][Q8_TILE_T]) {
   Q8_FOR_K(Q8_TILE_512)
 }
-AVX512VNNI static void q8_tile_512_il_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
-                                        float out[4][Q8_TILE_T]) {
-  Q8_FOR_K(Q8_TILE_512_IL)
+/* Up to 4 inputs (T fixed): the same arithmetic with the accumulators in registers (the single
+ * decode and small batches; the chunk's accumulators in memory cost this ~20 % in cache). */
+AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512_il(const int8_t *const *w, const uint16_t *const *wd, const int K,
+                                                                           const oc_q8_act *x, const int T, float out[4][Q8_CHUNK]) {
+  __m512 acc[4][Q8_CHUNK];
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) acc[j][t] = _mm512_setzero_ps();
+  const int groups = x[0].n / OC_Q8_GROUP;
+  for (int g = 0; g < groups; g++) {
+    __m512 dw[4];
+    for (int j = 0; j < K; j++) dw[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wd[j] + 16 * g)));
+    q8_group_512_il(w, K, x, T, g, dw, acc, 0);
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  for (int j = 0; j < K; j++) reduce16x4(acc[j][0], T > 1 ? acc[j][1] : zero, T > 2 ? acc[j][2] : zero, T > 3 ? acc[j][3] : zero, out[j]);
+}
+
+/* (n <= Q8_CHUNK) */
+AVX512VNNI static void q8_chunk_512_il_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int n,
+                                         float out[4][Q8_CHUNK]) {
+#define Q8_CHUNK_IL(k)                                   \
+  switch (n) {                                           \
+    case 4: q8_tile_512_il(w, wd, k, x, 4, out); break;  \
+    case 3: q8_tile_512_il(w, wd, k, x, 3, out); break;  \
+    case 2: q8_tile_512_il(w, wd, k, x, 2, out); break;  \
+    case 1: q8_tile_512_il(w, wd, k, x, 1, out); break;  \
+    default: q8_chunk_512_il(w, wd, k, x, n, out); break; \
+  }
+  Q8_FOR_K(Q8_CHUNK_IL)
+#undef Q8_CHUNK_IL
 }
 /* (callers pass T <= 2) */
 AVX2 static void q8_tile_avx2_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
@@ -344,13 +405,23 @@ void oc_q8_rows(const int8_t *const *w, const uint16_t *const *wd, int il, int K
   const int vnni = oc_have_avx512_vnni(), avx2 = oc_have_avx2();
   (void)vnni; (void)avx2;
 #ifdef OC_X86
-  q8_tile_fn *const tile_fn = vnni ? (il ? q8_tile_512_il_k : q8_tile_512_k) : (il ? q8_tile_avx2_il_k : q8_tile_avx2_k);
+  q8_tile_fn *const tile_fn = vnni ? q8_tile_512_k : il ? q8_tile_avx2_il_k : q8_tile_avx2_k;
 #endif
   for (int r = 0; r < count; r++) {
     const int8_t *p[4];
     const uint16_t *pd[4];
     for (int j = 0; j < K; j++) { p[j] = w[j] + (size_t)r * (size_t)in; pd[j] = wd[j] + (size_t)r * nb; }
 #ifdef OC_X86
+    if (vnni && il) {
+      for (int t0 = 0; t0 < n; t0 += Q8_CHUNK) {
+        const int c = n - t0 < Q8_CHUNK ? n - t0 : Q8_CHUNK;
+        float v[4][Q8_CHUNK];
+        q8_chunk_512_il_k(p, pd, K, x + t0, c, v);
+        for (int j = 0; j < K; j++)
+          for (int t = 0; t < c; t++) y[j][(size_t)(t0 + t) * ystride[j] + (size_t)r] = v[j][t];
+      }
+      continue;
+    }
     if (vnni || avx2) {
       const int tile = vnni ? 4 : 2;
       for (int t0 = 0; t0 < n; t0 += tile) {
