@@ -160,8 +160,9 @@ AVX2 static inline float hsum8(__m256 v) {
  * in int32, converted and scaled into 8 f32 lanes; the lanes summed at the end, then the tail
  * blocks. K weight rows by T (<= 2) inputs per pass: |w| and the row's scale serve both inputs. */
 #define Q8_TILE_T 4 /* the most inputs a tile takes (AVX2: 2, 16 registers) */
+#define Q8_CHUNK 16 /* the most inputs a call of a tile function takes (the interleaved VNNI kernel's chunk) */
 AVX2 static inline __attribute__((always_inline)) void q8_tile_avx2(const int8_t *const *w, const uint16_t *const *wd, const int K,
-                                                                  const oc_q8_act *x, const int T, float out[4][Q8_TILE_T]) {
+                                                                  const oc_q8_act *x, const int T, float out[4][Q8_CHUNK]) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[4][2];
   for (int j = 0; j < K; j++)
@@ -188,7 +189,7 @@ AVX2 static inline __attribute__((always_inline)) void q8_tile_avx2(const int8_t
  * the half, exact), then converted and scaled once per half into 8 f32 lanes; the lanes summed at
  * the end. */
 AVX2 static inline __attribute__((always_inline)) void q8_tile_avx2_il(const int8_t *const *w, const uint16_t *const *wd, const int K,
-                                                                     const oc_q8_act *x, const int T, float out[4][Q8_TILE_T]) {
+                                                                     const oc_q8_act *x, const int T, float out[4][Q8_CHUNK]) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[4][2];
   for (int j = 0; j < K; j++)
@@ -225,7 +226,7 @@ AVX2 static inline __attribute__((always_inline)) void q8_tile_avx2_il(const int
  * by (d_w * d_x) per lane into 16 f32 lanes; reduced at the end, then the tail blocks. K weight
  * rows by T input rows per pass: each weight load serves T inputs, each input load K rows. */
 AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512(const int8_t *const *w, const uint16_t *const *wd, const int K,
-                                                                        const oc_q8_act *x, const int T, float out[4][Q8_TILE_T]) {
+                                                                        const oc_q8_act *x, const int T, float out[4][Q8_CHUNK]) {
   const __m512i flip = _mm512_set1_epi8((char)0x80);
   const __m256i pick = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   __m512 acc[4][Q8_TILE_T];
@@ -261,8 +262,7 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512(const i
  * (up to Q8_CHUNK, T <= 4 at a time) before the next group: the weights come from memory once, at
  * the pace of the arithmetic, instead of in a first pass that stalls on memory and further passes
  * that leave it idle. The f32 accumulators (per row, input and lane) live in L1; each output sums
- * its lanes over the groups in order, then reduce16's fixed tree. */
-#define Q8_CHUNK 16
+ * its lanes over the groups in order, then reduce16x4's fixed tree. */
 AVX512VNNI static inline __attribute__((always_inline)) void q8_group_512_il(const int8_t *const *w, const int K, const oc_q8_act *x,
                                                                             const int T, int g, const __m512 *dw, __m512 acc[4][Q8_CHUNK], int t0) {
   const __m512i flip = _mm512_set1_epi8((char)0x80);
@@ -352,9 +352,9 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_chunk_512_il(con
   }
 #define Q8_TILE_AVX2(k) Q8_TILE_FOR2(q8_tile_avx2, k)
 #define Q8_TILE_AVX2_IL(k) Q8_TILE_FOR2(q8_tile_avx2_il, k)
-typedef void q8_tile_fn(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T, float out[4][Q8_TILE_T]);
+typedef void q8_tile_fn(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T, float out[4][Q8_CHUNK]);
 AVX512VNNI static void q8_tile_512_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
-                                     float out[4][Q8_TILE_T]) {
+                                     float out[4][Q8_CHUNK]) {
   Q8_FOR_K(Q8_TILE_512)
 }
 /* Up to 4 inputs (T fixed): the same arithmetic with the accumulators in registers (the single
@@ -390,11 +390,11 @@ AVX512VNNI static void q8_chunk_512_il_k(const int8_t *const *w, const uint16_t 
 }
 /* (callers pass T <= 2) */
 AVX2 static void q8_tile_avx2_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
-                                float out[4][Q8_TILE_T]) {
+                                float out[4][Q8_CHUNK]) {
   Q8_FOR_K(Q8_TILE_AVX2)
 }
 AVX2 static void q8_tile_avx2_il_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int T,
-                                   float out[4][Q8_TILE_T]) {
+                                   float out[4][Q8_CHUNK]) {
   Q8_FOR_K(Q8_TILE_AVX2_IL)
 }
 #endif
@@ -405,28 +405,18 @@ void oc_q8_rows(const int8_t *const *w, const uint16_t *const *wd, int il, int K
   const int vnni = oc_have_avx512_vnni(), avx2 = oc_have_avx2();
   (void)vnni; (void)avx2;
 #ifdef OC_X86
-  q8_tile_fn *const tile_fn = vnni ? q8_tile_512_k : il ? q8_tile_avx2_il_k : q8_tile_avx2_k;
+  q8_tile_fn *const tile_fn = vnni ? (il ? q8_chunk_512_il_k : q8_tile_512_k) : il ? q8_tile_avx2_il_k : q8_tile_avx2_k;
+  const int tile = vnni ? (il ? Q8_CHUNK : 4) : 2; /* the inputs a call takes */
 #endif
   for (int r = 0; r < count; r++) {
     const int8_t *p[4];
     const uint16_t *pd[4];
     for (int j = 0; j < K; j++) { p[j] = w[j] + (size_t)r * (size_t)in; pd[j] = wd[j] + (size_t)r * nb; }
 #ifdef OC_X86
-    if (vnni && il) {
-      for (int t0 = 0; t0 < n; t0 += Q8_CHUNK) {
-        const int c = n - t0 < Q8_CHUNK ? n - t0 : Q8_CHUNK;
-        float v[4][Q8_CHUNK];
-        q8_chunk_512_il_k(p, pd, K, x + t0, c, v);
-        for (int j = 0; j < K; j++)
-          for (int t = 0; t < c; t++) y[j][(size_t)(t0 + t) * ystride[j] + (size_t)r] = v[j][t];
-      }
-      continue;
-    }
     if (vnni || avx2) {
-      const int tile = vnni ? 4 : 2;
       for (int t0 = 0; t0 < n; t0 += tile) {
         const int T = n - t0 < tile ? n - t0 : tile;
-        float v[4][Q8_TILE_T];
+        float v[4][Q8_CHUNK];
         tile_fn(p, pd, K, x + t0, T, v);
         for (int j = 0; j < K; j++)
           for (int t = 0; t < T; t++) y[j][(size_t)(t0 + t) * ystride[j] + (size_t)r] = v[j][t];
