@@ -276,6 +276,7 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_group_512_il(con
     __m512i xv[4];
     for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_si512((const void *)(x[t].qi + base + 64 * k));
     for (int j = 0; j < K; j++) {
+      _mm_prefetch((const char *)(w[j] + base + 64 * k) + Q8_PREFETCH, _MM_HINT_T0);
       const __m512i wu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(w[j] + base + 64 * k)), flip);
       for (int t = 0; t < T; t++) dot[j][t] = _mm512_dpbusd_epi32(dot[j][t], wu, xv[t]);
     }
