@@ -103,7 +103,9 @@ void oc_system_info(char *buf, size_t n);
  * the generic SSE3 ones ("Prescott"): Debian 12's OpenBLAS 0.3.21 on an Emerald Rapids Xeon did, and
  * the prefill ran 5x slower (bench/README.md). When that happened on a CPU with AVX2 and FMA and
  * OPENBLAS_CORETYPE is unset, this sets it to the family the CPU's features allow and executes the
- * program again with the same arguments; it returns when there is nothing to do or exec failed. */
+ * program again with the same arguments (/proc/self/exe, only when that is the program argv[0]
+ * names); it returns when there is nothing to do or exec failed. Setting OPENBLAS_CORETYPE
+ * yourself (any OpenBLAS core name) turns it off. */
 void oc_blas_reexec(char **argv);
 
 int oc_file_exists(const char *path);

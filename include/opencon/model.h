@@ -99,8 +99,9 @@ const char *oc_model_weights_kind(const oc_model *m);
 void oc_model_free(oc_model *m);
 const oc_model_config *oc_model_cfg(const oc_model *m);
 const oc_weights *oc_model_weights(const oc_model *m);
-/* The checkpoint's tensor `name` as the model holds it in memory (OC_DT_Q8 for a quantized matrix);
- * NULL when the checkpoint has no such tensor. */
+/* The checkpoint's tensor `name` as the model holds it in memory (OC_DT_Q8 for a quantized matrix,
+ * its values interleaved when q8_il is set: read them with oc_tensor_row); NULL when the checkpoint
+ * has no such tensor. */
 const oc_tensor *oc_model_tensor(const oc_model *m, const char *name);
 /* `opencon quantize`: the checkpoint in src_dir with every matrix a decoded token streams in q8 (as
  * OC_WEIGHTS_Q8 would quantize it at load) written to out_dir as a whole: model.safetensors (each

@@ -28,7 +28,8 @@ typedef struct oc_tensor {
   const void *data;      /* points into the mapping */
   size_t nbytes;
   const uint16_t *scales;/* OC_DT_Q8: f16 scales [rows][ceil(cols / 32)]; NULL otherwise */
-  int q8_il;             /* OC_DT_Q8: rows interleaved in memory (nn/q8.h); 0: as in a file */
+  int q8_il;             /* OC_DT_Q8: rows interleaved in memory for the kernels (src/nn/q8.h;
+                            oc_tensor_row reads them in order); 0: as in a file */
 } oc_tensor;
 
 /* One safetensors file, memory-mapped read-only. */
@@ -69,6 +70,10 @@ int oc_st_writer_add_lazy(oc_st_writer *w, const char *name, oc_dtype dt, int nd
 int oc_st_writer_set_metadata(oc_st_writer *w, const char *key, const char *value, oc_error *err);
 int oc_st_writer_write(oc_st_writer *w, const char *path, oc_error *err);
 void oc_st_writer_free(oc_st_writer *w);
+
+/* Row `row` of a 2-D F32/F16/BF16/Q8 tensor into f32, elements [col0, col0+n) (a Q8 tensor's
+ * values dequantized, in order whatever its layout). */
+void oc_tensor_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, float *dst);
 
 /* bf16/f16 helpers */
 float oc_bf16_to_f32(uint16_t v);

@@ -289,17 +289,26 @@ static int first_use(const oc_tensor **const *slots, int i) {
   return 1;
 }
 
+/* Whether place_streamed moves slot i: its tensor's first slot, and under OC_WEIGHTS_MMAP only
+ * q8 checkpoint matrices (held interleaved, as every other load holds them: a q8 model gives the
+ * same bits however it was loaded). */
+static int placed(const oc_model *m, const oc_tensor **const *slots, int i) {
+  return first_use(slots, i) && (m->weights != OC_WEIGHTS_MMAP || (*slots[i])->dtype == OC_DT_Q8);
+}
+
 /* Every matrix a decoded token streams into one anonymous mapping, on huge pages where the kernel
  * gives them: a token reads all of it, and with 4 KiB pages of a file mapping the TLB misses cost
  * E2B's BF16 decode about a quarter of its speed (bench/README.md). OC_WEIGHTS_Q8: quantized
- * (unless already Q8); OC_WEIGHTS_STORED: copied as stored. A tied embedding is placed once, for
+ * (unless already Q8); OC_WEIGHTS_STORED: copied as stored; Q8 matrices (of a q8 checkpoint, under
+ * any mode) with rows of 512 and more interleaved (nn/q8.h). A tied embedding is placed once, for
  * both its uses. */
 static int place_streamed(oc_model *m, oc_error *err) {
   const oc_tensor **slots[OC_MAX_LAYERS * 9 + 2];
   const int n = streamed_matrices(m, slots);
   size_t bytes = 0, off;
   for (int i = 0; i < n; i++)
-    if (first_use(slots, i)) bytes += arena_share(*slots[i], m->weights == OC_WEIGHTS_Q8 ? OC_DT_Q8 : (*slots[i])->dtype, &off);
+    if (placed(m, slots, i)) bytes += arena_share(*slots[i], m->weights == OC_WEIGHTS_Q8 ? OC_DT_Q8 : (*slots[i])->dtype, &off);
+  if (bytes == 0) return 0;
   const size_t huge = (size_t)2 << 20;
   m->arena_bytes = (bytes + huge - 1) & ~(huge - 1);
   void *arena = mmap(NULL, m->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -313,7 +322,7 @@ static int place_streamed(oc_model *m, oc_error *err) {
 #endif
   char *at = arena;
   for (int i = 0; i < n; i++) {
-    if (!first_use(slots, i)) continue;
+    if (!placed(m, slots, i)) continue;
     const oc_tensor *t = *slots[i];
     const oc_dtype dt = m->weights == OC_WEIGHTS_Q8 ? OC_DT_Q8 : t->dtype;
     const size_t share = arena_share(t, dt, &off);
@@ -448,7 +457,7 @@ int oc_model_load_ex(const char *dir, const oc_model_opts *opts, oc_model **out,
     else l->kv_slot = m->L[oc_config_kv_source(c, i)].kv_slot;
   }
   if (check_no_extra_layers(&b) || check_q8_extras(&b)) goto fail;
-  if (m->weights != OC_WEIGHTS_MMAP && place_streamed(m, err)) goto fail;
+  if (place_streamed(m, err)) goto fail;
   m->decode_bytes = streamed_bytes(m);
   for (int t = 0; t < 2; t++) {
     int hd = oc_config_type_head_dim(c, (oc_layer_type)t);

@@ -76,16 +76,20 @@ static int copy_other_files(const char *src_dir, const oc_atomic_dir *ad, oc_err
   return rc;
 }
 
-/* The lazy writer's source for an interleaved matrix: its values back in the file's row order. */
+/* The lazy writer's source for an interleaved matrix: its values back in the file's row order, a
+ * row at a time (the writer asks for ranges that may start and end inside rows). */
 static int fill_natural(void *ctx, const char *name, void *dst, size_t offset, size_t nbytes, oc_error *err) {
-  (void)name, (void)err;
   const oc_tensor *h = ctx;
-  const int8_t *src = h->data;
   const size_t cols = (size_t)h->shape[1];
-  for (size_t i = 0; i < nbytes; i++) {
-    const size_t e = offset + i, r = e / cols;
-    ((int8_t *)dst)[i] = src[r * cols + (size_t)oc_q8_il_pos((int64_t)(e % cols))];
+  int8_t *row = malloc(cols);
+  if (!row) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory writing \"%s\"", name);
+  for (size_t done = 0; done < nbytes;) {
+    const size_t r = (offset + done) / cols, c0 = (offset + done) % cols, n = cols - c0 < nbytes - done ? cols - c0 : nbytes - done;
+    oc_q8_deinterleave((const int8_t *)h->data + r * cols, (int64_t)cols, row);
+    memcpy((char *)dst + done, row + c0, n);
+    done += n;
   }
+  free(row);
   return 0;
 }
 

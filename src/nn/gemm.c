@@ -65,9 +65,20 @@ const char *oc_blas_better_core(void) {
   return c->detected == OC_CPU_AVX2 ? "Haswell" : NULL;
 }
 
+/* Whether /proc/self/exe is the program argv[0] names (not a loader or tool it runs under, such
+ * as ld.so or qemu, which would read the program's arguments as their own). */
+static int self_is_argv0(char **argv) {
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0 || !argv || !argv[0]) return 0;
+  exe[n] = 0;
+  const char *a = strrchr(argv[0], '/'), *b = strrchr(exe, '/');
+  return strcmp(a ? a + 1 : argv[0], b ? b + 1 : exe) == 0;
+}
+
 void oc_blas_reexec(char **argv) {
   const char *better = oc_blas_better_core();
-  if (!better || getenv("OPENBLAS_CORETYPE") || setenv("OPENBLAS_CORETYPE", better, 1) != 0) return;
+  if (!better || getenv("OPENBLAS_CORETYPE") || !self_is_argv0(argv) || setenv("OPENBLAS_CORETYPE", better, 1) != 0) return;
   execv("/proc/self/exe", argv);
   unsetenv("OPENBLAS_CORETYPE"); /* exec failed: run on as loaded */
 }

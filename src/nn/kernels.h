@@ -8,8 +8,6 @@
 void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int out, float *Y);
 /* Several matrices sharing the input X (q/k/v, gate/up): Y[m] = X . W[m]^T, one parallel loop. */
 void oc_matmul_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count);
-/* Row `row` of a 2-D F32/F16/BF16/Q8 tensor into f32, elements [col0, col0+n). */
-void oc_tensor_row(const oc_tensor *t, int64_t row, int64_t col0, int64_t n, float *dst);
 /* dst[i] = dot(a, b) over n floats, fixed summation order */
 float oc_dot_f32(const float *a, const float *b, int n);
 /* y += a * x */
