@@ -3,7 +3,8 @@
  * one forward pass per exchange with rows equal to an independent all-position forward pass, the
  * journal (resume after truncation at every record boundary and inside records gives the same rows
  * and the same probe bit for bit; mutated journals resume identically or are refused, never
- * crash; other settings refused), a cummax token-level probe through the CLI detecting the trigger
+ * crash; other settings refused), training streamed from the journal bit-identical to training in
+ * memory and a journal cut or changed after collection an error, a cummax token-level probe through the CLI detecting the trigger
  * at its token, and bad flags refused. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -105,6 +106,71 @@ static void spit(const char *p, const unsigned char *b, long n) {
   fclose(f);
 }
 
+static int same_fit(const oc_probe_fit *a, const oc_probe_fit *b) {
+  return a->probe.hidden == b->probe.hidden && a->probe.b == b->probe.b && memcmp(a->probe.w, b->probe.w, sizeof(float) * (size_t)a->probe.hidden) == 0 &&
+         a->final_loss == b->final_loss && a->val.roc_auc == b->val.roc_auc && a->train.roc_auc == b->train.roc_auc &&
+         a->val.threshold_at_fpr == b->val.threshold_at_fpr && a->n_train == b->n_train && a->n_val == b->n_val;
+}
+
+/* rows left in the journal (stream_rows) train the same probe bit for bit as rows read into memory
+ * (mem, collected with o from the journal whose bytes are jb); a journal cut or changed after
+ * collection is an error naming it, never a crash or a probe */
+static void test_streamed(oc_model *m, oc_chat *ch, const oc_dataset *ds, const oc_token_collect_opts *o, const oc_token_activations *mem,
+                          const unsigned char *jb, long jn) {
+  oc_error err;
+  oc_token_collect_opts os = *o;
+  os.stream_rows = 1;
+  oc_token_activations st;
+  spit(o->journal_path, jb, jn);
+  REQUIRE(oc_collect_tokens(m, ch, ds, &os, &st, NULL, &err) == 0, "streamed: %s", err.msg);
+  CHECK(st.X == NULL && st.pos == NULL && st.journal != NULL && st.forward_passes == 0 && st.n_rows == mem->n_rows && st.max_rows == 5 &&
+            memcmp(st.offsets, mem->offsets, sizeof(int64_t) * (size_t)(ds->n + 1)) == 0 && memcmp(st.y, mem->y, sizeof(int32_t) * (size_t)ds->n) == 0,
+        "streamed: no rows in memory, the same offsets and labels, the most rows of an exchange %d", st.max_rows);
+  static const int weightings[] = {OC_TOKEN_UNIFORM, OC_TOKEN_RAMP, OC_TOKEN_CUMMAX};
+  int same = 1, fits = 0;
+  for (int w = 0; w < 3; w++)
+    for (int standardize = 0; standardize < 2; standardize++) {
+      oc_probe_train_opts t;
+      oc_probe_train_defaults(&t);
+      t.epochs = 7;
+      t.batch_size = 3;
+      t.standardize = standardize;
+      oc_probe_fit a, b;
+      if (oc_probe_fit_tokens(mem, weightings[w], 0.25, 5, 0.05, &t, &a, &err) != 0) { same = 0; fprintf(stderr, "in memory: %s\n", err.msg); continue; }
+      if (oc_probe_fit_tokens(&st, weightings[w], 0.25, 5, 0.05, &t, &b, &err) != 0) {
+        same = 0;
+        fprintf(stderr, "streamed: %s\n", err.msg);
+        oc_probe_fit_free(&a);
+        continue;
+      }
+      same &= same_fit(&a, &b);
+      fits += a.probe.b != 0;
+      oc_probe_fit_free(&a);
+      oc_probe_fit_free(&b);
+    }
+  CHECK(same && fits == 6, "every weighting, standardized or not: the streamed probe, its loss and metrics equal the in-memory ones bit for bit");
+  oc_probe_train_opts t;
+  oc_probe_train_defaults(&t);
+  t.epochs = 2;
+  oc_probe_fit f;
+  /* the journal cut inside its last record after collection */
+  REQUIRE(truncate(o->journal_path, jn - 9) == 0, "truncate");
+  CHECK(oc_probe_fit_tokens(&st, OC_TOKEN_UNIFORM, 0.25, 5, 0.05, &t, &f, &err) != 0 && strstr(err.msg, o->journal_path) &&
+            strstr(err.msg, "cut short") && strstr(err.msg, "truncated after collection") && f.probe.w == NULL,
+        "a journal truncated after collection: %s", err.msg);
+  /* one byte of a row changed (the file rewritten in place: the same inode the reader holds) */
+  spit(o->journal_path, jb, jn);
+  FILE *fp = fopen(o->journal_path, "r+b");
+  REQUIRE(fp && fseek(fp, jn - 20, SEEK_SET) == 0, "reopen");
+  fputc(jb[jn - 20] ^ 0x10, fp);
+  fclose(fp);
+  CHECK(oc_probe_fit_tokens(&st, OC_TOKEN_CUMMAX, 0.25, 5, 0.05, &t, &f, &err) != 0 && strstr(err.msg, "changed after collection") &&
+            strstr(err.msg, "line ") && f.probe.w == NULL,
+        "a journal changed after collection: %s", err.msg);
+  oc_token_activations_free(&st);
+  spit(o->journal_path, jb, jn);
+}
+
 static void test_collect(void) {
   oc_error err;
   oc_model *m;
@@ -169,6 +235,7 @@ static void test_collect(void) {
   t.epochs = 30;
   oc_probe_fit f0, f1;
   REQUIRE(oc_probe_fit_tokens(&full, OC_TOKEN_CUMMAX, 0.25, 3, 0.01, &t, &f0, &err) == 0, "fit: %s", err.msg);
+  test_streamed(m, ch, &ds, &o, &full, jb, jn);
   int resumed_ok = 1, n_cuts = 0, probe_same = 1;
   for (long cut = 0; cut < jn; cut += cut < 400 ? 37 : 1531) {
     spit(jpath, jb, cut);
@@ -285,7 +352,7 @@ static void test_cli(void) {
   /* bad flags: refused with a usage error before anything runs */
   static const char *bad[] = {"--token_weighting cummax", "--max_tokens_per_example 3", "--token_level --token_weighting max",
                               "--token_level --max_tokens_per_example -1", "--token_level --layers=-1,-2",
-                              "--token_level --save_activations x.safetensors"};
+                              "--token_level --save_activations x.safetensors", "--token_level --pack_tokens 100", "--token_level --combine mean"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     rc = run("%s train-probe --model_id %s --data_path %s --out_dir bad %s", cli, mdir, data, bad[i]);
     CHECK(rc == 2 && access(path("bad"), F_OK) != 0, "refused: %s (rc %d): %s", bad[i], rc, stderr_text());

@@ -142,7 +142,8 @@ static int fit_tokens(const cli_args *o, const data_args *d, int layer, const oc
   oc_activation_source src = {.model_id = d->model_id, .data_path = d->data_path, .max_examples = d->max_examples,
                               .sample_seed = (uint64_t)d->sample_seed, .use_chat_template = d->use_chat_template, .max_length = d->max_length,
                               .journal = journal, .binary = 1, .weights = d->weights};
-  const oc_token_collect_opts to = {d->model_id, d->use_chat_template, d->max_length, layer, arg_int(o, "max_tokens_per_example"), t->seed, journal};
+  /* the rows stay in the journal: training reads one exchange's at a time */
+  const oc_token_collect_opts to = {d->model_id, d->use_chat_template, d->max_length, layer, arg_int(o, "max_tokens_per_example"), t->seed, journal, 1};
   oc_token_activations ta;
   oc_collection_counts n;
   if (cli_template_opts(&src.template_opts, err) || oc_token_activations_get(&src, &to, prog, &ta, &n, err)) return -1;
@@ -179,7 +180,10 @@ static int run_train_probe(const cli_args *o) {
     return cli_usage_error(o, "--token_weighting and --max_tokens_per_example apply to --token_level");
   if (token_level && (d.activations || d.save_activations))
     return cli_usage_error(o, "--token_level collects its rows from the model: give --data_path, not --activations or --save_activations");
-  if (token_level && arg_given(o, "layers")) return cli_usage_error(o, "--token_level trains on one --layer (not --layers)");
+  if (token_level && (arg_given(o, "layers") || arg_given(o, "combine")))
+    return cli_usage_error(o, "--token_level trains on one --layer: --layers and --combine are not supported with it yet");
+  if (token_level && arg_given(o, "pack_tokens"))
+    return cli_usage_error(o, "--pack_tokens does not apply to --token_level (one forward pass per exchange, never packed)");
   if (arg_given(o, "layers")) { /* a probe over several layers */
     if (arg_given(o, "layer")) return cli_usage_error(o, "give --layer or --layers, not both");
     if (!(layers = layer_list(o, &nl, &err))) return die(&err);
@@ -297,7 +301,9 @@ static const opt_spec train_probe_opts[] = {
      .help = "config.json: readings the rolling mean covers (rolling_mean, max_rolling_mean; default: --smoothing_window)"},
     O_DBL("aggregation_alpha", "0.5", 1e-9, 1, "config.json: weight of the newest reading (ema)"),
     O_FLAG("token_level", "train on the hidden states at every response token (one forward pass per exchange; OUT_DIR/token_activations.partial "
-                          "journals them for a resume), each token's target the exchange's label"),
+                          "journals them as F16 for a resume, and training reads them back from it one exchange at a time: memory for rows "
+                          "is one exchange's, at most --max_tokens_per_example (else --max_length) x hidden x 6 bytes), each token's target "
+                          "the exchange's label; one --layer, not --layers; --pack_tokens does not apply"),
     O_INT("max_tokens_per_example", "0", 0, OC_TOKEN_MAX_PER_EXAMPLE,
           "--token_level: at most this many response tokens per exchange, the last always, the others drawn with --seed (0 = all)"),
     {.name = "token_weighting", .type = OPT_CHOICE, .def = "uniform", .choices = "uniform|ramp|cummax",

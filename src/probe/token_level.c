@@ -1,9 +1,11 @@
 /* Token-level collection and fit (train-probe --token_level): one probe layer's hidden states at
  * the response tokens of each exchange, one teacher-forced forward pass per exchange with a tap at
  * every kept position, streamed as F16 rows into a journal of checksummed records (resumable like
- * the final-token collection's, docs/formats.md), read back for oc_probe_train_tokens. */
+ * the final-token collection's, docs/formats.md), read back for oc_probe_train_tokens: all at once
+ * into memory, or (stream_rows) an exchange's record at a time with pread while training. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 #include "collect.h"
 #include "opencon/probe.h"
 #include "opencon/safetensors.h"
+#include "train.h"
 
 #define TOKEN_JOURNAL_MAGIC "OCTOKJ01"
 #define TOKEN_RECORD_MAGIC 0x314b4f54u /* "TOK1" */
@@ -31,9 +34,37 @@ static size_t record_size(int n_rows, int H) {
   return sizeof(tok_head) + (size_t)n_rows * (sizeof(int32_t) + sizeof(float) + sizeof(uint16_t) * (size_t)H) + sizeof(uint64_t);
 }
 
+/* a streamed collection's journal: open read-only, record k at at[k] */
+struct oc_token_journal {
+  int fd;
+  char *path;
+  int64_t *at;
+};
+
+static void journal_close(struct oc_token_journal *j) {
+  if (!j) return;
+  if (j->fd >= 0) close(j->fd);
+  free(j->path); free(j->at); free(j);
+}
+
 void oc_token_activations_free(oc_token_activations *a) {
   free(a->offsets); free(a->y); free(a->line); free(a->pos); free(a->X); free(a->model_id); free(a->model_family);
+  journal_close(a->journal);
   memset(a, 0, sizeof *a);
+}
+
+/* a record's n_rows F16 rows (p: its pos array, with the scales and the rows after it) as F32 into x [n_rows][H] */
+static void decode_rows(const unsigned char *p, int n_rows, int H, float *x) {
+  const unsigned char *xs = p + (sizeof(int32_t) + sizeof(float)) * (size_t)n_rows;
+  for (int r = 0; r < n_rows; r++) {
+    float sc;
+    memcpy(&sc, p + sizeof(int32_t) * (size_t)n_rows + sizeof(float) * (size_t)r, sizeof sc);
+    for (int j = 0; j < H; j++) {
+      uint16_t v;
+      memcpy(&v, xs + sizeof(uint16_t) * ((size_t)r * H + j), sizeof v);
+      x[(size_t)r * H + j] = oc_f16_to_f32(v) * sc;
+    }
+  }
 }
 
 int oc_token_sample(int n_resp, int cap, uint64_t seed, uint64_t example_hash, int *pos) {
@@ -89,19 +120,18 @@ static int64_t scan_records(FILE *f, long data_start, const oc_dataset *ds, int 
       last = q;
     }
     if (!ok || last != h.n_resp - 1) break; /* positions ascending, the last response token kept */
-    if (out) {
+    const unsigned char *xs = p + (sizeof(int32_t) + sizeof(float)) * (size_t)h.n_rows;
+    for (size_t i = 0; i < (size_t)h.n_rows * (size_t)H && ok; i++) { /* x / scale: every half within [-1, 1] */
+      uint16_t v;
+      memcpy(&v, xs + sizeof v * i, sizeof v);
+      ok = (v & 0x7fffu) <= 0x3c00u;
+    }
+    if (!ok) break;
+    if (out) { /* the rows themselves only when they are read into memory (X) */
       const int64_t o0 = out->offsets[k];
-      const unsigned char *xs = p + (sizeof(int32_t) + sizeof(float)) * (size_t)h.n_rows;
-      memcpy(out->pos + o0, p, sizeof(int32_t) * (size_t)h.n_rows);
-      for (int r = 0; r < h.n_rows; r++) {
-        float sc;
-        memcpy(&sc, p + sizeof(int32_t) * (size_t)h.n_rows + sizeof(float) * (size_t)r, sizeof sc);
-        float *x = out->X + (size_t)(o0 + r) * H;
-        for (int j = 0; j < H; j++) {
-          uint16_t v;
-          memcpy(&v, xs + sizeof(uint16_t) * ((size_t)r * H + j), sizeof v);
-          x[j] = oc_f16_to_f32(v) * sc;
-        }
+      if (out->X) {
+        memcpy(out->pos + o0, p, sizeof(int32_t) * (size_t)h.n_rows);
+        decode_rows(p, h.n_rows, H, out->X + (size_t)o0 * H);
       }
       out->offsets[k + 1] = o0 + h.n_rows;
       out->y[k] = h.label;
@@ -114,19 +144,28 @@ static int64_t scan_records(FILE *f, long data_start, const oc_dataset *ds, int 
   return k;
 }
 
+/* the journal's first bytes for this header (magic, u32 length, the JSON): *len of them, malloc'd */
+static unsigned char *header_bytes(const char *header, size_t *len) {
+  const size_t hl = strlen(header);
+  const uint32_t n32 = (uint32_t)hl;
+  unsigned char *b = hl <= UINT32_MAX ? malloc(12 + hl) : NULL;
+  if (!b) return NULL;
+  memcpy(b, TOKEN_JOURNAL_MAGIC, 8);
+  memcpy(b + 8, &n32, 4);
+  memcpy(b + 12, header, hl);
+  *len = 12 + hl;
+  return b;
+}
+
 /* Open the journal when it begins with this header, or (re)create it when it is absent or holds
  * only part of this header (killed while writing it: nothing was collected). *data_start: where
  * the records begin. */
 static int journal_open(const char *path, const char *header, FILE **fp, long *data_start, oc_error *err) {
-  const size_t hl = strlen(header), want = 12 + hl;
-  const uint32_t n32 = (uint32_t)hl;
-  unsigned char *expect = malloc(want), *got = malloc(want);
+  size_t want = 0;
+  unsigned char *expect = header_bytes(header, &want), *got = expect ? malloc(want) : NULL;
   FILE *f = NULL;
   int rc = -1;
   if (!expect || !got) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
-  memcpy(expect, TOKEN_JOURNAL_MAGIC, 8);
-  memcpy(expect + 8, &n32, 4);
-  memcpy(expect + 12, header, hl);
   *data_start = (long)want;
   if ((f = fopen(path, "r+b"))) {
     const size_t n = fread(got, 1, want, f);
@@ -196,26 +235,133 @@ static int encode_record(unsigned char *rec, int64_t k, const oc_example *ex, in
   return 0;
 }
 
-/* every row of the journal's records into out */
-static int load_rows(FILE *f, long data_start, const oc_dataset *ds, int H, int row_cap, int max_len, oc_token_activations *out,
+/* every record of the journal into out: the rows into memory, or (stream) the journal kept open
+ * read-only with each record's offset, for read_rows */
+static int load_rows(FILE *f, long data_start, const oc_dataset *ds, int H, int row_cap, int max_len, int stream, oc_token_activations *out,
                      unsigned char *buf, const char *path, oc_error *err) {
   int64_t rows;
   long end;
-  if (scan_records(f, data_start, ds, H, row_cap, max_len, NULL, &rows, &end, buf) != ds->n)
-    return oc_fail_code(err, OC_ERR_IO, "%s: the journal changed while collecting", path);
+  const int64_t intact = scan_records(f, data_start, ds, H, row_cap, max_len, NULL, &rows, &end, buf);
+  if (intact != ds->n)
+    return oc_fail_code(err, OC_ERR_IO, "%s: %lld of %d exchanges have an intact record (the journal changed while collecting)", path,
+                        (long long)intact, ds->n);
   out->n = ds->n;
   out->hidden = H;
   out->n_rows = rows;
   out->offsets = calloc((size_t)ds->n + 1, sizeof *out->offsets);
   out->y = malloc(sizeof *out->y * (size_t)ds->n);
   out->line = malloc(sizeof *out->line * (size_t)ds->n);
-  out->pos = malloc(sizeof *out->pos * (size_t)rows);
-  out->X = malloc(sizeof *out->X * (size_t)rows * (size_t)H);
-  if (!out->offsets || !out->y || !out->line || !out->pos || !out->X)
-    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: %lld token rows of %d features", (long long)rows, H);
+  if (!out->offsets || !out->y || !out->line) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (%d exchanges)", ds->n);
+  if (!stream) {
+    out->pos = (uint64_t)rows <= SIZE_MAX / sizeof *out->pos ? malloc(sizeof *out->pos * (size_t)rows) : NULL;
+    out->X = (uint64_t)rows <= SIZE_MAX / sizeof *out->X / (size_t)H ? malloc(sizeof *out->X * (size_t)rows * (size_t)H) : NULL;
+    if (!out->pos || !out->X)
+      return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: %lld token rows of %d features (train-probe streams them from the journal instead)",
+                          (long long)rows, H);
+  }
   if (scan_records(f, data_start, ds, H, row_cap, max_len, out, &rows, &end, buf) != ds->n)
     return oc_fail_code(err, OC_ERR_IO, "%s: the journal changed while collecting", path);
+  for (int k = 0; k < ds->n; k++)
+    if (out->offsets[k + 1] - out->offsets[k] > out->max_rows) out->max_rows = (int)(out->offsets[k + 1] - out->offsets[k]);
+  if (!stream) return 0;
+  struct oc_token_journal *j = calloc(1, sizeof *j);
+  if (!j) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  j->fd = -1;
+  out->journal = j;
+  j->path = strdup(path);
+  j->at = malloc(sizeof *j->at * (size_t)ds->n);
+  if (!j->path || !j->at) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (%d exchanges)", ds->n);
+  int64_t at = data_start;
+  for (int k = 0; k < ds->n; k++) {
+    j->at[k] = at;
+    at += (int64_t)record_size((int)(out->offsets[k + 1] - out->offsets[k]), H);
+  }
+  if ((j->fd = fcntl(fileno(f), F_DUPFD_CLOEXEC, 0)) < 0)
+    return oc_fail_code(err, oc_errno_code(errno), "%s: cannot keep the journal open: %s", path, strerror(errno));
   return 0;
+}
+
+/* A streamed collection's rows of exchange k: its record read back (into rec, record_size(max_rows,
+ * H) bytes), checked against what the collection saw, decoded into x [max_rows][H] */
+static const float *read_rows(const oc_token_activations *a, int64_t k, unsigned char *rec, float *x, oc_error *err) {
+  const struct oc_token_journal *j = a->journal;
+  const int T = (int)(a->offsets[k + 1] - a->offsets[k]), H = a->hidden;
+  const size_t size = record_size(T, H);
+  const ssize_t got = pread(j->fd, rec, size, (off_t)j->at[k]);
+  if (got < 0) {
+    oc_fail_code(err, oc_errno_code(errno), "%s: cannot read the record of exchange %lld: %s", j->path, (long long)k + 1, strerror(errno));
+    return NULL;
+  }
+  if ((size_t)got != size) {
+    oc_fail_code(err, OC_ERR_IO, "%s: the record of exchange %lld (line %lld) is cut short (%lld of %zu bytes): the journal was truncated after collection",
+                 j->path, (long long)k + 1, (long long)a->line[k], (long long)got, size);
+    return NULL;
+  }
+  tok_head h;
+  memcpy(&h, rec, sizeof h);
+  uint64_t sum;
+  memcpy(&sum, rec + size - sizeof sum, sizeof sum);
+  if (h.magic != TOKEN_RECORD_MAGIC || h.index != (uint32_t)k || h.n_rows != T || h.label != a->y[k] || h.line != a->line[k] ||
+      oc_fnv1a64(rec, size - sizeof sum, 0) != sum) {
+    oc_fail_code(err, OC_ERR_IO, "%s: the record of exchange %lld (line %lld) changed after collection (its head or checksum differs)", j->path,
+                 (long long)k + 1, (long long)a->line[k]);
+    return NULL;
+  }
+  decode_rows(rec + sizeof h, T, H, x);
+  return x;
+}
+
+/* the rows of an exchange of a, in memory or streamed: what oc_probe_train_token_rows reads */
+typedef struct {
+  const oc_token_activations *a;
+  unsigned char *rec;
+  float *x;
+} row_reader;
+
+static const float *reader_rows(void *ctx, int64_t k, oc_error *err) {
+  row_reader *r = ctx;
+  if (!r->a->journal) return r->a->X + (size_t)r->a->offsets[k] * (size_t)r->a->hidden;
+  return read_rows(r->a, k, r->rec, r->x, err);
+}
+
+static int reader_open(row_reader *r, const oc_token_activations *a, oc_error *err) {
+  memset(r, 0, sizeof *r);
+  r->a = a;
+  if (!a->journal) return 0;
+  if (a->max_rows < 1 || a->hidden < 1 || (size_t)a->max_rows > SIZE_MAX / sizeof(float) / (size_t)a->hidden)
+    return oc_fail(err, "token rows of %d x %d cannot be read", a->max_rows, a->hidden);
+  r->rec = malloc(record_size(a->max_rows, a->hidden));
+  r->x = malloc(sizeof(float) * (size_t)a->max_rows * (size_t)a->hidden);
+  if (!r->rec || !r->x) {
+    free(r->rec); free(r->x);
+    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory (%d token rows of %d features)", a->max_rows, a->hidden);
+  }
+  return 0;
+}
+
+static void reader_close(row_reader *r) { free(r->rec); free(r->x); }
+
+int oc_token_journal_load(const char *path, const char *header, const oc_dataset *ds, int H, int row_cap, int max_len, int stream,
+                          oc_token_activations *out, oc_error *err) {
+  memset(out, 0, sizeof *out);
+  if (H < 1 || H > OC_PROBE_MAX_HIDDEN || row_cap < 1 || row_cap > OC_TOKEN_MAX_PER_EXAMPLE || max_len < row_cap)
+    return oc_fail(err, "token journal of rows %d wide, %d a record, %d tokens: out of range", H, row_cap, max_len);
+  size_t want = 0;
+  unsigned char *expect = header_bytes(header, &want), *got = expect ? malloc(want) : NULL, *rec = malloc(record_size(row_cap, H));
+  FILE *f = NULL;
+  int rc = -1;
+  if (!expect || !got || !rec) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
+  if (!(f = fopen(path, "rb"))) { oc_fail_code(err, oc_errno_code(errno), "%s: cannot open journal: %s", path, strerror(errno)); goto done; }
+  if (fread(got, 1, want, f) != want || memcmp(got, expect, want) != 0) {
+    oc_fail(err, "%s: not a token-level journal of these settings and data", path);
+    goto done;
+  }
+  rc = load_rows(f, (long)want, ds, H, row_cap, max_len, stream, out, rec, path, err);
+done:
+  if (f) fclose(f);
+  free(expect); free(got); free(rec);
+  if (rc) oc_token_activations_free(out);
+  return rc;
 }
 
 int oc_collect_tokens(const oc_model *m, const oc_chat *chat, const oc_dataset *ds, const oc_token_collect_opts *o, oc_token_activations *out,
@@ -282,7 +428,7 @@ int oc_collect_tokens(const oc_model *m, const oc_chat *chat, const oc_dataset *
   }
   if (fsync(fileno(f)) != 0) { oc_fail_code(err, OC_ERR_IO, "%s: fsync failed: %s", o->journal_path, strerror(errno)); goto done; }
   const int64_t passes = out->forward_passes, resumed = out->resumed;
-  if (load_rows(f, data_start, ds, H, row_cap, max_len, out, rec, o->journal_path, err)) goto done;
+  if (load_rows(f, data_start, ds, H, row_cap, max_len, o->stream_rows, out, rec, o->journal_path, err)) goto done;
   out->forward_passes = passes;
   out->resumed = resumed;
   out->model_id = strdup(o->model_id ? o->model_id : "");
@@ -300,13 +446,17 @@ done:
 }
 
 /* each exchange's score: its highest token risk */
-static void score_sequences(const oc_probe *p, const oc_token_activations *a, const int64_t *idx, int n, float *s, int32_t *y) {
+static int score_sequences(const oc_probe *p, row_reader *rd, const int64_t *idx, int n, float *s, int32_t *y, oc_error *err) {
+  const oc_token_activations *a = rd->a;
   for (int i = 0; i < n; i++) {
+    const float *x = reader_rows(rd, idx[i], err);
+    if (!x) return -1;
     float best = 0;
-    for (int64_t r = a->offsets[idx[i]]; r < a->offsets[idx[i] + 1]; r++) best = fmaxf(best, oc_sigmoid(oc_probe_logit(p, a->X + (size_t)r * a->hidden)));
+    for (int64_t r = 0; r < a->offsets[idx[i] + 1] - a->offsets[idx[i]]; r++) best = fmaxf(best, oc_sigmoid(oc_probe_logit(p, x + (size_t)r * a->hidden)));
     s[i] = best;
     y[i] = a->y[idx[i]];
   }
+  return 0;
 }
 
 int oc_probe_fit_tokens(const oc_token_activations *a, int weighting, double validation_size, uint64_t split_seed, double target_fpr,
@@ -320,19 +470,24 @@ int oc_probe_fit_tokens(const oc_token_activations *a, int weighting, double val
   if (oc_stratified_split(a->y, a->n, validation_size, split_seed, &tr, &out->n_train, &va, &out->n_val, err)) return -1;
   float *s = malloc(sizeof(float) * (size_t)a->n);
   int32_t *yy = malloc(sizeof(int32_t) * (size_t)a->n);
-  int rc = -1;
+  row_reader rd;
+  int rc = -1, have_rd = 0;
   if (!s || !yy) { oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); goto done; }
-  if (oc_probe_train_tokens(a->X, a->hidden, a->offsets, a->y, tr, out->n_train, weighting, o, &out->probe, &out->final_loss, err)) goto done;
-  score_sequences(&out->probe, a, tr, out->n_train, s, yy);
+  if (reader_open(&rd, a, err)) goto done;
+  have_rd = 1;
+  if (oc_probe_train_token_rows(reader_rows, &rd, a->hidden, a->offsets, a->y, tr, out->n_train, weighting, o, &out->probe, &out->final_loss, err) ||
+      score_sequences(&out->probe, &rd, tr, out->n_train, s, yy, err))
+    goto done;
   oc_binary_metrics(s, yy, out->n_train, target_fpr, &out->train);
   if (out->n_val > 0) {
-    score_sequences(&out->probe, a, va, out->n_val, s, yy);
+    if (score_sequences(&out->probe, &rd, va, out->n_val, s, yy, err)) goto done;
     oc_binary_metrics(s, yy, out->n_val, target_fpr, &out->val);
   } else {
     out->val = out->train;
   }
   rc = 0;
 done:
+  if (have_rd) reader_close(&rd);
   free(tr); free(va); free(s); free(yy);
   if (rc) oc_probe_free(&out->probe);
   return rc;
