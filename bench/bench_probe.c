@@ -155,7 +155,7 @@ static int bench_tokens(const char *dir, int n, int tokens) {
   double t0 = oc_now();
   if (oc_collect_activations(m, ch, &ds, &fo, &fa, NULL, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
   const double t_final = oc_now() - t0;
-  const oc_token_collect_opts to = {"bench", 0, tokens, layer, 0, 1, jpath, 1};
+  const oc_token_collect_opts to = {"bench", 0, tokens, layer, 0, 1, jpath, 1, 0, NULL};
   oc_token_activations st, mem;
   t0 = oc_now();
   if (oc_collect_tokens(m, ch, &ds, &to, &st, NULL, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }

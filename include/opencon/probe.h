@@ -114,23 +114,27 @@ double oc_token_loss(const float *z, int T, int y, int weighting, float *dz);
  * as oc_probe_train. final_loss: the mean sequence loss of the last epoch. */
 int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const int32_t *y, const int64_t *idx, int n, int weighting,
                           const oc_probe_train_opts *o, oc_probe *out, double *final_loss, oc_error *err);
-/* Token-level collection (train-probe --token_level): one probe layer's hidden states at the
+/* Token-level collection (train-probe --token_level): the probe layers' hidden states at the
  * response tokens of every exchange (the prompt formatted for generation, then the response's own
  * tokens: what the guard reads), ONE teacher-forced forward pass per exchange with a tap at each
- * kept position. */
+ * kept position of every layer. */
 typedef struct oc_token_collect_opts {
   const char *model_id;      /* recorded in the journal header */
   int use_chat_template;
   int max_length;            /* tokens of prompt + response (the response is cut); 0 = 2048 */
-  int layer;                 /* hidden-state index as given (negative allowed) */
+  int layer;                 /* hidden-state index as given (negative allowed); with n_layers 0 the one layer */
   int max_tokens_per_example; /* 0: every response token; else at most this many (oc_token_sample) */
   uint64_t seed;             /* of the sample */
   const char *journal_path;  /* required: the rows stream there (docs/formats.md), resumable */
   int stream_rows;           /* 0: read every row back into X (rows x hidden x 4 bytes of memory); 1: leave them in the
                               * journal, read one exchange's rows at a time for training and scoring (X and pos NULL) */
+  int n_layers;              /* > 0: the layers layers[0..n_layers) (distinct hidden states, at most OC_PROBE_MAX_LAYERS)
+                              * instead of `layer`, each row their hidden states side by side [layers[0] | layers[1] | ...] */
+  const int *layers;
 } oc_token_collect_opts;
 typedef struct oc_token_activations {
-  int n, hidden;             /* exchanges; features per row */
+  int n, hidden;             /* exchanges; features per row (n_layers x the model's hidden size) */
+  int n_layers;              /* layers side by side in a row */
   int64_t n_rows;            /* offsets[n] */
   int64_t *offsets;          /* [n + 1]: exchange i is rows offsets[i] .. offsets[i+1]-1 */
   int32_t *y;                /* [n] the exchange's label, every row's target */
@@ -199,6 +203,13 @@ void oc_probe_fit_free(oc_probe_fit *f);
  * same order on the same F32 values). */
 int oc_probe_fit_tokens(const oc_token_activations *a, int weighting, double validation_size, uint64_t split_seed, double target_fpr,
                         const oc_probe_train_opts *o, oc_probe_fit *out, oc_error *err);
+/* The same for rows of several layers (a->n_layers > 1), combined as oc_probe_fit_layers combines
+ * final-token rows: CONCAT, one probe over the whole row, always standardized; MEAN, one probe
+ * per layer (o as given) on the same split, their weights / n_layers side by side and the mean of
+ * their biases. out->probe reads the whole row (what the guard taps), and the metrics score it so.
+ * One layer: combine is ignored (oc_probe_fit_tokens). */
+int oc_probe_fit_tokens_combined(const oc_token_activations *a, int combine, int weighting, double validation_size, uint64_t split_seed,
+                                 double target_fpr, const oc_probe_train_opts *o, oc_probe_fit *out, oc_error *err);
 /* oc_probe_fit_layer over several layers (indices lis[0..nl) into a->layers, distinct, 1 <= nl <=
  * OC_PROBE_MAX_LAYERS) combined as `combine` (oc_probe_combine; ignored when nl == 1, which is
  * exactly oc_probe_fit_layer): out->probe reads the concatenated rows [nl * hidden], and the

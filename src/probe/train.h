@@ -20,6 +20,9 @@ void oc_probe_standardizer(const float *X, int H, const int64_t *idx, int64_t n,
 /* w'.((x - mu) * s) + b == (w' * s).x + (b - sum w' * s * mu): weights trained on standardized
  * features made to read raw ones */
 void oc_probe_fold_standardizer(float *w, float *b, const float *mu, const float *inv_sd, int H);
+/* MEAN over layers: layer l's probe `one` as block l of the combined weights w (its weights / nl),
+ * its bias added to *bias (the caller divides by nl) */
+void oc_probe_mean_put(float *w, int l, int nl, const oc_probe *one, double *bias);
 /* The token rows [T][H] (F32) of sequence seq, T = offsets[seq + 1] - offsets[seq], valid until the
  * next call; NULL with err set when they cannot be read. ctx is the source's (memory, a journal). */
 typedef const float *(*oc_token_rows_fn)(void *ctx, int64_t seq, oc_error *err);
