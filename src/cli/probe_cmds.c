@@ -307,7 +307,7 @@ static const opt_spec train_probe_opts[] = {
     O_DBL("aggregation_alpha", "0.5", 1e-9, 1, "config.json: weight of the newest reading (ema)"),
     O_FLAG("token_level", "train on the hidden states at every response token (one forward pass per exchange; OUT_DIR/token_activations.partial "
                           "journals them as F16 for a resume, and training reads them back from it one exchange at a time: memory for rows "
-                          "is one exchange's, at most --max_tokens_per_example (else --max_length) x hidden x 6 bytes), each token's target "
+                          "is one exchange's, at most --max_tokens_per_example (else --max_length) x layers x hidden x 6 bytes), each token's target "
                           "the exchange's label; with --layers, their hidden states side by side, combined by --combine; "
                           "--pack_tokens does not apply"),
     O_INT("max_tokens_per_example", "0", 0, OC_TOKEN_MAX_PER_EXAMPLE,
