@@ -3,7 +3,8 @@
  * one forward pass per exchange with rows equal to an independent all-position forward pass, the
  * journal (resume after truncation at every record boundary and inside records gives the same rows
  * and the same probe bit for bit; mutated journals resume identically or are refused, never
- * crash; other settings refused), a cummax token-level probe through the CLI detecting the trigger
+ * crash; other settings refused), training streamed from the journal bit-identical to training in
+ * memory and a journal cut or changed after collection an error, a cummax token-level probe through the CLI detecting the trigger
  * at its token, and bad flags refused. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -105,6 +106,138 @@ static void spit(const char *p, const unsigned char *b, long n) {
   fclose(f);
 }
 
+static int same_fit(const oc_probe_fit *a, const oc_probe_fit *b) {
+  return a->probe.hidden == b->probe.hidden && a->probe.b == b->probe.b && memcmp(a->probe.w, b->probe.w, sizeof(float) * (size_t)a->probe.hidden) == 0 &&
+         a->final_loss == b->final_loss && a->val.roc_auc == b->val.roc_auc && a->train.roc_auc == b->train.roc_auc &&
+         a->val.threshold_at_fpr == b->val.threshold_at_fpr && a->n_train == b->n_train && a->n_val == b->n_val;
+}
+
+/* rows left in the journal (stream_rows) train the same probe bit for bit as rows read into memory
+ * (mem, collected with o from the journal whose bytes are jb); a journal cut or changed after
+ * collection is an error naming it, never a crash or a probe */
+static void test_streamed(oc_model *m, oc_chat *ch, const oc_dataset *ds, const oc_token_collect_opts *o, const oc_token_activations *mem,
+                          const unsigned char *jb, long jn) {
+  oc_error err;
+  oc_token_collect_opts os = *o;
+  os.stream_rows = 1;
+  oc_token_activations st;
+  spit(o->journal_path, jb, jn);
+  REQUIRE(oc_collect_tokens(m, ch, ds, &os, &st, NULL, &err) == 0, "streamed: %s", err.msg);
+  CHECK(st.X == NULL && st.pos == NULL && st.journal != NULL && st.forward_passes == 0 && st.n_rows == mem->n_rows && st.max_rows == 5 &&
+            memcmp(st.offsets, mem->offsets, sizeof(int64_t) * (size_t)(ds->n + 1)) == 0 && memcmp(st.y, mem->y, sizeof(int32_t) * (size_t)ds->n) == 0,
+        "streamed: no rows in memory, the same offsets and labels, the most rows of an exchange %d", st.max_rows);
+  static const int weightings[] = {OC_TOKEN_UNIFORM, OC_TOKEN_RAMP, OC_TOKEN_CUMMAX};
+  int same = 1, fits = 0;
+  for (int w = 0; w < 3; w++)
+    for (int standardize = 0; standardize < 2; standardize++) {
+      oc_probe_train_opts t;
+      oc_probe_train_defaults(&t);
+      t.epochs = 7;
+      t.batch_size = 3;
+      t.standardize = standardize;
+      oc_probe_fit a, b;
+      if (oc_probe_fit_tokens(mem, weightings[w], 0.25, 5, 0.05, &t, &a, &err) != 0) { same = 0; fprintf(stderr, "in memory: %s\n", err.msg); continue; }
+      if (oc_probe_fit_tokens(&st, weightings[w], 0.25, 5, 0.05, &t, &b, &err) != 0) {
+        same = 0;
+        fprintf(stderr, "streamed: %s\n", err.msg);
+        oc_probe_fit_free(&a);
+        continue;
+      }
+      same &= same_fit(&a, &b);
+      fits += a.probe.b != 0;
+      oc_probe_fit_free(&a);
+      oc_probe_fit_free(&b);
+    }
+  CHECK(same && fits == 6, "every weighting, standardized or not: the streamed probe, its loss and metrics equal the in-memory ones bit for bit");
+  oc_probe_train_opts t;
+  oc_probe_train_defaults(&t);
+  t.epochs = 2;
+  oc_probe_fit f;
+  /* the journal cut inside its last record after collection */
+  REQUIRE(truncate(o->journal_path, jn - 9) == 0, "truncate");
+  CHECK(oc_probe_fit_tokens(&st, OC_TOKEN_UNIFORM, 0.25, 5, 0.05, &t, &f, &err) != 0 && strstr(err.msg, o->journal_path) &&
+            strstr(err.msg, "cut short") && strstr(err.msg, "truncated after collection") && f.probe.w == NULL,
+        "a journal truncated after collection: %s", err.msg);
+  /* one byte of a row changed (the file rewritten in place: the same inode the reader holds) */
+  spit(o->journal_path, jb, jn);
+  FILE *fp = fopen(o->journal_path, "r+b");
+  REQUIRE(fp && fseek(fp, jn - 20, SEEK_SET) == 0, "reopen");
+  fputc(jb[jn - 20] ^ 0x10, fp);
+  fclose(fp);
+  CHECK(oc_probe_fit_tokens(&st, OC_TOKEN_CUMMAX, 0.25, 5, 0.05, &t, &f, &err) != 0 && strstr(err.msg, "changed after collection") &&
+            strstr(err.msg, "line ") && f.probe.w == NULL,
+        "a journal changed after collection: %s", err.msg);
+  oc_token_activations_free(&st);
+  spit(o->journal_path, jb, jn);
+}
+
+/* two layers a row (--layers -2,-1): each layer's block is the row a one-layer collection of it
+ * gives, bit for bit (a scale per row and layer); mean combines the two one-layer probes of the same
+ * split exactly; concat and mean stream as they train in memory; one hidden state twice is refused */
+static void test_layers(oc_model *m, oc_chat *ch, const oc_dataset *ds, const oc_token_collect_opts *o, const oc_token_activations *lo) {
+  oc_error err;
+  const int H = oc_model_cfg(m)->hidden, L = oc_model_cfg(m)->n_layers;
+  char j1[512], j2[512];
+  snprintf(j1, sizeof j1, "%s", path("one.partial"));
+  snprintf(j2, sizeof j2, "%s", path("two.partial"));
+  unlink(j1);
+  unlink(j2);
+  oc_token_collect_opts o1 = *o, o2 = *o;
+  o1.layer = -1;
+  o1.journal_path = j1;
+  const int both[2] = {-2, -1};
+  o2.n_layers = 2;
+  o2.layers = both;
+  o2.journal_path = j2;
+  oc_token_activations hi, two, two_s;
+  REQUIRE(oc_collect_tokens(m, ch, ds, &o1, &hi, NULL, &err) == 0, "layer -1: %s", err.msg);
+  REQUIRE(oc_collect_tokens(m, ch, ds, &o2, &two, NULL, &err) == 0, "layers -2,-1: %s", err.msg);
+  CHECK(two.forward_passes == ds->n && two.hidden == 2 * H && two.n_layers == 2 && two.n_rows == lo->n_rows &&
+            memcmp(two.offsets, lo->offsets, sizeof(int64_t) * (size_t)(ds->n + 1)) == 0 &&
+            memcmp(two.pos, lo->pos, sizeof(int32_t) * (size_t)lo->n_rows) == 0,
+        "two layers: one pass per exchange (%lld), rows 2 x %d wide, the same token sample", (long long)two.forward_passes, H);
+  int blocks = 1;
+  for (int64_t r = 0; r < two.n_rows; r++)
+    blocks &= memcmp(two.X + (size_t)r * 2 * H, lo->X + (size_t)r * H, sizeof(float) * (size_t)H) == 0 &&
+              memcmp(two.X + (size_t)r * 2 * H + H, hi.X + (size_t)r * H, sizeof(float) * (size_t)H) == 0;
+  CHECK(blocks, "every row is [layer -2's row | layer -1's row] of the one-layer collections, bit for bit");
+  oc_token_collect_opts os = o2;
+  os.stream_rows = 1;
+  REQUIRE(oc_collect_tokens(m, ch, ds, &os, &two_s, NULL, &err) == 0, "two layers streamed: %s", err.msg);
+  CHECK(two_s.forward_passes == 0 && two_s.X == NULL, "streamed from the same journal, no forward pass");
+  oc_probe_train_opts t;
+  oc_probe_train_defaults(&t);
+  t.epochs = 6;
+  t.batch_size = 4;
+  oc_probe_fit fa, fb, fm, fms, fc, fcs;
+  REQUIRE(oc_probe_fit_tokens(lo, OC_TOKEN_RAMP, 0.25, 9, 0.05, &t, &fa, &err) == 0 && oc_probe_fit_tokens(&hi, OC_TOKEN_RAMP, 0.25, 9, 0.05, &t, &fb, &err) == 0,
+          "one-layer fits: %s", err.msg);
+  REQUIRE(oc_probe_fit_tokens_combined(&two, OC_COMBINE_MEAN, OC_TOKEN_RAMP, 0.25, 9, 0.05, &t, &fm, &err) == 0 &&
+              oc_probe_fit_tokens_combined(&two_s, OC_COMBINE_MEAN, OC_TOKEN_RAMP, 0.25, 9, 0.05, &t, &fms, &err) == 0 &&
+              oc_probe_fit_tokens_combined(&two, OC_COMBINE_CONCAT, OC_TOKEN_RAMP, 0.25, 9, 0.05, &t, &fc, &err) == 0 &&
+              oc_probe_fit_tokens_combined(&two_s, OC_COMBINE_CONCAT, OC_TOKEN_RAMP, 0.25, 9, 0.05, &t, &fcs, &err) == 0,
+          "two-layer fits: %s", err.msg);
+  int mean_ok = fm.probe.hidden == 2 * H && fm.probe.b == (float)(((double)fa.probe.b + fb.probe.b) / 2) && fm.final_loss == (fa.final_loss + fb.final_loss) / 2;
+  for (int j = 0; j < H; j++) mean_ok &= fm.probe.w[j] == fa.probe.w[j] / 2.0f && fm.probe.w[H + j] == fb.probe.w[j] / 2.0f;
+  CHECK(mean_ok, "mean: the two one-layer probes' weights / 2 side by side, the mean of their biases and losses");
+  CHECK(same_fit(&fm, &fms) && same_fit(&fc, &fcs), "mean and concat: streamed fits equal the in-memory ones bit for bit");
+  CHECK(fc.probe.hidden == 2 * H && memcmp(fc.probe.w, fm.probe.w, sizeof(float) * 2 * (size_t)H) != 0, "concat trains one probe over the whole row");
+  oc_probe_fit_free(&fa);
+  CHECK(oc_probe_fit_tokens(&two, OC_TOKEN_RAMP, 0.25, 9, 0.05, &t, &fa, &err) != 0 && strstr(err.msg, "concat or mean"),
+        "two layers without a combination refused: %s", err.msg);
+  oc_probe_fit_free(&fb); oc_probe_fit_free(&fm); oc_probe_fit_free(&fms); oc_probe_fit_free(&fc); oc_probe_fit_free(&fcs);
+  const int twice[2] = {-1, L}; /* hidden_states[-1] is index L */
+  oc_token_collect_opts od = o2;
+  od.layers = twice;
+  oc_token_activations bad;
+  CHECK(oc_collect_tokens(m, ch, ds, &od, &bad, NULL, &err) != 0 && strstr(err.msg, "same hidden state"), "one hidden state twice refused: %s", err.msg);
+  oc_token_activations_free(&hi);
+  oc_token_activations_free(&two);
+  oc_token_activations_free(&two_s);
+  unlink(j1);
+  unlink(j2);
+}
+
 static void test_collect(void) {
   oc_error err;
   oc_model *m;
@@ -114,7 +247,7 @@ static void test_collect(void) {
   REQUIRE(oc_dataset_load(trigger_data(12), 0, 0, &ds, &err) == 0, "data: %s", err.msg);
   char jpath[512];
   snprintf(jpath, sizeof jpath, "%s", path("j.partial"));
-  oc_token_collect_opts o = {"tiny", 0, 0, -2, 5, 11, jpath};
+  oc_token_collect_opts o = {"tiny", 0, 0, -2, 5, 11, jpath, 0, 0, NULL};
   oc_token_activations full, all;
   unlink(jpath);
   REQUIRE(oc_collect_tokens(m, ch, &ds, &o, &full, NULL, &err) == 0, "collect: %s", err.msg);
@@ -169,6 +302,8 @@ static void test_collect(void) {
   t.epochs = 30;
   oc_probe_fit f0, f1;
   REQUIRE(oc_probe_fit_tokens(&full, OC_TOKEN_CUMMAX, 0.25, 3, 0.01, &t, &f0, &err) == 0, "fit: %s", err.msg);
+  test_streamed(m, ch, &ds, &o, &full, jb, jn);
+  test_layers(m, ch, &ds, &o, &full);
   int resumed_ok = 1, n_cuts = 0, probe_same = 1;
   for (long cut = 0; cut < jn; cut += cut < 400 ? 37 : 1531) {
     spit(jpath, jb, cut);
@@ -270,6 +405,22 @@ static void test_cli(void) {
     safe_quiet += cJSON_IsNull(cJSON_GetObjectItem(xs, "detected_at"));
   }
   cJSON_Delete(ev);
+  /* two layers through the CLI: the config names them and the combination; evaluate-probe (the
+   * guard's reading of a multi-layer probe) scores the same exchanges */
+  rc = run("%s train-probe --model_id %s --data_path %s --no_chat_template --layers=-1,-2 --combine mean --token_level --max_tokens_per_example 8 "
+           "--out_dir tl --epochs 5",
+           cli, mdir, data);
+  REQUIRE(rc == 0, "train-probe --token_level --layers: %s", stderr_text());
+  cfg = read_json_file(path("tl/config.json"));
+  REQUIRE(cfg, "tl/config.json");
+  const cJSON *ls = cJSON_GetObjectItem(cfg, "layers"), *cb = cJSON_GetObjectItem(cfg, "combine");
+  CHECK(cJSON_GetArraySize(ls) == 2 && cJSON_GetArrayItem(ls, 0)->valuedouble == -1 && cJSON_GetArrayItem(ls, 1)->valuedouble == -2 &&
+            cJSON_IsString(cb) && strcmp(cb->valuestring, "mean") == 0 && num(cfg, "hidden_size") == 64 && num(cfg, "layer") == -1 &&
+            cJSON_IsTrue(cJSON_GetObjectItem(cfg, "token_level")) && strstr(cJSON_GetObjectItem(cfg, "note")->valuestring, "`layers`"),
+        "config.json of a two-layer token-level probe: layers, combine, hidden_size of one layer");
+  cJSON_Delete(cfg);
+  rc = run("%s evaluate-probe --model_id %s --probe_path tl/probe.safetensors --data_path %s", cli, mdir, data);
+  CHECK(rc == 0 && strstr(out, "roc_auc"), "evaluate-probe reads the two-layer token-level probe: %s", stderr_text());
   /* a run that fails after collecting (one label only) leaves its journal; the rerun resumes it
    * whole (no forward pass), another cap is refused */
   FILE *f = fopen(path("safe.jsonl"), "w");
@@ -284,8 +435,8 @@ static void test_cli(void) {
   CHECK(rc == 1 && strstr(stderr_text(), "not a token-level journal of these settings"), "another cap refused: %s", stderr_text());
   /* bad flags: refused with a usage error before anything runs */
   static const char *bad[] = {"--token_weighting cummax", "--max_tokens_per_example 3", "--token_level --token_weighting max",
-                              "--token_level --max_tokens_per_example -1", "--token_level --layers=-1,-2",
-                              "--token_level --save_activations x.safetensors"};
+                              "--token_level --max_tokens_per_example -1", "--token_level --layers=-1,-1",
+                              "--token_level --save_activations x.safetensors", "--token_level --pack_tokens 100", "--token_level --combine mean"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     rc = run("%s train-probe --model_id %s --data_path %s --out_dir bad %s", cli, mdir, data, bad[i]);
     CHECK(rc == 2 && access(path("bad"), F_OK) != 0, "refused: %s (rc %d): %s", bad[i], rc, stderr_text());

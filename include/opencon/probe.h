@@ -114,31 +114,39 @@ double oc_token_loss(const float *z, int T, int y, int weighting, float *dz);
  * as oc_probe_train. final_loss: the mean sequence loss of the last epoch. */
 int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const int32_t *y, const int64_t *idx, int n, int weighting,
                           const oc_probe_train_opts *o, oc_probe *out, double *final_loss, oc_error *err);
-/* Token-level collection (train-probe --token_level): one probe layer's hidden states at the
+/* Token-level collection (train-probe --token_level): the probe layers' hidden states at the
  * response tokens of every exchange (the prompt formatted for generation, then the response's own
  * tokens: what the guard reads), ONE teacher-forced forward pass per exchange with a tap at each
- * kept position. */
+ * kept position of every layer. */
 typedef struct oc_token_collect_opts {
   const char *model_id;      /* recorded in the journal header */
   int use_chat_template;
   int max_length;            /* tokens of prompt + response (the response is cut); 0 = 2048 */
-  int layer;                 /* hidden-state index as given (negative allowed) */
+  int layer;                 /* hidden-state index as given (negative allowed); with n_layers 0 the one layer */
   int max_tokens_per_example; /* 0: every response token; else at most this many (oc_token_sample) */
   uint64_t seed;             /* of the sample */
   const char *journal_path;  /* required: the rows stream there (docs/formats.md), resumable */
+  int stream_rows;           /* 0: read every row back into X (rows x hidden x 4 bytes of memory); 1: leave them in the
+                              * journal, read one exchange's rows at a time for training and scoring (X and pos NULL) */
+  int n_layers;              /* > 0: the layers layers[0..n_layers) (distinct hidden states, at most OC_PROBE_MAX_LAYERS)
+                              * instead of `layer`, each row their hidden states side by side [layers[0] | layers[1] | ...] */
+  const int *layers;
 } oc_token_collect_opts;
 typedef struct oc_token_activations {
-  int n, hidden;             /* exchanges; features per row */
+  int n, hidden;             /* exchanges; features per row (n_layers x the model's hidden size) */
+  int n_layers;              /* layers side by side in a row */
   int64_t n_rows;            /* offsets[n] */
   int64_t *offsets;          /* [n + 1]: exchange i is rows offsets[i] .. offsets[i+1]-1 */
   int32_t *y;                /* [n] the exchange's label, every row's target */
   int64_t *line;             /* [n] the dataset line */
   int32_t *pos;              /* [n_rows] the row's response token (0-based), ascending within an exchange */
-  float *X;                  /* [n_rows, hidden] read back from the journal's F16 rows */
+  float *X;                  /* [n_rows, hidden] read back from the journal's F16 rows; NULL when streamed */
   int64_t forward_passes;    /* model calls made by this collection (resumed exchanges cost none) */
   int64_t resumed;           /* exchanges read back from an earlier run's journal */
   char *model_id, *model_family;
   int use_chat_template, max_length;
+  int max_rows;              /* the most rows of one exchange */
+  struct oc_token_journal *journal; /* streamed (stream_rows): the journal the rows stay in, open read-only; NULL: rows in X */
 } oc_token_activations;
 #define OC_TOKEN_MAX_PER_EXAMPLE (1 << 20)
 /* The response tokens kept of n_resp (1 <= n_resp): all when cap <= 0 or n_resp <= cap; else the
@@ -148,8 +156,12 @@ typedef struct oc_token_activations {
 int oc_token_sample(int n_resp, int cap, uint64_t seed, uint64_t example_hash, int *pos);
 /* Collect (resuming o->journal_path when it holds records of the same settings and data: the
  * header must match; records are checked one by one and a torn or corrupt tail is dropped), then
- * read every row back from the journal into out. Labels must be 0/1; a response of no tokens is
- * an error. The journal is left in place (the caller removes it once the probe is written). */
+ * read every row back from the journal into out, or (o->stream_rows) keep the journal open for
+ * oc_probe_fit_tokens to read an exchange at a time: out then holds per exchange only its offsets,
+ * label and line, and the fit's memory is bounded by one exchange's rows (max_rows x hidden x 6
+ * bytes), not the dataset's; a record that changed or was cut after collection is an error there.
+ * Labels must be 0/1; a response of no tokens is an error. The journal is left in place (the
+ * caller removes it once the probe is written; a streamed out keeps reading it until freed). */
 int oc_collect_tokens(const oc_model *m, const oc_chat *chat, const oc_dataset *ds, const oc_token_collect_opts *o, oc_token_activations *out,
                       oc_progress *prog, oc_error *err);
 void oc_token_activations_free(oc_token_activations *a);
@@ -186,9 +198,18 @@ int oc_probe_fit_layer(const oc_activations *a, int li, double validation_size, 
                        const oc_probe_train_opts *o, oc_probe_fit *out, oc_progress *prog, oc_error *err);
 void oc_probe_fit_free(oc_probe_fit *f);
 /* oc_probe_train_tokens on a stratified split of the exchanges (split_seed); metrics score an
- * exchange by its highest token risk (what a guard reading every token would pause on). */
+ * exchange by its highest token risk (what a guard reading every token would pause on). Rows in
+ * a->X or streamed from a->journal give the same probe bit for bit (the same operations in the
+ * same order on the same F32 values). */
 int oc_probe_fit_tokens(const oc_token_activations *a, int weighting, double validation_size, uint64_t split_seed, double target_fpr,
                         const oc_probe_train_opts *o, oc_probe_fit *out, oc_error *err);
+/* The same for rows of several layers (a->n_layers > 1), combined as oc_probe_fit_layers combines
+ * final-token rows: CONCAT, one probe over the whole row, always standardized; MEAN, one probe
+ * per layer (o as given) on the same split, their weights / n_layers side by side and the mean of
+ * their biases. out->probe reads the whole row (what the guard taps), and the metrics score it so.
+ * One layer: combine is ignored (oc_probe_fit_tokens). */
+int oc_probe_fit_tokens_combined(const oc_token_activations *a, int combine, int weighting, double validation_size, uint64_t split_seed,
+                                 double target_fpr, const oc_probe_train_opts *o, oc_probe_fit *out, oc_error *err);
 /* oc_probe_fit_layer over several layers (indices lis[0..nl) into a->layers, distinct, 1 <= nl <=
  * OC_PROBE_MAX_LAYERS) combined as `combine` (oc_probe_combine; ignored when nl == 1, which is
  * exactly oc_probe_fit_layer): out->probe reads the concatenated rows [nl * hidden], and the

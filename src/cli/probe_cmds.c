@@ -133,24 +133,28 @@ const cli_command cmd_collect_activations = {"collect-activations", "final-token
                                              "--data_path and --out are required. Rerunning the same command after a crash continues from OUT.partial.",
                                              collect_opts, run_collect_activations};
 
-/* train-probe --token_level: rows at the response tokens of --layer collected (resumable at
- * journal), a token-level fit with --token_weighting; a holds the collection's settings (no rows)
- * for the probe's config */
-static int fit_tokens(const cli_args *o, const data_args *d, int layer, const oc_probe_train_opts *t, double val_size, uint64_t split_seed,
-                      double target_fpr, const char *journal, oc_progress *prog, oc_activations *a, oc_probe_fit *fit, oc_error *err) {
+/* train-probe --token_level: rows at the response tokens of --layer or --layers collected
+ * (resumable at journal), a token-level fit with --token_weighting (and --combine); a holds the
+ * collection's settings (no rows) for the probe's config */
+static int fit_tokens(const cli_args *o, const data_args *d, const int *layers, int nl, int combine, const oc_probe_train_opts *t, double val_size,
+                      uint64_t split_seed, double target_fpr, const char *journal, oc_progress *prog, oc_activations *a, oc_probe_fit *fit,
+                      oc_error *err) {
   memset(a, 0, sizeof *a);
   oc_activation_source src = {.model_id = d->model_id, .data_path = d->data_path, .max_examples = d->max_examples,
                               .sample_seed = (uint64_t)d->sample_seed, .use_chat_template = d->use_chat_template, .max_length = d->max_length,
                               .journal = journal, .binary = 1, .weights = d->weights};
-  const oc_token_collect_opts to = {d->model_id, d->use_chat_template, d->max_length, layer, arg_int(o, "max_tokens_per_example"), t->seed, journal};
+  /* the rows stay in the journal: training reads one exchange's at a time */
+  const oc_token_collect_opts to = {d->model_id,           d->use_chat_template, d->max_length, layers[0], arg_int(o, "max_tokens_per_example"),
+                                    t->seed,               journal,              1,             nl > 1 ? nl : 0, layers};
   oc_token_activations ta;
   oc_collection_counts n;
   if (cli_template_opts(&src.template_opts, err) || oc_token_activations_get(&src, &to, prog, &ta, &n, err)) return -1;
   fprintf(stderr, "%s: %lld rows, %lld selected; %lld token rows from %lld forward passes (%lld exchanges resumed)\n", d->data_path,
           (long long)n.rows_in_file, (long long)n.selected, (long long)ta.n_rows, (long long)ta.forward_passes, (long long)ta.resumed);
   oc_progress_phase(prog, "training_probe", 0, 0);
-  int rc = oc_probe_fit_tokens(&ta, oc_token_weighting_from_name(arg_str(o, "token_weighting")), val_size, split_seed, target_fpr, t, fit, err);
-  a->hidden = ta.hidden;
+  int rc = oc_probe_fit_tokens_combined(&ta, combine, oc_token_weighting_from_name(arg_str(o, "token_weighting")), val_size, split_seed, target_fpr,
+                                        t, fit, err);
+  a->hidden = ta.hidden / (ta.n_layers > 0 ? ta.n_layers : 1); /* config.json's hidden_size: one layer's */
   a->max_length = ta.max_length;
   a->use_chat_template = ta.use_chat_template;
   a->model_id = ta.model_id;
@@ -179,7 +183,8 @@ static int run_train_probe(const cli_args *o) {
     return cli_usage_error(o, "--token_weighting and --max_tokens_per_example apply to --token_level");
   if (token_level && (d.activations || d.save_activations))
     return cli_usage_error(o, "--token_level collects its rows from the model: give --data_path, not --activations or --save_activations");
-  if (token_level && arg_given(o, "layers")) return cli_usage_error(o, "--token_level trains on one --layer (not --layers)");
+  if (token_level && arg_given(o, "pack_tokens"))
+    return cli_usage_error(o, "--pack_tokens does not apply to --token_level (one forward pass per exchange, never packed)");
   if (arg_given(o, "layers")) { /* a probe over several layers */
     if (arg_given(o, "layer")) return cli_usage_error(o, "give --layer or --layers, not both");
     if (!(layers = layer_list(o, &nl, &err))) return die(&err);
@@ -219,7 +224,11 @@ static int run_train_probe(const cli_args *o) {
   oc_activations a;
   oc_probe_fit fit;
   if (token_level) { /* rows at the response tokens, straight into a token-level fit */
-    if (fit_tokens(o, &d, layer, &t, val_size, split_seed, target_fpr, journal, &prog, &a, &fit, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
+    if (fit_tokens(o, &d, layers, nl, combine, &t, val_size, split_seed, target_fpr, journal, &prog, &a, &fit, &err)) {
+      oc_progress_end(&prog, "failed");
+      die(&err);
+      goto done;
+    }
   } else {
     if (get_activations(&d, layers, nl, journal, 1, &prog, &a, &err)) { oc_progress_end(&prog, "failed"); die(&err); goto done; }
     if (arg_given(o, "model_id") && a.model_id[0] && strcmp(a.model_id, d.model_id) != 0) {
@@ -297,7 +306,10 @@ static const opt_spec train_probe_opts[] = {
      .help = "config.json: readings the rolling mean covers (rolling_mean, max_rolling_mean; default: --smoothing_window)"},
     O_DBL("aggregation_alpha", "0.5", 1e-9, 1, "config.json: weight of the newest reading (ema)"),
     O_FLAG("token_level", "train on the hidden states at every response token (one forward pass per exchange; OUT_DIR/token_activations.partial "
-                          "journals them for a resume), each token's target the exchange's label"),
+                          "journals them as F16 for a resume, and training reads them back from it one exchange at a time: memory for rows "
+                          "is one exchange's, at most --max_tokens_per_example (else --max_length) x layers x hidden x 6 bytes), each token's target "
+                          "the exchange's label; with --layers, their hidden states side by side, combined by --combine; "
+                          "--pack_tokens does not apply"),
     O_INT("max_tokens_per_example", "0", 0, OC_TOKEN_MAX_PER_EXAMPLE,
           "--token_level: at most this many response tokens per exchange, the last always, the others drawn with --seed (0 = all)"),
     {.name = "token_weighting", .type = OPT_CHOICE, .def = "uniform", .choices = "uniform|ramp|cummax",

@@ -268,7 +268,12 @@ static cJSON *probe_config_json(const oc_probe_config *c, const oc_probe_provena
   if (c->aggregation == OC_AGG_EMA) cJSON_AddNumberToObject(cfg, "aggregation_alpha", c->aggregation_alpha);
   cJSON_AddItemToObject(cfg, "metrics", oc_probe_fit_metrics_json(fit, p->validation_size));
   cJSON_AddItemToObject(cfg, "train_metrics", oc_metrics_json(&fit->train));
-  if (p->token_level)
+  if (p->token_level && c->n_layers > 0)
+    cJSON_AddStringToObject(cfg, "note", "Linear probe on the hidden states of `layers` (transformers' hidden_states indices) at every response "
+                                         "token, concatenated in that order, trained with `token_weighting` and combined as `combine` says; risk = "
+                                         "sigmoid(head.weight . [h_layers[0] | h_layers[1] | ...] + head.bias). `metrics` score an exchange by "
+                                         "its highest token risk on the held-out split.");
+  else if (p->token_level)
     cJSON_AddStringToObject(cfg, "note", "Linear probe on the hidden state of `layer` (transformers' hidden_states index) at every response token, "
                                          "trained with `token_weighting`; risk = sigmoid(head.weight . h + head.bias). `metrics` score an exchange "
                                          "by its highest token risk on the held-out split.");

@@ -10,6 +10,7 @@
 
 #include "opencon/json.h"
 #include "opencon/probe.h"
+#include "train.h"
 
 /* fit.c: the label checks of a fit, and its metrics on both sides of the split from rows X */
 int oc_probe_fit_check_labels(const oc_activations *a, oc_error *err);
@@ -47,6 +48,12 @@ static float *concat_rows(const oc_activations *a, const int *lis, int nl, oc_er
   return X;
 }
 
+void oc_probe_mean_put(float *w, int l, int nl, const oc_probe *one, double *bias) {
+  const size_t H = (size_t)one->hidden;
+  for (size_t j = 0; j < H; j++) w[(size_t)l * H + j] = one->w[j] / (float)nl;
+  *bias += one->b;
+}
+
 /* MEAN: one probe per layer on the same split, folded into one head over the concatenation:
  * mean_k (w_k . h_k + b_k) == sum_k (w_k / nl) . h_k + mean_k b_k */
 static int train_mean(const oc_activations *a, const int *lis, int nl, const int64_t *tr, int n_train, const oc_probe_train_opts *o, oc_probe *out,
@@ -66,8 +73,7 @@ static int train_mean(const oc_activations *a, const int *lis, int nl, const int
       oc_probe_free(out);
       return oc_wrap(err, "layer %d", a->layers[lis[k]]);
     }
-    for (size_t j = 0; j < H; j++) out->w[(size_t)k * H + j] = one.w[j] / (float)nl;
-    bias += one.b;
+    oc_probe_mean_put(out->w, k, nl, &one, &bias);
     loss += lk;
     oc_probe_free(&one);
   }

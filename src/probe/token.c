@@ -46,8 +46,45 @@ double oc_token_loss(const float *z, int T, int y, int weighting, float *dz) {
   return loss;
 }
 
-int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const int32_t *y, const int64_t *idx, int n, int weighting,
-                          const oc_probe_train_opts *o, oc_probe *out, double *final_loss, oc_error *err) {
+/* per-feature mean and 1 / population std over every token of the training sequences, read a
+ * sequence at a time; each feature's sums run in double over the rows in idx order, as
+ * oc_probe_standardizer sums them over the gathered rows */
+static int token_standardizer(oc_token_rows_fn rows, void *ctx, int H, const int64_t *offsets, const int64_t *idx, int n, int64_t n_tok, float *mu,
+                              float *inv_sd, oc_error *err) {
+  double *s = calloc((size_t)H, sizeof *s), *s2 = calloc((size_t)H, sizeof *s2);
+  if (!s || !s2) { free(s); free(s2); return oc_fail_code(err, OC_ERR_NOMEM, "out of memory"); }
+  int rc = -1;
+  for (int pass = 0; pass < 2; pass++) { /* the sums, then (s the mean) the squared deviations from it */
+    for (int i = 0; i < n; i++) {
+      const float *x = rows(ctx, idx[i], err);
+      if (!x) goto done;
+      const int64_t T = offsets[idx[i] + 1] - offsets[idx[i]];
+      for (int64_t t = 0; t < T; t++, x += H)
+        for (int j = 0; j < H; j++) {
+          if (pass == 0) {
+            s[j] += x[j];
+          } else {
+            const double d = x[j] - s[j];
+            s2[j] += d * d;
+          }
+        }
+    }
+    if (pass == 0)
+      for (int j = 0; j < H; j++) s[j] /= n_tok;
+  }
+  for (int j = 0; j < H; j++) {
+    const double sd = sqrt(s2[j] / n_tok);
+    mu[j] = (float)s[j];
+    inv_sd[j] = sd > 1e-12 ? (float)(1.0 / sd) : 1.0f;
+  }
+  rc = 0;
+done:
+  free(s); free(s2);
+  return rc;
+}
+
+int oc_probe_train_token_rows(oc_token_rows_fn rows, void *ctx, int H, const int64_t *offsets, const int32_t *y, const int64_t *idx, int n,
+                              int weighting, const oc_probe_train_opts *o, oc_probe *out, double *final_loss, oc_error *err) {
   memset(out, 0, sizeof *out);
   if (n < 1) return oc_fail(err, "no training sequences");
   if (o->epochs < 1 || o->batch_size < 1 || !(o->lr > 0)) return oc_fail(err, "epochs, batch_size and lr must be positive");
@@ -65,19 +102,14 @@ int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const i
   float *w = calloc((size_t)H, sizeof *w), *m = calloc((size_t)H, sizeof *m), *v = calloc((size_t)H, sizeof *v), *g = malloc(sizeof(float) * (size_t)H);
   float *mu = calloc((size_t)H, sizeof *mu), *inv_sd = malloc(sizeof(float) * (size_t)H);
   float *xr = malloc(sizeof(float) * (size_t)H), *z = malloc(sizeof(float) * (size_t)max_t), *dz = malloc(sizeof(float) * (size_t)max_t);
-  int64_t *rows = malloc(sizeof(int64_t) * (size_t)n_tok), *perm = malloc(sizeof(int64_t) * (size_t)n);
+  int64_t *perm = malloc(sizeof(int64_t) * (size_t)n);
   int rc = -1;
-  if (!w || !m || !v || !g || !mu || !inv_sd || !xr || !z || !dz || !rows || !perm) {
+  if (!w || !m || !v || !g || !mu || !inv_sd || !xr || !z || !dz || !perm) {
     oc_fail_code(err, OC_ERR_NOMEM, "out of memory (token-level probe of %d features, %lld tokens)", H, (long long)n_tok);
     goto done;
   }
   for (int j = 0; j < H; j++) inv_sd[j] = 1.0f;
-  if (o->standardize) { /* over every token of the training sequences */
-    int64_t k = 0;
-    for (int i = 0; i < n; i++)
-      for (int64_t r = offsets[idx[i]]; r < offsets[idx[i] + 1]; r++) rows[k++] = r;
-    oc_probe_standardizer(X, H, rows, n_tok, mu, inv_sd);
-  }
+  if (o->standardize && token_standardizer(rows, ctx, H, offsets, idx, n, n_tok, mu, inv_sd, err)) goto done;
   oc_rng rng;
   oc_rng_seed(&rng, o->seed);
   float bound = 1.0f / sqrtf((float)H), b;
@@ -94,18 +126,19 @@ int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const i
       memset(g, 0, sizeof(float) * (size_t)H);
       float gb = 0;
       for (int r = 0; r < nb; r++) { /* each sequence's loss is a mean over its tokens; the batch's the mean of those */
-        const int64_t o0 = offsets[perm[s0 + r]];
-        const int T = (int)(offsets[perm[s0 + r] + 1] - o0);
+        const float *X = rows(ctx, perm[s0 + r], err); /* its rows [T][H] */
+        if (!X) goto done;
+        const int T = (int)(offsets[perm[s0 + r] + 1] - offsets[perm[s0 + r]]);
         const oc_probe cur = {H, w, b};
         for (int t = 0; t < T; t++) {
-          const float *x = X + (size_t)(o0 + t) * H;
+          const float *x = X + (size_t)t * H;
           for (int j = 0; j < H; j++) xr[j] = (x[j] - mu[j]) * inv_sd[j];
           z[t] = oc_probe_logit(&cur, xr);
         }
         epoch_loss += oc_token_loss(z, T, y[perm[s0 + r]], weighting, dz);
         for (int t = 0; t < T; t++) {
           if (dz[t] == 0) continue;
-          const float d = dz[t] / (float)nb, *x = X + (size_t)(o0 + t) * H;
+          const float d = dz[t] / (float)nb, *x = X + (size_t)t * H;
           for (int j = 0; j < H; j++) g[j] += d * ((x[j] - mu[j]) * inv_sd[j]);
           gb += d;
         }
@@ -121,6 +154,20 @@ int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const i
   w = NULL;
   rc = 0;
 done:
-  free(w); free(m); free(v); free(g); free(mu); free(inv_sd); free(xr); free(z); free(dz); free(rows); free(perm);
+  free(w); free(m); free(v); free(g); free(mu); free(inv_sd); free(xr); free(z); free(dz); free(perm);
   return rc;
+}
+
+/* rows in memory: X [., H] with sequence s at rows offsets[s] .. */
+typedef struct { const float *X; const int64_t *offsets; int H; } memory_rows;
+static const float *memory_rows_of(void *ctx, int64_t seq, oc_error *err) {
+  (void)err;
+  const memory_rows *m = ctx;
+  return m->X + (size_t)m->offsets[seq] * (size_t)m->H;
+}
+
+int oc_probe_train_tokens(const float *X, int H, const int64_t *offsets, const int32_t *y, const int64_t *idx, int n, int weighting,
+                          const oc_probe_train_opts *o, oc_probe *out, double *final_loss, oc_error *err) {
+  memory_rows src = {X, offsets, H};
+  return oc_probe_train_token_rows(memory_rows_of, &src, H, offsets, y, idx, n, weighting, o, out, final_loss, err);
 }
