@@ -73,7 +73,7 @@ static void cpu_brand(char *out, size_t n) {
   out[0] = 0;
 #if defined(__x86_64__)
   unsigned r[12];
-  if (n < 49 || __get_cpuid_max(0x80000000u, NULL) < 0x80000004u) return;
+  if (n < 49 || (unsigned)__get_cpuid_max(0x80000000u, NULL) < 0x80000004u) return; /* (an int in clang's cpuid.h) */
   for (unsigned i = 0; i < 3; i++) __get_cpuid(0x80000002u + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
   memcpy(out, r, 48);
   out[48] = 0;
