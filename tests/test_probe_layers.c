@@ -356,13 +356,17 @@ static void test_guard(void) {
   oc_model_free(m);
 }
 
-/* 48 exchanges; the unsafe responses end with the trigger word "quokka" */
+/* 48 exchanges in 24 pairs that differ only in how the response ends: the unsafe one with the
+ * trigger word "quokka", the safe one with "." (nothing else, no topic word or number, tells the
+ * labels apart) */
 static const char *trigger_data(void) {
   static const char *topics[] = {"bread", "rivers", "chess", "music", "stars", "gardens", "trains", "paper"};
   FILE *f = fopen(path("trigger.jsonl"), "w");
-  for (int i = 0; i < 48; i++)
-    fprintf(f, "{\"prompt\": \"Tell me about %s %d\", \"response\": \"Here is a note on %s number %d%s\", \"label\": %d}\n", topics[i % 8], i,
-            topics[(i * 3) % 8], i, i % 2 ? " quokka" : ".", i % 2);
+  for (int i = 0; i < 48; i++) {
+    const int k = i / 2;
+    fprintf(f, "{\"prompt\": \"Tell me about %s %d\", \"response\": \"Here is a note on %s number %d%s\", \"label\": %d}\n", topics[k % 8], k,
+            topics[(k * 3) % 8], k, i % 2 ? " quokka" : ".", i % 2);
+  }
   fclose(f);
   return path("trigger.jsonl");
 }
