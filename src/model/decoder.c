@@ -314,7 +314,7 @@ static int place_streamed(oc_model *m, oc_error *err) {
   void *arena = mmap(NULL, m->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (arena == MAP_FAILED) {
     m->arena_bytes = 0;
-    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: %zu bytes for the streamed matrices (--weights mmap reads them from the file instead)", bytes);
+    return oc_fail_code(err, OC_ERR_NOMEM, "out of memory: %zu bytes for the streamed matrices (--weights mmap reads BF16, F16 and F32 ones from the file instead)", bytes);
   }
   m->arena = arena;
 #ifdef MADV_HUGEPAGE
