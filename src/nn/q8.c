@@ -358,32 +358,16 @@ AVX512VNNI static void q8_tile_512_k(const int8_t *const *w, const uint16_t *con
                                      float out[4][Q8_CHUNK]) {
   Q8_FOR_K(Q8_TILE_512)
 }
-/* Up to 4 inputs (T fixed): the same arithmetic with the accumulators in registers (the single
- * decode and small batches; the chunk's accumulators in memory cost this ~20 % in cache). */
-AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512_il(const int8_t *const *w, const uint16_t *const *wd, const int K,
-                                                                           const oc_q8_act *x, const int T, float out[4][Q8_CHUNK]) {
-  __m512 acc[4][Q8_CHUNK];
-  for (int j = 0; j < K; j++)
-    for (int t = 0; t < T; t++) acc[j][t] = _mm512_setzero_ps();
-  const int groups = x[0].n / OC_Q8_GROUP;
-  for (int g = 0; g < groups; g++) {
-    __m512 dw[4];
-    for (int j = 0; j < K; j++) dw[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wd[j] + 16 * g)));
-    q8_group_512_il(w, K, x, T, g, dw, acc, 0);
-  }
-  const __m512 zero = _mm512_setzero_ps();
-  for (int j = 0; j < K; j++) reduce16x4(acc[j][0], T > 1 ? acc[j][1] : zero, T > 2 ? acc[j][2] : zero, T > 3 ? acc[j][3] : zero, out[j]);
-}
-
-/* (n <= Q8_CHUNK) */
+/* (n <= Q8_CHUNK) Up to 4 inputs, n is a constant in each instance: the accumulators then stay in
+ * registers (the single decode and small batches; in memory they cost ~20 % in cache). */
 AVX512VNNI static void q8_chunk_512_il_k(const int8_t *const *w, const uint16_t *const *wd, int K, const oc_q8_act *x, int n,
                                          float out[4][Q8_CHUNK]) {
-#define Q8_CHUNK_IL(k)                                   \
-  switch (n) {                                           \
-    case 4: q8_tile_512_il(w, wd, k, x, 4, out); break;  \
-    case 3: q8_tile_512_il(w, wd, k, x, 3, out); break;  \
-    case 2: q8_tile_512_il(w, wd, k, x, 2, out); break;  \
-    case 1: q8_tile_512_il(w, wd, k, x, 1, out); break;  \
+#define Q8_CHUNK_IL(k)                                    \
+  switch (n) {                                            \
+    case 4: q8_chunk_512_il(w, wd, k, x, 4, out); break;  \
+    case 3: q8_chunk_512_il(w, wd, k, x, 3, out); break;  \
+    case 2: q8_chunk_512_il(w, wd, k, x, 2, out); break;  \
+    case 1: q8_chunk_512_il(w, wd, k, x, 1, out); break;  \
     default: q8_chunk_512_il(w, wd, k, x, n, out); break; \
   }
   Q8_FOR_K(Q8_CHUNK_IL)
