@@ -4,11 +4,15 @@
  * and each must produce exactly what oc_guard_generate produces alone: the same tokens, status,
  * released text and events. Also: stop strings and observe mode against their definitions, stricter
  * thresholds only, a full queue, cancellation, a prompt too long for the slots. A probe over two
- * layers: the engine's batched steps tap both and give what one-at-a-time generation gives. */
+ * layers: the engine's batched steps tap both and give what one-at-a-time generation gives. And
+ * oc_release_threads, which the engine's creator calls: the calling thread's idle OpenMP workers go. */
+#include <dirent.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "opencon/serve.h"
@@ -18,6 +22,15 @@ static oc_chat *CH;
 static oc_classifier *CLS;
 
 typedef struct { char text[8192]; size_t n; char ev[16384]; size_t en; } sink;
+/* the process's threads (/proc/self/task) */
+static int n_threads(void) {
+  DIR *d = opendir("/proc/self/task");
+  int n = 0;
+  for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
+  if (d) closedir(d);
+  return n;
+}
+
 static void emit(void *ud, const char *t, size_t n) {
   sink *s = ud;
   if (s->n + n < sizeof s->text) { memcpy(s->text + s->n, t, n); s->n += n; s->text[s->n] = 0; }
@@ -69,6 +82,24 @@ static void drain(job_case *c) {
 
 int main(int argc, char **argv) {
   REQUIRE(argc == 3, "usage: test_engine MODEL_DIR CLASSIFIER_DIR");
+  { /* a parallel region leaves this thread 3 idle workers; releasing them ends them */
+    const int alone = n_threads();
+    oc_set_threads(4);
+    int team = 0;
+#pragma omp parallel
+#pragma omp atomic
+    team++;
+    const int pooled = n_threads();
+    oc_release_threads();
+    int left = n_threads();
+    for (int i = 0; i < 200 && left != alone; i++) { /* (the workers exit as they wake) */
+      struct timespec ts = {0, 10000000};
+      nanosleep(&ts, NULL);
+      left = n_threads();
+    }
+    CHECK(team == 4 && pooled == alone + 3 && left == alone, "oc_release_threads: %d threads alone, %d with the team of %d, %d after", alone, pooled,
+          team, left);
+  }
   oc_set_threads(2);
   oc_error err;
   REQUIRE(oc_model_load(argv[1], &M, &err) == 0 && oc_chat_load(argv[1], &CH, &err) == 0 && oc_classifier_load(argv[2], &CLS, &err) == 0, "%s",

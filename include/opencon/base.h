@@ -139,6 +139,12 @@ int oc_parse_int_list(const char *s, int64_t **out, int *n, oc_error *err);
  * single-threaded inside our parallel regions). 0 = all cores. */
 void oc_set_threads(int n);
 int oc_get_threads(void);
+/* Releases the calling thread's idle OpenMP workers (its thread pool; a later parallel region on
+ * this thread makes a new one). libgomp spins at its barriers only while the threads it manages
+ * do not outnumber the cores; past that its workers sleep, and every parallel region wakes them
+ * through the kernel. A thread that hands all compute to another (the serving engine) calls this,
+ * or the workers it keeps cost the other thread's team that: half the decode speed on 2 cores. */
+void oc_release_threads(void);
 
 /* Progress line on stderr when it is a TTY (rate and ETA), and an optional JSON file in the
  * MVP's format: {"phase", <done_key>, <total_key>, "percent", "elapsed_seconds", "eta_seconds",

@@ -190,6 +190,10 @@ void oc_set_threads(int n) {
 
 int oc_get_threads(void) { return omp_get_max_threads(); }
 
+void oc_release_threads(void) {
+  if (!omp_in_parallel()) omp_pause_resource_all(omp_pause_soft); /* (refused inside a parallel region) */
+}
+
 uint64_t oc_mix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;

@@ -993,6 +993,7 @@ int oc_server_start(const oc_serve_opts *o, oc_server **out, oc_error *err) {
   if (o->api_key && o->api_key_file) return oc_fail(err, "give --api_key or --api_key_file, not both");
   oc_server *s = calloc(1, sizeof *s);
   if (!s) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory");
+  oc_release_threads(); /* the engine's thread runs all compute from now on (the demo trained on this one) */
   s->o = *o;
   s->audit_fd = -1;
   s->state = LOADING;
