@@ -9,7 +9,12 @@
  *   classifier: 4 streams whose every probe reading calls the classifier (a pause threshold of 0,
  *     an always-allowing classifier) against 4 without it;
  *   neighbour: 4 streams beside a CPU-bound process (one busy loop per core), with the engine's team
- *     adapting to it (the default) and kept whole.
+ *     adapting to it (the default) and kept whole;
+ *   probe cost: S = 1 and 8 sessions decoding together, steps with the probe's work (the taps of
+ *     its layers, then its logit on every row: more than the engine does, which taps only when a
+ *     stream's reading is due) alternating with steps without it (ABBA), so the machine's drift
+ *     cancels: the mean extra time per step and its 95 % interval. (The whole-run "without the
+ *     probe" rows above differ by more than the probe costs: this VM's speed drifts between runs.)
  * usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] */
 #include <math.h>
 #include <signal.h>
@@ -113,6 +118,59 @@ static int run(const oc_guard *g, int slots, int threads, int n, double gap_s, i
   return run_adapt(g, slots, threads, n, gap_s, new_tokens, prompt_len, base, 1, out);
 }
 
+/* The probe's share of a decode step at S sessions, measured by alternating steps with and without
+ * it (module comment). */
+static int probe_cost(const oc_guard *g, const oc_probe *pr, int S, int pairs, int prompt_len, int threads) {
+  const oc_model *m = oc_guard_model(g);
+  const oc_model_config *c = oc_model_cfg(m);
+  const int *layers;
+  const int nl = oc_guard_probe_layers(g, &layers);
+  oc_error err = {0};
+  oc_set_threads(threads);
+  oc_session *ss[8] = {0};
+  int32_t ids[8], *prompt = malloc(sizeof(int32_t) * (size_t)prompt_len);
+  float *logits = malloc(sizeof(float) * (size_t)S * (size_t)c->vocab), *tap = malloc(sizeof(float) * (size_t)S * (size_t)nl * (size_t)c->hidden);
+  double *diff = calloc((size_t)pairs, sizeof(double)), with = 0, without = 0, sink = 0;
+  int rc = -1;
+  if (!prompt || !logits || !tap || !diff || S > 8) goto out;
+  for (int k = 0; k < S; k++) {
+    for (int t = 0; t < prompt_len; t++) prompt[t] = (int32_t)(((int64_t)(k * 131 + t) * 7919 + 13) % (c->vocab - 10) + 5);
+    if (!(ss[k] = oc_session_new(m, prompt_len + 4 * pairs + 8, &err)) || oc_forward(ss[k], prompt, prompt_len, NULL, NULL, 0, &err)) goto out;
+    ids[k] = 100 + k;
+  }
+  const oc_taps taps = {nl, layers, 0, NULL, tap};
+  for (int p = 0; p < pairs; p++) {
+    double t[4];
+    for (int i = 0; i < 4; i++) { /* ABBA: with, without, without, with */
+      const int probe = i == 0 || i == 3;
+      const double t0 = oc_now();
+      if (oc_forward_batch(ss, S, ids, probe ? &taps : NULL, logits, &err)) goto out;
+      if (probe)
+        for (int k = 0; k < S; k++) sink += oc_probe_logit(pr, tap + (size_t)k * (size_t)c->hidden);
+      t[i] = oc_now() - t0;
+    }
+    diff[p] = (t[0] + t[3] - t[1] - t[2]) / 2;
+    with += t[0] + t[3];
+    without += t[1] + t[2];
+  }
+  double mean = 0, var = 0;
+  for (int p = 0; p < pairs; p++) mean += diff[p] / pairs;
+  for (int p = 0; p < pairs; p++) var += (diff[p] - mean) * (diff[p] - mean) / (pairs - 1);
+  const double step = without / (2.0 * pairs), half = 1.96 * sqrt(var / pairs);
+  printf("{\"bench\": \"serve\", \"cpu\": \"%s\", \"weights\": \"%s\", \"what\": \"probe cost, steps with and without it alternating\", \"streams\": %d, "
+         "\"threads\": %d, \"steps\": %d, \"step_ms_without\": %.2f, \"step_ms_with\": %.2f, \"extra_ms\": %.3f, \"extra_ms_95ci\": [%.3f, %.3f], "
+         "\"probe_overhead_pct\": %.3f, \"probe_overhead_pct_95ci\": [%.3f, %.3f]%s}\n",
+         CPU, WEIGHTS, S, threads, 4 * pairs, 1e3 * step, 1e3 * with / (2.0 * pairs), 1e3 * mean, 1e3 * (mean - half), 1e3 * (mean + half),
+         100 * mean / step, 100 * (mean - half) / step, 100 * (mean + half) / step, isfinite(sink) ? "" : ", \"note\": \"non-finite probe logits\"");
+  fflush(stdout);
+  rc = 0;
+out:
+  if (rc) fprintf(stderr, "error: probe cost: %s\n", err.msg[0] ? err.msg : "out of memory");
+  for (int k = 0; k < S && k < 8; k++) oc_session_free(ss[k]);
+  free(prompt); free(logits); free(tap); free(diff);
+  return rc;
+}
+
 static void print(const char *what, int streams, int threads, const result *r, const char *extra) {
   printf("{\"bench\": \"serve\", \"cpu\": \"%s\", \"weights\": \"%s\", \"what\": \"%s\", \"streams\": %d, \"threads\": %d, \"decode_tokens_per_s\": %.3f, "
          "\"end_to_end_tokens_per_s\": %.3f, \"ttft_p50_s\": %.3f, \"ttft_p95_s\": %.3f, \"first_release_p50_s\": %.3f, \"first_release_p95_s\": %.3f, "
@@ -176,6 +234,10 @@ int main(int argc, char **argv) {
              rn.tps_decode, 100.0 * (rn.tps_decode / rp.tps_decode - 1.0));
     print("streams", s, threads, &rp, extra);
   }
+  oc_probe pr;
+  if (oc_probe_load(argv[2], &pr, &err)) { fprintf(stderr, "error: %s\n", err.msg); return 1; }
+  if (probe_cost(g, &pr, 1, 12, PROMPT, threads) || probe_cost(g, &pr, 8, 12, PROMPT, threads)) return 1;
+  oc_probe_free(&pr);
   result rl = {0};
   if (run(g, 4, threads, 16, 0.15, NEW, PROMPT, &probe, &rl)) return 1;
   print("load: 16 requests every 150 ms into 4 slots", 4, threads, &rl, NULL);

@@ -308,6 +308,69 @@ static void check_q8_nonfinite(void) {
  * products of an interleaved matrix: at the scalar level the same bits as the natural matrix (the
  * same block dots, summed in the same order), at every level within the f32 bound of each other;
  * a non-finite input still gives NaN. */
+/* An input row quantized for the products (oc_q8_act_quantize, whichever level runs) against its
+ * definition, byte for byte: per block of 32 the scale largest |x| / 127 and x * (127 / largest)
+ * rounded to nearest even; NaN scale and zeros for a block holding a NaN or an infinity; a block
+ * below ~4e-37 all zero; the interleaved copy; and for the 512-bit kernels the lanes' sums. Rows
+ * with halfway values (x * inv = k + 0.5), signed zeros, tiny blocks and non-finite values. */
+static void check_q8_act(int n) {
+  float *x = malloc(sizeof(float) * (size_t)n);
+  for (int i = 0; i < n; i++) x[i] = uniform() * (i % 5 == 0 ? 3.0f : 1.0f);
+  const int nb = (int)oc_q8_nblocks(n);
+  for (int b = 0; b < nb; b++) { /* a kind of block per block index */
+    float *xb = x + 32 * b;
+    const int len = n - 32 * b < 32 ? n - 32 * b : 32;
+    switch (b % 6) {
+      case 1: for (int i = 0; i < len; i++) xb[i] = (float)(i - 16) * 0.5f; xb[0] = -127.0f * 0.5f; break; /* halves at x * inv */
+      case 2: xb[len / 2] = b % 12 == 2 ? NAN : -INFINITY; break;
+      case 3: for (int i = 0; i < len; i++) xb[i] = i % 2 ? 1e-38f : -0.0f; break;
+      case 4: for (int i = 0; i < len; i++) xb[i] = i % 3 ? -0.0f : 0.0f; break;
+      default: break;
+    }
+  }
+  char *buf = malloc(oc_q8_act_bytes(n));
+  oc_q8_act a;
+  oc_q8_act_quantize(x, n, buf, &a);
+  int q_ok = 1, d_ok = 1, il_ok = 1, sums_ok = 1;
+  for (int b = 0; b < nb; b++) {
+    const int b0 = 32 * b, len = n - b0 < 32 ? n - b0 : 32;
+    float amax = 0;
+    int finite = 1;
+    for (int i = 0; i < len; i++) { finite &= isfinite(x[b0 + i]); if (fabsf(x[b0 + i]) > amax) amax = fabsf(x[b0 + i]); }
+    float inv = finite && amax > 0 ? 127.0f / amax : 0.0f;
+    if (!(inv < INFINITY)) inv = 0;
+    const float d = !finite ? NAN : inv > 0 ? amax / 127.0f : 0.0f;
+    d_ok &= isnan(d) ? isnan(a.d[b]) : memcmp(&d, &a.d[b], sizeof d) == 0;
+    for (int i = 0; i < len; i++) {
+      const float v = finite ? rintf(x[b0 + i] * inv) : 0.0f;
+      q_ok &= a.q[b0 + i] == (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+  }
+  if (oc_q8_interleavable(n)) {
+    il_ok = a.qi != NULL;
+    for (int c = 0; il_ok && c < n; c++) il_ok &= a.qi[oc_q8_il_pos(c)] == a.q[c];
+  } else {
+    il_ok = a.qi == NULL;
+  }
+  if (oc_cpu()->level >= OC_CPU_AVX512 && oc_have_avx512_vnni()) {
+    for (int s = 0; s < n / 64; s++)
+      for (int l = 0; l < 16; l++) {
+        const int8_t *g = a.q + 64 * s + 4 * l;
+        const float dl = a.d[2 * s + (l >= 8)];
+        sums_ok &= a.init[16 * s + l] == -128 * (g[0] + g[1] + g[2] + g[3]) && memcmp(&a.dl[16 * s + l], &dl, sizeof dl) == 0;
+      }
+    for (int b = 0; a.ginit && b < n / 32; b++) {
+      int sum = 0;
+      for (int i = 0; i < 32; i++) sum += a.q[32 * b + i];
+      sums_ok &= a.ginit[b] == -128 * sum;
+    }
+  }
+  CHECK(q_ok && d_ok && il_ok && sums_ok, "input row of %d quantized by its definition (values %d, scales %d, interleaved %d, kernel sums %d)", n, q_ok,
+        d_ok, il_ok, sums_ok);
+  free(x);
+  free(buf);
+}
+
 static void check_q8_interleaved(int in, int out, int n) {
   float *vals;
   g_q8_il = 0;
@@ -508,6 +571,8 @@ int main(void) {
         c.in = long_ins[i];
         check_case(&c, long_ns[k]);
       }
+  const int act_ns[] = {1, 31, 32, 33, 64, 100, 512, 1000, 1024, 1536, 6144};
+  for (size_t i = 0; i < sizeof act_ns / sizeof *act_ns; i++) check_q8_act(act_ns[i]);
   const int hds[] = {1, 7, 8, 15, 16, 17, 33, 64, 100};
   for (int G = 1; G <= 9; G++)
     for (size_t i = 0; i < sizeof hds / sizeof *hds; i++)

@@ -612,7 +612,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
   if (buf && any_q8) {
     oc_q8_act *acts = (oc_q8_act *)(buf + xp_bytes);
     char *data = buf + xp_bytes + (size_t)n * sizeof(oc_q8_act);
-#pragma omp parallel for schedule(static) if (n >= 16)
+#pragma omp parallel for schedule(static) if (n >= 2)
     for (int t = 0; t < n; t++) oc_q8_act_quantize(X + (size_t)t * in, in, data + (size_t)t * act_bytes, &acts[t]);
     xq = acts;
   }
@@ -742,6 +742,8 @@ void oc_matmul(const float *X, int n, int in, const oc_tensor *W, int row0, int 
 }
 
 void oc_rmsnorm(const float *x, const float *w, int n, int dim, float eps, float *y) {
+  /* (rows apart from 16 Ki values on: a batched decode step's norms, else its other thread waits) */
+#pragma omp parallel for schedule(static) if ((int64_t)n * dim >= 16384 && n > 1)
   for (int t = 0; t < n; t++) {
     const float *xr = x + (size_t)t * dim;
     float *yr = y + (size_t)t * dim;

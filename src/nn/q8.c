@@ -59,12 +59,18 @@ void oc_q8_dequantize(const int8_t *q, const uint16_t *d, int il, int64_t col0, 
   }
 }
 
+/* (oc_q8_il_pos spelled out: values 4k..4k+3 of block b of a group go to run k, place b; 4 values
+ * stay together) */
 void oc_q8_interleave(const int8_t *src, int64_t n, int8_t *dst) {
-  for (int64_t c = 0; c < n; c += 4) memcpy(dst + oc_q8_il_pos(c), src + c, 4); /* 4 values stay together */
+  for (int64_t g = 0; g < n; g += OC_Q8_GROUP)
+    for (int b = 0; b < OC_Q8_GROUP / OC_Q8_BLOCK; b++)
+      for (int k = 0; k < OC_Q8_BLOCK / 4; k++) memcpy(dst + g + 64 * k + 4 * b, src + g + OC_Q8_BLOCK * b + 4 * k, 4);
 }
 
 void oc_q8_deinterleave(const int8_t *src, int64_t n, int8_t *dst) {
-  for (int64_t c = 0; c < n; c += 4) memcpy(dst + c, src + oc_q8_il_pos(c), 4);
+  for (int64_t g = 0; g < n; g += OC_Q8_GROUP)
+    for (int b = 0; b < OC_Q8_GROUP / OC_Q8_BLOCK; b++)
+      for (int k = 0; k < OC_Q8_BLOCK / 4; k++) memcpy(dst + g + OC_Q8_BLOCK * b + 4 * k, src + g + 64 * k + 4 * b, 4);
 }
 
 /* ------------------------------------------------------------------ input rows */
@@ -76,6 +82,95 @@ size_t oc_q8_act_bytes(int n) {
          il * (round64((size_t)n) + round64((size_t)n / OC_Q8_GROUP * 16 * sizeof(int32_t))) + 64;
 }
 
+/* Input blocks bi0.. of x[0, n) (n: the row's length) into q and d, by the rule of oc_q8_act_quantize. */
+static void act_blocks(const float *x, int n, int bi0, int8_t *q, float *d) {
+  for (int b0 = bi0 * OC_Q8_BLOCK, bi = bi0; b0 < n; b0 += OC_Q8_BLOCK, bi++) {
+    const int len = n - b0 < OC_Q8_BLOCK ? n - b0 : OC_Q8_BLOCK;
+    float amax = 0;
+    int finite = 1;
+    for (int i = 0; i < len; i++) {
+      const float v = fabsf(x[b0 + i]);
+      finite = finite && isfinite(v);
+      if (v > amax) amax = v;
+    }
+    if (!finite) { /* NaN or infinity: the block's products are NaN */
+      d[bi] = NAN;
+      memset(q + b0, 0, (size_t)len);
+      continue;
+    }
+    float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    if (!(inv < INFINITY)) inv = 0.0f; /* |x| below ~4e-37: the block counts as zero (127 / amax would overflow) */
+    d[bi] = inv > 0 ? amax / 127.0f : 0.0f;
+    for (int i = 0; i < len; i++) {
+      float v = rintf(x[b0 + i] * inv);
+      q[b0 + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+  }
+}
+
+#ifdef OC_X86
+/* The whole blocks of x[0, n) as act_blocks quantizes them, 8 lanes at a time (the same float
+ * operations: |x|'s maximum is exact in any order, x * inv rounded to nearest even as rintf does). */
+__attribute__((target("avx2"))) static void act_blocks_avx2(const float *x, int n, int8_t *q, float *d) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps(INFINITY), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* undoes the packs' 128-bit lanes */
+  for (int bi = 0; bi < n / OC_Q8_BLOCK; bi++) {
+    const float *xb = x + (size_t)bi * OC_Q8_BLOCK;
+    __m256 v[4], amax = _mm256_setzero_ps();
+    int finite = 1;
+    for (int i = 0; i < 4; i++) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      const __m256 a = _mm256_andnot_ps(sign, v[i]);
+      finite &= _mm256_movemask_ps(_mm256_cmp_ps(a, inf, _CMP_LT_OQ)) == 0xFF; /* (false for NaN) */
+      amax = _mm256_max_ps(amax, a);
+    }
+    int8_t *qb = q + (size_t)bi * OC_Q8_BLOCK;
+    if (!finite) {
+      d[bi] = NAN;
+      memset(qb, 0, OC_Q8_BLOCK);
+      continue;
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+    float inv = m > 0 ? 127.0f / m : 0.0f;
+    if (!(inv < INFINITY)) inv = 0.0f;
+    d[bi] = inv > 0 ? m / 127.0f : 0.0f;
+    const __m256 iv = _mm256_set1_ps(inv);
+    __m256i r[4];
+    for (int i = 0; i < 4; i++) {
+      const __m256 t = _mm256_round_ps(_mm256_mul_ps(v[i], iv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      r[i] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t, lo), hi));
+    }
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256((__m256i *)qb, _mm256_permutevar8x32_epi32(b, order));
+  }
+}
+
+/* The 512-bit kernels' sums of an input row (the rule in oc_q8_act_quantize below), 16 lanes at a
+ * time: vpdpbusd of ones and the bytes sums each lane's 4, exactly. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void act_sums_512(oc_q8_act *a) {
+  const __m512i ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+  const size_t steps = (size_t)a->n / 64;
+  for (size_t s = 0; s < steps; s++) {
+    const __m512i sum = _mm512_dpbusd_epi32(zero, ones, _mm512_loadu_si512((const void *)(a->q + 64 * s)));
+    _mm512_storeu_si512((void *)(a->init + 16 * s), _mm512_sub_epi32(zero, _mm512_slli_epi32(sum, 7)));
+    _mm512_storeu_ps(a->dl + 16 * s, _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a->d[2 * s]), _mm512_set1_ps(a->d[2 * s + 1])));
+  }
+  if (!a->ginit) return;
+  for (int g = 0; g < a->n / OC_Q8_GROUP; g++) {
+    __m512i sum = zero;
+    for (int k = 0; k < 8; k++) sum = _mm512_dpbusd_epi32(sum, ones, _mm512_loadu_si512((const void *)(a->qi + g * OC_Q8_GROUP + 64 * k)));
+    _mm512_storeu_si512((void *)(a->ginit + 16 * g), _mm512_sub_epi32(zero, _mm512_slli_epi32(sum, 7)));
+  }
+}
+#endif
+
+/* Blocks of 32: a block's scale is its largest magnitude / 127 (not rounded to f16), each value
+ * x * (127 / largest) rounded to nearest even; a block holding a NaN or an infinity gets a NaN scale
+ * and zeros. For the 512-bit kernels also: per 64-value step and lane l, -128 times the sum of its
+ * 4 values (init) and the scale of its block (dl); per group of the interleaved row and lane l,
+ * -128 times the sum of block l's 32 values (ginit). The SIMD forms give the same bytes. */
 void oc_q8_act_quantize(const float *x, int n, void *buf, oc_q8_act *a) {
   const size_t nb = (size_t)oc_q8_nblocks(n), steps = (size_t)n / 64;
   char *p = (char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
@@ -90,42 +185,18 @@ void oc_q8_act_quantize(const float *x, int n, void *buf, oc_q8_act *a) {
     a->qi = (int8_t *)p; p += round64((size_t)n);
     a->ginit = (int32_t *)p;
   }
-  for (int b0 = 0, bi = 0; b0 < n; b0 += OC_Q8_BLOCK, bi++) {
-    const int len = n - b0 < OC_Q8_BLOCK ? n - b0 : OC_Q8_BLOCK;
-    float amax = 0;
-    int finite = 1;
-    for (int i = 0; i < len; i++) {
-      const float v = fabsf(x[b0 + i]);
-      finite = finite && isfinite(v);
-      if (v > amax) amax = v;
-    }
-    if (!finite) { /* NaN or infinity: the block's products are NaN */
-      a->d[bi] = NAN;
-      memset(a->q + b0, 0, (size_t)len);
-      continue;
-    }
-    float inv = amax > 0 ? 127.0f / amax : 0.0f;
-    if (!(inv < INFINITY)) inv = 0.0f; /* |x| below ~4e-37: the block counts as zero (127 / amax would overflow) */
-    a->d[bi] = inv > 0 ? amax / 127.0f : 0.0f;
-    for (int i = 0; i < len; i++) {
-      float v = rintf(x[b0 + i] * inv);
-      a->q[b0 + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-    }
+  int whole = 0; /* blocks done by SIMD */
+#ifdef OC_X86
+  if (oc_have_avx2()) {
+    act_blocks_avx2(x, n, a->q, a->d);
+    whole = n / OC_Q8_BLOCK;
   }
+#endif
+  act_blocks(x, n, whole, a->q, a->d);
   if (a->qi) oc_q8_interleave(a->q, n, a->qi);
-  if (!oc_have_avx512_vnni()) return;
-  if (a->ginit)
-    for (int b = 0; b < n / OC_Q8_BLOCK; b++) {
-      int32_t sum = 0;
-      for (int i = 0; i < OC_Q8_BLOCK; i++) sum += a->q[b * OC_Q8_BLOCK + i];
-      a->ginit[b] = -128 * sum; /* (group g's 16 lanes: blocks 16g..16g+15, in order) */
-    }
-  for (size_t s = 0; s < steps; s++)
-    for (int l = 0; l < 16; l++) {
-      const int8_t *g = a->q + s * 64 + 4 * (size_t)l;
-      a->init[s * 16 + (size_t)l] = -128 * (g[0] + g[1] + g[2] + g[3]);
-      a->dl[s * 16 + (size_t)l] = a->d[2 * s + (size_t)(l >= 8)];
-    }
+#ifdef OC_X86
+  if (oc_have_avx512_vnni()) act_sums_512(a);
+#endif
 }
 
 /* ------------------------------------------------------------------ products */
@@ -265,6 +336,8 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_tile_512(const i
  * its lanes over the groups in order, then reduce16x4's fixed tree. */
 AVX512VNNI static inline __attribute__((always_inline)) void q8_group_512_il(const int8_t *const *w, const int K, const oc_q8_act *x,
                                                                             const int T, int g, const __m512 *dw, __m512 acc[4][Q8_CHUNK], int t0) {
+  /* (the first group sets the accumulators: zeroing them first, a memset of up to 4 KiB per call
+   * on the stack for a run-time n, cost the batched decode ~5 %) */
   const __m512i flip = _mm512_set1_epi8((char)0x80);
   const int base = g * OC_Q8_GROUP;
   __m512i dot[4][4];
@@ -283,7 +356,10 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_group_512_il(con
   }
   for (int t = 0; t < T; t++) {
     const __m512 dx = _mm512_loadu_ps(x[t].d + 16 * g);
-    for (int j = 0; j < K; j++) acc[j][t0 + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[j][t]), _mm512_mul_ps(dw[j], dx), acc[j][t0 + t]);
+    for (int j = 0; j < K; j++) {
+      const __m512 v = _mm512_cvtepi32_ps(dot[j][t]), sc = _mm512_mul_ps(dw[j], dx);
+      acc[j][t0 + t] = g ? _mm512_fmadd_ps(v, sc, acc[j][t0 + t]) : _mm512_mul_ps(v, sc);
+    }
   }
 }
 
@@ -302,11 +378,10 @@ AVX512VNNI static inline __attribute__((always_inline)) void reduce16x4(__m512 a
 
 AVX512VNNI static inline __attribute__((always_inline)) void q8_chunk_512_il(const int8_t *const *w, const uint16_t *const *wd, const int K,
                                                                             const oc_q8_act *x, int n, float out[4][Q8_CHUNK]) {
-  __m512 acc[4][Q8_CHUNK];
-  for (int j = 0; j < K; j++)
-    for (int t = 0; t < n; t++) acc[j][t] = _mm512_setzero_ps();
+  __m512 acc[4][Q8_CHUNK]; /* (set by the first group; interleaved rows have one at least) */
   const int groups = x[0].n / OC_Q8_GROUP;
-  for (int g = 0; g < groups; g++) {
+  int g = 0;
+  do {
     __m512 dw[4];
     for (int j = 0; j < K; j++) dw[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wd[j] + 16 * g)));
     for (int t0 = 0; t0 < n; t0 += 4) {
@@ -317,7 +392,7 @@ AVX512VNNI static inline __attribute__((always_inline)) void q8_chunk_512_il(con
         default: q8_group_512_il(w, K, x + t0, 1, g, dw, acc, t0); break;
       }
     }
-  }
+  } while (++g < groups);
   const __m512 zero = _mm512_setzero_ps();
   for (int j = 0; j < K; j++)
     for (int t0 = 0; t0 < n; t0 += 4) {
