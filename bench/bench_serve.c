@@ -2,8 +2,8 @@
  * HTTP) on a guard bundle, one JSON line per measurement:
  *   streams S = 1, 2, 4, 8: S generations of NEW tokens from PROMPT-token prompts, all submitted at
  *     once into S slots: aggregate decode tokens/s (decode steps only, the engine's own clock) and
- *     end to end (all tokens / wall time), with the probe every N tokens (never pausing) and, for
- *     the probe's overhead, without it;
+ *     end to end (all tokens / wall time), with the probe every N tokens (never pausing); in rounds
+ *     (S = 1, 2, 4, 8 in each), each round's ratios to its own one stream, and their medians;
  *   load: 4 slots, 16 requests arriving every 150 ms: time to first token (submission to the
  *     first generated token, queueing included) p50 / p95, and to the first released text;
  *   classifier: 4 streams whose every probe reading calls the classifier (a pause threshold of 0,
@@ -13,9 +13,9 @@
  *   probe cost: S = 1 and 8 sessions decoding together, steps with the probe's work (the taps of
  *     its layers, then its logit on every row: more than the engine does, which taps only when a
  *     stream's reading is due) alternating with steps without it (ABBA), so the machine's drift
- *     cancels: the mean extra time per step and its 95 % interval. (The whole-run "without the
- *     probe" rows above differ by more than the probe costs: this VM's speed drifts between runs.)
- * usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] */
+ *     cancels: the mean extra time per step and its 95 % interval; and that work alone (the taps'
+ *     copy and the logits) timed over many repetitions, against the step.
+ * usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] [stored|q8] [rounds (3)] */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +28,7 @@
 #include "opencon/serve.h"
 
 static const char *CPU = "", *WEIGHTS = "stored";
+#define MAX_ROUNDS 16
 
 typedef struct {
   double tps_decode, tps_e2e, ttft_p50, ttft_p95, release_p50, release_p95;
@@ -129,10 +130,13 @@ static int probe_cost(const oc_guard *g, const oc_probe *pr, int S, int pairs, i
   oc_set_threads(threads);
   oc_session *ss[8] = {0};
   int32_t ids[8], *prompt = malloc(sizeof(int32_t) * (size_t)prompt_len);
-  float *logits = malloc(sizeof(float) * (size_t)S * (size_t)c->vocab), *tap = malloc(sizeof(float) * (size_t)S * (size_t)nl * (size_t)c->hidden);
+  const size_t H = (size_t)c->hidden;
+  float *logits = malloc(sizeof(float) * (size_t)S * (size_t)c->vocab), *tap = malloc(sizeof(float) * (size_t)S * (size_t)nl * H),
+        *row = malloc(sizeof(float) * (size_t)nl * H);
   double *diff = calloc((size_t)pairs, sizeof(double)), with = 0, without = 0, sink = 0;
   int rc = -1;
-  if (!prompt || !logits || !tap || !diff || S > 8) goto out;
+  if (S > 8 || pairs != 16) { oc_fail(&err, "probe_cost takes up to 8 sessions and 16 pairs (t quantile below)"); goto out; }
+  if (!prompt || !logits || !tap || !row || !diff) { oc_fail(&err, "out of memory"); goto out; }
   for (int k = 0; k < S; k++) {
     for (int t = 0; t < prompt_len; t++) prompt[t] = (int32_t)(((int64_t)(k * 131 + t) * 7919 + 13) % (c->vocab - 10) + 5);
     if (!(ss[k] = oc_session_new(m, prompt_len + 4 * pairs + 8, &err)) || oc_forward(ss[k], prompt, prompt_len, NULL, NULL, 0, &err)) goto out;
@@ -146,28 +150,47 @@ static int probe_cost(const oc_guard *g, const oc_probe *pr, int S, int pairs, i
       const double t0 = oc_now();
       if (oc_forward_batch(ss, S, ids, probe ? &taps : NULL, logits, &err)) goto out;
       if (probe)
-        for (int k = 0; k < S; k++) sink += oc_probe_logit(pr, tap + (size_t)k * (size_t)c->hidden);
+        for (int k = 0; k < S; k++) { /* a stream's row of each layer side by side, as the guard reads them */
+          for (int li = 0; li < nl; li++) memcpy(row + (size_t)li * H, tap + ((size_t)li * (size_t)S + (size_t)k) * H, sizeof(float) * H);
+          sink += oc_probe_logit(pr, row);
+        }
       t[i] = oc_now() - t0;
     }
     diff[p] = (t[0] + t[3] - t[1] - t[2]) / 2;
     with += t[0] + t[3];
     without += t[1] + t[2];
   }
+  /* the probe's own work alone, timed over many repetitions: the tap's copy of each row (what the
+   * forward does for it) and the gathered rows' logits */
+  const int reps = 2000;
+  float *copy = malloc(sizeof(float) * (size_t)S * (size_t)nl * H);
+  if (!copy) { oc_fail(&err, "out of memory"); goto out; }
+  const double w0 = oc_now();
+  for (int r = 0; r < reps; r++) {
+    memcpy(copy, tap, sizeof(float) * (size_t)S * (size_t)nl * H);
+    for (int k = 0; k < S; k++) {
+      for (int li = 0; li < nl; li++) memcpy(row + (size_t)li * H, copy + ((size_t)li * (size_t)S + (size_t)k) * H, sizeof(float) * H);
+      sink += oc_probe_logit(pr, row);
+    }
+  }
+  const double work = (oc_now() - w0) / reps;
+  free(copy);
   double mean = 0, var = 0;
   for (int p = 0; p < pairs; p++) mean += diff[p] / pairs;
   for (int p = 0; p < pairs; p++) var += (diff[p] - mean) * (diff[p] - mean) / (pairs - 1);
-  const double step = without / (2.0 * pairs), half = 1.96 * sqrt(var / pairs);
+  const double step = without / (2.0 * pairs), half = 2.131 * sqrt(var / pairs); /* (Student's t, 15 degrees of freedom, 97.5 %) */
   printf("{\"bench\": \"serve\", \"cpu\": \"%s\", \"weights\": \"%s\", \"what\": \"probe cost, steps with and without it alternating\", \"streams\": %d, "
          "\"threads\": %d, \"steps\": %d, \"step_ms_without\": %.2f, \"step_ms_with\": %.2f, \"extra_ms\": %.3f, \"extra_ms_95ci\": [%.3f, %.3f], "
-         "\"probe_overhead_pct\": %.3f, \"probe_overhead_pct_95ci\": [%.3f, %.3f]%s}\n",
+         "\"probe_overhead_pct\": %.3f, \"probe_overhead_pct_95ci\": [%.3f, %.3f], \"probe_work_us_per_step\": %.2f, \"probe_work_pct\": %.4f%s}\n",
          CPU, WEIGHTS, S, threads, 4 * pairs, 1e3 * step, 1e3 * with / (2.0 * pairs), 1e3 * mean, 1e3 * (mean - half), 1e3 * (mean + half),
-         100 * mean / step, 100 * (mean - half) / step, 100 * (mean + half) / step, isfinite(sink) ? "" : ", \"note\": \"non-finite probe logits\"");
+         100 * mean / step, 100 * (mean - half) / step, 100 * (mean + half) / step, 1e6 * work, 100 * work / step,
+         isfinite(sink) ? "" : ", \"note\": \"non-finite probe logits\"");
   fflush(stdout);
   rc = 0;
 out:
-  if (rc) fprintf(stderr, "error: probe cost: %s\n", err.msg[0] ? err.msg : "out of memory");
+  if (rc) fprintf(stderr, "error: probe cost: %s\n", err.msg);
   for (int k = 0; k < S && k < 8; k++) oc_session_free(ss[k]);
-  free(prompt); free(logits); free(tap); free(diff);
+  free(prompt); free(logits); free(tap); free(row); free(diff);
   return rc;
 }
 
@@ -196,10 +219,12 @@ static char *cpu_name(void) {
 
 int main(int argc, char **argv) {
   oc_blas_reexec(argv); /* OpenBLAS's generic kernels on a CPU it does not know: run again with its family */
-  if (argc < 3) { fprintf(stderr, "usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] [stored|q8]\n"); return 2; }
+  if (argc < 3) { fprintf(stderr, "usage: bench_serve MODEL_DIR PROBE_PATH [CLASSIFIER_DIR|-] [threads] [NEW] [PROMPT] [stored|q8] [rounds]\n"); return 2; }
   CPU = cpu_name();
   const char *cls = argc > 3 && strcmp(argv[3], "-") ? argv[3] : NULL;
   const int threads = argc > 4 ? atoi(argv[4]) : 2, NEW = argc > 5 ? atoi(argv[5]) : 64, PROMPT = argc > 6 ? atoi(argv[6]) : 128;
+  const int ROUNDS = argc > 8 ? atoi(argv[8]) : 3;
+  if (ROUNDS < 1 || ROUNDS > MAX_ROUNDS) { fprintf(stderr, "error: rounds must be in [1, %d]\n", MAX_ROUNDS); return 2; }
   oc_guard_spec spec;
   oc_guard_spec_defaults(&spec);
   spec.model_id = argv[1];
@@ -215,29 +240,41 @@ int main(int argc, char **argv) {
    * disk reads into decode steps; locked, the weights stay (the whole checkpoint: ~9.3 GB for E2B) */
   if (mlockall(MCL_CURRENT)) perror("bench_serve: mlockall (the weights may be paged out mid-run)");
   const oc_guard *g = oc_guard_bundle_guard(b);
-  oc_guard_opts probe, plain;
+  oc_guard_opts probe;
   oc_guard_bundle_opts(b, &probe);
   probe.use_chat_template = 0;
   probe.skip_classifier = 1;
-  plain = probe;
-  plain.use_probe = 0;
   result r1 = {0};
   /* a warm-up run pages the weights in */
   if (run(g, 1, threads, 1, 0, 8, PROMPT, &probe, &r1)) return 1;
-  double one = 0;
-  for (int s = 1; s <= 8; s *= 2) {
-    result rp = {0}, rn = {0};
-    if (run(g, s, threads, s, 0, NEW, PROMPT, &probe, &rp) || run(g, s, threads, s, 0, NEW, PROMPT, &plain, &rn)) return 1;
-    if (s == 1) one = rp.tps_decode;
-    char extra[160];
-    snprintf(extra, sizeof extra, ", \"speedup_vs_1\": %.2f, \"no_probe_decode_tokens_per_s\": %.3f, \"probe_overhead_pct\": %.2f", rp.tps_decode / one,
-             rn.tps_decode, 100.0 * (rn.tps_decode / rp.tps_decode - 1.0));
-    print("streams", s, threads, &rp, extra);
+  /* the streams in rounds of 1, 2, 4, 8: this VM's speed drifts by tens of percent within minutes,
+   * so each ratio is taken within its round, and the summary rows give the medians */
+  double tps[4][MAX_ROUNDS], ratio[4][MAX_ROUNDS];
+  for (int r = 0; r < ROUNDS; r++)
+    for (int k = 0; k < 4; k++) {
+      const int S = 1 << k;
+      result rp = {0};
+      if (run(g, S, threads, S, 0, NEW, PROMPT, &probe, &rp)) return 1;
+      tps[k][r] = rp.tps_decode;
+      ratio[k][r] = rp.tps_decode / tps[0][r];
+      char extra[96];
+      snprintf(extra, sizeof extra, ", \"round\": %d, \"speedup_vs_1_in_round\": %.2f", r + 1, ratio[k][r]);
+      print("streams", S, threads, &rp, extra);
+    }
+  for (int k = 0; k < 4; k++) {
+    double lo = ratio[k][0], hi = lo;
+    for (int r = 1; r < ROUNDS; r++) { lo = fmin(lo, ratio[k][r]); hi = fmax(hi, ratio[k][r]); }
+    const double t = pct(tps[k], ROUNDS, 0.5), x = pct(ratio[k], ROUNDS, 0.5);
+    printf("{\"bench\": \"serve\", \"cpu\": \"%s\", \"weights\": \"%s\", \"what\": \"streams, median of %d rounds\", \"streams\": %d, \"threads\": %d, "
+           "\"decode_tokens_per_s\": %.3f, \"speedup_vs_1\": %.2f, \"speedup_vs_1_range\": [%.2f, %.2f]}\n",
+           CPU, WEIGHTS, ROUNDS, 1 << k, threads, t, x, lo, hi);
   }
+  fflush(stdout);
   oc_probe pr;
   if (oc_probe_load(argv[2], &pr, &err)) { fprintf(stderr, "error: %s\n", err.msg); return 1; }
-  if (probe_cost(g, &pr, 1, 12, PROMPT, threads) || probe_cost(g, &pr, 8, 12, PROMPT, threads)) return 1;
+  const int cost_rc = probe_cost(g, &pr, 1, 16, PROMPT, threads) || probe_cost(g, &pr, 8, 16, PROMPT, threads);
   oc_probe_free(&pr);
+  if (cost_rc) return 1;
   result rl = {0};
   if (run(g, 4, threads, 16, 0.15, NEW, PROMPT, &probe, &rl)) return 1;
   print("load: 16 requests every 150 ms into 4 slots", 4, threads, &rl, NULL);

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Serving throughput: the continuous-batching engine (bench_serve) on a Gemma-4-E2B-shaped random
-# checkpoint, then llama.cpp decoding the same BF16 weights with the same numbers of parallel
+# checkpoint, then llama.cpp decoding the same weights (BF16, or Q8_0 beside q8) with the same numbers of parallel
 # sequences (node-llama-cpp's batched sequences), one after the other (each within memory).
 # usage: bench/run_serve_bench.sh BUILD_DIR E2B_MODEL_DIR CLASSIFIER_DIR [THREADS] [NEW_TOKENS] [stored|q8]
 #   E2B_MODEL_DIR: opencon random-model --config ../shared/fixtures/configs/gemma-4-E2B-it.config.json --out DIR
 #   CLASSIFIER_DIR: a random ModernBERT-base (random-model --config ModernBERT-base.config.json) with the
 #   ModernBERT tokenizer.json (tests/fixtures/tokenizers/modernbert), or - for none
 #   The GGUF copy goes to BUILD_DIR/ggmlbench (as bench/run_ggml_bench.sh); LLAMACPP=0 skips llama.cpp.
+#   ROUNDS=R: rounds of 1, 2, 4, 8 streams (default 3; the ratios are taken within each round).
 set -euo pipefail
 build=$(realpath "$1"); weights=$(realpath "$2"); cls=${3:--}; threads=${4:-2}; new=${5:-64}; wmode=${6:-stored}
 [ "$cls" = - ] || cls=$(realpath "$cls")
@@ -36,14 +37,17 @@ cat > "$work/probe/config.json" <<JSON
 {"model_id": "$work/model", "layer": -4, "hidden_size": $hidden, "threshold": 0.65, "pause_threshold": 0.75,
  "probe_every_n_tokens": 4, "smoothing_window": 4, "use_chat_template": false}
 JSON
-"$build/bench/bench_serve" "$work/model" "$work/probe/probe.safetensors" "$cls" "$threads" "$new" 128 "$wmode"
+"$build/bench/bench_serve" "$work/model" "$work/probe/probe.safetensors" "$cls" "$threads" "$new" 128 "$wmode" "${ROUNDS:-3}"
 [ "${LLAMACPP:-1}" = 0 ] && exit 0
-# llama.cpp: the same weights as BF16 GGUF, S parallel sequences decoding together
+# llama.cpp: the same weights as GGUF (BF16 beside stored weights, Q8_0 beside q8), S parallel
+# sequences decoding together
+gtype=bf16
+[ "$wmode" = q8 ] && gtype=q8_0
 gg="$build/ggmlbench"
 mkdir -p "$gg"
 (cd "$gg" && [ -d node_modules/node-llama-cpp ] || {
   cp "$here/bench/ggml/package.json" . && npm install --omit=optional --ignore-scripts --no-audit --no-fund >/dev/null; })
 stem="$gg/$(basename "$weights")"
-[ -f "$stem-bf16.gguf.json" ] || node "$here/bench/ggml/gguf_from_safetensors.mjs" "$weights" "$stem-bf16.gguf" bf16
+[ -f "$stem-$gtype.gguf.json" ] || node "$here/bench/ggml/gguf_from_safetensors.mjs" "$weights" "$stem-$gtype.gguf" "$gtype"
 cp "$here/bench/ggml/batch_llamacpp.mjs" "$gg/"
-for s in 1 2 4 8; do (cd "$gg" && node batch_llamacpp.mjs "$stem-bf16.gguf" "$threads" "$s" "$new" 128); done
+for s in 1 2 4 8; do (cd "$gg" && node batch_llamacpp.mjs "$stem-$gtype.gguf" "$threads" "$s" "$new" 128); done

@@ -31,6 +31,27 @@ static int n_threads(void) {
   return n;
 }
 
+/* a parallel region leaves this thread 3 idle workers (libgomp); oc_release_threads ends them */
+static void check_release_threads(void) {
+  const int alone = n_threads();
+  oc_set_threads(4);
+  omp_set_dynamic(0);
+  int team = 0;
+#pragma omp parallel num_threads(4)
+#pragma omp atomic
+  team++;
+  const int pooled = n_threads();
+  oc_release_threads();
+  int left = n_threads();
+  for (int i = 0; i < 200 && left != alone; i++) { /* (the workers exit as they wake) */
+    struct timespec ts = {0, 10000000};
+    nanosleep(&ts, NULL);
+    left = n_threads();
+  }
+  CHECK(team >= 2 && pooled == alone + team - 1 && left == alone, "oc_release_threads: %d threads alone, %d with the team of %d, %d after", alone, pooled,
+        team, left);
+}
+
 static void emit(void *ud, const char *t, size_t n) {
   sink *s = ud;
   if (s->n + n < sizeof s->text) { memcpy(s->text + s->n, t, n); s->n += n; s->text[s->n] = 0; }
@@ -82,24 +103,9 @@ static void drain(job_case *c) {
 
 int main(int argc, char **argv) {
   REQUIRE(argc == 3, "usage: test_engine MODEL_DIR CLASSIFIER_DIR");
-  { /* a parallel region leaves this thread 3 idle workers; releasing them ends them */
-    const int alone = n_threads();
-    oc_set_threads(4);
-    int team = 0;
-#pragma omp parallel
-#pragma omp atomic
-    team++;
-    const int pooled = n_threads();
-    oc_release_threads();
-    int left = n_threads();
-    for (int i = 0; i < 200 && left != alone; i++) { /* (the workers exit as they wake) */
-      struct timespec ts = {0, 10000000};
-      nanosleep(&ts, NULL);
-      left = n_threads();
-    }
-    CHECK(team == 4 && pooled == alone + 3 && left == alone, "oc_release_threads: %d threads alone, %d with the team of %d, %d after", alone, pooled,
-          team, left);
-  }
+#ifndef __clang__ /* (LLVM's libomp keeps paused workers asleep instead of ending them: this is libgomp's behaviour) */
+  check_release_threads();
+#endif
   oc_set_threads(2);
   oc_error err;
   REQUIRE(oc_model_load(argv[1], &M, &err) == 0 && oc_chat_load(argv[1], &CH, &err) == 0 && oc_classifier_load(argv[2], &CLS, &err) == 0, "%s",

@@ -303,11 +303,6 @@ static void check_q8_nonfinite(void) {
   free((void *)W.scales);
 }
 
-/* Interleaved q8 rows: the layout is a permutation of each 512-value group that keeps runs of 4,
- * undone by oc_q8_deinterleave, and read back by oc_q8_dequantize (il) as the natural row. The
- * products of an interleaved matrix: at the scalar level the same bits as the natural matrix (the
- * same block dots, summed in the same order), at every level within the f32 bound of each other;
- * a non-finite input still gives NaN. */
 /* An input row quantized for the products (oc_q8_act_quantize, whichever level runs) against its
  * definition, byte for byte: per block of 32 the scale largest |x| / 127 and x * (127 / largest)
  * rounded to nearest even; NaN scale and zeros for a block holding a NaN or an infinity; a block
@@ -321,7 +316,10 @@ static void check_q8_act(int n) {
     float *xb = x + 32 * b;
     const int len = n - 32 * b < 32 ? n - 32 * b : 32;
     switch (b % 6) {
-      case 1: for (int i = 0; i < len; i++) xb[i] = (float)(i - 16) * 0.5f; xb[0] = -127.0f * 0.5f; break; /* halves at x * inv */
+      case 1: /* 127 / largest = 1: x * inv = x, halfway values among them (ties go to even) */
+        for (int i = 0; i < len; i++) xb[i] = (float)(i - 16) * 0.5f;
+        xb[0] = -127.0f;
+        break;
       case 2: xb[len / 2] = b % 12 == 2 ? NAN : -INFINITY; break;
       case 3: for (int i = 0; i < len; i++) xb[i] = i % 2 ? 1e-38f : -0.0f; break;
       case 4: for (int i = 0; i < len; i++) xb[i] = i % 3 ? -0.0f : 0.0f; break;
@@ -371,6 +369,11 @@ static void check_q8_act(int n) {
   free(buf);
 }
 
+/* Interleaved q8 rows: the layout is a permutation of each 512-value group that keeps runs of 4,
+ * undone by oc_q8_deinterleave, and read back by oc_q8_dequantize (il) as the natural row. The
+ * products of an interleaved matrix: at the scalar level the same bits as the natural matrix (the
+ * same block dots, summed in the same order), at every level within the f32 bound of each other;
+ * a non-finite input still gives NaN. */
 static void check_q8_interleaved(int in, int out, int n) {
   float *vals;
   g_q8_il = 0;

@@ -612,7 +612,7 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
   if (buf && any_q8) {
     oc_q8_act *acts = (oc_q8_act *)(buf + xp_bytes);
     char *data = buf + xp_bytes + (size_t)n * sizeof(oc_q8_act);
-#pragma omp parallel for schedule(static) if (n >= 2)
+#pragma omp parallel for schedule(static) if (n >= 2 && (int64_t)n * in >= 4096) /* (below: not worth a fork) */
     for (int t = 0; t < n; t++) oc_q8_act_quantize(X + (size_t)t * in, in, data + (size_t)t * act_bytes, &acts[t]);
     xq = acts;
   }
