@@ -369,6 +369,25 @@ static void check_q8_act(int n) {
   free(buf);
 }
 
+/* Ranges of interleaved rows read back in the natural layout (quantize's writer asks for pieces
+ * that start and end inside rows): every range equals the same bytes of the rows deinterleaved
+ * whole. */
+static void check_q8_deinterleave_range(void) {
+  const int cols = 1024, rows = 5;
+  int8_t *nat = malloc((size_t)rows * cols), *il = malloc((size_t)rows * cols), *got = malloc((size_t)rows * cols), row[1024];
+  for (int i = 0; i < rows * cols; i++) nat[i] = (int8_t)(i * 37 % 251 - 125);
+  for (int r = 0; r < rows; r++) oc_q8_interleave(nat + (size_t)r * cols, cols, il + (size_t)r * cols);
+  const size_t cuts[][2] = {{0, 5120}, {0, 1}, {1023, 2}, {700, 1500}, {1024, 1024}, {3000, 2120}, {5119, 1}, {17, 3000}};
+  int ok = 1;
+  for (size_t k = 0; k < sizeof cuts / sizeof *cuts; k++) {
+    memset(got, 0x7F, (size_t)rows * cols);
+    oc_q8_deinterleave_range(il, cols, cuts[k][0], cuts[k][1], row, got);
+    ok &= memcmp(got, nat + cuts[k][0], cuts[k][1]) == 0;
+  }
+  CHECK(ok, "ranges of interleaved rows read back as the natural bytes, inside rows too");
+  free(nat); free(il); free(got);
+}
+
 /* Interleaved q8 rows: the layout is a permutation of each 512-value group that keeps runs of 4,
  * undone by oc_q8_deinterleave, and read back by oc_q8_dequantize (il) as the natural row. The
  * products of an interleaved matrix: at the scalar level the same bits as the natural matrix (the
@@ -574,6 +593,7 @@ int main(void) {
         c.in = long_ins[i];
         check_case(&c, long_ns[k]);
       }
+  check_q8_deinterleave_range();
   const int act_ns[] = {1, 31, 32, 33, 64, 100, 512, 1000, 1024, 1536, 6144};
   for (size_t i = 0; i < sizeof act_ns / sizeof *act_ns; i++) check_q8_act(act_ns[i]);
   const int hds[] = {1, 7, 8, 15, 16, 17, 33, 64, 100};

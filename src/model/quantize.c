@@ -83,12 +83,7 @@ static int fill_natural(void *ctx, const char *name, void *dst, size_t offset, s
   const size_t cols = (size_t)h->shape[1];
   int8_t *row = malloc(cols);
   if (!row) return oc_fail_code(err, OC_ERR_NOMEM, "out of memory writing \"%s\"", name);
-  for (size_t done = 0; done < nbytes;) {
-    const size_t r = (offset + done) / cols, c0 = (offset + done) % cols, n = cols - c0 < nbytes - done ? cols - c0 : nbytes - done;
-    oc_q8_deinterleave((const int8_t *)h->data + r * cols, (int64_t)cols, row);
-    memcpy((char *)dst + done, row + c0, n);
-    done += n;
-  }
+  oc_q8_deinterleave_range((const int8_t *)h->data, (int64_t)cols, offset, nbytes, row, dst);
   free(row);
   return 0;
 }

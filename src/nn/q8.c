@@ -73,6 +73,16 @@ void oc_q8_deinterleave(const int8_t *src, int64_t n, int8_t *dst) {
       for (int k = 0; k < OC_Q8_BLOCK / 4; k++) memcpy(dst + g + OC_Q8_BLOCK * b + 4 * k, src + g + 64 * k + 4 * b, 4);
 }
 
+void oc_q8_deinterleave_range(const int8_t *rows, int64_t cols, size_t offset, size_t nbytes, int8_t *row, int8_t *dst) {
+  const size_t C = (size_t)cols;
+  for (size_t done = 0; done < nbytes;) {
+    const size_t r = (offset + done) / C, c0 = (offset + done) % C, n = C - c0 < nbytes - done ? C - c0 : nbytes - done;
+    oc_q8_deinterleave(rows + r * C, cols, row);
+    memcpy(dst + done, row + c0, n);
+    done += n;
+  }
+}
+
 /* ------------------------------------------------------------------ input rows */
 static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
 

@@ -41,6 +41,9 @@ static inline int64_t oc_q8_il_pos(int64_t c) {
 /* A row of n values (oc_q8_interleavable(n)) interleaved into dst, and back; src != dst. */
 void oc_q8_interleave(const int8_t *src, int64_t n, int8_t *dst);
 void oc_q8_deinterleave(const int8_t *src, int64_t n, int8_t *dst);
+/* Bytes [offset, offset + nbytes) of a matrix of interleaved rows of `cols` values read back in the
+ * natural layout (a range may start and end inside rows). row: scratch of cols bytes. */
+void oc_q8_deinterleave_range(const int8_t *rows, int64_t cols, size_t offset, size_t nbytes, int8_t *row, int8_t *dst);
 
 /* Quantize a row of n floats into q[n] and d[oc_q8_nblocks(n)]. Returns 0, or -1 with *bad the
  * index of an element that is not finite or whose block's scale would exceed f16 (|x| > 127 * 65504). */
