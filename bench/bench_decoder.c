@@ -8,7 +8,10 @@
  *   bench_decoder --bandwidth [threads]             the 1 GiB read (best of 2 passes, as the paired
  *                                                   rounds take it) and the plain one-stream read
  *   bench_decoder MODEL_DIR [threads] --decode-only the headline decode alone (128-token prompt,
- *                                                   a warm-up token, 64 timed) and its bytes/token */
+ *                                                   a warm-up token, 64 timed) and its bytes/token
+ *   bench_decoder MODEL_DIR [threads] --batch 1,4,8 [--rounds R]
+ *                                                   the server's decode step without the server:
+ *                                                   oc_forward_batch over n sessions, ms a step */
 #include <cblas.h>
 #include <immintrin.h>
 #include <math.h>
@@ -206,6 +209,56 @@ static double time_decode(oc_session *s, float *logits, int V, int n, oc_error *
   return decode_steps(s, logits, V, n, e);
 }
 
+/* --batch: for each round and each n of the list (in order), n sessions with 8-token prompts of
+ * their own take a warm-up step and then `steps` timed greedy steps through oc_forward_batch (logits
+ * included, as a server samples them). One JSON line per measurement, then the median per n. */
+static int bench_batch(oc_model *m, int threads, const int *ns, int nn, int rounds, int steps, oc_error *e) {
+  const int V = oc_model_cfg(m)->vocab;
+  int maxn = 0;
+  for (int i = 0; i < nn; i++) maxn = ns[i] > maxn ? ns[i] : maxn;
+  oc_session **ss = calloc((size_t)maxn, sizeof *ss);
+  float *logits = malloc(sizeof(float) * (size_t)V * (size_t)maxn);
+  int32_t *next = malloc(sizeof(int32_t) * (size_t)maxn), prompt[8];
+  double *ms = malloc(sizeof(double) * (size_t)nn * (size_t)rounds);
+  int rc = 1;
+  if (!ss || !logits || !next || !ms) { oc_fail_code(e, OC_ERR_NOMEM, "bench_decoder: out of memory"); goto out; }
+  for (int i = 0; i < maxn; i++)
+    if (!(ss[i] = oc_session_new(m, 16 + steps, e))) goto out;
+  for (int r = 0; r < rounds; r++)
+    for (int k = 0; k < nn; k++) {
+      const int n = ns[k];
+      for (int i = 0; i < n; i++) {
+        oc_session_reset(ss[i]);
+        bench_ids(prompt, 8, V - 8 * i - 8);
+        if (oc_forward(ss[i], prompt, 8, NULL, logits + (size_t)i * V, 0, e)) goto out;
+      }
+      double t0 = 0;
+      for (int step = 0; step <= steps; step++) {
+        if (step == 1) t0 = oc_now(); /* step 0 warms up */
+        for (int i = 0; i < n; i++) next[i] = oc_argmax(logits + (size_t)i * V, V);
+        if (oc_forward_batch(ss, n, next, NULL, logits, e)) goto out;
+      }
+      ms[k * rounds + r] = (oc_now() - t0) * 1e3 / steps;
+      printf("{\"threads\": %d, \"weights\": \"%s\", \"batch\": %d, \"round\": %d, \"ms_per_step\": %.1f, \"tok_s\": %.2f}\n", threads,
+             oc_model_weights_kind(m), n, r + 1, ms[k * rounds + r], n * 1e3 / ms[k * rounds + r]);
+      fflush(stdout);
+    }
+  for (int k = 0; k < nn; k++) {
+    sort_doubles(ms + k * rounds, rounds);
+    const double med = median_sorted(ms + k * rounds, rounds);
+    printf("{\"threads\": %d, \"weights\": \"%s\", \"batch\": %d, \"rounds\": %d, \"median_ms_per_step\": %.1f, \"median_tok_s\": %.2f}\n", threads,
+           oc_model_weights_kind(m), ns[k], rounds, med, ns[k] * 1e3 / med);
+  }
+  rc = 0;
+out:
+  for (int i = 0; ss && i < maxn; i++) oc_session_free(ss[i]);
+  free(ss);
+  free(logits);
+  free(next);
+  free(ms);
+  return rc;
+}
+
 /* kB of this process's memory on transparent huge pages (the weights' arena, when the kernel gave them) */
 static long huge_kb(void) {
   FILE *f = fopen("/proc/self/smaps_rollup", "r");
@@ -219,7 +272,8 @@ static long huge_kb(void) {
 
 int main(int argc, char **argv) {
   oc_blas_reexec(argv); /* OpenBLAS's generic kernels on a CPU it does not know: run again with its family */
-  const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only [--prefill]] [--weights stored|q8] | bench_decoder --bandwidth [threads]\n";
+  const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only [--prefill] | --batch N,N,... [--rounds R]] [--weights stored|q8]\n"
+                      "       bench_decoder --bandwidth [threads]\n";
   if (argc < 2) { fputs(usage, stderr); return 2; }
   if (strcmp(argv[1], "--bandwidth") == 0) {
     int threads = argc > 2 ? atoi(argv[2]) : 2;
@@ -230,20 +284,32 @@ int main(int argc, char **argv) {
   }
   int threads = argc > 2 && argv[2][0] != '-' ? atoi(argv[2]) : 2, decode_only = 0, with_prefill = 0;
   const char *json = NULL;
+  enum { MAX_NS = 16 };
+  int batch_ns[MAX_NS], n_batch = 0, rounds = 3;
   oc_model_opts mo = {OC_WEIGHTS_STORED};
   oc_error e;
   for (int i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
     else if (strcmp(argv[i], "--decode-only") == 0) decode_only = 1;
     else if (strcmp(argv[i], "--prefill") == 0) with_prefill = 1;
+    else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
+      for (char *p = argv[++i]; *p && n_batch < MAX_NS;) {
+        char *end;
+        const long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 64 || (*end && *end != ',')) { fputs(usage, stderr); return 2; }
+        batch_ns[n_batch++] = (int)v;
+        p = *end ? end + 1 : end;
+      }
+    }
     else if (strcmp(argv[i], "--weights") == 0 && i + 1 < argc) {
       if (oc_weight_mode_parse(argv[++i], &mo.weights, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 2; }
     }
   }
-  if (threads < 1) { fputs(usage, stderr); return 2; }
+  if (threads < 1 || rounds < 1 || rounds > 100) { fputs(usage, stderr); return 2; }
   oc_set_threads(threads);
   double plain_bw = 0, bw = 0, fma = 0, gf = 0;
-  if (!decode_only) { /* the ceilings, before the model is mapped */
+  if (!decode_only && !n_batch) { /* the ceilings, before the model is mapped */
     bw = measure_bandwidth(threads, 5, &plain_bw), fma = measure_fma_peak(threads), gf = measure_sgemm(threads);
     oc_set_threads(threads); /* OpenBLAS's OpenMP build resets the OpenMP thread count */
     fprintf(stderr, "memory read bandwidth %.2f GB/s (plain one-stream read %.2f), f32 FMA peak %.1f GFLOP/s, sgemm %.1f GFLOP/s (%d threads)\n", bw,
@@ -257,6 +323,12 @@ int main(int argc, char **argv) {
   /* measure within memory: this VM pages out file pages it sees little use of (DAMON), which put
    * disk reads into decode steps (the per-layer-embedding rows, the norms); locked, they stay */
   if (mlockall(MCL_CURRENT)) perror("bench_decoder: mlockall (pages may be paged out mid-run)");
+  if (n_batch) {
+    const int rc = bench_batch(m, threads, batch_ns, n_batch, rounds, 5, &e);
+    if (rc) fprintf(stderr, "error: %s\n", e.msg);
+    oc_model_free(m);
+    return rc;
+  }
   const oc_model_config *c = oc_model_cfg(m);
   const int V = c->vocab;
   float *logits = malloc(sizeof(float) * (size_t)V);

@@ -112,9 +112,9 @@ static void check_case(const mcase *c, int n) {
     Y[m] = malloc(sizeof(float) * (size_t)n * (size_t)c->outs[m]);
     Yref[m] = malloc(sizeof(float) * (size_t)n * (size_t)c->outs[m]);
   }
-  /* the decode kernels: below 8 rows, up to 16 rows of BF16 weights, any rows of Q8 weights */
+  /* the decode kernels: below 8 rows, up to 32 rows of BF16 weights, any rows of Q8 weights */
   int all_matvec = 1;
-  for (int m = 0; m < c->count; m++) all_matvec &= (c->dt[m] == OC_DT_BF16 && n <= 16) || c->dt[m] == OC_DT_Q8;
+  for (int m = 0; m < c->count; m++) all_matvec &= (c->dt[m] == OC_DT_BF16 && n <= 32) || c->dt[m] == OC_DT_Q8;
   const int decode = n < 8 || all_matvec;
   /* Q8 weights always meet the inputs quantized per block: the reference is the exact sum of the
    * blocks' integer dots times their scales */
@@ -574,7 +574,7 @@ int main(void) {
       {{OC_DT_Q8, OC_DT_BF16, OC_DT_Q8}, {29, 3, 41}, 3, 0},
       {{OC_DT_Q8, OC_DT_F16}, {1, 9}, 2, 0},
   };
-  const int ns[] = {1, 2, 3, 8, 9, 16, 17};
+  const int ns[] = {1, 2, 3, 5, 8, 9, 16, 17, 32, 33}; /* BF16: tiles of 4 (AVX-512) or 2 inputs and their remainders; 32 the last decode count */
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (size_t i = 0; i < sizeof ins / sizeof *ins; i++)
       for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {

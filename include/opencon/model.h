@@ -149,7 +149,7 @@ int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps,
  * ignored) whose out is [n_layers][n][hidden], row i being session i's new token. Every layer runs
  * whatever is tapped, so no session is left incomplete. Results equal oc_forward(ss[i], &ids[i],
  * 1, ...) for each i within f32 rounding: on the same caches bit for bit below 8 sessions, and up
- * to 16 with BF16 weights (the matmuls take the same per-row kernels); past that, or with F32/F16
+ * to 32 with BF16 weights (the matmuls take the same per-row kernels); past that, or with F32/F16
  * weights from 8 on, the matmuls are sgemm calls. The sessions must
  * be of one model, distinct, complete (not broken) and have room for one more position (their
  * max_ctx); n in 1..OC_MAX_BATCH. On error no session's cache length changes. Scratch: the first

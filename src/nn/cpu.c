@@ -90,7 +90,7 @@ void oc_system_info(char *buf, size_t n) {
   cpu_brand(brand, sizeof brand);
   const char *better = oc_blas_better_core();
   const char *q8 = c->level == OC_CPU_AVX512 && c->avx512_vnni ? "avx512-vnni (vpdpbusd)" : c->level >= OC_CPU_AVX2 ? "avx2 (vpmaddubsw)" : "scalar";
-  const char *bf16 = c->level == OC_CPU_AVX512 ? "avx512 (16-wide widen + FMA)" : c->level == OC_CPU_AVX2 ? "avx2 (8-wide widen + FMA)" : "scalar";
+  const char *bf16 = c->level == OC_CPU_AVX512 ? "avx512 (16-wide widen + FMA, tiles of 4 rows x 4 inputs)" : c->level == OC_CPU_AVX2 ? "avx2 (8-wide widen + FMA, tiles of 4 rows x 2 inputs)" : "scalar";
   snprintf(buf, n,
            "cpu: %s\n"
            "features: avx2=%d fma=%d f16c=%d avx512f=%d avx512bw=%d avx512vl=%d avx512_vnni=%d avx512_bf16=%d avx_vnni=%d amx_int8=%d amx_bf16=%d\n"

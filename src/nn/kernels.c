@@ -91,17 +91,23 @@ AVX2 static float dot_f32_avx2(const float *a, const float *b, int n) {
   return s;
 }
 
-/* BF16 decode kernel. A 256-bit load holds 16 bf16 as 8 32-bit lanes (element 2k in the
- * low half, 2k+1 in the high half): a shift and a mask turn it into two f32 vectors with
- * no cross-lane shuffle, multiplied by x de-interleaved once per call (xp: per 16-element
- * block, the 8 even then the 8 odd elements).
- * Rows are dotted K at a time (K <= 4), rows far apart in memory: K concurrent sequential
- * streams per thread keep more cache-line fills in flight than one (on this machine's EPYC a
- * pure read with 3 streams per thread measured 13-47 % faster than with one, bench/README.md), and
- * each load of x serves K rows. Every row's sum is formed the same way whatever K is (one
- * accumulator for the even and one for the odd elements over its 16-element blocks, in order,
- * then their sum, then the tail), so a row's value never depends on which rows it was
- * grouped with, hence not on the thread count. */
+/* BF16 decode kernels. A 256-bit load holds 16 bf16 as 8 32-bit lanes (element 2k in the low
+ * half, 2k+1 in the high half): a shift and a mask turn it into two f32 vectors with no
+ * cross-lane shuffle, multiplied by x de-interleaved once per call (xp: per 16-element block, the
+ * 8 even then the 8 odd elements; per 32-element block with AVX-512, deinterleave32).
+ * A tile is K weight rows (K <= MV_STREAMS) against T inputs (a decode batch), one accumulator
+ * per row and input:
+ *  - the K rows are far apart in memory: K concurrent sequential streams per thread keep more
+ *    cache-line fills in flight than one (on the EPYC a pure read with 3 streams per thread
+ *    measured 13-47 % faster than with one, bench/README.md);
+ *  - each load of x serves K rows, and each load and widening of weights serves T inputs, so an
+ *    extra input costs two FMAs per 16 (AVX2) or 32 (AVX-512) weights (bench/README.md, the BF16
+ *    tiles).
+ * Every (row, input) sum is formed the same way whatever K and T are: over the blocks in order,
+ * the even elements' product then the odd ones' into one accumulator, then its lanes reduced,
+ * then the tail in order. So a row's value never depends on which rows or inputs it was grouped
+ * with: not on the thread count, and the same for a token decoded alone or in a batch. The
+ * AVX2 and AVX-512 kernels round differently (within the fixtures' tolerances). */
 static void deinterleave16(const float *x, int n, float *xp) {
   int i = 0;
   for (; i + 16 <= n; i += 16)
@@ -116,20 +122,26 @@ AVX2 static inline float bf16_tail(const uint16_t *w, const float *x, int i, int
 
 /* Rows dotted side by side: sequential streams per thread in the decode products. */
 #define MV_STREAMS 4
+/* Inputs per BF16 tile: the K x T accumulators, the widened weights and x fit the registers
+ * (16 with AVX2, 32 with AVX-512). */
+#define BF16_TILE_AVX2 2
+#define BF16_TILE_512 4
 
-AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t *const *w, const int K, const float *xp,
-                                                               const float *x, int n, float *out) {
+/* out[t * K + j] = row w[j] . input t (xp[t] de-interleaved, x[t] as is, for the tail) */
+AVX2 static inline __attribute__((always_inline)) void tile_bf16(const uint16_t *const *w, const int K, const float *const *xp,
+                                                               const float *const *x, const int T, int n, float *out) {
   const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
-  __m256 lo_acc[MV_STREAMS], hi_acc[MV_STREAMS];
-  for (int j = 0; j < K; j++) lo_acc[j] = hi_acc[j] = _mm256_setzero_ps();
+  __m256 acc[MV_STREAMS][BF16_TILE_AVX2];
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) acc[j][t] = _mm256_setzero_ps();
   int i = 0;
 #define BF16_BLOCK(I)                                                                                   \
-  {                                                                                                     \
-    const __m256 x0 = _mm256_loadu_ps(xp + (I)), x1 = _mm256_loadu_ps(xp + (I) + 8);                    \
-    for (int j = 0; j < K; j++) {                                                                       \
-      const __m256i v = _mm256_loadu_si256((const __m256i *)(w[j] + (I)));                              \
-      lo_acc[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), x0, lo_acc[j]);        \
-      hi_acc[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), x1, hi_acc[j]);         \
+  for (int j = 0; j < K; j++) {                                                                         \
+    const __m256i v = _mm256_loadu_si256((const __m256i *)(w[j] + (I)));                                \
+    const __m256 e = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), o = _mm256_castsi256_ps(_mm256_and_si256(v, hi)); \
+    for (int t = 0; t < T; t++) {                                                                       \
+      acc[j][t] = _mm256_fmadd_ps(e, _mm256_loadu_ps(xp[t] + (I)), acc[j][t]);                           \
+      acc[j][t] = _mm256_fmadd_ps(o, _mm256_loadu_ps(xp[t] + (I) + 8), acc[j][t]);                       \
     }                                                                                                   \
   }
   for (; i + 32 <= n; i += 32) {
@@ -144,16 +156,10 @@ AVX2 static inline __attribute__((always_inline)) void dotk_bf16(const uint16_t 
     i += 16;
   }
 #undef BF16_BLOCK
-  for (int j = 0; j < K; j++) out[j] = hsum8(_mm256_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
+  for (int t = 0; t < T; t++)
+    for (int j = 0; j < K; j++) out[t * K + j] = hsum8(acc[j][t]) + bf16_tail(w[j], x[t], i, n);
 }
 
-/* The BF16 decode kernel with AVX-512 (when the CPU has it): a 512-bit load holds 32 bf16, widened
- * by the same shift and mask into 16 even and 16 odd f32, against x de-interleaved per 32-element
- * block (deinterleave32): half the instructions of the AVX2 kernel per weight, which is what a
- * decode batch pays per extra row. Each row's sum: even and odd accumulators (16 lanes) over the
- * 32-element blocks in order, their sum reduced, then the tail; the same whatever K or the thread
- * count, and the same for a row decoded alone or in a batch (every BF16 product on such a CPU
- * takes this kernel). It rounds differently from the AVX2 kernel: within the fixtures' tolerances. */
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
 static void deinterleave32(const float *x, int n, float *xp) {
   int i = 0;
@@ -161,28 +167,35 @@ static void deinterleave32(const float *x, int n, float *xp) {
     for (int k = 0; k < 16; k++) { xp[i + k] = x[i + 2 * k]; xp[i + 16 + k] = x[i + 2 * k + 1]; }
 }
 
-AVX512 static inline __attribute__((always_inline)) void dotk_bf16_512(const uint16_t *const *w, const int K, const float *xp, const float *x,
-                                                                     int n, float *out) {
+/* The same with AVX-512 (when the CPU has it): a 512-bit load holds 32 bf16, widened by the same
+ * shift and mask into 16 even and 16 odd f32: half the instructions per weight of the AVX2 tile. */
+AVX512 static inline __attribute__((always_inline)) void tile_bf16_512(const uint16_t *const *w, const int K, const float *const *xp,
+                                                                     const float *const *x, const int T, int n, float *out) {
   const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
-  __m512 lo_acc[MV_STREAMS], hi_acc[MV_STREAMS];
-  for (int j = 0; j < K; j++) lo_acc[j] = hi_acc[j] = _mm512_setzero_ps();
+  __m512 acc[MV_STREAMS][BF16_TILE_512];
+  for (int j = 0; j < K; j++)
+    for (int t = 0; t < T; t++) acc[j][t] = _mm512_setzero_ps();
   int i = 0;
   for (; i + 32 <= n; i += 32) {
 #if OC_PREFETCH > 0
     for (int j = 0; j < K; j++) _mm_prefetch((const char *)(w[j] + i) + OC_PREFETCH, _MM_HINT_T0);
 #endif
-    const __m512 x0 = _mm512_loadu_ps(xp + i), x1 = _mm512_loadu_ps(xp + i + 16);
     for (int j = 0; j < K; j++) {
       const __m512i v = _mm512_loadu_si512((const void *)(w[j] + i));
-      lo_acc[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), x0, lo_acc[j]);
-      hi_acc[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), x1, hi_acc[j]);
+      const __m512 e = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), o = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+      for (int t = 0; t < T; t++) {
+        acc[j][t] = _mm512_fmadd_ps(e, _mm512_loadu_ps(xp[t] + i), acc[j][t]);
+        acc[j][t] = _mm512_fmadd_ps(o, _mm512_loadu_ps(xp[t] + i + 16), acc[j][t]);
+      }
     }
   }
-  for (int j = 0; j < K; j++) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(lo_acc[j], hi_acc[j])) + bf16_tail(w[j], x, i, n);
+  for (int t = 0; t < T; t++)
+    for (int j = 0; j < K; j++) out[t * K + j] = _mm512_reduce_add_ps(acc[j][t]) + bf16_tail(w[j], x[t], i, n);
 }
 
-/* F16 and F32 rows the same way, x as it is (no de-interleaving): one accumulator for elements
- * 0-7 and one for 8-15 of each 16-element block, in order, then their sum, then the tail. */
+/* F16 and F32 rows the same way, x as it is (no de-interleaving), one input at a time: one
+ * accumulator for elements 0-7 and one for 8-15 of each 16-element block, in order, then their
+ * sum, then the tail. */
 #define DEF_DOTK_PLAIN(NAME, WT, LOAD8, TO_F32)                                                         \
   AVX2 static inline __attribute__((always_inline)) void NAME(const WT *const *w, const int K, const float *x, \
                                                               int n, float *out) {                      \
@@ -208,46 +221,81 @@ AVX512 static inline __attribute__((always_inline)) void dotk_bf16_512(const uin
 DEF_DOTK_PLAIN(dotk_f16, uint16_t, load_f16x8, oc_f16_to_f32)
 DEF_DOTK_PLAIN(dotk_f32, float, _mm256_loadu_ps, F32_AS_IS)
 
-/* K streams at once, `count` consecutive rows each: rows w[j] + r*n (r < count) into y[j][r];
- * ATTR: the kernel's instruction set (AVX2, AVX512) */
-#define DEF_ROWS(ATTR, NAME, WT, DOTK_CALL)                                                             \
-  ATTR static inline __attribute__((always_inline)) void NAME(const void *const *w, const int K, int count, \
-                                                              const float *xp, const float *x, int n,   \
-                                                              float *const *y) {                        \
-    (void)xp;                                                                                           \
-    for (int r = 0; r < count; r++) {                                                                   \
-      const WT *p[MV_STREAMS];                                                                          \
-      float v[MV_STREAMS];                                                                              \
-      for (int j = 0; j < K; j++) p[j] = (const WT *)w[j] + (size_t)r * (size_t)n;                      \
-      DOTK_CALL;                                                                                        \
-      for (int j = 0; j < K; j++) y[j][r] = v[j];                                                       \
+/* The products of a run of rows: K streams at once, `count` consecutive rows each (rows w[j] +
+ * r*n, r < count), against `nx` inputs (rows of x and xp, n apart); row r of stream j and input t
+ * goes to y[j][t * ystride[j] + r]. */
+typedef struct {
+  const void *const *w;
+  int K, count, n, nx;
+  const float *xp, *x;
+  float *const *y;
+  const size_t *ystride;
+} mv_run;
+
+/* FN(a, K) with K a constant (the streams' accumulators stay in registers) */
+#define WITH_CONST_K(FN, a)   \
+  switch ((a)->K) {           \
+    case 4: FN(a, 4); break;  \
+    case 3: FN(a, 3); break;  \
+    case 2: FN(a, 2); break;  \
+    default: FN(a, 1); break; \
+  }
+
+/* BF16: each row in tiles of TILE inputs (ATTR: the instruction set, TILE_FN: its tile kernel) */
+#define DEF_ROWS_BF16(ATTR, NAME, TILE_FN, TILE)                                                        \
+  ATTR static inline __attribute__((always_inline)) void NAME##_k(const mv_run *a, const int K) {        \
+    for (int r = 0; r < a->count; r++) {                                                                \
+      const uint16_t *p[MV_STREAMS];                                                                    \
+      for (int j = 0; j < K; j++) p[j] = (const uint16_t *)a->w[j] + (size_t)r * (size_t)a->n;          \
+      for (int t0 = 0; t0 < a->nx; t0 += TILE) {                                                        \
+        const int T = a->nx - t0 < TILE ? a->nx - t0 : TILE;                                            \
+        const float *xp[TILE], *x[TILE];                                                                \
+        for (int t = 0; t < T; t++) {                                                                   \
+          xp[t] = a->xp + (size_t)(t0 + t) * (size_t)a->n;                                              \
+          x[t] = a->x + (size_t)(t0 + t) * (size_t)a->n;                                                \
+        }                                                                                               \
+        float v[MV_STREAMS * TILE];                                                                     \
+        switch (T) { /* constant tile sizes: the accumulators stay in registers */                     \
+          case 4: TILE_FN(p, K, xp, x, TILE >= 4 ? 4 : 1, a->n, v); break;                              \
+          case 3: TILE_FN(p, K, xp, x, TILE >= 3 ? 3 : 1, a->n, v); break;                              \
+          case 2: TILE_FN(p, K, xp, x, 2, a->n, v); break;                                              \
+          default: TILE_FN(p, K, xp, x, 1, a->n, v); break;                                             \
+        }                                                                                               \
+        for (int t = 0; t < T; t++)                                                                     \
+          for (int j = 0; j < K; j++) a->y[j][(size_t)(t0 + t) * a->ystride[j] + r] = v[t * K + j];     \
+      }                                                                                                 \
     }                                                                                                   \
+  }                                                                                                     \
+  ATTR static void NAME(const mv_run *a) {                                                              \
+    WITH_CONST_K(NAME##_k, a);                                                                          \
   }
-DEF_ROWS(AVX2, rows_bf16, uint16_t, dotk_bf16(p, K, xp, x, n, v))
-DEF_ROWS(AVX2, rows_f16, uint16_t, dotk_f16(p, K, x, n, v))
-DEF_ROWS(AVX2, rows_f32, float, dotk_f32(p, K, x, n, v))
-DEF_ROWS(AVX512, rows_bf16_512_k, uint16_t, dotk_bf16_512(p, K, xp, x, n, v))
+DEF_ROWS_BF16(AVX2, rows_bf16, tile_bf16, BF16_TILE_AVX2)
+DEF_ROWS_BF16(AVX512, rows_bf16_512, tile_bf16_512, BF16_TILE_512)
 
-#define ROWS_FOR_K(FN)                                                 \
-  switch (K) {                                                         \
-    case 4: FN(w, 4, count, xp, x, n, y); break;                       \
-    case 3: FN(w, 3, count, xp, x, n, y); break;                       \
-    case 2: FN(w, 2, count, xp, x, n, y); break;                       \
-    default: FN(w, 1, count, xp, x, n, y); break;                      \
+/* F16 and F32: one input at a time */
+#define DEF_ROWS_PLAIN(NAME, WT, DOTK)                                                                  \
+  AVX2 static inline __attribute__((always_inline)) void NAME##_k(const mv_run *a, const int K) {        \
+    for (int t = 0; t < a->nx; t++)                                                                     \
+      for (int r = 0; r < a->count; r++) {                                                              \
+        const WT *p[MV_STREAMS];                                                                        \
+        float v[MV_STREAMS];                                                                            \
+        for (int j = 0; j < K; j++) p[j] = (const WT *)a->w[j] + (size_t)r * (size_t)a->n;              \
+        DOTK(p, K, a->x + (size_t)t * (size_t)a->n, a->n, v);                                           \
+        for (int j = 0; j < K; j++) a->y[j][(size_t)t * a->ystride[j] + r] = v[j];                      \
+      }                                                                                                 \
+  }                                                                                                     \
+  AVX2 static void NAME(const mv_run *a) {                                                              \
+    WITH_CONST_K(NAME##_k, a);                                                                          \
   }
+DEF_ROWS_PLAIN(rows_f16, uint16_t, dotk_f16)
+DEF_ROWS_PLAIN(rows_f32, float, dotk_f32)
 
-/* the AVX-512 BF16 rows: their own function (an AVX2 caller cannot inline AVX-512 code) */
-AVX512 static void rows_bf16_512(const void *const *w, int K, int count, const float *xp, const float *x, int n, float *const *y) {
-  ROWS_FOR_K(rows_bf16_512_k)
-}
-
-/* Rows of one dtype (BF16 needs xp, the de-interleaved x). */
-AVX2 static void dot_rows_avx2(oc_dtype dt, const void *const *w, int K, int count, const float *xp, const float *x, int n,
-                               float *const *y) {
-  if (dt == OC_DT_BF16 && oc_have_avx512()) rows_bf16_512(w, K, count, xp, x, n, y); /* xp de-interleaved per 32 (deinterleave32) */
-  else if (dt == OC_DT_BF16) ROWS_FOR_K(rows_bf16)
-  else if (dt == OC_DT_F16) ROWS_FOR_K(rows_f16)
-  else ROWS_FOR_K(rows_f32)
+/* A run of rows of one dtype (BF16 needs xp, the de-interleaved inputs). */
+AVX2 static void dot_rows_avx2(oc_dtype dt, const mv_run *a) {
+  if (dt == OC_DT_BF16 && oc_have_avx512()) rows_bf16_512(a); /* xp de-interleaved per 32 (deinterleave32) */
+  else if (dt == OC_DT_BF16) rows_bf16(a);
+  else if (dt == OC_DT_F16) rows_f16(a);
+  else rows_f32(a);
 }
 
 AVX2 static void axpy_avx2(float a, const float *x, float *y, int n) {
@@ -354,13 +402,13 @@ void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t v
 /* Fewer input rows than this take the decode paths (the matrix-vector kernels, attention query by
  * query); from it on, the prefill paths built on sgemm. */
 #define GEMM_MIN_ROWS 8
-/* BF16 weights: up to this many rows of X (a decode batch) take the decode kernel, one pass over
- * the rows per input row (the rows come from the caches after the first), instead of sgemm on
- * converted weights: on E2B (2 threads, AMD EPYC) 8 rows took 367-378 ms a step this way against
- * 542 through sgemm, and 423-425 with a kernel blocked over the input dimension that read each
- * weight once for all rows (fewer bytes moved, fewer streams in flight). A row's value is the
- * same as decoded alone. */
-#define OC_MATVEC_MAX_ROWS 16
+/* BF16 weights: up to this many rows of X (a decode batch, a short prompt) take the decode
+ * kernel's tiles (each weight row read once, dotted with the inputs a tile at a time) instead of
+ * sgemm on converted weights. On E2B (2 threads, Intel, bench_decoder --batch) a step of 8 / 16 /
+ * 32 rows took 371-404 / 642-690 / 1255-1413 ms this way against 1134-1235 / 1342-1436 /
+ * 1838-2078 through sgemm (the conversion of every weight to f32 costs the same at any row count;
+ * sgemm wins from some larger count on). A row's value is the same as decoded alone. */
+#define OC_MATVEC_MAX_ROWS 32
 /* Queries per work item of the prefill attention. */
 #define ATT_QBLOCK 32
 
@@ -548,16 +596,19 @@ static void mv_row_generic(const float *X, int n, int in, const oc_tensor *w, in
   }
   const size_t es = oc_dtype_size(w->dtype);
   const void *wr = (const char *)w->data + (size_t)r * (size_t)in * es;
+#ifdef OC_X86
+  /* (BF16 without xp, its buffer not allocated, takes the scalar path) */
+  if (oc_have_avx2() && (w->dtype != OC_DT_BF16 || xp)) {
+    float *yr = Y + r;
+    const size_t stride = (size_t)out;
+    const mv_run a = {&wr, 1, 1, in, n, xp, X, &yr, &stride};
+    dot_rows_avx2(w->dtype, &a);
+    return;
+  }
+#endif
   for (int t = 0; t < n; t++) {
     const float *x = X + (size_t)t * in;
     float v;
-#ifdef OC_X86
-    /* (BF16 without xp, its buffer not allocated, takes the scalar path) */
-    if (oc_have_avx2() && (w->dtype != OC_DT_BF16 || xp)) {
-      float *yv = &v;
-      dot_rows_avx2(w->dtype, &wr, 1, 1, xp ? xp + (size_t)t * in : NULL, x, in, &yv);
-    } else
-#endif
     if (w->dtype == OC_DT_F32) v = dot_f32_scalar(wr, x, in);
     else v = w->dtype == OC_DT_BF16 ? dot_bf16_scalar(wr, x, in) : dot_f16_scalar(wr, x, in);
     Y[(size_t)t * out + r] = v;
@@ -651,11 +702,9 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
         } else if (dt == OC_DT_Q8) { /* every input row in the kernel: each weight load serves several */
           oc_q8_rows((const int8_t *const *)rows, scales, il, K, run, xq, n, in, ys, ystride);
         } else {
-          if (n > 1) run = 1;
-          for (int t = 0; t < n; t++) {
-            for (int j = 0; j < K; j++) ys[j] = Y[p[j].m] + (size_t)t * outs[p[j].m] + p[j].r;
-            dot_rows_avx2(dt, rows, K, run, xp ? xp + (size_t)t * in : NULL, X + (size_t)t * in, in, ys);
-          }
+          if (n > 1 && dt != OC_DT_BF16) run = 1; /* F16, F32: one input at a time, the rows from the caches after the first */
+          const mv_run mr = {rows, K, run, in, n, xp, X, ys, ystride};
+          dot_rows_avx2(dt, &mr);
         }
         for (int j = 0; j < K; j++) mv_skip(&p[j], outs, count, run);
         i += run;
