@@ -229,7 +229,7 @@ static int bench_batch(oc_model *m, int threads, const int *ns, int nn, int roun
       const int n = ns[k];
       for (int i = 0; i < n; i++) {
         oc_session_reset(ss[i]);
-        bench_ids(prompt, 8, V - 8 * i - 8);
+        for (int k = 0; k < 8; k++) prompt[k] = (int32_t)((k * 7919 + i * 104729 + 13) % (V - 10)) + 5; /* a prompt of its own */
         if (oc_forward(ss[i], prompt, 8, NULL, logits + (size_t)i * V, 0, e)) goto out;
       }
       double t0 = 0;
@@ -272,7 +272,7 @@ static long huge_kb(void) {
 
 int main(int argc, char **argv) {
   oc_blas_reexec(argv); /* OpenBLAS's generic kernels on a CPU it does not know: run again with its family */
-  const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only [--prefill] | --batch N,N,... [--rounds R]] [--weights stored|q8]\n"
+  const char *usage = "usage: bench_decoder MODEL_DIR [threads] [--json OUT] [--decode-only [--prefill] | --batch N,N,... [--rounds R]] (N: 1..64 sessions, up to 16 counts) [--weights stored|q8]\n"
                       "       bench_decoder --bandwidth [threads]\n";
   if (argc < 2) { fputs(usage, stderr); return 2; }
   if (strcmp(argv[1], "--bandwidth") == 0) {
@@ -292,21 +292,28 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
     else if (strcmp(argv[i], "--decode-only") == 0) decode_only = 1;
     else if (strcmp(argv[i], "--prefill") == 0) with_prefill = 1;
-    else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
-    else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
-      for (char *p = argv[++i]; *p && n_batch < MAX_NS;) {
+    else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
+      char *end;
+      rounds = (int)strtol(argv[++i], &end, 10);
+      if (*end) rounds = 0;
+    } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc && !n_batch) {
+      /* 1 to 16 counts of 1 to 64 sessions, comma-separated */
+      for (char *p = argv[++i];; p++) {
         char *end;
         const long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 64 || (*end && *end != ',')) { fputs(usage, stderr); return 2; }
+        if (end == p || v < 1 || v > 64 || n_batch == MAX_NS || (*end && *end != ',')) { fputs(usage, stderr); return 2; }
         batch_ns[n_batch++] = (int)v;
-        p = *end ? end + 1 : end;
+        if (!*end) break;
+        p = end;
       }
-    }
-    else if (strcmp(argv[i], "--weights") == 0 && i + 1 < argc) {
+    } else if (strcmp(argv[i], "--weights") == 0 && i + 1 < argc) {
       if (oc_weight_mode_parse(argv[++i], &mo.weights, &e)) { fprintf(stderr, "error: %s\n", e.msg); return 2; }
+    } else if (i > 2 || argv[i][0] == '-') { /* (argv[2] may be the thread count) */
+      fputs(usage, stderr);
+      return 2;
     }
   }
-  if (threads < 1 || rounds < 1 || rounds > 100) { fputs(usage, stderr); return 2; }
+  if (threads < 1 || rounds < 1 || rounds > 100 || (n_batch && (decode_only || json))) { fputs(usage, stderr); return 2; }
   oc_set_threads(threads);
   double plain_bw = 0, bw = 0, fma = 0, gf = 0;
   if (!decode_only && !n_batch) { /* the ceilings, before the model is mapped */

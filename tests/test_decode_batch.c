@@ -9,7 +9,7 @@
  * same per-query arithmetic); from 8 rows the matmuls are sgemm calls, whose sums are ordered
  * differently, and the K/V rows they write differ in rounding from then on: within TOL. The batch
  * results must not depend on the thread count (1 and 2). With "q8" the model's matrices are q8
- * (their decode kernel is per row up to 16 rows, like BF16's). Then the errors: each returns -1 with a
+ * (their decode kernel takes any number of rows, BF16's up to 32). Then the errors: each returns -1 with a
  * message and leaves every session's length as it was, and the sessions decode correctly after. */
 #include <math.h>
 #include <string.h>

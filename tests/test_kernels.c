@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "nn/cpu.h"
 #include "nn/kernels.h"
 #include "nn/q8.h"
 #include "opencon/base.h"
@@ -112,9 +113,10 @@ static void check_case(const mcase *c, int n) {
     Y[m] = malloc(sizeof(float) * (size_t)n * (size_t)c->outs[m]);
     Yref[m] = malloc(sizeof(float) * (size_t)n * (size_t)c->outs[m]);
   }
-  /* the decode kernels: below 8 rows, up to 32 rows of BF16 weights, any rows of Q8 weights */
+  /* the decode kernels: below 8 rows, up to 32 rows of BF16 weights (with the AVX2 kernels and up),
+   * any rows of Q8 weights */
   int all_matvec = 1;
-  for (int m = 0; m < c->count; m++) all_matvec &= (c->dt[m] == OC_DT_BF16 && n <= 32) || c->dt[m] == OC_DT_Q8;
+  for (int m = 0; m < c->count; m++) all_matvec &= (c->dt[m] == OC_DT_BF16 && n <= 32 && oc_have_avx2()) || c->dt[m] == OC_DT_Q8;
   const int decode = n < 8 || all_matvec;
   /* Q8 weights always meet the inputs quantized per block: the reference is the exact sum of the
    * blocks' integer dots times their scales */

@@ -148,9 +148,11 @@ int oc_forward(oc_session *s, const int32_t *ids, int n, const oc_taps *taps,
  * its own cache. logits: NULL or [n][vocab]; taps: NULL or taps with pos == NULL (n_pos is
  * ignored) whose out is [n_layers][n][hidden], row i being session i's new token. Every layer runs
  * whatever is tapped, so no session is left incomplete. Results equal oc_forward(ss[i], &ids[i],
- * 1, ...) for each i within f32 rounding: on the same caches bit for bit below 8 sessions, and up
- * to 32 with BF16 weights (the matmuls take the same per-row kernels); past that, or with F32/F16
- * weights from 8 on, the matmuls are sgemm calls. The sessions must
+ * 1, ...) for each i within f32 rounding: on the same caches bit for bit below 8 sessions, up to
+ * 32 with BF16 weights on an AVX2 CPU, and at any count with q8 weights (the matmuls take the same
+ * per-row kernels; only where memory for the kernels' copy of the inputs runs out do BF16 rows
+ * fall back to a scalar dot, equal within f32 rounding); past that, or with F32/F16 weights from
+ * 8 on, the matmuls are sgemm calls. The sessions must
  * be of one model, distinct, complete (not broken) and have room for one more position (their
  * max_ctx); n in 1..OC_MAX_BATCH. On error no session's cache length changes. Scratch: the first
  * session's chunk buffers, grown to n rows and kept (as a chunk of n tokens would grow them), so a

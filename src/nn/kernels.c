@@ -101,8 +101,8 @@ AVX2 static float dot_f32_avx2(const float *a, const float *b, int n) {
  *    cache-line fills in flight than one (on the EPYC a pure read with 3 streams per thread
  *    measured 13-47 % faster than with one, bench/README.md);
  *  - each load of x serves K rows, and each load and widening of weights serves T inputs, so an
- *    extra input costs two FMAs per 16 (AVX2) or 32 (AVX-512) weights (bench/README.md, the BF16
- *    tiles).
+ *    extra input costs two FMAs per 16 (AVX2) or 32 (AVX-512) weights (bench/README.md, "BF16 decode
+ *    in tiles").
  * Every (row, input) sum is formed the same way whatever K and T are: over the blocks in order,
  * the even elements' product then the odd ones' into one accumulator, then its lanes reduced,
  * then the tail in order. So a row's value never depends on which rows or inputs it was grouped
@@ -126,6 +126,8 @@ AVX2 static inline float bf16_tail(const uint16_t *w, const float *x, int i, int
  * (16 with AVX2, 32 with AVX-512). */
 #define BF16_TILE_AVX2 2
 #define BF16_TILE_512 4
+_Static_assert(BF16_TILE_AVX2 >= 1 && BF16_TILE_AVX2 <= 4 && BF16_TILE_512 >= 1 && BF16_TILE_512 <= 4,
+               "DEF_ROWS_BF16 dispatches tiles of 1 to 4 inputs");
 
 /* out[t * K + j] = row w[j] . input t (xp[t] de-interleaved, x[t] as is, for the tail) */
 AVX2 static inline __attribute__((always_inline)) void tile_bf16(const uint16_t *const *w, const int K, const float *const *xp,
@@ -404,9 +406,9 @@ void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t v
 #define GEMM_MIN_ROWS 8
 /* BF16 weights: up to this many rows of X (a decode batch, a short prompt) take the decode
  * kernel's tiles (each weight row read once, dotted with the inputs a tile at a time) instead of
- * sgemm on converted weights. On E2B (2 threads, Intel, bench_decoder --batch) a step of 8 / 16 /
- * 32 rows took 371-404 / 642-690 / 1255-1413 ms this way against 1134-1235 / 1342-1436 /
- * 1838-2078 through sgemm (the conversion of every weight to f32 costs the same at any row count;
+ * sgemm on converted weights. On E2B (2 threads, Intel, AVX-512, bench_decoder --batch, two
+ * alternating runs of each build) a step of 8 / 16 / 32 rows took 371-404 / 642-690 / 1255-1413
+ * ms this way against 1134-1235 / 1342-1436 / 1838-2078 through sgemm (the conversion of every weight to f32 costs the same at any row count;
  * sgemm wins from some larger count on). A row's value is the same as decoded alone. */
 #define OC_MATVEC_MAX_ROWS 32
 /* Queries per work item of the prefill attention. */
@@ -720,13 +722,14 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
 }
 
 /* Whether W takes the decode kernels for n input rows: under GEMM_MIN_ROWS rows, BF16 up to
- * OC_MATVEC_MAX_ROWS (a decode batch), and Q8 always: its kernel quantizes the inputs, and a
+ * OC_MATVEC_MAX_ROWS (a decode batch) where the tiles run (AVX2 and up; the scalar dot would lose
+ * to sgemm), and Q8 always: its kernel quantizes the inputs, and a
  * prefill through f32 sgemm would give a token other values (by ~1 % of a hidden state) than its
  * decode step, so a q8 model's results would depend on the chunking and on how many streams a
  * server batches. Each weight row is read once for all n inputs (they stay in cache), so the int8
  * kernel is also the faster prefill (bench/README.md). */
 static int takes_matvec(oc_dtype dt, int n) {
-  return n < GEMM_MIN_ROWS || (dt == OC_DT_BF16 && n <= OC_MATVEC_MAX_ROWS) || dt == OC_DT_Q8;
+  return n < GEMM_MIN_ROWS || (dt == OC_DT_BF16 && n <= OC_MATVEC_MAX_ROWS && oc_have_avx2()) || dt == OC_DT_Q8;
 }
 
 void oc_matmul_multi(const float *X, int n, int in, const oc_tensor *const *W, const int *outs, float *const *Y, int count) {
