@@ -6,11 +6,12 @@
  * middle layer, of the last layer's input and the final-normed output, and the greedy tokens are
  * compared. Until a session has been in a batch of 8 rows or more its results must equal the
  * single steps' bit for bit (below 8 rows the matmuls take the same per-row kernels, attention the
- * same per-query arithmetic); from 8 rows the matmuls are sgemm calls, whose sums are ordered
- * differently, and the K/V rows they write differ in rounding from then on: within TOL. The batch
- * results must not depend on the thread count (1 and 2). With "q8" the model's matrices are q8
- * (their decode kernel takes any number of rows, BF16's up to 32). Then the errors: each returns -1 with a
- * message and leaves every session's length as it was, and the sessions decode correctly after. */
+ * same per-query arithmetic); from 8 rows F32/F16 matmuls are sgemm calls, whose sums are ordered
+ * differently, and the K/V rows they write differ in rounding from then on: within TOL (BF16
+ * matmuls keep the per-row kernels up to 32 rows on an AVX2 CPU, q8 ones at any count, so for
+ * them TOL is a loose bound). The batch results must not depend on the thread count (1 and 2).
+ * With "q8" the model's matrices are q8. Then the errors: each returns -1 with a message and
+ * leaves every session's length as it was, and the sessions decode correctly after. */
 #include <math.h>
 #include <string.h>
 

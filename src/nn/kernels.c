@@ -408,8 +408,10 @@ void oc_weighted_rows(const float *a, size_t as, int G, const float *v, size_t v
  * kernel's tiles (each weight row read once, dotted with the inputs a tile at a time) instead of
  * sgemm on converted weights. On E2B (2 threads, Intel, AVX-512, bench_decoder --batch, two
  * alternating runs of each build) a step of 8 / 16 / 32 rows took 371-404 / 642-690 / 1255-1413
- * ms this way against 1134-1235 / 1342-1436 / 1838-2078 through sgemm (the conversion of every weight to f32 costs the same at any row count;
- * sgemm wins from some larger count on). A row's value is the same as decoded alone. */
+ * ms this way against 1134-1235 / 1342-1436 / 1838-2078 through sgemm: converting every weight
+ * to f32 costs the same at any row count, and the two met near 64 rows. Kept at 32 until the AMD
+ * EPYC, whose sgemm was relatively faster, is measured (bench/README.md). A row's value is the
+ * same as decoded alone. */
 #define OC_MATVEC_MAX_ROWS 32
 /* Queries per work item of the prefill attention. */
 #define ATT_QBLOCK 32
@@ -723,11 +725,11 @@ static void matvec_multi(const float *X, int n, int in, const oc_tensor *const *
 
 /* Whether W takes the decode kernels for n input rows: under GEMM_MIN_ROWS rows, BF16 up to
  * OC_MATVEC_MAX_ROWS (a decode batch) where the tiles run (AVX2 and up; the scalar dot would lose
- * to sgemm), and Q8 always: its kernel quantizes the inputs, and a
- * prefill through f32 sgemm would give a token other values (by ~1 % of a hidden state) than its
- * decode step, so a q8 model's results would depend on the chunking and on how many streams a
- * server batches. Each weight row is read once for all n inputs (they stay in cache), so the int8
- * kernel is also the faster prefill (bench/README.md). */
+ * to sgemm), and Q8 always: its kernel quantizes the inputs, and a prefill through f32 sgemm
+ * would give a token other values (by ~1 % of a hidden state) than its decode step, so a q8
+ * model's results would depend on the chunking and on how many streams a server batches. Each
+ * weight row is read once for all n inputs (they stay in cache), so the int8 kernel is also the
+ * faster prefill (bench/README.md). */
 static int takes_matvec(oc_dtype dt, int n) {
   return n < GEMM_MIN_ROWS || (dt == OC_DT_BF16 && n <= OC_MATVEC_MAX_ROWS && oc_have_avx2()) || dt == OC_DT_Q8;
 }
