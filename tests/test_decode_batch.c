@@ -10,12 +10,14 @@
  * differently, and the K/V rows they write differ in rounding from then on: within TOL (BF16
  * matmuls keep the per-row kernels up to 32 rows on an AVX2 CPU, q8 ones at any count, so for
  * them TOL is a loose bound). The batch results must not depend on the thread count (1 and 2).
- * With "q8" the model's matrices are q8. Then the errors: each returns -1 with a message and
+ * With "q8" the model's matrices are q8. Then a batch of 24 sessions against their single steps
+ * (bit for bit with BF16 weights on an AVX2 CPU and with q8). Then the errors: each returns -1 with a message and
  * leaves every session's length as it was, and the sessions decode correctly after. */
 #include <math.h>
 #include <string.h>
 
 #include "check.h"
+#include "nn/cpu.h"
 #include "opencon/model.h"
 
 #define NS 9
@@ -151,6 +153,41 @@ static void expect_error(oc_session *const *ss, int n, const int32_t *ids, const
   for (int i = 0; i < n_all; i++) CHECK(oc_session_len(all[i]) == before[i], "session %d: length %d after a failed batch (was %d; %s)", i, oc_session_len(all[i]), before[i], want);
 }
 
+/* A batch wider than the 8 rows from which F32/F16 matmuls turn to sgemm: with BF16 weights on a
+ * CPU with the AVX2 kernels (the tiles take up to 32 rows) and with q8 weights (any count), the
+ * batch's logits equal each session's single step bit for bit, as oc_forward_batch promises. */
+static void wide_batch(oc_model *m, int q8) {
+  if (!q8 && !(oc_have_avx2() && strcmp(oc_model_weights_kind(m), "bf16") == 0)) {
+    printf("wide batch: skipped (weights %s, kernels %s)\n", oc_model_weights_kind(m), oc_cpu_level_name(oc_cpu()->level));
+    return;
+  }
+  enum { WN = 24 };
+  const int V = oc_model_cfg(m)->vocab;
+  oc_session *a[WN], *b[WN];
+  int32_t next[WN], ids[20];
+  float *lb = malloc(sizeof(float) * (size_t)V * WN), *l1 = malloc(sizeof(float) * (size_t)V);
+  REQUIRE(lb && l1, "out of memory");
+  oc_error e;
+  for (int i = 0; i < WN; i++) {
+    const int len = 1 + i % 20;
+    for (int t = 0; t < len; t++) ids[t] = (int32_t)(3 + (i * 37 + t * 11) % (V - 3));
+    next[i] = (int32_t)(3 + (i * 53 + 7) % (V - 3));
+    REQUIRE((a[i] = oc_session_new(m, 32, &e)) && (b[i] = oc_session_new(m, 32, &e)), "session: %s", e.msg);
+    REQUIRE(oc_forward(a[i], ids, len, NULL, NULL, 0, &e) == 0 && oc_forward(b[i], ids, len, NULL, NULL, 0, &e) == 0, "prefill: %s", e.msg);
+  }
+  REQUIRE(oc_forward_batch(a, WN, next, NULL, lb, &e) == 0, "batch of %d: %s", WN, e.msg);
+  int same = 0;
+  for (int i = 0; i < WN; i++) {
+    REQUIRE(oc_forward(b[i], &next[i], 1, NULL, l1, 0, &e) == 0, "single step: %s", e.msg);
+    same += memcmp(l1, lb + (size_t)i * V, sizeof(float) * (size_t)V) == 0;
+  }
+  CHECK(same == WN, "a batch of %d (%s weights): %d of %d sessions' logits equal their single steps bit for bit", WN,
+        oc_model_weights_kind(m), same, WN);
+  for (int i = 0; i < WN; i++) { oc_session_free(a[i]); oc_session_free(b[i]); }
+  free(lb);
+  free(l1);
+}
+
 static void errors(const char *dir, oc_model *m) {
   oc_error e;
   const oc_model_config *c = oc_model_cfg(m);
@@ -219,6 +256,7 @@ int main(int argc, char **argv) {
   compare_threads(&r1, &r2);
   printf("largest |batch - single| once a session was in a batch of 8 rows or more: logits %.3g, hidden states %.3g (%.2f of the "
          "tolerance); before: bit for bit\n", g_max_lg, g_max_hs, g_ratio);
+  wide_batch(m, argc == 3);
   errors(argv[1], m);
   free_run(&r1);
   free_run(&r2);
