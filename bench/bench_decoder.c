@@ -187,9 +187,10 @@ static double measure_sgemm(int threads) {
   return best;
 }
 
-/* The bench's token ids: spread over the vocabulary, clear of the first few (special) ids. */
-static void bench_ids(int32_t *ids, int n, int V) {
-  for (int i = 0; i < n; i++) ids[i] = (int32_t)((i * 7919 + 13) % (V - 10)) + 5;
+/* The bench's token ids: spread over the vocabulary, clear of the first few (special) ids; `seq`
+ * gives each of several sessions a prompt of its own (0: the headline prompt). */
+static void bench_ids(int32_t *ids, int n, int V, int seq) {
+  for (int i = 0; i < n; i++) ids[i] = (int32_t)(((int64_t)i * 7919 + (int64_t)seq * 104729 + 13) % (V - 10)) + 5;
 }
 
 /* `n` greedy decode steps from the current logits, tokens/s (-1 on error). */
@@ -229,7 +230,7 @@ static int bench_batch(oc_model *m, int threads, const int *ns, int nn, int roun
       const int n = ns[k];
       for (int i = 0; i < n; i++) {
         oc_session_reset(ss[i]);
-        for (int k = 0; k < 8; k++) prompt[k] = (int32_t)((k * 7919 + i * 104729 + 13) % (V - 10)) + 5; /* a prompt of its own */
+        bench_ids(prompt, 8, V, i);
         if (oc_forward(ss[i], prompt, 8, NULL, logits + (size_t)i * V, 0, e)) goto out;
       }
       double t0 = 0;
@@ -341,7 +342,7 @@ int main(int argc, char **argv) {
   float *logits = malloc(sizeof(float) * (size_t)V);
   int32_t *ids = malloc(sizeof(int32_t) * 512);
   if (!logits || !ids) { fprintf(stderr, "error: out of memory\n"); return 1; }
-  bench_ids(ids, 512, V);
+  bench_ids(ids, 512, V, 0);
 
   /* FLOPs per token of the linear layers (weights multiplied per token) */
   double lin_params = 0;

@@ -119,6 +119,17 @@ static int run(const oc_guard *g, int slots, int threads, int n, double gap_s, i
   return run_adapt(g, slots, threads, n, gap_s, new_tokens, prompt_len, base, 1, out);
 }
 
+/* The probe's logit of each of S streams from the taps [nl][S][H]: a stream's row of each layer
+ * gathered side by side into row[nl * H], as the guard reads them; their sum. */
+static double probe_logits(const oc_probe *pr, const float *tap, int S, int nl, size_t H, float *row) {
+  double sum = 0;
+  for (int k = 0; k < S; k++) {
+    for (int li = 0; li < nl; li++) memcpy(row + (size_t)li * H, tap + ((size_t)li * (size_t)S + (size_t)k) * H, sizeof(float) * H);
+    sum += oc_probe_logit(pr, row);
+  }
+  return sum;
+}
+
 /* The probe's share of a decode step at S sessions, measured by alternating steps with and without
  * it (module comment). */
 static int probe_cost(const oc_guard *g, const oc_probe *pr, int S, int pairs, int prompt_len, int threads) {
@@ -149,11 +160,7 @@ static int probe_cost(const oc_guard *g, const oc_probe *pr, int S, int pairs, i
       const int probe = i == 0 || i == 3;
       const double t0 = oc_now();
       if (oc_forward_batch(ss, S, ids, probe ? &taps : NULL, logits, &err)) goto out;
-      if (probe)
-        for (int k = 0; k < S; k++) { /* a stream's row of each layer side by side, as the guard reads them */
-          for (int li = 0; li < nl; li++) memcpy(row + (size_t)li * H, tap + ((size_t)li * (size_t)S + (size_t)k) * H, sizeof(float) * H);
-          sink += oc_probe_logit(pr, row);
-        }
+      if (probe) sink += probe_logits(pr, tap, S, nl, H, row);
       t[i] = oc_now() - t0;
     }
     diff[p] = (t[0] + t[3] - t[1] - t[2]) / 2;
@@ -168,10 +175,7 @@ static int probe_cost(const oc_guard *g, const oc_probe *pr, int S, int pairs, i
   const double w0 = oc_now();
   for (int r = 0; r < reps; r++) {
     memcpy(copy, tap, sizeof(float) * (size_t)S * (size_t)nl * H);
-    for (int k = 0; k < S; k++) {
-      for (int li = 0; li < nl; li++) memcpy(row + (size_t)li * H, copy + ((size_t)li * (size_t)S + (size_t)k) * H, sizeof(float) * H);
-      sink += oc_probe_logit(pr, row);
-    }
+    sink += probe_logits(pr, copy, S, nl, H, row);
   }
   const double work = (oc_now() - w0) / reps;
   free(copy);
